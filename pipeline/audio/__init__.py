@@ -1,0 +1,1 @@
+"""Audio decoding, the log-mel frontend and audio-to-video-frame alignment."""

@@ -1,0 +1,135 @@
+"""Stage configuration: plain frozen dataclasses built from one ``params.yaml`` section.
+
+Each stage owns one dataclass (defined next to the code that uses it). ``from_dict`` builds it from
+the stage's section, rejecting unknown and missing keys so a typo in ``params.yaml`` fails loudly
+instead of silently falling back to a default.
+
+Example:
+    >>> from dataclasses import dataclass
+    >>> @dataclass(frozen=True)
+    ... class Demo:
+    ...     lr: float
+    ...     layers: int = 1
+    >>> from_dict(Demo, {"lr": 0.01}, where="params.yaml:demo")
+    Demo(lr=0.01, layers=1)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A params section does not match the stage's configuration dataclass."""
+
+
+def load_section(path: str | Path, section: str) -> dict[str, Any]:
+    """Read ``section`` (dotted for nesting, e.g. ``embed.visual``) from a YAML params file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"params file not found: {path}")
+    with path.open() as fh:
+        data = yaml.safe_load(fh) or {}
+    node: Any = data
+    for part in section.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigError(f"{path}: section {section!r} is missing")
+        node = node[part]
+    if not isinstance(node, dict):
+        raise ConfigError(f"{path}: section {section!r} must be a mapping, got {type(node).__name__}")
+    return node
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "params") -> T:
+    """Build dataclass ``cls`` from ``data``; nested dataclasses and tuples are converted."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known keys are {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for name, field in fields.items():
+        if name not in data:
+            has_default = field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
+            if not has_default:
+                raise ConfigError(f"{where}: missing key {name!r}")
+            continue
+        kwargs[name] = _convert(hints[name], data[name], f"{where}.{name}")
+    return cls(**kwargs)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Return a JSON/YAML-friendly dict of a config dataclass (tuples become lists)."""
+    return _plain(dataclasses.asdict(config))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _convert(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{where}: value {value!r} does not match {hint}")
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
+        return value
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+        if len(args) != len(value):
+            raise ConfigError(f"{where}: expected {len(args)} items, got {len(value)}")
+        return tuple(_convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return {k: _convert(args[1], v, f"{where}.{k}") for k, v in value.items()} if args else dict(value)
+    if hint is Any:
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value

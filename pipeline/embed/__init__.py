@@ -1,0 +1,1 @@
+"""Per-frame embedding extraction into the Zarr stores, parallel across videos with dask."""

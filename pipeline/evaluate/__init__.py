@@ -1,0 +1,1 @@
+"""Scoring of every model variant, plots and ABAW submission files."""

@@ -1,0 +1,14 @@
+"""Label vocabularies of the ABAW2 Action Unit and expression tasks."""
+
+from __future__ import annotations
+
+AU_NAMES: tuple[str, ...] = (
+    "AU1", "AU2", "AU4", "AU6", "AU7", "AU10", "AU12", "AU15", "AU23", "AU24", "AU25", "AU26",
+)
+EXPR_NAMES: tuple[str, ...] = (
+    "Neutral", "Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise",
+)
+NUM_AUS: int = len(AU_NAMES)
+NUM_EXPRS: int = len(EXPR_NAMES)
+UNLABELLED: int = -1
+TASKS: tuple[str, ...] = ("au", "expr")

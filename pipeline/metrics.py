@@ -1,0 +1,101 @@
+"""ABAW scores for Action Unit detection and expression classification.
+
+ABAW2 (2021): AU score = 0.5 * mean per-AU binary F1 + 0.5 * element-wise accuracy;
+EXPR score = 0.67 * macro F1 over the 7 classes + 0.33 * accuracy.
+ABAW3 and later score AU by the mean F1 alone and EXPR by macro F1 alone (``variant="abaw3"``).
+Entries equal to ``-1`` in ``y_true`` are unlabelled and ignored.
+
+Example:
+    >>> import numpy as np
+    >>> y = np.array([[1, 0] * 6, [0, 1] * 6])
+    >>> au_metrics(y, y)["score"]
+    1.0
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.labels import NUM_AUS, NUM_EXPRS
+
+VARIANTS: tuple[str, ...] = ("abaw2", "abaw3")
+
+
+def _binary_f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
+    denom = 2 * tp + fp + fn
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
+
+
+def au_per_class_f1(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """Return the binary F1 of each AU (12,), over its labelled entries (0 where undefined)."""
+    y_true, y_pred = _check_au(y_true, y_pred)
+    labelled = y_true >= 0
+    pos_true = (y_true == 1) & labelled
+    pos_pred = (y_pred == 1) & labelled
+    tp = (pos_true & pos_pred).sum(axis=0)
+    fp = (~pos_true & pos_pred & labelled).sum(axis=0)
+    fn = (pos_true & ~pos_pred).sum(axis=0)
+    return _binary_f1(tp, fp, fn).astype(float)
+
+
+def au_metrics(y_true: np.ndarray, y_pred: np.ndarray, variant: str = "abaw2") -> dict[str, float]:
+    """Return ``{"f1", "acc", "score"}`` for AU predictions (N, 12) of 0/1 against labels with -1."""
+    _check_variant(variant)
+    y_true, y_pred = _check_au(y_true, y_pred)
+    labelled = y_true >= 0
+    f1 = float(au_per_class_f1(y_true, y_pred).mean())
+    n = int(labelled.sum())
+    acc = float((y_true[labelled] == y_pred[labelled]).mean()) if n else 0.0
+    score = 0.5 * f1 + 0.5 * acc if variant == "abaw2" else f1
+    return {"f1": f1, "acc": acc, "score": float(score)}
+
+
+def expr_per_class_f1(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """Return the F1 of each of the 7 expressions (7,), over labelled frames (0 where undefined)."""
+    y_true, y_pred = _check_expr(y_true, y_pred)
+    keep = y_true >= 0
+    t, p = y_true[keep], y_pred[keep]
+    classes = np.arange(NUM_EXPRS)
+    tp = np.array([np.sum((t == c) & (p == c)) for c in classes])
+    fp = np.array([np.sum((t != c) & (p == c)) for c in classes])
+    fn = np.array([np.sum((t == c) & (p != c)) for c in classes])
+    return _binary_f1(tp, fp, fn).astype(float)
+
+
+def expr_metrics(y_true: np.ndarray, y_pred: np.ndarray, variant: str = "abaw2") -> dict[str, float]:
+    """Return ``{"f1", "acc", "score"}`` for expression predictions (N,) against labels with -1."""
+    _check_variant(variant)
+    y_true, y_pred = _check_expr(y_true, y_pred)
+    keep = y_true >= 0
+    f1 = float(expr_per_class_f1(y_true, y_pred).mean())
+    acc = float((y_true[keep] == y_pred[keep]).mean()) if keep.any() else 0.0
+    score = 0.67 * f1 + 0.33 * acc if variant == "abaw2" else f1
+    return {"f1": f1, "acc": acc, "score": float(score)}
+
+
+def _check_variant(variant: str) -> None:
+    if variant not in VARIANTS:
+        raise ValueError(f"metric variant must be one of {VARIANTS}, got {variant!r}")
+
+
+def _check_au(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if y_true.ndim != 2 or y_true.shape[1] != NUM_AUS or y_true.shape != y_pred.shape:
+        raise ValueError(f"AU arrays must both be (N, {NUM_AUS}); got {y_true.shape} and {y_pred.shape}")
+    if not np.isin(y_true, (-1, 0, 1)).all():
+        raise ValueError("AU labels must be -1, 0 or 1")
+    if not np.isin(y_pred, (0, 1)).all():
+        raise ValueError("AU predictions must be 0 or 1")
+    return y_true.astype(np.int64), y_pred.astype(np.int64)
+
+
+def _check_expr(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if y_true.ndim != 1 or y_true.shape != y_pred.shape:
+        raise ValueError(f"expression arrays must both be (N,); got {y_true.shape} and {y_pred.shape}")
+    if ((y_true < -1) | (y_true >= NUM_EXPRS)).any():
+        raise ValueError(f"expression labels must be -1 or in [0, {NUM_EXPRS})")
+    if ((y_pred < 0) | (y_pred >= NUM_EXPRS)).any():
+        raise ValueError(f"expression predictions must be in [0, {NUM_EXPRS})")
+    return y_true.astype(np.int64), y_pred.astype(np.int64)

@@ -1,0 +1,1 @@
+"""Networks: IResNet backbones, multi-task heads, the TDNN audio model and the sequence model."""

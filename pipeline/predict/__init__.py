@@ -1,0 +1,1 @@
+"""Prediction on new videos: face detection, alignment and the exported ONNX models."""

@@ -1,0 +1,1 @@
+"""Losses, alternating multi-task updates, checkpoints and the training loops of each stage."""

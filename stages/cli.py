@@ -1,0 +1,68 @@
+"""The ``mmaffect`` command: one subcommand per pipeline stage, imported only when used."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# subcommand name -> module under stages/ that defines ``command``
+STAGES: dict[str, str] = {
+    "synth": "synth",
+    "prepare": "prepare",
+    "pack-frames": "pack_frames",
+    "finetune-visual": "finetune_visual",
+    "export-onnx": "export_onnx",
+    "embed-visual": "embed_visual",
+    "train-audio": "train_audio",
+    "embed-audio": "embed_audio",
+    "train-sequence": "train_sequence",
+    "evaluate": "evaluate",
+    "predict": "predict",
+}
+
+# One-line summaries for `mmaffect --help`, so listing commands imports no stage (and no torch).
+SUMMARIES: dict[str, str] = {
+    "synth": "Write the synthetic Aff-Wild2-layout dataset.",
+    "prepare": "Read annotations and videos; write manifest, labels, report.",
+    "pack-frames": "Pack the face crops into one HDF5 frame store.",
+    "finetune-visual": "Fine-tune the IResNet with AU and expression heads.",
+    "export-onnx": "Export the visual model to ONNX (parity-checked).",
+    "embed-visual": "Cache per-frame visual embeddings in Zarr (dask).",
+    "train-audio": "Train the TDNN audio stream and A+V fusion head.",
+    "embed-audio": "Cache per-frame audio embeddings in Zarr (dask).",
+    "train-sequence": "Train the transformer on cached embedding windows.",
+    "evaluate": "Score all variants; write metrics, plots, submissions.",
+    "predict": "Predict per-frame AUs and expressions for new videos.",
+}
+
+
+class LazyGroup(click.Group):
+    """A group that imports a stage module only when its subcommand runs (keeps --help fast)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(STAGES)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in STAGES:
+            return None
+        module = importlib.import_module(f"stages.{STAGES[name]}")
+        return module.command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, SUMMARIES.get(name, "")) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(package_name="mmaffect")
+def main() -> None:
+    """mmaffect: facial Action Units and expressions from face and voice, stage by stage.
+
+    Each subcommand is one DVC stage (see dvc.yaml); `dvc repro` runs them in order.
+    """
+
+
+if __name__ == "__main__":
+    main()

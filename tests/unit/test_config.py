@@ -1,0 +1,69 @@
+"""params.yaml sections become frozen dataclasses; bad keys and types fail with the key's name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import ConfigError, from_dict, load_section, to_dict
+
+
+@dataclass(frozen=True)
+class Inner:
+    gamma: float = 2.0
+    alpha: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Outer:
+    lr: float
+    mode: str
+    layers: int = 1
+    inner: Inner = field(default_factory=Inner)
+
+
+def test_builds_nested_dataclass_with_defaults() -> None:
+    cfg = from_dict(Outer, {"lr": 1, "mode": "epoch", "inner": {"alpha": [0.5, 1]}})
+    assert cfg == Outer(lr=1.0, mode="epoch", layers=1, inner=Inner(gamma=2.0, alpha=(0.5, 1.0)))
+    assert isinstance(cfg.lr, float)
+
+
+def test_unknown_key_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['lrr'\]"):
+        from_dict(Outer, {"lrr": 0.1, "lr": 0.1, "mode": "x"}, where="params.yaml:demo")
+
+
+def test_missing_key_is_named() -> None:
+    with pytest.raises(ConfigError, match="params.yaml:demo: missing key 'mode'"):
+        from_dict(Outer, {"lr": 0.1}, where="params.yaml:demo")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"lr": "fast", "mode": "x"}, r"demo\.lr: expected a number"),
+        ({"lr": 0.1, "mode": "x", "layers": 1.5}, r"demo\.layers: expected an integer"),
+        ({"lr": 0.1, "mode": "x", "layers": True}, r"demo\.layers: expected an integer"),
+        ({"lr": 0.1, "mode": "x", "inner": {"gamma": "2"}}, r"demo\.inner\.gamma: expected a number"),
+    ],
+)
+def test_wrong_types_are_rejected(data: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        from_dict(Outer, data, where="demo")
+
+
+def test_load_section_reads_dotted_sections(tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text("stage:\n  sub:\n    lr: 0.5\n    mode: batch\n")
+    assert load_section(params, "stage.sub") == {"lr": 0.5, "mode": "batch"}
+    with pytest.raises(ConfigError, match="section 'other' is missing"):
+        load_section(params, "other")
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        load_section(tmp_path / "nope.yaml", "stage")
+
+
+def test_to_dict_round_trips() -> None:
+    cfg = Outer(lr=0.1, mode="epoch", inner=Inner(alpha=(1.0, 2.0)))
+    assert from_dict(Outer, to_dict(cfg)) == cfg
