@@ -94,6 +94,10 @@ def _check_expr(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if y_true.ndim != 1 or y_true.shape != y_pred.shape:
         raise ValueError(f"expression arrays must both be (N,); got {y_true.shape} and {y_pred.shape}")
+    for what, values in (("labels", y_true), ("predictions", y_pred)):
+        # a float class index such as 2.7 or NaN would otherwise be truncated silently by astype
+        if values.dtype.kind not in "biu" and not np.array_equal(values, np.round(values)):
+            raise ValueError(f"expression {what} must be integer class indices")
     if ((y_true < -1) | (y_true >= NUM_EXPRS)).any():
         raise ValueError(f"expression labels must be -1 or in [0, {NUM_EXPRS})")
     if ((y_pred < 0) | (y_pred >= NUM_EXPRS)).any():

@@ -1,0 +1,102 @@
+"""Readers of the Aff-Wild2 annotation text files (AU_Set and EXPR_Set).
+
+An AU file is the header ``AU1,AU2,AU4,AU6,AU7,AU10,AU12,AU15,AU23,AU24,AU25,AU26`` followed by one
+line per video frame of 12 comma-separated values in {0, 1, -1}; an EXPR file is the header
+``Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise`` followed by one value in {-1, 0..6} per
+line. Line i after the header is frame i. Trailing spaces, CRLF line ends, a UTF-8 byte-order mark and
+blank lines at the very end are tolerated; anything else is an :class:`AnnotationError` naming the
+file and the 1-based line number.
+
+An AU row that holds any ``-1`` is unlabelled for the AU task as a whole, so the reader turns the
+entire row into ``-1``.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "v.txt"
+    >>> _ = p.write_text("Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise\\n4\\n-1\\n0\\n")
+    >>> read_expr_file(p).tolist()
+    [4, -1, 0]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.labels import AU_NAMES, EXPR_NAMES, NUM_AUS, NUM_EXPRS, UNLABELLED
+
+AU_HEADER: str = ",".join(AU_NAMES)
+EXPR_HEADER: str = ",".join(EXPR_NAMES)
+
+_AU_VALUES: dict[str, int] = {"0": 0, "1": 1, "-1": -1}
+_EXPR_VALUES: dict[str, int] = {str(v): v for v in range(-1, NUM_EXPRS)}
+
+
+class AnnotationError(ValueError):
+    """An annotation file does not follow the Aff-Wild2 format; the message names file and line."""
+
+
+def read_au_file(path: str | Path) -> np.ndarray:
+    """Read an AU_Set file into an (N, 12) int8 array; rows with any -1 become all -1."""
+    path = Path(path)
+    rows = _read_rows(path, AU_HEADER, NUM_AUS, _AU_VALUES, "AU values must be 0, 1 or -1")
+    labels = np.asarray(rows, dtype=np.int8).reshape(-1, NUM_AUS)
+    labels[(labels == UNLABELLED).any(axis=1)] = UNLABELLED
+    return labels
+
+
+def read_expr_file(path: str | Path) -> np.ndarray:
+    """Read an EXPR_Set file into an (N,) int8 array of class indices, -1 = unlabelled."""
+    path = Path(path)
+    rows = _read_rows(path, EXPR_HEADER, 1, _EXPR_VALUES, f"expression must be -1 or 0..{NUM_EXPRS - 1}")
+    return np.asarray(rows, dtype=np.int8).reshape(-1)
+
+
+def read_annotation(path: str | Path, task: str) -> np.ndarray:
+    """Read the annotation file of ``task`` (``"au"`` or ``"expr"``)."""
+    if task == "au":
+        return read_au_file(path)
+    if task == "expr":
+        return read_expr_file(path)
+    raise ValueError(f"task must be 'au' or 'expr', got {task!r}")
+
+
+def _read_rows(path: Path, header: str, n_cols: int, values: dict[str, int], what: str) -> list[int]:
+    """Parse ``path`` into a flat list of ints, checking header, column count and values per line."""
+    lines = _read_lines(path)
+    if not lines:
+        raise AnnotationError(f"{path}: empty annotation file (expected the header {header!r})")
+    found = ",".join(col.strip() for col in lines[0].split(","))
+    if found != header:
+        raise AnnotationError(f"{path}: line 1: wrong header {lines[0]!r}, expected {header!r}")
+    if len(lines) == 1:
+        raise AnnotationError(f"{path}: annotation file has a header but no frame lines")
+    flat: list[int] = []
+    for number, line in enumerate(lines[1:], start=2):
+        tokens = line.split(",")
+        if len(tokens) != n_cols:
+            raise AnnotationError(
+                f"{path}: line {number}: expected {n_cols} comma-separated value(s), "
+                f"found {len(tokens)} in {line!r}"
+            )
+        for token in tokens:
+            value = values.get(token.strip())
+            if value is None:
+                raise AnnotationError(f"{path}: line {number}: {what}, found {token.strip()!r} in {line!r}")
+            flat.append(value)
+    return flat
+
+
+def _read_lines(path: Path) -> list[str]:
+    """Return the file's lines without line ends or trailing spaces, minus blank lines at the end."""
+    if not path.is_file():
+        raise FileNotFoundError(f"annotation file not found: {path}")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise AnnotationError(f"{path}: not a UTF-8 text file ({exc})") from exc
+    lines = [line.rstrip() for line in text.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines

@@ -1,0 +1,92 @@
+"""``mmaffect prepare`` through click: outputs, clean one-line errors, params checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from _media import AU_VAL, build_affwild2, build_bp4d
+from click.testing import CliRunner
+
+from stages.cli import main
+
+PARAMS = """prepare:
+  frame_tolerance: 2
+  frame_count: demux
+  check_crops: exists
+  skip_invalid: false
+"""
+
+
+@pytest.fixture
+def params(tmp_path: Path) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(PARAMS)
+    return path
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    root = build_affwild2(tmp_path / "affwild2")
+    build_bp4d(root / "BP4D")
+    return root
+
+
+def test_help_says_what_it_reads_and_writes() -> None:
+    result = CliRunner().invoke(main, ["prepare", "--help"])
+    assert result.exit_code == 0
+    for word in ("manifest.json", "labels.h5", "report.json", "AU_Set", "--bp4d-root", "--params"):
+        assert word in result.output
+
+
+def test_prepare_writes_the_outputs(root: Path, params: Path, tmp_path: Path) -> None:
+    out = tmp_path / "prepared"
+    args = ["prepare", str(root), str(out), "--bp4d-root", str(root / "BP4D"), "--params", str(params)]
+    result = CliRunner().invoke(main, [*args, "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "prepared 5 Aff-Wild2 and 1 BP4D subjects" in result.output
+    assert "AU 10, EXPR 8" in result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["subjects"]) == 6
+    assert (out / "labels.h5").is_file() and (out / "report.json").is_file()
+
+
+def test_bad_annotation_is_a_one_line_error(root: Path, params: Path, tmp_path: Path) -> None:
+    (root / AU_VAL / "vidD.txt").write_text("AU1,AU2\n1,0\n")
+    result = CliRunner().invoke(main, ["prepare", str(root), str(tmp_path / "p"), "--params", str(params)])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    (line,) = [ln for ln in result.output.splitlines() if ln.startswith("Error:")]
+    assert "vidD.txt: line 1: wrong header" in line
+    assert not (tmp_path / "p").exists()
+
+
+def test_missing_video_is_a_one_line_error(root: Path, params: Path, tmp_path: Path) -> None:
+    (root / "videos/batch1/vidD.mp4").unlink()
+    result = CliRunner().invoke(main, ["prepare", str(root), str(tmp_path / "p"), "--params", str(params)])
+    assert result.exit_code == 1 and result.exception is not None and "Traceback" not in result.output
+    assert "Error: " in result.output and "vidD.txt: no video found for subject 'vidD'" in result.output
+
+
+def test_unknown_params_key_is_a_usage_error(root: Path, tmp_path: Path) -> None:
+    params = tmp_path / "bad.yaml"
+    params.write_text(PARAMS + "  frame_tolerence: 3\n")
+    result = CliRunner().invoke(main, ["prepare", str(root), str(tmp_path / "p"), "--params", str(params)])
+    assert result.exit_code == 2 and "frame_tolerence" in result.output
+
+
+def test_invalid_params_value_is_a_usage_error(root: Path, tmp_path: Path) -> None:
+    params = tmp_path / "bad.yaml"
+    params.write_text(PARAMS.replace("frame_tolerance: 2", "frame_tolerance: -3"))
+    result = CliRunner().invoke(main, ["prepare", str(root), str(tmp_path / "p"), "--params", str(params)])
+    assert result.exit_code == 2 and "frame_tolerance must be >= 0" in result.output
+
+
+def test_repository_params_section_builds_the_config() -> None:
+    from pipeline.config import from_dict, load_section, to_dict
+    from pipeline.data.prepare import PrepareConfig
+
+    section = load_section(Path(__file__).parents[2] / "params.yaml", "prepare")
+    cfg = from_dict(PrepareConfig, section)
+    assert to_dict(cfg) == section          # every key is a field and every field is in params.yaml
