@@ -23,5 +23,5 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         return None
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, ValueError) as exc:
+    except Exception as exc:  # torch raises RuntimeError, EOFError, struct.error, UnpicklingError...
         raise ValueError(f"{path}: unreadable checkpoint ({exc}); delete it to start over") from exc
