@@ -1,0 +1,138 @@
+"""The multi-task visual model: a shared backbone, an AU head (12 logits) and an expression head (7).
+
+Both heads are single fully connected layers on the backbone's 512-d embedding (paper §3.1).
+``cache/visual/model.pt`` stores ``{"arch": {...}, "state_dict": {...}, ...}`` in plain containers
+and tensors, loadable with ``torch.load(..., weights_only=True)``; :func:`build_from_checkpoint`
+rebuilds the model from it.
+
+Example:
+    >>> import torch
+    >>> arch = {"backbone": "iresnet18", "width_mult": 0.125, "dropout": 0.0}
+    >>> model = build_model(arch).eval()
+    >>> au, expr = model(torch.zeros(2, 3, 112, 112))
+    >>> tuple(au.shape), tuple(expr.shape), tuple(model.forward_features(torch.zeros(1, 3, 112, 112)).shape)
+    ((2, 12), (2, 7), (1, 512))
+    >>> clone = build_from_checkpoint(checkpoint_dict(model, arch, {"epoch": 3}))
+    >>> torch.equal(clone.au_head.weight, model.au_head.weight)
+    True
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from pipeline.labels import NUM_AUS, NUM_EXPRS
+from pipeline.models.registry import create_backbone
+
+DEFAULT_EMBED_DIM = 512
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint's tensors do not fit the model it is loaded into."""
+
+
+class MultiTaskModel(nn.Module):
+    """Shared backbone -> 512-d embedding -> (AU logits (B,12), expression logits (B,7))."""
+
+    def __init__(self, backbone: nn.Module, embed_dim: int = DEFAULT_EMBED_DIM) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.embed_dim = embed_dim
+        self.au_head = nn.Linear(embed_dim, NUM_AUS)
+        self.expr_head = nn.Linear(embed_dim, NUM_EXPRS)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,3,112,112) normalised images -> (B,512) embeddings."""
+        return self.backbone(x)
+
+    def forward_head(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,512) embeddings -> (AU logits (B,12), expression logits (B,7))."""
+        return self.au_head(features), self.expr_head(features)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,3,112,112) normalised images -> (AU logits (B,12), expression logits (B,7))."""
+        return self.forward_head(self.forward_features(x))
+
+
+def build_model(arch: Mapping[str, Any]) -> MultiTaskModel:
+    """A freshly initialised model from an arch dict ``{"backbone": name, **constructor kwargs}``.
+
+    ``embed_dim`` (default 512) is the heads' input size; every other key goes to the backbone.
+    """
+    if "backbone" not in arch:
+        raise ValueError(f"model arch needs a 'backbone' name, got keys {sorted(arch)}")
+    kwargs = {k: v for k, v in arch.items() if k not in ("backbone", "embed_dim")}
+    backbone = create_backbone(str(arch["backbone"]), **kwargs)
+    return MultiTaskModel(backbone, embed_dim=int(arch.get("embed_dim", DEFAULT_EMBED_DIM)))
+
+
+def checkpoint_dict(model: nn.Module, arch: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``{"arch", "state_dict", **extra}`` with CPU tensors, ready for ``torch.save``."""
+    extra = dict(extra or {})
+    clash = sorted({"arch", "state_dict"} & set(extra))
+    if clash:
+        raise ValueError(f"extra checkpoint entries may not be named {clash}")
+    inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    state = {k: v.detach().cpu().clone() for k, v in inner.state_dict().items()}
+    return {"arch": dict(arch), "state_dict": state, **extra}
+
+
+def build_from_checkpoint(ckpt: Mapping[str, Any]) -> MultiTaskModel:
+    """Rebuild a :class:`MultiTaskModel` from :func:`checkpoint_dict` output (weights loaded)."""
+    missing = [key for key in ("arch", "state_dict") if key not in ckpt]
+    if missing:
+        raise ValueError(f"not a visual model checkpoint: missing {missing}; found keys {sorted(ckpt)}")
+    model = build_model(ckpt["arch"])
+    _check_state_dict(model.state_dict(), ckpt["state_dict"], where=f"checkpoint (arch {ckpt['arch']})")
+    model.load_state_dict(ckpt["state_dict"], strict=True)
+    return model
+
+
+def load_pretrained_backbone(model: MultiTaskModel, path: str | Path) -> None:
+    """Load an insightface arcface_torch backbone state_dict (``module.`` prefix allowed) into ``model``.
+
+    The checkpoint must match the backbone exactly (strict): a wrong depth or width raises
+    :class:`CheckpointMismatchError` naming the first mismatching key and both shapes.
+    """
+    path = Path(path)
+    state = read_torch_file(path, "pretrained backbone checkpoint")
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: expected a state_dict (a mapping of names to tensors), got {type(state).__name__}")
+    state = {_strip_prefix(k, "module."): v for k, v in state.items()}
+    _check_state_dict(model.backbone.state_dict(), state, where=str(path))
+    model.backbone.load_state_dict(state, strict=True)
+
+
+def read_torch_file(path: str | Path, what: str = "checkpoint") -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU, with errors that name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a corrupt file surfaces as pickle, zip, struct or runtime errors alike
+        raise ValueError(f"{path}: not a loadable {what} ({type(exc).__name__}: {exc})") from exc
+
+
+def _strip_prefix(key: str, prefix: str) -> str:
+    return key[len(prefix):] if key.startswith(prefix) else key
+
+
+def _check_state_dict(expected: Mapping[str, torch.Tensor], found: Mapping[str, Any], where: str) -> None:
+    """Raise naming the first key (in model order) that is missing, extra, or of another shape."""
+    for key, tensor in expected.items():
+        if key not in found:
+            raise CheckpointMismatchError(f"{where}: key {key!r} {tuple(tensor.shape)} is missing from the checkpoint")
+        value = found[key]
+        if not isinstance(value, torch.Tensor) or value.shape != tensor.shape:
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise CheckpointMismatchError(
+                f"{where}: key {key!r} has shape {shape} in the checkpoint but {tuple(tensor.shape)} in the model"
+            )
+    extra = [key for key in found if key not in expected]
+    if extra:
+        raise CheckpointMismatchError(f"{where}: unexpected key {extra[0]!r} ({len(extra)} unexpected in all)")

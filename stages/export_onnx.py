@@ -1,0 +1,34 @@
+"""``mmaffect export-onnx``: the fine-tuned visual model to ONNX, published only after a parity check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from pipeline.export import ExportConfig, export_visual
+from stages.common import load_config, params_option, run_or_exit, setup_logging
+
+
+@click.command(name="export-onnx")
+@click.argument("model_pt", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("out_onnx", type=click.Path(dir_okay=False, path_type=Path))
+@params_option
+def command(model_pt: Path, out_onnx: Path, params_path: Path) -> None:
+    """Export MODEL_PT (cache/visual/model.pt) to OUT_ONNX (cache/onnx/visual.onnx).
+
+    The ONNX model takes `image` float32 (B,3,112,112), normalised (x/255-0.5)/0.5, and returns
+    `embedding` (B,512), `au_logits` (B,12), `expr_logits` (B,7), with a dynamic batch axis. It is
+    checked with onnx.checker and compared with torch on onnxruntime's CPU provider (max abs diff
+    <= atol) before it is renamed onto OUT_ONNX; on failure nothing is written.
+    Params: the `export_onnx` section of --params (opset, atol, example_batch).
+    """
+    setup_logging()
+    cfg = load_config(params_path, "export_onnx", ExportConfig)
+    report = run_or_exit(export_visual, model_pt, out_onnx, cfg)
+    diffs = ", ".join(f"{name} {diff:.2e}" for name, diff in report["max_abs_diff"].items())
+    click.echo(f"exported {model_pt} -> {out_onnx} (opset {report['opset']}; max abs diff vs torch: {diffs})")
+
+
+if __name__ == "__main__":
+    command()
