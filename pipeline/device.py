@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
 
 def resolve_device(name: str) -> torch.device:
     """Return the torch device for ``auto`` (CUDA when present), ``cpu`` or ``cuda``."""
+    import torch  # imported here so commands that never compute start without torch
+
     if name not in DEVICE_CHOICES:
         raise ValueError(f"device must be one of {DEVICE_CHOICES}, got {name!r}")
     if name == "auto":
@@ -21,6 +26,7 @@ def resolve_device(name: str) -> torch.device:
 def onnx_providers(name: str) -> list[str]:
     """Return onnxruntime execution providers for a device option, best first."""
     import onnxruntime as ort
+    import torch
 
     available = ort.get_available_providers()
     wants_cuda = name in ("auto", "cuda") and torch.cuda.is_available()
