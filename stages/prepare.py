@@ -14,12 +14,13 @@ from stages.common import load_config, params_option, run_or_exit, setup_logging
 @click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
-    "--bp4d-root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-    help="BP4D root (AU_OCC/*.csv, cropped_aligned/) whose sequences are added as AU training data.",
+    "--bp4d-root", type=str, default="",
+    help="BP4D root (AU_OCC/*.csv, cropped_aligned/) whose sequences are added as AU training data; "
+    "empty for none.",
 )
 @params_option
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
-def command(root: Path, out_dir: Path, bp4d_root: Path | None, params_path: Path, progress: bool) -> None:
+def command(root: Path, out_dir: Path, bp4d_root: str, params_path: Path, progress: bool) -> None:
     """Read ROOT (Aff-Wild2 layout) and write OUT_DIR/{manifest.json,labels.h5,report.json}.
 
     Reads annotations/{AU_Set,EXPR_Set}/{Train_Set,Validation_Set}/*.txt, the videos anywhere under
@@ -29,7 +30,11 @@ def command(root: Path, out_dir: Path, bp4d_root: Path | None, params_path: Path
     """
     setup_logging()
     cfg = load_config(params_path, "prepare", PrepareConfig)
-    manifest = run_or_exit(prepare_dataset, root, out_dir, cfg, bp4d_root=bp4d_root, progress=progress)
+    # An empty value (the `data.bp4d_root` param of a copy without BP4D) means no BP4D.
+    bp4d = Path(bp4d_root) if bp4d_root else None
+    if bp4d is not None and not bp4d.is_dir():
+        raise click.BadParameter(f"BP4D root {bp4d} is not a directory", param_hint="--bp4d-root")
+    manifest = run_or_exit(prepare_dataset, root, out_dir, cfg, bp4d_root=bp4d, progress=progress)
     sources = sum(r.source == "bp4d" for r in manifest.subjects)
     click.echo(
         f"prepared {len(manifest.subjects) - sources} Aff-Wild2 and {sources} BP4D subjects into {out_dir}; "

@@ -90,3 +90,17 @@ def test_repository_params_section_builds_the_config() -> None:
     section = load_section(Path(__file__).parents[2] / "params.yaml", "prepare")
     cfg = from_dict(PrepareConfig, section)
     assert to_dict(cfg) == section          # every key is a field and every field is in params.yaml
+
+
+def test_empty_bp4d_root_means_none(root: Path, params: Path, tmp_path: Path) -> None:
+    out = tmp_path / "prepared"
+    args = ["prepare", str(root), str(out), "--bp4d-root", "", "--params", str(params), "--no-progress"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "prepared 5 Aff-Wild2 and 0 BP4D subjects" in result.output
+
+
+def test_missing_bp4d_root_is_a_usage_error(root: Path, params: Path, tmp_path: Path) -> None:
+    args = ["prepare", str(root), str(tmp_path / "p"), "--bp4d-root", str(tmp_path / "nope"), "--params", str(params)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "nope is not a directory" in result.output
