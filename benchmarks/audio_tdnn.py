@@ -1,0 +1,112 @@
+"""TDNN throughput: per-window embedding vs windows pooled from shared spans, inference and training.
+
+For one minute of synthetic audio at a given video frame rate, every frame's window is embedded
+(a) window by window (``TDNN.forward`` on (B, 64, C), what ``tdnn.onnx`` does) and (b) from spans
+of consecutive frames (``pipeline.audio.encode.embed_frames``), in eval mode; and one training
+step's cost per frame is measured for the ``train_audio`` segment shape and for one-frame
+segments (plain per-window training). Also prints the log-mel rate. Prints one JSON object.
+
+    python benchmarks/audio_tdnn.py
+    python benchmarks/audio_tdnn.py --channels 512 512 512 512 1500 --context-s 0.5 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from pipeline.audio.decode import AudioTrack
+from pipeline.audio.encode import embed_frames, encode_spans, span_batch
+from pipeline.audio.features import AudioConfig, LogMel
+from pipeline.audio.windows import track_audio
+from pipeline.models.tdnn import TDNN, TDNNConfig
+
+
+def _rate(fn: Callable[[], Any], items: int, min_seconds: float) -> float:
+    """Items per second of ``fn`` (called until ``min_seconds`` have passed, after one warm-up)."""
+    fn()
+    calls, began = 0, time.perf_counter()
+    while True:
+        fn()
+        calls += 1
+        elapsed = time.perf_counter() - began
+        if elapsed >= min_seconds:
+            return items * calls / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--channels", type=int, nargs="+", default=[128, 128, 128, 128, 256])
+    parser.add_argument("--context-s", type=float, default=0.5)
+    parser.add_argument("--fps", type=float, default=30.0)
+    parser.add_argument("--segment-frames", type=int, default=4)
+    parser.add_argument("--batch-segments", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=256, help="windows per forward, per-window path")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--min-seconds", type=float, default=3.0)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    cfg = AudioConfig(context_s=args.context_s)
+    n = len(args.channels)
+    tdnn_cfg = TDNNConfig(channels=tuple(args.channels), kernel_sizes=(5, 3, 3, 1, 1, 1, 1)[:n],
+                          dilations=(1, 2, 3, 1, 1, 1, 1)[:n])
+    model = TDNN(tdnn_cfg)
+    seconds = 60.0
+    samples = (np.random.default_rng(0).normal(size=int(seconds * 16000)) * 0.1).astype(np.float32)
+    logmel = LogMel(cfg)
+    mel_rate = _rate(lambda: logmel(torch.from_numpy(samples)), int(seconds), args.min_seconds)
+    audio = track_audio(AudioTrack(samples, 16000, 0.0), int(seconds * args.fps), args.fps, cfg, logmel)
+    frames = audio.n_frames
+
+    model.eval()
+    windows = torch.from_numpy(audio.windows().mel)
+
+    def per_window() -> None:
+        with torch.no_grad():
+            for i in range(0, frames, args.batch_size):
+                model(windows[i:i + args.batch_size])
+
+    infer_window = _rate(per_window, frames, args.min_seconds)
+    infer_span = _rate(lambda: embed_frames(model, audio, chunk_frames=256), frames, args.min_seconds)
+
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def train_step(segment: int) -> Callable[[], None]:
+        count = max(1, (args.segment_frames * args.batch_segments) // segment)
+        starts = np.random.default_rng(1).integers(0, frames - segment, size=count)
+        batch = span_batch([(audio, np.arange(s, s + segment)) for s in starts])
+
+        def step() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            encode_spans(model, batch).pow(2).mean().backward()
+            optimizer.step()
+
+        return step
+
+    batch_frames = args.segment_frames * args.batch_segments
+    print(json.dumps({
+        "threads": args.threads,
+        "tdnn": {"channels": args.channels, "receptive_field": model.receptive_field,
+                 "parameters": sum(p.numel() for p in model.parameters())},
+        "context_frames": cfg.context_frames,
+        "fps": args.fps,
+        "logmel_audio_seconds_per_s": round(mel_rate, 1),
+        "inference_frames_per_s": {"per_window": round(infer_window, 1), "shared_spans": round(infer_span, 1)},
+        "training_frames_per_s": {
+            f"segments_of_{args.segment_frames}": round(_rate(train_step(args.segment_frames), batch_frames,
+                                                              args.min_seconds), 1),
+            "segments_of_1": round(_rate(train_step(1), batch_frames, args.min_seconds), 1),
+        },
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()

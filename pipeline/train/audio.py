@@ -1,0 +1,448 @@
+"""Training of the audio stream and the fusion head with the visual model frozen (``train-audio``).
+
+Paper §3: after the visual model, its parameters are frozen and an audio stream is added. The
+visual model's per-frame embeddings are therefore read from the visual embedding store, never
+recomputed; a TDNN on log-mel windows (:mod:`pipeline.models.tdnn`) and a fusion head on
+[visual, audio] (:mod:`pipeline.models.fusion`) are trained together with the masked BCE
+(``pos_weight``) and focal losses, the AU and expression heads learning in alternation.
+
+Every video's soundtrack is decoded and turned into one log-mel once per run and kept in memory
+(about 51 KB per second of audio). A training sample is a frame: its visual embedding, its mel
+window and its labels. Frames are drawn in *segments* of ``segment_frames`` consecutive frames of
+one subject, so the windows of a segment share the TDNN's convolutions (:mod:`pipeline.audio.encode`).
+Frames without a face are kept (their visual embedding is zero), so the audio has to carry them.
+
+After every epoch the validation subjects (the leakage-free protocol's, every labelled frame) are
+scored with the ABAW metrics, next to the visual model's own cached logits on the same frames
+(``visual_only``). The best epoch is kept. State after each epoch goes to ``work_dir/state.pt`` so
+a killed run resumes. ``out_dir`` finally receives ``model.pt`` and ``tdnn.onnx`` together.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.audio.encode import SpanBatch, embed_frames, encode_spans, span_batch
+from pipeline.audio.features import AudioConfig, LogMel
+from pipeline.audio.windows import VideoAudio, track_audio, video_audio
+from pipeline.config import to_dict
+from pipeline.data.manifest import Manifest, read_manifest
+from pipeline.export import export_onnx
+from pipeline.fsio import atomic_path, write_json
+from pipeline.labels import NUM_AUS, TASKS
+from pipeline.metrics import au_metrics, expr_metrics
+from pipeline.models.fusion import FusionConfig, FusionHead
+from pipeline.models.tdnn import TDNN, TDNNConfig
+from pipeline.store import EmbeddingStore
+from pipeline.train.alternating import TaskSchedule, multitask_step
+from pipeline.train.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.train.epoch_plan import epoch_plan
+from pipeline.train.losses import au_bce_loss, compute_pos_weight, expr_focal_loss
+from pipeline.train.splits import Splits, task_splits
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.pt"
+VISUAL_ARRAYS: tuple[str, ...] = ("embedding", "face_present", "au", "expr", "au_logits", "expr_logits")
+
+
+@dataclass(frozen=True)
+class AudioTrainConfig:
+    """The ``train_audio`` params section."""
+
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    tdnn: TDNNConfig = field(default_factory=TDNNConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    epochs: int = 12
+    segment_frames: int = 32          # consecutive frames of one subject per training segment
+    batch_segments: int = 8           # segments per batch
+    max_segments: int | None = None   # cap on segments per task per epoch (None: all)
+    optimizer: Literal["sgd", "adam"] = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9             # SGD only
+    weight_decay: float = 0.0
+    max_grad_norm: float | None = 5.0
+    focal_gamma: float = 2.0
+    pos_weight_cap: float = 10.0
+    alternation: Literal["epoch", "batch"] = "batch"
+    sources: tuple[str, ...] = ("affwild2",)   # manifest sources whose subjects are used
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "segment_frames", "batch_segments"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train_audio.{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_segments is not None and self.max_segments < 1:
+            raise ValueError(f"train_audio.max_segments must be >= 1 or null, got {self.max_segments}")
+        if not self.lr > 0:
+            raise ValueError(f"train_audio.lr must be > 0, got {self.lr}")
+        if self.audio.context_frames < self.tdnn.receptive_field:
+            raise ValueError(
+                f"train_audio: the audio window ({self.audio.context_frames} mel frames for context_s="
+                f"{self.audio.context_s}) is shorter than the TDNN's receptive field ({self.tdnn.receptive_field})"
+            )
+
+    def tdnn_arch(self) -> TDNNConfig:
+        """The TDNN architecture, its input width taken from the number of mel bands."""
+        return replace(self.tdnn, in_channels=self.audio.n_mels)
+
+
+@dataclass(frozen=True)
+class SubjectData:
+    """Everything one subject contributes: visual store arrays and its video's audio."""
+
+    name: str
+    video: str
+    audio: VideoAudio           # shared by the subjects of one video
+    visual: np.ndarray          # (N, 512) float16, zeros where no face
+    face_present: np.ndarray    # (N,) bool
+    au: np.ndarray              # (N, 12) int8
+    expr: np.ndarray            # (N,) int8
+    au_logits: np.ndarray       # (N, 12) float32, the visual model's own
+    expr_logits: np.ndarray     # (N, 7) float32
+
+    @property
+    def n_frames(self) -> int:
+        """Number of frames."""
+        return len(self.expr)
+
+    def labelled(self, task: str) -> np.ndarray:
+        """Frames (bool mask) carrying a label for ``task`` (any AU labelled counts for ``au``)."""
+        return (self.au >= 0).any(axis=1) if task == "au" else self.expr >= 0
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Training batch: audio spans plus each frame's visual embedding and labels."""
+
+    spans: SpanBatch
+    visual: np.ndarray   # (N, 512) float16
+    au: np.ndarray       # (N, 12) int8
+    expr: np.ndarray     # (N,) int8
+
+
+Segment = tuple[str, int, int]   # (subject, first frame, end frame)
+
+
+# -- data --------------------------------------------------------------------------------------------
+
+
+def load_subjects(
+    manifest: Manifest, visual_path: str | Path, names: list[str], audio_cfg: AudioConfig
+) -> dict[str, SubjectData]:
+    """Read each subject's visual arrays and decode each video's audio once."""
+    store = EmbeddingStore.open_read(visual_path)
+    logmel = LogMel(audio_cfg)
+    audio_cache: dict[str, VideoAudio] = {}
+    subjects: dict[str, SubjectData] = {}
+    for name in names:
+        record = manifest.by_name(name)
+        if not store.is_complete(name):
+            raise ValueError(f"{visual_path}: no complete entry for subject {name!r}; run embed-visual first")
+        arrays = store.read(name, VISUAL_ARRAYS)
+        n_frames = len(arrays["expr"])
+        if n_frames != record.n_frames:
+            raise ValueError(f"{visual_path}/{name}: {n_frames} frames, but the manifest says {record.n_frames}")
+        if record.video not in audio_cache:
+            if record.video_path is None or record.fps is None:
+                audio_cache[record.video] = track_audio(None, n_frames, record.fps or 30.0, audio_cfg)
+            else:
+                audio_cache[record.video] = video_audio(record.video_path, n_frames, record.fps, audio_cfg, logmel)
+        audio = audio_cache[record.video]
+        if audio.n_frames != n_frames:
+            raise ValueError(f"subject {name!r} has {n_frames} frames but video {record.video!r} has {audio.n_frames}")
+        subjects[name] = SubjectData(
+            name=name, video=record.video, audio=audio,
+            visual=arrays["embedding"].astype(np.float16, copy=False),
+            face_present=arrays["face_present"].astype(bool),
+            au=arrays["au"].astype(np.int8), expr=arrays["expr"].astype(np.int8),
+            au_logits=arrays["au_logits"].astype(np.float32), expr_logits=arrays["expr_logits"].astype(np.float32),
+        )
+    return subjects
+
+
+def task_segments(subjects: dict[str, SubjectData], names: list[str], task: str, segment_frames: int) -> list[Segment]:
+    """Consecutive runs of ``segment_frames`` frames of ``names`` holding at least one ``task`` label."""
+    segments: list[Segment] = []
+    for name in names:
+        labelled = subjects[name].labelled(task)
+        for begin in range(0, len(labelled), segment_frames):
+            end = min(begin + segment_frames, len(labelled))
+            if labelled[begin:end].any():
+                segments.append((name, begin, end))
+    return segments
+
+
+def make_batch(subjects: dict[str, SubjectData], segments: list[Segment]) -> Batch:
+    """Gather the frames of ``segments`` into one :class:`Batch`."""
+    runs = [(subjects[name].audio, np.arange(begin, end)) for name, begin, end in segments]
+    parts = [(subjects[name], slice(begin, end)) for name, begin, end in segments]
+    return Batch(
+        spans=span_batch(runs),
+        visual=np.concatenate([s.visual[sl] for s, sl in parts]),
+        au=np.concatenate([s.au[sl] for s, sl in parts]),
+        expr=np.concatenate([s.expr[sl] for s, sl in parts]),
+    )
+
+
+# -- model and loss ----------------------------------------------------------------------------------
+
+
+class AudioVisualModel(nn.Module):
+    """TDNN + fusion head; exposes ``au_head``/``expr_head`` for the alternating updates."""
+
+    def __init__(self, tdnn: TDNN, fusion: FusionHead) -> None:
+        super().__init__()
+        self.tdnn = tdnn
+        self.fusion = fusion
+
+    @property
+    def au_head(self) -> nn.Module:
+        """The fusion head's AU layer."""
+        return self.fusion.au_head
+
+    @property
+    def expr_head(self) -> nn.Module:
+        """The fusion head's expression layer."""
+        return self.fusion.expr_head
+
+    def forward(self, spans: SpanBatch, visual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(au_logits, expr_logits) of every frame of a batch."""
+        audio = encode_spans(self.tdnn, spans, visual.device)
+        return self.fusion(visual, audio)
+
+
+def batch_loss(
+    model: AudioVisualModel, batch: Batch, task: str, pos_weight: torch.Tensor, gamma: float, device: torch.device
+) -> torch.Tensor:
+    """The active task's masked loss over the labelled frames of a batch."""
+    visual = torch.from_numpy(batch.visual).to(device=device, dtype=torch.float32)
+    au_logits, expr_logits = model(batch.spans, visual)
+    if task == "au":
+        return au_bce_loss(au_logits, torch.from_numpy(batch.au.astype(np.int64)).to(device), pos_weight)
+    return expr_focal_loss(expr_logits, torch.from_numpy(batch.expr.astype(np.int64)).to(device), gamma)
+
+
+def build_model(config: AudioTrainConfig) -> AudioVisualModel:
+    """A fresh TDNN + fusion head for ``config`` (seeded by the caller)."""
+    return AudioVisualModel(TDNN(config.tdnn_arch()), FusionHead(config.fusion))
+
+
+def _optimizer(model: nn.Module, config: AudioTrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+# -- evaluation --------------------------------------------------------------------------------------
+
+
+def predict_subjects(
+    model: AudioVisualModel, subjects: dict[str, SubjectData], names: list[str], device: torch.device,
+    chunk_frames: int = 256,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Fused (au (N,12), expr (N,7)) logits of every frame of each subject (audio embedded once per video)."""
+    model.eval()
+    audio_cache: dict[str, np.ndarray] = {}
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    with torch.no_grad():
+        for name in names:
+            subject = subjects[name]
+            if subject.video not in audio_cache:
+                audio_cache[subject.video] = embed_frames(model.tdnn, subject.audio, None, chunk_frames, device)
+            audio = torch.from_numpy(audio_cache[subject.video]).to(device)
+            visual = torch.from_numpy(subject.visual).to(device=device, dtype=torch.float32)
+            au, expr = model.fusion(visual, audio)
+            out[name] = (au.cpu().numpy(), expr.cpu().numpy())
+    return out
+
+
+def score(
+    logits: dict[str, tuple[np.ndarray, np.ndarray]], subjects: dict[str, SubjectData], splits: Splits
+) -> dict[str, dict[str, float]]:
+    """ABAW metrics per task over the validation subjects' labelled frames (AU threshold: logit > 0)."""
+    metrics: dict[str, dict[str, float]] = {}
+    if splits.validation["au"]:
+        names = splits.validation["au"]
+        y_true = np.concatenate([subjects[n].au for n in names])
+        y_pred = np.concatenate([logits[n][0] > 0 for n in names]).astype(np.int64)
+        metrics["au"] = au_metrics(y_true, y_pred)
+    if splits.validation["expr"]:
+        names = splits.validation["expr"]
+        y_true = np.concatenate([subjects[n].expr for n in names])
+        y_pred = np.concatenate([logits[n][1].argmax(axis=1) for n in names])
+        metrics["expr"] = expr_metrics(y_true, y_pred)
+    return metrics
+
+
+def visual_only_metrics(subjects: dict[str, SubjectData], splits: Splits) -> dict[str, dict[str, float]]:
+    """The same metrics for the frozen visual model's cached logits (zeros where there is no face)."""
+    cached = {name: (s.au_logits, s.expr_logits) for name, s in subjects.items()}
+    return score(cached, subjects, splits)
+
+
+def selection_score(metrics: dict[str, dict[str, float]]) -> float:
+    """Mean of the tasks' ABAW scores (the best-epoch criterion)."""
+    return float(np.mean([m["score"] for m in metrics.values()])) if metrics else 0.0
+
+
+# -- loop --------------------------------------------------------------------------------------------
+
+
+def fit(
+    subjects: dict[str, SubjectData],
+    splits: Splits,
+    config: AudioTrainConfig,
+    work_dir: str | Path,
+    device: torch.device,
+    data_key: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The training loop; returns ``{"model" (best, eval mode), "metrics", "history"}``."""
+    torch.manual_seed(config.seed)
+    model = build_model(config).to(device)
+    optimizer = _optimizer(model, config)
+    train_au = [subjects[n].au for n in splits.train["au"]]
+    pos_weight = compute_pos_weight(
+        np.concatenate(train_au) if train_au else np.zeros((0, NUM_AUS), np.int8), config.pos_weight_cap
+    ).to(device)
+    segments = {task: task_segments(subjects, splits.train[task], task, config.segment_frames) for task in TASKS}
+    tasks = tuple(task for task in ("expr", "au") if segments[task])
+    if not tasks:
+        raise ValueError("no labelled training frames for either task")
+    schedule = TaskSchedule(config.alternation, tasks)
+    validation_names = list(dict.fromkeys(splits.validation["au"] + splits.validation["expr"]))
+    state_path = Path(work_dir) / STATE_FILE
+    key = {"config": to_dict(config), "data": data_key}
+    state = _resume(state_path, key, model, optimizer)
+    history: list[dict[str, Any]] = state["history"]
+    best = state["best"]
+    for epoch in range(state["epoch"], config.epochs):
+        began = time.perf_counter()
+        model.train()
+        plan = epoch_plan(schedule, epoch, {t: len(segments[t]) for t in tasks}, config.batch_segments,
+                          config.seed, max_frames=config.max_segments, min_batch=1)
+        losses: dict[str, list[float]] = {task: [] for task in tasks}
+        for task, index in plan:
+            batch = make_batch(subjects, [segments[task][i] for i in index])
+            loss = batch_loss(model, batch, task, pos_weight, config.focal_gamma, device)
+            step_loss = multitask_step(model, optimizer, task, loss, max_grad_norm=config.max_grad_norm)
+            losses[task].append(float(step_loss))
+        metrics = score(predict_subjects(model, subjects, validation_names, device), subjects, splits)
+        entry = {"epoch": epoch, "seconds": time.perf_counter() - began, "score": selection_score(metrics),
+                 "metrics": metrics, "loss": {t: float(np.mean(v)) if v else None for t, v in losses.items()}}
+        history.append(entry)
+        log.info("epoch %d: loss %s, validation %s (%.1fs)", epoch, entry["loss"],
+                 {t: round(m["score"], 4) for t, m in metrics.items()}, entry["seconds"])
+        if best is None or entry["score"] > best["score"]:
+            best = {"score": entry["score"], "epoch": epoch, "metrics": metrics,
+                    "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+        save_checkpoint(state_path, {
+            **key, "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "best": best, "history": history, "torch_rng": torch.get_rng_state(),
+        })
+    if best is None:
+        raise ValueError("no epoch was trained (train_audio.epochs must be >= 1)")
+    model.load_state_dict(best["state_dict"])
+    model.eval()
+    log.info("best epoch %d, validation score %.4f", best["epoch"], best["score"])
+    return {"model": model, "metrics": best["metrics"], "history": history, "best_epoch": best["epoch"]}
+
+
+def _resume(path: Path, key: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Restore the loop state saved by an interrupted run with the same params and data."""
+    fresh = {"epoch": 0, "best": None, "history": []}
+    state = load_checkpoint(path)
+    if state is None:
+        return fresh
+    if state.get("config") != key["config"] or state.get("data") != key["data"]:
+        log.info("%s: saved state is for other params or data; starting over", path)
+        return fresh
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    log.info("resuming from %s at epoch %d", path, state["epoch"])
+    return {"epoch": state["epoch"], "best": state["best"], "history": list(state["history"])}
+
+
+# -- outputs -----------------------------------------------------------------------------------------
+
+
+def checkpoint_dict(model: AudioVisualModel, config: AudioTrainConfig) -> dict[str, Any]:
+    """The ``model.pt`` contents (plain containers and tensors, ``weights_only`` loadable)."""
+    return {
+        "tdnn_arch": to_dict(model.tdnn.cfg),
+        "tdnn": {k: v.detach().cpu() for k, v in model.tdnn.state_dict().items()},
+        "fusion_arch": to_dict(model.fusion.cfg),
+        "fusion": {k: v.detach().cpu() for k, v in model.fusion.state_dict().items()},
+        "audio_config": to_dict(config.audio),
+    }
+
+
+def onnx_metadata(model: AudioVisualModel, config: AudioTrainConfig) -> dict[str, Any]:
+    """What ``tdnn.onnx`` needs to be used without the params: the audio config and window length."""
+    return {
+        "audio_config": to_dict(config.audio),
+        "context_frames": config.audio.context_frames,
+        "receptive_field": model.tdnn.receptive_field,
+        "embedding_dim": model.tdnn.cfg.embedding_dim,
+    }
+
+
+def publish_outputs(model: AudioVisualModel, config: AudioTrainConfig, out_dir: str | Path) -> None:
+    """Write ``model.pt`` and ``tdnn.onnx`` (parity-checked) into ``out_dir``, both or neither."""
+    model = model.cpu().eval()
+    generator = torch.Generator().manual_seed(config.seed)
+    example = torch.randn(2, config.audio.n_mels, config.audio.context_frames, generator=generator) * 4.0 + 8.0
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        torch.save(checkpoint_dict(model, config), tmp / "model.pt")
+        export_onnx(
+            model.tdnn, (example,), tmp / "tdnn.onnx",
+            input_names=["mel"], output_names=["embedding"],
+            dynamic_axes={"mel": {0: "batch", 2: "frames"}, "embedding": {0: "batch"}},
+            metadata=onnx_metadata(model, config),
+        )
+
+
+def train_audio(
+    prepared_dir: str | Path,
+    visual_path: str | Path,
+    out_dir: str | Path,
+    metrics_path: str | Path,
+    config: AudioTrainConfig,
+    work_dir: str | Path,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Train the TDNN + fusion head, publish ``model.pt`` + ``tdnn.onnx`` and write the metrics JSON.
+
+    The metrics are ``{"au": {f1, acc, score}, "expr": {...}, "score", "visual_only": {"au", "expr",
+    "score"}, "epochs", "best_epoch"}`` for the best epoch, on every labelled frame of the validation
+    subjects; ``score`` is the mean of the two task scores.
+    """
+    device = torch.device(device)
+    manifest = read_manifest(Path(prepared_dir) / "manifest.json")
+    splits = task_splits(manifest, config.sources)
+    started = time.perf_counter()
+    subjects = load_subjects(manifest, visual_path, splits.all_subjects(), config.audio)
+    log.info("loaded %d subjects and %d soundtracks in %.1fs", len(subjects),
+             len({s.video for s in subjects.values()}), time.perf_counter() - started)
+    data_key = {"visual": EmbeddingStore.open_read(visual_path).fingerprint,
+                "train": splits.train, "validation": splits.validation}
+    result = fit(subjects, splits, config, work_dir, device, data_key)
+    visual_only = visual_only_metrics(subjects, splits)
+    metrics = {
+        **result["metrics"], "score": selection_score(result["metrics"]),
+        "visual_only": {**visual_only, "score": selection_score(visual_only)},
+        "epochs": config.epochs, "best_epoch": result["best_epoch"],
+    }
+    publish_outputs(result["model"], config, out_dir)
+    write_json(metrics_path, metrics)
+    return metrics

@@ -1,0 +1,330 @@
+"""Training of the sequence model on cached embeddings (the ``train-sequence`` stage).
+
+Windows of ``window`` frames (every ``stride`` frames) are sliced from the in-memory cache
+(:mod:`pipeline.train.sequence_data`); the AU and expression heads learn in alternation
+(:mod:`pipeline.train.alternating`) with the masked BCE (``pos_weight``) and focal losses, SGD with
+momentum (paper §4.2: lr 0.01). After every epoch the validation subjects are scored with the ABAW
+metrics on whole-video predictions (:func:`~pipeline.evaluate.inference.sliding_window_logits`);
+the best epoch (mean of the two task scores) is kept.
+
+State after each epoch goes to ``work_dir/state.pt``, so a killed run resumes where it stopped
+(when the params and the stores are unchanged). When training ends, ``out_dir`` receives
+``model.pt`` (``{"arch", "state_dict", "modalities", "window", "stride", "config"}``) and
+``sequence.onnx``, published together, and ``metrics_path`` ``{"au": {f1, acc, score}, "expr": {...}}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from pipeline.config import ConfigError, to_dict
+from pipeline.data.manifest import read_manifest
+from pipeline.evaluate.inference import (
+    EMBEDDING_DIM, feature_dim, feature_layout, sliding_window_logits, torch_run_fn,
+)
+from pipeline.export import export_onnx
+from pipeline.fsio import atomic_path, write_json
+from pipeline.labels import NUM_AUS, TASKS
+from pipeline.metrics import au_metrics, expr_metrics
+from pipeline.models.sequence import SequenceArch, SequenceModel, arch_to_dict
+from pipeline.store import EmbeddingStore
+from pipeline.train.alternating import TaskSchedule, alternating_batches, multitask_step
+from pipeline.train.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.train.losses import au_bce_loss, compute_pos_weight, expr_focal_loss
+from pipeline.train.splits import Splits, task_splits
+from pipeline.train.sequence_data import SequenceCache, WindowBatch, WindowLoader, load_sequence_cache
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.pt"
+
+
+@dataclass(frozen=True)
+class SequenceTrainConfig:
+    """The ``train_sequence`` params section."""
+
+    modalities: Literal["visual", "audio", "both"] = "both"
+    window: int = 30                  # frames per window (paper: 30)
+    stride: int = 10                  # frames between window starts, in training and inference
+    layers: int = 1                   # transformer encoder layers (paper: 1)
+    heads: int = 4
+    d_model: int = 128
+    ff_mult: int = 2                  # feed-forward width = ff_mult * d_model
+    dropout: float = 0.1
+    input_projection: bool = True     # linear D -> d_model before the encoder
+    positional: Literal["learned", "sinusoidal"] = "learned"
+    epochs: int = 20
+    batch_size: int = 32              # windows per batch
+    lr: float = 0.01                  # SGD (paper §4.2)
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    max_grad_norm: float | None = None
+    focal_gamma: float = 2.0
+    pos_weight_cap: float = 10.0
+    alternation: Literal["epoch", "batch"] = "batch"
+    sources: tuple[str, ...] = ("affwild2",)   # manifest sources whose subjects are used
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.window < 2:
+            raise ConfigError(f"train_sequence.window must be >= 2 frames, got {self.window}")
+        for name in ("stride", "epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train_sequence.{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0 or self.pos_weight_cap <= 0 or self.focal_gamma < 0:
+            raise ConfigError(
+                f"train_sequence: lr ({self.lr}) and pos_weight_cap ({self.pos_weight_cap}) must be > 0, "
+                f"focal_gamma ({self.focal_gamma}) >= 0"
+            )
+        try:
+            self.arch()
+        except ValueError as exc:
+            raise ConfigError(f"train_sequence: {exc}") from exc
+
+    def arch(self) -> SequenceArch:
+        """The network shape these params describe."""
+        input_dim = feature_dim(self.modalities)
+        return SequenceArch(
+            input_dim=input_dim,
+            d_model=self.d_model if self.input_projection else input_dim,
+            layers=self.layers, heads=self.heads, dropout=self.dropout,
+            input_projection=self.input_projection, positional=self.positional,
+            max_len=self.window, ff_mult=self.ff_mult,
+        )
+
+
+def train_sequence(
+    manifest_path: str | Path,
+    visual_path: str | Path,
+    audio_path: str | Path,
+    out_dir: str | Path,
+    metrics_path: str | Path,
+    config: SequenceTrainConfig,
+    work_dir: str | Path,
+    device: str | torch.device = "cpu",
+    eval_batch_size: int = 64,
+) -> dict[str, dict[str, float]]:
+    """Train, keep the best epoch, publish ``model.pt`` + ``sequence.onnx`` and the metrics JSON."""
+    device = torch.device(device)
+    manifest = read_manifest(manifest_path)
+    splits = task_splits(manifest, config.sources)
+    started = time.perf_counter()
+    cache = load_sequence_cache(manifest, visual_path, audio_path, splits.all_subjects(), config.modalities)
+    log.info("loaded %d subjects (%.1f MiB) in %.1fs", len(cache.names), cache.nbytes / 2**20,
+             time.perf_counter() - started)
+    data_key = _data_key(visual_path, audio_path, splits)
+    result = fit(cache, splits, config, Path(work_dir), device, data_key, eval_batch_size)
+    publish_outputs(result["model"], config, out_dir)
+    write_json(metrics_path, result["metrics"])
+    return result["metrics"]
+
+
+def fit(
+    cache: SequenceCache,
+    splits: Splits,
+    config: SequenceTrainConfig,
+    work_dir: Path,
+    device: torch.device,
+    data_key: dict[str, Any] | None = None,
+    eval_batch_size: int = 64,
+) -> dict[str, Any]:
+    """The training loop; returns ``{"model" (best, eval mode), "metrics", "history"}``."""
+    torch.manual_seed(config.seed)
+    model = SequenceModel(config.arch()).to(device)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+    pos_weight = _pos_weight(cache, splits.train["au"], config.pos_weight_cap).to(device)
+    loaders = {task: _loader(cache, splits.train[task], task, config) for task in TASKS}
+    tasks = tuple(task for task in ("expr", "au") if len(loaders[task]))
+    if not tasks:
+        raise ValueError("no training window holds an AU or expression label; check the manifest splits")
+    schedule = TaskSchedule(config.alternation, tasks)
+    state_path = work_dir / STATE_FILE
+    # ``epochs`` is not part of the key: a run with more epochs continues a shorter one.
+    key = {"config": {k: v for k, v in to_dict(config).items() if k != "epochs"}, "data": data_key}
+    state = _resume(state_path, key, model, optimizer, config.epochs)
+    history: list[dict[str, Any]] = state["history"]
+    best = state["best"]
+    for epoch in range(state["epoch"], config.epochs):
+        began = time.perf_counter()
+        for loader in loaders.values():
+            loader.set_epoch(epoch)
+        active = {task: loaders[task] for task in tasks}
+        losses = train_epoch(model, optimizer, schedule, epoch, active, pos_weight, config, device)
+        metrics = validate(model, cache, splits, config, device, eval_batch_size)
+        score = selection_score(metrics)
+        entry = {"epoch": epoch, "seconds": time.perf_counter() - began, "score": score, "metrics": metrics,
+                 "loss": {task: float(np.mean(v)) if v else None for task, v in losses.items()}}
+        history.append(entry)
+        log.info("epoch %d: loss %s, validation %s, score %.4f (%.1fs)", epoch, entry["loss"],
+                 {t: round(m["score"], 4) for t, m in metrics.items()}, score, entry["seconds"])
+        if best is None or score > best["score"]:
+            best = {"score": score, "epoch": epoch, "metrics": metrics,
+                    "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+        save_checkpoint(state_path, {
+            **key, "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "best": best, "history": history, "torch_rng": torch.get_rng_state(),
+        })
+    if best is None:
+        raise ValueError("no epoch was trained (train_sequence.epochs must be >= 1)")
+    model.load_state_dict(best["state_dict"])
+    model.eval()
+    log.info("best epoch %d, score %.4f", best["epoch"], best["score"])
+    return {"model": model, "metrics": best["metrics"], "history": history}
+
+
+def train_epoch(
+    model: SequenceModel, optimizer: torch.optim.Optimizer, schedule: TaskSchedule, epoch: int,
+    loaders: dict[str, WindowLoader], pos_weight: torch.Tensor, config: SequenceTrainConfig, device: torch.device,
+) -> dict[str, list[float]]:
+    """One epoch of alternating AU/EXPR updates; returns each task's batch losses."""
+    model.train()
+    losses: dict[str, list[float]] = {task: [] for task in loaders}
+    for task, batch in alternating_batches(schedule, epoch, loaders):
+        loss = batch_loss(model, batch, task, pos_weight, config.focal_gamma, device)
+        losses[task].append(float(multitask_step(model, optimizer, task, loss, max_grad_norm=config.max_grad_norm)))
+    return losses
+
+
+def _pos_weight(cache: SequenceCache, names: list[str], cap: float) -> torch.Tensor:
+    """AU ``pos_weight`` from the AU labels of the training subjects."""
+    labels = [cache.subject_labels(name)[0] for name in names]
+    return compute_pos_weight(np.concatenate(labels) if labels else np.zeros((0, NUM_AUS), np.int8), cap)
+
+
+def _loader(cache: SequenceCache, names: list[str], task: str, config: SequenceTrainConfig) -> WindowLoader:
+    """Shuffled training windows of ``names`` that hold a ``task`` label."""
+    windows = cache.windows(names, config.window, config.stride, task=task)
+    return WindowLoader(cache, windows, config.window, config.batch_size, shuffle=True, seed=config.seed)
+
+
+def batch_loss(
+    model: SequenceModel, batch: WindowBatch, task: str, pos_weight: torch.Tensor, gamma: float, device: torch.device
+) -> torch.Tensor:
+    """The active task's masked loss over every labelled frame of a batch of windows."""
+    features = torch.from_numpy(batch.features).to(device).float()  # float16 batches: convert on the device
+    padding = torch.from_numpy(batch.padding).to(device) if batch.padding.any() else None
+    au_logits, expr_logits = model(features, padding)
+    if task == "au":
+        targets = torch.from_numpy(batch.au.astype(np.int64)).to(device)
+        return au_bce_loss(au_logits.flatten(0, 1), targets.flatten(0, 1), pos_weight)
+    targets = torch.from_numpy(batch.expr.astype(np.int64)).to(device)
+    return expr_focal_loss(expr_logits.flatten(0, 1), targets.flatten(), gamma)
+
+
+def predict_subjects(
+    model: SequenceModel, cache: SequenceCache, names: list[str], window: int, stride: int,
+    device: torch.device, batch_size: int = 64,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Whole-video (au, expr) logits of each subject, by overlapping windows."""
+    run = torch_run_fn(model, device)
+    return {
+        name: sliding_window_logits(run, cache.subject_features(name), window, stride, batch_size)
+        for name in names
+    }
+
+
+def validate(
+    model: SequenceModel, cache: SequenceCache, splits: Splits, config: SequenceTrainConfig,
+    device: torch.device, batch_size: int = 64,
+) -> dict[str, dict[str, float]]:
+    """ABAW metrics of each task with validation subjects (AU threshold: logit > 0)."""
+    names = list(dict.fromkeys(splits.validation["au"] + splits.validation["expr"]))
+    logits = predict_subjects(model, cache, names, config.window, config.stride, device, batch_size)
+    metrics: dict[str, dict[str, float]] = {}
+    if splits.validation["au"]:
+        y_true = np.concatenate([cache.subject_labels(n)[0] for n in splits.validation["au"]])
+        y_pred = np.concatenate([logits[n][0] > 0 for n in splits.validation["au"]]).astype(np.int64)
+        metrics["au"] = au_metrics(y_true, y_pred)
+    if splits.validation["expr"]:
+        y_true = np.concatenate([cache.subject_labels(n)[1] for n in splits.validation["expr"]])
+        y_pred = np.concatenate([logits[n][1].argmax(axis=1) for n in splits.validation["expr"]])
+        metrics["expr"] = expr_metrics(y_true, y_pred)
+    return metrics
+
+
+def selection_score(metrics: dict[str, dict[str, float]]) -> float:
+    """Mean of the tasks' ABAW scores (the best-epoch criterion)."""
+    return float(np.mean([m["score"] for m in metrics.values()])) if metrics else 0.0
+
+
+def checkpoint_dict(model: SequenceModel, config: SequenceTrainConfig) -> dict[str, Any]:
+    """The ``model.pt`` contents: plain containers and tensors (``weights_only`` loadable)."""
+    return {
+        "arch": arch_to_dict(model.arch),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "modalities": config.modalities,
+        "window": config.window,
+        "stride": config.stride,
+        "config": to_dict(config),
+    }
+
+
+def onnx_metadata(config: SequenceTrainConfig) -> dict[str, Any]:
+    """What ``sequence.onnx`` needs to be used without the params: modalities, window, stride, layout."""
+    return {
+        "modalities": config.modalities,
+        "window": config.window,
+        "stride": config.stride,
+        "feature_dim": feature_dim(config.modalities),
+        "embedding_dim": EMBEDDING_DIM,
+        "feature_layout": feature_layout(config.modalities),
+    }
+
+
+def publish_outputs(model: SequenceModel, config: SequenceTrainConfig, out_dir: str | Path) -> None:
+    """Write ``model.pt`` and ``sequence.onnx`` into ``out_dir``, both or neither."""
+    model = model.cpu().eval()
+    generator = torch.Generator().manual_seed(config.seed)
+    # One frame short of a window: export_onnx checks parity one longer, at the full window.
+    example = torch.randn(2, config.window - 1, model.arch.input_dim, generator=generator)
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        torch.save(checkpoint_dict(model, config), tmp / "model.pt")
+        axes = {0: "batch", 1: "length"}
+        export_onnx(
+            model, (example,), tmp / "sequence.onnx",
+            input_names=["features"], output_names=["au_logits", "expr_logits"],
+            dynamic_axes={"features": axes, "au_logits": axes, "expr_logits": axes},
+            metadata=onnx_metadata(config),
+        )
+
+
+def _data_key(visual_path: str | Path, audio_path: str | Path, splits: Splits) -> dict[str, Any]:
+    """What the training data depends on, so a resumed run never mixes two datasets."""
+    return {
+        "visual": EmbeddingStore.open_read(visual_path).fingerprint,
+        "audio": EmbeddingStore.open_read(audio_path).fingerprint,
+        "train": splits.train,
+        "validation": splits.validation,
+    }
+
+
+def _resume(
+    path: Path, key: dict[str, Any], model: SequenceModel, optimizer: torch.optim.Optimizer, epochs: int
+) -> dict[str, Any]:
+    """Restore the loop state saved by an interrupted (or shorter) run with the same params and data."""
+    fresh = {"epoch": 0, "best": None, "history": []}
+    state = load_checkpoint(path)
+    if state is None:
+        return fresh
+    if state.get("config") != key["config"] or state.get("data") != key["data"]:
+        log.info("%s: saved state is for other params or data; starting over", path)
+        return fresh
+    if state["epoch"] > epochs:
+        log.info("%s: saved state is %d epochs in, more than the %d asked for; starting over",
+                 path, state["epoch"], epochs)
+        return fresh
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    log.info("resuming from %s at epoch %d", path, state["epoch"])
+    return {"epoch": state["epoch"], "best": state["best"], "history": list(state["history"])}

@@ -1,0 +1,49 @@
+"""``mmaffect train-audio``: train the TDNN audio model and the A+V fusion head, the visual model frozen."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from pipeline.device import resolve_device
+from pipeline.train.audio import AudioTrainConfig, train_audio
+from stages.common import device_option, load_config, params_option, run_or_exit, setup_logging
+
+_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
+
+
+@click.command(name="train-audio")
+@click.argument("prepared_dir", type=_DIR)
+@click.argument("visual_zarr", type=_DIR)
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("metrics_json", type=click.Path(dir_okay=False, path_type=Path))
+@params_option
+@device_option
+@click.option(
+    "--work-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("cache/work/train-audio"),
+    show_default=True, help="Where the per-epoch training state lives; a rerun with the same params resumes.",
+)
+def command(prepared_dir: Path, visual_zarr: Path, out_dir: Path, metrics_json: Path, params_path: Path,
+            device: str, work_dir: Path) -> None:
+    """Train on the soundtracks of the videos in PREPARED_DIR/manifest.json and the frozen visual
+    model's embeddings in VISUAL_ZARR.
+
+    Writes OUT_DIR/model.pt ({"tdnn_arch", "tdnn", "fusion_arch", "fusion", "audio_config"} of the
+    epoch with the best mean of the ABAW AU and EXPR validation scores), OUT_DIR/tdnn.onnx (input
+    `mel` (B, 64, C), output `embedding` (B, 512), the audio config in its metadata) and METRICS_JSON
+    ({"au", "expr", "score", "visual_only", "epochs", "best_epoch"}: the fused model next to the
+    visual model's own logits on the same validation frames). Params: the `train_audio` section.
+    """
+    setup_logging()
+    cfg = load_config(params_path, "train_audio", AudioTrainConfig)
+    torch_device = run_or_exit(resolve_device, device)
+    metrics = run_or_exit(
+        train_audio, prepared_dir, visual_zarr, out_dir, metrics_json, cfg, work_dir=work_dir, device=torch_device,
+    )
+    click.echo(json.dumps(metrics, indent=2))
+
+
+if __name__ == "__main__":
+    command()

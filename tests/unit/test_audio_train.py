@@ -1,0 +1,152 @@
+"""train-audio: the fused model learns what only the audio carries, resumes exactly, and publishes its files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from _audio_media import EXPR_PITCH_HZ, build_audio_dataset, expression_runs, tone_track
+
+import pipeline.train.audio as audio_train
+from pipeline.audio.decode import AudioTrack
+from pipeline.audio.features import AudioConfig
+from pipeline.audio.windows import track_audio
+from pipeline.export import read_metadata
+from pipeline.models.fusion import FusionConfig, load_audio_config, load_fusion_head, load_tdnn
+from pipeline.models.tdnn import TDNNConfig
+from pipeline.train.audio import (
+    AudioTrainConfig, SubjectData, fit, make_batch, task_segments, train_audio, visual_only_metrics,
+)
+from pipeline.train.splits import Splits
+
+AUDIO = AudioConfig(context_s=0.2)
+
+
+def tiny_config(**overrides) -> AudioTrainConfig:
+    base = dict(
+        audio=AUDIO, tdnn=TDNNConfig(channels=(16, 16, 32), kernel_sizes=(5, 3, 1), dilations=(1, 2, 1)),
+        fusion=FusionConfig(hidden=32), epochs=6, segment_frames=2, batch_segments=32, lr=1e-3, seed=0,
+    )
+    return AudioTrainConfig(**{**base, **overrides})
+
+
+def _subject(name: str, seed: int, n_frames: int = 150, fps: float = 25.0) -> SubjectData:
+    """A subject whose expression is audible (tone pitch) but invisible (noise embeddings)."""
+    rng = np.random.default_rng(seed)
+    expr = expression_runs(n_frames, seed)
+    samples = tone_track(expr, fps, 16000, seed)
+    audio = track_audio(AudioTrack(samples, 16000, 0.0), n_frames, fps, AUDIO)
+    face = rng.random(n_frames) > 0.2
+    au = (rng.random((n_frames, 12)) < 0.3).astype(np.int8)
+    au[:, 0] = (expr >= 4).astype(np.int8)
+    return SubjectData(
+        name=name, video=name, audio=audio,
+        visual=(rng.normal(size=(n_frames, 512)) * 0.3 * face[:, None]).astype(np.float16), face_present=face,
+        au=au, expr=expr, au_logits=np.zeros((n_frames, 12), np.float32),
+        expr_logits=(rng.normal(size=(n_frames, 7)) * face[:, None]).astype(np.float32),
+    )
+
+
+@pytest.fixture(scope="module")
+def toy() -> tuple[dict[str, SubjectData], Splits]:
+    subjects = {f"s{i}": _subject(f"s{i}", i) for i in range(5)}
+    train, val = ["s0", "s1", "s2"], ["s3", "s4"]
+    return subjects, Splits(train={"au": train, "expr": train}, validation={"au": val, "expr": val})
+
+
+def test_segments_hold_labels_and_batches_align(toy) -> None:
+    subjects, _ = toy
+    segments = task_segments(subjects, ["s0", "s1"], "expr", 16)
+    assert all(end - begin <= 16 for _, begin, end in segments)
+    assert sum(end - begin for _, begin, end in segments) == 300   # every frame in some segment
+    batch = make_batch(subjects, segments[:3])
+    assert batch.visual.shape == (48, 512) and batch.au.shape == (48, 12)
+    assert batch.spans.spans.shape[0] == 3 and len(batch.spans.offsets) == 48
+    np.testing.assert_array_equal(batch.expr[:16], subjects["s0"].expr[:16])
+
+
+def test_audio_carries_what_the_face_does_not(toy, tmp_path: Path) -> None:
+    subjects, splits = toy
+    result = fit(subjects, splits, tiny_config(), tmp_path, torch.device("cpu"))
+    history = result["history"]
+    assert history[-1]["loss"]["expr"] < 0.7 * history[0]["loss"]["expr"]
+    fused, visual = result["metrics"], visual_only_metrics(subjects, splits)
+    assert fused["expr"]["score"] > visual["expr"]["score"] + 0.15
+    assert fused["au"]["score"] > visual["au"]["score"]
+    assert not result["model"].training
+
+
+@pytest.mark.parametrize("alternation", ["batch", "epoch"])
+def test_killed_run_resumes_to_the_same_model(toy, tmp_path: Path, monkeypatch, alternation: str) -> None:
+    subjects, splits = toy
+    cfg = tiny_config(epochs=3, alternation=alternation, max_segments=6)
+    straight = fit(subjects, splits, cfg, tmp_path / "straight", torch.device("cpu"))
+
+    real = audio_train.predict_subjects
+    calls = {"n": 0}
+
+    def dies_in_second_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(audio_train, "predict_subjects", dies_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        fit(subjects, splits, cfg, tmp_path / "killed", torch.device("cpu"))
+    monkeypatch.setattr(audio_train, "predict_subjects", real)
+    resumed = fit(subjects, splits, cfg, tmp_path / "killed", torch.device("cpu"))
+    assert [h["epoch"] for h in resumed["history"]] == [0, 1, 2]
+    for key, value in straight["model"].state_dict().items():
+        torch.testing.assert_close(resumed["model"].state_dict()[key], value, msg=key)
+    assert resumed["metrics"] == straight["metrics"]
+
+
+def test_other_params_start_over(toy, tmp_path: Path) -> None:
+    subjects, splits = toy
+    fit(subjects, splits, tiny_config(epochs=1, max_segments=2), tmp_path, torch.device("cpu"))
+    again = fit(subjects, splits, tiny_config(epochs=1, max_segments=2, seed=1), tmp_path, torch.device("cpu"))
+    assert [h["epoch"] for h in again["history"]] == [0]
+
+
+def test_window_shorter_than_receptive_field_is_a_config_error() -> None:
+    with pytest.raises(ValueError, match="receptive field"):
+        tiny_config(audio=AudioConfig(context_s=0.01))
+
+
+def test_train_audio_end_to_end(tmp_path: Path) -> None:
+    prepared, store = build_audio_dataset(tmp_path / "data")
+    out, metrics_path = tmp_path / "audio", tmp_path / "metrics" / "audio.json"
+    metrics = train_audio(prepared, store, out, metrics_path, tiny_config(epochs=2), tmp_path / "work")
+    assert json.loads(metrics_path.read_text()) == metrics
+    assert set(metrics) == {"au", "expr", "score", "visual_only", "epochs", "best_epoch"}
+    assert set(metrics["au"]) == {"f1", "acc", "score"} and set(metrics["visual_only"]) == {"au", "expr", "score"}
+    ckpt = torch.load(out / "model.pt", weights_only=True)
+    tdnn, head, cfg = load_tdnn(ckpt), load_fusion_head(ckpt), load_audio_config(ckpt)
+    assert cfg == AUDIO
+    assert head(torch.zeros(1, 512), torch.zeros(1, 512))[0].shape == (1, 12)
+    meta = read_metadata(out / "tdnn.onnx")
+    assert meta["audio_config"]["n_mels"] == 64 and meta["context_frames"] == AUDIO.context_frames
+    mel = np.random.default_rng(0).normal(8, 3, size=(3, 64, AUDIO.context_frames)).astype(np.float32)
+    session = ort.InferenceSession(str(out / "tdnn.onnx"), providers=["CPUExecutionProvider"])
+    onnx_out = session.run(["embedding"], {"mel": mel})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(onnx_out, tdnn(torch.from_numpy(mel)).numpy(), rtol=1e-3, atol=1e-4)
+
+
+def test_missing_visual_entry_is_named(tmp_path: Path) -> None:
+    prepared, store = build_audio_dataset(tmp_path / "data", n_frames=30)
+    import shutil
+
+    shutil.rmtree(store / "v2")
+    with pytest.raises(ValueError, match="'v2'.*embed-visual"):
+        train_audio(prepared, store, tmp_path / "out", tmp_path / "m.json", tiny_config(epochs=1), tmp_path / "w")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "m.json").exists()
+
+
+def test_pitch_table_covers_every_expression() -> None:
+    assert len(EXPR_PITCH_HZ) == 7
