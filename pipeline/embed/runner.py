@@ -1,0 +1,227 @@
+"""Fan embedding work out over a dask.distributed cluster: one task per store key, resumable.
+
+Each key (a subject or a video) becomes exactly one task, and that task alone writes the key's entry.
+Keys whose entry is already complete are skipped, so a rerun after an interruption computes only what
+is missing. A failing task does not stop the others; its error is collected by key in the report.
+
+Example (threads in this process, no worker start-up cost):
+    >>> import numpy as np, tempfile, pathlib
+    >>> from pipeline.store import EmbeddingStore
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "demo.zarr"
+    >>> store = EmbeddingStore.open_for_write(path, "0" * 64, {"model": "m", "params": {}, "dim": 1})
+    >>> def task(key, n):
+    ...     EmbeddingStore.open_append(path, "0" * 64).write(key, {"x": np.zeros((n, 1))}, {})
+    ...     return {"frames": n}
+    >>> report = run_tasks(store, {"a": 3, "b": 5}, task, ClusterOptions(processes=False), progress=False)
+    >>> report.computed, report.failed
+    (['a', 'b'], {})
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+from pipeline.device import DEVICE_CHOICES
+from pipeline.fsio import publish
+from pipeline.store import EmbeddingStore
+
+log = logging.getLogger(__name__)
+
+# Problems with one entry's inputs (a corrupt video, a missing crop store entry): the task returns
+# them as a TaskError so they are reported by key without dask logging a traceback. Anything else
+# is a bug and keeps dask's traceback; it is reported by key all the same.
+INPUT_ERRORS: tuple[type[Exception], ...] = (ValueError, KeyError, OSError)
+
+
+@dataclass(frozen=True)
+class TaskError:
+    """An input error raised by a task, carried back as its result."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    """Where tasks run: a fresh ``LocalCluster``, or the dask scheduler at ``scheduler``."""
+
+    n_workers: int = 1
+    threads_per_worker: int = 1   # tasks a worker runs at once
+    processes: bool = True        # worker processes (True) or threads of this process (False)
+    scheduler: str | None = None  # e.g. "tcp://10.0.0.5:8786"; the other fields are then unused
+
+    def __post_init__(self) -> None:
+        if self.n_workers < 1 or self.threads_per_worker < 1:
+            raise ValueError(
+                f"workers and threads must be >= 1, got {self.n_workers} workers x {self.threads_per_worker} threads"
+            )
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """How each task runs its model: on which device and how many frames per call."""
+
+    device: str = "auto"   # auto | cpu | cuda
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICE_CHOICES:
+            raise ValueError(f"device must be one of {DEVICE_CHOICES}, got {self.device!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+
+
+@dataclass
+class RunReport:
+    """What a run did, per key."""
+
+    store: str
+    computed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when no task failed."""
+        return not self.failed
+
+    def summary(self) -> str:
+        """A line of counts, then one line per failed key with its error."""
+        line = (
+            f"{self.store}: {len(self.computed)} computed, {len(self.skipped)} already complete, "
+            f"{len(self.failed)} failed in {self.seconds:.1f} s"
+        )
+        return line + "".join(f"\n  {key}: {error}" for key, error in sorted(self.failed.items()))
+
+
+def available_cores() -> int:
+    """CPU cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@contextmanager
+def dask_client(options: ClusterOptions) -> Iterator[Any]:
+    """Yield a ``distributed.Client`` on ``options.scheduler`` or on a new ``LocalCluster``."""
+    from distributed import Client, LocalCluster
+
+    if options.scheduler:
+        with Client(options.scheduler) as client:
+            yield client
+        return
+    cores = available_cores()
+    if options.n_workers * options.threads_per_worker > cores:
+        raise ValueError(
+            f"{options.n_workers} workers x {options.threads_per_worker} threads exceeds the {cores} "
+            "cores available; lower --workers or --threads"
+        )
+    cluster = LocalCluster(
+        n_workers=options.n_workers,
+        threads_per_worker=options.threads_per_worker,
+        processes=options.processes,
+        dashboard_address=":0",
+        silence_logs=logging.WARNING,
+    )
+    with cluster, Client(cluster) as client:
+        yield client
+
+
+def run_tasks(
+    store: EmbeddingStore,
+    jobs: Mapping[str, Any],
+    task: Callable[[str, Any], Any],
+    options: ClusterOptions,
+    desc: str = "embed",
+    progress: bool | None = None,
+) -> RunReport:
+    """Run ``task(key, job)`` for every key of ``jobs`` whose entry in ``store`` is not complete.
+
+    ``task`` must write the key's entry itself and be picklable when workers are processes; what it
+    returns is kept in ``report.results``. ``progress`` None shows a bar only on a terminal.
+    """
+    from distributed import as_completed
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    report = RunReport(store=str(store.path))
+    todo = []
+    for key in jobs:
+        (report.skipped if store.is_complete(key) else todo).append(key)
+    if report.skipped:
+        log.info("%s: %d of %d entries already complete", desc, len(report.skipped), len(jobs))
+    if todo:
+        # Unique task names: a long-lived scheduler must never hand back a previous run's result.
+        token = uuid.uuid4().hex[:8]
+        with dask_client(options) as client:
+            futures = {
+                client.submit(_guarded, task, key, jobs[key], key=f"{desc}-{key}-{token}", pure=False, retries=0): key
+                for key in todo
+            }
+            bar = tqdm(as_completed(futures), total=len(futures), desc=desc, unit="entry",
+                       disable=None if progress is None else not progress)
+            for future in bar:
+                _collect(report, futures[future], future, desc)
+    report.computed.sort()
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def run_and_publish(
+    store: EmbeddingStore,
+    out_path: str | Path,
+    jobs: Mapping[str, Any],
+    task: Callable[[str, Any], Any],
+    options: ClusterOptions,
+    desc: str = "embed",
+    progress: bool | None = None,
+) -> RunReport:
+    """Complete every key of ``jobs`` in the work ``store``, then rename it onto ``out_path``.
+
+    Entries of keys not in ``jobs`` (left by an earlier run) are dropped first, so the published
+    store holds exactly ``jobs``. When a task fails nothing is published and the work store keeps
+    every completed entry for the next run.
+    """
+    removed = store.prune(keep=jobs)
+    if removed:
+        log.info("%s: dropped %d entries that are no longer wanted: %s", desc, len(removed), removed)
+    report = run_tasks(store, jobs, task, options, desc, progress)
+    if report.ok:
+        missing = sorted(set(jobs) - set(store.keys()))
+        if missing:
+            raise RuntimeError(f"{store.path}: tasks finished but entries {missing} are not complete")
+        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+        publish(store.path, out_path)
+        report.store = str(out_path)
+    return report
+
+
+def _guarded(task: Callable[[str, Any], Any], key: str, job: Any) -> Any:
+    """Run ``task(key, job)``, returning input errors as a :class:`TaskError`."""
+    try:
+        return task(key, job)
+    except INPUT_ERRORS as exc:
+        return TaskError(f"{type(exc).__name__}: {exc}")
+
+
+def _collect(report: RunReport, key: str, future: Any, desc: str) -> None:
+    """Record one finished future as computed or failed."""
+    if future.status == "finished":
+        result = future.result()
+        if not isinstance(result, TaskError):
+            report.computed.append(key)
+            report.results[key] = result
+            log.info("%s: wrote %s", desc, key)
+            return
+        message = result.message
+    else:
+        error = future.exception() if future.status == "error" else None
+        message = f"{type(error).__name__}: {error}" if error is not None else future.status
+    report.failed[key] = message
+    log.error("%s: %s failed: %s", desc, key, message)

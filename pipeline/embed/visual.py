@@ -1,0 +1,208 @@
+"""Visual embeddings: every subject's face crops through ``visual.onnx`` into ``visual.zarr``.
+
+One dask task per subject reads its crops from the frame store in batches, runs the exported model
+with onnxruntime and writes the subject's entry (see :mod:`pipeline.store`)::
+
+    visual.zarr/<subject>/embedding     (N, 512) float16, zeros where no face
+                         /au_logits     (N, 12) float32, zeros where no face
+                         /expr_logits   (N, 7) float32, zeros where no face
+                         /face_present  (N,) bool
+                         /au            (N, 12) int8 labels, -1 = unlabelled
+                         /expr          (N,) int8 labels, -1 = unlabelled
+    attrs: fps, n_frames, video, source, au_split, expr_split, complete
+
+JPEG decoding runs in a prefetch thread, one batch ahead of inference, so decoding overlaps the
+model (onnxruntime releases the GIL while it computes).
+
+Example:
+    >>> report = embed_visual("cache/prepared", "cache/frames/frames.h5", "cache/onnx/visual.onnx",
+    ...                       "cache/embeddings/visual.zarr", EmbedVisualConfig(),
+    ...                       InferenceOptions(device="cpu"), ClusterOptions(n_workers=2),
+    ...                       work_dir="cache/work/embed-visual")               # doctest: +SKIP
+    >>> report.ok, report.computed[:2]                                        # doctest: +SKIP
+    (True, ['video1', 'video10_left'])
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence, TypeVar
+
+import numpy as np
+
+from pipeline.config import ConfigError, to_dict
+from pipeline.data.frames import FrameStore
+from pipeline.data.labels_store import read_labels
+from pipeline.data.manifest import SOURCES, SubjectRecord, read_manifest
+from pipeline.embed.runner import ClusterOptions, InferenceOptions, RunReport, run_and_publish
+from pipeline.export import read_metadata
+from pipeline.labels import NUM_AUS, NUM_EXPRS
+from pipeline.models.preprocess import PREPROCESSING, to_model_input
+from pipeline.store import EmbeddingStore, as_float16, fingerprint
+
+log = logging.getLogger(__name__)
+
+EMBED_DIM = 512
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("embedding", "au_logits", "expr_logits")
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class EmbedVisualConfig:
+    """The ``embed_visual`` params section."""
+
+    chunk_frames: int = 512                # frames per Zarr chunk along time
+    sources: tuple[str, ...] = ("affwild2",)  # manifest sources to embed ("affwild2", "bp4d")
+
+    def __post_init__(self) -> None:
+        if self.chunk_frames < 1:
+            raise ConfigError(f"embed_visual.chunk_frames must be >= 1, got {self.chunk_frames}")
+        unknown = sorted(set(self.sources) - set(SOURCES))
+        if not self.sources or unknown:
+            raise ConfigError(f"embed_visual.sources must be a non-empty subset of {list(SOURCES)}, got {list(self.sources)}")
+
+
+def embed_visual(
+    prepared_dir: str | Path,
+    frames_path: str | Path,
+    model_path: str | Path,
+    out_path: str | Path,
+    cfg: EmbedVisualConfig,
+    inference: InferenceOptions,
+    cluster: ClusterOptions,
+    work_dir: str | Path,
+    progress: bool | None = None,
+) -> RunReport:
+    """Embed every selected subject into ``work_dir/<out name>``, publishing to ``out_path`` when complete."""
+    prepared_dir, model_path, frames_path = Path(prepared_dir), Path(model_path), Path(frames_path)
+    manifest = read_manifest(prepared_dir / "manifest.json")
+    labels_path = prepared_dir / "labels.h5"
+    if not labels_path.is_file():
+        raise FileNotFoundError(f"labels file not found: {labels_path} (run the prepare stage first)")
+    FrameStore(frames_path).close()  # fail fast on a missing or unfinished frame store
+    jobs = {r.name: r for r in manifest.subjects if r.source in cfg.sources}
+    if not jobs:
+        raise ValueError(f"{prepared_dir / 'manifest.json'}: no subjects from sources {list(cfg.sources)}")
+    meta = read_metadata(model_path)
+    params = to_dict(cfg)
+    producer = fingerprint(model_path, {"embed_visual": params, "preprocessing": PREPROCESSING})
+    work_path = Path(work_dir) / Path(out_path).name
+    store = EmbeddingStore.open_for_write(
+        work_path, producer, {"model": meta, "params": params, "dim": EMBED_DIM}, chunk_frames=cfg.chunk_frames
+    )
+    task = functools.partial(
+        embed_subject, store_path=str(work_path), store_fingerprint=producer, frames_path=str(frames_path),
+        labels_path=str(labels_path), model_path=str(model_path), inference=inference,
+    )
+    return run_and_publish(store, out_path, jobs, task, cluster, desc="embed-visual", progress=progress)
+
+
+def embed_subject(
+    key: str,
+    record: SubjectRecord,
+    *,
+    store_path: str,
+    store_fingerprint: str,
+    frames_path: str,
+    labels_path: str,
+    model_path: str,
+    inference: InferenceOptions,
+) -> dict[str, Any]:
+    """Embed one subject and write its entry (runs inside a dask task); return timing figures."""
+    start = time.perf_counter()
+    store = EmbeddingStore.open_append(store_path, store_fingerprint)
+    frames = _frame_store(frames_path)
+    labels = read_labels(labels_path, key)
+    present = frames.face_present(key)
+    if not len(present) == labels.n_frames == record.n_frames:
+        raise ValueError(
+            f"{frames_path}: subject {key!r} has {len(present)} frames, {labels_path} has {labels.n_frames}, "
+            f"the manifest says {record.n_frames}"
+        )
+    session = _session(model_path, store_fingerprint, inference.device)
+    outputs, timing = run_visual(session, frames, key, np.flatnonzero(present), inference.batch_size)
+    arrays = {name: _scatter(values, present) for name, values in outputs.items()}
+    arrays["embedding"] = as_float16(arrays["embedding"], f"{model_path}: subject {key!r}")
+    arrays.update(face_present=present, au=labels.au.astype(np.int8), expr=labels.expr.astype(np.int8))
+    store.write(key, arrays, {
+        "fps": record.fps, "n_frames": record.n_frames, "video": record.video, "source": record.source,
+        "au_split": record.au_split, "expr_split": record.expr_split,
+    })
+    return {"frames": len(present), "faces": int(present.sum()), "seconds": time.perf_counter() - start, **timing}
+
+
+def run_visual(
+    session: Any, frames: FrameStore, name: str, indices: np.ndarray, batch_size: int
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Run the model over frames ``indices`` of subject ``name``, decoding one batch ahead.
+
+    Returns the stacked outputs (``embedding`` (k, 512), ``au_logits`` (k, 12), ``expr_logits``
+    (k, 7), float32) and the seconds spent in the model and waiting for decoded batches.
+    """
+    batches = [indices[i: i + batch_size] for i in range(0, len(indices), batch_size)]
+    parts: dict[str, list[np.ndarray]] = {name_: [] for name_ in OUTPUT_NAMES}
+    model_s = wait_s = 0.0
+    decode = functools.partial(_decode_batch, frames, name)
+    tick = time.perf_counter()
+    for images in prefetch(decode, batches):
+        wait_s += time.perf_counter() - tick
+        tick = time.perf_counter()
+        for out_name, value in zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {INPUT_NAME: images})):
+            parts[out_name].append(np.asarray(value, dtype=np.float32))
+        model_s += time.perf_counter() - tick
+        tick = time.perf_counter()
+    widths = {"embedding": EMBED_DIM, "au_logits": NUM_AUS, "expr_logits": NUM_EXPRS}
+    outputs = {}
+    for out_name, chunks in parts.items():
+        value = np.concatenate(chunks) if chunks else np.zeros((0, widths[out_name]), np.float32)
+        if value.shape != (len(indices), widths[out_name]):
+            raise ValueError(f"model output {out_name!r} has shape {value.shape}, expected ({len(indices)}, "
+                             f"{widths[out_name]})")
+        outputs[out_name] = value
+    return outputs, {"model_seconds": model_s, "decode_wait_seconds": wait_s}
+
+
+def prefetch(fn: Callable[[T], R], items: Sequence[T], depth: int = 2) -> Iterator[R]:
+    """Yield ``fn(item)`` for each item in order, computing up to ``depth`` results ahead in a thread."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
+        pending = [pool.submit(fn, item) for item in items[:depth]]
+        for i in range(len(items)):
+            result = pending.pop(0).result()
+            if i + depth < len(items):
+                pending.append(pool.submit(fn, items[i + depth]))
+            yield result
+
+
+def _decode_batch(frames: FrameStore, name: str, indices: np.ndarray) -> np.ndarray:
+    """Decoded, normalised model input (k, 3, 112, 112) float32 of frames ``indices``."""
+    return to_model_input(frames.read(name, indices)).numpy()
+
+
+def _scatter(values: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Place per-face rows at the face-present frames of an all-zero (N, ...) array."""
+    out = np.zeros((len(present), *values.shape[1:]), dtype=values.dtype)
+    out[present] = values
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def _frame_store(path: str) -> FrameStore:
+    """One frame store per process (it opens its HDF5 handle lazily)."""
+    return FrameStore(path)
+
+
+@functools.lru_cache(maxsize=2)
+def _session(model_path: str, model_fingerprint: str, device: str) -> Any:
+    """One onnxruntime session per worker process and model (the fingerprint keys a changed file)."""
+    from pipeline.export import make_session
+
+    # One intra-op thread: dask runs one task per worker thread, so parallelism comes from tasks,
+    # and the decoding thread keeps a core of its own.
+    return make_session(model_path, device, threads=1)

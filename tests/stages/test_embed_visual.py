@@ -1,0 +1,140 @@
+"""``mmaffect embed-visual`` on a five-subject dataset with a tiny stand-in ``visual.onnx``.
+
+Runs use dask workers as threads of the test process (``--no-processes``): worker processes cost
+seconds to start and import torch; the kill-and-resume test runs the stage with worker processes.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from _embed_inputs import build_prepared, tiny_visual_onnx
+from pipeline.data.frames import FrameStore
+from pipeline.data.labels_store import read_all_labels
+from pipeline.data.manifest import read_manifest
+from pipeline.export import make_session
+from pipeline.models.preprocess import to_model_input
+from pipeline.store import EmbeddingStore
+from stages.embed_visual import command
+
+SUBJECTS = ["vidA", "vidB", "vidC_left", "vidC_right", "vidD"]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("embed_visual")
+    prepared, frames = build_prepared(base)
+    params = base / "params.yaml"
+    params.write_text("embed_visual:\n  chunk_frames: 4\n  sources: [affwild2]\n")
+    return {"prepared": prepared, "frames": frames, "params": params,
+            "onnx": tiny_visual_onnx(base / "visual.onnx", seed=0),
+            "onnx_b": tiny_visual_onnx(base / "visual_b.onnx", seed=1)}
+
+
+def _invoke(inputs: dict[str, Path], out: Path, work: Path, onnx: Path | None = None,
+            prepared: Path | None = None) -> object:
+    args = [str(prepared or inputs["prepared"]), str(inputs["frames"]), str(onnx or inputs["onnx"]), str(out),
+            "--params", str(inputs["params"]), "--device", "cpu", "--no-processes", "--workers", "1",
+            "--threads", "2", "--batch-size", "3", "--work-dir", str(work), "--no-progress"]
+    return CliRunner().invoke(command, args)
+
+
+def test_writes_every_subject_with_model_outputs_and_labels(inputs: dict[str, Path], tmp_path: Path) -> None:
+    out, work = tmp_path / "out" / "visual.zarr", tmp_path / "work"
+    result = _invoke(inputs, out, work)
+    assert result.exit_code == 0, result.output
+    assert '"computed": 5' in result.output
+    assert not (work / "visual.zarr").exists()  # moved onto the output
+
+    store = EmbeddingStore.open_read(out)
+    assert store.keys() == SUBJECTS
+    assert store.chunk_frames == 4 and store.attrs["dim"] == 512
+    assert store.attrs["params"] == {"chunk_frames": 4, "sources": ["affwild2"]}
+    assert store.attrs["model"]["model"] == "visual"
+    manifest = read_manifest(inputs["prepared"] / "manifest.json")
+    labels = read_all_labels(inputs["prepared"] / "labels.h5")
+    frames = FrameStore(inputs["frames"])
+    session = make_session(inputs["onnx"], "cpu", threads=1)
+    for name in SUBJECTS:
+        entry = store.read(name)
+        record = manifest.by_name(name)
+        n = record.n_frames
+        assert entry["embedding"].shape == (n, 512) and entry["embedding"].dtype == np.float16
+        assert entry["au_logits"].shape == (n, 12) and entry["expr_logits"].shape == (n, 7)
+        present = frames.face_present(name)
+        np.testing.assert_array_equal(entry["face_present"], present)
+        np.testing.assert_array_equal(entry["au"], labels[name].au)
+        np.testing.assert_array_equal(entry["expr"], labels[name].expr)
+        assert not entry["embedding"][~present].any() and not entry["au_logits"][~present].any()
+        embedding, au_logits, _ = session.run(None, {"image": to_model_input(frames.read(name, np.flatnonzero(present))).numpy()})
+        np.testing.assert_array_equal(entry["embedding"][present], embedding.astype(np.float16))
+        np.testing.assert_allclose(entry["au_logits"][present], au_logits, rtol=1e-6, atol=1e-6)
+        assert store.entry_attrs(name) == {
+            "fps": record.fps, "n_frames": n, "video": record.video, "source": "affwild2",
+            "au_split": record.au_split, "expr_split": record.expr_split,
+        }
+    assert not store.read("vidA")["face_present"][2]  # its crop 00003.jpg is missing
+
+
+def test_failed_subject_is_named_others_kept_and_rerun_completes(inputs: dict[str, Path], tmp_path: Path) -> None:
+    broken = tmp_path / "prepared"
+    shutil.copytree(inputs["prepared"], broken)
+    with h5py.File(broken / "labels.h5", "a") as fh:
+        del fh["vidC_right"]
+    out, work = tmp_path / "visual.zarr", tmp_path / "work"
+
+    result = _invoke(inputs, out, work, prepared=broken)
+    assert result.exit_code == 1
+    assert "1 failed" in result.output and "vidC_right" in result.output and "no labels" in result.output
+    assert not out.exists()
+    partial = EmbeddingStore.open_read(work / "visual.zarr")
+    assert partial.keys() == [s for s in SUBJECTS if s != "vidC_right"]
+    kept = partial.read("vidA")["embedding"]
+
+    shutil.copyfile(inputs["prepared"] / "labels.h5", broken / "labels.h5")
+    result = _invoke(inputs, out, work, prepared=broken)
+    assert result.exit_code == 0, result.output
+    assert '"computed": 1' in result.output and '"skipped": 4' in result.output
+    np.testing.assert_array_equal(EmbeddingStore.open_read(out).read("vidA")["embedding"], kept)
+
+
+def test_another_model_rebuilds_the_work_store(inputs: dict[str, Path], tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    first = _invoke(inputs, tmp_path / "a.zarr", work)
+    assert first.exit_code == 0, first.output
+    # leave a complete work store of model A behind, as an interrupted run would
+    shutil.copytree(tmp_path / "a.zarr", work / "b.zarr")
+    result = _invoke(inputs, tmp_path / "b.zarr", work, onnx=inputs["onnx_b"])
+    assert result.exit_code == 0, result.output
+    assert '"computed": 5' in result.output and '"skipped": 0' in result.output
+    a, b = EmbeddingStore.open_read(tmp_path / "a.zarr"), EmbeddingStore.open_read(tmp_path / "b.zarr")
+    assert a.fingerprint != b.fingerprint
+    assert not np.array_equal(a.read("vidB")["embedding"], b.read("vidB")["embedding"])
+
+
+def test_bad_inputs_give_one_line_errors(inputs: dict[str, Path], tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = _invoke(inputs, tmp_path / "v.zarr", tmp_path / "work", prepared=empty)
+    assert result.exit_code == 1 and "manifest not found" in result.output
+    not_onnx = tmp_path / "model.onnx"
+    not_onnx.write_bytes(b"not a model")
+    result = _invoke(inputs, tmp_path / "v.zarr", tmp_path / "work", onnx=not_onnx)
+    assert result.exit_code == 1 and "not an ONNX model" in result.output
+    result = CliRunner().invoke(command, [str(inputs["prepared"]), str(inputs["frames"]), str(inputs["onnx"]),
+                                          str(tmp_path / "v.zarr"), "--params", str(inputs["params"]),
+                                          "--workers", "64", "--no-processes"])
+    assert result.exit_code == 1 and "cores available" in result.output
+
+
+def test_help_names_inputs_and_outputs() -> None:
+    result = CliRunner().invoke(command, ["--help"])
+    assert result.exit_code == 0
+    for word in ("FRAMES_H5", "VISUAL_ONNX", "OUT_ZARR", "--scheduler", "--work-dir", "embed_visual"):
+        assert word in result.output

@@ -1,0 +1,104 @@
+"""The dask fan-out: every key written once, failures reported by key, complete keys skipped.
+
+One threaded ``LocalCluster`` (two workers) serves the whole module through ``--scheduler``-style
+addressing: starting clusters is the slow part, and threads keep the test functions importable
+without pickling them by value. Worker processes are exercised by the embed-visual stage test.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+
+from pipeline.embed.runner import ClusterOptions, available_cores, run_tasks
+from pipeline.store import EmbeddingStore
+
+FINGERPRINT = "e" * 64
+
+
+@pytest.fixture(scope="module")
+def scheduler() -> Iterator[str]:
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0",
+                      silence_logs=logging.WARNING) as cluster:
+        yield cluster.scheduler_address
+
+
+def _write(path: Path, key: str, n: int) -> dict[str, int]:
+    if key.startswith("bad"):
+        raise ValueError(f"{key}.mp4: frame 3 is unreadable")
+    if key.startswith("bug"):
+        raise TypeError("unsupported operand")
+    EmbeddingStore.open_append(path, FINGERPRINT).write(key, {"x": np.full((n, 2), n, np.float16)}, {"n": n})
+    return {"frames": n}
+
+
+def _store(tmp_path: Path) -> EmbeddingStore:
+    return EmbeddingStore.open_for_write(tmp_path / "s.zarr", FINGERPRINT, {"model": "m", "params": {}, "dim": 2})
+
+
+def test_failing_task_is_reported_by_key_and_others_stay_complete(tmp_path: Path, scheduler: str) -> None:
+    store = _store(tmp_path)
+    jobs = {"v1": 3, "bad_v2": 4, "v3": 5}
+    report = run_tasks(store, jobs, partial(_write, store.path), ClusterOptions(scheduler=scheduler), progress=False)
+
+    assert not report.ok
+    assert report.computed == ["v1", "v3"]
+    assert list(report.failed) == ["bad_v2"]
+    assert report.failed["bad_v2"] == "ValueError: bad_v2.mp4: frame 3 is unreadable"
+    assert "bad_v2" in report.summary() and "1 failed" in report.summary()
+    assert report.results == {"v1": {"frames": 3}, "v3": {"frames": 5}}
+    assert store.keys() == ["v1", "v3"]
+    np.testing.assert_array_equal(store.read("v3")["x"], np.full((5, 2), 5, np.float16))
+
+
+def test_unexpected_errors_are_reported_by_key_too(tmp_path: Path, scheduler: str) -> None:
+    store = _store(tmp_path)
+    jobs = {"bug_v1": 1, "v2": 2}
+    report = run_tasks(store, jobs, partial(_write, store.path), ClusterOptions(scheduler=scheduler), progress=False)
+    assert report.failed == {"bug_v1": "TypeError: unsupported operand"}
+    assert report.computed == ["v2"] and store.keys() == ["v2"]
+
+
+def test_complete_keys_are_skipped_on_rerun(tmp_path: Path, scheduler: str) -> None:
+    store = _store(tmp_path)
+    options = ClusterOptions(scheduler=scheduler)
+    run_tasks(store, {"v1": 3}, partial(_write, store.path), options, progress=False)
+    marker = store.path / "v1" / "zarr.json"
+    before = marker.stat().st_mtime_ns
+
+    report = run_tasks(store, {"v1": 3, "v2": 2}, partial(_write, store.path), options, progress=False)
+    assert report.skipped == ["v1"] and report.computed == ["v2"] and report.ok
+    assert marker.stat().st_mtime_ns == before
+    assert store.keys() == ["v1", "v2"]
+
+
+def test_own_local_cluster_runs_all_keys(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    options = ClusterOptions(n_workers=1, threads_per_worker=1, processes=False)
+    report = run_tasks(store, {"a": 1, "b": 2}, partial(_write, store.path), options, progress=False)
+    assert report.ok and report.computed == ["a", "b"]
+
+
+def test_nothing_to_do_starts_no_cluster(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.write("a", {"x": np.zeros((1, 2), np.float16)}, {})
+    # an unreachable scheduler would fail if contacted
+    report = run_tasks(store, {"a": 1}, partial(_write, store.path),
+                       ClusterOptions(scheduler="tcp://127.0.0.1:9"), progress=False)
+    assert report.skipped == ["a"] and report.computed == []
+
+
+def test_more_workers_than_cores_is_refused(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    options = ClusterOptions(n_workers=available_cores() + 1, processes=False)
+    with pytest.raises(ValueError, match="cores available"):
+        run_tasks(store, {"a": 1}, partial(_write, store.path), options, progress=False)
+    with pytest.raises(ValueError, match=">= 1"):
+        ClusterOptions(n_workers=0)
