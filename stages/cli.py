@@ -19,6 +19,7 @@ STAGES: dict[str, str] = {
     "train-sequence": "train_sequence",
     "evaluate": "evaluate",
     "predict": "predict",
+    "ablate": "ablate",
 }
 
 # One-line summaries for `mmaffect --help`, so listing commands imports no stage (and no torch).
@@ -34,6 +35,7 @@ SUMMARIES: dict[str, str] = {
     "train-sequence": "Train the transformer on cached embedding windows.",
     "evaluate": "Score all variants; write metrics, plots, submissions.",
     "predict": "Predict per-frame AUs and expressions for new videos.",
+    "ablate": "Run a train-sequence params grid as DVC experiments; tabulate.",
 }
 
 

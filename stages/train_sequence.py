@@ -1,0 +1,52 @@
+"""``mmaffect train-sequence``: train the transformer sequence model on the cached embeddings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from pipeline.device import resolve_device
+from pipeline.train.sequence import SequenceTrainConfig, train_sequence
+from stages.common import device_option, load_config, params_option, run_or_exit, setup_logging
+
+_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
+
+
+@click.command(name="train-sequence")
+@click.argument("prepared_dir", type=_DIR)
+@click.argument("visual_zarr", type=_DIR)
+@click.argument("audio_zarr", type=_DIR)
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("metrics_json", type=click.Path(dir_okay=False, path_type=Path))
+@params_option
+@device_option
+@click.option(
+    "--work-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("cache/work/train-sequence"),
+    show_default=True, help="Where the per-epoch training state lives; a rerun with the same params resumes.",
+)
+@click.option("--eval-batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Windows per batch when scoring the validation videos.")
+def command(prepared_dir: Path, visual_zarr: Path, audio_zarr: Path, out_dir: Path, metrics_json: Path,
+            params_path: Path, device: str, work_dir: Path, eval_batch_size: int) -> None:
+    """Train on the windows of VISUAL_ZARR and AUDIO_ZARR, split by PREPARED_DIR/manifest.json.
+
+    Writes OUT_DIR/model.pt ({"arch", "state_dict", "modalities", "window", "stride"} of the epoch
+    with the best mean of the ABAW AU and EXPR validation scores), OUT_DIR/sequence.onnx (input
+    `features` (B, L, D), outputs `au_logits` (B, L, 12) and `expr_logits` (B, L, 7)) and
+    METRICS_JSON ({"au": {f1, acc, score}, "expr": {...}} of that epoch).
+    Params: the `train_sequence` section of --params.
+    """
+    setup_logging()
+    cfg = load_config(params_path, "train_sequence", SequenceTrainConfig)
+    torch_device = run_or_exit(resolve_device, device)
+    metrics = run_or_exit(
+        train_sequence, prepared_dir / "manifest.json", visual_zarr, audio_zarr, out_dir, metrics_json,
+        cfg, work_dir=work_dir, device=torch_device, eval_batch_size=eval_batch_size,
+    )
+    click.echo(json.dumps(metrics, indent=2))
+
+
+if __name__ == "__main__":
+    command()

@@ -1,0 +1,161 @@
+"""Feature composition and whole-video sliding-window inference of the sequence model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.evaluate.inference import (
+    compose_features, feature_dim, feature_layout, sliding_window_logits, torch_run_fn, window_starts,
+)
+
+
+def start_marking_run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every frame of a window gets the window's first frame number (feature 0) as its logits."""
+    first = batch[:, :1, :1]
+    au = np.broadcast_to(first, batch.shape[:2] + (12,)).astype(np.float32)
+    expr = np.broadcast_to(-first, batch.shape[:2] + (7,)).astype(np.float32)
+    return au, expr
+
+
+def frame_index_features(n: int, dim: int = 3) -> np.ndarray:
+    features = np.zeros((n, dim), np.float32)
+    features[:, 0] = np.arange(n)
+    return features
+
+
+def make_linear_run(weights_au: np.ndarray, weights_expr: np.ndarray):
+    """A frame-wise linear 'model' in numpy: the windowed average must equal it exactly."""
+    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return batch @ weights_au, batch @ weights_expr
+    return run
+
+
+def test_average_of_overlapping_windows_on_a_hand_example() -> None:
+    # 5 frames, windows of 3 every 2 frames: [0, 1, 2] and [2, 3, 4]; frame 2 is in both.
+    au, expr = sliding_window_logits(start_marking_run, frame_index_features(5), window=3, stride=2)
+    np.testing.assert_array_equal(au[:, 0], [0, 0, 1, 2, 2])
+    np.testing.assert_array_equal(expr[:, 0], [0, 0, -1, -2, -2])
+    assert au.shape == (5, 12) and expr.shape == (5, 7) and au.dtype == np.float32
+
+
+def test_tail_window_ends_on_the_last_frame() -> None:
+    assert window_starts(100, 30, 25).tolist() == [0, 25, 50, 70]
+    au, _ = sliding_window_logits(start_marking_run, frame_index_features(100), window=30, stride=25)
+    # frames 95..99 are only in the tail window that starts at 70
+    np.testing.assert_array_equal(au[95:, 0], 70)
+    # frame 72 is in windows 50 and 70
+    assert au[72, 0] == pytest.approx(60.0)
+
+
+def test_short_video_is_one_window_of_its_own_length() -> None:
+    lengths = []
+
+    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        lengths.append(batch.shape[1])
+        return start_marking_run(batch)
+
+    au, expr = sliding_window_logits(run, frame_index_features(7), window=30, stride=10)
+    assert au.shape == (7, 12) and expr.shape == (7, 7)
+    assert lengths == [7]
+    assert np.isfinite(au).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 120), window=st.integers(1, 40), stride=st.integers(1, 50), batch=st.integers(1, 9))
+def test_every_frame_is_predicted_and_frame_wise_models_are_exact(n: int, window: int, stride: int, batch: int) -> None:
+    rng = np.random.default_rng(n * 1000 + window)
+    features = rng.normal(size=(n, 5)).astype(np.float32)
+    w_au, w_expr = rng.normal(size=(5, 12)).astype(np.float32), rng.normal(size=(5, 7)).astype(np.float32)
+    au, expr = sliding_window_logits(make_linear_run(w_au, w_expr), features, window, stride, batch_size=batch)
+    np.testing.assert_allclose(au, features @ w_au, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(expr, features @ w_expr, rtol=1e-5, atol=1e-5)
+    starts = window_starts(n, window, stride)
+    covered = np.zeros(n, bool)
+    for start in starts:
+        covered[start:start + window] = True
+    assert covered.all()
+
+
+def test_batching_of_windows_does_not_change_the_result() -> None:
+    features = frame_index_features(53)
+    one = sliding_window_logits(start_marking_run, features, window=10, stride=3, batch_size=1)
+    many = sliding_window_logits(start_marking_run, features, window=10, stride=3, batch_size=1000)
+    np.testing.assert_array_equal(one[0], many[0])
+    np.testing.assert_array_equal(one[1], many[1])
+
+
+def test_torch_and_numpy_run_fns_agree() -> None:
+    torch.manual_seed(0)
+    heads = torch.nn.Linear(6, 19)
+
+    class FrameWise(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            y = heads(x)
+            return y[..., :12], y[..., 12:]
+
+    weight, bias = heads.weight.detach().numpy().T, heads.bias.detach().numpy()
+
+    def numpy_run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        y = batch @ weight + bias
+        return y[..., :12], y[..., 12:]
+
+    features = np.random.default_rng(1).normal(size=(77, 6)).astype(np.float32)
+    from_torch = sliding_window_logits(torch_run_fn(FrameWise()), features, window=16, stride=5)
+    from_numpy = sliding_window_logits(numpy_run, features, window=16, stride=5)
+    np.testing.assert_allclose(from_torch[0], from_numpy[0], atol=1e-5)
+    np.testing.assert_allclose(from_torch[1], from_numpy[1], atol=1e-5)
+
+
+def test_run_fn_with_wrong_output_shape_is_an_error() -> None:
+    def bad(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.zeros(batch.shape[:2] + (11,)), np.zeros(batch.shape[:2] + (7,))
+
+    with pytest.raises(ValueError, match="expected"):
+        sliding_window_logits(bad, frame_index_features(10), window=4, stride=2)
+
+
+@pytest.mark.parametrize("bad", [dict(window=0, stride=1), dict(window=3, stride=0)])
+def test_window_and_stride_must_be_positive(bad: dict) -> None:
+    with pytest.raises(ValueError, match="window and stride"):
+        sliding_window_logits(start_marking_run, frame_index_features(10), **bad)
+
+
+def test_compose_both_layout_and_missing_modalities_are_zeroed() -> None:
+    visual = np.full((4, 512), 2.0, np.float16)
+    audio = np.full((4, 512), 3.0, np.float16)
+    face = np.array([True, False, True, True])
+    voice = np.array([True, True, False, True])
+    features = compose_features(visual, audio, face, voice, "both")
+    assert features.shape == (4, 1026) and features.dtype == np.float32
+    assert feature_dim("both") == 1026
+    blocks = {b["name"]: slice(b["start"], b["stop"]) for b in feature_layout("both")}
+    assert list(blocks) == ["visual", "face_present", "audio", "audio_present"]
+    np.testing.assert_array_equal(features[:, blocks["face_present"]][:, 0], face)
+    np.testing.assert_array_equal(features[:, blocks["audio_present"]][:, 0], voice)
+    assert (features[1, blocks["visual"]] == 0).all() and (features[0, blocks["visual"]] == 2).all()
+    assert (features[2, blocks["audio"]] == 0).all() and (features[3, blocks["audio"]] == 3).all()
+
+
+def test_compose_single_modality_ignores_the_other_and_keeps_leading_shape() -> None:
+    visual = np.ones((2, 5, 512), np.float16)
+    present = np.ones((2, 5), bool)
+    features = compose_features(visual, None, present, None, "visual")
+    assert features.shape == (2, 5, 513)
+    assert compose_features(None, visual, None, present, "audio").shape == (2, 5, 513)
+    assert compose_features(None, visual, None, present, "audio", dtype=np.float16).dtype == np.float16
+
+
+def test_compose_rejects_bad_inputs() -> None:
+    visual = np.ones((4, 512), np.float16)
+    with pytest.raises(ValueError, match="modalities"):
+        compose_features(visual, visual, np.ones(4, bool), np.ones(4, bool), "video")
+    with pytest.raises(ValueError, match="audio embedding or audio_present is None"):
+        compose_features(visual, None, np.ones(4, bool), None, "both")
+    with pytest.raises(ValueError, match="do not match"):
+        compose_features(visual, None, np.ones(3, bool), None, "visual")
+    with pytest.raises(ValueError, match="do not match"):
+        compose_features(visual, np.ones((5, 512)), np.ones(4, bool), np.ones(5, bool), "both")

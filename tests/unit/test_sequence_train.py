@@ -1,0 +1,120 @@
+"""The sequence trainer: learns a tiny generated cache, publishes its outputs, resumes exactly."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from pipeline.config import ConfigError, from_dict
+from pipeline.evaluate.inference import onnx_run_fn, sliding_window_logits, torch_run_fn
+from pipeline.export import make_session, read_metadata
+from pipeline.models.sequence import build_from_checkpoint
+from pipeline.train.sequence import SequenceTrainConfig, train_sequence
+from pipeline.train.sequence_synth import SyntheticCacheConfig, write_synthetic_cache
+
+CONFIG = SequenceTrainConfig(
+    modalities="both", window=16, stride=8, layers=1, heads=2, d_model=32, dropout=0.0,
+    epochs=6, batch_size=8, lr=0.05, momentum=0.9, alternation="batch", seed=0,
+)
+
+
+@pytest.fixture(scope="module")
+def cache_paths(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    config = SyntheticCacheConfig(n_videos=5, min_frames=40, max_frames=70, validation_fraction=0.2, seed=1)
+    return write_synthetic_cache(tmp_path_factory.mktemp("cache"), config)
+
+
+def run(paths: tuple[Path, Path, Path], out: Path, config: SequenceTrainConfig, work: str = "work") -> dict:
+    manifest, visual, audio = paths
+    return train_sequence(manifest, visual, audio, out / "sequence", out / "metrics.json", config, work_dir=out / work)
+
+
+@pytest.fixture(scope="module")
+def trained(cache_paths, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("trained")
+    run(cache_paths, out, CONFIG)
+    return out
+
+
+def history(out: Path, work: str = "work") -> list[dict]:
+    return torch.load(out / work / "state.pt", weights_only=True)["history"]
+
+
+def test_loss_falls_on_a_tiny_cache(trained: Path) -> None:
+    entries = history(trained)
+    assert len(entries) == CONFIG.epochs
+    for task in ("au", "expr"):
+        first, last = entries[0]["loss"][task], entries[-1]["loss"][task]
+        assert np.isfinite(first) and last < 0.7 * first, (task, first, last)
+
+
+def test_outputs_model_onnx_and_metrics(trained: Path, cache_paths) -> None:
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert set(metrics) == {"au", "expr"}
+    for task in metrics.values():
+        assert set(task) == {"f1", "acc", "score"} and 0.0 <= task["score"] <= 1.0
+    ckpt = torch.load(trained / "sequence" / "model.pt", weights_only=True)
+    assert {"arch", "state_dict", "modalities", "window", "stride"} <= set(ckpt)
+    assert (ckpt["modalities"], ckpt["window"], ckpt["stride"]) == ("both", 16, 8)
+    meta = read_metadata(trained / "sequence" / "sequence.onnx")
+    assert (meta["modalities"], meta["window"], meta["stride"], meta["feature_dim"]) == ("both", 16, 8, 1026)
+    assert [b["name"] for b in meta["feature_layout"]] == ["visual", "face_present", "audio", "audio_present"]
+    graph = onnx.load(trained / "sequence" / "sequence.onnx").graph
+    assert [i.name for i in graph.input] == ["features"]
+    assert [o.name for o in graph.output] == ["au_logits", "expr_logits"]
+    # ONNX and torch give the same whole-video logits, on a video longer and one shorter than a window
+    model = build_from_checkpoint(ckpt)
+    session = make_session(trained / "sequence" / "sequence.onnx", device="cpu")
+    features = np.random.default_rng(0).normal(size=(37, 1026)).astype(np.float32)
+    for n in (37, 9):
+        a = sliding_window_logits(torch_run_fn(model), features[:n], 16, 8)
+        b = sliding_window_logits(onnx_run_fn(session), features[:n], 16, 8)
+        np.testing.assert_allclose(a[0], b[0], atol=1e-4)
+        np.testing.assert_allclose(a[1], b[1], atol=1e-4)
+
+
+def test_the_best_epoch_is_published(trained: Path) -> None:
+    entries = history(trained)
+    best = max(entries, key=lambda e: e["score"])
+    assert json.loads((trained / "metrics.json").read_text()) == best["metrics"]
+
+
+def test_a_longer_run_continues_a_shorter_one_exactly(trained: Path, cache_paths, tmp_path: Path) -> None:
+    run(cache_paths, tmp_path, replace(CONFIG, epochs=2))
+    assert len(history(tmp_path)) == 2
+    run(cache_paths, tmp_path, CONFIG)
+    resumed = torch.load(tmp_path / "sequence" / "model.pt", weights_only=True)["state_dict"]
+    straight = torch.load(trained / "sequence" / "model.pt", weights_only=True)["state_dict"]
+    for name, value in straight.items():
+        torch.testing.assert_close(resumed[name], value, rtol=0, atol=0)
+    assert [e["loss"] for e in history(tmp_path)] == [e["loss"] for e in history(trained)]
+
+
+def test_other_params_start_over(cache_paths, tmp_path: Path) -> None:
+    run(cache_paths, tmp_path, replace(CONFIG, epochs=1))
+    run(cache_paths, tmp_path, replace(CONFIG, epochs=1, lr=0.01))
+    assert len(history(tmp_path)) == 1
+
+
+def test_visual_only_model_and_epoch_alternation(cache_paths, tmp_path: Path) -> None:
+    config = replace(CONFIG, modalities="visual", alternation="epoch", epochs=2, positional="sinusoidal")
+    metrics = run(cache_paths, tmp_path, config)
+    assert set(metrics) == {"au", "expr"}
+    assert read_metadata(tmp_path / "sequence" / "sequence.onnx")["feature_dim"] == 513
+    entries = history(tmp_path)
+    assert entries[0]["loss"]["au"] is None and entries[1]["loss"]["expr"] is None  # expr epoch, then au
+
+
+def test_config_from_params_rejects_bad_values() -> None:
+    params = {"modalities": "both", "window": 30}
+    assert from_dict(SequenceTrainConfig, params).window == 30
+    with pytest.raises(ConfigError, match="modalities"):
+        from_dict(SequenceTrainConfig, {"modalities": "video"})
+    with pytest.raises(ValueError, match="window"):
+        SequenceTrainConfig(window=0)
