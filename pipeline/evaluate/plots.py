@@ -1,0 +1,200 @@
+"""PNG plots of the evaluation: expression confusion matrices, per-AU F1 bars, per-video timelines.
+
+Figures are built with ``matplotlib.figure.Figure`` on the Agg canvas (no pyplot, no global backend
+state, no display needed) and written atomically.
+
+Example:
+    >>> import numpy as np, tempfile, pathlib
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "cm.png"
+    >>> plot_confusion(np.array([0, 1, 1, -1]), np.array([0, 1, 2, 3]), out, "visual").is_file()
+    True
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from pipeline.fsio import atomic_path
+from pipeline.labels import AU_NAMES, EXPR_NAMES, NUM_AUS, NUM_EXPRS
+
+# Colours per variant, stable across plots so a variant looks the same everywhere.
+VARIANT_COLOURS: dict[str, str] = {"visual": "#1f77b4", "fusion": "#ff7f0e", "sequence": "#2ca02c"}
+_FALLBACK_COLOURS = ("#d62728", "#9467bd", "#8c564b", "#e377c2")
+# -1 (unlabelled) light grey, 0 white, 1 dark blue.
+_ACTIVATION_CMAP = ListedColormap(["#d9d9d9", "#ffffff", "#08306b"])
+# Predicted AU cells coloured by their agreement with the truth (code = index).
+_AGREEMENT: tuple[tuple[str, str], ...] = (
+    ("true negative", "#ffffff"),
+    ("missed (false negative)", "#fdae6b"),
+    ("false positive", "#d62728"),
+    ("true positive", "#08306b"),
+    ("inactive, unlabelled", "#eeeeee"),
+    ("active, unlabelled", "#6baed6"),
+)
+_AGREEMENT_CMAP = ListedColormap([colour for _, colour in _AGREEMENT])
+
+
+def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """Return the (7, 7) count matrix (rows true, columns predicted) over labelled frames."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if y_true.shape != y_pred.shape or y_true.ndim != 1:
+        raise ValueError(f"expression arrays must both be (N,); got {y_true.shape} and {y_pred.shape}")
+    keep = y_true >= 0
+    counts = np.zeros((NUM_EXPRS, NUM_EXPRS), dtype=np.int64)
+    np.add.at(counts, (y_true[keep].astype(np.int64), y_pred[keep].astype(np.int64)), 1)
+    return counts
+
+
+def plot_confusion(y_true: np.ndarray, y_pred: np.ndarray, path: str | Path, title: str) -> Path:
+    """Write the row-normalised expression confusion matrix, each cell annotated with its count."""
+    counts = confusion_counts(y_true, y_pred)
+    totals = counts.sum(axis=1, keepdims=True)
+    rates = np.divide(counts, np.maximum(totals, 1), dtype=np.float64)
+    fig = _figure(7.5, 6.5)
+    ax = fig.add_subplot()
+    image = ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
+    for i in range(NUM_EXPRS):
+        for j in range(NUM_EXPRS):
+            colour = "white" if rates[i, j] > 0.6 else "black"
+            ax.text(j, i, f"{rates[i, j]:.2f}\n({counts[i, j]})", ha="center", va="center",
+                    fontsize=8, color=colour)
+    ticks = np.arange(NUM_EXPRS)
+    ax.set_xticks(ticks, EXPR_NAMES, rotation=35, ha="right")
+    ax.set_yticks(ticks, [f"{name} (n={int(n)})" for name, n in zip(EXPR_NAMES, totals[:, 0])])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"Expression confusion, {title} (row-normalised, counts in brackets)", fontsize=10)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
+    return _save(fig, path)
+
+
+def plot_f1_bars(per_variant: Mapping[str, np.ndarray], class_names: tuple[str, ...], path: str | Path,
+                 title: str) -> Path:
+    """Write grouped bars of per-class F1, one bar per variant in each class group."""
+    if not per_variant:
+        raise ValueError("no variants to plot")
+    for variant, values in per_variant.items():
+        if np.shape(values) != (len(class_names),):
+            raise ValueError(f"{variant}: expected {len(class_names)} F1 values, got {np.shape(values)}")
+    fig = _figure(max(7.0, 0.75 * len(class_names) + 2.0), 4.5)
+    ax = fig.add_subplot()
+    n = len(per_variant)
+    width = 0.8 / n
+    x = np.arange(len(class_names))
+    for k, (variant, values) in enumerate(per_variant.items()):
+        values = np.asarray(values, dtype=float)
+        ax.bar(x + (k - (n - 1) / 2) * width, values, width, color=_colour(variant, k),
+               label=f"{variant} (mean {values.mean():.3f})")
+    long_names = max(len(name) for name in class_names) > 5
+    ax.set_xticks(x, class_names, rotation=30 if long_names else 0, ha="right" if long_names else "center")
+    ax.set_ylim(0.0, 1.05)
+    ax.set_ylabel("F1")
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _save(fig, path)
+
+
+def plot_au_f1(per_variant: Mapping[str, np.ndarray], path: str | Path) -> Path:
+    """Write the per-AU F1 bars grouped by variant."""
+    return plot_f1_bars(per_variant, AU_NAMES, path, "Per-AU F1 on the validation set")
+
+
+def plot_timeline(
+    name: str,
+    au_true: np.ndarray,
+    au_pred: np.ndarray,
+    expr_true: np.ndarray,
+    expr_pred: Mapping[str, np.ndarray],
+    path: str | Path,
+    fps: float | None = None,
+    au_variant: str = "sequence",
+    face_present: np.ndarray | None = None,
+) -> Path:
+    """Write a timeline of one subject: true and predicted AU activations, and expressions over time.
+
+    ``au_true`` (N, 12) in {-1, 0, 1}; ``au_pred`` (N, 12) in {0, 1} from variant ``au_variant``;
+    ``expr_true`` (N,) in {-1, 0..6}; ``expr_pred`` maps each variant to its (N,) predicted classes;
+    ``face_present`` (N,) bool, when given, shades the stretches without a face.
+    """
+    n = len(expr_true)
+    if np.shape(au_true) != (n, NUM_AUS) or np.shape(au_pred) != (n, NUM_AUS):
+        raise ValueError(f"{name}: AU arrays must be ({n}, {NUM_AUS}); got {np.shape(au_true)}, {np.shape(au_pred)}")
+    for variant, pred in expr_pred.items():
+        if np.shape(pred) != (n,):
+            raise ValueError(f"{name}: {variant} expression predictions must be ({n},), got {np.shape(pred)}")
+    scale = 1.0 / fps if fps else 1.0
+    extent = (-0.5 * scale, (n - 0.5) * scale, NUM_AUS - 0.5, -0.5)
+    fig = _figure(12.0, 8.0)
+    axes = fig.subplots(3, 1, sharex=True, gridspec_kw={"height_ratios": [1.0, 1.0, 1.1]})
+    au_true, au_pred = np.asarray(au_true), np.asarray(au_pred)
+    axes[0].imshow(au_true.T, cmap=_ACTIVATION_CMAP, vmin=-1.5, vmax=1.5, aspect="auto",
+                   interpolation="nearest", extent=extent)
+    axes[0].set_title("true AUs (navy: active, white: inactive, grey: unlabelled)", fontsize=9, loc="left")
+    axes[1].imshow(_agreement_codes(au_true, au_pred).T, cmap=_AGREEMENT_CMAP, vmin=-0.5,
+                   vmax=len(_AGREEMENT) - 0.5, aspect="auto", interpolation="nearest", extent=extent)
+    axes[1].set_title(f"predicted AUs ({au_variant})", fontsize=9, loc="left")
+    axes[1].legend(handles=[Patch(facecolor=c, edgecolor="0.5", label=lab) for lab, c in _AGREEMENT],
+                   fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    for ax in axes[:2]:
+        ax.set_yticks(np.arange(NUM_AUS), AU_NAMES, fontsize=7)
+    t = np.arange(n) * scale
+    ax = axes[2]
+    if face_present is not None:
+        for k, (first, stop) in enumerate(_runs(~np.asarray(face_present, bool))):
+            ax.axvspan((first - 0.5) * scale, (stop - 0.5) * scale, color="#fee0d2", zorder=0,
+                       label="no face" if k == 0 else None)
+    truth = np.where(np.asarray(expr_true) >= 0, expr_true, np.nan).astype(float)
+    ax.step(t, truth, where="mid", color="black", linewidth=3.0, alpha=0.35, label="true")
+    for k, (variant, pred) in enumerate(expr_pred.items()):
+        # Small vertical offsets keep coinciding variants visible.
+        offset = (k - (len(expr_pred) - 1) / 2) * 0.12
+        ax.step(t, np.asarray(pred, dtype=float) + offset, where="mid", linewidth=1.0,
+                color=_colour(variant, k), label=variant)
+    ax.set_yticks(np.arange(NUM_EXPRS), EXPR_NAMES, fontsize=8)
+    ax.set_ylim(-0.6, NUM_EXPRS - 0.4)
+    ax.invert_yaxis()
+    ax.set_title("expression (gaps in the true line: unlabelled)", fontsize=9, loc="left")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_xlabel("time (s)" if fps else "frame")
+    ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(f"{name}: predicted vs true over time", fontsize=11)
+    return _save(fig, path)
+
+
+def _agreement_codes(au_true: np.ndarray, au_pred: np.ndarray) -> np.ndarray:
+    """Code each predicted AU cell by its agreement with the truth (indices into ``_AGREEMENT``)."""
+    labelled = au_true >= 0
+    active = au_pred == 1
+    coded = np.where(active, np.where(au_true == 1, 3, 2), np.where(au_true == 1, 1, 0))
+    return np.where(labelled, coded, np.where(active, 5, 4))
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """``(first, stop)`` index ranges where ``mask`` is True."""
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
+
+
+def _colour(variant: str, index: int) -> str:
+    return VARIANT_COLOURS.get(variant, _FALLBACK_COLOURS[index % len(_FALLBACK_COLOURS)])
+
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return path

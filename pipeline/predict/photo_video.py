@@ -1,0 +1,83 @@
+"""A short video made from one still photograph, slowly panned, with an optional tone track.
+
+Used to try ``predict`` on a real face without any download (scikit-image ships real photographs,
+e.g. ``skimage.data.astronaut()``) and by the tests.
+
+Example:
+    >>> import skimage.data, tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "astronaut.mp4"
+    >>> write_photo_video(path, skimage.data.astronaut(), n_frames=5).is_file()
+    True
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from pipeline.fsio import atomic_path
+
+
+def panned_frames(image: np.ndarray, n_frames: int, shift: int = 2) -> np.ndarray:
+    """(n_frames, H, W, 3) uint8: ``image`` moved right and down by ``shift`` px per frame (black fill)."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
+    if n_frames < 1:
+        raise ValueError(f"n_frames must be >= 1, got {n_frames}")
+    height, width = image.shape[:2]
+    frames = np.zeros((n_frames, height, width, 3), dtype=np.uint8)
+    for i in range(n_frames):
+        dy, dx = min(i * shift, height - 1), min(i * shift, width - 1)
+        frames[i, dy:, dx:] = image[: height - dy, : width - dx]
+    return frames
+
+
+def write_photo_video(
+    path: str | Path,
+    image: np.ndarray,
+    n_frames: int = 20,
+    fps: int = 25,
+    shift: int = 2,
+    audio_hz: float | None = 220.0,
+    sample_rate: int = 16000,
+) -> Path:
+    """Write an H.264 MP4 of ``image`` panned over ``n_frames`` frames, plus an AAC tone unless ``audio_hz`` is None."""
+    path = Path(path)
+    frames = panned_frames(image, n_frames, shift)
+    height, width = frames.shape[1:3]
+    if height % 2 or width % 2:
+        frames = frames[:, : height - height % 2, : width - width % 2]
+    with atomic_path(path) as tmp:
+        with av.open(str(tmp), mode="w", format="mp4") as container:
+            video = container.add_stream("libx264", rate=fps)
+            video.width, video.height = frames.shape[2], frames.shape[1]
+            video.pix_fmt = "yuv420p"
+            audio = None
+            if audio_hz is not None:
+                audio = container.add_stream("aac", rate=sample_rate, layout="mono")
+            for frame in frames:
+                container.mux(video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            container.mux(video.encode())
+            if audio is not None:
+                _write_tone(container, audio, audio_hz, n_frames / fps, sample_rate)
+    return path
+
+
+def _write_tone(container: av.container.OutputContainer, stream: av.AudioStream, hz: float,
+                seconds: float, sample_rate: int) -> None:
+    n = int(round(seconds * sample_rate))
+    t = np.arange(n, dtype=np.float32) / sample_rate
+    samples = (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+    block = 1024
+    for start in range(0, n, block):
+        chunk = samples[start:start + block]
+        frame = av.AudioFrame.from_ndarray(chunk[None, :], format="fltp", layout="mono")
+        frame.sample_rate = sample_rate
+        frame.pts = start
+        frame.time_base = Fraction(1, sample_rate)
+        container.mux(stream.encode(frame))
+    container.mux(stream.encode())

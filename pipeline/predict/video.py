@@ -1,0 +1,332 @@
+"""Per-frame AU and expression probabilities for new videos, from the exported ONNX models.
+
+For each video:
+
+1. frames are decoded with PyAV (frame ``i`` in decoding order, its timestamp from the frame's pts);
+2. the face of frame ``i`` is ``{i+1:05d}.jpg`` of a given crops folder (Aff-Wild2 ``cropped_aligned``
+   style), or found by the offline detector (:mod:`pipeline.predict.faces`) and cropped to 112x112
+   around its box (:mod:`pipeline.predict.align`);
+3. ``visual.onnx`` embeds the faces (frames without a face get a zero embedding, as in the cache);
+4. when the sequence model uses audio, each frame's log-mel window (:mod:`pipeline.audio.windows`,
+   with the audio config stored in ``tdnn.onnx``) goes through ``tdnn.onnx``;
+5. ``sequence.onnx`` runs over the whole video with overlapping windows (modalities, window and
+   stride from its metadata), exactly as ``evaluate`` runs it on the cache: embeddings pass through
+   float16 like the cached ones, and :func:`~pipeline.evaluate.inference.compose_features` builds
+   the input.
+
+The CSV (written atomically) has one row per decoded frame::
+
+    frame,timestamp,AU1,...,AU26,Neutral,...,Surprise,expression,face_present
+    0,0.0000,0.1234,...,0.0456,0.6012,...,0.0101,Neutral,1
+
+AU columns are sigmoid probabilities, expression columns softmax probabilities (they sum to 1),
+``expression`` the most probable class and ``face_present`` 1/0. Every frame is predicted, also
+frames without a face (then from the audio and the neighbouring frames).
+
+Example:
+    >>> models = load_models("cache/onnx/visual.onnx", "cache/audio/tdnn.onnx",
+    ...                      "cache/sequence/sequence.onnx", device="cpu")               # doctest: +SKIP
+    >>> predict_video("clip.mp4", "out/clip.csv", models=models)                         # doctest: +SKIP
+    PredictSummary(video='clip.mp4', csv='out/clip.csv', frames=250, faces=243, audio_frames=250, seconds=4.1)
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import av
+import numpy as np
+from PIL import Image
+
+from pipeline.audio.features import AudioConfig
+from pipeline.audio.windows import video_audio
+from pipeline.config import from_dict
+from pipeline.data.video import VideoError
+from pipeline.evaluate.inference import compose_features, onnx_run_fn, sliding_window_logits
+from pipeline.fsio import atomic_path
+from pipeline.labels import AU_NAMES, EXPR_NAMES
+from pipeline.predict.align import CROP_SIZE, crop_face
+from pipeline.predict.faces import DetectorConfig, FaceTracker
+
+log = logging.getLogger(__name__)
+
+EMBED_DIM = 512
+CSV_COLUMNS: tuple[str, ...] = ("frame", "timestamp", *AU_NAMES, *EXPR_NAMES, "expression", "face_present")
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """Face finding and cropping for raw videos (the ``predict`` params section)."""
+
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    crop_margin: float = 0.15      # the face box grows by this fraction of its side on every side
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.crop_margin <= 1.0:
+            raise ValueError(f"predict crop_margin must be in [0, 1], got {self.crop_margin}")
+
+
+@dataclass(frozen=True)
+class PredictModels:
+    """The three ONNX sessions and what their metadata says about using them."""
+
+    visual: Any
+    audio: Any | None               # None when the sequence model does not use audio
+    sequence: Any
+    audio_config: AudioConfig | None
+    modalities: str
+    window: int
+    stride: int
+
+
+@dataclass(frozen=True)
+class PredictSummary:
+    """What one video's prediction produced."""
+
+    video: str
+    csv: str
+    frames: int
+    faces: int
+    audio_frames: int
+    seconds: float
+
+
+def load_models(visual_onnx: str | Path, audio_onnx: str | Path | None, sequence_onnx: str | Path,
+                device: str = "auto", threads: int = 0) -> PredictModels:
+    """Open the ONNX models once; ``tdnn.onnx`` is needed only when the sequence model uses audio."""
+    from pipeline.export import make_session, read_metadata
+
+    meta = read_metadata(sequence_onnx)
+    missing = [key for key in ("modalities", "window", "stride") if key not in meta]
+    if missing:
+        raise ValueError(f"{sequence_onnx}: metadata lacks {missing} (re-run train-sequence)")
+    modalities = str(meta["modalities"])
+    audio, audio_config = None, None
+    if modalities in ("audio", "both"):
+        if audio_onnx is None:
+            raise ValueError(f"{sequence_onnx}: the sequence model uses audio ({modalities!r}); give tdnn.onnx")
+        audio_meta = read_metadata(audio_onnx)
+        if "audio_config" not in audio_meta:
+            raise ValueError(f"{audio_onnx}: metadata has no 'audio_config' (re-run train-audio)")
+        audio_config = from_dict(AudioConfig, audio_meta["audio_config"], where=f"{audio_onnx}:audio_config")
+        audio = make_session(audio_onnx, device, threads)
+    return PredictModels(
+        visual=make_session(visual_onnx, device, threads), audio=audio, sequence=make_session(sequence_onnx, device, threads),
+        audio_config=audio_config, modalities=modalities, window=int(meta["window"]), stride=int(meta["stride"]),
+    )
+
+
+def predict_video(
+    video_path: str | Path,
+    out_csv: str | Path,
+    visual_onnx: str | Path | None = None,
+    audio_onnx: str | Path | None = None,
+    sequence_onnx: str | Path | None = None,
+    crops_dir: str | Path | None = None,
+    device: str = "auto",
+    config: PredictConfig = PredictConfig(),
+    batch_size: int = 64,
+    models: PredictModels | None = None,
+) -> PredictSummary:
+    """Write the per-frame CSV of one video; pass ``models`` to reuse loaded sessions across videos."""
+    start = time.perf_counter()
+    video_path, out_csv = Path(video_path), Path(out_csv)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if models is None:
+        if visual_onnx is None or sequence_onnx is None:
+            raise ValueError("give visual_onnx and sequence_onnx (and audio_onnx for audio), or loaded models")
+        models = load_models(visual_onnx, audio_onnx, sequence_onnx, device)
+    if not video_path.is_file():
+        raise FileNotFoundError(f"video not found: {video_path}")
+    if crops_dir is not None and not Path(crops_dir).is_dir():
+        raise FileNotFoundError(f"{video_path}: crops folder not found: {crops_dir}")
+    frames = _visual_pass(video_path, models, config, crops_dir, batch_size)
+    n = len(frames.timestamps)
+    audio_embedding = np.zeros((n, EMBED_DIM), np.float16)
+    audio_present = np.zeros(n, bool)
+    if models.audio is not None:
+        audio_embedding, audio_present = _audio_pass(video_path, n, frames.fps, models, batch_size)
+    features = compose_features(frames.embedding, audio_embedding, frames.face_present, audio_present,
+                                models.modalities)
+    au_logits, expr_logits = sliding_window_logits(
+        onnx_run_fn(models.sequence), features, models.window, models.stride, batch_size
+    )
+    write_csv(out_csv, frames.timestamps, _sigmoid(au_logits), _softmax(expr_logits), frames.face_present)
+    summary = PredictSummary(str(video_path), str(out_csv), n, int(frames.face_present.sum()),
+                             int(audio_present.sum()), round(time.perf_counter() - start, 3))
+    log.info("%s: %d frames (%d with a face, %d with audio) -> %s in %.1f s", video_path, n,
+             summary.faces, summary.audio_frames, out_csv, summary.seconds)
+    return summary
+
+
+def predict_videos(
+    videos: Sequence[str | Path],
+    out_dir: str | Path,
+    models: PredictModels,
+    crops_root: str | Path | None = None,
+    config: PredictConfig = PredictConfig(),
+    batch_size: int = 64,
+) -> tuple[list[PredictSummary], dict[str, str]]:
+    """Predict every video into ``out_dir/<stem>.csv``; a failing video is reported, the others still run.
+
+    Returns the summaries of the videos that succeeded and ``{video: error message}`` of the others.
+    Crops of video ``<stem>`` are read from ``crops_root/<stem>/`` (``cropped_aligned`` layout), or
+    from ``crops_root`` itself when it holds the crops of a single given video.
+    """
+    stems: dict[str, str] = {}
+    for video in videos:
+        stem = Path(video).stem
+        if stem in stems:
+            raise ValueError(f"videos {stems[stem]} and {video} would both write {stem}.csv; predict them separately")
+        stems[stem] = str(video)
+    done, failed = [], {}
+    for video in videos:
+        video = Path(video)
+        try:
+            crops = crops_for(video, crops_root, single=len(videos) == 1)
+            done.append(predict_video(video, Path(out_dir) / f"{video.stem}.csv", crops_dir=crops,
+                                      config=config, batch_size=batch_size, models=models))
+        except (ValueError, FileNotFoundError, OSError, av.FFmpegError) as exc:
+            message = str(exc) if str(video) in str(exc) else f"{video}: {exc}"
+            log.error("%s", message)
+            failed[str(video)] = message
+    return done, failed
+
+
+def crops_for(video: Path, crops_root: str | Path | None, single: bool) -> Path | None:
+    """The crops folder of ``video``: ``crops_root/<stem>/``, or ``crops_root`` for a single video."""
+    if crops_root is None:
+        return None
+    root = Path(crops_root)
+    if (root / video.stem).is_dir():
+        return root / video.stem
+    if single and root.is_dir() and any(root.glob("*.jpg")):
+        return root
+    raise FileNotFoundError(f"{video}: no crops folder {root / video.stem}")
+
+
+@dataclass(frozen=True)
+class _VisualPass:
+    timestamps: np.ndarray    # (N,) float64 seconds
+    embedding: np.ndarray     # (N, 512) float16, zeros where no face
+    face_present: np.ndarray  # (N,) bool
+    fps: float
+
+
+def _visual_pass(video_path: Path, models: PredictModels, config: PredictConfig, crops_dir: str | Path | None,
+                 batch_size: int) -> _VisualPass:
+    """Decode the video once, find each frame's face and embed the faces in batches."""
+    from pipeline.models.preprocess import to_model_input
+
+    tracker = None if crops_dir is not None else FaceTracker(config.detector)
+    timestamps, present, chunks = [], [], []
+    batch: list[np.ndarray] = []
+
+    def flush() -> None:
+        if batch:
+            images = to_model_input(np.stack(batch)).numpy()
+            chunks.append(models.visual.run(["embedding"], {"image": images})[0].astype(np.float16))
+            batch.clear()
+
+    fps = 0.0
+    for i, (timestamp, fps, image) in enumerate(_decode(video_path, need_pixels=tracker is not None)):
+        timestamps.append(timestamp)
+        crop = _crop_from_folder(Path(crops_dir), i) if crops_dir is not None else None
+        if tracker is not None:
+            box = tracker.update(image)
+            crop = None if box is None else crop_face(image, box, margin=config.crop_margin)
+        present.append(crop is not None)
+        if crop is not None:
+            batch.append(crop)
+            if len(batch) == batch_size:
+                flush()
+    flush()
+    face_present = np.asarray(present, bool)
+    embedding = np.zeros((len(present), EMBED_DIM), np.float16)
+    if chunks:
+        embedding[face_present] = np.concatenate(chunks)
+    return _VisualPass(np.asarray(timestamps, np.float64), embedding, face_present, fps)
+
+
+def _decode(video_path: Path, need_pixels: bool) -> Iterator[tuple[float, float, np.ndarray | None]]:
+    """Yield ``(timestamp s, fps, RGB frame or None)`` for every decoded frame."""
+    try:
+        with av.open(str(video_path)) as container:
+            if not container.streams.video:
+                raise VideoError(f"{video_path}: no video stream (not a video file, or a corrupt one)")
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+            if not rate or float(rate) <= 0:
+                raise VideoError(f"{video_path}: the video stream declares no frame rate")
+            fps = float(rate)
+            first: float | None = None
+            count = 0
+            for count, frame in enumerate(container.decode(stream), start=1):
+                t = frame.time if frame.time is not None else (count - 1) / fps
+                first = t if first is None else first
+                image = frame.to_ndarray(format="rgb24") if need_pixels else None
+                yield t - first, fps, image
+            if count == 0:
+                raise VideoError(f"{video_path}: the video stream holds no frames")
+    except av.FFmpegError as exc:
+        raise VideoError(f"{video_path}: cannot decode video ({exc})") from exc
+
+
+def _crop_from_folder(folder: Path, index: int) -> np.ndarray | None:
+    path = folder / f"{index + 1:05d}.jpg"
+    if not path.is_file():
+        return None
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            if image.size != (CROP_SIZE, CROP_SIZE):
+                image = image.resize((CROP_SIZE, CROP_SIZE), Image.Resampling.BILINEAR)
+            return np.asarray(image, dtype=np.uint8)
+    except OSError as exc:
+        raise ValueError(f"{path}: unreadable face crop ({exc})") from exc
+
+
+def _audio_pass(video_path: Path, n_frames: int, fps: float, models: PredictModels,
+                batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """TDNN embeddings (N, 512) float16 of frames with audio (zeros elsewhere) and the presence mask."""
+    audio = video_audio(video_path, n_frames, fps, models.audio_config)
+    embedding = np.zeros((n_frames, EMBED_DIM), np.float16)
+    frames = np.flatnonzero(audio.present)
+    for start in range(0, len(frames), batch_size):
+        index = frames[start:start + batch_size]
+        mel = audio.windows(index).mel
+        embedding[index] = models.audio.run(["embedding"], {"mel": mel})[0].astype(np.float16)
+    return embedding, audio.present
+
+
+def write_csv(path: str | Path, timestamps: np.ndarray, au_prob: np.ndarray, expr_prob: np.ndarray,
+              face_present: np.ndarray) -> Path:
+    """Write the per-frame CSV (columns :data:`CSV_COLUMNS`) atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with tmp.open("w", newline="") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(CSV_COLUMNS)
+            best = expr_prob.argmax(axis=1)
+            for i in range(len(timestamps)):
+                writer.writerow([
+                    i, f"{timestamps[i]:.4f}", *(f"{p:.4f}" for p in au_prob[i]), *(f"{p:.4f}" for p in expr_prob[i]),
+                    EXPR_NAMES[best[i]], int(face_present[i]),
+                ])
+    return path
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))).astype(np.float32)
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)

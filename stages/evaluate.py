@@ -1,0 +1,59 @@
+"""``mmaffect evaluate``: score visual-only, A+V fusion and sequence model on the validation sets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from pipeline.data.manifest import read_manifest
+from pipeline.evaluate.run import VARIANTS, EvaluateConfig, evaluate
+from stages.common import device_option, load_config, params_option, run_or_exit, setup_logging
+
+_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
+
+
+@click.command(name="evaluate")
+@click.argument("prepared_dir", type=_DIR)
+@click.argument("visual_zarr", type=_DIR)
+@click.argument("audio_zarr", type=_DIR)
+@click.argument("audio_dir", type=_DIR)
+@click.argument("sequence_dir", type=_DIR)
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("metrics_json", type=click.Path(dir_okay=False, path_type=Path))
+@params_option
+@device_option
+@click.option(
+    "--backend", type=click.Choice(("torch", "onnx")), default="torch", show_default=True,
+    help="Run the sequence model from SEQUENCE_DIR/model.pt (torch) or SEQUENCE_DIR/sequence.onnx.",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Frames per fusion-head batch and windows per sequence-model batch.")
+def command(prepared_dir: Path, visual_zarr: Path, audio_zarr: Path, audio_dir: Path, sequence_dir: Path,
+            out_dir: Path, metrics_json: Path, params_path: Path, device: str, backend: str,
+            batch_size: int) -> None:
+    """Score the validation subjects and write METRICS_JSON and OUT_DIR/{tables,plots,submission}/.
+
+    Reads PREPARED_DIR/manifest.json (who is in the AU/EXPR validation splits), the cached logits,
+    embeddings and labels in VISUAL_ZARR and AUDIO_ZARR, the fusion head in AUDIO_DIR/model.pt and
+    the sequence model in SEQUENCE_DIR. METRICS_JSON holds <variant>.<au|expr>.{f1,acc,score} for the
+    variants visual, fusion and sequence; OUT_DIR gets per-class F1 tables (CSV, Markdown), PNG plots
+    and ABAW submission files submission/<variant>/{AU_Set,EXPR_Set}/<subject>.txt.
+    Params: the `evaluate` section of --params.
+    """
+    setup_logging()
+    cfg = load_config(params_path, "evaluate", EvaluateConfig)
+    manifest = run_or_exit(read_manifest, prepared_dir / "manifest.json")
+    sequence_model = sequence_dir / ("model.pt" if backend == "torch" else "sequence.onnx")
+    metrics = run_or_exit(
+        evaluate, manifest, visual_zarr, audio_zarr, audio_dir / "model.pt", sequence_model, out_dir,
+        metrics_json, cfg, device, batch_size=batch_size,
+    )
+    for variant in VARIANTS:
+        scores = ", ".join(f"{task.upper()} {values['score']:.4f}" for task, values in metrics[variant].items())
+        click.echo(f"{variant}: {scores}")
+    click.echo(f"wrote {metrics_json} and {out_dir}/{{tables,plots,submission}}")
+
+
+if __name__ == "__main__":
+    command()

@@ -1,0 +1,63 @@
+"""``mmaffect predict``: per-frame AU and expression probabilities of new videos, as CSV files."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from pipeline.predict.video import PredictConfig, load_models, predict_videos
+from stages.common import device_option, load_config, run_or_exit, setup_logging
+
+_FILE = click.Path(dir_okay=False, path_type=Path)
+
+
+@click.command(name="predict")
+@click.argument("videos", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder that receives one <video stem>.csv per video.")
+@click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), default="cache", show_default=True,
+              help="The pipeline's cache folder holding onnx/visual.onnx, audio/tdnn.onnx, sequence/sequence.onnx.")
+@click.option("--visual-onnx", type=_FILE, default=None, help="Override MODELS_DIR/onnx/visual.onnx.")
+@click.option("--audio-onnx", type=_FILE, default=None, help="Override MODELS_DIR/audio/tdnn.onnx.")
+@click.option("--sequence-onnx", type=_FILE, default=None, help="Override MODELS_DIR/sequence/sequence.onnx.")
+@click.option("--crops", "crops_root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Face crops instead of the detector: CROPS/<video stem>/00001.jpg... (cropped_aligned "
+                   "layout), or CROPS/00001.jpg... for a single video.")
+@click.option("--params", "params_path", type=_FILE, default=None,
+              help="YAML file whose `predict` section sets the detector and crop margin (defaults otherwise).")
+@device_option
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Faces, audio windows and sequence windows per model call.")
+def command(videos: tuple[Path, ...], out_dir: Path, models_dir: Path, visual_onnx: Path | None,
+            audio_onnx: Path | None, sequence_onnx: Path | None, crops_root: Path | None,
+            params_path: Path | None, device: str, batch_size: int) -> None:
+    """Predict every frame of VIDEOS into OUT/<stem>.csv.
+
+    Columns: frame, timestamp (s), the 12 AU probabilities (AU1..AU26), the 7 expression
+    probabilities (Neutral..Surprise), expression (the most probable), face_present (1/0). Faces come
+    from --crops or from the offline scikit-image LBP face detector. A video that fails is reported
+    by name and the others still complete; the exit status is then 1.
+    """
+    setup_logging()
+    cfg = load_config(params_path, "predict", PredictConfig) if params_path else PredictConfig()
+    models = run_or_exit(
+        load_models,
+        visual_onnx or models_dir / "onnx" / "visual.onnx",
+        audio_onnx or models_dir / "audio" / "tdnn.onnx",
+        sequence_onnx or models_dir / "sequence" / "sequence.onnx",
+        device,
+    )
+    done, failed = run_or_exit(predict_videos, videos, out_dir, models, crops_root, cfg, batch_size)
+    for summary in done:
+        click.echo(f"{summary.video}: {summary.frames} frames, {summary.faces} with a face -> {summary.csv}")
+    for message in failed.values():
+        click.echo(f"FAILED: {message}", err=True)
+    if failed:
+        click.echo(f"{len(failed)} of {len(videos)} videos failed", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    command()

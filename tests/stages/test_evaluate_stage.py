@@ -1,0 +1,71 @@
+"""``mmaffect evaluate`` through click: arguments, params section, outputs and error messages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from _evaluation_inputs import EvaluationInputs, build_evaluation_inputs
+from stages.cli import main
+
+PARAMS = {"evaluate": {"au_threshold": 0.5, "metric_variant": "abaw2", "timeline_videos": 0,
+                       "timeline_variant": "sequence", "seed": 0}}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> EvaluationInputs:
+    return build_evaluation_inputs(tmp_path_factory.mktemp("evaluate-stage"))
+
+
+def _params(tmp_path: Path, section: dict) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(section))
+    return path
+
+
+def _args(inputs: EvaluationInputs, out: Path) -> list[str]:
+    return ["evaluate", str(inputs.prepared), str(inputs.visual), str(inputs.audio),
+            str(inputs.audio_model.parent), str(inputs.sequence_model.parent), str(out / "evaluation"),
+            str(out / "metrics" / "evaluate.json")]
+
+
+def test_evaluate_stage_writes_metrics_and_outputs(inputs, tmp_path: Path):
+    params = _params(tmp_path, PARAMS)
+    result = CliRunner().invoke(main, _args(inputs, tmp_path) + ["--params", str(params), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "visual: AU 1.0000, EXPR 1.0000" in result.output
+    metrics = json.loads((tmp_path / "metrics" / "evaluate.json").read_text())
+    assert sorted(metrics) == ["fusion", "sequence", "visual"]
+    assert sorted(metrics["sequence"]["expr"]) == ["acc", "f1", "score"]
+    out = tmp_path / "evaluation"
+    assert sorted(p.name for p in out.iterdir()) == ["plots", "submission", "tables"]
+    assert not list((out / "plots").glob("timeline_*.png"))   # timeline_videos: 0
+    assert (out / "plots" / "confusion_sequence.png").is_file()
+    assert (out / "submission" / "sequence" / "EXPR_Set" / "vidB_right.txt").is_file()
+
+
+def test_evaluate_stage_reports_a_bad_params_key(inputs, tmp_path: Path):
+    params = _params(tmp_path, {"evaluate": {**PARAMS["evaluate"], "threshold": 0.3}})
+    result = CliRunner().invoke(main, _args(inputs, tmp_path) + ["--params", str(params)])
+    assert result.exit_code == 2
+    assert "unknown key(s) ['threshold']" in result.output
+
+
+def test_evaluate_stage_reports_a_missing_onnx_model(inputs, tmp_path: Path):
+    params = _params(tmp_path, PARAMS)
+    result = CliRunner().invoke(main, _args(inputs, tmp_path) + ["--params", str(params), "--backend", "onnx"])
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit)
+    assert "sequence.onnx" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "evaluation").exists()
+
+
+def test_evaluate_help_says_what_it_reads_and_writes():
+    result = CliRunner().invoke(main, ["evaluate", "--help"])
+    assert result.exit_code == 0
+    for word in ("manifest.json", "METRICS_JSON", "submission", "--backend", "--device"):
+        assert word in result.output

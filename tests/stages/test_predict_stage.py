@@ -1,0 +1,76 @@
+"""``mmaffect predict`` through click: default model paths, outputs, per-video failures, params."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import skimage.data
+import yaml
+from click.testing import CliRunner
+
+from _predict_models import build_predict_models
+from pipeline.predict.photo_video import write_photo_video
+from stages.cli import main
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("predict-stage") / "cache"
+    build_predict_models(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("predict-stage-videos")
+    image = skimage.data.astronaut()
+    return [write_photo_video(folder / "a.mp4", image, n_frames=8),
+            write_photo_video(folder / "b.mp4", image, n_frames=5, audio_hz=None)]
+
+
+def test_predict_writes_one_csv_per_video(cache, videos, tmp_path: Path):
+    out = tmp_path / "out"
+    args = ["predict", *map(str, videos), "--out", str(out), "--models-dir", str(cache), "--device", "cpu"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["a.csv", "b.csv"]
+    assert len((out / "b.csv").read_text().splitlines()) == 1 + 5
+    assert "a.mp4: 8 frames, 8 with a face" in result.output
+
+
+def test_predict_reports_a_bad_video_and_still_writes_the_others(cache, videos, tmp_path: Path):
+    broken = tmp_path / "broken.avi"
+    broken.write_bytes(b"\x00" * 2048)
+    out = tmp_path / "out"
+    args = ["predict", str(broken), str(videos[1]), "--out", str(out), "--models-dir", str(cache)]
+    result = CliRunner().invoke(main, args)   # output holds stdout and stderr
+    assert result.exit_code == 1
+    assert f"FAILED: {broken}" in result.output and "1 of 2 videos failed" in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["b.csv"]
+
+
+def test_predict_names_a_missing_model(videos, tmp_path: Path):
+    result = CliRunner().invoke(main, ["predict", str(videos[0]), "--out", str(tmp_path), "--models-dir",
+                                       str(tmp_path / "nocache")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert str(tmp_path / "nocache" / "sequence" / "sequence.onnx") in result.output
+
+
+def test_predict_reads_its_params_section(cache, videos, tmp_path: Path):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"predict": {"crop_margin": 0.25, "detector": {"max_side": 200}}}))
+    args = ["predict", str(videos[1]), "--out", str(tmp_path / "o"), "--models-dir", str(cache),
+            "--params", str(params)]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    params.write_text(yaml.safe_dump({"predict": {"margin": 0.25}}))
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "unknown key(s) ['margin']" in result.output
+
+
+def test_predict_help_names_inputs_and_outputs():
+    result = CliRunner().invoke(main, ["predict", "--help"])
+    assert result.exit_code == 0
+    for word in ("--out", "--models-dir", "--crops", "face_present", "sequence.onnx"):
+        assert word in result.output
+

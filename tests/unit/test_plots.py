@@ -1,0 +1,66 @@
+"""Evaluation plots: the confusion counts, and that each plot writes a real PNG of sensible size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.evaluate.plots import (
+    _agreement_codes,
+    confusion_counts,
+    plot_au_f1,
+    plot_confusion,
+    plot_timeline,
+)
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        return image.size
+
+
+def test_confusion_counts_skip_unlabelled_frames():
+    counts = confusion_counts(np.array([0, 0, 1, -1, 6]), np.array([0, 2, 1, 5, 6]))
+    assert counts.shape == (7, 7) and counts.sum() == 4
+    assert counts[0, 0] == 1 and counts[0, 2] == 1 and counts[1, 1] == 1 and counts[6, 6] == 1
+
+
+def test_confusion_counts_reject_mismatched_shapes():
+    with pytest.raises(ValueError, match=r"\(N,\)"):
+        confusion_counts(np.zeros(3, int), np.zeros(4, int))
+
+
+def test_agreement_codes():
+    au_true = np.array([[1, 1, 0, 0, -1, -1] * 2])
+    au_pred = np.array([[1, 0, 1, 0, 1, 0] * 2])
+    # true positive, missed, false positive, true negative, active unlabelled, inactive unlabelled
+    assert _agreement_codes(au_true, au_pred).tolist() == [[3, 1, 2, 0, 5, 4] * 2]
+
+
+def test_plots_write_pngs(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    y_true = rng.integers(-1, 7, 200)
+    y_pred = rng.integers(0, 7, 200)
+    assert _png_size(plot_confusion(y_true, y_pred, tmp_path / "cm.png", "visual")) == (750, 650)
+    bars = plot_au_f1({"visual": rng.random(12), "sequence": rng.random(12)}, tmp_path / "au_f1.png")
+    assert _png_size(bars)[0] >= 700
+    n = 90
+    au_true = rng.integers(-1, 2, (n, 12))
+    timeline = plot_timeline(
+        "video1", au_true, rng.integers(0, 2, (n, 12)), rng.integers(-1, 7, n),
+        {"visual": rng.integers(0, 7, n), "sequence": rng.integers(0, 7, n)}, tmp_path / "t.png", fps=30.0,
+    )
+    assert _png_size(timeline) == (1200, 800)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["au_f1.png", "cm.png", "t.png"]
+
+
+def test_plots_refuse_misshapen_inputs(tmp_path: Path):
+    with pytest.raises(ValueError, match="expected 12 F1 values"):
+        plot_au_f1({"visual": np.zeros(11)}, tmp_path / "x.png")
+    with pytest.raises(ValueError, match="video9"):
+        plot_timeline("video9", np.zeros((5, 12)), np.zeros((4, 12)), np.zeros(5), {}, tmp_path / "y.png")
+    assert not list(tmp_path.iterdir())

@@ -1,0 +1,114 @@
+"""predict end to end: tiny exported ONNX models on a video made from a real photograph."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+
+from _predict_models import PredictModelPaths, build_predict_models, export_sequence
+from pipeline.labels import AU_NAMES, EXPR_NAMES
+from pipeline.predict.align import Box, crop_face
+from pipeline.predict.photo_video import panned_frames, write_photo_video
+from pipeline.predict.video import CSV_COLUMNS, load_models, predict_video, predict_videos
+
+N_FRAMES, FPS = 20, 25
+
+
+@pytest.fixture(scope="module")
+def onnx_models(tmp_path_factory: pytest.TempPathFactory) -> PredictModelPaths:
+    return build_predict_models(tmp_path_factory.mktemp("predict-models"))
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("predict-video") / "astronaut.mp4"
+    return write_photo_video(path, skimage.data.astronaut(), n_frames=N_FRAMES, fps=FPS)
+
+
+def _read(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with path.open() as fh:
+        reader = csv.DictReader(fh)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def _check_probabilities(rows: list[dict[str, str]]) -> None:
+    au = np.array([[float(r[name]) for name in AU_NAMES] for r in rows])
+    expr = np.array([[float(r[name]) for name in EXPR_NAMES] for r in rows])
+    assert np.all((au >= 0) & (au <= 1)) and np.all((expr >= 0) & (expr <= 1))
+    np.testing.assert_allclose(expr.sum(axis=1), 1.0, atol=2e-3)   # 4 decimals per column
+    assert [r["expression"] for r in rows] == [EXPR_NAMES[i] for i in expr.argmax(axis=1)]
+
+
+def test_predict_video_with_the_detector(onnx_models, video, tmp_path: Path):
+    out = tmp_path / "out" / "astronaut.csv"
+    summary = predict_video(video, out, onnx_models.visual, onnx_models.audio, onnx_models.sequence, device="cpu")
+    assert (summary.frames, summary.faces, summary.audio_frames) == (N_FRAMES, N_FRAMES, N_FRAMES)
+    columns, rows = _read(out)
+    assert tuple(columns) == CSV_COLUMNS and len(columns) == 2 + 12 + 7 + 2
+    assert len(rows) == N_FRAMES
+    assert [int(r["frame"]) for r in rows] == list(range(N_FRAMES))
+    np.testing.assert_allclose([float(r["timestamp"]) for r in rows], np.arange(N_FRAMES) / FPS, atol=1e-3)
+    assert all(r["face_present"] == "1" for r in rows)
+    _check_probabilities(rows)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["astronaut.csv"]
+
+
+def test_predict_video_with_a_crops_folder(onnx_models, video, tmp_path: Path):
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    frames = panned_frames(skimage.data.astronaut(), N_FRAMES, shift=2)
+    for i in range(N_FRAMES):
+        if i not in (3, 4, 11):   # missing crops: frames without a face
+            crop = crop_face(frames[i], Box(170 + 2 * i, 60 + 2 * i, 110, 115))
+            Image.fromarray(crop).save(crops / f"{i + 1:05d}.jpg")
+    models = load_models(onnx_models.visual, onnx_models.audio, onnx_models.sequence, device="cpu")
+    summary = predict_video(video, tmp_path / "a.csv", crops_dir=crops, models=models)
+    assert summary.faces == N_FRAMES - 3
+    _, rows = _read(tmp_path / "a.csv")
+    assert [i for i, r in enumerate(rows) if r["face_present"] == "0"] == [3, 4, 11]
+    _check_probabilities(rows)   # frames without a face are predicted too
+
+
+def test_visual_only_sequence_model_needs_no_audio_model(onnx_models, video, tmp_path: Path):
+    sequence = export_sequence(tmp_path / "sequence.onnx", modalities="visual")
+    models = load_models(onnx_models.visual, None, sequence, device="cpu")
+    assert models.audio is None and models.modalities == "visual"
+    summary = predict_video(video, tmp_path / "v.csv", models=models)
+    assert summary.frames == N_FRAMES and summary.audio_frames == 0
+    _check_probabilities(_read(tmp_path / "v.csv")[1])
+
+
+def test_audio_model_is_required_when_the_sequence_model_uses_audio(onnx_models):
+    with pytest.raises(ValueError, match="give tdnn.onnx"):
+        load_models(onnx_models.visual, None, onnx_models.sequence, device="cpu")
+
+
+def test_a_bad_video_is_reported_and_the_others_complete(onnx_models, video, tmp_path: Path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"this is not a video" * 100)
+    silent = write_photo_video(tmp_path / "silent.mp4", skimage.data.astronaut(), n_frames=6, audio_hz=None)
+    models = load_models(onnx_models.visual, onnx_models.audio, onnx_models.sequence, device="cpu")
+    out = tmp_path / "out"
+    done, failed = predict_videos([broken, video, silent, tmp_path / "missing.mp4"], out, models)
+    assert [Path(s.video).name for s in done] == ["astronaut.mp4", "silent.mp4"]
+    assert sorted(failed) == [str(broken), str(tmp_path / "missing.mp4")]
+    assert str(broken) in failed[str(broken)] and "missing.mp4" in failed[str(tmp_path / "missing.mp4")]
+    assert sorted(p.name for p in out.iterdir()) == ["astronaut.csv", "silent.csv"]
+    assert done[1].audio_frames == 0 and len(_read(out / "silent.csv")[1]) == 6
+
+
+def test_videos_with_the_same_stem_are_refused(onnx_models, video, tmp_path: Path):
+    models = load_models(onnx_models.visual, onnx_models.audio, onnx_models.sequence, device="cpu")
+    with pytest.raises(ValueError, match="astronaut.csv"):
+        predict_videos([video, tmp_path / "other" / "astronaut.mp4"], tmp_path / "out", models)
+
+
+def test_missing_crops_folder_is_named(onnx_models, video, tmp_path: Path):
+    models = load_models(onnx_models.visual, onnx_models.audio, onnx_models.sequence, device="cpu")
+    done, failed = predict_videos([video], tmp_path / "out", models, crops_root=tmp_path / "nocrops")
+    assert not done and "nocrops" in failed[str(video)]
