@@ -1,0 +1,60 @@
+"""``mmaffect finetune-visual``: fine-tune the multi-task IResNet on AU and expression frames."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from pipeline.data.manifest import read_manifest
+from pipeline.device import resolve_device
+from pipeline.train import ddp
+from pipeline.train.visual import VisualTrainConfig, train_visual
+from stages.common import device_option, load_config, params_option, run_or_exit, setup_logging
+
+
+@click.command(name="finetune-visual")
+@click.argument("prepared_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("frames_h5", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("metrics_json", type=click.Path(dir_okay=False, path_type=Path))
+@params_option
+@device_option
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="DataLoader worker processes decoding frames (0 = in the training process).")
+@click.option(
+    "--work-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("cache/work/finetune-visual"),
+    show_default=True, help="Where training checkpoints live; a rerun with the same params and inputs resumes.",
+)
+@click.option("--checkpoint-every", type=click.IntRange(min=0), default=200, show_default=True,
+              help="Also checkpoint every N batches within an epoch (0 = at epoch ends only).")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+def command(
+    prepared_dir: Path, frames_h5: Path, out_dir: Path, metrics_json: Path, params_path: Path, device: str,
+    workers: int, work_dir: Path, checkpoint_every: int, progress: bool,
+) -> None:
+    """Train on PREPARED_DIR/{manifest.json,labels.h5} and the crops in FRAMES_H5.
+
+    Writes OUT_DIR/model.pt ({"arch", "state_dict"} of the epoch with the best mean of the ABAW AU
+    and EXPR validation scores) and METRICS_JSON (that epoch's au/expr {f1, acc, score}, the trivial
+    baselines, epochs, best_epoch). Params: the `finetune_visual` section of --params. Multi-GPU:
+    launch with `torchrun --nproc_per_node N -m stages.finetune_visual ...`; rank 0 writes the files.
+    """
+    setup_logging()
+    cfg = load_config(params_path, "finetune_visual", VisualTrainConfig)
+    manifest = run_or_exit(read_manifest, prepared_dir / "manifest.json")
+    run_or_exit(resolve_device, device)
+    with ddp.distributed(device) as (ctx, torch_device):
+        result = run_or_exit(
+            train_visual, manifest, prepared_dir / "labels.h5", frames_h5, out_dir / "model.pt", metrics_json,
+            work_dir, cfg, device=torch_device, num_workers=workers, dist=ctx,
+            checkpoint_every=checkpoint_every, progress=progress,
+        )
+    if ctx.is_main:
+        summary = {k: result.metrics[k] for k in ("au", "expr", "score", "best_epoch", "epochs")}
+        click.echo(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    command()

@@ -1,0 +1,112 @@
+"""``mmaffect finetune-visual`` through click, and a real kill -9 / rerun of the stage process."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from pipeline.models.multitask import build_from_checkpoint
+from stages.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+PARAMS = """finetune_visual:
+  backbone: iresnet18
+  width_mult: 0.0625
+  dropout: 0.0
+  pretrained: null
+  epochs: {epochs}
+  batch_size: 16
+  lr: 0.05
+  momentum: 0.9
+  weight_decay: 0.0005
+  schedule: cosine
+  alternation: batch
+  focal_gamma: 2.0
+  focal_alpha: null
+  pos_weight: null
+  pos_weight_cap: 10.0
+  use_bp4d: true
+  max_frames_per_epoch: 32
+  augment: {{flip_prob: 0.5, crop_scale: 0.1, hue: 0.02, saturation: 0.2, lightness: 0.2}}
+  seed: 0
+"""
+
+
+def _params(tmp_path: Path, epochs: int) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(PARAMS.format(epochs=epochs))
+    return path
+
+
+def _args(prepared: Path, frames: Path, tmp_path: Path, params: Path) -> list[str]:
+    return [str(prepared), str(frames), str(tmp_path / "visual"), str(tmp_path / "metrics/visual.json"),
+            "--params", str(params), "--device", "cpu", "--work-dir", str(tmp_path / "work"), "--no-progress"]
+
+
+def test_help_says_what_it_reads_and_writes() -> None:
+    result = CliRunner().invoke(main, ["finetune-visual", "--help"])
+    assert result.exit_code == 0
+    for word in ("manifest.json", "labels.h5", "FRAMES_H5", "model.pt", "METRICS_JSON", "--device", "--workers",
+                 "--work-dir", "torchrun"):
+        assert word in result.output
+
+
+def test_bad_params_and_inputs_are_one_line_errors(tiny_prepared: Path, tiny_frames: Path, tmp_path: Path) -> None:
+    params = _params(tmp_path, epochs=1)
+    params.write_text(params.read_text().replace("lr: 0.05", "learning_rate: 0.05"))
+    result = CliRunner().invoke(main, ["finetune-visual", *_args(tiny_prepared, tiny_frames, tmp_path, params)])
+    assert result.exit_code == 2 and "learning_rate" in result.output
+    params.write_text(PARAMS.format(epochs=0))
+    result = CliRunner().invoke(main, ["finetune-visual", *_args(tiny_prepared, tiny_frames, tmp_path, params)])
+    assert result.exit_code == 2 and "epochs must be >= 1" in result.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = CliRunner().invoke(main, ["finetune-visual", *_args(empty, tiny_frames, tmp_path, _params(tmp_path, 1))])
+    assert result.exit_code == 1 and "manifest not found" in result.output and "Traceback" not in result.output
+    if not torch.cuda.is_available():
+        args = _args(tiny_prepared, tiny_frames, tmp_path, _params(tmp_path, 1))
+        result = CliRunner().invoke(main, ["finetune-visual", *args, "--device", "cuda"])
+        assert result.exit_code == 1 and "no CUDA device" in result.output
+
+
+@pytest.mark.slow
+def test_killed_stage_resumes_from_its_last_checkpoint(
+    tiny_prepared: Path, tiny_frames: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    args = _args(tiny_prepared, tiny_frames, tmp_path, _params(tmp_path, epochs=3))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "stages.finetune_visual", *args, "--checkpoint-every", "1"],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "work").glob("*/state.pt")):
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (tmp_path / "visual/model.pt").exists() and not (tmp_path / "metrics/visual.json").exists()
+
+    caplog.set_level(logging.INFO, logger="pipeline.train.visual")
+    result = CliRunner().invoke(main, ["finetune-visual", *args])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output[result.output.index("{"):])
+    resumed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("resuming from epoch")]
+    assert resumed, [r.getMessage() for r in caplog.records]
+    assert "of 3 epochs" in resumed[0] and "resuming from epoch 1 batch 0" not in resumed[0]
+    metrics = json.loads((tmp_path / "metrics/visual.json").read_text())
+    assert metrics["epochs"] == 3 and 1 <= summary["best_epoch"] == metrics["best_epoch"] <= 3
+    assert set(metrics) >= {"au", "expr", "baseline", "epochs", "best_epoch"}
+    ckpt = torch.load(tmp_path / "visual/model.pt", map_location="cpu", weights_only=True)
+    assert build_from_checkpoint(ckpt).backbone.width_mult == 0.0625

@@ -1,0 +1,260 @@
+"""Visual fine-tuning: frame selection, epoch plans, the training loop, resume and DDP (gloo, 2 processes)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from pipeline.config import ConfigError
+from pipeline.data.frames import FrameStore
+from pipeline.data.labels_store import read_all_labels
+from pipeline.data.manifest import read_manifest
+from pipeline.models.multitask import CheckpointMismatchError, build_from_checkpoint
+from pipeline.train import ddp, visual
+from pipeline.train.alternating import TaskSchedule
+from pipeline.train.ddp import DistContext
+from pipeline.train.epoch_plan import epoch_plan, split_batches
+from pipeline.train.frames_dataset import FrameDataset, has_labels, select_frames, select_validation_frames
+from pipeline.train.visual import VisualTrainConfig, train_visual
+
+TINY = dict(width_mult=0.0625, epochs=2, batch_size=16, lr=0.05, max_frames_per_epoch=32)
+
+
+def _run(prepared: Path, frames: Path, out: Path, cfg: VisualTrainConfig, **kwargs: Any) -> visual.VisualTrainResult:
+    return train_visual(
+        read_manifest(prepared / "manifest.json"), prepared / "labels.h5", frames, out / "model.pt",
+        out / "metrics.json", out / "work", cfg, progress=False, **kwargs,
+    )
+
+
+def _digest(state: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(state):
+        h.update(key.encode())
+        h.update(state[key].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_prepared: Path, tiny_frames: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """One uninterrupted tiny training run (checkpointing every 2 batches)."""
+    out = tmp_path_factory.mktemp("visual")
+    return out, _run(tiny_prepared, tiny_frames, out, VisualTrainConfig(**TINY), checkpoint_every=2)
+
+
+# -- frame selection ---------------------------------------------------------------------------
+
+def test_training_frames_have_a_face_and_a_label(tiny_prepared: Path) -> None:
+    manifest = read_manifest(tiny_prepared / "manifest.json")
+    labels = read_all_labels(tiny_prepared / "labels.h5")
+    for task, sources in (("au", ("affwild2",)), ("au", ("affwild2", "bp4d")), ("expr", ("affwild2",))):
+        fs = select_frames(manifest, labels, task, "train", sources)
+        expected = 0
+        for record in manifest.in_split(task, "train", sources):
+            item = labels[record.name]
+            lab = (item.au >= 0).any(axis=1) if task == "au" else item.expr >= 0
+            expected += int((lab & item.face_present).sum())
+        assert len(fs) == expected > 0
+        for i in range(0, len(fs), 7):
+            name, frame = fs.location(i)
+            assert labels[name].face_present[frame]
+            assert manifest.by_name(name).split(task) == "train"
+            assert manifest.by_name(name).source in sources
+            np.testing.assert_array_equal(fs.au[i], labels[name].au[frame])
+    for use_bp4d in (True, False):
+        au_train = visual.build_training_data(manifest, tiny_prepared / "labels.h5", use_bp4d).au_train
+        assert any(manifest.by_name(n).source == "bp4d" for n in au_train.names) == use_bp4d
+
+
+def test_validation_union_gives_each_tasks_leakage_free_frames(tiny_prepared: Path) -> None:
+    manifest = read_manifest(tiny_prepared / "manifest.json")
+    labels = read_all_labels(tiny_prepared / "labels.h5")
+    val = select_validation_frames(manifest, labels)
+    for task in ("au", "expr"):
+        own = select_frames(manifest, labels, task, "validation")
+        mask = has_labels(val, task)
+        got = {val.location(i) for i in np.flatnonzero(mask)}
+        assert got == {own.location(i) for i in range(len(own))} and got
+        # no validation subject of a task trains the other task (the protocol prepare applied)
+        other = "expr" if task == "au" else "au"
+        train_videos = {r.video for r in manifest.in_split(other, "train")}
+        assert not {manifest.by_name(name).video for name, _ in got} & train_videos
+
+
+def test_frame_dataset_returns_store_images_and_labels(tiny_prepared: Path, tiny_frames: Path) -> None:
+    manifest = read_manifest(tiny_prepared / "manifest.json")
+    fs = select_frames(manifest, read_all_labels(tiny_prepared / "labels.h5"), "expr", "train")
+    dataset = FrameDataset(tiny_frames, fs)
+    picks = [len(fs) - 1, 0, 5, 0]
+    items = dataset.__getitems__(picks)
+    store = FrameStore(tiny_frames)
+    for (image, au, expr), i in zip(items, picks):
+        name, frame = fs.location(i)
+        np.testing.assert_array_equal(image.numpy(), store.read(name, [frame])[0])
+        assert image.dtype == torch.uint8 and image.shape == (112, 112, 3) and image.any()
+        assert int(expr) == fs.expr[i] >= 0 and au.shape == (12,)
+    with pytest.raises(IndexError):
+        dataset.__getitems__([len(fs)])
+
+
+# -- epoch plans and sharding -----------------------------------------------------------------
+
+def test_epoch_plan_is_seeded_capped_and_alternates() -> None:
+    sizes = {"au": 50, "expr": 24}
+    plan = epoch_plan(TaskSchedule("batch"), 3, sizes, batch_size=8, seed=1, max_frames=40)
+    assert [t for t, _ in plan] == ["expr", "au"] * 5  # 40 AU frames = 5 batches; EXPR cycles (3 per pass)
+    assert all(len(b) == 8 for _, b in plan)
+    au = np.concatenate([b for t, b in plan if t == "au"])
+    assert len(set(au.tolist())) == 40 and au.max() < 50
+    again = epoch_plan(TaskSchedule("batch"), 3, sizes, batch_size=8, seed=1, max_frames=40)
+    assert all(t1 == t2 and np.array_equal(b1, b2) for (t1, b1), (t2, b2) in zip(plan, again))
+    other = epoch_plan(TaskSchedule("batch"), 4, sizes, batch_size=8, seed=1, max_frames=40)
+    assert not np.array_equal(plan[1][1], other[1][1])
+    epochs = [epoch_plan(TaskSchedule("epoch"), e, sizes, 8, seed=1) for e in range(2)]
+    assert {t for t, _ in epochs[0]} == {"expr"} and {t for t, _ in epochs[1]} == {"au"}
+    assert [len(b) for b in split_batches(np.arange(10), 4, min_batch=3)] == [4, 4]
+    assert [len(b) for b in split_batches(np.arange(11), 4, min_batch=3)] == [4, 4, 3]
+
+
+def test_shard_and_unshard_round_trip() -> None:
+    rows = np.arange(11 * 2).reshape(11, 2)
+    parts = [np.asarray(ddp.shard(rows, DistContext(rank=r, world_size=3))) for r in range(3)]
+    assert sum(len(p) for p in parts) == 11
+    np.testing.assert_array_equal(ddp.unshard(parts, 11), rows)
+    assert ddp.context_from_env({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}) == DistContext(1, 2, 1)
+    with pytest.raises(ValueError, match="rank"):
+        DistContext(rank=2, world_size=2)
+
+
+# -- config -----------------------------------------------------------------------------------
+
+def test_config_names_bad_values() -> None:
+    with pytest.raises(ConfigError, match="width_mult 1.0"):
+        VisualTrainConfig(pretrained="glint360k_r18.pth", width_mult=0.25)
+    with pytest.raises(ConfigError, match="pos_weight needs 12"):
+        VisualTrainConfig(pos_weight=(1.0, 2.0))
+    with pytest.raises(ConfigError, match="batch_size"):
+        VisualTrainConfig(batch_size=1)
+
+
+# -- training ---------------------------------------------------------------------------------
+
+def test_training_publishes_best_model_and_metrics(trained: tuple[Path, Any], tiny_prepared: Path) -> None:
+    out, result = trained
+    metrics = result.metrics
+    assert metrics["epochs"] == 2 and 1 <= metrics["best_epoch"] <= 2 and result.resumed_from is None
+    for task in ("au", "expr"):
+        assert set(metrics[task]) == {"f1", "acc", "score"}
+        assert set(metrics["baseline"][task]) == {"f1", "acc", "score"}
+    assert metrics["baseline"]["au"]["f1"] == 0.0  # all-negative predictions have no true positive
+    assert metrics["score"] == pytest.approx((metrics["au"]["score"] + metrics["expr"]["score"]) / 2)
+    labels = read_all_labels(tiny_prepared / "labels.h5")
+    train_expr = np.concatenate([labels[r.name].expr[labels[r.name].face_present] for r in
+                                 read_manifest(tiny_prepared / "manifest.json").in_split("expr", "train")])
+    assert metrics["baseline"]["expr_majority_class"] == np.bincount(train_expr[train_expr >= 0]).argmax()
+
+    ckpt = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
+    assert ckpt["arch"] == VisualTrainConfig(**TINY).arch() and ckpt["epoch"] == metrics["best_epoch"]
+    model = build_from_checkpoint(ckpt).eval()
+    au, expr = model(torch.zeros(2, 3, 112, 112))
+    assert au.shape == (2, 12) and expr.shape == (2, 7) and torch.isfinite(au).all()
+    assert not list(out.glob(".model.pt.tmp-*"))
+
+
+def test_interrupted_run_resumes_mid_epoch_to_the_same_weights_and_metrics(
+    trained: tuple[Path, Any], tiny_prepared: Path, tiny_frames: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, uninterrupted = trained
+    real_step = visual.multitask_step
+    calls = {"n": 0}
+
+    def failing_step(*args: Any, **kwargs: Any) -> torch.Tensor:
+        calls["n"] += 1
+        if calls["n"] == 7:  # epoch 1 has 4 batches; the last checkpoint is after batch 2 of epoch 2
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(visual, "multitask_step", failing_step)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tiny_prepared, tiny_frames, tmp_path, VisualTrainConfig(**TINY), checkpoint_every=2)
+    assert not (tmp_path / "model.pt").exists() and not (tmp_path / "metrics.json").exists()
+    monkeypatch.setattr(visual, "multitask_step", real_step)
+    # the same seeds give the same result: the rerun matches the uninterrupted run bit for bit
+    resumed = _run(tiny_prepared, tiny_frames, tmp_path, VisualTrainConfig(**TINY), checkpoint_every=2)
+    assert resumed.resumed_from == (1, 2)
+    assert _digest(resumed.model.state_dict()) == _digest(uninterrupted.model.state_dict())
+    assert resumed.metrics == uninterrupted.metrics
+
+
+def test_finished_run_republishes_without_training(
+    trained: tuple[Path, Any], tiny_prepared: Path, tiny_frames: Path
+) -> None:
+    out, first = trained
+    (out / "model.pt").unlink()
+    again = _run(tiny_prepared, tiny_frames, out, VisualTrainConfig(**TINY))
+    assert again.resumed_from == (2, 0) and (out / "model.pt").is_file()
+    assert again.metrics == first.metrics
+
+
+def test_work_dir_key_follows_config_and_inputs(tiny_prepared: Path, tiny_frames: Path, tmp_path: Path) -> None:
+    manifest = read_manifest(tiny_prepared / "manifest.json")
+    labels = tiny_prepared / "labels.h5"
+    base = visual.work_key(VisualTrainConfig(**TINY), manifest, labels, tiny_frames)
+    assert base == visual.work_key(VisualTrainConfig(**TINY), manifest, labels, tiny_frames)
+    assert base != visual.work_key(VisualTrainConfig(**{**TINY, "lr": 0.01}), manifest, labels, tiny_frames)
+    fewer = dataclasses.replace(manifest, subjects=manifest.subjects[1:])
+    assert base != visual.work_key(VisualTrainConfig(**TINY), fewer, labels, tiny_frames)
+    stale, other = tmp_path / "0123456789abcdef", tmp_path / "notes"
+    for folder in (stale, other, tmp_path / base):
+        folder.mkdir()
+    visual._remove_stale_work_dirs(tmp_path, keep=base)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([base, "notes"])
+
+
+def test_wrong_pretrained_checkpoint_is_a_clear_error(tiny_prepared: Path, tiny_frames: Path, tmp_path: Path) -> None:
+    path = tmp_path / "r34.pth"
+    torch.save({"conv1.weight": torch.zeros(64, 3, 3, 3), "layer4.9.bn1.weight": torch.zeros(3)}, path)
+    cfg = VisualTrainConfig(**{**TINY, "width_mult": 1.0, "pretrained": str(path)})
+    with pytest.raises(CheckpointMismatchError, match=str(path)):
+        _run(tiny_prepared, tiny_frames, tmp_path, cfg)
+
+
+# -- DDP ----------------------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ddp_worker(rank: int, world: int, port: int, prepared: str, frames: str, out: str, cfg: dict) -> None:
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    torch.set_num_threads(1)
+    with ddp.distributed("cpu") as (ctx, device):
+        result = _run(Path(prepared), Path(frames), Path(out), VisualTrainConfig(**cfg), device=device, dist=ctx)
+    Path(out, f"rank{rank}.digest").write_text(_digest(result.model.state_dict()))
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_keep_identical_weights(tiny_prepared: Path, tiny_frames: Path, tmp_path: Path) -> None:
+    cfg = {**TINY, "epochs": 1}
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tiny_prepared), str(tiny_frames), str(tmp_path), cfg),
+             nprocs=2, join=True)
+    digests = {(tmp_path / f"rank{r}.digest").read_text() for r in range(2)}
+    assert len(digests) == 1
+    ckpt = torch.load(tmp_path / "model.pt", map_location="cpu", weights_only=True)
+    assert _digest(ckpt["state_dict"]) == digests.pop()  # one epoch: the best is the final model
+    assert (tmp_path / "metrics.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "model.pt", "rank0.digest",
+                                                          "rank1.digest", "work"]
