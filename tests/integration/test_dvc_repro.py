@@ -1,0 +1,113 @@
+"""The whole DAG under ``dvc repro`` on the tiny synthetic preset, in a fresh git + DVC repository.
+
+Checks that the pipeline runs end to end, that a second ``dvc repro`` does nothing, and that changing
+a ``train_sequence`` param reruns only ``train-sequence`` and ``evaluate`` (the cache is reused).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.labels import AU_NAMES, EXPR_NAMES
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+# Small enough for two CI cores; every other value comes from the repository's params.yaml.
+TINY_OVERRIDES: dict[str, dict] = {
+    "synth": {"preset": "tiny", "seed": 0},
+    "finetune_visual": {"width_mult": 0.0625, "epochs": 1, "max_frames_per_epoch": 128, "batch_size": 32},
+    "train_audio": {"epochs": 1, "max_segments": 64},
+    "train_sequence": {"epochs": 2, "d_model": 32, "heads": 2},
+}
+
+
+def _run(args: list[str], cwd: Path) -> str:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{output[-6000:]}"
+    return output
+
+
+def _ran_stages(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def _set_params(repo: Path, overrides: dict[str, dict]) -> None:
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for section, values in overrides.items():
+        if section == "synth":
+            params[section] = dict(values)  # a preset plus overrides: start from the bare preset
+        else:
+            params[section].update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh git + DVC repository holding the pipeline definition and code."""
+    repo = tmp_path_factory.mktemp("dvc") / "repo"
+    repo.mkdir()
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy2(ROOT / name, repo / name)
+    ignore = shutil.ignore_patterns("__pycache__")
+    for name in ("pipeline", "stages"):
+        shutil.copytree(ROOT / name, repo / name, ignore=ignore)
+    _set_params(repo, TINY_OVERRIDES)
+    _run(["git", "init", "-q"], repo)
+    _run(["dvc", "init", "-q"], repo)
+    _run(["dvc", "config", "core.analytics", "false"], repo)
+    return repo
+
+
+@pytest.mark.slow
+def test_dvc_repro_runs_the_whole_pipeline(repo: Path) -> None:
+    output = _run(["dvc", "repro"], repo)
+    stages = set(yaml.safe_load((repo / "dvc.yaml").read_text())["stages"])
+    assert _ran_stages(output) == stages
+
+    metrics = json.loads((repo / "metrics/evaluate.json").read_text())
+    for variant in ("visual", "fusion", "sequence"):
+        for task in ("au", "expr"):
+            values = metrics[variant][task]
+            assert set(values) >= {"f1", "acc", "score"}
+            assert all(0.0 <= values[k] <= 1.0 for k in ("f1", "acc", "score"))
+    for name in ("visual.json", "audio.json", "sequence.json"):
+        assert (repo / "metrics" / name).is_file()
+
+    assert (repo / "cache/onnx/visual.onnx").is_file()
+    assert (repo / "cache/audio/tdnn.onnx").is_file()
+    assert (repo / "cache/sequence/sequence.onnx").is_file()
+    plots = sorted(p.name for p in (repo / "cache/evaluation/plots").glob("*.png"))
+    assert any(p.startswith("confusion_") for p in plots) and any(p.startswith("timeline_") for p in plots)
+
+    submission = repo / "cache/evaluation/submission"
+    au_files = sorted(submission.glob("*/AU_Set/*.txt"))
+    expr_files = sorted(submission.glob("*/EXPR_Set/*.txt"))
+    assert au_files and expr_files
+    assert au_files[0].read_text().splitlines()[0] == ",".join(AU_NAMES)
+    assert expr_files[0].read_text().splitlines()[0] == ",".join(EXPR_NAMES)
+
+
+@pytest.mark.slow
+def test_second_repro_does_nothing(repo: Path) -> None:
+    output = _run(["dvc", "repro"], repo)
+    assert _ran_stages(output) == set(), output
+
+
+@pytest.mark.slow
+def test_sequence_param_change_reruns_only_sequence_and_evaluate(repo: Path) -> None:
+    _set_params(repo, {"train_sequence": {"dropout": 0.2}})
+    output = _run(["dvc", "repro"], repo)
+    assert _ran_stages(output) == {"train-sequence", "evaluate"}, output
