@@ -7,7 +7,6 @@ BIN := $(VENV)/bin
 
 $(BIN)/mmaffect: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -e '.[test]'
 	touch $@
 
