@@ -18,7 +18,6 @@ Example (shapes only; ``cache/visual/model.pt`` comes from ``finetune-visual``):
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import warnings
@@ -38,7 +37,7 @@ from torch import nn
 
 from pipeline.config import ConfigError
 from pipeline.device import onnx_providers
-from pipeline.fsio import atomic_path
+from pipeline.fsio import atomic_path, file_sha256
 from pipeline.labels import AU_NAMES, EXPR_NAMES
 from pipeline.models.multitask import MultiTaskModel, build_from_checkpoint, read_torch_file
 from pipeline.models.preprocess import IMAGE_SIZE, PREPROCESSING
@@ -215,7 +214,7 @@ def export_visual(checkpoint_path: str | Path, out_path: str | Path, config: Exp
                     "expr_logits": ["batch", len(EXPR_NAMES)]},
         "au_names": list(AU_NAMES),
         "expr_names": list(EXPR_NAMES),
-        "checkpoint_sha256": _sha256(checkpoint_path),
+        "checkpoint_sha256": file_sha256(checkpoint_path),
     }
     example = torch.zeros(config.example_batch, 3, IMAGE_SIZE, IMAGE_SIZE)
     batch_axis = {name: {0: "batch"} for name in (*VISUAL_INPUTS, *VISUAL_OUTPUTS)}
@@ -225,11 +224,3 @@ def export_visual(checkpoint_path: str | Path, out_path: str | Path, config: Exp
     )
     log.info("exported %s -> %s (max abs diff %s)", checkpoint_path, out_path, report["max_abs_diff"])
     return report
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

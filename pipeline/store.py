@@ -27,7 +27,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -39,6 +38,8 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import zarr
 import zarr.codecs
+
+from pipeline.fsio import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +61,7 @@ def fingerprint(model_path: str | Path, params: Mapping[str, Any]) -> str:
     model_path = Path(model_path)
     if not model_path.is_file():
         raise FileNotFoundError(f"model file not found: {model_path}")
-    digest = hashlib.sha256()
-    with model_path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    digest.update(json.dumps(params, sort_keys=True, separators=(",", ":")).encode())
-    return digest.hexdigest()
+    return file_sha256(model_path, json.dumps(params, sort_keys=True, separators=(",", ":")).encode())
 
 
 def as_float16(values: np.ndarray, where: str) -> np.ndarray:

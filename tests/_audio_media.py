@@ -19,6 +19,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from _media import mux_grey_frames
 from pipeline.data.manifest import Manifest, SubjectRecord, write_manifest
 from pipeline.store import EmbeddingStore
 
@@ -50,12 +51,7 @@ def write_av(
             pcm = path.suffix == ".avi"
             sound = container.add_stream("pcm_s16le" if pcm else "aac", rate=sample_rate)
             sound.layout = "mono"
-        for i in range(n_frames):
-            image = np.full((size, size, 3), (i * 23) % 256, dtype=np.uint8)
-            for packet in video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in video.encode():
-            container.mux(packet)
+        mux_grey_frames(container, video, n_frames, size)
         if sound is not None:
             offset = int(round(audio_start_s * sample_rate))
             for begin in range(0, len(samples), 1024):

@@ -39,12 +39,7 @@ def write_video(path: Path, n_frames: int = 10, fps: int = 25, audio: bool = Tru
         video.width = video.height = size
         video.pix_fmt = "yuv420p"
         sound = container.add_stream("aac", rate=16000) if audio else None
-        for i in range(n_frames):
-            image = np.full((size, size, 3), (i * 23) % 256, dtype=np.uint8)
-            for packet in video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in video.encode():
-            container.mux(packet)
+        mux_grey_frames(container, video, n_frames, size)
         if sound is not None:
             samples = np.zeros((1, int(16000 * n_frames / fps)), dtype=np.float32)
             frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
@@ -54,6 +49,16 @@ def write_video(path: Path, n_frames: int = 10, fps: int = 25, audio: bool = Tru
             for packet in sound.encode():
                 container.mux(packet)
     return path
+
+
+def mux_grey_frames(container: av.container.OutputContainer, video: av.VideoStream, n_frames: int, size: int) -> None:
+    """Encode ``n_frames`` ``size`` x ``size`` frames of grey level ``23 * i % 256`` into ``video`` and flush it."""
+    for i in range(n_frames):
+        image = np.full((size, size, 3), (i * 23) % 256, dtype=np.uint8)
+        for packet in video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+            container.mux(packet)
+    for packet in video.encode():
+        container.mux(packet)
 
 
 def write_jpeg(path: Path, value: int = 128, size: int = 112) -> Path:

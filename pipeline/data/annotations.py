@@ -64,7 +64,7 @@ def read_annotation(path: str | Path, task: str) -> np.ndarray:
 
 def _read_rows(path: Path, header: str, n_cols: int, values: dict[str, int], what: str) -> list[int]:
     """Parse ``path`` into a flat list of ints, checking header, column count and values per line."""
-    lines = _read_lines(path)
+    lines = read_text_lines(path)
     if not lines:
         raise AnnotationError(f"{path}: empty annotation file (expected the header {header!r})")
     found = ",".join(col.strip() for col in lines[0].split(","))
@@ -88,10 +88,10 @@ def _read_rows(path: Path, header: str, n_cols: int, values: dict[str, int], wha
     return flat
 
 
-def _read_lines(path: Path) -> list[str]:
-    """Return the file's lines without line ends or trailing spaces, minus blank lines at the end."""
+def read_text_lines(path: Path, what: str = "annotation file") -> list[str]:
+    """Return a UTF-8 file's lines without line ends or trailing spaces, minus blank lines at the end."""
     if not path.is_file():
-        raise FileNotFoundError(f"annotation file not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {path}")
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:

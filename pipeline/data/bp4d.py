@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.annotations import AnnotationError
+from pipeline.data.annotations import AnnotationError, read_text_lines
 from pipeline.labels import AU_NAMES, NUM_AUS, UNLABELLED
 
 AU_OCC_DIR = "AU_OCC"
@@ -59,15 +59,7 @@ def find_au_occ(bp4d_root: str | Path) -> list[Path]:
 def read_au_occ(path: str | Path) -> AUOccurrence:
     """Read one AU occurrence CSV and map it onto the 12 ABAW AUs."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"BP4D AU file not found: {path}")
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise AnnotationError(f"{path}: not a UTF-8 text file ({exc})") from exc
-    lines = [line.rstrip() for line in text.splitlines()]
-    while lines and not lines[-1]:
-        lines.pop()
+    lines = read_text_lines(path, "BP4D AU file")
     if not lines:
         raise AnnotationError(f"{path}: empty AU occurrence file")
     columns = _parse_header(path, lines[0])

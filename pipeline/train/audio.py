@@ -43,8 +43,8 @@ from pipeline.models.fusion import FusionConfig, FusionHead
 from pipeline.models.tdnn import TDNN, TDNNConfig
 from pipeline.store import EmbeddingStore
 from pipeline.train.alternating import TaskSchedule, multitask_step
-from pipeline.train.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.train.epoch_plan import epoch_plan
+from pipeline.train.loop_state import LoopState
 from pipeline.train.losses import au_bce_loss, compute_pos_weight, expr_focal_loss
 from pipeline.train.splits import Splits, task_splits
 
@@ -321,10 +321,8 @@ def fit(
     validation_names = list(dict.fromkeys(splits.validation["au"] + splits.validation["expr"]))
     state_path = Path(work_dir) / STATE_FILE
     key = {"config": to_dict(config), "data": data_key}
-    state = _resume(state_path, key, model, optimizer)
-    history: list[dict[str, Any]] = state["history"]
-    best = state["best"]
-    for epoch in range(state["epoch"], config.epochs):
+    loop = LoopState.resume(state_path, key, model, optimizer)
+    for epoch in range(loop.epoch, config.epochs):
         began = time.perf_counter()
         model.train()
         plan = epoch_plan(schedule, epoch, {t: len(segments[t]) for t in tasks}, config.batch_segments,
@@ -338,38 +336,12 @@ def fit(
         metrics = score(predict_subjects(model, subjects, validation_names, device), subjects, splits)
         entry = {"epoch": epoch, "seconds": time.perf_counter() - began, "score": selection_score(metrics),
                  "metrics": metrics, "loss": {t: float(np.mean(v)) if v else None for t, v in losses.items()}}
-        history.append(entry)
         log.info("epoch %d: loss %s, validation %s (%.1fs)", epoch, entry["loss"],
                  {t: round(m["score"], 4) for t, m in metrics.items()}, entry["seconds"])
-        if best is None or entry["score"] > best["score"]:
-            best = {"score": entry["score"], "epoch": epoch, "metrics": metrics,
-                    "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-        save_checkpoint(state_path, {
-            **key, "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "best": best, "history": history, "torch_rng": torch.get_rng_state(),
-        })
-    if best is None:
-        raise ValueError("no epoch was trained (train_audio.epochs must be >= 1)")
-    model.load_state_dict(best["state_dict"])
-    model.eval()
+        loop.end_epoch(entry, model, optimizer)
+    best = loop.restore_best(model, "train_audio")
     log.info("best epoch %d, validation score %.4f", best["epoch"], best["score"])
-    return {"model": model, "metrics": best["metrics"], "history": history, "best_epoch": best["epoch"]}
-
-
-def _resume(path: Path, key: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Restore the loop state saved by an interrupted run with the same params and data."""
-    fresh = {"epoch": 0, "best": None, "history": []}
-    state = load_checkpoint(path)
-    if state is None:
-        return fresh
-    if state.get("config") != key["config"] or state.get("data") != key["data"]:
-        log.info("%s: saved state is for other params or data; starting over", path)
-        return fresh
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["torch_rng"])
-    log.info("resuming from %s at epoch %d", path, state["epoch"])
-    return {"epoch": state["epoch"], "best": state["best"], "history": list(state["history"])}
+    return {"model": model, "metrics": best["metrics"], "history": loop.history, "best_epoch": best["epoch"]}
 
 
 # -- outputs -----------------------------------------------------------------------------------------

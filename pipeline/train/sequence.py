@@ -36,7 +36,7 @@ from pipeline.metrics import au_metrics, expr_metrics
 from pipeline.models.sequence import SequenceArch, SequenceModel, arch_to_dict
 from pipeline.store import EmbeddingStore
 from pipeline.train.alternating import TaskSchedule, alternating_batches, multitask_step
-from pipeline.train.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.train.loop_state import LoopState
 from pipeline.train.losses import au_bce_loss, compute_pos_weight, expr_focal_loss
 from pipeline.train.splits import Splits, task_splits
 from pipeline.train.sequence_data import SequenceCache, WindowBatch, WindowLoader, load_sequence_cache
@@ -150,10 +150,8 @@ def fit(
     state_path = work_dir / STATE_FILE
     # ``epochs`` is not part of the key: a run with more epochs continues a shorter one.
     key = {"config": {k: v for k, v in to_dict(config).items() if k != "epochs"}, "data": data_key}
-    state = _resume(state_path, key, model, optimizer, config.epochs)
-    history: list[dict[str, Any]] = state["history"]
-    best = state["best"]
-    for epoch in range(state["epoch"], config.epochs):
+    loop = LoopState.resume(state_path, key, model, optimizer, max_epochs=config.epochs)
+    for epoch in range(loop.epoch, config.epochs):
         began = time.perf_counter()
         for loader in loaders.values():
             loader.set_epoch(epoch)
@@ -163,22 +161,12 @@ def fit(
         score = selection_score(metrics)
         entry = {"epoch": epoch, "seconds": time.perf_counter() - began, "score": score, "metrics": metrics,
                  "loss": {task: float(np.mean(v)) if v else None for task, v in losses.items()}}
-        history.append(entry)
         log.info("epoch %d: loss %s, validation %s, score %.4f (%.1fs)", epoch, entry["loss"],
                  {t: round(m["score"], 4) for t, m in metrics.items()}, score, entry["seconds"])
-        if best is None or score > best["score"]:
-            best = {"score": score, "epoch": epoch, "metrics": metrics,
-                    "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-        save_checkpoint(state_path, {
-            **key, "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "best": best, "history": history, "torch_rng": torch.get_rng_state(),
-        })
-    if best is None:
-        raise ValueError("no epoch was trained (train_sequence.epochs must be >= 1)")
-    model.load_state_dict(best["state_dict"])
-    model.eval()
+        loop.end_epoch(entry, model, optimizer)
+    best = loop.restore_best(model, "train_sequence")
     log.info("best epoch %d, score %.4f", best["epoch"], best["score"])
-    return {"model": model, "metrics": best["metrics"], "history": history}
+    return {"model": model, "metrics": best["metrics"], "history": loop.history}
 
 
 def train_epoch(
@@ -306,25 +294,3 @@ def _data_key(visual_path: str | Path, audio_path: str | Path, splits: Splits) -
         "train": splits.train,
         "validation": splits.validation,
     }
-
-
-def _resume(
-    path: Path, key: dict[str, Any], model: SequenceModel, optimizer: torch.optim.Optimizer, epochs: int
-) -> dict[str, Any]:
-    """Restore the loop state saved by an interrupted (or shorter) run with the same params and data."""
-    fresh = {"epoch": 0, "best": None, "history": []}
-    state = load_checkpoint(path)
-    if state is None:
-        return fresh
-    if state.get("config") != key["config"] or state.get("data") != key["data"]:
-        log.info("%s: saved state is for other params or data; starting over", path)
-        return fresh
-    if state["epoch"] > epochs:
-        log.info("%s: saved state is %d epochs in, more than the %d asked for; starting over",
-                 path, state["epoch"], epochs)
-        return fresh
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["torch_rng"])
-    log.info("resuming from %s at epoch %d", path, state["epoch"])
-    return {"epoch": state["epoch"], "best": state["best"], "history": list(state["history"])}

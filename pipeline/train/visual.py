@@ -42,7 +42,7 @@ from tqdm import tqdm
 from pipeline.config import ConfigError, to_dict
 from pipeline.data.labels_store import read_all_labels
 from pipeline.data.manifest import Manifest
-from pipeline.fsio import atomic_path, write_json
+from pipeline.fsio import atomic_path, file_sha256, write_json
 from pipeline.labels import NUM_AUS, NUM_EXPRS
 from pipeline.metrics import au_metrics, expr_metrics
 from pipeline.models.multitask import MultiTaskModel, build_model, checkpoint_dict, load_pretrained_backbone
@@ -198,23 +198,14 @@ def combined_score(au: Mapping[str, float] | None, expr: Mapping[str, float] | N
     return float(np.mean(scores))
 
 
-def file_digest(path: str | Path) -> str:
-    """sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def work_key(cfg: VisualTrainConfig, manifest: Manifest, labels_path: str | Path, frames_path: str | Path) -> str:
     """16 hex digits identifying this training run: the config and the inputs' (and pretrained file's) contents."""
     payload = {
         "config": to_dict(cfg),
         "manifest": dataclasses.asdict(manifest),
-        "labels": file_digest(labels_path),
-        "frames": file_digest(frames_path),
-        "pretrained": file_digest(cfg.pretrained) if cfg.pretrained and Path(cfg.pretrained).is_file() else None,
+        "labels": file_sha256(labels_path),
+        "frames": file_sha256(frames_path),
+        "pretrained": file_sha256(cfg.pretrained) if cfg.pretrained and Path(cfg.pretrained).is_file() else None,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -1,0 +1,106 @@
+"""LoopState: best-epoch tracking, saved state, resume only with the same key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from pipeline.train.loop_state import LoopState
+
+KEY = {"config": {"lr": 0.1}, "data": {"store": "abc"}}
+
+
+def _model_and_optimizer(seed: int = 0) -> tuple[nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(seed)
+    model = nn.Linear(3, 2)
+    return model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+
+def _entry(epoch: int, score: float) -> dict:
+    return {"epoch": epoch, "score": score, "metrics": {"expr": {"score": score}}}
+
+
+def test_best_is_the_highest_score_and_a_tie_keeps_the_earlier_epoch(tmp_path: Path) -> None:
+    model, optimizer = _model_and_optimizer()
+    loop = LoopState(tmp_path / "state.pt", KEY)
+    weights = []
+    for epoch, score in enumerate([0.2, 0.5, 0.5, 0.3]):
+        with torch.no_grad():
+            model.weight.fill_(float(epoch))
+        weights.append(model.weight.detach().clone())
+        loop.end_epoch(_entry(epoch, score), model, optimizer)
+    assert loop.epoch == 4 and [h["epoch"] for h in loop.history] == [0, 1, 2, 3]
+    best = loop.restore_best(model, "train_x")
+    assert (best["epoch"], best["score"], best["metrics"]) == (1, 0.5, {"expr": {"score": 0.5}})
+    torch.testing.assert_close(model.weight, weights[1])
+    assert not model.training
+
+
+def test_best_weights_are_a_copy_not_the_live_tensors(tmp_path: Path) -> None:
+    model, _ = _model_and_optimizer()
+    loop = LoopState(tmp_path / "state.pt", KEY)
+    assert loop.record(_entry(0, 0.5), model)
+    kept = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    torch.testing.assert_close(loop.best["state_dict"]["weight"], kept)
+
+
+def test_resume_restores_model_optimizer_and_rng_when_the_key_matches(tmp_path: Path) -> None:
+    path = tmp_path / "state.pt"
+    model, optimizer = _model_and_optimizer(seed=0)
+    model(torch.ones(4, 3)).sum().backward()
+    optimizer.step()
+    saved = LoopState(path, KEY)
+    saved.end_epoch(_entry(0, 0.4), model, optimizer)
+    expected_draw = torch.rand(3)
+
+    other, other_optimizer = _model_and_optimizer(seed=1)
+    torch.manual_seed(123)
+    loop = LoopState.resume(path, KEY, other, other_optimizer)
+    assert (loop.epoch, loop.best["epoch"], [h["epoch"] for h in loop.history]) == (1, 0, [0])
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(other.state_dict()[name], value)
+    assert other_optimizer.state_dict()["state"][0]["momentum_buffer"] is not None
+    torch.testing.assert_close(torch.rand(3), expected_draw)
+
+
+@pytest.mark.parametrize("key", [
+    {"config": {"lr": 0.2}, "data": KEY["data"]},
+    {"config": KEY["config"], "data": {"store": "other"}},
+])
+def test_resume_starts_over_when_the_key_differs(tmp_path: Path, key: dict) -> None:
+    path = tmp_path / "state.pt"
+    model, optimizer = _model_and_optimizer(seed=0)
+    LoopState(path, KEY).end_epoch(_entry(0, 0.4), model, optimizer)
+    other, other_optimizer = _model_and_optimizer(seed=1)
+    before = {k: v.clone() for k, v in other.state_dict().items()}
+    loop = LoopState.resume(path, key, other, other_optimizer)
+    assert (loop.epoch, loop.best, loop.history) == (0, None, [])
+    for name, value in before.items():
+        torch.testing.assert_close(other.state_dict()[name], value)
+
+
+def test_resume_starts_over_when_the_saved_run_is_past_max_epochs(tmp_path: Path) -> None:
+    path = tmp_path / "state.pt"
+    model, optimizer = _model_and_optimizer()
+    saved = LoopState(path, KEY)
+    for epoch in range(3):
+        saved.end_epoch(_entry(epoch, 0.1), model, optimizer)
+    assert LoopState.resume(path, KEY, model, optimizer, max_epochs=3).epoch == 3
+    assert LoopState.resume(path, KEY, model, optimizer, max_epochs=2).epoch == 0
+
+
+def test_no_file_is_a_fresh_start(tmp_path: Path) -> None:
+    model, optimizer = _model_and_optimizer()
+    loop = LoopState.resume(tmp_path / "missing" / "state.pt", KEY, model, optimizer)
+    assert (loop.epoch, loop.best, loop.history) == (0, None, [])
+
+
+def test_no_epoch_trained_is_an_error_naming_the_section(tmp_path: Path) -> None:
+    model, _ = _model_and_optimizer()
+    with pytest.raises(ValueError, match=r"no epoch was trained \(train_x\.epochs must be >= 1\)"):
+        LoopState(tmp_path / "state.pt", KEY).restore_best(model, "train_x")
