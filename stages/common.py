@@ -43,5 +43,8 @@ def run_or_exit(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call ``fn``; turn expected input errors into a one-line message and exit status 1."""
     try:
         return fn(*args, **kwargs)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
+    except KeyError as exc:
+        # str(KeyError) wraps the message in quotes; show the message itself
+        raise click.ClickException(str(exc.args[0]) if exc.args else repr(exc)) from exc
+    except (ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from exc
