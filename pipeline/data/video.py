@@ -55,13 +55,19 @@ def probe_video(path: str | Path, frame_count: str = "demux") -> VideoInfo:
         raise VideoError(f"{path}: cannot read video ({exc}); the file is corrupt or truncated") from exc
 
 
-def _probe_open(path: Path, container: av.container.InputContainer, frame_count: str) -> VideoInfo:
+def video_stream(path: str | Path, container: av.container.InputContainer) -> tuple[av.VideoStream, float]:
+    """Return the first video stream of an open container and its frame rate, or a clear error."""
     if not container.streams.video:
         raise VideoError(f"{path}: no video stream (not a video file, or a corrupt one)")
     stream = container.streams.video[0]
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     if not rate or float(rate) <= 0:
         raise VideoError(f"{path}: the video stream declares no frame rate")
+    return stream, float(rate)
+
+
+def _probe_open(path: Path, container: av.container.InputContainer, frame_count: str) -> VideoInfo:
+    stream, rate = video_stream(path, container)
     header_frames = int(stream.frames or 0)
     if frame_count == "header" and header_frames > 0:
         n_frames = header_frames
@@ -81,7 +87,7 @@ def _probe_open(path: Path, container: av.container.InputContainer, frame_count:
     sample_rate = int(audio[0].rate or audio[0].codec_context.sample_rate or 0) if audio else 0
     return VideoInfo(
         path=str(path),
-        fps=float(rate),
+        fps=rate,
         n_frames=n_frames,
         header_frames=header_frames,
         has_audio=bool(audio),

@@ -46,7 +46,7 @@ from PIL import Image
 from pipeline.audio.features import AudioConfig
 from pipeline.audio.windows import video_audio
 from pipeline.config import from_dict
-from pipeline.data.video import VideoError
+from pipeline.data.video import VideoError, video_stream
 from pipeline.evaluate.inference import compose_features, onnx_run_fn, sliding_window_logits
 from pipeline.fsio import atomic_path
 from pipeline.labels import AU_NAMES, EXPR_NAMES
@@ -258,13 +258,7 @@ def _decode(video_path: Path, need_pixels: bool) -> Iterator[tuple[float, float,
     """Yield ``(timestamp s, fps, RGB frame or None)`` for every decoded frame."""
     try:
         with av.open(str(video_path)) as container:
-            if not container.streams.video:
-                raise VideoError(f"{video_path}: no video stream (not a video file, or a corrupt one)")
-            stream = container.streams.video[0]
-            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-            if not rate or float(rate) <= 0:
-                raise VideoError(f"{video_path}: the video stream declares no frame rate")
-            fps = float(rate)
+            stream, fps = video_stream(video_path, container)
             first: float | None = None
             count = 0
             for count, frame in enumerate(container.decode(stream), start=1):
