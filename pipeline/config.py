@@ -65,7 +65,13 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "params") -> T:
                 raise ConfigError(f"{where}: missing key {name!r}")
             continue
         kwargs[name] = _convert(hints[name], data[name], f"{where}.{name}")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        # a value check in the dataclass's __post_init__: report it as a config error like the others
+        raise ConfigError(f"{where}: {exc}") from exc
 
 
 def to_dict(config: Any) -> dict[str, Any]:

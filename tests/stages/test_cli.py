@@ -32,3 +32,17 @@ def test_stage_module_runs_as_python_m() -> None:
         [sys.executable, "-m", "stages.prepare", "--help"], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0 and "manifest.json" in proc.stdout
+
+
+def test_a_bad_param_value_is_a_usage_error_not_a_traceback(tmp_path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text("evaluate:\n  au_threshold: 2.0\n  metric_variant: abaw2\n  timeline_videos: 1\n"
+                      "  timeline_variant: sequence\n  seed: 0\n")
+    inputs = [tmp_path / n for n in ("prepared", "visual.zarr", "audio.zarr", "audio", "sequence")]
+    for path in inputs:
+        path.mkdir()
+    outputs = [tmp_path / "evaluation", tmp_path / "metrics.json"]
+    args = ["evaluate", *map(str, inputs + outputs), "--params", str(params)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert "au_threshold must be in (0, 1), got 2.0" in result.output and "Traceback" not in result.output

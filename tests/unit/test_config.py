@@ -67,3 +67,17 @@ def test_load_section_reads_dotted_sections(tmp_path: Path) -> None:
 def test_to_dict_round_trips() -> None:
     cfg = Outer(lr=0.1, mode="epoch", inner=Inner(alpha=(1.0, 2.0)))
     assert from_dict(Outer, to_dict(cfg)) == cfg
+
+
+@dataclass(frozen=True)
+class Checked:
+    epochs: int = 1
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+
+
+def test_value_checks_of_the_dataclass_become_config_errors() -> None:
+    with pytest.raises(ConfigError, match=r"params.yaml:demo: epochs must be >= 1, got 0"):
+        from_dict(Checked, {"epochs": 0}, where="params.yaml:demo")
