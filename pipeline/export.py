@@ -36,11 +36,12 @@ from onnxruntime.capi.onnxruntime_pybind11_state import InvalidProtobuf as OrtIn
 import torch
 from torch import nn
 
+from pipeline.checkpoint import load_checkpoint
 from pipeline.config import ConfigError
 from pipeline.device import onnx_providers
 from pipeline.fsio import atomic_path, file_sha256
 from pipeline.labels import AU_NAMES, EXPR_NAMES
-from pipeline.models.multitask import MultiTaskModel, build_from_checkpoint, read_torch_file
+from pipeline.models.multitask import MultiTaskModel, build_from_checkpoint
 from pipeline.models.preprocess import IMAGE_SIZE, PREPROCESSING
 
 log = logging.getLogger(__name__)
@@ -247,9 +248,7 @@ class VisualExportModule(nn.Module):
 def export_visual(checkpoint_path: str | Path, out_path: str | Path, config: ExportConfig = ExportConfig()) -> dict[str, Any]:
     """Export ``cache/visual/model.pt`` as ``visual.onnx`` (inputs/outputs as in the architecture doc)."""
     checkpoint_path = Path(checkpoint_path)
-    ckpt = read_torch_file(checkpoint_path, "visual model checkpoint")
-    if not isinstance(ckpt, dict):
-        raise ValueError(f"{checkpoint_path}: expected a checkpoint dict, got {type(ckpt).__name__}")
+    ckpt = load_checkpoint(checkpoint_path, "visual model checkpoint", missing_hint="run finetune-visual first")
     try:
         model = build_from_checkpoint(ckpt)
     except ValueError as exc:
