@@ -12,6 +12,8 @@ $(BIN)/mmaffect: setup.cfg pyproject.toml
 
 setup: $(BIN)/mmaffect
 
+# dvc starts each stage's cmd (`mmaffect ...`) with the caller's PATH: put the venv first, as
+# `source .venv/bin/activate` does for the commands the README shows.
 repro: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 

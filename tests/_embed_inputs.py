@@ -25,7 +25,7 @@ from pipeline.data.prepare import PrepareConfig, prepare_dataset
 from pipeline.export import export_onnx
 from pipeline.models.fusion import FusionConfig, FusionHead
 from pipeline.models.tdnn import TDNN, TDNNConfig
-from pipeline.train.checkpoint import save_checkpoint
+from pipeline.checkpoint import save_checkpoint
 
 
 def build_prepared(base: Path) -> tuple[Path, Path]:

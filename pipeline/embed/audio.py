@@ -29,17 +29,19 @@ import numpy as np
 
 from pipeline.audio.features import AudioConfig
 from pipeline.audio.windows import video_audio
+from pipeline.checkpoint import load_checkpoint
 from pipeline.config import ConfigError, from_dict, to_dict
 from pipeline.data.manifest import read_manifest
 from pipeline.embed.runner import ClusterOptions, InferenceOptions, RunReport, run_and_publish
 from pipeline.store import EmbeddingStore, as_float16, fingerprint
-from pipeline.train.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
 
 EMBED_DIM = 512
 ONNX_NAME = "tdnn.onnx"
 CHECKPOINT_NAME = "model.pt"
+_CHECKPOINT_ROLE = "audio model checkpoint"
+_CHECKPOINT_HINT = "run the train-audio stage first"
 MelModel = Callable[[np.ndarray], np.ndarray]
 
 
@@ -124,7 +126,7 @@ def load_audio_config(model_dir: Path, backend: str) -> AudioConfig:
         return from_dict(AudioConfig, meta["audio_config"], where=f"{path}:audio_config")
     from pipeline.models.fusion import load_audio_config as from_checkpoint
 
-    return from_checkpoint(_load_checkpoint(model_dir / CHECKPOINT_NAME))
+    return from_checkpoint(load_checkpoint(model_dir / CHECKPOINT_NAME, _CHECKPOINT_ROLE, missing_hint=_CHECKPOINT_HINT))
 
 
 def embed_video(
@@ -179,7 +181,7 @@ def _mel_model(model_path: str, model_fingerprint: str, backend: str, device: st
     torch_device = resolve_device(device)
     # As with the onnxruntime sessions: one compute thread per task, parallelism from the tasks.
     torch.set_num_threads(1)
-    tdnn = load_tdnn(_load_checkpoint(Path(model_path))).to(torch_device)
+    tdnn = load_tdnn(load_checkpoint(model_path, _CHECKPOINT_ROLE, missing_hint=_CHECKPOINT_HINT)).to(torch_device)
 
     def run(mel: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -187,10 +189,3 @@ def _mel_model(model_path: str, model_fingerprint: str, backend: str, device: st
 
     return run
 
-
-def _load_checkpoint(path: Path) -> dict[str, Any]:
-    """The ``train-audio`` checkpoint dict at ``path``."""
-    ckpt = load_checkpoint(path)
-    if ckpt is None:
-        raise FileNotFoundError(f"audio model not found: {path} (run the train-audio stage first)")
-    return ckpt

@@ -43,6 +43,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from pipeline.checkpoint import load_checkpoint
 from pipeline.data.manifest import Manifest, SubjectRecord
 from pipeline.device import resolve_device
 from pipeline.evaluate import plots, submission
@@ -153,7 +154,7 @@ def load_fusion(path: str | Path, device: torch.device) -> torch.nn.Module:
     """The A+V fusion head of a ``train-audio`` checkpoint, in eval mode on ``device``."""
     from pipeline.models.fusion import load_fusion_head
 
-    ckpt = _load_torch(path, "audio")
+    ckpt = load_checkpoint(path, "audio model checkpoint", missing_hint="run train-audio first")
     return load_fusion_head(ckpt).to(device).eval()
 
 
@@ -170,7 +171,7 @@ def load_sequence_runner(path: str | Path, device: str, torch_device: torch.devi
     else:
         from pipeline.models.sequence import build_from_checkpoint
 
-        meta = _load_torch(path, "sequence")
+        meta = load_checkpoint(path, "sequence model checkpoint", missing_hint="run train-sequence first")
         run_fn = torch_run_fn(build_from_checkpoint(meta).to(torch_device), torch_device)
     missing = [key for key in ("modalities", "window", "stride") if key not in meta]
     if missing:
@@ -345,19 +346,6 @@ def _read_entry(store: EmbeddingStore, key: str, stage: str) -> dict[str, np.nda
     if not store.is_complete(key):
         raise ValueError(f"{store.path}: no complete entry for {key!r} (re-run {stage})")
     return store.read(key)
-
-
-def _load_torch(path: str | Path, what: str) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} model checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise ValueError(f"{path}: unreadable {what} checkpoint ({exc})") from exc
-    if not isinstance(ckpt, dict):
-        raise ValueError(f"{path}: {what} checkpoint is a {type(ckpt).__name__}, expected a dict")
-    return ckpt
 
 
 def _csv_text(header: list[str], rows: list[list[str]]) -> str:

@@ -2,7 +2,7 @@
 
 Both heads are single fully connected layers on the backbone's 512-d embedding (paper §3.1).
 ``cache/visual/model.pt`` stores ``{"arch": {...}, "state_dict": {...}, ...}`` in plain containers
-and tensors, loadable with ``torch.load(..., weights_only=True)``; :func:`build_from_checkpoint`
+and tensors, loadable with :func:`pipeline.checkpoint.load_checkpoint`; :func:`build_from_checkpoint`
 rebuilds the model from it.
 
 Example:
@@ -25,6 +25,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from pipeline.checkpoint import load_checkpoint
 from pipeline.labels import NUM_AUS, NUM_EXPRS
 from pipeline.models.registry import create_backbone
 
@@ -99,23 +100,12 @@ def load_pretrained_backbone(model: MultiTaskModel, path: str | Path) -> None:
     :class:`CheckpointMismatchError` naming the first mismatching key and both shapes.
     """
     path = Path(path)
-    state = read_torch_file(path, "pretrained backbone checkpoint")
+    state = load_checkpoint(path, "pretrained backbone checkpoint")
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path}: expected a state_dict (a mapping of names to tensors), got {type(state).__name__}")
     state = {_strip_prefix(k, "module."): v for k, v in state.items()}
     _check_state_dict(model.backbone.state_dict(), state, where=str(path))
     model.backbone.load_state_dict(state, strict=True)
-
-
-def read_torch_file(path: str | Path, what: str = "checkpoint") -> Any:
-    """``torch.load(path, weights_only=True)`` on CPU, with errors that name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a corrupt file surfaces as pickle, zip, struct or runtime errors alike
-        raise ValueError(f"{path}: not a loadable {what} ({type(exc).__name__}: {exc})") from exc
 
 
 def _strip_prefix(key: str, prefix: str) -> str:

@@ -35,7 +35,7 @@ from pipeline.audio.features import AudioConfig, LogMel
 from pipeline.audio.windows import VideoAudio, track_audio, video_audio
 from pipeline.config import to_dict
 from pipeline.data.manifest import Manifest, read_manifest
-from pipeline.export import export_onnx
+from pipeline.export import DEFAULT_PARITY_RTOL, check_parity_rtol, export_onnx
 from pipeline.fsio import atomic_path, write_json
 from pipeline.labels import NUM_AUS, TASKS
 from pipeline.metrics import au_metrics, expr_metrics
@@ -75,8 +75,10 @@ class AudioTrainConfig:
     alternation: Literal["epoch", "batch"] = "batch"
     sources: tuple[str, ...] = ("affwild2",)   # manifest sources whose subjects are used
     seed: int = 0
+    parity_rtol: float = DEFAULT_PARITY_RTOL   # tdnn.onnx vs torch, relative to the output's scale
 
     def __post_init__(self) -> None:
+        check_parity_rtol(self.parity_rtol, "train_audio.parity_rtol")
         for name in ("epochs", "segment_frames", "batch_segments"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train_audio.{name} must be >= 1, got {getattr(self, name)}")
@@ -381,6 +383,7 @@ def publish_outputs(model: AudioVisualModel, config: AudioTrainConfig, out_dir: 
             input_names=["mel"], output_names=["embedding"],
             dynamic_axes={"mel": {0: "batch", 2: "frames"}, "embedding": {0: "batch"}},
             metadata=onnx_metadata(model, config),
+            rtol=config.parity_rtol, rtol_param="train_audio.parity_rtol",
         )
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.train.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.checkpoint import load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class LoopState:
         at most ``max_epochs`` in); else a fresh state."""
         path = Path(path)
         fresh = cls(path, key)
-        state = load_checkpoint(path)
+        state = load_checkpoint(path, "training state", missing_ok=True)
         if state is None:
             return fresh
         if any(state.get(name) != value for name, value in key.items()):

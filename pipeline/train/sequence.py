@@ -29,7 +29,7 @@ from pipeline.data.manifest import read_manifest
 from pipeline.evaluate.inference import (
     EMBEDDING_DIM, feature_dim, feature_layout, sliding_window_logits, torch_run_fn,
 )
-from pipeline.export import export_onnx
+from pipeline.export import DEFAULT_PARITY_RTOL, check_parity_rtol, export_onnx
 from pipeline.fsio import atomic_path, write_json
 from pipeline.labels import NUM_AUS, TASKS
 from pipeline.metrics import au_metrics, expr_metrics
@@ -71,8 +71,10 @@ class SequenceTrainConfig:
     alternation: Literal["epoch", "batch"] = "batch"
     sources: tuple[str, ...] = ("affwild2",)   # manifest sources whose subjects are used
     seed: int = 0
+    parity_rtol: float = DEFAULT_PARITY_RTOL   # sequence.onnx vs torch, relative to the output's scale
 
     def __post_init__(self) -> None:
+        check_parity_rtol(self.parity_rtol, "train_sequence.parity_rtol")
         if self.window < 2:
             raise ConfigError(f"train_sequence.window must be >= 2 frames, got {self.window}")
         for name in ("stride", "epochs", "batch_size"):
@@ -252,7 +254,9 @@ def checkpoint_dict(model: SequenceModel, config: SequenceTrainConfig) -> dict[s
         "modalities": config.modalities,
         "window": config.window,
         "stride": config.stride,
-        "config": to_dict(config),
+        # The export's tolerance is not part of the model: leaving it out keeps model.pt the same
+        # bytes whatever the tolerance.
+        "config": {k: v for k, v in to_dict(config).items() if k != "parity_rtol"},
     }
 
 
@@ -283,6 +287,7 @@ def publish_outputs(model: SequenceModel, config: SequenceTrainConfig, out_dir: 
             input_names=["features"], output_names=["au_logits", "expr_logits"],
             dynamic_axes={"features": axes, "au_logits": axes, "expr_logits": axes},
             metadata=onnx_metadata(config),
+            rtol=config.parity_rtol, rtol_param="train_sequence.parity_rtol",
         )
 
 

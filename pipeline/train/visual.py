@@ -50,7 +50,7 @@ from pipeline.models.preprocess import to_model_input
 from pipeline.train import ddp
 from pipeline.train.alternating import TaskSchedule, multitask_step
 from pipeline.train.augment import AugmentConfig, augment_batch
-from pipeline.train.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.train.ddp import DistContext
 from pipeline.train.epoch_plan import epoch_plan
 from pipeline.train.frames_dataset import (
@@ -380,7 +380,7 @@ def train_visual(
     trainer = _Trainer(cfg, device, ctx, sum(len(p) for p in plans), pos_weight)
 
     run = _Progress()
-    state = load_checkpoint(run_dir / STATE_FILE)
+    state = load_checkpoint(run_dir / STATE_FILE, "training state", missing_ok=True)
     resumed_from = None
     if state is not None:
         trainer.load(state)
@@ -475,7 +475,7 @@ def _run_dir(work_dir: str | Path, cfg: VisualTrainConfig, manifest: Manifest, l
 
 def _publish(best_path: Path, out_model: str | Path, metrics: dict[str, Any], metrics_path: str | Path) -> None:
     """Write the best epoch's model and then the metrics, each atomically."""
-    best = load_checkpoint(best_path)
+    best = load_checkpoint(best_path, "best epoch's model", missing_ok=True)
     if best is None:
         raise FileNotFoundError(f"{best_path}: the best epoch's model is missing; delete {best_path.parent} "
                                 f"to train again")

@@ -17,7 +17,7 @@ ARCH = {"backbone": "iresnet18", "width_mult": 0.125, "dropout": 0.0}
 
 def _params(tmp_path: Path, **section: object) -> Path:
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump({"export_onnx": {"opset": 17, "atol": 1e-4, "example_batch": 2, **section}}))
+    path.write_text(yaml.safe_dump({"export_onnx": {"opset": 17, "parity_rtol": 1e-4, "example_batch": 2, **section}}))
     return path
 
 

@@ -15,11 +15,13 @@ import pipeline.train.audio as audio_train
 from pipeline.audio.decode import AudioTrack
 from pipeline.audio.features import AudioConfig
 from pipeline.audio.windows import track_audio
-from pipeline.export import read_metadata
+from pipeline.config import ConfigError, from_dict, to_dict
+from pipeline.export import ParityError, read_metadata
 from pipeline.models.fusion import FusionConfig, load_audio_config, load_fusion_head, load_tdnn
 from pipeline.models.tdnn import TDNNConfig
 from pipeline.train.audio import (
-    AudioTrainConfig, SubjectData, fit, make_batch, task_segments, train_audio, visual_only_metrics,
+    AudioTrainConfig, SubjectData, build_model, fit, make_batch, publish_outputs, task_segments, train_audio,
+    visual_only_metrics,
 )
 from pipeline.train.splits import Splits
 
@@ -111,6 +113,18 @@ def test_other_params_start_over(toy, tmp_path: Path) -> None:
     fit(subjects, splits, tiny_config(epochs=1, max_segments=2), tmp_path, torch.device("cpu"))
     again = fit(subjects, splits, tiny_config(epochs=1, max_segments=2, seed=1), tmp_path, torch.device("cpu"))
     assert [h["epoch"] for h in again["history"]] == [0]
+
+
+def test_parity_tolerance_comes_from_train_audio_params(tmp_path: Path) -> None:
+    config = from_dict(AudioTrainConfig, {**to_dict(tiny_config()), "parity_rtol": 1e-12}, where="train_audio")
+    torch.manual_seed(0)
+    with pytest.raises(ParityError, match=r"tdnn.onnx: output 'embedding' differs .* > train_audio.parity_rtol 1e-12"):
+        publish_outputs(build_model(config), config, tmp_path / "audio")
+    assert not (tmp_path / "audio").exists()
+    with pytest.raises(ConfigError, match="train_audio.parity_rtol"):
+        from_dict(AudioTrainConfig, {"parity_rtol": 0}, where="train_audio")
+    publish_outputs(build_model(tiny_config()), tiny_config(), tmp_path / "audio")
+    assert {p.name for p in (tmp_path / "audio").iterdir()} == {"model.pt", "tdnn.onnx"}
 
 
 def test_window_shorter_than_receptive_field_is_a_config_error() -> None:

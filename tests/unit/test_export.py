@@ -13,6 +13,7 @@ from pipeline.config import ConfigError
 from pipeline.export import (
     ExportConfig,
     ParityError,
+    check_parity,
     export_onnx,
     export_visual,
     make_session,
@@ -40,7 +41,7 @@ def visual_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, n
 def test_export_visual_publishes_a_matching_model(visual_checkpoint: tuple[Path, nn.Module], tmp_path: Path) -> None:
     ckpt_path, model = visual_checkpoint
     out = tmp_path / "onnx" / "visual.onnx"
-    report = export_visual(ckpt_path, out, ExportConfig(opset=17, atol=1e-4, example_batch=2))
+    report = export_visual(ckpt_path, out, ExportConfig(opset=17, parity_rtol=1e-4, example_batch=2))
     assert out.is_file() and sorted(p.name for p in out.parent.iterdir()) == ["visual.onnx"]
     assert set(report["max_abs_diff"]) == {"embedding", "au_logits", "expr_logits"}
     assert max(report["max_abs_diff"].values()) <= 1e-4 and report["parity_shapes"]["image"][0] == 3
@@ -77,7 +78,7 @@ class BatchDependent(nn.Module):
 def test_parity_failure_publishes_nothing_and_keeps_the_old_file(tmp_path: Path) -> None:
     out = tmp_path / "model.onnx"
     out.write_bytes(b"previous")
-    with pytest.raises(ParityError, match=r"model.onnx: output 'y' differs .* > atol"):
+    with pytest.raises(ParityError, match=r"model.onnx: output 'y' differs .* > parity_rtol"):
         export_onnx(BatchDependent(), (torch.zeros(2, 4),), out, ["x"], ["y"], {"x": {0: "b"}, "y": {0: "b"}}, {"m": 1})
     assert out.read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
@@ -86,10 +87,64 @@ def test_parity_failure_publishes_nothing_and_keeps_the_old_file(tmp_path: Path)
 def test_parity_uses_the_tolerance(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = build_model(TINY).eval()
-    with pytest.raises(ParityError, match="atol 1e-12"):
+    with pytest.raises(ParityError, match="export_onnx.parity_rtol 1e-12"):
         export_onnx(model, (torch.zeros(2, 3, 112, 112),), tmp_path / "m.onnx", ["image"], ["au", "expr"],
-                    {"image": {0: "b"}}, {}, atol=1e-12)
+                    {"image": {0: "b"}}, {}, rtol=1e-12, rtol_param="export_onnx.parity_rtol")
     assert not (tmp_path / "m.onnx").exists()
+
+
+class Scaled(nn.Module):
+    """A large-magnitude output (like a TDNN embedding of about 10) next to a small one."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return 1000.0 * torch.tanh(x), 0.01 * x
+
+
+def test_parity_tolerance_scales_with_the_output(tmp_path: Path) -> None:
+    # float32 rounding at magnitude 1000 is up to 6e-5 per value: an absolute bound of 1e-5 could
+    # reject it, 1e-5 of the output's magnitude cannot
+    report = export_onnx(Scaled(), (torch.zeros(2, 4),), tmp_path / "m.onnx", ["x"], ["big", "small"],
+                         {"x": {0: "b"}}, {}, rtol=1e-5)
+    assert report["parity_rtol"] == 1e-5
+    assert set(report["max_rel_diff"]) == {"big", "small"}
+    assert all(v <= 1e-5 for v in report["max_rel_diff"].values())
+
+
+def test_check_parity_passes_small_relative_error_on_a_large_output() -> None:
+    reference = np.linspace(-10.0, 10.0, 512, dtype=np.float32)[None]
+    ours = reference + np.float32(1.37e-4)      # the difference that failed an absolute 1e-4 bound
+    diff, relative = check_parity(ours, reference, 1e-4, "tdnn.onnx: output 'embedding'", "train_audio.parity_rtol")
+    assert diff == pytest.approx(1.37e-4, rel=0.05)
+    assert relative == pytest.approx(1.37e-5, rel=0.05)
+
+
+def test_check_parity_fails_large_relative_error_naming_the_param() -> None:
+    reference = np.linspace(-10.0, 10.0, 512, dtype=np.float32)[None]
+    ours = reference.copy()
+    ours[0, 3] += 0.05                          # 5e-3 of the magnitude: more than float16 keeps
+    with pytest.raises(ParityError) as info:
+        check_parity(ours, reference, 1e-4, "tdnn.onnx: output 'embedding'", "train_audio.parity_rtol")
+    message = str(info.value)
+    assert message.startswith("tdnn.onnx: output 'embedding' differs between onnxruntime and torch by 0.05")
+    assert "of its scale 10" in message and "raise train_audio.parity_rtol in params.yaml" in message
+    assert "\n" not in message
+
+
+def test_check_parity_floors_the_scale_at_one() -> None:
+    reference = np.full((2, 3), 1e-3, np.float32)
+    check_parity(reference + 5e-5, reference, 1e-4, "m.onnx: output 'y'", "parity_rtol")
+    with pytest.raises(ParityError, match="of its scale 1 "):
+        check_parity(reference + 5e-4, reference, 1e-4, "m.onnx: output 'y'", "parity_rtol")
+
+
+def test_check_parity_refuses_non_finite_and_shape_mismatch() -> None:
+    reference = np.array([[1.0, np.nan]], np.float32)
+    with pytest.raises(ParityError, match="m.onnx: output 'y' holds NaN or Inf in torch.*lower lr"):
+        check_parity(reference, reference, 1e-4, "m.onnx: output 'y'", "parity_rtol")
+    with pytest.raises(ParityError, match="has shape \\(1, 2\\) in onnxruntime, \\(2,\\) in torch"):
+        check_parity(np.zeros((1, 2)), np.zeros(2), 1e-4, "m.onnx: output 'y'", "parity_rtol")
+    with pytest.raises(ParityError, match="differs"):
+        check_parity(np.array([np.inf]), np.array([1.0]), 1e-4, "m.onnx: output 'y'", "parity_rtol")
 
 
 def test_export_leaves_the_callers_model_untouched(tmp_path: Path) -> None:
@@ -116,7 +171,10 @@ def test_export_argument_errors(tmp_path: Path, visual_checkpoint: tuple[Path, n
     assert not (tmp_path / "v.onnx").exists()
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [({"opset": 9}, "opset"), ({"atol": 0.0}, "atol"), ({"example_batch": 0}, "example_batch")])
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"opset": 9}, "opset"), ({"parity_rtol": 0.0}, "parity_rtol"), ({"parity_rtol": 1.5}, "parity_rtol"),
+    ({"example_batch": 0}, "example_batch"),
+])
 def test_export_config_validation(kwargs: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         ExportConfig(**kwargs)

@@ -13,9 +13,10 @@ import torch
 
 from pipeline.config import ConfigError, from_dict
 from pipeline.evaluate.inference import onnx_run_fn, sliding_window_logits, torch_run_fn
-from pipeline.export import make_session, read_metadata
+from pipeline.export import ParityError, make_session, read_metadata
 from pipeline.models.sequence import build_from_checkpoint
-from pipeline.train.sequence import SequenceTrainConfig, train_sequence
+from pipeline.models.sequence import SequenceModel
+from pipeline.train.sequence import SequenceTrainConfig, publish_outputs, train_sequence
 from pipeline.train.sequence_synth import SyntheticCacheConfig, write_synthetic_cache
 
 CONFIG = SequenceTrainConfig(
@@ -118,3 +119,17 @@ def test_config_from_params_rejects_bad_values() -> None:
         from_dict(SequenceTrainConfig, {"modalities": "video"})
     with pytest.raises(ValueError, match="window"):
         SequenceTrainConfig(window=0)
+
+
+def test_parity_tolerance_comes_from_train_sequence_params(tmp_path: Path) -> None:
+    config = from_dict(SequenceTrainConfig, {"window": 4, "d_model": 16, "heads": 2, "parity_rtol": 1e-12})
+    torch.manual_seed(0)
+    with pytest.raises(ParityError, match=r"sequence.onnx: output '\w+_logits' differs .* > train_sequence.parity_rtol"):
+        publish_outputs(SequenceModel(config.arch()), config, tmp_path / "strict")
+    assert not (tmp_path / "strict").exists()
+    with pytest.raises(ConfigError, match="train_sequence.parity_rtol"):
+        from_dict(SequenceTrainConfig, {"parity_rtol": -1.0})
+    # the tolerance is not part of the model: model.pt is the same whatever its value
+    loose = replace(config, parity_rtol=1e-3)
+    publish_outputs(SequenceModel(loose.arch()), loose, tmp_path / "loose")
+    assert "parity_rtol" not in torch.load(tmp_path / "loose" / "model.pt", weights_only=True)["config"]
