@@ -175,7 +175,8 @@ def _read_all(path: Path, container: av.container.InputContainer, decode_video: 
                 try:
                     reading.frames += len(packet.decode())
                 except av.FFmpegError as exc:
-                    raise VideoError(f"{path}: frame {reading.frames}: cannot decode the picture ({exc})") from exc
+                    raise VideoError(f"{path}: frame {reading.frames}: cannot decode the picture ({exc}); "
+                                     "the file is corrupt or truncated") from exc
             elif packet.size > 0 or packet.pts is not None:
                 # An empty packet with a timestamp is a repeated frame (AVI); the flush packet has neither.
                 reading.frames += 1
@@ -190,7 +191,8 @@ def _decode_audio_packet(path: Path, packet: av.Packet, origin: float, reading: 
         frames = packet.decode()
     except av.FFmpegError as exc:
         at = f" at {float(packet.pts * packet.time_base) - origin:.2f} s" if packet.pts is not None else ""
-        raise VideoError(f"{path}: audio{at}: cannot decode the sound ({exc}); the file is corrupt") from exc
+        raise VideoError(f"{path}: audio{at}: cannot decode the sound ({exc}); "
+                         "the file is corrupt or truncated") from exc
     for frame in frames:
         if frame.time is not None and frame.sample_rate:
             start = float(frame.time) - origin
