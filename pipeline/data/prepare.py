@@ -164,42 +164,19 @@ def _prepare_subject(
     :class:`SubjectFaults` lists each bad file once, not only the first.
     """
     faults: list[str] = []
-    first = next(iter(files.values())).path
-    video_path: Path | None = None
-    info: VideoInfo | None = None
-    try:
-        video_path = video_for(name, videos, first)
-        info = _probe(video_path, probes, cfg)
-    except (ValueError, FileNotFoundError) as exc:
-        faults.append(str(exc))
-    if info is not None and video_path is not None:
-        short = _audio_fault(video_path, info, cfg)
-        if short and cfg.short_audio == "error":
-            faults.append(short)
+    found = _video_of(name, files, videos, probes, cfg, faults)
     raw: dict[str, np.ndarray] = {}
     for task, item in files.items():
         try:
             raw[task] = read_annotation(item.path, task)
         except (ValueError, FileNotFoundError) as exc:
             faults.append(str(exc))
-    aligned: dict[str, np.ndarray] = {}
-    deltas: list[dict[str, Any]] = []
-    if info is not None and video_path is not None:
-        n = info.n_frames
-        for task, labels in raw.items():
-            path = files[task].path
-            try:
-                aligned[task], delta = align_to_video(labels, n, cfg.frame_tolerance, path, video_path)
-            except FrameCountError as exc:
-                faults.append(str(exc))
-                continue
-            if delta:
-                deltas.append({"subject": name, "task": task, "file": str(path), "video": str(video_path),
-                               "lines": len(labels), "frames": n, "delta": delta})
-    if info is None or video_path is None:
-        # The crops are checked against the video's frame count, which is unknown here.
+    if found is None:
+        # Alignment and crops are checked against the video's frame count, which is unknown here.
         raise SubjectFaults(faults)
+    video_path, info = found
     n = info.n_frames
+    aligned, deltas = _align(name, files, raw, video_path, n, cfg, faults)
     record = SubjectRecord(
         name=name,
         video=video_path.stem,
@@ -223,6 +200,56 @@ def _prepare_subject(
     au = aligned.get("au", np.full((n, NUM_AUS), UNLABELLED, dtype=np.int8))
     expr = aligned.get("expr", np.full(n, UNLABELLED, dtype=np.int8))
     return _with_counts(record, au, expr, face), SubjectLabels(au=au, expr=expr, face_present=face), deltas
+
+
+def _video_of(
+    name: str,
+    files: dict[str, AnnotationFile],
+    videos: dict[str, list[Path]],
+    probes: dict[Path, VideoInfo | Exception],
+    cfg: PrepareConfig,
+    faults: list[str],
+) -> tuple[Path, VideoInfo] | None:
+    """Find and probe subject ``name``'s video; on failure note the fault and return ``None``.
+
+    Under ``short_audio: error`` a video whose sound is too short is a fault too (its facts are still
+    returned, so the other files are checked against its frame count).
+    """
+    try:
+        video_path = video_for(name, videos, next(iter(files.values())).path)
+        info = _probe(video_path, probes, cfg)
+    except (ValueError, FileNotFoundError) as exc:
+        faults.append(str(exc))
+        return None
+    short = _audio_fault(video_path, info, cfg)
+    if short and cfg.short_audio == "error":
+        faults.append(short)
+    return video_path, info
+
+
+def _align(
+    name: str,
+    files: dict[str, AnnotationFile],
+    raw: dict[str, np.ndarray],
+    video_path: Path,
+    n_frames: int,
+    cfg: PrepareConfig,
+    faults: list[str],
+) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
+    """Align each task's labels to ``n_frames``; return them and the report's pad/trim entries."""
+    aligned: dict[str, np.ndarray] = {}
+    deltas: list[dict[str, Any]] = []
+    for task, labels in raw.items():
+        path = files[task].path
+        try:
+            aligned[task], delta = align_to_video(labels, n_frames, cfg.frame_tolerance, path, video_path)
+        except FrameCountError as exc:
+            faults.append(str(exc))
+            continue
+        if delta:
+            deltas.append({"subject": name, "task": task, "file": str(path), "video": str(video_path),
+                           "lines": len(labels), "frames": n_frames, "delta": delta})
+    return aligned, deltas
 
 
 def _prepare_bp4d(
