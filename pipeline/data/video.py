@@ -9,7 +9,8 @@ trusted from the container header. ``frame_count`` says how:
 - ``"header"`` trusts the container's frame count, then reads only the last second of packets to
   check that the file really reaches its declared end (a truncated download fails this). It decodes
   nothing, so a damaged payload in the middle of the file is not seen. A container that cannot seek
-  to its end, or declares no count, is read as in ``"demux"``.
+  to its end or declares no count, or whose audio ends before that last second (to measure where it
+  ends), is read as in ``"demux"``.
 
 Every mode measures where the audio starts and ends on the video clock (``audio_start_s`` /
 ``audio_end_s``), so a soundtrack shorter than the picture is found before any audio stage runs. A
