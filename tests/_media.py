@@ -147,3 +147,52 @@ def build_bp4d(root: Path) -> Path:
     for frame in (100, 101, 103, 104):
         write_jpeg(root / f"cropped_aligned/F001_T1/{frame:05d}.jpg", value=frame % 150)
     return root
+
+
+def write_synth_video(path: Path, n_frames: int = 50, fps: int = 25, audio_share: float | None = 1.0,
+                      faststart: bool = False, size: int = 64) -> Path:
+    """Write a video with the synthetic generator's writer: a moving ramp, and noise audio covering
+    ``audio_share`` of the picture (``None``: no audio stream).
+
+    ``faststart`` moves an .mp4's index in front of the media (as web downloads have it), so a copy cut
+    short still opens and declares every frame.
+    """
+    from pipeline.data.synth.media import VideoWriter
+
+    rate = 16000
+    audio = None
+    if audio_share is not None:
+        audio = np.random.default_rng(0).uniform(-0.3, 0.3, int(rate * n_frames / fps * audio_share)).astype(np.float32)
+    written = path.with_name(f"plain-{path.name}") if faststart else path
+    written.parent.mkdir(parents=True, exist_ok=True)
+    ramp = np.linspace(0, 200, size, dtype=np.float32)
+    with VideoWriter(written, float(fps), (size, size), audio, rate) as writer:
+        for i in range(n_frames):
+            image = (ramp[None, :, None] + 5 * i) % 256 * np.ones((size, 1, 3), np.float32)
+            writer.write(image.astype(np.uint8))
+    if faststart:
+        with av.open(str(written)) as source, av.open(str(path), "w", options={"movflags": "faststart"}) as out:
+            streams = {s.index: out.add_stream_from_template(s) for s in source.streams}
+            for packet in source.demux():
+                if packet.dts is None:   # the demuxer's flush packets carry no data
+                    continue
+                packet.stream = streams[packet.stream.index]
+                out.mux(packet)
+        written.unlink()
+    return path
+
+
+def cut_file(source: Path, path: Path, keep: float) -> Path:
+    """Write the first ``keep`` share of ``source``'s bytes to ``path`` (a truncated download)."""
+    data = source.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
+def garble_file(source: Path, path: Path, start: float = 0.4, length: float = 0.2, seed: int = 0) -> Path:
+    """Copy ``source`` to ``path`` with random bytes over ``[start, start + length)`` of it (a damaged copy)."""
+    data = bytearray(source.read_bytes())
+    first, count = int(len(data) * start), int(len(data) * length)
+    data[first:first + count] = np.random.default_rng(seed).bytes(count)
+    path.write_bytes(bytes(data))
+    return path

@@ -5,7 +5,7 @@ line per video frame of 12 comma-separated values in {0, 1, -1}; an EXPR file is
 ``Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise`` followed by one value in {-1, 0..6} per
 line. Line i after the header is frame i. Trailing spaces, CRLF line ends, a UTF-8 byte-order mark and
 blank lines at the very end are tolerated; anything else is an :class:`AnnotationError` naming the
-file and the 1-based line number.
+file and the 1-based number of every bad line.
 
 An AU row that holds any ``-1`` is unlabelled for the AU task as a whole, so the reader turns the
 entire row into ``-1``.
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.faults import join_faults
 from pipeline.labels import AU_NAMES, EXPR_NAMES, NUM_AUS, NUM_EXPRS, UNLABELLED
 
 AU_HEADER: str = ",".join(AU_NAMES)
@@ -63,29 +64,43 @@ def read_annotation(path: str | Path, task: str) -> np.ndarray:
 
 
 def _read_rows(path: Path, header: str, n_cols: int, values: dict[str, int], what: str) -> list[int]:
-    """Parse ``path`` into a flat list of ints, checking header, column count and values per line."""
+    """Parse ``path`` into a flat list of ints, checking header, column count and values per line.
+
+    Every bad line is found before failing, so one :class:`AnnotationError` lists them all (the first
+    :data:`~pipeline.data.faults.MAX_LISTED` in full).
+    """
     lines = read_text_lines(path)
     if not lines:
         raise AnnotationError(f"{path}: empty annotation file (expected the header {header!r})")
+    faults: list[str] = []
     found = ",".join(col.strip() for col in lines[0].split(","))
     if found != header:
-        raise AnnotationError(f"{path}: line 1: wrong header {lines[0]!r}, expected {header!r}")
+        faults.append(f"line 1: wrong header {lines[0]!r}, expected {header!r}")
     if len(lines) == 1:
-        raise AnnotationError(f"{path}: annotation file has a header but no frame lines")
+        faults.append("annotation file has a header but no frame lines")
     flat: list[int] = []
     for number, line in enumerate(lines[1:], start=2):
-        tokens = line.split(",")
-        if len(tokens) != n_cols:
-            raise AnnotationError(
-                f"{path}: line {number}: expected {n_cols} comma-separated value(s), "
-                f"found {len(tokens)} in {line!r}"
-            )
-        for token in tokens:
-            value = values.get(token.strip())
-            if value is None:
-                raise AnnotationError(f"{path}: line {number}: {what}, found {token.strip()!r} in {line!r}")
-            flat.append(value)
+        fault = _parse_line(line, n_cols, values, what, flat)
+        if fault:
+            faults.append(f"line {number}: {fault}")
+    if faults:
+        raise AnnotationError(f"{path}: {join_faults(faults, 'bad lines')}")
     return flat
+
+
+def _parse_line(line: str, n_cols: int, values: dict[str, int], what: str, out: list[int]) -> str | None:
+    """Append the values of one frame line to ``out``; return what is wrong with it, or ``None``."""
+    tokens = line.split(",")
+    if len(tokens) != n_cols:
+        return f"expected {n_cols} comma-separated value(s), found {len(tokens)} in {line!r}"
+    row: list[int] = []
+    for token in tokens:
+        value = values.get(token.strip())
+        if value is None:
+            return f"{what}, found {token.strip()!r} in {line!r}"
+        row.append(value)
+    out.extend(row)
+    return None
 
 
 def read_text_lines(path: Path, what: str = "annotation file") -> list[str]:

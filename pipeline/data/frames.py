@@ -227,7 +227,8 @@ def _load_crop(path: Path, frame: int, name: str, cfg: PackConfig) -> _Crop:
     except FileNotFoundError:
         return _Crop(_EMPTY, present=False)
     resized = False
-    if cfg.verify != "none":
+    # An empty file is never a face: it is checked (and dropped or refused) even with verify: none.
+    if cfg.verify != "none" or not data:
         try:
             size = _check_jpeg(data, decode=cfg.verify == "decode")
         except _DECODE_ERRORS as exc:
@@ -242,6 +243,8 @@ def _load_crop(path: Path, frame: int, name: str, cfg: PackConfig) -> _Crop:
 
 def _check_jpeg(data: bytes, decode: bool) -> tuple[int, int]:
     """Return the image size of JPEG ``data``; raise a Pillow/ValueError when it is not a valid JPEG."""
+    if not data:
+        raise ValueError("the file is empty (0 bytes)")
     with Image.open(io.BytesIO(data)) as image:
         if image.format != "JPEG":
             raise ValueError(f"the file is {image.format}, not JPEG")

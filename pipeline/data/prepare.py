@@ -30,6 +30,7 @@ from pipeline.data import bp4d
 from pipeline.data.affwild2 import (
     CROPS_DIR,
     AnnotationFile,
+    FrameCountError,
     align_to_video,
     find_annotations,
     find_videos,
@@ -38,6 +39,7 @@ from pipeline.data.affwild2 import (
 )
 from pipeline.data.annotations import read_annotation
 from pipeline.data.crops import crop_paths, present_mask
+from pipeline.data.faults import join_faults
 from pipeline.data.labels_store import SubjectLabels, write_labels
 from pipeline.data.manifest import Manifest, SubjectRecord, write_manifest
 from pipeline.data.protocol import apply_protocol, labelled_frames
@@ -56,14 +58,28 @@ class PrepareConfig:
     frame_count: Literal["header", "demux", "decode"] = "demux"   # how video frames are counted
     check_crops: Literal["exists", "header"] = "exists"  # "header" also opens each crop as a JPEG
     skip_invalid: bool = False  # leave out (and report) subjects whose files are bad instead of failing
+    audio_short_tolerance: float = 0.02  # largest share of a video's duration that may lack audio unreported
+    short_audio: Literal["warn", "error"] = "warn"  # a video whose audio is shorter than that: warn, or a fault
 
     def __post_init__(self) -> None:
         if self.frame_tolerance < 0:
             raise config.ConfigError(f"prepare.frame_tolerance must be >= 0, got {self.frame_tolerance}")
+        if not 0.0 <= self.audio_short_tolerance < 1.0:
+            raise config.ConfigError(
+                f"prepare.audio_short_tolerance must be in [0, 1), got {self.audio_short_tolerance}"
+            )
 
 
 class PrepareError(ValueError):
     """One or more subjects could not be prepared; the message lists each file and what is wrong."""
+
+
+class SubjectFaults(PrepareError):
+    """Every fault found in one subject's files: ``faults`` holds one message per bad file."""
+
+    def __init__(self, faults: list[str]) -> None:
+        super().__init__("; ".join(faults))
+        self.faults = faults
 
 
 def prepare_dataset(
@@ -78,17 +94,19 @@ def prepare_dataset(
     deltas: list[dict[str, Any]] = []
     problems: list[str] = []
     probes: dict[Path, VideoInfo | Exception] = {}
+    skipped: list[str] = []
     for name, files in tqdm(subjects.items(), desc="prepare", unit="subject", disable=not progress):
         try:
             record, item, subject_deltas = _prepare_subject(root, name, files, videos, probes, cfg)
-        except (ValueError, FileNotFoundError) as exc:
-            problems.append(str(exc))
+        except SubjectFaults as exc:
+            problems.extend(exc.faults)
+            skipped.append(name)
             continue
         records.append(record)
         labels[name] = item
         deltas.extend(subject_deltas)
     if bp4d_root is not None:
-        for record, item in _prepare_bp4d(Path(bp4d_root), cfg, problems):
+        for record, item in _prepare_bp4d(Path(bp4d_root), cfg, problems, skipped):
             if record.name in labels:
                 problems.append(f"{bp4d_root}: BP4D sequence name {record.name!r} collides with an Aff-Wild2 subject")
                 continue
@@ -100,11 +118,13 @@ def prepare_dataset(
         raise PrepareError(head + "; ".join(problems))
     for problem in problems:
         log.warning("skipped: %s", problem)
+    short_audio = _short_audio(probes, {Path(r.video_path) for r in records if r.video_path}, cfg)
     if not records:
         raise PrepareError(f"{root}: no subject could be prepared")
     records, excluded = apply_protocol(records)
     manifest = Manifest(root=str(root), subjects=tuple(records), excluded_frames=excluded)
-    report = build_report(manifest, labels, deltas, problems, cfg, videos, bp4d_root)
+    report = build_report(manifest, labels, deltas, problems, cfg, videos, bp4d_root,
+                          skipped_subjects=skipped, short_audio=short_audio)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
         write_manifest(manifest, tmp / "manifest.json")
@@ -138,21 +158,25 @@ def _prepare_subject(
     probes: dict[Path, VideoInfo | Exception],
     cfg: PrepareConfig,
 ) -> tuple[SubjectRecord, SubjectLabels, list[dict[str, Any]]]:
-    """Build one Aff-Wild2 subject's record and aligned labels."""
-    first = next(iter(files.values())).path
-    video_path = video_for(name, videos, first)
-    info = _probe(video_path, probes, cfg)
-    n = info.n_frames
-    aligned: dict[str, np.ndarray] = {}
-    deltas: list[dict[str, Any]] = []
+    """Build one Aff-Wild2 subject's record and aligned labels.
+
+    Every file of the subject is checked (video, each annotation, the crops) before failing, so a
+    :class:`SubjectFaults` lists each bad file once, not only the first.
+    """
+    faults: list[str] = []
+    found = _video_of(name, files, videos, probes, cfg, faults)
+    raw: dict[str, np.ndarray] = {}
     for task, item in files.items():
-        raw = read_annotation(item.path, task)
-        aligned[task], delta = align_to_video(raw, n, cfg.frame_tolerance, item.path, video_path)
-        if delta:
-            deltas.append({"subject": name, "task": task, "file": str(item.path), "video": str(video_path),
-                           "lines": len(raw), "frames": n, "delta": delta})
-    au = aligned.get("au", np.full((n, NUM_AUS), UNLABELLED, dtype=np.int8))
-    expr = aligned.get("expr", np.full(n, UNLABELLED, dtype=np.int8))
+        try:
+            raw[task] = read_annotation(item.path, task)
+        except (ValueError, FileNotFoundError) as exc:
+            faults.append(str(exc))
+    if found is None:
+        # Alignment and crops are checked against the video's frame count, which is unknown here.
+        raise SubjectFaults(faults)
+    video_path, info = found
+    n = info.n_frames
+    aligned, deltas = _align(name, files, raw, video_path, n, cfg, faults)
     record = SubjectRecord(
         name=name,
         video=video_path.stem,
@@ -167,14 +191,71 @@ def _prepare_subject(
         expr_split=files["expr"].split if "expr" in files else None,
         frame_delta=max((d["delta"] for d in deltas), key=abs, default=0),
     )
-    face = _faces(record, crop_paths(record), cfg)
+    try:
+        face = _faces(record, crop_paths(record), cfg)
+    except ValueError as exc:
+        faults.append(str(exc))
+    if faults:
+        raise SubjectFaults(faults)
+    au = aligned.get("au", np.full((n, NUM_AUS), UNLABELLED, dtype=np.int8))
+    expr = aligned.get("expr", np.full(n, UNLABELLED, dtype=np.int8))
     return _with_counts(record, au, expr, face), SubjectLabels(au=au, expr=expr, face_present=face), deltas
 
 
+def _video_of(
+    name: str,
+    files: dict[str, AnnotationFile],
+    videos: dict[str, list[Path]],
+    probes: dict[Path, VideoInfo | Exception],
+    cfg: PrepareConfig,
+    faults: list[str],
+) -> tuple[Path, VideoInfo] | None:
+    """Find and probe subject ``name``'s video; on failure note the fault and return ``None``.
+
+    Under ``short_audio: error`` a video whose sound is too short is a fault too (its facts are still
+    returned, so the other files are checked against its frame count).
+    """
+    try:
+        video_path = video_for(name, videos, next(iter(files.values())).path)
+        info = _probe(video_path, probes, cfg)
+    except (ValueError, FileNotFoundError) as exc:
+        faults.append(str(exc))
+        return None
+    short = _audio_fault(video_path, info, cfg)
+    if short and cfg.short_audio == "error":
+        faults.append(short)
+    return video_path, info
+
+
+def _align(
+    name: str,
+    files: dict[str, AnnotationFile],
+    raw: dict[str, np.ndarray],
+    video_path: Path,
+    n_frames: int,
+    cfg: PrepareConfig,
+    faults: list[str],
+) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
+    """Align each task's labels to ``n_frames``; return them and the report's pad/trim entries."""
+    aligned: dict[str, np.ndarray] = {}
+    deltas: list[dict[str, Any]] = []
+    for task, labels in raw.items():
+        path = files[task].path
+        try:
+            aligned[task], delta = align_to_video(labels, n_frames, cfg.frame_tolerance, path, video_path)
+        except FrameCountError as exc:
+            faults.append(str(exc))
+            continue
+        if delta:
+            deltas.append({"subject": name, "task": task, "file": str(path), "video": str(video_path),
+                           "lines": len(labels), "frames": n_frames, "delta": delta})
+    return aligned, deltas
+
+
 def _prepare_bp4d(
-    bp4d_root: Path, cfg: PrepareConfig, problems: list[str]
+    bp4d_root: Path, cfg: PrepareConfig, problems: list[str], skipped: list[str]
 ) -> list[tuple[SubjectRecord, SubjectLabels]]:
-    """Build a record and labels per BP4D sequence (AU training data only)."""
+    """Build a record and labels per BP4D sequence (AU training data only); note the bad ones in ``problems``."""
     out = []
     for path in bp4d.find_au_occ(bp4d_root):
         try:
@@ -189,6 +270,7 @@ def _prepare_bp4d(
             face = _faces(record, bp4d.crop_paths(crops, occ.frames), cfg)
         except (ValueError, FileNotFoundError) as exc:
             problems.append(str(exc))
+            skipped.append(bp4d.subject_name(path.stem))
             continue
         expr = np.full(n, UNLABELLED, dtype=np.int8)
         out.append((_with_counts(record, occ.au, expr, face), SubjectLabels(au=occ.au, expr=expr, face_present=face)))
@@ -196,24 +278,64 @@ def _prepare_bp4d(
 
 
 def _faces(record: SubjectRecord, paths: list[Path], cfg: PrepareConfig) -> np.ndarray:
-    """Return the face-present mask of ``paths``; with ``check_crops: header`` each crop must be a JPEG."""
+    """Return the face-present mask of ``paths``; with ``check_crops: header`` each crop must be a JPEG.
+
+    Every crop is checked before failing, so the error lists all unreadable crops (the first few in full).
+    """
     mask = present_mask(paths)
     if not mask.any():
         log.warning("%s: no face crops found in %s", record.name, record.crops_dir)
     if cfg.check_crops == "header":
-        for i in np.flatnonzero(mask):
-            _check_jpeg_header(paths[i], int(i))
+        faults = [fault for i in np.flatnonzero(mask) if (fault := _jpeg_header_fault(paths[i], int(i)))]
+        if faults:
+            raise ValueError(join_faults(faults, f"unreadable crops in {record.crops_dir}"))
     return mask
 
 
-def _check_jpeg_header(path: Path, frame: int) -> None:
+def _jpeg_header_fault(path: Path, frame: int) -> str | None:
+    """What is wrong with the crop ``path`` of ``frame`` as a JPEG, or ``None``."""
     try:
         with Image.open(path) as image:
             fmt = image.format
     except (OSError, UnidentifiedImageError, SyntaxError) as exc:
-        raise ValueError(f"{path}: frame {frame}: not a readable JPEG crop ({exc})") from exc
-    if fmt != "JPEG":
-        raise ValueError(f"{path}: frame {frame}: crop is {fmt}, not JPEG")
+        return f"{path}: frame {frame}: not a readable JPEG crop ({exc})"
+    return None if fmt == "JPEG" else f"{path}: frame {frame}: crop is {fmt}, not JPEG"
+
+
+def _audio_fault(video: Path, info: VideoInfo, cfg: PrepareConfig) -> str | None:
+    """Say how much of ``video`` lacks audio when that share exceeds ``audio_short_tolerance``."""
+    missing = info.audio_missing_share()
+    if missing is None or missing <= cfg.audio_short_tolerance:
+        return None
+    if info.audio_start_s is None or info.audio_end_s is None:
+        return f"{video}: the audio stream holds no decodable sound ({info.duration_s:.2f} s of picture)"
+    return (
+        f"{video}: audio covers {info.audio_start_s:.2f}..{info.audio_end_s:.2f} s of the "
+        f"{info.duration_s:.2f} s picture: {missing:.0%} of the frames have no sound "
+        f"(more than prepare.audio_short_tolerance = {cfg.audio_short_tolerance:g})"
+    )
+
+
+def _short_audio(
+    probes: dict[Path, VideoInfo | Exception], used: set[Path], cfg: PrepareConfig
+) -> list[dict[str, Any]]:
+    """The report entries (and a warning each) of the used videos whose audio is too short."""
+    out = []
+    for path in sorted(used):
+        info = probes.get(path)
+        if not isinstance(info, VideoInfo):
+            continue
+        fault = _audio_fault(path, info, cfg)
+        if fault is None:
+            continue
+        log.warning("short audio: %s", fault)
+        out.append({
+            "video": str(path), "video_s": round(info.duration_s, 3),
+            "audio_start_s": None if info.audio_start_s is None else round(info.audio_start_s, 3),
+            "audio_end_s": None if info.audio_end_s is None else round(info.audio_end_s, 3),
+            "missing_share": round(float(info.audio_missing_share() or 0.0), 4),
+        })
+    return out
 
 
 def _with_counts(record: SubjectRecord, au: np.ndarray, expr: np.ndarray, face: np.ndarray) -> SubjectRecord:
@@ -234,8 +356,14 @@ def build_report(
     cfg: PrepareConfig,
     videos: dict[str, list[Path]],
     bp4d_root: Path | None,
+    skipped_subjects: list[str] | None = None,
+    short_audio: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Return the ``report.json`` content: counts per task and split, protocol removals, pad/trim deltas."""
+    """Return the ``report.json`` content: counts per task and split, protocol removals, pad/trim deltas.
+
+    Also the faults of the files left out (``skipped``, with ``skip_invalid``), the subjects left out,
+    and the videos whose audio is shorter than the picture by more than the tolerance.
+    """
     affwild = [r for r in manifest.subjects if r.source == "affwild2"]
     splits: dict[str, dict[str, Any]] = {}
     for task in TASKS:
@@ -275,6 +403,8 @@ def build_report(
             "faces": sum(r.n_faces for r in bp4d_records),
         },
         "skipped": problems,
+        "skipped_subjects": list(skipped_subjects or []),
+        "short_audio": list(short_audio or []),
     }
 
 

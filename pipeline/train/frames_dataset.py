@@ -2,7 +2,10 @@
 
 ``select_frames`` decides which frames a task trains or validates on: frames of the subjects whose
 split for that task matches, that have a face crop (no image, no visual sample) and at least one
-label for that task. ``FrameDataset`` serves those frames as ``(image uint8 (112,112,3), au (12,)
+label for that task. Whether a frame has a face is the frame store's word, not ``labels.h5``'s:
+``read_frame_labels`` gives the labels with the store's ``face_present``, because ``pack-frames``
+drops crops that ``prepare`` listed (a corrupt JPEG under ``on_corrupt: drop``, an empty file), and
+such a frame holds no image to learn from. ``FrameDataset`` serves those frames as ``(image uint8 (112,112,3), au (12,)
 int8, expr () int8)`` so that AU and expression frames share one collate and one loader.
 
 Example:
@@ -18,6 +21,8 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -27,9 +32,11 @@ import torch
 from torch.utils.data import Dataset
 
 from pipeline.data.frames import FrameStore
-from pipeline.data.labels_store import SubjectLabels
+from pipeline.data.labels_store import SubjectLabels, read_all_labels
 from pipeline.data.manifest import Manifest
 from pipeline.labels import NUM_AUS, UNLABELLED
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,41 @@ def empty_frame_set() -> FrameSet:
     return FrameSet(
         (), np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros((0, NUM_AUS), np.int8), np.zeros(0, np.int8)
     )
+
+
+def read_frame_labels(labels_path: str | Path, frames_path: str | Path) -> dict[str, SubjectLabels]:
+    """Every subject's labels from ``labels.h5``, with the frame store's ``face_present``.
+
+    A frame counts as a face only where the store holds its image, so a crop that ``pack-frames``
+    dropped is neither trained on nor scored (it would read as a black image). A store packed from
+    another ``prepare`` output (a subject missing, another frame count) is an error naming both files.
+    """
+    labels = read_all_labels(labels_path)
+    out: dict[str, SubjectLabels] = {}
+    lost: dict[str, int] = {}
+    with FrameStore(frames_path) as store:
+        stored = set(store.names())
+        for name, item in labels.items():
+            if name not in stored:
+                raise ValueError(
+                    f"{frames_path}: no subject {name!r} of {labels_path}; run pack-frames again on this prepare output"
+                )
+            face = np.asarray(store.face_present(name), dtype=bool)
+            if face.shape != item.face_present.shape:
+                raise ValueError(
+                    f"{frames_path}: subject {name!r} has {len(face)} frames but {labels_path} has "
+                    f"{item.n_frames}; run pack-frames again on this prepare output"
+                )
+            if (item.face_present & ~face).any():
+                lost[name] = int((item.face_present & ~face).sum())
+            out[name] = dataclasses.replace(item, face_present=face)
+    if lost:
+        listed = ", ".join(f"{name} ({n})" for name, n in sorted(lost.items()))
+        log.warning(
+            "%s: %d crop(s) listed in %s have no image in the store (dropped by pack-frames); "
+            "they are not used: %s", frames_path, sum(lost.values()), labels_path, listed,
+        )
+    return out
 
 
 def labelled_mask(labels: SubjectLabels, task: str) -> np.ndarray:

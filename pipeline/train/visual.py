@@ -40,7 +40,6 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from pipeline.config import ConfigError, to_dict
-from pipeline.data.labels_store import read_all_labels
 from pipeline.data.manifest import Manifest
 from pipeline.fsio import atomic_path, file_sha256, write_json
 from pipeline.labels import NUM_AUS, NUM_EXPRS
@@ -58,6 +57,7 @@ from pipeline.train.frames_dataset import (
     FrameSet,
     concat_frame_sets,
     has_labels,
+    read_frame_labels,
     select_frames,
     select_validation_frames,
 )
@@ -159,9 +159,10 @@ class VisualTrainResult:
     resumed_from: tuple[int, int] | None  # (epoch, batch) the run continued from, 0-based, or None
 
 
-def build_training_data(manifest: Manifest, labels_path: str | Path, use_bp4d: bool) -> TrainData:
-    """Select the training and leakage-free validation frames of both tasks."""
-    labels = read_all_labels(labels_path)
+def build_training_data(manifest: Manifest, labels_path: str | Path, frames_path: str | Path,
+                        use_bp4d: bool) -> TrainData:
+    """Select the training and leakage-free validation frames of both tasks (faces as the frame store has them)."""
+    labels = read_frame_labels(labels_path, frames_path)
     au_sources = ("affwild2", "bp4d") if use_bp4d else ("affwild2",)
     return TrainData(
         au_train=select_frames(manifest, labels, "au", "train", au_sources),
@@ -361,7 +362,7 @@ def train_visual(
     """
     ctx = dist or DistContext()
     device = torch.device(device)
-    data = build_training_data(manifest, labels_path, cfg.use_bp4d)
+    data = build_training_data(manifest, labels_path, frames_path, cfg.use_bp4d)
     tasks = _check_data(data, labels_path, cfg, ctx)
     schedule = TaskSchedule(cfg.alternation, tasks)
     # One dataset over the three sets; each set is an index range of it.

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from _media import AU_VAL, build_affwild2, build_bp4d
+from _media import AU_VAL, EXPR_VAL, build_affwild2, build_bp4d
 from click.testing import CliRunner
 
 from stages.cli import main
@@ -60,6 +60,22 @@ def test_bad_annotation_is_a_one_line_error(root: Path, params: Path, tmp_path: 
     (line,) = [ln for ln in result.output.splitlines() if ln.startswith("Error:")]
     assert "vidD.txt: line 1: wrong header" in line
     assert not (tmp_path / "p").exists()
+
+
+def test_every_fault_is_in_the_one_error_line(root: Path, params: Path, tmp_path: Path) -> None:
+    au = root / AU_VAL / "vidD.txt"
+    lines = au.read_text().splitlines()
+    lines[2], lines[5] = "0,1", "0,0,0,0,0,0,0,0,0,0,0,x"
+    au.write_text("\n".join(lines) + "\n")
+    (root / EXPR_VAL / "vidD.txt").write_text("Neutral\n1\n")
+    (root / "videos/batch2/vidB.avi").unlink()
+    result = CliRunner().invoke(main, ["prepare", str(root), str(tmp_path / "p"), "--params", str(params)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    (line,) = [ln for ln in result.output.splitlines() if ln.startswith("Error:")]
+    assert line.startswith("Error: 3 problem(s) in the dataset: ")
+    for part in ("AU_Set/Validation_Set/vidD.txt: line 3: expected 12", "; line 6: AU values must be",
+                 "EXPR_Set/Validation_Set/vidD.txt: line 1: wrong header", "AU_Set/Validation_Set/vidB.txt: no video"):
+        assert part in line, part
 
 
 def test_missing_video_is_a_one_line_error(root: Path, params: Path, tmp_path: Path) -> None:

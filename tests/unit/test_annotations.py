@@ -69,6 +69,15 @@ def test_wrong_column_count_names_file_and_line(tmp_path: Path) -> None:
         read_au_file(path)
 
 
+def test_every_bad_line_is_listed(tmp_path: Path) -> None:
+    good = ",".join(["0"] * 12)
+    rows = [good, "0,1", good, ",".join(["0"] * 11 + ["2"]), good]
+    with pytest.raises(AnnotationError, match=r"video1\.txt: line 3: expected 12 .*found 2 in '0,1'; line 5: AU values"):
+        read_au_file(_write(tmp_path, "\n".join([AU_HEADER] + rows) + "\n"))
+    with pytest.raises(AnnotationError, match=r"video1\.txt: line 1: wrong header .*; line 3: expression must be"):
+        read_expr_file(_write(tmp_path, "Neutral\n1\n9\n2\n"))
+
+
 def test_expr_line_with_two_values_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(AnnotationError, match=r"video1\.txt: line 3: expected 1 .* found 2"):
         read_expr_file(_write(tmp_path, f"{EXPR_HEADER}\n1\n1,2\n"))

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
+import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from _media import AU_VAL, EXPR_TRAIN, au_rows, build_affwild2, build_bp4d, write_au, write_expr
+from _media import (
+    AU_VAL,
+    EXPR_TRAIN,
+    EXPR_VAL,
+    au_rows,
+    build_affwild2,
+    build_bp4d,
+    cut_file,
+    write_au,
+    write_expr,
+    write_synth_video,
+)
 
 from pipeline.data.annotations import read_au_file, read_expr_file
 from pipeline.data.labels_store import read_all_labels
@@ -210,3 +224,118 @@ def test_tiny_synthetic_dataset(tiny_prepared: Path) -> None:
         assert not {r.video for r in affwild if r.split(task) == "validation"} & trained
     report = json.loads((tiny_prepared / "report.json").read_text())
     assert report["protocol"]["excluded_frames"] == manifest.excluded_frames
+
+
+def _replace_lines(path: Path, changes: dict[int, str]) -> None:
+    """Overwrite 1-based lines of a text file."""
+    lines = path.read_text().splitlines()
+    for number, text in changes.items():
+        lines[number - 1] = text
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _damage_everything(root: Path) -> None:
+    """Several faults in several files, some subjects with more than one bad file."""
+    _replace_lines(root / AU_VAL / "vidD.txt", {3: "0,1,2,0,0,0,0,0,0,0,0,0", 6: "0,1"})
+    _replace_lines(root / EXPR_VAL / "vidD.txt", {1: "Neutral,Anger"})
+    for frame in (4, 7):
+        (root / f"cropped_aligned/vidA/{frame + 1:05d}.jpg").write_bytes(b"not a jpeg")
+    video = root / "videos/batch2/vidB.avi"
+    write_synth_video(video, n_frames=12, fps=30, audio_share=None)
+    cut_file(video, video, 0.9)
+    write_expr(root / EXPR_TRAIN / "vidZ.txt", [0, 1, 2])
+
+
+EVERY_FAULT = [
+    r"AU_Set/Validation_Set/vidD\.txt: line 3: AU values must be 0, 1 or -1, found '2' .*; line 6: expected 12",
+    r"EXPR_Set/Validation_Set/vidD\.txt: line 1: wrong header 'Neutral,Anger'",
+    r"cropped_aligned/vidA/00005\.jpg: frame 4: not a readable JPEG",
+    r"cropped_aligned/vidA/00008\.jpg: frame 7: not a readable JPEG",
+    r"vidB\.avi: truncated video: the header declares 12 frames",
+    r"EXPR_Set/Train_Set/vidZ\.txt: no video found for subject 'vidZ'",
+]
+
+
+def test_every_fault_of_every_file_is_listed(root: Path, tmp_path: Path) -> None:
+    _damage_everything(root)
+    cfg = PrepareConfig(frame_tolerance=2, check_crops="header")
+    with pytest.raises(PrepareError, match=r"^5 problem\(s\) in the dataset: ") as caught:
+        prepare_dataset(root, tmp_path / "p", cfg)
+    message = str(caught.value)
+    for pattern in EVERY_FAULT:
+        assert re.search(pattern, message), pattern
+    assert message.count("vidB.avi: truncated") == 1
+    assert not (tmp_path / "p").exists()
+
+
+def test_skip_invalid_reports_every_fault_in_the_report(root: Path, tmp_path: Path) -> None:
+    _damage_everything(root)
+    cfg = PrepareConfig(frame_tolerance=2, check_crops="header", skip_invalid=True)
+    manifest = prepare_dataset(root, tmp_path / "p", cfg)
+    assert manifest.names() == ["vidC_left", "vidC_right"]
+    report = json.loads((tmp_path / "p/report.json").read_text())
+    assert report["skipped_subjects"] == ["vidA", "vidB", "vidD", "vidZ"]
+    assert len(report["skipped"]) == 5          # one entry per bad file, each naming its lines or frames
+    for pattern in EVERY_FAULT:
+        assert any(re.search(pattern, entry) for entry in report["skipped"]), pattern
+
+
+def test_a_file_bad_on_every_line_lists_the_first_ten(root: Path, tmp_path: Path) -> None:
+    path = root / AU_VAL / "vidD.txt"
+    header = "AU1,AU2,AU4,AU6,AU7,AU10,AU12,AU15,AU23,AU24,AU25,AU26\n"
+    path.write_text(header + "0\n" * 8)
+    with pytest.raises(PrepareError) as caught:
+        prepare_dataset(root, tmp_path / "p", PrepareConfig(frame_tolerance=2))
+    assert [f"line {n}:" in str(caught.value) for n in range(2, 10)] == [True] * 8
+    assert "more bad lines" not in str(caught.value)
+    path.write_text(header + "0\n" * 13)
+    with pytest.raises(PrepareError, match=r"vidD\.txt: line 2: .*; line 11: [^;]*; and 3 more bad lines$"):
+        prepare_dataset(root, tmp_path / "p", PrepareConfig(frame_tolerance=2))
+
+
+def test_header_mode_refuses_a_truncated_video(root: Path, tmp_path: Path) -> None:
+    video = root / "videos/batch2/vidB.avi"
+    write_synth_video(video, n_frames=12, fps=30, audio_share=None)
+    prepare_dataset(root, tmp_path / "whole", PrepareConfig(frame_tolerance=2, frame_count="header"))
+    cut_file(video, video, 0.9)
+    with pytest.raises(PrepareError, match=r"vidB\.avi: truncated video: the header declares 12 frames"):
+        prepare_dataset(root, tmp_path / "p", PrepareConfig(frame_tolerance=2, frame_count="header"))
+
+
+@pytest.fixture
+def short_audio_root(root: Path) -> Path:
+    """vidA's sound covers only the first half of its 10 frames (vidA has two subjects' worth of checks)."""
+    write_synth_video(root / "videos/batch1/vidA.mp4", n_frames=10, fps=25, audio_share=0.5)
+    return root
+
+
+@pytest.mark.parametrize("mode", ["header", "demux"])
+def test_short_audio_is_reported_with_a_warning(short_audio_root: Path, tmp_path: Path, mode: str,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    cfg = PrepareConfig(frame_tolerance=2, frame_count=mode)
+    with caplog.at_level(logging.WARNING, logger="pipeline.data.prepare"):
+        prepare_dataset(short_audio_root, tmp_path / "p", cfg)
+    report = json.loads((tmp_path / "p/report.json").read_text())
+    (entry,) = report["short_audio"]
+    assert entry["video"].endswith("videos/batch1/vidA.mp4") and entry["video_s"] == 0.4
+    assert 0.3 < entry["missing_share"] <= 0.5     # half the sound (decoding rounds up to whole AAC frames)
+    assert any("vidA.mp4: audio covers" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert report["config"]["audio_short_tolerance"] == 0.02
+
+
+def test_short_audio_within_the_tolerance_is_not_reported(short_audio_root: Path, tmp_path: Path) -> None:
+    prepare_dataset(short_audio_root, tmp_path / "p", PrepareConfig(frame_tolerance=2, audio_short_tolerance=0.6))
+    assert json.loads((tmp_path / "p/report.json").read_text())["short_audio"] == []
+
+
+def test_short_audio_is_a_fault_when_strict(short_audio_root: Path, tmp_path: Path) -> None:
+    cfg = PrepareConfig(frame_tolerance=2, short_audio="error")
+    with pytest.raises(PrepareError, match=r"vidA\.mp4: audio covers 0\.00\.\.0\.\d+ s of the 0\.40 s picture: \d+% "):
+        prepare_dataset(short_audio_root, tmp_path / "p", cfg)
+    manifest = prepare_dataset(short_audio_root, tmp_path / "p", dataclasses.replace(cfg, skip_invalid=True))
+    assert "vidA" not in manifest.names() and "vidD" in manifest.names()
+
+
+def test_audio_tolerance_is_checked() -> None:
+    with pytest.raises(ValueError, match="audio_short_tolerance"):
+        PrepareConfig(audio_short_tolerance=1.0)

@@ -53,7 +53,7 @@ def trained(tiny_prepared: Path, tiny_frames: Path, tmp_path_factory: pytest.Tem
 
 # -- frame selection ---------------------------------------------------------------------------
 
-def test_training_frames_have_a_face_and_a_label(tiny_prepared: Path) -> None:
+def test_training_frames_have_a_face_and_a_label(tiny_prepared: Path, tiny_frames: Path) -> None:
     manifest = read_manifest(tiny_prepared / "manifest.json")
     labels = read_all_labels(tiny_prepared / "labels.h5")
     for task, sources in (("au", ("affwild2",)), ("au", ("affwild2", "bp4d")), ("expr", ("affwild2",))):
@@ -71,7 +71,7 @@ def test_training_frames_have_a_face_and_a_label(tiny_prepared: Path) -> None:
             assert manifest.by_name(name).source in sources
             np.testing.assert_array_equal(fs.au[i], labels[name].au[frame])
     for use_bp4d in (True, False):
-        au_train = visual.build_training_data(manifest, tiny_prepared / "labels.h5", use_bp4d).au_train
+        au_train = visual.build_training_data(manifest, tiny_prepared / "labels.h5", tiny_frames, use_bp4d).au_train
         assert any(manifest.by_name(n).source == "bp4d" for n in au_train.names) == use_bp4d
 
 
