@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -25,6 +26,10 @@ from typing import Any, TypeVar
 import yaml
 
 T = TypeVar("T")
+
+# Scientific notation that YAML 1.2 reads as a number but PyYAML's YAML 1.1 reads as a string: it
+# wants a dot and a signed exponent, so `1e-3` and `1.0e3` arrive as text. A quoted "2" stays text.
+_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 class ConfigError(ValueError):
@@ -36,8 +41,7 @@ def load_section(path: str | Path, section: str) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"params file not found: {path}")
-    with path.open() as fh:
-        data = yaml.safe_load(fh) or {}
+    data = read_yaml(path)
     node: Any = data
     for part in section.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -46,6 +50,18 @@ def load_section(path: str | Path, section: str) -> dict[str, Any]:
     if not isinstance(node, dict):
         raise ConfigError(f"{path}: section {section!r} must be a mapping, got {type(node).__name__}")
     return node
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse the YAML file ``path``; a syntax error is a :class:`ConfigError` naming file:line:column."""
+    try:
+        with path.open() as fh:
+            return yaml.safe_load(fh) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
 
 
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "params") -> T:
@@ -127,6 +143,8 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected true/false, got {value!r}")
         return value
     if hint is float:
+        if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+            return float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
