@@ -69,14 +69,14 @@ def disk_full_path(exc: BaseException) -> str | None:
     node: BaseException | None = exc
     while node is not None and id(node) not in seen:
         seen.add(id(node))
-        if isinstance(node, OSError):
+        if isinstance(node, (OSError, RuntimeError)):  # h5py raises either, errno in the text
             text = str(node)
-            code = node.errno
+            code = getattr(node, "errno", None)
             if code is None and (match := _HDF5_ERRNO.search(text)):
                 code = int(match.group(1))
             if code in _FULL_ERRNOS:
                 named = _HDF5_FILENAME.search(text)
-                return str(node.filename or (named.group(1) if named else ""))
+                return str(getattr(node, "filename", None) or (named.group(1) if named else ""))
         node = node.__cause__ or node.__context__
     return None
 
@@ -155,7 +155,7 @@ def work_dir_lock(directory: str | Path, wait: bool = False) -> Iterator[Path]:
                 raise WorkDirBusy(
                     f"another run holds {directory} (pid {holder}); let it finish, or rerun with --wait"
                 ) from None
-            log.info("waiting for the run holding %s (pid %s) to finish", directory, holder)
+            log.warning("waiting for the run holding %s (pid %s) to finish", directory, holder)
             fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

@@ -43,7 +43,7 @@ from tqdm import tqdm
 from pipeline import config
 from pipeline.data.crops import crop_paths
 from pipeline.data.manifest import Manifest, SubjectRecord
-from pipeline.fsio import publish
+from pipeline.fsio import publish, remove_dead_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,8 @@ def pack_frames(
         f".{out_path.name}.partial-{os.getpid()}"
     )
     fingerprint = json.dumps(config.to_dict(cfg), sort_keys=True)
+    for kind in ("partial", "staged"):  # what killed runs of this stage left next to the output
+        remove_dead_temporaries(out_path.parent, f".{out_path.name}.{kind}-")
     fh = _open_partial(partial, fingerprint, resumable)
     totals = {"frames": 0, "faces": 0, "source_bytes": 0, "dropped": 0, "resized": 0, "resumed_subjects": 0}
     finished = False
@@ -124,7 +126,7 @@ def pack_frames(
         fh.attrs["complete"] = True
         finished = True
     finally:
-        fh.close()
+        _close(fh, failing=not finished)
         if not finished and not resumable:
             partial.unlink(missing_ok=True)
     _publish(partial, out_path)
@@ -141,26 +143,88 @@ def pack_frames(
 
 
 def _open_partial(partial: Path, fingerprint: str, resumable: bool) -> h5py.File:
-    """Open the partial store to resume (same config) or start a fresh one."""
-    if partial.exists():
-        if resumable:
-            try:
-                fh = h5py.File(partial, "a")
-            except OSError as exc:
-                log.warning("%s: unreadable partial store (%s); starting over", partial, exc)
-            else:
-                if fh.attrs.get("config") == fingerprint and fh.attrs.get("version") == STORE_VERSION:
-                    log.info("%s: resuming a partial store", partial)
-                    return fh
-                fh.close()
-        partial.unlink()
+    """Start the partial store, carrying over what an earlier run with the same config completed.
+
+    The earlier file is never written to again: a run that was killed, or whose disk filled, can
+    leave HDF5's own bookkeeping behind its data (later writes would land on top of it, and reopening
+    it fails with "addr overflow"). Its complete subjects that still read back are copied into a new
+    file, which replaces it; anything unreadable is packed again.
+    """
     partial.parent.mkdir(parents=True, exist_ok=True)
-    fh = h5py.File(partial, "w")
+    if not (resumable and partial.exists()):
+        partial.unlink(missing_ok=True)
+        return _create(partial, fingerprint)
+    remove_dead_temporaries(partial.parent, f".{partial.name}.salvage-")
+    fresh = partial.with_name(f".{partial.name}.salvage-{os.getpid()}")
+    fh = _create(fresh, fingerprint)
+    try:
+        carried = _carry_over(partial, fh.require_group("subjects"), fingerprint)
+        fh.flush()
+        os.replace(fresh, partial)  # the open handle follows the file
+    except BaseException:
+        _close(fh, failing=True)
+        fresh.unlink(missing_ok=True)
+        raise
+    if carried:
+        log.info("%s: resuming after %d complete subjects", partial, carried)
+    return fh
+
+
+def _create(path: Path, fingerprint: str) -> h5py.File:
+    """A new, empty partial store at ``path``."""
+    fh = h5py.File(path, "w")
     fh.attrs["version"] = STORE_VERSION
     fh.attrs["image_size"] = IMAGE_SIZE
     fh.attrs["config"] = fingerprint
     fh.attrs["complete"] = False
     return fh
+
+
+def _carry_over(old_path: Path, subjects: h5py.Group, fingerprint: str) -> int:
+    """Copy the complete, readable subjects of the partial store ``old_path`` into ``subjects``
+    when it was made with the same config; return how many were copied."""
+    try:
+        old = h5py.File(old_path, "r")
+    except OSError as exc:
+        log.warning("%s: unreadable partial store (%s); starting over", old_path, exc)
+        return 0
+    carried = 0
+    with old:
+        if old.attrs.get("config") != fingerprint or old.attrs.get("version") != STORE_VERSION:
+            log.info("%s: made with another config; starting over", old_path)
+            return 0
+        try:
+            names = list(old["subjects"]) if "subjects" in old else []
+        except (OSError, RuntimeError, KeyError) as exc:
+            log.warning("%s: unreadable subject list (%s); starting over", old_path, exc)
+            return 0
+        for name in names:
+            try:
+                group = old["subjects"][name]
+                if not group.attrs.get("complete", False):
+                    continue
+                if len(group["face_present"][()]) != group["jpeg"].shape[0]:
+                    raise ValueError("face_present and jpeg disagree on the frame count")
+                old.copy(group, subjects, name=name)
+                carried += 1
+            except (OSError, RuntimeError, KeyError, ValueError) as exc:
+                log.warning("%s: subject %r is unreadable (%s); packing it again", old_path, name, exc)
+                if name in subjects:
+                    del subjects[name]
+    return carried
+
+
+def _close(fh: h5py.File, failing: bool) -> None:
+    """Close ``fh``; while another error is on its way out, a failing close (HDF5 flushing onto a
+    full disk) is logged instead of hiding that error."""
+    if not failing:
+        fh.close()
+        return
+    name = fh.filename  # not readable once a close has failed
+    try:
+        fh.close()
+    except (OSError, RuntimeError) as exc:
+        log.debug("%s: closing after the failure also failed (%s)", name, exc)
 
 
 def _is_done(subjects: h5py.Group, record: SubjectRecord) -> bool:
@@ -259,8 +323,12 @@ def _publish(partial: Path, out_path: Path) -> None:
         if exc.errno != errno.EXDEV:
             raise
         staged = out_path.with_name(f".{out_path.name}.staged-{os.getpid()}")
-        shutil.copyfile(partial, staged)
-        publish(staged, out_path)
+        try:
+            shutil.copyfile(partial, staged)
+            publish(staged, out_path)
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            raise
         partial.unlink()
 
 

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+from typing import Iterator
 
+import h5py
 import pytest
 from _media import build_affwild2
 from click.testing import CliRunner
@@ -81,3 +89,96 @@ def test_repository_params_section_builds_the_config() -> None:
 
     section = load_section(Path(__file__).parents[2] / "params.yaml", "pack_frames")
     assert to_dict(from_dict(PackConfig, section)) == section
+
+
+def _dead_pid() -> int:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(done.stdout)
+
+
+@contextlib.contextmanager
+def _small_filesystem(path: Path, size: str) -> Iterator[bool]:
+    """Mount a tmpfs of ``size`` at ``path`` and yield True (root only); yield False where that is not possible."""
+    path.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        yield False
+        return
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                      capture_output=True).returncode != 0:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def _same_content(got: Path, want: Path) -> None:
+    a, b = FrameStore(got), FrameStore(want)
+    assert a.names() == b.names()
+    for name in a.names():
+        frames = range(a.n_frames(name))
+        assert [bytes(x) for x in a.read_jpeg(name, frames)] == [bytes(x) for x in b.read_jpeg(name, frames)]
+        assert (a.face_present(name) == b.face_present(name)).all()
+
+
+def test_disk_full_is_one_line_and_the_rerun_completes(
+    setup: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, prepared, params = setup
+    reference = tmp_path / "reference.h5"
+    assert _invoke(prepared, reference, params, tmp_path / "reference-work").exit_code == 0
+    out = tmp_path / "frames.h5"
+    with _small_filesystem(tmp_path / "small", "40k") as mounted:
+        work = tmp_path / "small" / "work"
+        if not mounted:  # no tmpfs: the writes of the second subject on fail as they would there
+            import pipeline.data.frames as frames
+
+            real = frames._write_vlen
+            calls = iter(range(1_000_000))
+
+            def write_until_full(dataset: h5py.Dataset, *args: object) -> None:
+                if next(calls) >= 3:
+                    raise OSError(errno.ENOSPC, "No space left on device", dataset.file.filename)
+                real(dataset, *args)
+
+            monkeypatch.setattr(frames, "_write_vlen", write_until_full)
+        failed = _invoke(prepared, out, params, work)
+        assert failed.exit_code == 1 and "Traceback" not in failed.output
+        error = [line for line in failed.output.splitlines() if line.startswith("Error: ")]
+        assert error == [f"Error: {work / 'frames.h5.partial'}: no space left on device; free some space (or point the output elsewhere) "
+                         "and rerun"]
+        assert not out.exists()
+        if mounted:
+            subprocess.run(["mount", "-o", "remount,size=10m", str(tmp_path / "small")], check=True)
+        monkeypatch.undo()
+        rerun = _invoke(prepared, out, params, work)
+        assert rerun.exit_code == 0, rerun.output
+    _same_content(out, reference)
+
+
+def test_an_unreadable_partial_store_is_packed_again(setup: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    _, prepared, params = setup
+    reference = tmp_path / "reference.h5"
+    assert _invoke(prepared, reference, params, tmp_path / "reference-work").exit_code == 0
+    work = tmp_path / "work"
+    partial = work / "frames.h5.partial"
+    work.mkdir()
+    partial.write_bytes(reference.read_bytes()[: reference.stat().st_size // 2])  # cut short, as by a full disk
+    out = tmp_path / "frames.h5"
+    result = _invoke(prepared, out, params, work)
+    assert result.exit_code == 0, result.output
+    _same_content(out, reference)
+    assert sorted(p.name for p in work.iterdir()) == [".lock"]
+
+
+def test_temporaries_of_killed_runs_are_removed(setup: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    _, prepared, params = setup
+    out = tmp_path / "out" / "frames.h5"
+    out.parent.mkdir()
+    dead = _dead_pid()
+    for name in (f".frames.h5.staged-{dead}", f".frames.h5.partial-{dead}"):
+        (out.parent / name).write_bytes(b"\0" * 128)
+    result = _invoke(prepared, out, params, tmp_path / "work")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.parent.iterdir()) == ["frames.h5"]
