@@ -97,8 +97,11 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         yield tmp
         publish(tmp, target)
     except BaseException as exc:
+        full = not isinstance(exc, DiskFullError) and (
+            disk_full_path(exc) is not None or (isinstance(exc, (OSError, RuntimeError)) and _nearly_full(target.parent))
+        )
         _remove(tmp)
-        if disk_full_path(exc) is not None and not isinstance(exc, DiskFullError):
+        if full:
             raise DiskFullError(target) from exc
         raise
 
@@ -191,6 +194,20 @@ def remove_dead_temporaries(directory: str | Path, prefix: str) -> list[Path]:
             _remove(entry)
             removed.append(entry)
     return removed
+
+
+def _nearly_full(directory: Path) -> bool:
+    """Whether the filesystem of ``directory`` has under 1 MiB left for this user.
+
+    torch.save writes through C++ streams and reports a full disk only as "unexpected pos" or
+    "iostream error", with no errno; a write that failed while its temporary filled the disk is
+    recognised by what it left.
+    """
+    try:
+        stats = os.statvfs(directory)
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < (1 << 20)
 
 
 def pid_alive(pid: int) -> bool:

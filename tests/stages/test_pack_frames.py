@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
 
 import h5py
 import pytest
+from _fs import grow, small_filesystem
 from _media import build_affwild2
 from click.testing import CliRunner
 
@@ -96,23 +93,6 @@ def _dead_pid() -> int:
     return int(done.stdout)
 
 
-@contextlib.contextmanager
-def _small_filesystem(path: Path, size: str) -> Iterator[bool]:
-    """Mount a tmpfs of ``size`` at ``path`` and yield True (root only); yield False where that is not possible."""
-    path.mkdir()
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        yield False
-        return
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                      capture_output=True).returncode != 0:
-        yield False
-        return
-    try:
-        yield True
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=True)
-
-
 def _same_content(got: Path, want: Path) -> None:
     a, b = FrameStore(got), FrameStore(want)
     assert a.names() == b.names()
@@ -129,7 +109,7 @@ def test_disk_full_is_one_line_and_the_rerun_completes(
     reference = tmp_path / "reference.h5"
     assert _invoke(prepared, reference, params, tmp_path / "reference-work").exit_code == 0
     out = tmp_path / "frames.h5"
-    with _small_filesystem(tmp_path / "small", "40k") as mounted:
+    with small_filesystem(tmp_path / "small", "40k") as mounted:
         work = tmp_path / "small" / "work"
         if not mounted:  # no tmpfs: the writes of the second subject on fail as they would there
             import pipeline.data.frames as frames
@@ -150,7 +130,7 @@ def test_disk_full_is_one_line_and_the_rerun_completes(
                          "and rerun"]
         assert not out.exists()
         if mounted:
-            subprocess.run(["mount", "-o", "remount,size=10m", str(tmp_path / "small")], check=True)
+            grow(tmp_path / "small", "10m")
         monkeypatch.undo()
         rerun = _invoke(prepared, out, params, work)
         assert rerun.exit_code == 0, rerun.output

@@ -125,3 +125,25 @@ def test_disk_full_errors_are_recognised_with_their_path() -> None:
         assert disk_full_path(wrapped) == ""
     assert disk_full_path(OSError(errno.EACCES, "Permission denied", "/x")) is None
     assert disk_full_path(ValueError("bad")) is None
+
+
+def test_a_checkpoint_onto_a_full_disk_names_its_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import torch
+    from _fs import small_filesystem
+
+    from pipeline.fsio import DiskFullError
+    from pipeline.train.checkpoint import save_checkpoint
+
+    with small_filesystem(tmp_path / "small", "64k") as mounted:
+        if not mounted:
+            def full(*args: object, **kwargs: object) -> None:
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+            monkeypatch.setattr(torch, "save", full)
+        target = tmp_path / "small" / "state.pt"
+        with pytest.raises(DiskFullError) as info:
+            save_checkpoint(target, {"w": torch.zeros(100_000)})
+        assert info.value.filename == str(target) and info.value.errno == errno.ENOSPC
+        assert list((tmp_path / "small").iterdir()) == []  # the partial temporary is gone
