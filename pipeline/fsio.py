@@ -97,8 +97,9 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         yield tmp
         publish(tmp, target)
     except BaseException as exc:
+        write_error = isinstance(exc, (OSError, RuntimeError))
         full = not isinstance(exc, DiskFullError) and (
-            disk_full_path(exc) is not None or (isinstance(exc, (OSError, RuntimeError)) and _nearly_full(target.parent))
+            disk_full_path(exc) is not None or (write_error and _nearly_full(target.parent))
         )
         _remove(tmp)
         if full:

@@ -126,8 +126,8 @@ def test_disk_full_is_one_line_and_the_rerun_completes(
         failed = _invoke(prepared, out, params, work)
         assert failed.exit_code == 1 and "Traceback" not in failed.output
         error = [line for line in failed.output.splitlines() if line.startswith("Error: ")]
-        assert error == [f"Error: {work / 'frames.h5.partial'}: no space left on device; free some space (or point the output elsewhere) "
-                         "and rerun"]
+        assert error == [f"Error: {work / 'frames.h5.partial'}: no space left on device; free some space "
+                         "(or point the output elsewhere) and rerun"]
         assert not out.exists()
         if mounted:
             grow(tmp_path / "small", "10m")
