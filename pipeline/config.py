@@ -33,7 +33,20 @@ _SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 class ConfigError(ValueError):
-    """A params section does not match the stage's configuration dataclass."""
+    """A params section does not match the stage's configuration dataclass.
+
+    A config's own checks (``__post_init__``) raise it with the offending field as ``key``, e.g.
+    ``ConfigError("must be >= 1, got 0", key="chunk_frames")``; :func:`from_dict` then reports it
+    as ``<file>:<section>.<key>: <what is wrong>``, the same form as a wrong type or unknown key.
+    """
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+    def __str__(self) -> str:
+        message = super().__str__()
+        return f"{self.key}: {message}" if self.key else message
 
 
 def load_section(path: str | Path, section: str) -> dict[str, Any]:
@@ -50,6 +63,14 @@ def load_section(path: str | Path, section: str) -> dict[str, Any]:
     if not isinstance(node, dict):
         raise ConfigError(f"{path}: section {section!r} must be a mapping, got {type(node).__name__}")
     return node
+
+
+def from_section(cls: type[T], data: dict[str, Any], where: str = "params") -> T:
+    """Build ``cls`` from a params section: with ``cls.from_params(data, where)`` when the class
+    defines it (a section that names a preset and overrides its fields, as ``synth`` does), else
+    with :func:`from_dict`."""
+    build = getattr(cls, "from_params", None)
+    return build(data, where=where) if callable(build) else from_dict(cls, data, where=where)
 
 
 def read_yaml(path: Path) -> Any:
@@ -83,10 +104,12 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "params") -> T:
         kwargs[name] = _convert(hints[name], data[name], f"{where}.{name}")
     try:
         return cls(**kwargs)
-    except ConfigError:
-        raise
+    except ConfigError as exc:
+        if exc.key is None:  # already placed (a nested section's error)
+            raise
+        raise ConfigError(f"{where}.{exc}") from None
     except ValueError as exc:
-        # a value check in the dataclass's __post_init__: report it as a config error like the others
+        # a check that names no key: still a config error, placed at the section
         raise ConfigError(f"{where}: {exc}") from exc
 
 

@@ -63,11 +63,11 @@ class ExportConfig:
 
     def __post_init__(self) -> None:
         if not 13 <= self.opset <= 21:
-            raise ConfigError(f"opset must be between 13 and 21, got {self.opset}")
+            raise ConfigError(f"must be between 13 and 21, got {self.opset}", key="opset")
         if not self.atol > 0:
-            raise ConfigError(f"atol must be > 0, got {self.atol}")
+            raise ConfigError(f"must be > 0, got {self.atol}", key="atol")
         if self.example_batch < 1:
-            raise ConfigError(f"example_batch must be >= 1, got {self.example_batch}")
+            raise ConfigError(f"must be >= 1, got {self.example_batch}", key="example_batch")
 
 
 def export_onnx(

@@ -11,7 +11,7 @@ from typing import Any, Callable, TypeVar
 
 import click
 
-from pipeline.config import ConfigError, from_dict, load_section
+from pipeline.config import ConfigError, from_section, load_section
 from pipeline.device import DEVICE_CHOICES
 from pipeline.fsio import DiskFullError, WorkDirBusy, disk_full_path, work_dir_lock
 
@@ -64,7 +64,7 @@ def work_dir_option(stage: str) -> Callable[[F], F]:
 def load_config(params_path: Path, section: str, cls: type[T]) -> T:
     """Build the stage's config dataclass from its params section, as a click error on failure."""
     try:
-        return from_dict(cls, load_section(params_path, section), where=f"{params_path}:{section}")
+        return from_section(cls, load_section(params_path, section), where=f"{params_path}:{section}")
     except (ConfigError, FileNotFoundError) as exc:
         raise click.UsageError(str(exc)) from exc
 

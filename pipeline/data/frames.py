@@ -65,7 +65,7 @@ class PackConfig:
 
     def __post_init__(self) -> None:
         if self.chunk_frames < 1:
-            raise config.ConfigError(f"pack_frames.chunk_frames must be >= 1, got {self.chunk_frames}")
+            raise config.ConfigError(f"must be >= 1, got {self.chunk_frames}", key="chunk_frames")
 
 
 class CorruptCropError(ValueError):

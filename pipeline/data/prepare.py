@@ -59,7 +59,7 @@ class PrepareConfig:
 
     def __post_init__(self) -> None:
         if self.frame_tolerance < 0:
-            raise config.ConfigError(f"prepare.frame_tolerance must be >= 0, got {self.frame_tolerance}")
+            raise config.ConfigError(f"must be >= 0, got {self.frame_tolerance}", key="frame_tolerance")
 
 
 class PrepareError(ValueError):

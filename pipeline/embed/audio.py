@@ -52,7 +52,7 @@ class EmbedAudioConfig:
 
     def __post_init__(self) -> None:
         if self.chunk_frames < 1:
-            raise ConfigError(f"embed_audio.chunk_frames must be >= 1, got {self.chunk_frames}")
+            raise ConfigError(f"must be >= 1, got {self.chunk_frames}", key="chunk_frames")
 
 
 @dataclass(frozen=True)

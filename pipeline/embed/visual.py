@@ -63,10 +63,10 @@ class EmbedVisualConfig:
 
     def __post_init__(self) -> None:
         if self.chunk_frames < 1:
-            raise ConfigError(f"embed_visual.chunk_frames must be >= 1, got {self.chunk_frames}")
+            raise ConfigError(f"must be >= 1, got {self.chunk_frames}", key="chunk_frames")
         unknown = sorted(set(self.sources) - set(SOURCES))
         if not self.sources or unknown:
-            raise ConfigError(f"embed_visual.sources must be a non-empty subset of {list(SOURCES)}, got {list(self.sources)}")
+            raise ConfigError(f"must be a non-empty subset of {list(SOURCES)}, got {list(self.sources)}", key="sources")
 
 
 def embed_visual(

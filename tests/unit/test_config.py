@@ -83,6 +83,34 @@ def test_value_checks_of_the_dataclass_become_config_errors() -> None:
         from_dict(Checked, {"epochs": 0}, where="params.yaml:demo")
 
 
+@dataclass(frozen=True)
+class Keyed:
+    window: int = 2
+    inner: Inner = field(default_factory=Inner)
+
+    def __post_init__(self) -> None:
+        if self.window < 2:
+            raise ConfigError(f"must be >= 2, got {self.window}", key="window")
+        if self.inner.gamma < 0:
+            raise ConfigError(f"must be >= 0, got {self.inner.gamma}", key="inner.gamma")
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"window": 1}, "params.yaml:demo.window: must be >= 2, got 1"),
+    ({"inner": {"gamma": -1}}, "params.yaml:demo.inner.gamma: must be >= 0, got -1.0"),
+])
+def test_a_config_check_names_section_and_key(data: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        from_dict(Keyed, data, where="params.yaml:demo")
+    assert str(info.value) == message
+
+
+def test_a_config_built_directly_names_the_key() -> None:
+    with pytest.raises(ConfigError) as info:
+        Keyed(window=0)
+    assert str(info.value) == "window: must be >= 2, got 0"
+
+
 def test_scientific_notation_that_pyyaml_reads_as_text_is_a_number(tmp_path: Path) -> None:
     params = tmp_path / "params.yaml"
     params.write_text("train:\n  lr: 1e-3\n  mode: x\n  inner:\n    alpha: [2E+1, -.5e2]\n")
