@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.data.frames import PackConfig, pack_frames
+from pipeline.data.pack_frames import PackConfig, pack_frames
 from pipeline.data.manifest import read_manifest
 from stages.common import load_config, params_option, run_or_exit, setup_logging, work_dir_option
 

@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 import numpy as np
 
 from pipeline.config import ConfigError, to_dict
-from pipeline.data.frames import FrameStore
+from pipeline.data.frame_store import FrameStore
 from pipeline.data.labels_store import read_labels
 from pipeline.data.manifest import SOURCES, SubjectRecord, read_manifest
 from pipeline.embed.runner import ClusterOptions, InferenceOptions, RunReport, open_work_store, run_and_publish

@@ -14,7 +14,7 @@ from _fs import grow, small_filesystem
 from _media import build_affwild2
 from click.testing import CliRunner
 
-from pipeline.data.frames import FrameStore
+from pipeline.data.frame_store import FrameStore
 from pipeline.data.prepare import PrepareConfig, prepare_dataset
 from stages.cli import main
 
@@ -82,7 +82,7 @@ def test_missing_manifest_is_a_one_line_error(tmp_path: Path) -> None:
 
 def test_repository_params_section_builds_the_config() -> None:
     from pipeline.config import from_dict, load_section, to_dict
-    from pipeline.data.frames import PackConfig
+    from pipeline.data.pack_frames import PackConfig
 
     section = load_section(Path(__file__).parents[2] / "params.yaml", "pack_frames")
     assert to_dict(from_dict(PackConfig, section)) == section
@@ -112,9 +112,9 @@ def test_disk_full_is_one_line_and_the_rerun_completes(
     with small_filesystem(tmp_path / "small", "40k") as mounted:
         work = tmp_path / "small" / "work"
         if not mounted:  # no tmpfs: the writes of the second subject on fail as they would there
-            import pipeline.data.frames as frames
+            import pipeline.data.pack_frames as packer
 
-            real = frames._write_vlen
+            real = packer._write_vlen
             calls = iter(range(1_000_000))
 
             def write_until_full(dataset: h5py.Dataset, *args: object) -> None:
@@ -122,7 +122,7 @@ def test_disk_full_is_one_line_and_the_rerun_completes(
                     raise OSError(errno.ENOSPC, "No space left on device", dataset.file.filename)
                 real(dataset, *args)
 
-            monkeypatch.setattr(frames, "_write_vlen", write_until_full)
+            monkeypatch.setattr(packer, "_write_vlen", write_until_full)
         failed = _invoke(prepared, out, params, work)
         assert failed.exit_code == 1 and "Traceback" not in failed.output
         error = [line for line in failed.output.splitlines() if line.startswith("Error: ")]

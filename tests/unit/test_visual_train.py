@@ -15,7 +15,7 @@ import torch
 import torch.multiprocessing as mp
 
 from pipeline.config import ConfigError
-from pipeline.data.frames import FrameStore
+from pipeline.data.frame_store import FrameStore
 from pipeline.data.labels_store import read_all_labels
 from pipeline.data.manifest import read_manifest
 from pipeline.models.multitask import CheckpointMismatchError, build_from_checkpoint
