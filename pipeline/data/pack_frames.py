@@ -211,7 +211,13 @@ def _close(fh: h5py.File, failing: bool) -> None:
 
 
 def _is_done(subjects: h5py.Group, record: SubjectRecord) -> bool:
-    """Whether ``record`` was completely packed by an earlier run from the same crops."""
+    """Whether ``record`` was completely packed by an earlier run from the same crops.
+
+    Same folder, same frame count and the same total crop size: a partial store that outlived its
+    inputs (a failed run, then a DVC checkout of other data in the same layout) is not reused for
+    crops that have since changed. A subject whose corrupt crops were dropped stores fewer bytes than
+    its files hold, so it is packed again.
+    """
     if record.name not in subjects:
         return False
     attrs = subjects[record.name].attrs
@@ -219,7 +225,19 @@ def _is_done(subjects: h5py.Group, record: SubjectRecord) -> bool:
         bool(attrs.get("complete", False))
         and int(attrs.get("frames", -1)) == record.n_frames
         and attrs.get("crops_dir") == (record.crops_dir or "")
+        and int(attrs.get("source_bytes", -1)) == _crop_bytes(record)
     )
+
+
+def _crop_bytes(record: SubjectRecord) -> int:
+    """Total size of ``record``'s crop files on disk (missing crops count 0)."""
+    total = 0
+    for path in crop_paths(record):
+        try:
+            total += path.stat().st_size
+        except FileNotFoundError:
+            pass  # a frame without a crop: stored as face-absent
+    return total
 
 
 def _pack_subject(

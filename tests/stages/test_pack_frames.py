@@ -162,3 +162,28 @@ def test_temporaries_of_killed_runs_are_removed(setup: tuple[Path, Path, Path], 
     result = _invoke(prepared, out, params, tmp_path / "work")
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.parent.iterdir()) == ["frames.h5"]
+
+
+def test_a_partial_store_is_not_reused_for_crops_that_changed(
+    setup: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pipeline.data.pack_frames as packer
+    from PIL import Image
+
+    root, prepared, params = setup
+    work, out = tmp_path / "work", tmp_path / "frames.h5"
+
+    def fail_to_publish(partial: Path, out_path: Path) -> None:
+        raise OSError(f"{out_path}: publishing interrupted")
+
+    monkeypatch.setattr(packer, "_publish", fail_to_publish)
+    assert _invoke(prepared, out, params, work).exit_code == 1
+    monkeypatch.undo()
+    assert (work / "frames.h5.partial").is_file()  # every subject complete in it, as after a failed run
+    crop = root / "cropped_aligned/vidB/00003.jpg"
+    with Image.open(crop) as image:
+        image.rotate(90).save(crop, quality=40)  # the data changed under the partial store (same names)
+    result = _invoke(prepared, out, params, work)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output[result.output.index("{"):])["resumed_subjects"] == 4
+    assert bytes(FrameStore(out).read_jpeg("vidB", [2])[0]) == crop.read_bytes()
