@@ -187,3 +187,11 @@ def test_a_partial_store_is_not_reused_for_crops_that_changed(
     assert result.exit_code == 0, result.output
     assert json.loads(result.output[result.output.index("{"):])["resumed_subjects"] == 4
     assert bytes(FrameStore(out).read_jpeg("vidB", [2])[0]) == crop.read_bytes()
+
+
+def test_a_yaml_syntax_error_in_params_is_one_line(setup: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    _, prepared, params = setup
+    params.write_text("pack_frames:\n  verify: decode\n chunk_frames: 4\n")
+    result = _invoke(prepared, tmp_path / "frames.h5", params, tmp_path / "work")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1].startswith(f"Error: {params}:3:2: invalid YAML: ")
