@@ -40,7 +40,8 @@ from torch import nn
 
 from pipeline.audio.features import AudioConfig
 from pipeline.config import to_dict
-from pipeline.data.frames import FrameStore, PackConfig, pack_frames
+from pipeline.data.frame_store import FrameStore
+from pipeline.data.pack_frames import PackConfig, pack_frames
 from pipeline.data.labels_store import read_all_labels, write_labels
 from pipeline.data.manifest import Manifest, read_manifest, write_manifest
 from pipeline.data.prepare import PrepareConfig, prepare_dataset

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.data.frames import FrameStore, PackConfig, pack_frames
+from pipeline.data.frame_store import FrameStore
+from pipeline.data.pack_frames import PackConfig, pack_frames
 from pipeline.data.manifest import Manifest, SubjectRecord, read_manifest
 
 

@@ -23,7 +23,7 @@ import itertools
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-import yaml
+from pipeline.config import read_yaml
 
 SECTION = "train_sequence"
 EXAMPLE_GRID: dict[str, list[Any]] = {"modalities": ["visual", "audio", "both"], "window": [10, 30], "layers": [1, 2]}
@@ -53,7 +53,7 @@ def load_grid(path: str | Path) -> dict[str, list[Any]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ablation grid file not found: {path}")
-    data = yaml.safe_load(path.read_text())
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: an ablation grid must be a mapping of param -> list of values")
     try:

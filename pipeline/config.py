@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -26,9 +27,26 @@ import yaml
 
 T = TypeVar("T")
 
+# Scientific notation that YAML 1.2 reads as a number but PyYAML's YAML 1.1 reads as a string: it
+# wants a dot and a signed exponent, so `1e-3` and `1.0e3` arrive as text. A quoted "2" stays text.
+_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
 
 class ConfigError(ValueError):
-    """A params section does not match the stage's configuration dataclass."""
+    """A params section does not match the stage's configuration dataclass.
+
+    A config's own checks (``__post_init__``) raise it with the offending field as ``key``, e.g.
+    ``ConfigError("must be >= 1, got 0", key="chunk_frames")``; :func:`from_dict` then reports it
+    as ``<file>:<section>.<key>: <what is wrong>``, the same form as a wrong type or unknown key.
+    """
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+    def __str__(self) -> str:
+        message = super().__str__()
+        return f"{self.key}: {message}" if self.key else message
 
 
 def load_section(path: str | Path, section: str) -> dict[str, Any]:
@@ -36,8 +54,7 @@ def load_section(path: str | Path, section: str) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"params file not found: {path}")
-    with path.open() as fh:
-        data = yaml.safe_load(fh) or {}
+    data = read_yaml(path)
     node: Any = data
     for part in section.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -46,6 +63,26 @@ def load_section(path: str | Path, section: str) -> dict[str, Any]:
     if not isinstance(node, dict):
         raise ConfigError(f"{path}: section {section!r} must be a mapping, got {type(node).__name__}")
     return node
+
+
+def from_section(cls: type[T], data: dict[str, Any], where: str = "params") -> T:
+    """Build ``cls`` from a params section: with ``cls.from_params(data, where)`` when the class
+    defines it (a section that names a preset and overrides its fields, as ``synth`` does), else
+    with :func:`from_dict`."""
+    build = getattr(cls, "from_params", None)
+    return build(data, where=where) if callable(build) else from_dict(cls, data, where=where)
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse the YAML file ``path``; a syntax error is a :class:`ConfigError` naming file:line:column."""
+    try:
+        with path.open() as fh:
+            return yaml.safe_load(fh) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
 
 
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "params") -> T:
@@ -67,10 +104,12 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "params") -> T:
         kwargs[name] = _convert(hints[name], data[name], f"{where}.{name}")
     try:
         return cls(**kwargs)
-    except ConfigError:
-        raise
+    except ConfigError as exc:
+        if exc.key is None:  # already placed (a nested section's error)
+            raise
+        raise ConfigError(f"{where}.{exc}") from None
     except ValueError as exc:
-        # a value check in the dataclass's __post_init__: report it as a config error like the others
+        # a check that names no key: still a config error, placed at the section
         raise ConfigError(f"{where}: {exc}") from exc
 
 
@@ -127,6 +166,8 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected true/false, got {value!r}")
         return value
     if hint is float:
+        if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+            return float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)

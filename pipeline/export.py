@@ -68,10 +68,10 @@ class ExportConfig:
 
     def __post_init__(self) -> None:
         if not 13 <= self.opset <= 21:
-            raise ConfigError(f"opset must be between 13 and 21, got {self.opset}")
-        check_parity_rtol(self.parity_rtol, "export_onnx.parity_rtol")
+            raise ConfigError(f"must be between 13 and 21, got {self.opset}", key="opset")
+        check_parity_rtol(self.parity_rtol)
         if self.example_batch < 1:
-            raise ConfigError(f"example_batch must be >= 1, got {self.example_batch}")
+            raise ConfigError(f"must be >= 1, got {self.example_batch}", key="example_batch")
 
 
 def export_onnx(
@@ -189,10 +189,10 @@ def check_parity(ours: np.ndarray, reference: np.ndarray, rtol: float, where: st
     return diff, relative
 
 
-def check_parity_rtol(value: float, key: str) -> None:
-    """Raise :class:`ConfigError` unless ``0 < value < 1`` (``key`` names the param in the message)."""
+def check_parity_rtol(value: float) -> None:
+    """Raise :class:`ConfigError` on ``parity_rtol`` unless ``0 < value < 1``."""
     if not 0 < value < 1:
-        raise ConfigError(f"{key} must be > 0 and < 1 (a share of the output's scale), got {value}")
+        raise ConfigError(f"must be > 0 and < 1 (a share of the output's scale), got {value}", key="parity_rtol")
 
 
 def make_session(path: str | Path, device: str = "auto", threads: int = 0) -> ort.InferenceSession:

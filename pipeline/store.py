@@ -94,13 +94,16 @@ class EmbeddingStore:
         fingerprint: str,
         attrs: Mapping[str, Any],
         chunk_frames: int = DEFAULT_CHUNK_FRAMES,
+        replace_foreign: bool = False,
     ) -> EmbeddingStore:
         """Open the store at ``path`` to add entries, creating it, or rebuilding it when its
         fingerprint is not ``fingerprint``.
 
         ``attrs`` must hold ``model``, ``params`` and ``dim``; they are written with the fingerprint
-        and ``chunk_frames`` as the root attrs of a new store. A directory that is neither empty nor
-        an embedding store is refused rather than wiped.
+        and ``chunk_frames`` as the root attrs of a new store. Something at ``path`` that is neither
+        empty nor an embedding store is refused rather than wiped, unless ``replace_foreign``: a
+        caller that owns ``path`` (a stage's locked work directory) sets it, so the leftover of an
+        interrupted run is rebuilt instead of blocking every later run.
         """
         path = Path(path)
         if chunk_frames < 1:
@@ -119,7 +122,10 @@ class EmbeddingStore:
             )
             _wipe(path)
         elif path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise StoreError(f"{path}: exists and is not an embedding store; refusing to overwrite it")
+            if not replace_foreign:
+                raise StoreError(f"{path}: exists and is not an embedding store; refusing to overwrite it")
+            log.warning("%s: not an embedding store (left by an interrupted run); rebuilding it", path)
+            _wipe(path)
         root_attrs = {**dict(attrs), "fingerprint": fingerprint, "chunk_frames": chunk_frames}
         root = zarr.create_group(store=str(path), attributes=root_attrs, zarr_format=3, overwrite=True)
         return cls(path, root)
@@ -264,7 +270,10 @@ def _wipe(path: Path) -> None:
     """Remove a store: rename it aside first so a kill mid-delete leaves no half-store behind."""
     stale = path.with_name(f".{path.name}.stale-{uuid.uuid4().hex[:8]}")
     os.replace(path, stale)
-    shutil.rmtree(stale)
+    if stale.is_dir():
+        shutil.rmtree(stale)
+    else:
+        stale.unlink()
 
 
 def _remove_stale(path: Path) -> None:

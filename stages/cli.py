@@ -51,6 +51,16 @@ class LazyGroup(click.Group):
         module = importlib.import_module(f"stages.{STAGES[name]}")
         return module.command
 
+    def invoke(self, ctx: click.Context) -> object:
+        # A full disk can strike in any write of any stage; report it as one line, not a traceback.
+        try:
+            return super().invoke(ctx)
+        except (OSError, RuntimeError) as exc:
+            from stages.common import raise_if_disk_full
+
+            raise_if_disk_full(exc)
+            raise
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, SUMMARIES.get(name, "")) for name in self.list_commands(ctx)]
         with formatter.section("Commands"):

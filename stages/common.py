@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
+import os
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import click
 
-from pipeline.config import ConfigError, from_dict, load_section
+from pipeline.config import ConfigError, from_section, load_section
 from pipeline.device import DEVICE_CHOICES
+from pipeline.fsio import DiskFullError, WorkDirBusy, disk_full_path, work_dir_lock
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 params_option = click.option(
     "--params", "params_path", type=click.Path(dir_okay=False, path_type=Path), default="params.yaml",
@@ -23,10 +28,43 @@ device_option = click.option(
 )
 
 
+def work_dir_option(stage: str) -> Callable[[F], F]:
+    """Add ``--work-dir`` (default ``cache/work/<stage>``) and ``--wait``, and run the command
+    holding an exclusive lock on the work directory.
+
+    A second run on the same work directory exits 1 with "another run holds <dir> (pid N)", or with
+    ``--wait`` waits until the first finishes. Under ``torchrun`` only rank 0 takes the lock: the
+    ranks of one run share the directory.
+    """
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def locked(*args: Any, wait: bool, **kwargs: Any) -> Any:
+            if os.environ.get("RANK", "0") != "0":
+                return fn(*args, **kwargs)
+            with contextlib.ExitStack() as stack:
+                try:
+                    stack.enter_context(work_dir_lock(kwargs["work_dir"], wait=wait))
+                except WorkDirBusy as exc:
+                    raise click.ClickException(str(exc)) from exc
+                return fn(*args, **kwargs)
+
+        locked = click.option(
+            "--wait", is_flag=True, help="If another run holds --work-dir, wait for it instead of exiting."
+        )(locked)
+        locked = click.option(
+            "--work-dir", type=click.Path(file_okay=False, path_type=Path), default=Path(f"cache/work/{stage}"),
+            show_default=True, help="This stage's resumable state; one run at a time holds it (see --wait).",
+        )(locked)
+        return locked  # type: ignore[return-value]
+
+    return decorate
+
+
 def load_config(params_path: Path, section: str, cls: type[T]) -> T:
     """Build the stage's config dataclass from its params section, as a click error on failure."""
     try:
-        return from_dict(cls, load_section(params_path, section), where=f"{params_path}:{section}")
+        return from_section(cls, load_section(params_path, section), where=f"{params_path}:{section}")
     except (ConfigError, FileNotFoundError) as exc:
         raise click.UsageError(str(exc)) from exc
 
@@ -48,3 +86,14 @@ def run_or_exit(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         raise click.ClickException(str(exc.args[0]) if exc.args else repr(exc)) from exc
     except (ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from exc
+    except (OSError, RuntimeError) as exc:
+        raise_if_disk_full(exc)
+        raise
+
+
+def raise_if_disk_full(exc: BaseException) -> None:
+    """Turn a full-disk write error (see :func:`pipeline.fsio.disk_full_path`) into one line naming
+    the path being written; return for any other error, which the caller re-raises."""
+    path = disk_full_path(exc)
+    if path is not None:
+        raise click.ClickException(str(DiskFullError(path or "a stage output"))) from exc

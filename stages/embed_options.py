@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Callable
 
 import click
 
 from pipeline.embed.runner import ClusterOptions, InferenceOptions, RunReport
-from stages.common import device_option
+from stages.common import device_option, work_dir_option
 
 F = Callable[..., Any]
 
 
 def embed_options(stage: str) -> Callable[[F], F]:
-    """Add --device, --batch-size, --workers, --threads, --processes, --scheduler, --work-dir, --progress."""
+    """Add --device, --batch-size, --workers, --threads, --processes, --scheduler, --work-dir (locked,
+    with --wait), --progress."""
     options = [
         device_option,
         click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
@@ -28,9 +28,7 @@ def embed_options(stage: str) -> Callable[[F], F]:
                      help="Local workers as processes, or as threads of this process."),
         click.option("--scheduler", metavar="ADDRESS", default=None,
                      help="Use the running dask cluster at ADDRESS (e.g. tcp://host:8786) instead of a local one."),
-        click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path),
-                     default=Path(f"cache/work/{stage}"), show_default=True,
-                     help="Where the store is built; a rerun resumes from it, and it moves to the output when complete."),
+        work_dir_option(stage),
         click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar."),
     ]
 

@@ -11,7 +11,7 @@ from pipeline.data.manifest import read_manifest
 from pipeline.device import resolve_device
 from pipeline.train import ddp
 from pipeline.train.visual import VisualTrainConfig, train_visual
-from stages.common import device_option, load_config, params_option, run_or_exit, setup_logging
+from stages.common import device_option, load_config, params_option, run_or_exit, setup_logging, work_dir_option
 
 
 @click.command(name="finetune-visual")
@@ -23,10 +23,7 @@ from stages.common import device_option, load_config, params_option, run_or_exit
 @device_option
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="DataLoader worker processes decoding frames (0 = in the training process).")
-@click.option(
-    "--work-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("cache/work/finetune-visual"),
-    show_default=True, help="Where training checkpoints live; a rerun with the same params and inputs resumes.",
-)
+@work_dir_option("finetune-visual")
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=200, show_default=True,
               help="Also checkpoint every N batches within an epoch (0 = at epoch ends only).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")

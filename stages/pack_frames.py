@@ -7,19 +7,16 @@ from pathlib import Path
 
 import click
 
-from pipeline.data.frames import PackConfig, pack_frames
+from pipeline.data.pack_frames import PackConfig, pack_frames
 from pipeline.data.manifest import read_manifest
-from stages.common import load_config, params_option, run_or_exit, setup_logging
+from stages.common import load_config, params_option, run_or_exit, setup_logging, work_dir_option
 
 
 @click.command(name="pack-frames")
 @click.argument("manifest_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out_h5", type=click.Path(dir_okay=False, path_type=Path))
 @params_option
-@click.option(
-    "--work-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("cache/work/pack_frames"),
-    show_default=True, help="Where the partial store lives until complete; a rerun resumes from it.",
-)
+@work_dir_option("pack-frames")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Threads reading and checking crops.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")

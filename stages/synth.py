@@ -10,22 +10,18 @@ from pathlib import Path
 
 import click
 
-from pipeline.config import ConfigError, load_section
 from pipeline.data.synth import SynthConfig, generate_dataset
 from pipeline.data.synth.config import PRESETS
-from stages.common import params_option, run_or_exit, setup_logging
+from stages.common import load_config, params_option, run_or_exit, setup_logging
 
 log = logging.getLogger("mmaffect.synth")
 
 
 def build_config(preset: str | None, seed: int | None, params_path: Path) -> SynthConfig:
     """The config a command line asks for: a named preset, or the ``synth`` section of the params file."""
-    try:
-        if preset is not None:
-            return SynthConfig.from_preset(preset, seed=0 if seed is None else seed)
-        cfg = SynthConfig.from_params(load_section(params_path, "synth"), where=f"{params_path}:synth")
-    except (ConfigError, FileNotFoundError) as exc:
-        raise click.UsageError(str(exc)) from exc
+    if preset is not None:
+        return SynthConfig.from_preset(preset, seed=0 if seed is None else seed)
+    cfg = load_config(params_path, "synth", SynthConfig)
     return cfg if seed is None else dataclasses.replace(cfg, seed=seed)
 
 

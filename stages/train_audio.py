@@ -9,7 +9,7 @@ import click
 
 from pipeline.device import resolve_device
 from pipeline.train.audio import AudioTrainConfig, train_audio
-from stages.common import device_option, load_config, params_option, run_or_exit, setup_logging
+from stages.common import device_option, load_config, params_option, run_or_exit, setup_logging, work_dir_option
 
 _DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 
@@ -21,10 +21,7 @@ _DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 @click.argument("metrics_json", type=click.Path(dir_okay=False, path_type=Path))
 @params_option
 @device_option
-@click.option(
-    "--work-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("cache/work/train-audio"),
-    show_default=True, help="Where the per-epoch training state lives; a rerun with the same params resumes.",
-)
+@work_dir_option("train-audio")
 def command(prepared_dir: Path, visual_zarr: Path, out_dir: Path, metrics_json: Path, params_path: Path,
             device: str, work_dir: Path) -> None:
     """Train on the soundtracks of the videos in PREPARED_DIR/manifest.json and the frozen visual

@@ -19,7 +19,7 @@ from torch import nn
 from _media import build_affwild2
 from pipeline.audio.features import AudioConfig
 from pipeline.config import to_dict
-from pipeline.data.frames import PackConfig, pack_frames
+from pipeline.data.pack_frames import PackConfig, pack_frames
 from pipeline.data.manifest import read_manifest
 from pipeline.data.prepare import PrepareConfig, prepare_dataset
 from pipeline.export import export_onnx

@@ -35,7 +35,7 @@ def tiny_prepared(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.fixture(scope="session")
 def tiny_frames(tiny_prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The packed HDF5 frame store of the tiny dataset."""
-    from pipeline.data.frames import PackConfig, pack_frames
+    from pipeline.data.pack_frames import PackConfig, pack_frames
     from pipeline.data.manifest import read_manifest
 
     out = tmp_path_factory.mktemp("frames") / "frames.h5"

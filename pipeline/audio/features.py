@@ -27,6 +27,8 @@ from torch import nn
 from torchaudio.functional import melscale_fbanks
 from torchaudio.transforms import MelSpectrogram
 
+from pipeline.config import ConfigError
+
 
 @dataclass(frozen=True)
 class AudioConfig:
@@ -48,13 +50,14 @@ class AudioConfig:
                     "log_offset": self.log_offset}
         for name, value in positive.items():
             if not value > 0:
-                raise ValueError(f"audio config: {name} must be positive, got {value}")
+                raise ConfigError(f"must be positive, got {value}", key=name)
         if self.win_length > self.n_fft:
-            raise ValueError(f"audio config: win_length ({self.win_length}) must not exceed n_fft ({self.n_fft})")
+            raise ConfigError(f"{self.win_length} must not exceed n_fft ({self.n_fft})", key="win_length")
         top = self.sample_rate / 2 if self.f_max is None else self.f_max
         if not 0 <= self.f_min < top <= self.sample_rate / 2:
-            raise ValueError(
-                f"audio config: need 0 <= f_min < f_max <= sample_rate/2, got f_min={self.f_min}, f_max={self.f_max}"
+            raise ConfigError(
+                f"need 0 <= f_min < f_max <= sample_rate/2, got f_min={self.f_min}, f_max={self.f_max}",
+                key="f_min" if not 0 <= self.f_min < top else "f_max",
             )
 
     @property

@@ -63,10 +63,10 @@ class PrepareConfig:
 
     def __post_init__(self) -> None:
         if self.frame_tolerance < 0:
-            raise config.ConfigError(f"prepare.frame_tolerance must be >= 0, got {self.frame_tolerance}")
+            raise config.ConfigError(f"must be >= 0, got {self.frame_tolerance}", key="frame_tolerance")
         if not 0.0 <= self.audio_short_tolerance < 1.0:
             raise config.ConfigError(
-                f"prepare.audio_short_tolerance must be in [0, 1), got {self.audio_short_tolerance}"
+                f"must be in [0, 1), got {self.audio_short_tolerance}", key="audio_short_tolerance"
             )
 
 

@@ -32,7 +32,7 @@ from pipeline.audio.windows import video_audio
 from pipeline.checkpoint import load_checkpoint
 from pipeline.config import ConfigError, from_dict, to_dict
 from pipeline.data.manifest import read_manifest
-from pipeline.embed.runner import ClusterOptions, InferenceOptions, RunReport, run_and_publish
+from pipeline.embed.runner import ClusterOptions, InferenceOptions, RunReport, open_work_store, run_and_publish
 from pipeline.store import EmbeddingStore, as_float16, fingerprint
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class EmbedAudioConfig:
 
     def __post_init__(self) -> None:
         if self.chunk_frames < 1:
-            raise ConfigError(f"embed_audio.chunk_frames must be >= 1, got {self.chunk_frames}")
+            raise ConfigError(f"must be >= 1, got {self.chunk_frames}", key="chunk_frames")
 
 
 @dataclass(frozen=True)
@@ -85,14 +85,13 @@ def embed_audio(
     audio_cfg = load_audio_config(model_dir, cfg.backend)
     params = to_dict(cfg)
     producer = fingerprint(model_path, {"embed_audio": params, "audio_config": to_dict(audio_cfg)})
-    work_path = Path(work_dir) / Path(out_path).name
-    store = EmbeddingStore.open_for_write(
-        work_path, producer,
+    store = open_work_store(
+        work_dir, out_path, producer,
         {"model": {"path": str(model_path), "audio_config": to_dict(audio_cfg)}, "params": params, "dim": EMBED_DIM},
         chunk_frames=cfg.chunk_frames,
     )
     task = functools.partial(
-        embed_video, store_path=str(work_path), store_fingerprint=producer, model_path=str(model_path),
+        embed_video, store_path=str(store.path), store_fingerprint=producer, model_path=str(model_path),
         backend=cfg.backend, audio_cfg=audio_cfg, inference=inference,
     )
     return run_and_publish(store, out_path, jobs, task, cluster, desc="embed-audio", progress=progress)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from pipeline.device import DEVICE_CHOICES
-from pipeline.fsio import publish
+from pipeline.fsio import DiskFullError, disk_full_path, publish
 from pipeline.store import EmbeddingStore
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ class TaskError:
     """An input error raised by a task, carried back as its result."""
 
     message: str
+    disk_full: bool = False  # the input was fine: the store's filesystem is full
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class RunReport:
     computed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    disk_full: list[str] = field(default_factory=list)  # failed keys whose write found the disk full
     results: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -144,7 +146,8 @@ def run_tasks(
     """Run ``task(key, job)`` for every key of ``jobs`` whose entry in ``store`` is not complete.
 
     ``task`` must write the key's entry itself and be picklable when workers are processes; what it
-    returns is kept in ``report.results``. ``progress`` None shows a bar only on a terminal.
+    returns is kept in ``report.results``. ``progress`` None shows a bar only on a terminal. Raises
+    :class:`~pipeline.fsio.DiskFullError` naming the store when a task found its filesystem full.
     """
     from distributed import as_completed
     from tqdm import tqdm
@@ -170,7 +173,28 @@ def run_tasks(
                 _collect(report, futures[future], future, desc)
     report.computed.sort()
     report.seconds = time.perf_counter() - start
+    if report.disk_full:
+        # not a fault of those keys' inputs: one line naming the store; complete entries stay for the rerun
+        raise DiskFullError(store.path)
     return report
+
+
+def open_work_store(
+    work_dir: str | Path,
+    out_path: str | Path,
+    fingerprint: str,
+    attrs: Mapping[str, Any],
+    chunk_frames: int,
+) -> EmbeddingStore:
+    """Open (creating or rebuilding) the store that ``run_and_publish`` completes in ``work_dir``
+    before it moves onto ``out_path``: ``work_dir/<out_path's name>``.
+
+    The work directory belongs to the stage (which holds its lock), so whatever an interrupted run
+    left there that is not a store of this producer is rebuilt, never left to block the next run.
+    """
+    work_path = Path(work_dir) / Path(out_path).name
+    return EmbeddingStore.open_for_write(work_path, fingerprint, attrs, chunk_frames=chunk_frames,
+                                         replace_foreign=True)
 
 
 def run_and_publish(
@@ -207,7 +231,7 @@ def _guarded(task: Callable[[str, Any], Any], key: str, job: Any) -> Any:
     try:
         return task(key, job)
     except INPUT_ERRORS as exc:
-        return TaskError(f"{type(exc).__name__}: {exc}")
+        return TaskError(f"{type(exc).__name__}: {exc}", disk_full=disk_full_path(exc) is not None)
 
 
 def _collect(report: RunReport, key: str, future: Any, desc: str) -> None:
@@ -220,8 +244,12 @@ def _collect(report: RunReport, key: str, future: Any, desc: str) -> None:
             log.info("%s: wrote %s", desc, key)
             return
         message = result.message
+        disk_full = result.disk_full
     else:
         error = future.exception() if future.status == "error" else None
         message = f"{type(error).__name__}: {error}" if error is not None else future.status
+        disk_full = error is not None and disk_full_path(error) is not None
     report.failed[key] = message
+    if disk_full:
+        report.disk_full.append(key)
     log.error("%s: %s failed: %s", desc, key, message)

@@ -36,10 +36,10 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 import numpy as np
 
 from pipeline.config import ConfigError, to_dict
-from pipeline.data.frames import FrameStore
+from pipeline.data.frame_store import FrameStore
 from pipeline.data.labels_store import read_labels
 from pipeline.data.manifest import SOURCES, SubjectRecord, read_manifest
-from pipeline.embed.runner import ClusterOptions, InferenceOptions, RunReport, run_and_publish
+from pipeline.embed.runner import ClusterOptions, InferenceOptions, RunReport, open_work_store, run_and_publish
 from pipeline.export import read_metadata
 from pipeline.labels import NUM_AUS, NUM_EXPRS
 from pipeline.models.preprocess import PREPROCESSING, to_model_input
@@ -63,10 +63,10 @@ class EmbedVisualConfig:
 
     def __post_init__(self) -> None:
         if self.chunk_frames < 1:
-            raise ConfigError(f"embed_visual.chunk_frames must be >= 1, got {self.chunk_frames}")
+            raise ConfigError(f"must be >= 1, got {self.chunk_frames}", key="chunk_frames")
         unknown = sorted(set(self.sources) - set(SOURCES))
         if not self.sources or unknown:
-            raise ConfigError(f"embed_visual.sources must be a non-empty subset of {list(SOURCES)}, got {list(self.sources)}")
+            raise ConfigError(f"must be a non-empty subset of {list(SOURCES)}, got {list(self.sources)}", key="sources")
 
 
 def embed_visual(
@@ -93,12 +93,11 @@ def embed_visual(
     meta = read_metadata(model_path)
     params = to_dict(cfg)
     producer = fingerprint(model_path, {"embed_visual": params, "preprocessing": PREPROCESSING})
-    work_path = Path(work_dir) / Path(out_path).name
-    store = EmbeddingStore.open_for_write(
-        work_path, producer, {"model": meta, "params": params, "dim": EMBED_DIM}, chunk_frames=cfg.chunk_frames
+    store = open_work_store(
+        work_dir, out_path, producer, {"model": meta, "params": params, "dim": EMBED_DIM}, chunk_frames=cfg.chunk_frames
     )
     task = functools.partial(
-        embed_subject, store_path=str(work_path), store_fingerprint=producer, frames_path=str(frames_path),
+        embed_subject, store_path=str(store.path), store_fingerprint=producer, frames_path=str(frames_path),
         labels_path=str(labels_path), model_path=str(model_path), inference=inference,
     )
     return run_and_publish(store, out_path, jobs, task, cluster, desc="embed-visual", progress=progress)

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from pipeline.checkpoint import load_checkpoint
+from pipeline.config import ConfigError
 from pipeline.data.manifest import Manifest, SubjectRecord
 from pipeline.device import resolve_device
 from pipeline.evaluate import plots, submission
@@ -76,9 +77,9 @@ class EvaluateConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 < self.au_threshold < 1.0:
-            raise ValueError(f"evaluate au_threshold must be in (0, 1), got {self.au_threshold}")
+            raise ConfigError(f"must be in (0, 1), got {self.au_threshold}", key="au_threshold")
         if self.timeline_videos < 0:
-            raise ValueError(f"evaluate timeline_videos must be >= 0, got {self.timeline_videos}")
+            raise ConfigError(f"must be >= 0, got {self.timeline_videos}", key="timeline_videos")
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from pipeline.audio.features import AudioConfig
-from pipeline.config import from_dict
+from pipeline.config import ConfigError, from_dict
 from pipeline.labels import NUM_AUS, NUM_EXPRS
 from pipeline.models.tdnn import TDNN, TDNNConfig
 
@@ -39,10 +39,10 @@ class FusionConfig:
 
     def __post_init__(self) -> None:
         if self.hidden < 0 or self.visual_dim < 1 or self.audio_dim < 1:
-            raise ValueError(f"fusion: hidden must be >= 0 and the input dims >= 1, got hidden={self.hidden}, "
-                             f"visual_dim={self.visual_dim}, audio_dim={self.audio_dim}")
+            raise ConfigError(f"must be >= 0 and the input dims >= 1, got hidden={self.hidden}, "
+                              f"visual_dim={self.visual_dim}, audio_dim={self.audio_dim}", key="hidden")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"fusion: dropout must be in [0, 1), got {self.dropout}")
+            raise ConfigError(f"must be in [0, 1), got {self.dropout}", key="dropout")
 
 
 class FusionHead(nn.Module):

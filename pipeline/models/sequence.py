@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pipeline.config import ConfigError
 from pipeline.labels import NUM_AUS, NUM_EXPRS
 
 Positional = Literal["learned", "sinusoidal"]
@@ -55,18 +56,18 @@ class SequenceArch:
     def __post_init__(self) -> None:
         for name in ("input_dim", "d_model", "layers", "heads", "max_len", "ff_mult"):
             if getattr(self, name) < 1:
-                raise ValueError(f"sequence model {name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"must be >= 1, got {getattr(self, name)}", key=name)
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"sequence model dropout must be in [0, 1), got {self.dropout}")
+            raise ConfigError(f"must be in [0, 1), got {self.dropout}", key="dropout")
         if self.positional not in ("learned", "sinusoidal"):
-            raise ValueError(f"positional must be 'learned' or 'sinusoidal', got {self.positional!r}")
+            raise ConfigError(f"must be 'learned' or 'sinusoidal', got {self.positional!r}", key="positional")
         if not self.input_projection and self.d_model != self.input_dim:
-            raise ValueError(
-                f"without input projection d_model must equal the feature width {self.input_dim}, "
-                f"got d_model={self.d_model}"
+            raise ConfigError(
+                f"without input projection must equal the feature width {self.input_dim}, got {self.d_model}",
+                key="d_model",
             )
         if self.d_model % self.heads:
-            raise ValueError(f"d_model {self.d_model} is not divisible by heads {self.heads}")
+            raise ConfigError(f"{self.d_model} is not divisible by heads {self.heads}", key="d_model")
 
 
 def sinusoidal_encoding(length: int, dim: int) -> torch.Tensor:

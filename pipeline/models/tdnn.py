@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pipeline.config import ConfigError
+
 
 @dataclass(frozen=True)
 class TDNNConfig:
@@ -46,19 +48,19 @@ class TDNNConfig:
     def __post_init__(self) -> None:
         n = len(self.channels)
         if n == 0 or len(self.kernel_sizes) != n or len(self.dilations) != n:
-            raise ValueError(
-                "TDNN: channels, kernel_sizes and dilations need the same non-zero length, got "
-                f"{len(self.channels)}, {len(self.kernel_sizes)}, {len(self.dilations)}"
+            raise ConfigError(
+                "channels, kernel_sizes and dilations need the same non-zero length, got "
+                f"{len(self.channels)}, {len(self.kernel_sizes)}, {len(self.dilations)}", key="channels"
             )
         for name, values in (("channels", self.channels), ("kernel_sizes", self.kernel_sizes),
                              ("dilations", self.dilations)):
             if any(v < 1 for v in values):
-                raise ValueError(f"TDNN: every value of {name} must be >= 1, got {list(values)}")
+                raise ConfigError(f"every value must be >= 1, got {list(values)}", key=name)
         if self.embedding_dim < 1 or self.in_channels < 1:
-            raise ValueError(f"TDNN: embedding_dim and in_channels must be >= 1, got "
-                             f"{self.embedding_dim} and {self.in_channels}")
+            raise ConfigError(f"must be >= 1 (and in_channels too), got {self.embedding_dim} and "
+                              f"{self.in_channels}", key="embedding_dim")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"TDNN: dropout must be in [0, 1), got {self.dropout}")
+            raise ConfigError(f"must be in [0, 1), got {self.dropout}", key="dropout")
 
     @property
     def receptive_field(self) -> int:

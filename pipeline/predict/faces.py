@@ -34,6 +34,7 @@ from typing import Iterable
 import numpy as np
 from PIL import Image
 
+from pipeline.config import ConfigError
 from pipeline.predict.align import Box
 
 _LOCAL_FACE_PX = 48  # the tracked face's size in the local search image
@@ -54,21 +55,21 @@ class DetectorConfig:
 
     def __post_init__(self) -> None:
         if self.max_side < 32:
-            raise ValueError(f"detector max_side must be >= 32, got {self.max_side}")
+            raise ConfigError(f"must be >= 32, got {self.max_side}", key="max_side")
         if self.scale_factor <= 1.0:
-            raise ValueError(f"detector scale_factor must be > 1, got {self.scale_factor}")
+            raise ConfigError(f"must be > 1, got {self.scale_factor}", key="scale_factor")
         if self.step_ratio < 1.0:
-            raise ValueError(f"detector step_ratio must be >= 1, got {self.step_ratio}")
+            raise ConfigError(f"must be >= 1, got {self.step_ratio}", key="step_ratio")
         if self.min_size < 8:
-            raise ValueError(f"detector min_size must be >= 8, got {self.min_size}")
+            raise ConfigError(f"must be >= 8, got {self.min_size}", key="min_size")
         if self.min_neighbours < 1:
-            raise ValueError(f"detector min_neighbours must be >= 1, got {self.min_neighbours}")
+            raise ConfigError(f"must be >= 1, got {self.min_neighbours}", key="min_neighbours")
         if not 0.0 < self.smoothing <= 1.0:
-            raise ValueError(f"detector smoothing must be in (0, 1], got {self.smoothing}")
+            raise ConfigError(f"must be in (0, 1], got {self.smoothing}", key="smoothing")
         if self.hold_frames < 0:
-            raise ValueError(f"detector hold_frames must be >= 0, got {self.hold_frames}")
+            raise ConfigError(f"must be >= 0, got {self.hold_frames}", key="hold_frames")
         if self.redetect_every < 1:
-            raise ValueError(f"detector redetect_every must be >= 1, got {self.redetect_every}")
+            raise ConfigError(f"must be >= 1, got {self.redetect_every}", key="redetect_every")
 
 
 class FaceDetector:

@@ -45,7 +45,7 @@ from PIL import Image
 
 from pipeline.audio.features import AudioConfig
 from pipeline.audio.windows import video_audio
-from pipeline.config import from_dict
+from pipeline.config import ConfigError, from_dict
 from pipeline.data.video import VideoError, video_stream
 from pipeline.evaluate.inference import compose_features, onnx_run_fn, sliding_window_logits
 from pipeline.fsio import atomic_path
@@ -68,7 +68,7 @@ class PredictConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.crop_margin <= 1.0:
-            raise ValueError(f"predict crop_margin must be in [0, 1], got {self.crop_margin}")
+            raise ConfigError(f"must be in [0, 1], got {self.crop_margin}", key="crop_margin")
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from typing import Any, Iterable, Iterator, Literal, Mapping
 import torch
 from torch import nn
 
+from pipeline.config import ConfigError
 from pipeline.labels import TASKS
 
 Task = Literal["au", "expr"]
@@ -50,9 +51,9 @@ class TaskSchedule:
 
     def __post_init__(self) -> None:
         if self.mode not in ("epoch", "batch"):
-            raise ValueError(f"alternation mode must be 'epoch' or 'batch', got {self.mode!r}")
+            raise ConfigError(f"must be 'epoch' or 'batch', got {self.mode!r}", key="mode")
         if not self.tasks or len(set(self.tasks)) != len(self.tasks) or not set(self.tasks) <= set(TASKS):
-            raise ValueError(f"tasks must be distinct names from {TASKS}, got {self.tasks!r}")
+            raise ConfigError(f"must be distinct names from {TASKS}, got {self.tasks!r}", key="tasks")
 
     def task_for_epoch(self, epoch: int) -> Task:
         """The task trained during ``epoch`` (epoch mode only)."""

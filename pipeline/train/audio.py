@@ -33,7 +33,7 @@ from torch import nn
 from pipeline.audio.encode import SpanBatch, embed_frames, encode_spans, span_batch
 from pipeline.audio.features import AudioConfig, LogMel
 from pipeline.audio.windows import VideoAudio, track_audio, video_audio
-from pipeline.config import to_dict
+from pipeline.config import ConfigError, to_dict
 from pipeline.data.manifest import Manifest, read_manifest
 from pipeline.export import DEFAULT_PARITY_RTOL, check_parity_rtol, export_onnx
 from pipeline.fsio import atomic_path, write_json
@@ -78,18 +78,18 @@ class AudioTrainConfig:
     parity_rtol: float = DEFAULT_PARITY_RTOL   # tdnn.onnx vs torch, relative to the output's scale
 
     def __post_init__(self) -> None:
-        check_parity_rtol(self.parity_rtol, "train_audio.parity_rtol")
+        check_parity_rtol(self.parity_rtol)
         for name in ("epochs", "segment_frames", "batch_segments"):
             if getattr(self, name) < 1:
-                raise ValueError(f"train_audio.{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"must be >= 1, got {getattr(self, name)}", key=name)
         if self.max_segments is not None and self.max_segments < 1:
-            raise ValueError(f"train_audio.max_segments must be >= 1 or null, got {self.max_segments}")
+            raise ConfigError(f"must be >= 1 or null, got {self.max_segments}", key="max_segments")
         if not self.lr > 0:
-            raise ValueError(f"train_audio.lr must be > 0, got {self.lr}")
+            raise ConfigError(f"must be > 0, got {self.lr}", key="lr")
         if self.audio.context_frames < self.tdnn.receptive_field:
-            raise ValueError(
-                f"train_audio: the audio window ({self.audio.context_frames} mel frames for context_s="
-                f"{self.audio.context_s}) is shorter than the TDNN's receptive field ({self.tdnn.receptive_field})"
+            raise ConfigError(
+                f"the audio window ({self.audio.context_frames} mel frames for {self.audio.context_s} s) is shorter "
+                f"than the TDNN's receptive field ({self.tdnn.receptive_field})", key="audio.context_s"
             )
 
     def tdnn_arch(self) -> TDNNConfig:

@@ -54,7 +54,7 @@ class AugmentConfig:
         for name, upper in limits.items():
             value = getattr(self, name)
             if not 0.0 <= value <= upper:
-                raise ConfigError(f"augment {name} must be in [0, {upper}], got {value}")
+                raise ConfigError(f"must be in [0, {upper}], got {value}", key=name)
 
     @property
     def is_identity(self) -> bool:

@@ -74,21 +74,21 @@ class SequenceTrainConfig:
     parity_rtol: float = DEFAULT_PARITY_RTOL   # sequence.onnx vs torch, relative to the output's scale
 
     def __post_init__(self) -> None:
-        check_parity_rtol(self.parity_rtol, "train_sequence.parity_rtol")
+        check_parity_rtol(self.parity_rtol)
         if self.window < 2:
-            raise ConfigError(f"train_sequence.window must be >= 2 frames, got {self.window}")
+            raise ConfigError(f"must be >= 2 frames, got {self.window}", key="window")
         for name in ("stride", "epochs", "batch_size"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"train_sequence.{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"must be >= 1, got {getattr(self, name)}", key=name)
         if self.lr <= 0 or self.pos_weight_cap <= 0 or self.focal_gamma < 0:
-            raise ConfigError(
-                f"train_sequence: lr ({self.lr}) and pos_weight_cap ({self.pos_weight_cap}) must be > 0, "
-                f"focal_gamma ({self.focal_gamma}) >= 0"
-            )
+            key = "lr" if self.lr <= 0 else "pos_weight_cap" if self.pos_weight_cap <= 0 else "focal_gamma"
+            raise ConfigError(f"must be {'>= 0' if key == 'focal_gamma' else '> 0'}, got {getattr(self, key)}", key=key)
         try:
             self.arch()
+        except ConfigError:
+            raise
         except ValueError as exc:
-            raise ConfigError(f"train_sequence: {exc}") from exc
+            raise ConfigError(str(exc), key="model") from exc
 
     def arch(self) -> SequenceArch:
         """The network shape these params describe."""

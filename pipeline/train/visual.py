@@ -96,24 +96,24 @@ class VisualTrainConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
-            (self.batch_size >= 2, f"batch_size must be >= 2, got {self.batch_size}"),
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
-            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
-            (self.width_mult > 0, f"width_mult must be > 0, got {self.width_mult}"),
+            (self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 2, "batch_size", f"must be >= 2, got {self.batch_size}"),
+            (self.lr > 0, "lr", f"must be > 0, got {self.lr}"),
+            (0 <= self.momentum < 1, "momentum", f"must be in [0, 1), got {self.momentum}"),
+            (self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}"),
+            (self.width_mult > 0, "width_mult", f"must be > 0, got {self.width_mult}"),
             (self.focal_alpha is None or len(self.focal_alpha) == NUM_EXPRS,
-             f"focal_alpha needs {NUM_EXPRS} values, got {self.focal_alpha}"),
+             "focal_alpha", f"needs {NUM_EXPRS} values, got {self.focal_alpha}"),
             (self.pos_weight is None or len(self.pos_weight) == NUM_AUS,
-             f"pos_weight needs {NUM_AUS} values, got {self.pos_weight}"),
+             "pos_weight", f"needs {NUM_AUS} values, got {self.pos_weight}"),
             (self.max_frames_per_epoch is None or self.max_frames_per_epoch >= 1,
-             f"max_frames_per_epoch must be >= 1 or null, got {self.max_frames_per_epoch}"),
+             "max_frames_per_epoch", f"must be >= 1 or null, got {self.max_frames_per_epoch}"),
             (self.pretrained is None or self.width_mult == 1.0,
-             f"a pretrained backbone needs width_mult 1.0 (insightface layout), got {self.width_mult}"),
+             "width_mult", f"must be 1.0 with a pretrained backbone (insightface layout), got {self.width_mult}"),
         ]
-        for ok, message in checks:
+        for ok, key, message in checks:
             if not ok:
-                raise ConfigError(f"finetune_visual: {message}")
+                raise ConfigError(message, key=key)
 
     def arch(self) -> dict[str, Any]:
         """The model's arch dict (stored in the checkpoint, read by ``build_model``)."""

@@ -45,4 +45,4 @@ def test_a_bad_param_value_is_a_usage_error_not_a_traceback(tmp_path) -> None:
     args = ["evaluate", *map(str, inputs + outputs), "--params", str(params)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2, result.output
-    assert "au_threshold must be in (0, 1), got 2.0" in result.output and "Traceback" not in result.output
+    assert "evaluate.au_threshold: must be in (0, 1), got 2.0" in result.output and "Traceback" not in result.output

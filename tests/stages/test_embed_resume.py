@@ -106,3 +106,62 @@ def test_kill_9_then_rerun_computes_only_missing_subjects(tmp_path: Path) -> Non
             np.testing.assert_array_equal(a[name], b[name], err_msg=f"{key}/{name}")
     leftovers = sorted(p.name for p in out.iterdir() if p.is_dir())
     assert leftovers == SUBJECTS  # no half-written entry was published
+
+
+@pytest.mark.slow
+def test_a_second_run_on_the_same_work_dir_is_refused_or_waits(tmp_path: Path) -> None:
+    prepared, frames = build_prepared(tmp_path)
+    onnx = tiny_visual_onnx(tmp_path / "visual.onnx")
+    params = tmp_path / "params.yaml"
+    params.write_text("embed_visual:\n  chunk_frames: 4\n  sources: [affwild2]\n")
+    out, work = tmp_path / "out" / "visual.zarr", tmp_path / "work"
+    cmd = [sys.executable, "-m", "stages.cli", "embed-visual", str(prepared), str(frames), str(onnx), str(out),
+           "--params", str(params), "--device", "cpu", "--no-processes", "--batch-size", "8",
+           "--work-dir", str(work), "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # The first run: a process holding the work dir the way a running stage does, for as long as
+    # the test says (a real stage finishes too soon to be caught reliably on a loaded machine).
+    first = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfrom pipeline.fsio import work_dir_lock\n"
+         f"with work_dir_lock({str(work)!r}):\n    print('held', flush=True); sys.stdin.read()"],
+        cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert first.stdout.readline().strip() == "held"
+        second = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 1
+        assert second.stderr.strip().splitlines()[-1] == (
+            f"Error: another run holds {work} (pid {first.pid}); let it finish, or rerun with --wait"
+        )
+        assert "Traceback" not in second.stderr
+        assert not out.exists() and [p.name for p in work.iterdir()] == [".lock"]
+        waiter_log = tmp_path / "waiter.log"
+        with waiter_log.open("w") as log_fh:
+            waiter = subprocess.Popen(cmd + ["--wait"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                      stderr=log_fh, text=True)
+        deadline = time.monotonic() + 120
+        while f"waiting for the run holding {work} (pid {first.pid})" not in waiter_log.read_text():
+            assert waiter.poll() is None, waiter_log.read_text()
+            assert time.monotonic() < deadline, "the --wait run never said it was waiting"
+            time.sleep(0.1)
+        assert not out.exists()
+    finally:
+        first.communicate("")
+    stdout, _ = waiter.communicate(timeout=300)
+    assert waiter.returncode == 0, waiter_log.read_text()
+    assert json.loads(stdout)["computed"] == len(SUBJECTS)
+    assert EmbeddingStore.open_read(out).keys() == SUBJECTS
+    assert [p.name for p in work.iterdir()] == [".lock"]  # nothing left to block a later run
+
+
+def test_a_leftover_that_is_not_a_store_is_rebuilt_not_refused(tmp_path: Path) -> None:
+    prepared, frames = build_prepared(tmp_path)
+    onnx = tiny_visual_onnx(tmp_path / "visual.onnx")
+    work = tmp_path / "work"
+    (work / "visual.zarr" / "vidA" / "embedding").mkdir(parents=True)  # entries without a root: no store
+    (work / "visual.zarr" / "vidA" / "embedding" / "c").write_bytes(b"\0")
+    report = embed_visual(prepared, frames, onnx, tmp_path / "out" / "visual.zarr",
+                          EmbedVisualConfig(chunk_frames=4), InferenceOptions(device="cpu", batch_size=8),
+                          ClusterOptions(processes=False), work_dir=work, progress=False)
+    assert report.ok and report.computed == SUBJECTS
+    assert EmbeddingStore.open_read(tmp_path / "out" / "visual.zarr").keys() == SUBJECTS

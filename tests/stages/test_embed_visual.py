@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from _embed_inputs import build_prepared, tiny_visual_onnx
-from pipeline.data.frames import FrameStore
+from pipeline.data.frame_store import FrameStore
 from pipeline.data.labels_store import read_all_labels
 from pipeline.data.manifest import read_manifest
 from pipeline.export import make_session

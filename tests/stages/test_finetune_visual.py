@@ -68,7 +68,7 @@ def test_bad_params_and_inputs_are_one_line_errors(tiny_prepared: Path, tiny_fra
     assert result.exit_code == 2 and "learning_rate" in result.output
     params.write_text(PARAMS.format(epochs=0))
     result = CliRunner().invoke(main, ["finetune-visual", *_args(tiny_prepared, tiny_frames, tmp_path, params)])
-    assert result.exit_code == 2 and "epochs must be >= 1" in result.output
+    assert result.exit_code == 2 and "finetune_visual.epochs: must be >= 1" in result.output
     empty = tmp_path / "empty"
     empty.mkdir()
     result = CliRunner().invoke(main, ["finetune-visual", *_args(empty, tiny_frames, tmp_path, _params(tmp_path, 1))])

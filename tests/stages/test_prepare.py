@@ -96,7 +96,7 @@ def test_invalid_params_value_is_a_usage_error(root: Path, tmp_path: Path) -> No
     params = tmp_path / "bad.yaml"
     params.write_text(PARAMS.replace("frame_tolerance: 2", "frame_tolerance: -3"))
     result = CliRunner().invoke(main, ["prepare", str(root), str(tmp_path / "p"), "--params", str(params)])
-    assert result.exit_code == 2 and "frame_tolerance must be >= 0" in result.output
+    assert result.exit_code == 2 and "prepare.frame_tolerance: must be >= 0" in result.output
 
 
 def test_repository_params_section_builds_the_config() -> None:

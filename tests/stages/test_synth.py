@@ -84,3 +84,23 @@ def test_help_says_what_it_reads_and_writes() -> None:
     result = CliRunner().invoke(command, ["--help"])
     assert result.exit_code == 0
     assert "synth" in result.output and "cropped_aligned" in result.output and "--preset" in result.output
+
+
+def test_a_full_disk_is_one_line_naming_the_output(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    from _fs import small_filesystem
+
+    with small_filesystem(tmp_path / "small", "64k") as mounted:
+        if not mounted:  # a write as Python reports a full disk: errno 28, no file name
+            def full(self: Path, data: bytes) -> int:
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+            monkeypatch.setattr(Path, "write_bytes", full)
+        out = tmp_path / "small" / "data"
+        result = CliRunner().invoke(main, ["synth", str(out), "--params", str(_params(tmp_path, FAST))])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: {out}: no space left on device; free some space (or point the output elsewhere) and rerun"
+    )

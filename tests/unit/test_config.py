@@ -81,3 +81,54 @@ class Checked:
 def test_value_checks_of_the_dataclass_become_config_errors() -> None:
     with pytest.raises(ConfigError, match=r"params.yaml:demo: epochs must be >= 1, got 0"):
         from_dict(Checked, {"epochs": 0}, where="params.yaml:demo")
+
+
+@dataclass(frozen=True)
+class Keyed:
+    window: int = 2
+    inner: Inner = field(default_factory=Inner)
+
+    def __post_init__(self) -> None:
+        if self.window < 2:
+            raise ConfigError(f"must be >= 2, got {self.window}", key="window")
+        if self.inner.gamma < 0:
+            raise ConfigError(f"must be >= 0, got {self.inner.gamma}", key="inner.gamma")
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"window": 1}, "params.yaml:demo.window: must be >= 2, got 1"),
+    ({"inner": {"gamma": -1}}, "params.yaml:demo.inner.gamma: must be >= 0, got -1.0"),
+])
+def test_a_config_check_names_section_and_key(data: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        from_dict(Keyed, data, where="params.yaml:demo")
+    assert str(info.value) == message
+
+
+def test_a_config_built_directly_names_the_key() -> None:
+    with pytest.raises(ConfigError) as info:
+        Keyed(window=0)
+    assert str(info.value) == "window: must be >= 2, got 0"
+
+
+def test_scientific_notation_that_pyyaml_reads_as_text_is_a_number(tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text("train:\n  lr: 1e-3\n  mode: x\n  inner:\n    alpha: [2E+1, -.5e2]\n")
+    section = load_section(params, "train")
+    assert section["lr"] == "1e-3"  # what PyYAML hands over
+    cfg = from_dict(Outer, section)
+    assert cfg.lr == 0.001 and cfg.inner.alpha == (20.0, -50.0)
+    with pytest.raises(ConfigError, match=r"demo\.layers: expected an integer"):
+        from_dict(Outer, {**section, "layers": "1e3"}, where="demo")  # an integer stays an integer
+    with pytest.raises(ConfigError, match=r"demo\.lr: expected a number, got 'nan'"):
+        from_dict(Outer, {**section, "lr": "nan"}, where="demo")
+
+
+def test_yaml_syntax_error_is_one_line_with_file_line_column(tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text("train:\n  lr: 0.1\n   mode: x\n")
+    with pytest.raises(ConfigError) as info:
+        load_section(params, "train")
+    message = str(info.value)
+    assert message.startswith(f"{params}:3:")
+    assert "invalid YAML" in message and "\n" not in message

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.data.frames import CorruptCropError, FrameStore, PackConfig, pack_frames
+from pipeline.data.frame_store import CorruptCropError, FrameStore
+from pipeline.data.pack_frames import PackConfig, pack_frames
 from pipeline.data.labels_store import SubjectLabels, read_all_labels
 from pipeline.data.manifest import Manifest, read_manifest
 from pipeline.data.prepare import PrepareConfig, prepare_dataset

@@ -35,6 +35,8 @@ def _write(path: Path, key: str, n: int) -> dict[str, int]:
         raise ValueError(f"{key}.mp4: frame 3 is unreadable")
     if key.startswith("bug"):
         raise TypeError("unsupported operand")
+    if key.startswith("full"):
+        raise OSError(28, "No space left on device", str(path / key / "embedding" / "c" / "0"))
     EmbeddingStore.open_append(path, FINGERPRINT).write(key, {"x": np.full((n, 2), n, np.float16)}, {"n": n})
     return {"frames": n}
 
@@ -102,3 +104,14 @@ def test_more_workers_than_cores_is_refused(tmp_path: Path) -> None:
         run_tasks(store, {"a": 1}, partial(_write, store.path), options, progress=False)
     with pytest.raises(ValueError, match=">= 1"):
         ClusterOptions(n_workers=0)
+
+
+def test_a_full_disk_stops_the_run_naming_the_store(tmp_path: Path, scheduler: str) -> None:
+    from pipeline.fsio import DiskFullError
+
+    store = _store(tmp_path)
+    jobs = {"v1": 3, "full_v2": 4}
+    with pytest.raises(DiskFullError) as info:
+        run_tasks(store, jobs, partial(_write, store.path), ClusterOptions(scheduler=scheduler), progress=False)
+    assert str(info.value).startswith(f"{store.path}: no space left on device")
+    assert store.keys() == ["v1"]  # complete entries stay for the rerun

@@ -128,7 +128,7 @@ def test_parity_tolerance_comes_from_train_sequence_params(tmp_path: Path) -> No
         publish_outputs(SequenceModel(config.arch()), config, tmp_path / "strict")
     assert not (tmp_path / "strict").exists()
     with pytest.raises(ConfigError, match="train_sequence.parity_rtol"):
-        from_dict(SequenceTrainConfig, {"parity_rtol": -1.0})
+        from_dict(SequenceTrainConfig, {"parity_rtol": -1.0}, where="train_sequence")
     # the tolerance is not part of the model: model.pt is the same whatever its value
     loose = replace(config, parity_rtol=1e-3)
     publish_outputs(SequenceModel(loose.arch()), loose, tmp_path / "loose")

@@ -165,3 +165,14 @@ def test_as_float16_refuses_overflow_and_nan() -> None:
         as_float16(np.array([1.0, 1e5], np.float32), "m.onnx: subject 'v'")
     with pytest.raises(ValueError, match="NaN"):
         as_float16(np.array([np.nan, 1.0], np.float32), "m")
+
+
+def test_a_leftover_is_refused_unless_the_caller_owns_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "work" / "visual.zarr"
+    (path / "vidA" / "embedding").mkdir(parents=True)  # entries of a store whose root was never written
+    attrs = {"model": "m", "params": {}, "dim": 2}
+    with pytest.raises(StoreError, match="exists and is not an embedding store"):
+        EmbeddingStore.open_for_write(path, "a" * 64, attrs)
+    store = EmbeddingStore.open_for_write(path, "a" * 64, attrs, replace_foreign=True)
+    assert store.keys() == [] and sorted(p.name for p in path.iterdir()) == ["zarr.json"]
+    assert [p.name for p in path.parent.iterdir()] == ["visual.zarr"]

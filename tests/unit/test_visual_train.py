@@ -15,7 +15,7 @@ import torch
 import torch.multiprocessing as mp
 
 from pipeline.config import ConfigError
-from pipeline.data.frames import FrameStore
+from pipeline.data.frame_store import FrameStore
 from pipeline.data.labels_store import read_all_labels
 from pipeline.data.manifest import read_manifest
 from pipeline.models.multitask import CheckpointMismatchError, build_from_checkpoint
@@ -138,9 +138,9 @@ def test_shard_and_unshard_round_trip() -> None:
 # -- config -----------------------------------------------------------------------------------
 
 def test_config_names_bad_values() -> None:
-    with pytest.raises(ConfigError, match="width_mult 1.0"):
+    with pytest.raises(ConfigError, match=r"width_mult: must be 1\.0 with a pretrained backbone"):
         VisualTrainConfig(pretrained="glint360k_r18.pth", width_mult=0.25)
-    with pytest.raises(ConfigError, match="pos_weight needs 12"):
+    with pytest.raises(ConfigError, match="pos_weight: needs 12"):
         VisualTrainConfig(pos_weight=(1.0, 2.0))
     with pytest.raises(ConfigError, match="batch_size"):
         VisualTrainConfig(batch_size=1)

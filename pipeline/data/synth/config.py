@@ -117,20 +117,20 @@ class SynthConfig:
 
     def __post_init__(self) -> None:
         if self.n_videos < N_REQUIRED_VIDEOS:
-            raise ConfigError(f"synth.n_videos must be at least {N_REQUIRED_VIDEOS}, got {self.n_videos}")
+            raise ConfigError(f"must be at least {N_REQUIRED_VIDEOS}, got {self.n_videos}", key="n_videos")
         for name in ("occlusion_rate", "blur_rate", "missing_rate"):
             value = getattr(self.degrade, name)
             if not 0.0 <= value < 0.5:
-                raise ConfigError(f"synth.degrade.{name} must be in [0, 0.5), got {value}")
+                raise ConfigError(f"must be in [0, 0.5), got {value}", key=f"degrade.{name}")
         if sum(getattr(self.degrade, n) for n in ("occlusion_rate", "blur_rate", "missing_rate")) >= 0.8:
-            raise ConfigError("synth.degrade rates together must stay below 0.8")
+            raise ConfigError("the rates together must stay below 0.8", key="degrade")
         width, height = self.video.frame_size
         if width < 128 or height < 128 or width % 2 or height % 2:
-            raise ConfigError(f"synth.video.frame_size must be even and at least 128, got {self.video.frame_size}")
+            raise ConfigError(f"must be even and at least 128, got {self.video.frame_size}", key="video.frame_size")
         if not self.audio.sample_rates:
-            raise ConfigError("synth.audio.sample_rates must not be empty")
+            raise ConfigError("must not be empty", key="audio.sample_rates")
         if not self.video.fps_choices or min(self.video.fps_choices) <= 0:
-            raise ConfigError(f"synth.video.fps_choices must be positive, got {self.video.fps_choices}")
+            raise ConfigError(f"must be positive, got {self.video.fps_choices}", key="video.fps_choices")
 
     @classmethod
     def from_preset(cls, name: str, seed: int = 0) -> "SynthConfig":

@@ -1,23 +1,13 @@
-"""The frame store: every subject's face crops in one HDF5 file, for fast random access.
+"""Pack every subject's face crops into the HDF5 frame store (format: :mod:`pipeline.data.frame_store`).
 
-Layout of ``frames.h5``::
-
-    /subjects/<name>/jpeg          (N,) variable-length uint8: the crop's original JPEG bytes, empty if none
-    /subjects/<name>/face_present  (N,) bool
-    attrs: version, image_size (112), complete (True once every subject is written), config
-
-Keeping the original JPEG bytes (no re-encoding) keeps the store close to the size of the source
-crops and the pixels identical. ``pack_frames`` streams one chunk of crops at a time, checks that
-each decodes, and works in a partial file that is renamed onto the output only when complete; with
-a ``work_dir`` the partial file survives a failure and the next run resumes after the last complete
-subject.
+``pack_frames`` streams one chunk of crops at a time, checks that each decodes, and works in a
+partial file that is renamed onto the output only when complete; with a ``work_dir`` the partial
+file survives a failure and the next run resumes after the last complete subject that still reads
+back (a full disk or a kill can leave the rest of the file unusable).
 
 Example:
     >>> stats = pack_frames(read_manifest("cache/prepared/manifest.json"), "cache/frames/frames.h5",
     ...                     PackConfig())                                     # doctest: +SKIP
-    >>> store = FrameStore("cache/frames/frames.h5")                          # doctest: +SKIP
-    >>> store.read("video5_left", [0, 7, 3]).shape                            # doctest: +SKIP
-    (3, 112, 112, 3)
 """
 
 from __future__ import annotations
@@ -32,7 +22,7 @@ import time
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import h5py
 import numpy as np
@@ -42,17 +32,14 @@ from tqdm import tqdm
 
 from pipeline import config
 from pipeline.data.crops import crop_paths
+from pipeline.data.frame_store import DECODE_ERRORS, IMAGE_SIZE, JPEG_DTYPE, STORE_VERSION, CorruptCropError
 from pipeline.data.manifest import Manifest, SubjectRecord
-from pipeline.fsio import publish
+from pipeline.fsio import publish, remove_dead_temporaries
 
 log = logging.getLogger(__name__)
 
-STORE_VERSION = 1
-IMAGE_SIZE = 112
-_JPEG_DTYPE = h5py.vlen_dtype(np.uint8)
 _EMPTY = np.zeros(0, dtype=np.uint8)
-# Exceptions Pillow raises on bytes that are not a whole, valid image.
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
 
 
 @dataclass(frozen=True)
@@ -65,11 +52,7 @@ class PackConfig:
 
     def __post_init__(self) -> None:
         if self.chunk_frames < 1:
-            raise config.ConfigError(f"pack_frames.chunk_frames must be >= 1, got {self.chunk_frames}")
-
-
-class CorruptCropError(ValueError):
-    """A face crop is not a decodable JPEG; the message names the file, subject and frame."""
+            raise config.ConfigError(f"must be >= 1, got {self.chunk_frames}", key="chunk_frames")
 
 
 @dataclass(frozen=True)
@@ -96,6 +79,8 @@ def pack_frames(
         f".{out_path.name}.partial-{os.getpid()}"
     )
     fingerprint = json.dumps(config.to_dict(cfg), sort_keys=True)
+    for kind in ("partial", "staged"):  # what killed runs of this stage left next to the output
+        remove_dead_temporaries(out_path.parent, f".{out_path.name}.{kind}-")
     fh = _open_partial(partial, fingerprint, resumable)
     totals = {"frames": 0, "faces": 0, "source_bytes": 0, "dropped": 0, "resized": 0, "resumed_subjects": 0}
     finished = False
@@ -124,7 +109,7 @@ def pack_frames(
         fh.attrs["complete"] = True
         finished = True
     finally:
-        fh.close()
+        _close(fh, failing=not finished)
         if not finished and not resumable:
             partial.unlink(missing_ok=True)
     _publish(partial, out_path)
@@ -141,21 +126,36 @@ def pack_frames(
 
 
 def _open_partial(partial: Path, fingerprint: str, resumable: bool) -> h5py.File:
-    """Open the partial store to resume (same config) or start a fresh one."""
-    if partial.exists():
-        if resumable:
-            try:
-                fh = h5py.File(partial, "a")
-            except OSError as exc:
-                log.warning("%s: unreadable partial store (%s); starting over", partial, exc)
-            else:
-                if fh.attrs.get("config") == fingerprint and fh.attrs.get("version") == STORE_VERSION:
-                    log.info("%s: resuming a partial store", partial)
-                    return fh
-                fh.close()
-        partial.unlink()
+    """Start the partial store, carrying over what an earlier run with the same config completed.
+
+    The earlier file is never written to again: a run that was killed, or whose disk filled, can
+    leave HDF5's own bookkeeping behind its data (later writes would land on top of it, and reopening
+    it fails with "addr overflow"). Its complete subjects that still read back are copied into a new
+    file, which replaces it; anything unreadable is packed again.
+    """
     partial.parent.mkdir(parents=True, exist_ok=True)
-    fh = h5py.File(partial, "w")
+    if not (resumable and partial.exists()):
+        partial.unlink(missing_ok=True)
+        return _create(partial, fingerprint)
+    remove_dead_temporaries(partial.parent, f".{partial.name}.salvage-")
+    fresh = partial.with_name(f".{partial.name}.salvage-{os.getpid()}")
+    fh = _create(fresh, fingerprint)
+    try:
+        carried = _carry_over(partial, fh.require_group("subjects"), fingerprint)
+        fh.flush()
+        os.replace(fresh, partial)  # the open handle follows the file
+    except BaseException:
+        _close(fh, failing=True)
+        fresh.unlink(missing_ok=True)
+        raise
+    if carried:
+        log.info("%s: resuming after %d complete subjects", partial, carried)
+    return fh
+
+
+def _create(path: Path, fingerprint: str) -> h5py.File:
+    """A new, empty partial store at ``path``."""
+    fh = h5py.File(path, "w")
     fh.attrs["version"] = STORE_VERSION
     fh.attrs["image_size"] = IMAGE_SIZE
     fh.attrs["config"] = fingerprint
@@ -163,8 +163,61 @@ def _open_partial(partial: Path, fingerprint: str, resumable: bool) -> h5py.File
     return fh
 
 
+def _carry_over(old_path: Path, subjects: h5py.Group, fingerprint: str) -> int:
+    """Copy the complete, readable subjects of the partial store ``old_path`` into ``subjects``
+    when it was made with the same config; return how many were copied."""
+    try:
+        old = h5py.File(old_path, "r")
+    except OSError as exc:
+        log.warning("%s: unreadable partial store (%s); starting over", old_path, exc)
+        return 0
+    carried = 0
+    with old:
+        if old.attrs.get("config") != fingerprint or old.attrs.get("version") != STORE_VERSION:
+            log.info("%s: made with another config; starting over", old_path)
+            return 0
+        try:
+            names = list(old["subjects"]) if "subjects" in old else []
+        except (OSError, RuntimeError, KeyError) as exc:
+            log.warning("%s: unreadable subject list (%s); starting over", old_path, exc)
+            return 0
+        for name in names:
+            try:
+                group = old["subjects"][name]
+                if not group.attrs.get("complete", False):
+                    continue
+                if len(group["face_present"][()]) != group["jpeg"].shape[0]:
+                    raise ValueError("face_present and jpeg disagree on the frame count")
+                old.copy(group, subjects, name=name)
+                carried += 1
+            except (OSError, RuntimeError, KeyError, ValueError) as exc:
+                log.warning("%s: subject %r is unreadable (%s); packing it again", old_path, name, exc)
+                if name in subjects:
+                    del subjects[name]
+    return carried
+
+
+def _close(fh: h5py.File, failing: bool) -> None:
+    """Close ``fh``; while another error is on its way out, a failing close (HDF5 flushing onto a
+    full disk) is logged instead of hiding that error."""
+    if not failing:
+        fh.close()
+        return
+    name = fh.filename  # not readable once a close has failed
+    try:
+        fh.close()
+    except (OSError, RuntimeError) as exc:
+        log.debug("%s: closing after the failure also failed (%s)", name, exc)
+
+
 def _is_done(subjects: h5py.Group, record: SubjectRecord) -> bool:
-    """Whether ``record`` was completely packed by an earlier run from the same crops."""
+    """Whether ``record`` was completely packed by an earlier run from the same crops.
+
+    Same folder, same frame count and the same total crop size: a partial store that outlived its
+    inputs (a failed run, then a DVC checkout of other data in the same layout) is not reused for
+    crops that have since changed. A subject whose corrupt crops were dropped stores fewer bytes than
+    its files hold, so it is packed again.
+    """
     if record.name not in subjects:
         return False
     attrs = subjects[record.name].attrs
@@ -172,7 +225,19 @@ def _is_done(subjects: h5py.Group, record: SubjectRecord) -> bool:
         bool(attrs.get("complete", False))
         and int(attrs.get("frames", -1)) == record.n_frames
         and attrs.get("crops_dir") == (record.crops_dir or "")
+        and int(attrs.get("source_bytes", -1)) == _crop_bytes(record)
     )
+
+
+def _crop_bytes(record: SubjectRecord) -> int:
+    """Total size of ``record``'s crop files on disk (missing crops count 0)."""
+    total = 0
+    for path in crop_paths(record):
+        try:
+            total += path.stat().st_size
+        except FileNotFoundError:
+            pass  # a frame without a crop: stored as face-absent
+    return total
 
 
 def _pack_subject(
@@ -183,7 +248,7 @@ def _pack_subject(
     n = len(paths)
     group = subjects.create_group(record.name)
     jpeg = group.create_dataset(
-        "jpeg", shape=(n,), dtype=_JPEG_DTYPE, chunks=(min(n, cfg.chunk_frames),) if n else None
+        "jpeg", shape=(n,), dtype=JPEG_DTYPE, chunks=(min(n, cfg.chunk_frames),) if n else None
     )
     face = np.zeros(n, dtype=bool)
     source_bytes = dropped = resized = 0
@@ -217,7 +282,7 @@ def _write_vlen(dataset: h5py.Dataset, start: int, arrays: list[np.ndarray]) -> 
     memory = h5s.create_simple((len(arrays),))
     file_space = dataset.id.get_space()
     file_space.select_hyperslab((start,), (len(arrays),))
-    dataset.id.write(memory, file_space, batch, mtype=h5t.py_create(_JPEG_DTYPE))
+    dataset.id.write(memory, file_space, batch, mtype=h5t.py_create(JPEG_DTYPE))
 
 
 def _load_crop(path: Path, frame: int, name: str, cfg: PackConfig) -> _Crop:
@@ -231,7 +296,7 @@ def _load_crop(path: Path, frame: int, name: str, cfg: PackConfig) -> _Crop:
     if cfg.verify != "none" or not data:
         try:
             size = _check_jpeg(data, decode=cfg.verify == "decode")
-        except _DECODE_ERRORS as exc:
+        except DECODE_ERRORS as exc:
             message = f"{path}: frame {frame} of subject {name!r}: corrupt JPEG crop ({exc})"
             if cfg.on_corrupt == "error":
                 raise CorruptCropError(message) from exc
@@ -262,118 +327,10 @@ def _publish(partial: Path, out_path: Path) -> None:
         if exc.errno != errno.EXDEV:
             raise
         staged = out_path.with_name(f".{out_path.name}.staged-{os.getpid()}")
-        shutil.copyfile(partial, staged)
-        publish(staged, out_path)
+        try:
+            shutil.copyfile(partial, staged)
+            publish(staged, out_path)
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            raise
         partial.unlink()
-
-
-def decode_crop(data: np.ndarray | bytes, where: str = "crop") -> np.ndarray:
-    """Decode JPEG bytes to uint8 (112, 112, 3) RGB, resizing only when the crop has another size."""
-    try:
-        with Image.open(io.BytesIO(bytes(data))) as image:
-            rgb = image.convert("RGB")
-    except _DECODE_ERRORS as exc:
-        raise CorruptCropError(f"{where}: cannot decode the stored JPEG ({exc})") from exc
-    if rgb.size != (IMAGE_SIZE, IMAGE_SIZE):
-        rgb = rgb.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
-    return np.asarray(rgb, dtype=np.uint8)
-
-
-class FrameStore:
-    """Read access to ``frames.h5``; the HDF5 file is opened lazily, once per process.
-
-    Safe to hand to DataLoader workers and dask tasks: pickling drops the open handle and a forked
-    process opens its own.
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"frame store not found: {self.path} (run the pack-frames stage first)")
-        self._fh: h5py.File | None = None
-        self._pid: int | None = None
-        self._datasets: dict[str, h5py.Dataset] = {}
-        if not bool(self._file().attrs.get("complete", False)):
-            raise ValueError(f"{self.path}: the frame store is incomplete (pack-frames did not finish)")
-
-    def _file(self) -> h5py.File:
-        if self._fh is None or self._pid != os.getpid():
-            try:
-                self._fh = h5py.File(self.path, "r")
-            except OSError as exc:
-                raise ValueError(f"{self.path}: not a readable HDF5 frame store ({exc})") from exc
-            self._pid = os.getpid()
-            self._datasets = {}
-        return self._fh
-
-    def _jpeg(self, name: str) -> h5py.Dataset:
-        """The ``jpeg`` dataset of ``name``, looked up once per process (training reads it often)."""
-        self._file()
-        dataset = self._datasets.get(name)
-        if dataset is None:
-            dataset = self._datasets[name] = self._group(name)["jpeg"]
-        return dataset
-
-    def _group(self, name: str) -> h5py.Group:
-        subjects = self._file()["subjects"]
-        if name not in subjects:
-            raise KeyError(f"{self.path}: no subject {name!r} in the frame store")
-        return subjects[name]
-
-    def names(self) -> list[str]:
-        """Return the subject names in the store."""
-        return list(self._file()["subjects"].keys())
-
-    def n_frames(self, name: str) -> int:
-        """Return the number of frames of subject ``name``."""
-        return int(self._jpeg(name).shape[0])
-
-    def face_present(self, name: str) -> np.ndarray:
-        """Return subject ``name``'s (N,) bool face-present mask."""
-        return self._group(name)["face_present"][()]
-
-    def read_jpeg(self, name: str, indices: Sequence[int] | np.ndarray) -> list[np.ndarray]:
-        """Return the stored JPEG bytes (uint8 arrays, empty when no face) of frames ``indices``."""
-        dataset = self._jpeg(name)
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if idx.size == 0:
-            return []
-        n = dataset.shape[0]
-        if idx.min() < 0 or idx.max() >= n:
-            raise ValueError(f"{self.path}: subject {name!r} has {n} frames; asked for frames {idx.min()}..{idx.max()}")
-        # h5py reads a slice or an increasing index list; read each distinct frame once.
-        unique, inverse = np.unique(idx, return_inverse=True)
-        if unique[-1] - unique[0] + 1 == len(unique):
-            data = dataset[int(unique[0]): int(unique[-1]) + 1]
-        else:
-            data = dataset[unique.tolist()]
-        return [data[j] for j in inverse]
-
-    def read(self, name: str, indices: Sequence[int] | np.ndarray) -> np.ndarray:
-        """Return frames ``indices`` of ``name`` as uint8 (k, 112, 112, 3) RGB, zeros where no face."""
-        encoded = self.read_jpeg(name, indices)
-        out = np.zeros((len(encoded), IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
-        for k, (frame, data) in enumerate(zip(np.asarray(indices).reshape(-1), encoded)):
-            if data.size:
-                out[k] = decode_crop(data, where=f"{self.path}: subject {name!r} frame {int(frame)}")
-        return out
-
-    def close(self) -> None:
-        """Close the HDF5 handle of this process (it reopens on the next read)."""
-        if self._fh is not None and self._pid == os.getpid():
-            self._fh.close()
-        self._fh = None
-        self._pid = None
-        self._datasets = {}
-
-    def __enter__(self) -> "FrameStore":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "_fh": None, "_pid": None, "_datasets": {}}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
