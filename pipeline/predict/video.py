@@ -11,8 +11,11 @@ For each video:
    with the audio config stored in ``tdnn.onnx``) goes through ``tdnn.onnx``;
 5. ``sequence.onnx`` runs over the whole video with overlapping windows (modalities, window and
    stride from its metadata), exactly as ``evaluate`` runs it on the cache: embeddings pass through
-   float16 like the cached ones, and :func:`~pipeline.evaluate.inference.compose_features` builds
-   the input.
+   float16 like the cached ones, and the same :class:`~pipeline.inference.sequence.SequenceRunner`
+   builds the input and averages the windows.
+
+The three models are loaded and run by :mod:`pipeline.inference`, as in ``embed-visual``,
+``embed-audio`` and ``evaluate``.
 
 The CSV (written atomically) has one row per decoded frame::
 
@@ -37,25 +40,25 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import av
 import numpy as np
 from PIL import Image
 
-from pipeline.audio.features import AudioConfig
 from pipeline.audio.windows import video_audio
-from pipeline.config import from_dict
 from pipeline.data.video import VideoError, video_stream
-from pipeline.evaluate.inference import compose_features, onnx_run_fn, sliding_window_logits
 from pipeline.fsio import atomic_path
-from pipeline.labels import AU_NAMES, EXPR_NAMES
+from pipeline.inference.audio import AudioEmbedder
+from pipeline.inference.sequence import SequenceRunner, load_sequence_runner
+from pipeline.inference.visual import VisualEmbedder
+from pipeline.labels import AU_NAMES, EMBEDDING_DIM, EXPR_NAMES
+from pipeline.models.preprocess import to_model_input
 from pipeline.predict.align import CROP_SIZE, crop_face
 from pipeline.predict.faces import DetectorConfig, FaceTracker
 
 log = logging.getLogger(__name__)
 
-EMBED_DIM = 512
 CSV_COLUMNS: tuple[str, ...] = ("frame", "timestamp", *AU_NAMES, *EXPR_NAMES, "expression", "face_present")
 
 
@@ -73,15 +76,11 @@ class PredictConfig:
 
 @dataclass(frozen=True)
 class PredictModels:
-    """The three ONNX sessions and what their metadata says about using them."""
+    """The three loaded models (the sequence runner knows its modalities, window and stride)."""
 
-    visual: Any
-    audio: Any | None               # None when the sequence model does not use audio
-    sequence: Any
-    audio_config: AudioConfig | None
-    modalities: str
-    window: int
-    stride: int
+    visual: VisualEmbedder
+    audio: AudioEmbedder | None     # None when the sequence model does not use audio
+    sequence: SequenceRunner
 
 
 @dataclass(frozen=True)
@@ -99,26 +98,13 @@ class PredictSummary:
 def load_models(visual_onnx: str | Path, audio_onnx: str | Path | None, sequence_onnx: str | Path,
                 device: str = "auto", threads: int = 0) -> PredictModels:
     """Open the ONNX models once; ``tdnn.onnx`` is needed only when the sequence model uses audio."""
-    from pipeline.export import make_session, read_metadata
-
-    meta = read_metadata(sequence_onnx)
-    missing = [key for key in ("modalities", "window", "stride") if key not in meta]
-    if missing:
-        raise ValueError(f"{sequence_onnx}: metadata lacks {missing} (re-run train-sequence)")
-    modalities = str(meta["modalities"])
-    audio, audio_config = None, None
-    if modalities in ("audio", "both"):
+    sequence = load_sequence_runner(sequence_onnx, device, threads)
+    audio = None
+    if sequence.uses_audio():
         if audio_onnx is None:
-            raise ValueError(f"{sequence_onnx}: the sequence model uses audio ({modalities!r}); give tdnn.onnx")
-        audio_meta = read_metadata(audio_onnx)
-        if "audio_config" not in audio_meta:
-            raise ValueError(f"{audio_onnx}: metadata has no 'audio_config' (re-run train-audio)")
-        audio_config = from_dict(AudioConfig, audio_meta["audio_config"], where=f"{audio_onnx}:audio_config")
-        audio = make_session(audio_onnx, device, threads)
-    return PredictModels(
-        visual=make_session(visual_onnx, device, threads), audio=audio, sequence=make_session(sequence_onnx, device, threads),
-        audio_config=audio_config, modalities=modalities, window=int(meta["window"]), stride=int(meta["stride"]),
-    )
+            raise ValueError(f"{sequence_onnx}: the sequence model uses audio ({sequence.modalities!r}); give tdnn.onnx")
+        audio = AudioEmbedder.from_file(audio_onnx, device, threads)
+    return PredictModels(VisualEmbedder.from_onnx(visual_onnx, device, threads), audio, sequence)
 
 
 def predict_video(
@@ -148,14 +134,13 @@ def predict_video(
         raise FileNotFoundError(f"{video_path}: crops folder not found: {crops_dir}")
     frames = _visual_pass(video_path, models, config, crops_dir, batch_size)
     n = len(frames.timestamps)
-    audio_embedding = np.zeros((n, EMBED_DIM), np.float16)
+    audio_embedding = np.zeros((n, EMBEDDING_DIM), np.float16)
     audio_present = np.zeros(n, bool)
     if models.audio is not None:
-        audio_embedding, audio_present = _audio_pass(video_path, n, frames.fps, models, batch_size)
-    features = compose_features(frames.embedding, audio_embedding, frames.face_present, audio_present,
-                                models.modalities)
-    au_logits, expr_logits = sliding_window_logits(
-        onnx_run_fn(models.sequence), features, models.window, models.stride, batch_size
+        audio = video_audio(video_path, n, frames.fps, models.audio.audio_config)
+        audio_embedding, audio_present = models.audio.embed(audio, batch_size).astype(np.float16), audio.present
+    au_logits, expr_logits = models.sequence.video_logits(
+        frames.embedding, audio_embedding, frames.face_present, audio_present, batch_size
     )
     write_csv(out_csv, frames.timestamps, _sigmoid(au_logits), _softmax(expr_logits), frames.face_present)
     summary = PredictSummary(str(video_path), str(out_csv), n, int(frames.face_present.sum()),
@@ -222,8 +207,6 @@ class _VisualPass:
 def _visual_pass(video_path: Path, models: PredictModels, config: PredictConfig, crops_dir: str | Path | None,
                  batch_size: int) -> _VisualPass:
     """Decode the video once, find each frame's face and embed the faces in batches."""
-    from pipeline.models.preprocess import to_model_input
-
     tracker = None if crops_dir is not None else FaceTracker(config.detector)
     timestamps, present, chunks = [], [], []
     batch: list[np.ndarray] = []
@@ -231,7 +214,7 @@ def _visual_pass(video_path: Path, models: PredictModels, config: PredictConfig,
     def flush() -> None:
         if batch:
             images = to_model_input(np.stack(batch)).numpy()
-            chunks.append(models.visual.run(["embedding"], {"image": images})[0].astype(np.float16))
+            chunks.append(models.visual(images)["embedding"].astype(np.float16))
             batch.clear()
 
     fps = 0.0
@@ -248,7 +231,7 @@ def _visual_pass(video_path: Path, models: PredictModels, config: PredictConfig,
                 flush()
     flush()
     face_present = np.asarray(present, bool)
-    embedding = np.zeros((len(present), EMBED_DIM), np.float16)
+    embedding = np.zeros((len(present), EMBEDDING_DIM), np.float16)
     if chunks:
         embedding[face_present] = np.concatenate(chunks)
     return _VisualPass(np.asarray(timestamps, np.float64), embedding, face_present, fps)
@@ -284,19 +267,6 @@ def _crop_from_folder(folder: Path, index: int) -> np.ndarray | None:
             return np.asarray(image, dtype=np.uint8)
     except OSError as exc:
         raise ValueError(f"{path}: unreadable face crop ({exc})") from exc
-
-
-def _audio_pass(video_path: Path, n_frames: int, fps: float, models: PredictModels,
-                batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """TDNN embeddings (N, 512) float16 of frames with audio (zeros elsewhere) and the presence mask."""
-    audio = video_audio(video_path, n_frames, fps, models.audio_config)
-    embedding = np.zeros((n_frames, EMBED_DIM), np.float16)
-    frames = np.flatnonzero(audio.present)
-    for start in range(0, len(frames), batch_size):
-        index = frames[start:start + batch_size]
-        mel = audio.windows(index).mel
-        embedding[index] = models.audio.run(["embedding"], {"mel": mel})[0].astype(np.float16)
-    return embedding, audio.present
 
 
 def write_csv(path: str | Path, timestamps: np.ndarray, au_prob: np.ndarray, expr_prob: np.ndarray,

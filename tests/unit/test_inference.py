@@ -8,9 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.evaluate.inference import (
-    compose_features, feature_dim, feature_layout, sliding_window_logits, torch_run_fn, window_starts,
-)
+from pipeline.inference.features import compose_features, feature_dim, feature_layout
+from pipeline.inference.sequence import sliding_window_logits, torch_run_fn, window_starts
 
 
 def start_marking_run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -77,7 +77,7 @@ def test_predict_video_with_a_crops_folder(onnx_models, video, tmp_path: Path):
 def test_visual_only_sequence_model_needs_no_audio_model(onnx_models, video, tmp_path: Path):
     sequence = export_sequence(tmp_path / "sequence.onnx", modalities="visual")
     models = load_models(onnx_models.visual, None, sequence, device="cpu")
-    assert models.audio is None and models.modalities == "visual"
+    assert models.audio is None and models.sequence.modalities == "visual"
     summary = predict_video(video, tmp_path / "v.csv", models=models)
     assert summary.frames == N_FRAMES and summary.audio_frames == 0
     _check_probabilities(_read(tmp_path / "v.csv")[1])

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pipeline.config import ConfigError, from_dict
-from pipeline.evaluate.inference import onnx_run_fn, sliding_window_logits, torch_run_fn
+from pipeline.inference.sequence import onnx_run_fn, sliding_window_logits, torch_run_fn
 from pipeline.export import make_session, read_metadata
 from pipeline.models.sequence import build_from_checkpoint
 from pipeline.train.sequence import SequenceTrainConfig, train_sequence

@@ -1,0 +1,49 @@
+"""Reading what a trained model carries besides its weights: checkpoint dicts and ONNX metadata.
+
+Both checks name the file, what is missing and the stage that writes it, so a stale or foreign
+model file is refused before any frame is computed.
+
+Example:
+    >>> require_keys({"modalities": "both", "window": 32}, ("modalities", "window", "stride"),
+    ...              "cache/sequence/model.pt", "train-sequence")
+    Traceback (most recent call last):
+    ...
+    ValueError: cache/sequence/model.pt: lacks ['stride'] (re-run train-sequence)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+
+def require_keys(found: Mapping[str, Any], keys: Sequence[str], path: str | Path, stage: str) -> None:
+    """Raise a ``ValueError`` naming ``path`` and ``stage`` when ``found`` lacks any of ``keys``."""
+    missing = [key for key in keys if key not in found]
+    if missing:
+        raise ValueError(f"{path}: lacks {missing} (re-run {stage})")
+
+
+def read_checkpoint(path: str | Path, what: str, stage: str) -> dict[str, Any]:
+    """The checkpoint dict at ``path`` (loaded with ``weights_only=True`` on CPU), written by ``stage``."""
+    from pipeline.models.multitask import read_torch_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} checkpoint not found: {path} (run {stage} first)")
+    ckpt = read_torch_file(path, f"{what} checkpoint")
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path}: {what} checkpoint is a {type(ckpt).__name__}, expected a dict")
+    return ckpt
+
+
+def read_onnx_metadata(path: str | Path, keys: Sequence[str], stage: str) -> dict[str, Any]:
+    """The ``export_onnx`` metadata of ``path``, checked to hold ``keys``."""
+    from pipeline.export import read_metadata
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX model not found: {path} (run {stage} first)")
+    meta = read_metadata(path)
+    require_keys(meta, keys, path, stage)
+    return meta
