@@ -19,18 +19,25 @@ The three models are loaded and run by :mod:`pipeline.inference`, as in ``embed-
 
 The CSV (written atomically) has one row per decoded frame::
 
-    frame,timestamp,AU1,...,AU26,Neutral,...,Surprise,expression,face_present
-    0,0.0000,0.1234,...,0.0456,0.6012,...,0.0101,Neutral,1
+    frame,timestamp,AU1,...,AU26,Neutral,...,Surprise,expression,face_present,audio_present,low_confidence
+    0,0.0000,0.1234,...,0.0456,0.6012,...,0.0101,Neutral,1,1,0
 
 AU columns are sigmoid probabilities, expression columns softmax probabilities (they sum to 1),
-``expression`` the most probable class and ``face_present`` 1/0. Every frame is predicted, also
-frames without a face (then from the audio and the neighbouring frames).
+``expression`` the most probable class, ``face_present`` and ``audio_present`` 1/0 (audio: the
+frame's audio window was covered by the track and the model uses audio). Every frame is predicted,
+also frames without a face (then from the audio and the neighbouring frames); ``low_confidence``
+is 1 on frames with neither a face nor audio, whose prediction comes from neighbouring frames alone.
+
+A still image (JPEG, PNG, ... opened as a one-frame "video") is refused with a
+:class:`~pipeline.data.video.VideoError` naming it: the models read a face over time, and
+:func:`pipeline.predict.photo_video.write_photo_video` turns a photograph into a video when that is
+what is wanted.
 
 Example:
     >>> models = load_models("cache/onnx/visual.onnx", "cache/audio/tdnn.onnx",
     ...                      "cache/sequence/sequence.onnx", device="cpu")               # doctest: +SKIP
     >>> predict_video("clip.mp4", "out/clip.csv", models=models)                         # doctest: +SKIP
-    PredictSummary(video='clip.mp4', csv='out/clip.csv', frames=250, faces=243, audio_frames=250, seconds=4.1)
+    PredictSummary(video='clip.mp4', csv='out/clip.csv', frames=250, faces=243, audio_frames=250, low_confidence=0, seconds=4.1)
 """
 
 from __future__ import annotations
@@ -59,7 +66,10 @@ from pipeline.predict.faces import DetectorConfig, FaceTracker
 
 log = logging.getLogger(__name__)
 
-CSV_COLUMNS: tuple[str, ...] = ("frame", "timestamp", *AU_NAMES, *EXPR_NAMES, "expression", "face_present")
+CSV_COLUMNS: tuple[str, ...] = (
+    "frame", "timestamp", *AU_NAMES, *EXPR_NAMES, "expression", "face_present", "audio_present", "low_confidence",
+)
+
 
 
 @dataclass(frozen=True)
@@ -92,6 +102,7 @@ class PredictSummary:
     frames: int
     faces: int
     audio_frames: int
+    low_confidence: int     # frames with neither a face nor audio
     seconds: float
 
 
@@ -142,11 +153,13 @@ def predict_video(
     au_logits, expr_logits = models.sequence.video_logits(
         frames.embedding, audio_embedding, frames.face_present, audio_present, batch_size
     )
-    write_csv(out_csv, frames.timestamps, _sigmoid(au_logits), _softmax(expr_logits), frames.face_present)
+    write_csv(out_csv, frames.timestamps, _sigmoid(au_logits), _softmax(expr_logits), frames.face_present,
+              audio_present)
     summary = PredictSummary(str(video_path), str(out_csv), n, int(frames.face_present.sum()),
-                             int(audio_present.sum()), round(time.perf_counter() - start, 3))
-    log.info("%s: %d frames (%d with a face, %d with audio) -> %s in %.1f s", video_path, n,
-             summary.faces, summary.audio_frames, out_csv, summary.seconds)
+                             int(audio_present.sum()), int((~frames.face_present & ~audio_present).sum()),
+                             round(time.perf_counter() - start, 3))
+    log.info("%s: %d frames (%d with a face, %d with audio, %d low-confidence) -> %s in %.1f s", video_path, n,
+             summary.faces, summary.audio_frames, summary.low_confidence, out_csv, summary.seconds)
     return summary
 
 
@@ -241,6 +254,11 @@ def _decode(video_path: Path, need_pixels: bool) -> Iterator[tuple[float, float,
     """Yield ``(timestamp s, fps, RGB frame or None)`` for every decoded frame."""
     try:
         with av.open(str(video_path)) as container:
+            if is_still_image(container):
+                raise VideoError(
+                    f"{video_path}: a still image ({container.format.name}), not a video; predict reads videos "
+                    f"(make one from a photograph with pipeline.predict.photo_video.write_photo_video)"
+                )
             stream, fps = video_stream(video_path, container)
             first: float | None = None
             count = 0
@@ -253,6 +271,14 @@ def _decode(video_path: Path, need_pixels: bool) -> Iterator[tuple[float, float,
                 raise VideoError(f"{video_path}: the video stream holds no frames")
     except av.FFmpegError as exc:
         raise VideoError(f"{video_path}: cannot decode video ({exc})") from exc
+
+
+def is_still_image(container: av.container.InputContainer) -> bool:
+    """Whether PyAV opened a picture file (JPEG, PNG, BMP, TIFF, WebP, a one-frame GIF) rather than a video."""
+    name = container.format.name
+    if name == "image2" or name.endswith("_pipe"):   # FFmpeg's single-picture demuxers
+        return True
+    return name == "gif" and all((s.frames or 0) <= 1 for s in container.streams.video)
 
 
 def _crop_from_folder(folder: Path, index: int) -> np.ndarray | None:
@@ -270,8 +296,9 @@ def _crop_from_folder(folder: Path, index: int) -> np.ndarray | None:
 
 
 def write_csv(path: str | Path, timestamps: np.ndarray, au_prob: np.ndarray, expr_prob: np.ndarray,
-              face_present: np.ndarray) -> Path:
-    """Write the per-frame CSV (columns :data:`CSV_COLUMNS`) atomically."""
+              face_present: np.ndarray, audio_present: np.ndarray) -> Path:
+    """Write the per-frame CSV (columns :data:`CSV_COLUMNS`) atomically; frames with neither face nor
+    audio are marked ``low_confidence``."""
     path = Path(path)
     with atomic_path(path) as tmp:
         with tmp.open("w", newline="") as fh:
@@ -281,7 +308,8 @@ def write_csv(path: str | Path, timestamps: np.ndarray, au_prob: np.ndarray, exp
             for i in range(len(timestamps)):
                 writer.writerow([
                     i, f"{timestamps[i]:.4f}", *(f"{p:.4f}" for p in au_prob[i]), *(f"{p:.4f}" for p in expr_prob[i]),
-                    EXPR_NAMES[best[i]], int(face_present[i]),
+                    EXPR_NAMES[best[i]], int(face_present[i]), int(audio_present[i]),
+                    int(not face_present[i] and not audio_present[i]),
                 ])
     return path
 
