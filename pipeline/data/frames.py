@@ -12,12 +12,13 @@ each decodes, and works in a partial file that is renamed onto the output only w
 a ``work_dir`` the partial file survives a failure and the next run resumes after the last complete
 subject.
 
-Example:
-    >>> stats = pack_frames(read_manifest("cache/prepared/manifest.json"), "cache/frames/frames.h5",
-    ...                     PackConfig())                                     # doctest: +SKIP
-    >>> store = FrameStore("cache/frames/frames.h5")                          # doctest: +SKIP
-    >>> store.read("video5_left", [0, 7, 3]).shape                            # doctest: +SKIP
-    (3, 112, 112, 3)
+Example (not run here: it needs the pipeline's prepared manifest and crops)::
+
+    stats = pack_frames(read_manifest("cache/prepared/manifest.json"), "cache/frames/frames.h5",
+                        PackConfig())
+    store = FrameStore("cache/frames/frames.h5")
+    store.read("video5_left", [0, 7, 3]).shape
+    # (3, 112, 112, 3)
 """
 
 from __future__ import annotations

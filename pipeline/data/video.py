@@ -7,10 +7,17 @@ container's frame count and demuxes only when the header has none. A file that c
 has no video stream, or yields fewer frames than its header declares (a truncated download) is a
 :class:`VideoError` naming the file.
 
-Example:
-    >>> info = probe_video("videos/batch1/video5.mp4")            # doctest: +SKIP
-    >>> info.fps, info.n_frames, info.has_audio, info.sample_rate  # doctest: +SKIP
-    (29.97002997002997, 1530, True, 44100)
+Example (a one-second 25 fps video with a tone track):
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import skimage.data
+    >>> from pipeline.predict.photo_video import write_photo_video
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> video = write_photo_video(Path(tmp.name) / "clip.mp4", skimage.data.astronaut(), n_frames=25, fps=25)
+    >>> info = probe_video(video)
+    >>> info.fps, info.n_frames, info.has_audio, info.sample_rate
+    (25.0, 25, True, 16000)
+    >>> tmp.cleanup()
 """
 
 from __future__ import annotations

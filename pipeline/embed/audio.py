@@ -9,12 +9,13 @@ track, cuts each video frame's log-mel window (:mod:`pipeline.audio.windows`) an
                       /audio_present  (N,) bool
     attrs: fps, n_frames, video, subjects, complete
 
-Example:
-    >>> report = embed_audio("cache/prepared", "cache/audio", "cache/embeddings/audio.zarr",
-    ...                      EmbedAudioConfig(), InferenceOptions(device="cpu"), ClusterOptions(),
-    ...                      work_dir="cache/work/embed-audio")                  # doctest: +SKIP
-    >>> report.ok                                                              # doctest: +SKIP
-    True
+Example (not run here: it needs the pipeline's prepared data and audio model)::
+
+    report = embed_audio("cache/prepared", "cache/audio", "cache/embeddings/audio.zarr",
+                         EmbedAudioConfig(), InferenceOptions(device="cpu"), ClusterOptions(),
+                         work_dir="cache/work/embed-audio")
+    report.ok
+    # True
 """
 
 from __future__ import annotations

@@ -14,13 +14,14 @@ with onnxruntime and writes the subject's entry (see :mod:`pipeline.store`)::
 The model runs through :class:`pipeline.inference.visual.VisualEmbedder`; JPEG decoding runs in its
 prefetch thread, one batch ahead of inference, so decoding overlaps the model.
 
-Example:
-    >>> report = embed_visual("cache/prepared", "cache/frames/frames.h5", "cache/onnx/visual.onnx",
-    ...                       "cache/embeddings/visual.zarr", EmbedVisualConfig(),
-    ...                       InferenceOptions(device="cpu"), ClusterOptions(n_workers=2),
-    ...                       work_dir="cache/work/embed-visual")               # doctest: +SKIP
-    >>> report.ok, report.computed[:2]                                        # doctest: +SKIP
-    (True, ['video1', 'video10_left'])
+Example (not run here: it needs the pipeline's prepared data, frame store and visual model)::
+
+    report = embed_visual("cache/prepared", "cache/frames/frames.h5", "cache/onnx/visual.onnx",
+                          "cache/embeddings/visual.zarr", EmbedVisualConfig(),
+                          InferenceOptions(device="cpu"), ClusterOptions(n_workers=2),
+                          work_dir="cache/work/embed-visual")
+    report.ok, report.computed[:2]
+    # (True, ['video1', 'video10_left'])
 """
 
 from __future__ import annotations

@@ -23,11 +23,12 @@ Outputs::
     <out_dir>/plots/confusion_<variant>.png, au_f1.png, expr_f1.png, timeline_<subject>.png
     <out_dir>/submission/<variant>/{AU_Set,EXPR_Set}/<subject>.txt   (every variant)
 
-Example:
-    >>> evaluate(read_manifest("cache/prepared/manifest.json"), "cache/embeddings/visual.zarr",
-    ...          "cache/embeddings/audio.zarr", "cache/audio/model.pt", "cache/sequence/model.pt",
-    ...          "cache/evaluation", "metrics/evaluate.json", EvaluateConfig())   # doctest: +SKIP
-    {'visual': {'au': {'f1': ..., 'acc': ..., 'score': ...}, 'expr': {...}}, 'fusion': ..., 'sequence': ...}
+Example (not run here: it needs the pipeline's stores and models)::
+
+    evaluate(read_manifest("cache/prepared/manifest.json"), "cache/embeddings/visual.zarr",
+             "cache/embeddings/audio.zarr", "cache/audio/model.pt", "cache/sequence/model.pt",
+             "cache/evaluation", "metrics/evaluate.json", EvaluateConfig())
+    # {'visual': {'au': {'f1': ..., 'acc': ..., 'score': ...}, 'expr': {...}}, 'fusion': ..., 'sequence': ...}
 """
 
 from __future__ import annotations

@@ -33,11 +33,12 @@ A still image (JPEG, PNG, ... opened as a one-frame "video") is refused with a
 :func:`pipeline.predict.photo_video.write_photo_video` turns a photograph into a video when that is
 what is wanted.
 
-Example:
-    >>> models = load_models("cache/onnx/visual.onnx", "cache/audio/tdnn.onnx",
-    ...                      "cache/sequence/sequence.onnx", device="cpu")               # doctest: +SKIP
-    >>> predict_video("clip.mp4", "out/clip.csv", models=models)                         # doctest: +SKIP
-    PredictSummary(video='clip.mp4', csv='out/clip.csv', frames=250, faces=243, audio_frames=250, low_confidence=0, seconds=4.1)
+Example (not run here: it needs the exported models; tests/unit/test_predict.py runs it on tiny ones)::
+
+    models = load_models("cache/onnx/visual.onnx", "cache/audio/tdnn.onnx",
+                         "cache/sequence/sequence.onnx", device="cpu")
+    predict_video("clip.mp4", "out/clip.csv", models=models)
+    # PredictSummary(video='clip.mp4', csv='out/clip.csv', frames=250, faces=243, audio_frames=250, low_confidence=0, seconds=4.1)
 """
 
 from __future__ import annotations
