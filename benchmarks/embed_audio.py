@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,18 +33,7 @@ from pipeline.inference.audio import AudioEmbedder
 from pipeline.models.fusion import FusionConfig, FusionHead
 from pipeline.models.tdnn import TDNN, TDNNConfig
 from pipeline.train.checkpoint import save_checkpoint
-
-
-def _rate(fn: Callable[[], Any], frames: int, min_seconds: float) -> float:
-    """Frames per second of ``fn`` (called until ``min_seconds`` have passed, after one warm-up)."""
-    fn()
-    calls, began = 0, time.perf_counter()
-    while True:
-        fn()
-        calls += 1
-        elapsed = time.perf_counter() - began
-        if elapsed >= min_seconds:
-            return frames * calls / elapsed
+from timing import rate   # benchmarks/timing.py (this script's folder is on sys.path)
 
 
 def _write_models(folder: Path, tdnn: TDNN, cfg: AudioConfig) -> None:
@@ -112,8 +100,8 @@ def main() -> None:
     for backend, embedder in embedders.items():
         old = _per_window(old_runs[backend], audio, args.batch_size)
         new = embedder.embed(audio, args.batch_size)
-        old_rate = _rate(lambda: _per_window(old_runs[backend], audio, args.batch_size), frames, args.min_seconds)
-        new_rate = _rate(lambda: embedder.embed(audio, args.batch_size), frames, args.min_seconds)
+        old_rate = rate(lambda: _per_window(old_runs[backend], audio, args.batch_size), frames, args.min_seconds)
+        new_rate = rate(lambda: embedder.embed(audio, args.batch_size), frames, args.min_seconds)
         results[backend] = {
             "window_by_window_frames_per_s": round(old_rate, 1),
             "shared_spans_frames_per_s": round(new_rate, 1),

@@ -8,12 +8,10 @@ negative when the audio starts earlier. Samples are assumed contiguous from ther
 packets' presentation times (no video decoding), so frames can be placed by their real timestamps.
 
 Example (a one-second 25 fps video with a tone track):
-    >>> import tempfile
-    >>> from pathlib import Path
-    >>> import skimage.data
+    >>> import tempfile, skimage.data
     >>> from pipeline.predict.photo_video import write_photo_video
     >>> tmp = tempfile.TemporaryDirectory()
-    >>> video = write_photo_video(Path(tmp.name) / "clip.mp4", skimage.data.astronaut(), n_frames=25, fps=25)
+    >>> video = write_photo_video(f"{tmp.name}/clip.mp4", skimage.data.astronaut(), n_frames=25, fps=25)
     >>> track = decode_audio(video)
     >>> track.samples.dtype, track.sample_rate, track.start_s, round(track.duration_s, 1)
     (dtype('float32'), 16000, 0.0, 1.0)

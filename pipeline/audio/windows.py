@@ -6,12 +6,10 @@ track's mel and the window starts, so callers can cut windows for any subset of 
 holding all (N, n_mels, C) windows at once; :func:`video_audio_windows` returns them all.
 
 Example (a one-second 25 fps video with a tone track; 0.5 s windows of 101 mel frames):
-    >>> import tempfile
-    >>> from pathlib import Path
-    >>> import skimage.data
+    >>> import tempfile, skimage.data
     >>> from pipeline.predict.photo_video import write_photo_video
     >>> tmp = tempfile.TemporaryDirectory()
-    >>> video = write_photo_video(Path(tmp.name) / "clip.mp4", skimage.data.astronaut(), n_frames=25, fps=25)
+    >>> video = write_photo_video(f"{tmp.name}/clip.mp4", skimage.data.astronaut(), n_frames=25, fps=25)
     >>> audio = video_audio(video, n_frames=25, fps=25.0, cfg=AudioConfig())
     >>> audio.mel.shape[0], audio.starts.shape, bool(audio.present.all())
     (64, (25,), True)
