@@ -11,7 +11,8 @@ Example (a 0.4 s, 25 fps video without sound):
     >>> import tempfile, skimage.data
     >>> from pipeline.predict.photo_video import write_photo_video
     >>> with tempfile.TemporaryDirectory() as tmp:
-    ...     info = probe_video(write_photo_video(f"{tmp}/clip.mp4", skimage.data.astronaut(), n_frames=10, audio_hz=None))
+    ...     video = write_photo_video(f"{tmp}/clip.mp4", skimage.data.astronaut(), n_frames=10, audio_hz=None)
+    ...     info = probe_video(video)
     >>> info.fps, info.n_frames, info.has_audio, info.sample_rate
     (25.0, 10, False, None)
 """

@@ -82,7 +82,8 @@ def embed_audio(
     work_path = Path(work_dir) / Path(out_path).name
     store = EmbeddingStore.open_for_write(
         work_path, producer,
-        {"model": {"path": str(model_path), "audio_config": to_dict(audio_cfg)}, "params": params, "dim": EMBEDDING_DIM},
+        {"model": {"path": str(model_path), "audio_config": to_dict(audio_cfg)}, "params": params,
+         "dim": EMBEDDING_DIM},
         chunk_frames=cfg.chunk_frames,
     )
     task = functools.partial(

@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from pipeline.inference.features import compose_features, selected_modalities
+from pipeline.inference.features import Modalities, compose_features, selected_modalities
 from pipeline.inference.loading import read_checkpoint, read_onnx_metadata, require_keys
 from pipeline.labels import NUM_AUS, NUM_EXPRS
 
@@ -150,7 +150,8 @@ class SequenceRunner:
         batch_size: int = 64,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Per-frame logits (N,12), (N,7) of one whole video from its (N,512) embeddings and (N,) flags."""
-        features = compose_features(visual, audio, face_present, audio_present, self.modalities)  # type: ignore[arg-type]
+        modalities: Modalities = self.modalities  # type: ignore[assignment]  # checked when loaded
+        features = compose_features(visual, audio, face_present, audio_present, modalities)
         return sliding_window_logits(self.run_fn, features, self.window, self.stride, batch_size)
 
 

@@ -38,7 +38,8 @@ Example (not run here: it needs the exported models; tests/unit/test_predict.py 
     models = load_models("cache/onnx/visual.onnx", "cache/audio/tdnn.onnx",
                          "cache/sequence/sequence.onnx", device="cpu")
     predict_video("clip.mp4", "out/clip.csv", models=models)
-    # PredictSummary(video='clip.mp4', csv='out/clip.csv', frames=250, faces=243, audio_frames=250, low_confidence=0, seconds=4.1)
+    # PredictSummary(video='clip.mp4', csv='out/clip.csv', frames=250, faces=243, audio_frames=250,
+    #                low_confidence=0, seconds=4.1)
 """
 
 from __future__ import annotations
@@ -114,7 +115,8 @@ def load_models(visual_onnx: str | Path, audio_onnx: str | Path | None, sequence
     audio = None
     if sequence.uses_audio():
         if audio_onnx is None:
-            raise ValueError(f"{sequence_onnx}: the sequence model uses audio ({sequence.modalities!r}); give tdnn.onnx")
+            raise ValueError(f"{sequence_onnx}: the sequence model uses audio ({sequence.modalities!r}); "
+                             f"give tdnn.onnx")
         audio = AudioEmbedder.from_file(audio_onnx, device, threads)
     return PredictModels(VisualEmbedder.from_onnx(visual_onnx, device, threads), audio, sequence)
 
