@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -25,18 +24,7 @@ from pipeline.audio.encode import embed_frames, encode_spans, span_batch
 from pipeline.audio.features import AudioConfig, LogMel
 from pipeline.audio.windows import track_audio
 from pipeline.models.tdnn import TDNN, TDNNConfig
-
-
-def _rate(fn: Callable[[], Any], items: int, min_seconds: float) -> float:
-    """Items per second of ``fn`` (called until ``min_seconds`` have passed, after one warm-up)."""
-    fn()
-    calls, began = 0, time.perf_counter()
-    while True:
-        fn()
-        calls += 1
-        elapsed = time.perf_counter() - began
-        if elapsed >= min_seconds:
-            return items * calls / elapsed
+from timing import rate   # benchmarks/timing.py (this script's folder is on sys.path)
 
 
 def main() -> None:
@@ -61,7 +49,7 @@ def main() -> None:
     seconds = 60.0
     samples = (np.random.default_rng(0).normal(size=int(seconds * 16000)) * 0.1).astype(np.float32)
     logmel = LogMel(cfg)
-    mel_rate = _rate(lambda: logmel(torch.from_numpy(samples)), int(seconds), args.min_seconds)
+    mel_rate = rate(lambda: logmel(torch.from_numpy(samples)), int(seconds), args.min_seconds)
     audio = track_audio(AudioTrack(samples, 16000, 0.0), int(seconds * args.fps), args.fps, cfg, logmel)
     frames = audio.n_frames
 
@@ -73,8 +61,8 @@ def main() -> None:
             for i in range(0, frames, args.batch_size):
                 model(windows[i:i + args.batch_size])
 
-    infer_window = _rate(per_window, frames, args.min_seconds)
-    infer_span = _rate(lambda: embed_frames(model, audio, chunk_frames=256), frames, args.min_seconds)
+    infer_window = rate(per_window, frames, args.min_seconds)
+    infer_span = rate(lambda: embed_frames(model, audio, chunk_frames=256), frames, args.min_seconds)
 
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
@@ -101,9 +89,9 @@ def main() -> None:
         "logmel_audio_seconds_per_s": round(mel_rate, 1),
         "inference_frames_per_s": {"per_window": round(infer_window, 1), "shared_spans": round(infer_span, 1)},
         "training_frames_per_s": {
-            f"segments_of_{args.segment_frames}": round(_rate(train_step(args.segment_frames), batch_frames,
+            f"segments_of_{args.segment_frames}": round(rate(train_step(args.segment_frames), batch_frames,
                                                               args.min_seconds), 1),
-            "segments_of_1": round(_rate(train_step(1), batch_frames, args.min_seconds), 1),
+            "segments_of_1": round(rate(train_step(1), batch_frames, args.min_seconds), 1),
         },
     }, indent=2))
 

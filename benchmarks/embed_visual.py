@@ -50,6 +50,7 @@ from pipeline.embed.audio import EmbedAudioConfig, embed_audio
 from pipeline.embed.runner import ClusterOptions, InferenceOptions
 from pipeline.embed.visual import EmbedVisualConfig, embed_visual, run_visual
 from pipeline.export import export_onnx, export_visual, make_session
+from pipeline.inference.visual import VisualEmbedder
 from pipeline.models.multitask import build_model, checkpoint_dict
 from pipeline.models.preprocess import to_model_input
 from pipeline.models.tdnn import TDNN, TDNNConfig
@@ -135,6 +136,7 @@ def interleaved_rates(onnx: Path, frames_path: Path, device: str, batch_size: in
     """
     frames = FrameStore(frames_path)
     session = make_session(onnx, device, threads=1)
+    embedder = VisualEmbedder.from_onnx(onnx, device, threads=1)
     pure_s = overlapped_s = 0.0
     faces = 0
     for name in frames.names():
@@ -150,7 +152,7 @@ def interleaved_rates(onnx: Path, frames_path: Path, device: str, batch_size: in
             session.run(None, {"image": batch})
         pure_s += time.perf_counter() - start
         start = time.perf_counter()
-        run_visual(session, frames, name, index, batch_size)
+        run_visual(embedder, frames, name, index, batch_size)
         overlapped_s += time.perf_counter() - start
         faces += len(index)
     return {"faces": faces, "pure_faces_per_s": faces / pure_s, "decode_ahead_faces_per_s": faces / overlapped_s,

@@ -10,10 +10,11 @@ its final path; otherwise :class:`ParityError` is raised and nothing is publishe
 The exporter is torch's TorchScript-based one (``dynamo=False``): the torch.export-based exporter
 needs ``onnxscript``, which is not a dependency.
 
-Example (shapes only; ``cache/visual/model.pt`` comes from ``finetune-visual``):
-    >>> report = export_visual("cache/visual/model.pt", "cache/onnx/visual.onnx")  # doctest: +SKIP
-    >>> session = make_session("cache/onnx/visual.onnx", device="cpu", threads=2)  # doctest: +SKIP
-    >>> emb, au, expr = session.run(None, {"image": images})  # (B,512), (B,12), (B,7)  # doctest: +SKIP
+Example (not run here: cache/visual/model.pt comes from finetune-visual)::
+
+    report = export_visual("cache/visual/model.pt", "cache/onnx/visual.onnx")
+    session = make_session("cache/onnx/visual.onnx", device="cpu", threads=2)
+    emb, au, expr = session.run(None, {"image": images})  # (B,512), (B,12), (B,7)
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Label vocabularies of the ABAW2 Action Unit and expression tasks."""
+"""Label vocabularies of the ABAW2 Action Unit and expression tasks, and the per-frame embedding width."""
 
 from __future__ import annotations
 
@@ -12,3 +12,6 @@ NUM_AUS: int = len(AU_NAMES)
 NUM_EXPRS: int = len(EXPR_NAMES)
 UNLABELLED: int = -1
 TASKS: tuple[str, ...] = ("au", "expr")
+# Width of every per-frame embedding: the visual backbone's and the TDNN's output, the embedding
+# stores' columns and each modality's block of the sequence model's input.
+EMBEDDING_DIM: int = 512

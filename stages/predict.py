@@ -36,8 +36,10 @@ def command(videos: tuple[Path, ...], out_dir: Path, models_dir: Path, visual_on
     """Predict every frame of VIDEOS into OUT/<stem>.csv.
 
     Columns: frame, timestamp (s), the 12 AU probabilities (AU1..AU26), the 7 expression
-    probabilities (Neutral..Surprise), expression (the most probable), face_present (1/0). Faces come
-    from --crops or from the offline scikit-image LBP face detector. A video that fails is reported
+    probabilities (Neutral..Surprise), expression (the most probable), face_present and audio_present
+    (1/0), and low_confidence (1 on frames with neither a face nor audio, predicted from their
+    neighbours alone). Faces come from --crops or from the offline scikit-image LBP face detector.
+    Still images (JPEG, PNG...) are refused: predict reads videos. A video that fails is reported
     by name and the others still complete; the exit status is then 1.
     """
     setup_logging()
@@ -51,7 +53,8 @@ def command(videos: tuple[Path, ...], out_dir: Path, models_dir: Path, visual_on
     )
     done, failed = run_or_exit(predict_videos, videos, out_dir, models, crops_root, cfg, batch_size)
     for summary in done:
-        click.echo(f"{summary.video}: {summary.frames} frames, {summary.faces} with a face -> {summary.csv}")
+        click.echo(f"{summary.video}: {summary.frames} frames, {summary.faces} with a face, {summary.audio_frames} "
+                   f"with audio, {summary.low_confidence} low-confidence -> {summary.csv}")
     for message in failed.values():
         click.echo(f"FAILED: {message}", err=True)
     if failed:

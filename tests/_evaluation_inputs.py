@@ -23,7 +23,7 @@ import torch
 from pipeline.audio.features import AudioConfig
 from pipeline.config import to_dict
 from pipeline.data.manifest import Manifest, SubjectRecord, write_manifest
-from pipeline.evaluate.inference import feature_dim
+from pipeline.inference.features import feature_dim
 from pipeline.labels import NUM_AUS, NUM_EXPRS
 from pipeline.models.fusion import FusionConfig, FusionHead
 from pipeline.models.sequence import SequenceArch, SequenceModel, arch_to_dict

@@ -15,7 +15,7 @@ import torch
 
 from pipeline.audio.features import AudioConfig
 from pipeline.config import to_dict
-from pipeline.evaluate.inference import feature_dim
+from pipeline.inference.features import feature_dim
 from pipeline.export import export_onnx, export_visual
 from pipeline.models.multitask import build_model, checkpoint_dict
 from pipeline.models.sequence import SequenceArch, SequenceModel

@@ -7,12 +7,17 @@ negative when the audio starts earlier. Samples are assumed contiguous from ther
 ``ffmpeg -i video.mp4 audio.wav`` assumes too). The same pass over the file collects the video
 packets' presentation times (no video decoding), so frames can be placed by their real timestamps.
 
-Example:
-    >>> track = decode_audio("videos/batch1/video5.mp4")        # doctest: +SKIP
-    >>> track.samples.shape, track.samples.dtype, track.sample_rate, track.start_s  # doctest: +SKIP
-    ((245760,), dtype('float32'), 16000, 0.0)
-    >>> track.video_pts_s[:3]                                    # doctest: +SKIP
-    array([0.    , 0.0334, 0.0667])
+Example (a one-second 25 fps video with a tone track):
+    >>> import tempfile, skimage.data
+    >>> from pipeline.predict.photo_video import write_photo_video
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> video = write_photo_video(f"{tmp.name}/clip.mp4", skimage.data.astronaut(), n_frames=25, fps=25)
+    >>> track = decode_audio(video)
+    >>> track.samples.dtype, track.sample_rate, track.start_s, round(track.duration_s, 1)
+    (dtype('float32'), 16000, 0.0, 1.0)
+    >>> track.video_pts_s[:3].tolist()
+    [0.0, 0.04, 0.08]
+    >>> tmp.cleanup()
 """
 
 from __future__ import annotations

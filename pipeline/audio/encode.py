@@ -7,6 +7,10 @@ frame-level layers run once per span, and every window is pooled from it
 no audio (``present`` is False), which is what the audio embedding store holds and what the fusion
 head is trained with.
 
+:func:`encode_frames` is the loop over a video's runs for any span encoder (the torch TDNN here,
+the split ``tdnn.onnx`` in :mod:`pipeline.inference.audio`); :func:`embed_frames` runs it with a
+torch TDNN.
+
 Example:
     >>> import numpy as np, torch
     >>> from pipeline.audio.features import AudioConfig
@@ -24,7 +28,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -86,6 +90,35 @@ def encode_spans(tdnn: TDNN, batch: SpanBatch, device: torch.device | str = "cpu
     return torch.where(present[:, None], embedding, torch.zeros_like(embedding))
 
 
+SpanEncoder = Callable[[SpanBatch], np.ndarray]   # a batch's (N, E) float32 embeddings, zeros where absent
+
+
+def encode_frames(
+    encode: SpanEncoder,
+    audio: VideoAudio,
+    width: int,
+    frames: Sequence[int] | np.ndarray | None = None,
+    chunk_frames: int = 256,
+) -> np.ndarray:
+    """Embeddings (N, ``width``) float32 of ``frames`` (default all) of one video, zeros without audio.
+
+    Frames are processed in runs of ``chunk_frames`` consecutive entries, one span each; a run
+    without any audio is not encoded.
+    """
+    if chunk_frames < 1:
+        raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
+    index = np.arange(audio.n_frames) if frames is None else np.asarray(frames, dtype=np.int64)
+    out = np.zeros((len(index), width), np.float32)
+    for begin in range(0, len(index), chunk_frames):
+        run = index[begin:begin + chunk_frames]
+        if audio.present[run].any():
+            values = np.asarray(encode(span_batch([(audio, run)])))
+            if values.shape != (len(run), width):
+                raise ValueError(f"span encoder returned shape {values.shape}, expected ({len(run)}, {width})")
+            out[begin:begin + len(run)] = values
+    return out
+
+
 def embed_frames(
     tdnn: TDNN,
     audio: VideoAudio,
@@ -93,24 +126,15 @@ def embed_frames(
     chunk_frames: int = 256,
     device: torch.device | str = "cpu",
 ) -> np.ndarray:
-    """Audio embeddings (N, E) float32 of ``frames`` (default all) of one video, in eval mode.
+    """Audio embeddings (N, E) float32 of ``frames`` (default all) of one video by ``tdnn``, in eval mode.
 
     Frames are processed in runs of ``chunk_frames`` consecutive entries, one span each.
     """
-    if chunk_frames < 1:
-        raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
-    index = np.arange(audio.n_frames) if frames is None else np.asarray(frames, dtype=np.int64)
-    out = np.zeros((len(index), tdnn.cfg.embedding_dim), np.float32)
-    if not audio.present[index].any():
-        return out
     was_training = tdnn.training
     tdnn.eval()
     try:
         with torch.no_grad():
-            for begin in range(0, len(index), chunk_frames):
-                run = index[begin:begin + chunk_frames]
-                if audio.present[run].any():
-                    out[begin:begin + len(run)] = encode_spans(tdnn, span_batch([(audio, run)]), device).cpu().numpy()
+            return encode_frames(lambda batch: encode_spans(tdnn, batch, device).cpu().numpy(), audio,
+                                 tdnn.cfg.embedding_dim, frames, chunk_frames)
     finally:
         tdnn.train(was_training)
-    return out

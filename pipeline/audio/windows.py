@@ -5,13 +5,17 @@ window is then an index range into it (:mod:`pipeline.audio.align`). :class:`Vid
 track's mel and the window starts, so callers can cut windows for any subset of frames without
 holding all (N, n_mels, C) windows at once; :func:`video_audio_windows` returns them all.
 
-Example:
-    >>> cfg = AudioConfig()
-    >>> audio = video_audio("videos/batch1/video5.mp4", n_frames=300, fps=30.0, cfg=cfg)  # doctest: +SKIP
-    >>> audio.mel.shape, audio.starts.shape, audio.present.shape                          # doctest: +SKIP
-    ((64, 2001), (300,), (300,))
-    >>> audio.windows([0, 1]).mel.shape                                                    # doctest: +SKIP
+Example (a one-second 25 fps video with a tone track; 0.5 s windows of 101 mel frames):
+    >>> import tempfile, skimage.data
+    >>> from pipeline.predict.photo_video import write_photo_video
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> video = write_photo_video(f"{tmp.name}/clip.mp4", skimage.data.astronaut(), n_frames=25, fps=25)
+    >>> audio = video_audio(video, n_frames=25, fps=25.0, cfg=AudioConfig())
+    >>> audio.mel.shape[0], audio.starts.shape, bool(audio.present.all())
+    (64, (25,), True)
+    >>> audio.windows([0, 1]).mel.shape
     (2, 64, 101)
+    >>> tmp.cleanup()
 """
 
 from __future__ import annotations

@@ -10,11 +10,12 @@ Layout under ``root``::
 ``<name>`` is a video stem, or ``<video>_left`` / ``_right`` / ``_main`` for one face of a
 two-subject video; all faces of a video share its media file and audio.
 
-Example:
-    >>> files = find_annotations(root)                                # doctest: +SKIP
-    >>> videos = find_videos(root)                                    # doctest: +SKIP
-    >>> video_for("video5_left", videos, files[0].path)               # doctest: +SKIP
-    PosixPath('root/videos/batch2/video5.mp4')
+Example (not run here: it needs an Aff-Wild2 layout root)::
+
+    files = find_annotations(root)
+    videos = find_videos(root)
+    video_for("video5_left", videos, files[0].path)
+    # PosixPath('root/videos/batch2/video5.mp4')
 """
 
 from __future__ import annotations

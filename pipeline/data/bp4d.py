@@ -10,10 +10,20 @@ A CSV's first row is ``0`` (the frame-number column) followed by FACS AU numbers
 not coded. Rows are mapped onto the 12 ABAW AUs: AUs the file lacks and 9s become -1; AUs ABAW does
 not use (14, 17, ...) are dropped.
 
-Example:
-    >>> seq = read_au_occ("BP4D/AU_OCC/F001_T1.csv")   # doctest: +SKIP
-    >>> seq.frames.shape, seq.au.shape                  # doctest: +SKIP
-    ((483,), (483, 12))
+Example (a three-frame file without AU26, whose AU25 is not coded (9) in frame 1; AU14 is dropped):
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> csv = Path(tmp.name) / "F001_T1.csv"
+    >>> rows = ["0,1,2,4,6,7,10,12,14,15,17,23,24,25", "1,1,0,0,0,0,0,1,1,0,0,0,0,9",
+    ...         "2,1,0,0,0,0,0,1,1,0,0,0,0,0", "3,0,0,0,0,0,0,0,0,0,0,0,0,1"]
+    >>> _ = csv.write_text("\\n".join(rows))
+    >>> seq = read_au_occ(csv)
+    >>> seq.frames.tolist(), seq.au.shape
+    ([1, 2, 3], (3, 12))
+    >>> seq.au[0].tolist()          # AU1 ... AU26 in ABAW order
+    [1, 0, 0, 0, 0, 0, 1, 0, 0, 0, -1, -1]
+    >>> tmp.cleanup()
 """
 
 from __future__ import annotations

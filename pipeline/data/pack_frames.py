@@ -5,9 +5,13 @@ partial file that is renamed onto the output only when complete; with a ``work_d
 file survives a failure and the next run resumes after the last complete subject that still reads
 back (a full disk or a kill can leave the rest of the file unusable).
 
-Example:
-    >>> stats = pack_frames(read_manifest("cache/prepared/manifest.json"), "cache/frames/frames.h5",
-    ...                     PackConfig())                                     # doctest: +SKIP
+Example (not run here: it needs the pipeline's prepared manifest and crops)::
+
+    stats = pack_frames(read_manifest("cache/prepared/manifest.json"), "cache/frames/frames.h5",
+                        PackConfig())
+    store = FrameStore("cache/frames/frames.h5")
+    store.read("video5_left", [0, 7, 3]).shape
+    # (3, 112, 112, 3)
 """
 
 from __future__ import annotations

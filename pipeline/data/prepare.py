@@ -5,11 +5,12 @@ and EXPR annotations, aligns them to the video's frame count (pad with -1 / trim
 ``frame_tolerance``), records which face crops exist, then applies the leakage-free validation
 protocol (:mod:`pipeline.data.protocol`). The three files are published together as one directory.
 
-Example:
-    >>> manifest = prepare_dataset(Path("data/synthetic"), Path("cache/prepared"),
-    ...                            PrepareConfig(), bp4d_root=Path("data/synthetic/BP4D"))  # doctest: +SKIP
-    >>> manifest.by_name("video5_left").n_frames                                              # doctest: +SKIP
-    300
+Example (not run here: it needs a dataset; tests/stages/test_prepare.py runs it on a synthetic one)::
+
+    manifest = prepare_dataset(Path("data/synthetic"), Path("cache/prepared"),
+                               PrepareConfig(), bp4d_root=Path("data/synthetic/BP4D"))
+    manifest.by_name("video5_left").n_frames
+    # 300
 """
 
 from __future__ import annotations

@@ -17,12 +17,14 @@ Every mode measures where the audio starts and ends on the video clock (``audio_
 file that cannot be opened, has no video stream, or cannot deliver the frames its header declares is
 a :class:`VideoError` naming the file (and the frame or the time where reading failed).
 
-Example:
-    >>> info = probe_video("videos/batch1/video5.mp4")            # doctest: +SKIP
-    >>> info.fps, info.n_frames, info.has_audio, info.sample_rate  # doctest: +SKIP
-    (29.97002997002997, 1530, True, 44100)
-    >>> info.audio_missing_share()                                  # doctest: +SKIP
-    0.0
+Example (a 0.4 s, 25 fps video without sound):
+    >>> import tempfile, skimage.data
+    >>> from pipeline.predict.photo_video import write_photo_video
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     video = write_photo_video(f"{tmp}/clip.mp4", skimage.data.astronaut(), n_frames=10, audio_hz=None)
+    ...     info = probe_video(video)
+    >>> info.fps, info.n_frames, info.has_audio, info.sample_rate
+    (25.0, 10, False, None)
 """
 
 from __future__ import annotations

@@ -1,19 +1,21 @@
 """Audio embeddings: every video's soundtrack through the trained TDNN into ``audio.zarr``.
 
 One dask task per video (the ``_left``/``_right`` subjects of a video share its audio) decodes the
-track, cuts each video frame's log-mel window (:mod:`pipeline.audio.windows`) and runs the TDNN,
-from ``tdnn.onnx`` with onnxruntime or from ``model.pt`` with torch::
+track, cuts each video frame's log-mel window (:mod:`pipeline.audio.windows`) and runs the TDNN
+(:class:`pipeline.inference.audio.AudioEmbedder`), from ``tdnn.onnx`` with onnxruntime or from
+``model.pt`` with torch::
 
     audio.zarr/<video>/embedding      (N, 512) float16, zeros where no audio covers the frame
                       /audio_present  (N,) bool
     attrs: fps, n_frames, video, subjects, complete
 
-Example:
-    >>> report = embed_audio("cache/prepared", "cache/audio", "cache/embeddings/audio.zarr",
-    ...                      EmbedAudioConfig(), InferenceOptions(device="cpu"), ClusterOptions(),
-    ...                      work_dir="cache/work/embed-audio")                  # doctest: +SKIP
-    >>> report.ok                                                              # doctest: +SKIP
-    True
+Example (not run here: it needs the pipeline's prepared data and audio model)::
+
+    report = embed_audio("cache/prepared", "cache/audio", "cache/embeddings/audio.zarr",
+                         EmbedAudioConfig(), InferenceOptions(device="cpu"), ClusterOptions(),
+                         work_dir="cache/work/embed-audio")
+    report.ok
+    # True
 """
 
 from __future__ import annotations
@@ -23,26 +25,18 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
-
-import numpy as np
+from typing import Any, Literal
 
 from pipeline.audio.features import AudioConfig
 from pipeline.audio.windows import video_audio
-from pipeline.checkpoint import load_checkpoint
-from pipeline.config import ConfigError, from_dict, to_dict
+from pipeline.config import ConfigError, to_dict
 from pipeline.data.manifest import read_manifest
 from pipeline.embed.runner import ClusterOptions, InferenceOptions, RunReport, open_work_store, run_and_publish
+from pipeline.inference.audio import AudioEmbedder, audio_model_path, load_audio_config
+from pipeline.labels import EMBEDDING_DIM
 from pipeline.store import EmbeddingStore, as_float16, fingerprint
 
 log = logging.getLogger(__name__)
-
-EMBED_DIM = 512
-ONNX_NAME = "tdnn.onnx"
-CHECKPOINT_NAME = "model.pt"
-_CHECKPOINT_ROLE = "audio model checkpoint"
-_CHECKPOINT_HINT = "run the train-audio stage first"
-MelModel = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -81,18 +75,19 @@ def embed_audio(
     prepared_dir, model_dir = Path(prepared_dir), Path(model_dir)
     manifest_path = prepared_dir / "manifest.json"
     jobs = video_jobs(manifest_path)
-    model_path = model_dir / (ONNX_NAME if cfg.backend == "onnx" else CHECKPOINT_NAME)
-    audio_cfg = load_audio_config(model_dir, cfg.backend)
+    model_path = audio_model_path(model_dir, cfg.backend)
+    audio_cfg = load_audio_config(model_path)
     params = to_dict(cfg)
     producer = fingerprint(model_path, {"embed_audio": params, "audio_config": to_dict(audio_cfg)})
     store = open_work_store(
         work_dir, out_path, producer,
-        {"model": {"path": str(model_path), "audio_config": to_dict(audio_cfg)}, "params": params, "dim": EMBED_DIM},
+        {"model": {"path": str(model_path), "audio_config": to_dict(audio_cfg)}, "params": params,
+         "dim": EMBEDDING_DIM},
         chunk_frames=cfg.chunk_frames,
     )
     task = functools.partial(
         embed_video, store_path=str(store.path), store_fingerprint=producer, model_path=str(model_path),
-        backend=cfg.backend, audio_cfg=audio_cfg, inference=inference,
+        audio_cfg=audio_cfg, inference=inference,
     )
     return run_and_publish(store, out_path, jobs, task, cluster, desc="embed-audio", progress=progress)
 
@@ -113,21 +108,6 @@ def video_jobs(manifest_path: Path) -> dict[str, VideoJob]:
     return jobs
 
 
-def load_audio_config(model_dir: Path, backend: str) -> AudioConfig:
-    """The audio frontend config the TDNN was trained with, from the ONNX metadata or the checkpoint."""
-    if backend == "onnx":
-        from pipeline.export import read_metadata
-
-        path = model_dir / ONNX_NAME
-        meta = read_metadata(path)
-        if "audio_config" not in meta:
-            raise ValueError(f"{path}: metadata has no 'audio_config' (keys: {sorted(meta)})")
-        return from_dict(AudioConfig, meta["audio_config"], where=f"{path}:audio_config")
-    from pipeline.models.fusion import load_audio_config as from_checkpoint
-
-    return from_checkpoint(load_checkpoint(model_dir / CHECKPOINT_NAME, _CHECKPOINT_ROLE, missing_hint=_CHECKPOINT_HINT))
-
-
 def embed_video(
     key: str,
     job: VideoJob,
@@ -135,7 +115,6 @@ def embed_video(
     store_path: str,
     store_fingerprint: str,
     model_path: str,
-    backend: str,
     audio_cfg: AudioConfig,
     inference: InferenceOptions,
 ) -> dict[str, Any]:
@@ -143,48 +122,19 @@ def embed_video(
     start = time.perf_counter()
     store = EmbeddingStore.open_append(store_path, store_fingerprint)
     audio = video_audio(job.video_path, job.n_frames, job.fps, audio_cfg)
-    model = _mel_model(model_path, store_fingerprint, backend, inference.device)
-    present = audio.present
-    embedding = np.zeros((job.n_frames, EMBED_DIM), np.float16)
-    frames = np.flatnonzero(present)
-    model_s = 0.0
-    for i in range(0, len(frames), inference.batch_size):
-        batch = frames[i: i + inference.batch_size]
-        mel = audio.windows(batch).mel
-        tick = time.perf_counter()
-        values = model(mel)
-        model_s += time.perf_counter() - tick
-        if values.shape != (len(batch), EMBED_DIM):
-            raise ValueError(f"{model_path}: embedding has shape {values.shape}, expected ({len(batch)}, {EMBED_DIM})")
-        embedding[batch] = as_float16(values, f"{model_path}: video {key!r}")
-    store.write(key, {"embedding": embedding, "audio_present": present}, {
+    embedder = _embedder(model_path, store_fingerprint, inference.device)
+    tick = time.perf_counter()
+    embedding = as_float16(embedder.embed(audio, inference.batch_size), f"{model_path}: video {key!r}")
+    model_s = time.perf_counter() - tick
+    store.write(key, {"embedding": embedding, "audio_present": audio.present}, {
         "fps": job.fps, "n_frames": job.n_frames, "video": key, "subjects": list(job.subjects),
     })
-    return {"frames": job.n_frames, "with_audio": len(frames), "seconds": time.perf_counter() - start,
+    return {"frames": job.n_frames, "with_audio": int(audio.present.sum()), "seconds": time.perf_counter() - start,
             "model_seconds": model_s}
 
 
 @functools.lru_cache(maxsize=2)
-def _mel_model(model_path: str, model_fingerprint: str, backend: str, device: str) -> MelModel:
-    """One TDNN per worker process: mel windows (B, n_mels, C) float32 -> (B, 512) float32."""
-    if backend == "onnx":
-        from pipeline.export import make_session
-
-        session = make_session(model_path, device, threads=1)
-        return lambda mel: session.run(["embedding"], {"mel": mel})[0]
-    import torch
-
-    from pipeline.device import resolve_device
-    from pipeline.models.fusion import load_tdnn
-
-    torch_device = resolve_device(device)
-    # As with the onnxruntime sessions: one compute thread per task, parallelism from the tasks.
-    torch.set_num_threads(1)
-    tdnn = load_tdnn(load_checkpoint(model_path, _CHECKPOINT_ROLE, missing_hint=_CHECKPOINT_HINT)).to(torch_device)
-
-    def run(mel: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return tdnn(torch.from_numpy(mel).to(torch_device)).float().cpu().numpy()
-
-    return run
-
+def _embedder(model_path: str, model_fingerprint: str, device: str) -> AudioEmbedder:
+    """One TDNN per worker process and model (the fingerprint keys a changed file)."""
+    # As with the visual sessions: one compute thread per task, parallelism from the tasks.
+    return AudioEmbedder.from_file(model_path, device, threads=1)

@@ -11,16 +11,17 @@ with onnxruntime and writes the subject's entry (see :mod:`pipeline.store`)::
                          /expr          (N,) int8 labels, -1 = unlabelled
     attrs: fps, n_frames, video, source, au_split, expr_split, complete
 
-JPEG decoding runs in a prefetch thread, one batch ahead of inference, so decoding overlaps the
-model (onnxruntime releases the GIL while it computes).
+The model runs through :class:`pipeline.inference.visual.VisualEmbedder`; JPEG decoding runs in its
+prefetch thread, one batch ahead of inference, so decoding overlaps the model.
 
-Example:
-    >>> report = embed_visual("cache/prepared", "cache/frames/frames.h5", "cache/onnx/visual.onnx",
-    ...                       "cache/embeddings/visual.zarr", EmbedVisualConfig(),
-    ...                       InferenceOptions(device="cpu"), ClusterOptions(n_workers=2),
-    ...                       work_dir="cache/work/embed-visual")               # doctest: +SKIP
-    >>> report.ok, report.computed[:2]                                        # doctest: +SKIP
-    (True, ['video1', 'video10_left'])
+Example (not run here: it needs the pipeline's prepared data, frame store and visual model)::
+
+    report = embed_visual("cache/prepared", "cache/frames/frames.h5", "cache/onnx/visual.onnx",
+                          "cache/embeddings/visual.zarr", EmbedVisualConfig(),
+                          InferenceOptions(device="cpu"), ClusterOptions(n_workers=2),
+                          work_dir="cache/work/embed-visual")
+    report.ok, report.computed[:2]
+    # (True, ['video1', 'video10_left'])
 """
 
 from __future__ import annotations
@@ -28,10 +29,9 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -41,17 +41,12 @@ from pipeline.data.labels_store import read_labels
 from pipeline.data.manifest import SOURCES, SubjectRecord, read_manifest
 from pipeline.embed.runner import ClusterOptions, InferenceOptions, RunReport, open_work_store, run_and_publish
 from pipeline.export import read_metadata
-from pipeline.labels import NUM_AUS, NUM_EXPRS
-from pipeline.models.preprocess import PREPROCESSING, to_model_input
+from pipeline.inference.visual import VisualEmbedder, embed_batches
+from pipeline.labels import EMBEDDING_DIM
+from pipeline.models.preprocess import PREPROCESSING
 from pipeline.store import EmbeddingStore, as_float16, fingerprint
 
 log = logging.getLogger(__name__)
-
-EMBED_DIM = 512
-INPUT_NAME = "image"
-OUTPUT_NAMES = ("embedding", "au_logits", "expr_logits")
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -94,7 +89,8 @@ def embed_visual(
     params = to_dict(cfg)
     producer = fingerprint(model_path, {"embed_visual": params, "preprocessing": PREPROCESSING})
     store = open_work_store(
-        work_dir, out_path, producer, {"model": meta, "params": params, "dim": EMBED_DIM}, chunk_frames=cfg.chunk_frames
+        work_dir, out_path, producer, {"model": meta, "params": params, "dim": EMBEDDING_DIM},
+        chunk_frames=cfg.chunk_frames,
     )
     task = functools.partial(
         embed_subject, store_path=str(store.path), store_fingerprint=producer, frames_path=str(frames_path),
@@ -125,8 +121,8 @@ def embed_subject(
             f"{frames_path}: subject {key!r} has {len(present)} frames, {labels_path} has {labels.n_frames}, "
             f"the manifest says {record.n_frames}"
         )
-    session = _session(model_path, store_fingerprint, inference.device)
-    outputs, timing = run_visual(session, frames, key, np.flatnonzero(present), inference.batch_size)
+    embedder = _embedder(model_path, store_fingerprint, inference.device)
+    outputs, timing = run_visual(embedder, frames, key, np.flatnonzero(present), inference.batch_size)
     arrays = {name: _scatter(values, present) for name, values in outputs.items()}
     arrays["embedding"] = as_float16(arrays["embedding"], f"{model_path}: subject {key!r}")
     arrays.update(face_present=present, au=labels.au.astype(np.int8), expr=labels.expr.astype(np.int8))
@@ -138,50 +134,15 @@ def embed_subject(
 
 
 def run_visual(
-    session: Any, frames: FrameStore, name: str, indices: np.ndarray, batch_size: int
+    embedder: VisualEmbedder, frames: FrameStore, name: str, indices: np.ndarray, batch_size: int
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """Run the model over frames ``indices`` of subject ``name``, decoding one batch ahead.
+    """Run the model over frames ``indices`` of subject ``name`` in batches, decoding one batch ahead.
 
     Returns the stacked outputs (``embedding`` (k, 512), ``au_logits`` (k, 12), ``expr_logits``
     (k, 7), float32) and the seconds spent in the model and waiting for decoded batches.
     """
     batches = [indices[i: i + batch_size] for i in range(0, len(indices), batch_size)]
-    parts: dict[str, list[np.ndarray]] = {name_: [] for name_ in OUTPUT_NAMES}
-    model_s = wait_s = 0.0
-    decode = functools.partial(_decode_batch, frames, name)
-    tick = time.perf_counter()
-    for images in prefetch(decode, batches):
-        wait_s += time.perf_counter() - tick
-        tick = time.perf_counter()
-        for out_name, value in zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {INPUT_NAME: images})):
-            parts[out_name].append(np.asarray(value, dtype=np.float32))
-        model_s += time.perf_counter() - tick
-        tick = time.perf_counter()
-    widths = {"embedding": EMBED_DIM, "au_logits": NUM_AUS, "expr_logits": NUM_EXPRS}
-    outputs = {}
-    for out_name, chunks in parts.items():
-        value = np.concatenate(chunks) if chunks else np.zeros((0, widths[out_name]), np.float32)
-        if value.shape != (len(indices), widths[out_name]):
-            raise ValueError(f"model output {out_name!r} has shape {value.shape}, expected ({len(indices)}, "
-                             f"{widths[out_name]})")
-        outputs[out_name] = value
-    return outputs, {"model_seconds": model_s, "decode_wait_seconds": wait_s}
-
-
-def prefetch(fn: Callable[[T], R], items: Sequence[T], depth: int = 2) -> Iterator[R]:
-    """Yield ``fn(item)`` for each item in order, computing up to ``depth`` results ahead in a thread."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
-        pending = [pool.submit(fn, item) for item in items[:depth]]
-        for i in range(len(items)):
-            result = pending.pop(0).result()
-            if i + depth < len(items):
-                pending.append(pool.submit(fn, items[i + depth]))
-            yield result
-
-
-def _decode_batch(frames: FrameStore, name: str, indices: np.ndarray) -> np.ndarray:
-    """Decoded, normalised model input (k, 3, 112, 112) float32 of frames ``indices``."""
-    return to_model_input(frames.read(name, indices)).numpy()
+    return embed_batches(embedder, functools.partial(frames.read, name), batches)
 
 
 def _scatter(values: np.ndarray, present: np.ndarray) -> np.ndarray:
@@ -198,10 +159,8 @@ def _frame_store(path: str) -> FrameStore:
 
 
 @functools.lru_cache(maxsize=2)
-def _session(model_path: str, model_fingerprint: str, device: str) -> Any:
+def _embedder(model_path: str, model_fingerprint: str, device: str) -> VisualEmbedder:
     """One onnxruntime session per worker process and model (the fingerprint keys a changed file)."""
-    from pipeline.export import make_session
-
     # One intra-op thread: dask runs one task per worker thread, so parallelism comes from tasks,
     # and the decoding thread keeps a core of its own.
-    return make_session(model_path, device, threads=1)
+    return VisualEmbedder.from_onnx(model_path, device, threads=1)

@@ -8,7 +8,7 @@ Variants (all per frame, every frame of a subject predicted):
 - ``fusion``: the A+V fusion head of ``train-audio`` on the cached visual and audio embeddings
   (zeros for a missing face or missing audio, as the stores hold them);
 - ``sequence``: the sequence model over each whole subject, overlapping windows averaged
-  (:func:`pipeline.evaluate.inference.sliding_window_logits`), from ``model.pt`` (torch) or
+  (:class:`pipeline.inference.sequence.SequenceRunner`), from ``model.pt`` (torch) or
   ``sequence.onnx`` (onnxruntime), whichever path is given.
 
 Scored frames: every labelled frame of the Aff-Wild2 subjects whose ``au_split`` (AU task) or
@@ -23,11 +23,12 @@ Outputs::
     <out_dir>/plots/confusion_<variant>.png, au_f1.png, expr_f1.png, timeline_<subject>.png
     <out_dir>/submission/<variant>/{AU_Set,EXPR_Set}/<subject>.txt   (every variant)
 
-Example:
-    >>> evaluate(read_manifest("cache/prepared/manifest.json"), "cache/embeddings/visual.zarr",
-    ...          "cache/embeddings/audio.zarr", "cache/audio/model.pt", "cache/sequence/model.pt",
-    ...          "cache/evaluation", "metrics/evaluate.json", EvaluateConfig())   # doctest: +SKIP
-    {'visual': {'au': {'f1': ..., 'acc': ..., 'score': ...}, 'expr': {...}}, 'fusion': ..., 'sequence': ...}
+Example (not run here: it needs the pipeline's stores and models)::
+
+    evaluate(read_manifest("cache/prepared/manifest.json"), "cache/embeddings/visual.zarr",
+             "cache/embeddings/audio.zarr", "cache/audio/model.pt", "cache/sequence/model.pt",
+             "cache/evaluation", "metrics/evaluate.json", EvaluateConfig())
+    # {'visual': {'au': {'f1': ..., 'acc': ..., 'score': ...}, 'expr': {...}}, 'fusion': ..., 'sequence': ...}
 """
 
 from __future__ import annotations
@@ -43,19 +44,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from pipeline.checkpoint import load_checkpoint
 from pipeline.config import ConfigError
 from pipeline.data.manifest import Manifest, SubjectRecord
 from pipeline.device import resolve_device
 from pipeline.evaluate import plots, submission
-from pipeline.evaluate.inference import (
-    RunFn,
-    compose_features,
-    onnx_run_fn,
-    sliding_window_logits,
-    torch_run_fn,
-)
 from pipeline.fsio import atomic_path, write_json
+from pipeline.inference.loading import read_checkpoint
+from pipeline.inference.sequence import SequenceRunner, load_sequence_runner
 from pipeline.labels import AU_NAMES, EXPR_NAMES, NUM_AUS, TASKS, UNLABELLED
 from pipeline.metrics import au_metrics, au_per_class_f1, expr_metrics, expr_per_class_f1
 from pipeline.store import EmbeddingStore
@@ -80,16 +75,6 @@ class EvaluateConfig:
             raise ConfigError(f"must be in (0, 1), got {self.au_threshold}", key="au_threshold")
         if self.timeline_videos < 0:
             raise ConfigError(f"must be >= 0, got {self.timeline_videos}", key="timeline_videos")
-
-
-@dataclass(frozen=True)
-class SequenceRunner:
-    """The sequence model as a window function, with the input layout it was trained on."""
-
-    run_fn: RunFn
-    modalities: str
-    window: int
-    stride: int
 
 
 @dataclass
@@ -127,7 +112,7 @@ def evaluate(
         raise ValueError("the manifest has no validation subjects for either task; nothing to evaluate")
     torch_device = resolve_device(device)
     fusion = load_fusion(audio_model_pt, torch_device)
-    sequence = load_sequence_runner(sequence_model_pt, device, torch_device)
+    sequence = load_sequence_runner(sequence_model_pt, device)
     visual_store = EmbeddingStore.open_read(visual_zarr)
     audio_store = EmbeddingStore.open_read(audio_zarr)
     results = []
@@ -155,29 +140,8 @@ def load_fusion(path: str | Path, device: torch.device) -> torch.nn.Module:
     """The A+V fusion head of a ``train-audio`` checkpoint, in eval mode on ``device``."""
     from pipeline.models.fusion import load_fusion_head
 
-    ckpt = load_checkpoint(path, "audio model checkpoint", missing_hint="run train-audio first")
+    ckpt = read_checkpoint(path, "audio model", "train-audio")
     return load_fusion_head(ckpt).to(device).eval()
-
-
-def load_sequence_runner(path: str | Path, device: str, torch_device: torch.device) -> SequenceRunner:
-    """The sequence model of ``model.pt`` (torch) or ``sequence.onnx`` (onnxruntime) as a window function."""
-    path = Path(path)
-    if path.suffix == ".onnx":
-        from pipeline.export import make_session, read_metadata
-
-        if not path.is_file():
-            raise FileNotFoundError(f"sequence ONNX model not found: {path} (run train-sequence first)")
-        meta = read_metadata(path)
-        run_fn = onnx_run_fn(make_session(path, device, 0))
-    else:
-        from pipeline.models.sequence import build_from_checkpoint
-
-        meta = load_checkpoint(path, "sequence model checkpoint", missing_hint="run train-sequence first")
-        run_fn = torch_run_fn(build_from_checkpoint(meta).to(torch_device), torch_device)
-    missing = [key for key in ("modalities", "window", "stride") if key not in meta]
-    if missing:
-        raise ValueError(f"{path}: sequence model lacks {missing} (re-run train-sequence)")
-    return SequenceRunner(run_fn, str(meta["modalities"]), int(meta["window"]), int(meta["stride"]))
 
 
 def predict_subject(
@@ -204,10 +168,9 @@ def predict_subject(
         "visual": (visual["au_logits"], visual["expr_logits"]),
         "fusion": _fusion_logits(fusion, visual["embedding"], audio["embedding"], device, batch_size),
     }
-    features = compose_features(
-        visual["embedding"], audio["embedding"], visual["face_present"], audio["audio_present"], sequence.modalities
+    logits["sequence"] = sequence.video_logits(
+        visual["embedding"], audio["embedding"], visual["face_present"], audio["audio_present"]
     )
-    logits["sequence"] = sliding_window_logits(sequence.run_fn, features, sequence.window, sequence.stride)
     au_true = visual["au"] if record.au_split == "validation" else np.full((n, NUM_AUS), UNLABELLED, np.int8)
     expr_true = visual["expr"] if record.expr_split == "validation" else np.full(n, UNLABELLED, np.int8)
     result = SubjectResult(record, au_true.astype(np.int8), expr_true.astype(np.int8),

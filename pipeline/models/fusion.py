@@ -22,7 +22,7 @@ from torch import nn
 
 from pipeline.audio.features import AudioConfig
 from pipeline.config import ConfigError, from_dict
-from pipeline.labels import NUM_AUS, NUM_EXPRS
+from pipeline.labels import EMBEDDING_DIM, NUM_AUS, NUM_EXPRS
 from pipeline.models.tdnn import TDNN, TDNNConfig
 
 CHECKPOINT_KEYS: tuple[str, ...] = ("tdnn_arch", "tdnn", "fusion_arch", "fusion", "audio_config")
@@ -34,8 +34,8 @@ class FusionConfig:
 
     hidden: int = 256          # width of the shared layer; 0 = linear heads on the concatenation
     dropout: float = 0.0
-    visual_dim: int = 512
-    audio_dim: int = 512
+    visual_dim: int = EMBEDDING_DIM
+    audio_dim: int = EMBEDDING_DIM
 
     def __post_init__(self) -> None:
         if self.hidden < 0 or self.visual_dim < 1 or self.audio_dim < 1:

@@ -29,10 +29,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from pipeline.labels import EMBEDDING_DIM
 from pipeline.models.registry import register_backbone
 
 BN_EPS = 1e-05
-EMBED_DIM = 512
 INPUT_SIZE = 112
 STAGE_WIDTHS: tuple[int, ...] = (64, 128, 256, 512)
 STEM_WIDTH = 64
@@ -86,7 +86,7 @@ class IResNet(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.layers = tuple(int(n) for n in layers)
         self.width_mult = float(width_mult)
-        self.embed_dim = EMBED_DIM
+        self.embed_dim = EMBEDDING_DIM
         widths = [_scaled(w, width_mult) for w in STAGE_WIDTHS]
         stem = _scaled(STEM_WIDTH, width_mult)
 
@@ -102,8 +102,8 @@ class IResNet(nn.Module):
         self.bn2 = nn.BatchNorm2d(in_ch, eps=BN_EPS)
         self.dropout = nn.Dropout(p=dropout)
         spatial = INPUT_SIZE // 2 ** len(self.layers)
-        self.fc = nn.Linear(in_ch * spatial * spatial, EMBED_DIM)
-        self.features = nn.BatchNorm1d(EMBED_DIM, eps=BN_EPS)
+        self.fc = nn.Linear(in_ch * spatial * spatial, EMBEDDING_DIM)
+        self.features = nn.BatchNorm1d(EMBEDDING_DIM, eps=BN_EPS)
         self._init_weights()
 
     def _init_weights(self) -> None:

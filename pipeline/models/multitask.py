@@ -26,11 +26,8 @@ import torch
 from torch import nn
 
 from pipeline.checkpoint import load_checkpoint
-from pipeline.labels import NUM_AUS, NUM_EXPRS
+from pipeline.labels import EMBEDDING_DIM, NUM_AUS, NUM_EXPRS
 from pipeline.models.registry import create_backbone
-
-DEFAULT_EMBED_DIM = 512
-
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint's tensors do not fit the model it is loaded into."""
@@ -39,7 +36,7 @@ class CheckpointMismatchError(ValueError):
 class MultiTaskModel(nn.Module):
     """Shared backbone -> 512-d embedding -> (AU logits (B,12), expression logits (B,7))."""
 
-    def __init__(self, backbone: nn.Module, embed_dim: int = DEFAULT_EMBED_DIM) -> None:
+    def __init__(self, backbone: nn.Module, embed_dim: int = EMBEDDING_DIM) -> None:
         super().__init__()
         self.backbone = backbone
         self.embed_dim = embed_dim
@@ -68,7 +65,7 @@ def build_model(arch: Mapping[str, Any]) -> MultiTaskModel:
         raise ValueError(f"model arch needs a 'backbone' name, got keys {sorted(arch)}")
     kwargs = {k: v for k, v in arch.items() if k not in ("backbone", "embed_dim")}
     backbone = create_backbone(str(arch["backbone"]), **kwargs)
-    return MultiTaskModel(backbone, embed_dim=int(arch.get("embed_dim", DEFAULT_EMBED_DIM)))
+    return MultiTaskModel(backbone, embed_dim=int(arch.get("embed_dim", EMBEDDING_DIM)))
 
 
 def checkpoint_dict(model: nn.Module, arch: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The multi-modal sequence model (paper §3.2): a transformer encoder over fused per-frame features.
 
-Input: composed features (B, L, D) from :func:`pipeline.evaluate.inference.compose_features`
+Input: composed features (B, L, D) from :func:`pipeline.inference.features.compose_features`
 (concatenated visual/audio embeddings and presence flags), an optional key padding mask (B, L)
 (``True`` = padded frame, ignored as attention key). Optional linear input projection D -> d_model,
 learned or sinusoidal positional encoding, ``layers`` transformer encoder layers, then per-frame

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from pipeline.config import ConfigError
+from pipeline.labels import EMBEDDING_DIM
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class TDNNConfig:
     channels: tuple[int, ...] = (512, 512, 512, 512, 1500)
     kernel_sizes: tuple[int, ...] = (5, 3, 3, 1, 1)
     dilations: tuple[int, ...] = (1, 2, 3, 1, 1)
-    embedding_dim: int = 512
+    embedding_dim: int = EMBEDDING_DIM
     dropout: float = 0.0
     in_channels: int = 64      # mel bands; set from the audio config by the trainer
 

@@ -11,23 +11,35 @@ For each video:
    with the audio config stored in ``tdnn.onnx``) goes through ``tdnn.onnx``;
 5. ``sequence.onnx`` runs over the whole video with overlapping windows (modalities, window and
    stride from its metadata), exactly as ``evaluate`` runs it on the cache: embeddings pass through
-   float16 like the cached ones, and :func:`~pipeline.evaluate.inference.compose_features` builds
-   the input.
+   float16 like the cached ones, and the same :class:`~pipeline.inference.sequence.SequenceRunner`
+   builds the input and averages the windows.
+
+The three models are loaded and run by :mod:`pipeline.inference`, as in ``embed-visual``,
+``embed-audio`` and ``evaluate``.
 
 The CSV (written atomically) has one row per decoded frame::
 
-    frame,timestamp,AU1,...,AU26,Neutral,...,Surprise,expression,face_present
-    0,0.0000,0.1234,...,0.0456,0.6012,...,0.0101,Neutral,1
+    frame,timestamp,AU1,...,AU26,Neutral,...,Surprise,expression,face_present,audio_present,low_confidence
+    0,0.0000,0.1234,...,0.0456,0.6012,...,0.0101,Neutral,1,1,0
 
 AU columns are sigmoid probabilities, expression columns softmax probabilities (they sum to 1),
-``expression`` the most probable class and ``face_present`` 1/0. Every frame is predicted, also
-frames without a face (then from the audio and the neighbouring frames).
+``expression`` the most probable class, ``face_present`` and ``audio_present`` 1/0 (audio: the
+frame's audio window was covered by the track and the model uses audio). Every frame is predicted,
+also frames without a face (then from the audio and the neighbouring frames); ``low_confidence``
+is 1 on frames with neither a face nor audio, whose prediction comes from neighbouring frames alone.
 
-Example:
-    >>> models = load_models("cache/onnx/visual.onnx", "cache/audio/tdnn.onnx",
-    ...                      "cache/sequence/sequence.onnx", device="cpu")               # doctest: +SKIP
-    >>> predict_video("clip.mp4", "out/clip.csv", models=models)                         # doctest: +SKIP
-    PredictSummary(video='clip.mp4', csv='out/clip.csv', frames=250, faces=243, audio_frames=250, seconds=4.1)
+A still image (JPEG, PNG, ... opened as a one-frame "video") is refused with a
+:class:`~pipeline.data.video.VideoError` naming it: the models read a face over time, and
+:func:`pipeline.predict.photo_video.write_photo_video` turns a photograph into a video when that is
+what is wanted.
+
+Example (not run here: it needs the exported models; tests/unit/test_predict.py runs it on tiny ones)::
+
+    models = load_models("cache/onnx/visual.onnx", "cache/audio/tdnn.onnx",
+                         "cache/sequence/sequence.onnx", device="cpu")
+    predict_video("clip.mp4", "out/clip.csv", models=models)
+    # PredictSummary(video='clip.mp4', csv='out/clip.csv', frames=250, faces=243, audio_frames=250,
+    #                low_confidence=0, seconds=4.1)
 """
 
 from __future__ import annotations
@@ -37,26 +49,30 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import av
 import numpy as np
 from PIL import Image
 
-from pipeline.audio.features import AudioConfig
 from pipeline.audio.windows import video_audio
 from pipeline.config import ConfigError, from_dict
 from pipeline.data.video import VideoError, video_stream
-from pipeline.evaluate.inference import compose_features, onnx_run_fn, sliding_window_logits
 from pipeline.fsio import atomic_path
-from pipeline.labels import AU_NAMES, EXPR_NAMES
+from pipeline.inference.audio import AudioEmbedder
+from pipeline.inference.sequence import SequenceRunner, load_sequence_runner
+from pipeline.inference.visual import VisualEmbedder
+from pipeline.labels import AU_NAMES, EMBEDDING_DIM, EXPR_NAMES
+from pipeline.models.preprocess import to_model_input
 from pipeline.predict.align import CROP_SIZE, crop_face
 from pipeline.predict.faces import DetectorConfig, FaceTracker
 
 log = logging.getLogger(__name__)
 
-EMBED_DIM = 512
-CSV_COLUMNS: tuple[str, ...] = ("frame", "timestamp", *AU_NAMES, *EXPR_NAMES, "expression", "face_present")
+CSV_COLUMNS: tuple[str, ...] = (
+    "frame", "timestamp", *AU_NAMES, *EXPR_NAMES, "expression", "face_present", "audio_present", "low_confidence",
+)
+
 
 
 @dataclass(frozen=True)
@@ -73,15 +89,11 @@ class PredictConfig:
 
 @dataclass(frozen=True)
 class PredictModels:
-    """The three ONNX sessions and what their metadata says about using them."""
+    """The three loaded models (the sequence runner knows its modalities, window and stride)."""
 
-    visual: Any
-    audio: Any | None               # None when the sequence model does not use audio
-    sequence: Any
-    audio_config: AudioConfig | None
-    modalities: str
-    window: int
-    stride: int
+    visual: VisualEmbedder
+    audio: AudioEmbedder | None     # None when the sequence model does not use audio
+    sequence: SequenceRunner
 
 
 @dataclass(frozen=True)
@@ -93,32 +105,21 @@ class PredictSummary:
     frames: int
     faces: int
     audio_frames: int
+    low_confidence: int     # frames with neither a face nor audio
     seconds: float
 
 
 def load_models(visual_onnx: str | Path, audio_onnx: str | Path | None, sequence_onnx: str | Path,
                 device: str = "auto", threads: int = 0) -> PredictModels:
     """Open the ONNX models once; ``tdnn.onnx`` is needed only when the sequence model uses audio."""
-    from pipeline.export import make_session, read_metadata
-
-    meta = read_metadata(sequence_onnx)
-    missing = [key for key in ("modalities", "window", "stride") if key not in meta]
-    if missing:
-        raise ValueError(f"{sequence_onnx}: metadata lacks {missing} (re-run train-sequence)")
-    modalities = str(meta["modalities"])
-    audio, audio_config = None, None
-    if modalities in ("audio", "both"):
+    sequence = load_sequence_runner(sequence_onnx, device, threads)
+    audio = None
+    if sequence.uses_audio():
         if audio_onnx is None:
-            raise ValueError(f"{sequence_onnx}: the sequence model uses audio ({modalities!r}); give tdnn.onnx")
-        audio_meta = read_metadata(audio_onnx)
-        if "audio_config" not in audio_meta:
-            raise ValueError(f"{audio_onnx}: metadata has no 'audio_config' (re-run train-audio)")
-        audio_config = from_dict(AudioConfig, audio_meta["audio_config"], where=f"{audio_onnx}:audio_config")
-        audio = make_session(audio_onnx, device, threads)
-    return PredictModels(
-        visual=make_session(visual_onnx, device, threads), audio=audio, sequence=make_session(sequence_onnx, device, threads),
-        audio_config=audio_config, modalities=modalities, window=int(meta["window"]), stride=int(meta["stride"]),
-    )
+            raise ValueError(f"{sequence_onnx}: the sequence model uses audio ({sequence.modalities!r}); "
+                             f"give tdnn.onnx")
+        audio = AudioEmbedder.from_file(audio_onnx, device, threads)
+    return PredictModels(VisualEmbedder.from_onnx(visual_onnx, device, threads), audio, sequence)
 
 
 def predict_video(
@@ -148,20 +149,21 @@ def predict_video(
         raise FileNotFoundError(f"{video_path}: crops folder not found: {crops_dir}")
     frames = _visual_pass(video_path, models, config, crops_dir, batch_size)
     n = len(frames.timestamps)
-    audio_embedding = np.zeros((n, EMBED_DIM), np.float16)
+    audio_embedding = np.zeros((n, EMBEDDING_DIM), np.float16)
     audio_present = np.zeros(n, bool)
     if models.audio is not None:
-        audio_embedding, audio_present = _audio_pass(video_path, n, frames.fps, models, batch_size)
-    features = compose_features(frames.embedding, audio_embedding, frames.face_present, audio_present,
-                                models.modalities)
-    au_logits, expr_logits = sliding_window_logits(
-        onnx_run_fn(models.sequence), features, models.window, models.stride, batch_size
+        audio = video_audio(video_path, n, frames.fps, models.audio.audio_config)
+        audio_embedding, audio_present = models.audio.embed(audio, batch_size).astype(np.float16), audio.present
+    au_logits, expr_logits = models.sequence.video_logits(
+        frames.embedding, audio_embedding, frames.face_present, audio_present, batch_size
     )
-    write_csv(out_csv, frames.timestamps, _sigmoid(au_logits), _softmax(expr_logits), frames.face_present)
+    write_csv(out_csv, frames.timestamps, _sigmoid(au_logits), _softmax(expr_logits), frames.face_present,
+              audio_present)
     summary = PredictSummary(str(video_path), str(out_csv), n, int(frames.face_present.sum()),
-                             int(audio_present.sum()), round(time.perf_counter() - start, 3))
-    log.info("%s: %d frames (%d with a face, %d with audio) -> %s in %.1f s", video_path, n,
-             summary.faces, summary.audio_frames, out_csv, summary.seconds)
+                             int(audio_present.sum()), int((~frames.face_present & ~audio_present).sum()),
+                             round(time.perf_counter() - start, 3))
+    log.info("%s: %d frames (%d with a face, %d with audio, %d low-confidence) -> %s in %.1f s", video_path, n,
+             summary.faces, summary.audio_frames, summary.low_confidence, out_csv, summary.seconds)
     return summary
 
 
@@ -222,8 +224,6 @@ class _VisualPass:
 def _visual_pass(video_path: Path, models: PredictModels, config: PredictConfig, crops_dir: str | Path | None,
                  batch_size: int) -> _VisualPass:
     """Decode the video once, find each frame's face and embed the faces in batches."""
-    from pipeline.models.preprocess import to_model_input
-
     tracker = None if crops_dir is not None else FaceTracker(config.detector)
     timestamps, present, chunks = [], [], []
     batch: list[np.ndarray] = []
@@ -231,7 +231,7 @@ def _visual_pass(video_path: Path, models: PredictModels, config: PredictConfig,
     def flush() -> None:
         if batch:
             images = to_model_input(np.stack(batch)).numpy()
-            chunks.append(models.visual.run(["embedding"], {"image": images})[0].astype(np.float16))
+            chunks.append(models.visual(images)["embedding"].astype(np.float16))
             batch.clear()
 
     fps = 0.0
@@ -248,7 +248,7 @@ def _visual_pass(video_path: Path, models: PredictModels, config: PredictConfig,
                 flush()
     flush()
     face_present = np.asarray(present, bool)
-    embedding = np.zeros((len(present), EMBED_DIM), np.float16)
+    embedding = np.zeros((len(present), EMBEDDING_DIM), np.float16)
     if chunks:
         embedding[face_present] = np.concatenate(chunks)
     return _VisualPass(np.asarray(timestamps, np.float64), embedding, face_present, fps)
@@ -258,6 +258,11 @@ def _decode(video_path: Path, need_pixels: bool) -> Iterator[tuple[float, float,
     """Yield ``(timestamp s, fps, RGB frame or None)`` for every decoded frame."""
     try:
         with av.open(str(video_path)) as container:
+            if is_still_image(container):
+                raise VideoError(
+                    f"{video_path}: a still image ({container.format.name}), not a video; predict reads videos "
+                    f"(make one from a photograph with pipeline.predict.photo_video.write_photo_video)"
+                )
             stream, fps = video_stream(video_path, container)
             first: float | None = None
             count = 0
@@ -270,6 +275,14 @@ def _decode(video_path: Path, need_pixels: bool) -> Iterator[tuple[float, float,
                 raise VideoError(f"{video_path}: the video stream holds no frames")
     except av.FFmpegError as exc:
         raise VideoError(f"{video_path}: cannot decode video ({exc})") from exc
+
+
+def is_still_image(container: av.container.InputContainer) -> bool:
+    """Whether PyAV opened a picture file (JPEG, PNG, BMP, TIFF, WebP, a one-frame GIF) rather than a video."""
+    name = container.format.name
+    if name == "image2" or name.endswith("_pipe"):   # FFmpeg's single-picture demuxers
+        return True
+    return name == "gif" and all((s.frames or 0) <= 1 for s in container.streams.video)
 
 
 def _crop_from_folder(folder: Path, index: int) -> np.ndarray | None:
@@ -286,22 +299,10 @@ def _crop_from_folder(folder: Path, index: int) -> np.ndarray | None:
         raise ValueError(f"{path}: unreadable face crop ({exc})") from exc
 
 
-def _audio_pass(video_path: Path, n_frames: int, fps: float, models: PredictModels,
-                batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """TDNN embeddings (N, 512) float16 of frames with audio (zeros elsewhere) and the presence mask."""
-    audio = video_audio(video_path, n_frames, fps, models.audio_config)
-    embedding = np.zeros((n_frames, EMBED_DIM), np.float16)
-    frames = np.flatnonzero(audio.present)
-    for start in range(0, len(frames), batch_size):
-        index = frames[start:start + batch_size]
-        mel = audio.windows(index).mel
-        embedding[index] = models.audio.run(["embedding"], {"mel": mel})[0].astype(np.float16)
-    return embedding, audio.present
-
-
 def write_csv(path: str | Path, timestamps: np.ndarray, au_prob: np.ndarray, expr_prob: np.ndarray,
-              face_present: np.ndarray) -> Path:
-    """Write the per-frame CSV (columns :data:`CSV_COLUMNS`) atomically."""
+              face_present: np.ndarray, audio_present: np.ndarray) -> Path:
+    """Write the per-frame CSV (columns :data:`CSV_COLUMNS`) atomically; frames with neither face nor
+    audio are marked ``low_confidence``."""
     path = Path(path)
     with atomic_path(path) as tmp:
         with tmp.open("w", newline="") as fh:
@@ -311,7 +312,8 @@ def write_csv(path: str | Path, timestamps: np.ndarray, au_prob: np.ndarray, exp
             for i in range(len(timestamps)):
                 writer.writerow([
                     i, f"{timestamps[i]:.4f}", *(f"{p:.4f}" for p in au_prob[i]), *(f"{p:.4f}" for p in expr_prob[i]),
-                    EXPR_NAMES[best[i]], int(face_present[i]),
+                    EXPR_NAMES[best[i]], int(face_present[i]), int(audio_present[i]),
+                    int(not face_present[i] and not audio_present[i]),
                 ])
     return path
 

@@ -4,7 +4,7 @@ Windows of ``window`` frames (every ``stride`` frames) are sliced from the in-me
 (:mod:`pipeline.train.sequence_data`); the AU and expression heads learn in alternation
 (:mod:`pipeline.train.alternating`) with the masked BCE (``pos_weight``) and focal losses, SGD with
 momentum (paper §4.2: lr 0.01). After every epoch the validation subjects are scored with the ABAW
-metrics on whole-video predictions (:func:`~pipeline.evaluate.inference.sliding_window_logits`);
+metrics on whole-video predictions (:func:`~pipeline.inference.sequence.sliding_window_logits`);
 the best epoch (mean of the two task scores) is kept.
 
 State after each epoch goes to ``work_dir/state.pt``, so a killed run resumes where it stopped
@@ -26,12 +26,11 @@ import torch
 
 from pipeline.config import ConfigError, to_dict
 from pipeline.data.manifest import read_manifest
-from pipeline.evaluate.inference import (
-    EMBEDDING_DIM, feature_dim, feature_layout, sliding_window_logits, torch_run_fn,
-)
 from pipeline.export import DEFAULT_PARITY_RTOL, check_parity_rtol, export_onnx
 from pipeline.fsio import atomic_path, write_json
-from pipeline.labels import NUM_AUS, TASKS
+from pipeline.inference.features import feature_dim, feature_layout
+from pipeline.inference.sequence import sliding_window_logits, torch_run_fn
+from pipeline.labels import EMBEDDING_DIM, NUM_AUS, TASKS
 from pipeline.metrics import au_metrics, expr_metrics
 from pipeline.models.sequence import SequenceArch, SequenceModel, arch_to_dict
 from pipeline.store import EmbeddingStore

@@ -2,7 +2,7 @@
 
 Every subject's arrays are read from the embedding stores once (``visual.zarr/<subject>``, and
 ``audio.zarr/<video>`` joined through the manifest's ``video`` field, so row ``t`` of both is video
-frame ``t``), composed by :func:`~pipeline.evaluate.inference.compose_features` at float16 and
+frame ``t``), composed by :func:`~pipeline.inference.features.compose_features` at float16 and
 copied into one flat (frames + 1, D) buffer; the extra last row is all zeros and unlabelled, and
 padding points to it. A window is then a run of consecutive rows, and a batch of windows is a
 single numpy fancy-index of that buffer: the same work as slicing any in-RAM array. Batches stay
@@ -33,8 +33,9 @@ from typing import Any, Iterable, Iterator, Mapping
 import numpy as np
 
 from pipeline.data.manifest import Manifest, SubjectRecord
-from pipeline.evaluate.inference import EMBEDDING_DIM, compose_features, feature_dim, window_starts
-from pipeline.labels import NUM_AUS, UNLABELLED
+from pipeline.inference.features import compose_features, feature_dim
+from pipeline.inference.sequence import window_starts
+from pipeline.labels import EMBEDDING_DIM, NUM_AUS, UNLABELLED
 from pipeline.store import EmbeddingStore
 
 FEATURE_DTYPE = np.float16   # the stores' precision, kept in RAM

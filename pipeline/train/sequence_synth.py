@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.manifest import Manifest, SubjectRecord, write_manifest
-from pipeline.evaluate.inference import EMBEDDING_DIM
-from pipeline.labels import NUM_AUS, NUM_EXPRS
+from pipeline.labels import EMBEDDING_DIM, NUM_AUS, NUM_EXPRS
 from pipeline.store import EmbeddingStore
 
 

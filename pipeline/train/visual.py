@@ -12,12 +12,13 @@ Training state is checkpointed to ``work_dir/<key>/`` after every epoch and ever
 the same inputs resumes, a changed config starts afresh. The model and the metrics are published
 atomically only when training has finished.
 
-Example:
-    >>> result = train_visual(read_manifest("cache/prepared/manifest.json"), "cache/prepared/labels.h5",
-    ...                       "cache/frames/frames.h5", "cache/visual/model.pt", "metrics/visual.json",
-    ...                       "cache/work/finetune-visual", VisualTrainConfig())   # doctest: +SKIP
-    >>> sorted(result.metrics)                                                     # doctest: +SKIP
-    ['au', 'baseline', 'best_epoch', 'epochs', 'expr', 'frames', 'score']
+Example (not run here: it needs the pipeline's prepared data and frame store)::
+
+    result = train_visual(read_manifest("cache/prepared/manifest.json"), "cache/prepared/labels.h5",
+                          "cache/frames/frames.h5", "cache/visual/model.pt", "metrics/visual.json",
+                          "cache/work/finetune-visual", VisualTrainConfig())
+    sorted(result.metrics)
+    # ['au', 'baseline', 'best_epoch', 'epochs', 'expr', 'frames', 'score']
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import pytest
 import skimage.data
 import yaml
 from click.testing import CliRunner
+from PIL import Image
 
 from _predict_models import build_predict_models
 from pipeline.predict.photo_video import write_photo_video
@@ -36,7 +37,7 @@ def test_predict_writes_one_csv_per_video(cache, videos, tmp_path: Path):
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["a.csv", "b.csv"]
     assert len((out / "b.csv").read_text().splitlines()) == 1 + 5
-    assert "a.mp4: 8 frames, 8 with a face" in result.output
+    assert "a.mp4: 8 frames, 8 with a face, 8 with audio, 0 low-confidence" in result.output
 
 
 def test_predict_reports_a_bad_video_and_still_writes_the_others(cache, videos, tmp_path: Path):
@@ -47,6 +48,17 @@ def test_predict_reports_a_bad_video_and_still_writes_the_others(cache, videos, 
     result = CliRunner().invoke(main, args)   # output holds stdout and stderr
     assert result.exit_code == 1
     assert f"FAILED: {broken}" in result.output and "1 of 2 videos failed" in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["b.csv"]
+
+
+def test_predict_refuses_a_still_image_by_name(cache, videos, tmp_path: Path):
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(skimage.data.astronaut()).save(photo)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["predict", str(photo), str(videos[1]), "--out", str(out),
+                                       "--models-dir", str(cache), "--device", "cpu"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"FAILED: {photo}: a still image" in result.output
     assert sorted(p.name for p in out.iterdir()) == ["b.csv"]
 
 
@@ -71,6 +83,7 @@ def test_predict_reads_its_params_section(cache, videos, tmp_path: Path):
 def test_predict_help_names_inputs_and_outputs():
     result = CliRunner().invoke(main, ["predict", "--help"])
     assert result.exit_code == 0
-    for word in ("--out", "--models-dir", "--crops", "face_present", "sequence.onnx"):
+    for word in ("--out", "--models-dir", "--crops", "face_present", "audio_present", "low_confidence",
+                 "sequence.onnx"):
         assert word in result.output
 

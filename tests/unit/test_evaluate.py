@@ -12,20 +12,20 @@ import torch
 
 from _evaluation_inputs import STRIDE, WINDOW, EvaluationInputs, build_evaluation_inputs
 from pipeline.config import ConfigError, from_dict
-from pipeline.evaluate.inference import compose_features, sliding_window_logits, torch_run_fn
 from pipeline.evaluate.run import (
     VARIANTS,
     EvaluateConfig,
     decide,
     evaluate,
     load_fusion,
-    load_sequence_runner,
     predict_subject,
     score,
     timeline_subjects,
     validation_subjects,
 )
 from pipeline.evaluate.submission import read_submission
+from pipeline.inference.features import compose_features
+from pipeline.inference.sequence import load_sequence_runner, sliding_window_logits, torch_run_fn
 from pipeline.models.fusion import load_fusion_head
 from pipeline.models.sequence import build_from_checkpoint
 from pipeline.store import EmbeddingStore
@@ -76,7 +76,7 @@ def _results(inputs: EvaluationInputs, sequence_path: Path | None = None) -> lis
     """Every validation subject's predictions, without writing outputs."""
     device = torch.device("cpu")
     fusion = load_fusion(inputs.audio_model, device)
-    sequence = load_sequence_runner(sequence_path or inputs.sequence_model, "cpu", device)
+    sequence = load_sequence_runner(sequence_path or inputs.sequence_model, "cpu")
     visual, audio = EmbeddingStore.open_read(inputs.visual), EmbeddingStore.open_read(inputs.audio)
     return [predict_subject(r, visual, audio, fusion, sequence, EvaluateConfig(), device)
             for r in validation_subjects(inputs.manifest)]

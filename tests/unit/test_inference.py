@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.evaluate.inference import (
-    compose_features, feature_dim, feature_layout, sliding_window_logits, torch_run_fn, window_starts,
+from pipeline.inference.features import compose_features, feature_dim, feature_layout
+from pipeline.inference.sequence import (
+    load_sequence_runner, sliding_window_logits, torch_run_fn, window_starts,
 )
 
 
@@ -159,3 +162,34 @@ def test_compose_rejects_bad_inputs() -> None:
         compose_features(visual, None, np.ones(3, bool), None, "visual")
     with pytest.raises(ValueError, match="do not match"):
         compose_features(visual, np.ones((5, 512)), np.ones(4, bool), np.ones(5, bool), "both")
+
+
+def _sequence_checkpoint(path: Path, **layout: object) -> Path:
+    """A tiny ``train-sequence``-style ``model.pt`` whose layout keys are ``layout``."""
+    from pipeline.models.sequence import SequenceArch, SequenceModel, arch_to_dict
+
+    torch.manual_seed(0)
+    arch = SequenceArch(input_dim=feature_dim("visual"), d_model=8, heads=2, dropout=0.0, max_len=6)
+    torch.save({"arch": arch_to_dict(arch), "state_dict": SequenceModel(arch).state_dict(), **layout}, path)
+    return path
+
+
+def test_sequence_runner_predicts_every_frame_of_a_video(tmp_path: Path) -> None:
+    runner = load_sequence_runner(_sequence_checkpoint(tmp_path / "model.pt", modalities="visual", window=6,
+                                                       stride=3), device="cpu")
+    assert (runner.modalities, runner.window, runner.stride, runner.uses_audio()) == ("visual", 6, 3, False)
+    visual, present = np.random.default_rng(0).normal(size=(20, 512)).astype(np.float16), np.ones(20, bool)
+    au, expr = runner.video_logits(visual, None, present, None)
+    expected = sliding_window_logits(runner.run_fn, compose_features(visual, None, present, None, "visual"), 6, 3)
+    assert au.shape == (20, 12) and expr.shape == (20, 7)
+    np.testing.assert_array_equal(au, expected[0])
+
+
+def test_sequence_runner_refuses_a_file_without_its_layout(tmp_path: Path) -> None:
+    path = _sequence_checkpoint(tmp_path / "model.pt", modalities="visual")
+    with pytest.raises(ValueError, match=r"model\.pt: lacks \['window', 'stride'\] \(re-run train-sequence\)"):
+        load_sequence_runner(path, device="cpu")
+    with pytest.raises(ValueError, match="modalities must be one of"):
+        load_sequence_runner(_sequence_checkpoint(tmp_path / "odd.pt", modalities="smell", window=6, stride=3), "cpu")
+    with pytest.raises(FileNotFoundError, match=r"missing\.onnx \(run train-sequence first\)"):
+        load_sequence_runner(tmp_path / "missing.onnx", device="cpu")

@@ -49,11 +49,12 @@ def test_predict_video_with_the_detector(onnx_models, video, tmp_path: Path):
     summary = predict_video(video, out, onnx_models.visual, onnx_models.audio, onnx_models.sequence, device="cpu")
     assert (summary.frames, summary.faces, summary.audio_frames) == (N_FRAMES, N_FRAMES, N_FRAMES)
     columns, rows = _read(out)
-    assert tuple(columns) == CSV_COLUMNS and len(columns) == 2 + 12 + 7 + 2
+    assert tuple(columns) == CSV_COLUMNS and len(columns) == 2 + 12 + 7 + 4
+    assert columns[-3:] == ["face_present", "audio_present", "low_confidence"]
     assert len(rows) == N_FRAMES
     assert [int(r["frame"]) for r in rows] == list(range(N_FRAMES))
     np.testing.assert_allclose([float(r["timestamp"]) for r in rows], np.arange(N_FRAMES) / FPS, atol=1e-3)
-    assert all(r["face_present"] == "1" for r in rows)
+    assert all(r["face_present"] == "1" and r["audio_present"] == "1" and r["low_confidence"] == "0" for r in rows)
     _check_probabilities(rows)
     assert sorted(p.name for p in out.parent.iterdir()) == ["astronaut.csv"]
 
@@ -77,10 +78,39 @@ def test_predict_video_with_a_crops_folder(onnx_models, video, tmp_path: Path):
 def test_visual_only_sequence_model_needs_no_audio_model(onnx_models, video, tmp_path: Path):
     sequence = export_sequence(tmp_path / "sequence.onnx", modalities="visual")
     models = load_models(onnx_models.visual, None, sequence, device="cpu")
-    assert models.audio is None and models.modalities == "visual"
+    assert models.audio is None and models.sequence.modalities == "visual"
     summary = predict_video(video, tmp_path / "v.csv", models=models)
     assert summary.frames == N_FRAMES and summary.audio_frames == 0
-    _check_probabilities(_read(tmp_path / "v.csv")[1])
+    rows = _read(tmp_path / "v.csv")[1]
+    assert all(r["audio_present"] == "0" for r in rows)   # the video has sound, but the model does not use it
+    _check_probabilities(rows)
+
+
+def test_frames_with_neither_face_nor_audio_are_marked_low_confidence(onnx_models, tmp_path: Path):
+    silent = write_photo_video(tmp_path / "silent.mp4", skimage.data.astronaut(), n_frames=8, fps=FPS, audio_hz=None)
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    frames = panned_frames(skimage.data.astronaut(), 8, shift=2)
+    for i in (0, 1, 2, 5, 6):                  # frames 3, 4 and 7 have no face
+        Image.fromarray(crop_face(frames[i], Box(170 + 2 * i, 60 + 2 * i, 110, 115))).save(crops / f"{i + 1:05d}.jpg")
+    models = load_models(onnx_models.visual, onnx_models.audio, onnx_models.sequence, device="cpu")
+    summary = predict_video(silent, tmp_path / "s.csv", crops_dir=crops, models=models)
+    assert (summary.faces, summary.audio_frames, summary.low_confidence) == (5, 0, 3)
+    rows = _read(tmp_path / "s.csv")[1]
+    assert [i for i, r in enumerate(rows) if r["low_confidence"] == "1"] == [3, 4, 7]
+    assert all(r["audio_present"] == "0" for r in rows)
+    _check_probabilities(rows)                 # still predicted, from the neighbouring frames
+
+
+@pytest.mark.parametrize("suffix", ["jpg", "png"])
+def test_a_still_image_is_refused_by_name(onnx_models, video, tmp_path: Path, suffix: str):
+    photo = tmp_path / f"photo.{suffix}"
+    Image.fromarray(skimage.data.astronaut()).save(photo)
+    models = load_models(onnx_models.visual, onnx_models.audio, onnx_models.sequence, device="cpu")
+    done, failed = predict_videos([photo, video], tmp_path / "out", models)
+    assert [Path(s.video).name for s in done] == ["astronaut.mp4"]
+    assert str(photo) in failed[str(photo)] and "still image" in failed[str(photo)]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["astronaut.csv"]
 
 
 def test_audio_model_is_required_when_the_sequence_model_uses_audio(onnx_models):

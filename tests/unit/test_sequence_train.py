@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from pipeline.config import ConfigError, from_dict
-from pipeline.evaluate.inference import onnx_run_fn, sliding_window_logits, torch_run_fn
 from pipeline.export import ParityError, make_session, read_metadata
+from pipeline.inference.sequence import onnx_run_fn, sliding_window_logits, torch_run_fn
 from pipeline.models.sequence import build_from_checkpoint
 from pipeline.models.sequence import SequenceModel
 from pipeline.train.sequence import SequenceTrainConfig, publish_outputs, train_sequence

@@ -1,7 +1,11 @@
 """Synthetic Aff-Wild2-layout dataset with drawn faces, speech-like audio and temporal labels.
 
-    >>> from pipeline.data.synth import SynthConfig, generate_dataset
-    >>> summary = generate_dataset(Path("/tmp/synthetic"), SynthConfig.from_preset("tiny", seed=0))
+Example (not run here: it writes a few hundred files; the test suite generates the tiny preset
+once per session)::
+
+    from pathlib import Path
+    from pipeline.data.synth import SynthConfig, generate_dataset
+    summary = generate_dataset(Path("data/synthetic"), SynthConfig.from_preset("tiny", seed=0))
 """
 
 from pipeline.data.synth.config import SynthConfig

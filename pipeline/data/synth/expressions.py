@@ -7,7 +7,7 @@ separable than their labelled AUs alone (as in real faces).
 
     >>> style = sample_style(np.random.default_rng(0), gain_range=(0.8, 1.0))
     >>> vec = prototype_intensity(EXPR_INDEX["Happiness"], style)
-    >>> vec.shape, vec[AU_INDEX["AU12"]] > 0.5
+    >>> vec.shape, bool(vec[AU_INDEX["AU12"]] > 0.5)
     ((15,), True)
 """
 

@@ -3,9 +3,12 @@
 Every video draws from its own random stream (seeded by the config seed and the video index), so
 videos can be generated in any order or in parallel and still come out identical.
 
-    >>> summary = generate_dataset(Path("/tmp/synthetic"), SynthConfig.from_preset("tiny", seed=0))
-    >>> sorted(summary)[:3]
-    ['bp4d_frames', 'bp4d_sequences', 'bytes']
+Example (not run here: it writes a few hundred files; the test suite generates the tiny preset
+once per session)::
+
+    summary = generate_dataset(Path("data/synthetic"), SynthConfig.from_preset("tiny", seed=0))
+    sorted(summary)[:3]
+    # ['bp4d_frames', 'bp4d_sequences', 'bytes']
 """
 
 from __future__ import annotations

@@ -1,0 +1,67 @@
+"""The visual embedder: visual.onnx and the finetune-visual checkpoint give the same outputs; batching."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.export import export_visual
+from pipeline.inference.visual import VisualEmbedder, embed_batches
+from pipeline.models.multitask import build_model, checkpoint_dict
+from pipeline.models.preprocess import to_model_input
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``visual/model.pt`` of a seeded iresnet18 at width 1/16 and its ``onnx/visual.onnx``."""
+    root = tmp_path_factory.mktemp("visual-embedder")
+    torch.manual_seed(0)
+    arch = {"backbone": "iresnet18", "width_mult": 0.0625, "dropout": 0.0}
+    (root / "visual").mkdir()
+    torch.save(checkpoint_dict(build_model(arch).eval(), arch), root / "visual" / "model.pt")
+    export_visual(root / "visual" / "model.pt", root / "onnx" / "visual.onnx")
+    return root
+
+
+def _crops(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(n, 112, 112, 3), dtype=np.uint8)
+
+
+def test_onnx_and_torch_agree(models: Path) -> None:
+    images = to_model_input(_crops(5)).numpy()
+    from_onnx = VisualEmbedder.from_onnx(models / "onnx" / "visual.onnx", "cpu", threads=1)(images)
+    from_torch = VisualEmbedder.from_checkpoint(models / "visual" / "model.pt", "cpu")(images)
+    assert {name: value.shape for name, value in from_onnx.items()} == {
+        "embedding": (5, 512), "au_logits": (5, 12), "expr_logits": (5, 7)}
+    for name, value in from_onnx.items():
+        assert value.dtype == np.float32
+        np.testing.assert_allclose(value, from_torch[name], rtol=1e-4, atol=1e-4)
+
+
+def test_embed_batches_stacks_in_order_and_handles_no_batches(models: Path) -> None:
+    embedder = VisualEmbedder.from_onnx(models / "onnx" / "visual.onnx", "cpu", threads=1)
+    crops = _crops(7, seed=1)
+    outputs, timing = embed_batches(embedder, lambda index: crops[index], [np.arange(0, 3), np.arange(3, 7)])
+    whole = embedder(to_model_input(crops).numpy())
+    for name, value in outputs.items():
+        np.testing.assert_allclose(value, whole[name], rtol=1e-5, atol=1e-5)
+    assert set(timing) == {"model_seconds", "decode_wait_seconds"}
+    empty, _ = embed_batches(embedder, lambda index: crops[index], [])
+    assert {name: value.shape for name, value in empty.items()} == {
+        "embedding": (0, 512), "au_logits": (0, 12), "expr_logits": (0, 7)}
+
+
+def test_a_wrong_output_shape_names_the_model() -> None:
+    embedder = VisualEmbedder(lambda images: {"embedding": np.zeros((len(images), 256), np.float32),
+                                              "au_logits": np.zeros((len(images), 12), np.float32),
+                                              "expr_logits": np.zeros((len(images), 7), np.float32)}, "odd.onnx")
+    with pytest.raises(ValueError, match=r"odd\.onnx: output 'embedding' has shape \(2, 256\)"):
+        embedder(np.zeros((2, 3, 112, 112), np.float32))
+
+
+def test_a_missing_checkpoint_names_the_stage(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"model\.pt \(run finetune-visual first\)"):
+        VisualEmbedder.from_checkpoint(tmp_path / "model.pt", "cpu")
