@@ -98,6 +98,18 @@ def expr_focal_loss(
     return _masked_mean(per_frame, mask)
 
 
+def task_loss(
+    task: str, logits: torch.Tensor, targets: torch.Tensor, pos_weight: torch.Tensor, gamma: float,
+    alpha: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The loss of the active ``task``: :func:`au_bce_loss` for ``au``, :func:`expr_focal_loss` for ``expr``."""
+    if task == "au":
+        return au_bce_loss(logits, targets, pos_weight)
+    if task == "expr":
+        return expr_focal_loss(logits, targets, gamma, alpha)
+    raise ValueError(f"unknown task {task!r}; expected 'au' or 'expr'")
+
+
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``values`` where ``mask``; a graph-connected 0 when nothing is labelled."""
     # torch.where (not multiplication) so a non-finite value in a masked entry cannot leak as NaN.

@@ -15,6 +15,7 @@ from pipeline.config import ConfigError, from_dict
 from pipeline.evaluate.inference import onnx_run_fn, sliding_window_logits, torch_run_fn
 from pipeline.export import make_session, read_metadata
 from pipeline.models.sequence import build_from_checkpoint
+from pipeline.train.loop import TrainResult
 from pipeline.train.sequence import SequenceTrainConfig, train_sequence
 from pipeline.train.sequence_synth import SyntheticCacheConfig, write_synthetic_cache
 
@@ -30,7 +31,7 @@ def cache_paths(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, P
     return write_synthetic_cache(tmp_path_factory.mktemp("cache"), config)
 
 
-def run(paths: tuple[Path, Path, Path], out: Path, config: SequenceTrainConfig, work: str = "work") -> dict:
+def run(paths: tuple[Path, Path, Path], out: Path, config: SequenceTrainConfig, work: str = "work") -> TrainResult:
     manifest, visual, audio = paths
     return train_sequence(manifest, visual, audio, out / "sequence", out / "metrics.json", config, work_dir=out / work)
 
@@ -104,7 +105,7 @@ def test_other_params_start_over(cache_paths, tmp_path: Path) -> None:
 
 def test_visual_only_model_and_epoch_alternation(cache_paths, tmp_path: Path) -> None:
     config = replace(CONFIG, modalities="visual", alternation="epoch", epochs=2, positional="sinusoidal")
-    metrics = run(cache_paths, tmp_path, config)
+    metrics = run(cache_paths, tmp_path, config).metrics
     assert set(metrics) == {"au", "expr"}
     assert read_metadata(tmp_path / "sequence" / "sequence.onnx")["feature_dim"] == 513
     entries = history(tmp_path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import shutil
 import socket
 from pathlib import Path
 from typing import Any
@@ -23,13 +24,14 @@ from pipeline.train import ddp, visual
 from pipeline.train.alternating import TaskSchedule
 from pipeline.train.ddp import DistContext
 from pipeline.train.epoch_plan import epoch_plan, split_batches
+from pipeline.train.loop import TrainResult
 from pipeline.train.frames_dataset import FrameDataset, has_labels, select_frames, select_validation_frames
 from pipeline.train.visual import VisualTrainConfig, train_visual
 
 TINY = dict(width_mult=0.0625, epochs=2, batch_size=16, lr=0.05, max_frames_per_epoch=32)
 
 
-def _run(prepared: Path, frames: Path, out: Path, cfg: VisualTrainConfig, **kwargs: Any) -> visual.VisualTrainResult:
+def _run(prepared: Path, frames: Path, out: Path, cfg: VisualTrainConfig, **kwargs: Any) -> TrainResult:
     return train_visual(
         read_manifest(prepared / "manifest.json"), prepared / "labels.h5", frames, out / "model.pt",
         out / "metrics.json", out / "work", cfg, progress=False, **kwargs,
@@ -206,19 +208,21 @@ def test_finished_run_republishes_without_training(
     assert again.metrics == first.metrics
 
 
-def test_work_dir_key_follows_config_and_inputs(tiny_prepared: Path, tiny_frames: Path, tmp_path: Path) -> None:
+def test_saved_state_is_only_resumed_with_the_same_config_and_inputs(
+    trained: tuple[Path, Any], tiny_prepared: Path, tiny_frames: Path, tmp_path: Path
+) -> None:
     manifest = read_manifest(tiny_prepared / "manifest.json")
     labels = tiny_prepared / "labels.h5"
-    base = visual.work_key(VisualTrainConfig(**TINY), manifest, labels, tiny_frames)
-    assert base == visual.work_key(VisualTrainConfig(**TINY), manifest, labels, tiny_frames)
-    assert base != visual.work_key(VisualTrainConfig(**{**TINY, "lr": 0.01}), manifest, labels, tiny_frames)
+    cfg = VisualTrainConfig(**TINY)
+    base = visual.data_key(cfg, manifest, labels, tiny_frames)
+    assert base == visual.data_key(cfg, manifest, labels, tiny_frames)
     fewer = dataclasses.replace(manifest, subjects=manifest.subjects[1:])
-    assert base != visual.work_key(VisualTrainConfig(**TINY), fewer, labels, tiny_frames)
-    stale, other = tmp_path / "0123456789abcdef", tmp_path / "notes"
-    for folder in (stale, other, tmp_path / base):
-        folder.mkdir()
-    visual._remove_stale_work_dirs(tmp_path, keep=base)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([base, "notes"])
+    assert base != visual.data_key(cfg, fewer, labels, tiny_frames)
+    out, _ = trained
+    shutil.copytree(out / "work", tmp_path / "work")
+    other = _run(tiny_prepared, tiny_frames, tmp_path, VisualTrainConfig(**{**TINY, "epochs": 1, "lr": 0.01}))
+    assert other.resumed_from is None and other.metrics["epochs"] == 1
+    assert [h["epoch"] for h in other.history] == [1]
 
 
 def test_wrong_pretrained_checkpoint_is_a_clear_error(tiny_prepared: Path, tiny_frames: Path, tmp_path: Path) -> None:
