@@ -21,6 +21,7 @@ from pipeline.models.tdnn import TDNNConfig
 from pipeline.train.audio import (
     AudioTrainConfig, SubjectData, fit, make_batch, task_segments, train_audio, visual_only_metrics,
 )
+from pipeline.train.loop import DivergedError
 from pipeline.train.splits import Splits
 
 AUDIO = AudioConfig(context_s=0.2)
@@ -111,6 +112,14 @@ def test_other_params_start_over(toy, tmp_path: Path) -> None:
     fit(subjects, splits, tiny_config(epochs=1, max_segments=2), tmp_path, torch.device("cpu"))
     again = fit(subjects, splits, tiny_config(epochs=1, max_segments=2, seed=1), tmp_path, torch.device("cpu"))
     assert [h["epoch"] for h in again.history] == [1]
+
+
+def test_an_absurd_lr_stops_training_with_a_clear_error(toy, tmp_path: Path) -> None:
+    subjects, splits = toy
+    with pytest.raises(DivergedError, match=r"train_audio: training diverged at epoch 1, batch \d+: .*"
+                                            r"Try a lower train_audio\.lr"):
+        fit(subjects, splits, tiny_config(epochs=2, lr=1e8, max_grad_norm=None), tmp_path, torch.device("cpu"))
+    assert not (tmp_path / "state.pt").exists()   # no epoch finished, nothing to resume or publish
 
 
 def test_window_shorter_than_receptive_field_is_a_config_error() -> None:

@@ -15,7 +15,7 @@ from pipeline.config import ConfigError, from_dict
 from pipeline.evaluate.inference import onnx_run_fn, sliding_window_logits, torch_run_fn
 from pipeline.export import make_session, read_metadata
 from pipeline.models.sequence import build_from_checkpoint
-from pipeline.train.loop import TrainResult
+from pipeline.train.loop import DivergedError, TrainResult
 from pipeline.train.sequence import SequenceTrainConfig, train_sequence
 from pipeline.train.sequence_synth import SyntheticCacheConfig, write_synthetic_cache
 
@@ -110,6 +110,13 @@ def test_visual_only_model_and_epoch_alternation(cache_paths, tmp_path: Path) ->
     assert read_metadata(tmp_path / "sequence" / "sequence.onnx")["feature_dim"] == 513
     entries = history(tmp_path)
     assert entries[0]["loss"]["au"] is None and entries[1]["loss"]["expr"] is None  # expr epoch, then au
+
+
+def test_an_absurd_lr_stops_training_and_publishes_nothing(cache_paths, tmp_path: Path) -> None:
+    with pytest.raises(DivergedError, match=r"train_sequence: training diverged at epoch 1, batch \d+: .*"
+                                            r"Try a lower train_sequence\.lr or set train_sequence\.max_grad_norm"):
+        run(cache_paths, tmp_path, replace(CONFIG, epochs=2, lr=1e8))
+    assert not (tmp_path / "sequence").exists() and not (tmp_path / "metrics.json").exists()
 
 
 def test_config_from_params_rejects_bad_values() -> None:
