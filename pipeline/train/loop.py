@@ -14,10 +14,11 @@ naming the stage, the epoch and batch, and what to try.
 Example:
     >>> selection_score({"au": {"score": 0.5}, "expr": {"score": 0.25}})
     0.375
-    >>> check_loss(float("nan"), "train_x", epoch=2, batch=7, task="au")
-    Traceback (most recent call last):
-    ...
-    pipeline.train.loop.DivergedError: train_x: training diverged at epoch 2, batch 7: the au loss is nan; nothing was published. Try a lower train_x.lr or set train_x.max_grad_norm
+    >>> try:
+    ...     check_loss(float("nan"), "train_x", epoch=2, batch=7, task="au")
+    ... except DivergedError as exc:
+    ...     print(exc)
+    train_x: training diverged at epoch 2, batch 7: the au loss is nan; nothing was published. Try a lower train_x.lr or set train_x.max_grad_norm
 """
 
 from __future__ import annotations

@@ -288,7 +288,8 @@ class _VisualRun:
         for (task, _), (images, au, expr) in zip(plan[loop.batch:], loader):
             losses[task].append(self.step(task, images, au, expr))
             loop.batch += 1
-            check_loss(losses[task][-1], SECTION, epoch + 1, loop.batch, task, cfg.max_grad_norm)
+            check_loss(ddp.non_finite_of_any(losses[task][-1], ctx), SECTION, epoch + 1, loop.batch, task,
+                       cfg.max_grad_norm)
             bar.update(1)
             bar.set_postfix({t: f"{np.mean(v[-20:]):.3f}" for t, v in losses.items() if v}, refresh=False)
             if checkpoint_every and loop.batch % checkpoint_every == 0 and loop.batch < len(plan):

@@ -24,7 +24,7 @@ from pipeline.train import ddp, visual
 from pipeline.train.alternating import TaskSchedule
 from pipeline.train.ddp import DistContext
 from pipeline.train.epoch_plan import epoch_plan, split_batches
-from pipeline.train.loop import TrainResult
+from pipeline.train.loop import DivergedError, TrainResult
 from pipeline.train.frames_dataset import FrameDataset, has_labels, select_frames, select_validation_frames
 from pipeline.train.visual import VisualTrainConfig, train_visual
 
@@ -262,3 +262,26 @@ def test_ddp_two_processes_keep_identical_weights(tiny_prepared: Path, tiny_fram
     assert (tmp_path / "metrics.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "model.pt", "rank0.digest",
                                                           "rank1.digest", "work"]
+
+
+def _ddp_diverging_worker(rank: int, world: int, port: int, prepared: str, frames: str, out: str, cfg: dict) -> None:
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    torch.set_num_threads(1)
+    with ddp.distributed("cpu") as (ctx, device):
+        try:
+            _run(Path(prepared), Path(frames), Path(out), VisualTrainConfig(**cfg), device=device, dist=ctx)
+        except DivergedError as exc:
+            Path(out, f"rank{rank}.error").write_text(str(exc))
+
+
+@pytest.mark.slow
+def test_ddp_processes_stop_together_when_training_diverges(
+    tiny_prepared: Path, tiny_frames: Path, tmp_path: Path
+) -> None:
+    cfg = {**TINY, "epochs": 1, "lr": 1e8}
+    mp.spawn(_ddp_diverging_worker, args=(2, _free_port(), str(tiny_prepared), str(tiny_frames), str(tmp_path), cfg),
+             nprocs=2, join=True)
+    errors = {(tmp_path / f"rank{r}.error").read_text() for r in range(2)}
+    assert len(errors) == 1 and errors.pop().startswith("finetune_visual: training diverged at epoch 1, batch")
+    assert not (tmp_path / "model.pt").exists() and not (tmp_path / "metrics.json").exists()
