@@ -37,15 +37,15 @@ from pipeline.config import to_dict
 from pipeline.data.manifest import Manifest, read_manifest
 from pipeline.export import export_onnx
 from pipeline.fsio import atomic_path, write_json
-from pipeline.labels import NUM_AUS, TASKS
+from pipeline.labels import TASKS
 from pipeline.models.fusion import FusionConfig, FusionHead
 from pipeline.models.tdnn import TDNN, TDNNConfig
 from pipeline.store import EmbeddingStore
 from pipeline.train.alternating import TaskSchedule, multitask_step
 from pipeline.train.epoch_plan import epoch_plan
-from pipeline.train.loop import TrainResult, check_loss, run_epochs, selection_score, validation_metrics
+from pipeline.train.loop import TrainResult, check_loss, run_epochs, selection_score, subject_metrics
 from pipeline.train.loop_state import LoopState
-from pipeline.train.losses import compute_pos_weight, task_loss
+from pipeline.train.losses import subjects_pos_weight, task_loss
 from pipeline.train.optim import OptimConfig
 from pipeline.train.splits import Splits, task_splits
 
@@ -270,13 +270,7 @@ def score(
     logits: dict[str, tuple[np.ndarray, np.ndarray]], subjects: dict[str, SubjectData], splits: Splits
 ) -> dict[str, dict[str, float]]:
     """ABAW metrics per task over the validation subjects' labelled frames (AU threshold: logit > 0)."""
-    au_names, expr_names = splits.validation["au"], splits.validation["expr"]
-    return validation_metrics(
-        (np.concatenate([subjects[n].au for n in au_names]),
-         np.concatenate([logits[n][0] > 0 for n in au_names]).astype(np.int64)) if au_names else None,
-        (np.concatenate([subjects[n].expr for n in expr_names]),
-         np.concatenate([logits[n][1].argmax(axis=1) for n in expr_names])) if expr_names else None,
-    )
+    return subject_metrics(logits, lambda name: (subjects[name].au, subjects[name].expr), splits)
 
 
 def visual_only_metrics(subjects: dict[str, SubjectData], splits: Splits) -> dict[str, dict[str, float]]:
@@ -300,16 +294,13 @@ def fit(
     torch.manual_seed(config.seed)
     model = build_model(config).to(device)
     optimizer = config.optim().build(model.parameters())
-    train_au = [subjects[n].au for n in splits.train["au"]]
-    pos_weight = compute_pos_weight(
-        np.concatenate(train_au) if train_au else np.zeros((0, NUM_AUS), np.int8), config.pos_weight_cap
-    ).to(device)
+    pos_weight = subjects_pos_weight([subjects[n].au for n in splits.train["au"]], config.pos_weight_cap).to(device)
     segments = {task: task_segments(subjects, splits.train[task], task, config.segment_frames) for task in TASKS}
     tasks = tuple(task for task in ("expr", "au") if segments[task])
     if not tasks:
         raise ValueError("no labelled training frames for either task")
     schedule = TaskSchedule(config.alternation, tasks)
-    validation_names = list(dict.fromkeys(splits.validation["au"] + splits.validation["expr"]))
+    validation_names = splits.validation_subjects()
     key = {"config": to_dict(config), "data": data_key}
     loop = LoopState.resume(Path(work_dir) / STATE_FILE, key, model, optimizer)
 

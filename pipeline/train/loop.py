@@ -35,6 +35,7 @@ from torch import nn
 
 from pipeline.metrics import au_metrics, expr_metrics
 from pipeline.train.loop_state import EpochRecord, LoopState
+from pipeline.train.splits import Splits
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,22 @@ def validation_metrics(au: TaskLabels | None, expr: TaskLabels | None) -> dict[s
     if expr is not None:
         metrics["expr"] = expr_metrics(*expr)
     return metrics
+
+
+def subject_metrics(
+    logits: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    labels: Callable[[str], tuple[np.ndarray, np.ndarray]],
+    splits: Splits,
+) -> dict[str, dict[str, float]]:
+    """:func:`validation_metrics` of whole-subject ``(au, expr)`` logits over each task's validation
+    subjects (AU: logit > 0; expression: argmax); ``labels(name)`` gives a subject's ``(au, expr)``."""
+    au_names, expr_names = splits.validation["au"], splits.validation["expr"]
+    return validation_metrics(
+        (np.concatenate([labels(n)[0] for n in au_names]),
+         np.concatenate([logits[n][0] > 0 for n in au_names]).astype(np.int64)) if au_names else None,
+        (np.concatenate([labels(n)[1] for n in expr_names]),
+         np.concatenate([logits[n][1].argmax(axis=1) for n in expr_names])) if expr_names else None,
+    )
 
 
 def selection_score(metrics: Mapping[str, Mapping[str, float] | None]) -> float:

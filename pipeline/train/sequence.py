@@ -31,13 +31,13 @@ from pipeline.evaluate.inference import (
 )
 from pipeline.export import export_onnx
 from pipeline.fsio import atomic_path, write_json
-from pipeline.labels import NUM_AUS, TASKS
+from pipeline.labels import TASKS
 from pipeline.models.sequence import SequenceArch, SequenceModel, arch_to_dict
 from pipeline.store import EmbeddingStore
 from pipeline.train.alternating import TaskSchedule, alternating_batches, multitask_step
-from pipeline.train.loop import TrainResult, check_loss, run_epochs, validation_metrics
+from pipeline.train.loop import TrainResult, check_loss, run_epochs, subject_metrics
 from pipeline.train.loop_state import LoopState
-from pipeline.train.losses import compute_pos_weight, task_loss
+from pipeline.train.losses import subjects_pos_weight, task_loss
 from pipeline.train.optim import OptimConfig
 from pipeline.train.splits import Splits, task_splits
 from pipeline.train.sequence_data import SequenceCache, WindowBatch, WindowLoader, load_sequence_cache
@@ -141,7 +141,8 @@ def fit(
     torch.manual_seed(config.seed)
     model = SequenceModel(config.arch()).to(device)
     optimizer = config.optim().build(model.parameters())
-    pos_weight = _pos_weight(cache, splits.train["au"], config.pos_weight_cap).to(device)
+    au_labels = [cache.subject_labels(name)[0] for name in splits.train["au"]]
+    pos_weight = subjects_pos_weight(au_labels, config.pos_weight_cap).to(device)
     loaders = {task: _loader(cache, splits.train[task], task, config) for task in TASKS}
     tasks = tuple(task for task in ("expr", "au") if len(loaders[task]))
     if not tasks:
@@ -175,12 +176,6 @@ def train_batches(
         losses[task].append(float(multitask_step(model, optimizer, task, loss, max_grad_norm=config.max_grad_norm)))
         check_loss(losses[task][-1], SECTION, epoch + 1, number, task, config.max_grad_norm)
     return losses
-
-
-def _pos_weight(cache: SequenceCache, names: list[str], cap: float) -> torch.Tensor:
-    """AU ``pos_weight`` from the AU labels of the training subjects."""
-    labels = [cache.subject_labels(name)[0] for name in names]
-    return compute_pos_weight(np.concatenate(labels) if labels else np.zeros((0, NUM_AUS), np.int8), cap)
 
 
 def _loader(cache: SequenceCache, names: list[str], task: str, config: SequenceTrainConfig) -> WindowLoader:
@@ -219,15 +214,9 @@ def validate(
     device: torch.device, batch_size: int = 64,
 ) -> dict[str, dict[str, float]]:
     """ABAW metrics of each task with validation subjects (AU threshold: logit > 0)."""
-    names = list(dict.fromkeys(splits.validation["au"] + splits.validation["expr"]))
-    logits = predict_subjects(model, cache, names, config.window, config.stride, device, batch_size)
-    au_names, expr_names = splits.validation["au"], splits.validation["expr"]
-    return validation_metrics(
-        (np.concatenate([cache.subject_labels(n)[0] for n in au_names]),
-         np.concatenate([logits[n][0] > 0 for n in au_names]).astype(np.int64)) if au_names else None,
-        (np.concatenate([cache.subject_labels(n)[1] for n in expr_names]),
-         np.concatenate([logits[n][1].argmax(axis=1) for n in expr_names])) if expr_names else None,
-    )
+    logits = predict_subjects(model, cache, splits.validation_subjects(), config.window, config.stride, device,
+                              batch_size)
+    return subject_metrics(logits, cache.subject_labels, splits)
 
 
 def checkpoint_dict(model: SequenceModel, config: SequenceTrainConfig) -> dict[str, Any]:
