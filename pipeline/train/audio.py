@@ -41,9 +41,9 @@ from pipeline.labels import TASKS
 from pipeline.models.fusion import FusionConfig, FusionHead
 from pipeline.models.tdnn import TDNN, TDNNConfig
 from pipeline.store import EmbeddingStore
-from pipeline.train.alternating import TaskSchedule, multitask_step
+from pipeline.train.alternating import TaskSchedule
 from pipeline.train.epoch_plan import epoch_plan
-from pipeline.train.loop import TrainResult, check_loss, run_epochs, selection_score, subject_metrics
+from pipeline.train.loop import TrainResult, checked_step, run_epochs, selection_score, subject_metrics
 from pipeline.train.loop_state import LoopState
 from pipeline.train.losses import subjects_pos_weight, task_loss
 from pipeline.train.optim import OptimConfig
@@ -312,8 +312,8 @@ def fit(
         for number, (task, index) in enumerate(plan, start=1):
             batch = make_batch(subjects, [segments[task][i] for i in index])
             loss = batch_loss(model, batch, task, pos_weight, config.focal_gamma, device)
-            losses[task].append(float(multitask_step(model, optimizer, task, loss, max_grad_norm=config.max_grad_norm)))
-            check_loss(losses[task][-1], SECTION, epoch + 1, number, task, config.max_grad_norm)
+            losses[task].append(checked_step(model, optimizer, task, loss, SECTION, epoch + 1, number,
+                                             max_grad_norm=config.max_grad_norm))
         return losses
 
     def validate() -> dict[str, dict[str, float]]:

@@ -2,12 +2,13 @@
 
 Visual, audio and sequence training differ in their data and model, not in their loop. A trainer
 hands :func:`run_epochs` two functions: ``train_epoch(epoch)`` runs the batches of the 0-based
-epoch ``epoch`` from ``loop.batch`` on and returns each task's batch losses, and ``validate()``
+epoch ``epoch`` from ``loop.batch`` on (each one a :func:`checked_step`) and returns each task's
+batch losses, and ``validate()``
 returns the validation metrics (:func:`validation_metrics`). The loop checks that the weights are
 finite, scores the epoch (:func:`selection_score`), keeps the best one (:class:`LoopState`) and
 saves the state; at the end the best epoch's weights are loaded into the model.
 
-A diverged run is never published: :func:`check_loss` (after every batch) and
+A diverged run is never published: :func:`check_loss` (after every batch, in :func:`checked_step`) and
 :func:`check_weights` (before every saved state and validation) raise :class:`DivergedError`,
 naming the stage, the epoch and batch, and what to try.
 
@@ -17,8 +18,8 @@ Example:
     >>> try:
     ...     check_loss(float("nan"), "train_x", epoch=2, batch=7, task="au")
     ... except DivergedError as exc:
-    ...     print(exc)
-    train_x: training diverged at epoch 2, batch 7: the au loss is nan; nothing was published. Try a lower train_x.lr or set train_x.max_grad_norm
+    ...     print(exc)  # doctest: +ELLIPSIS
+    train_x: training diverged at epoch 2, batch 7: the au loss is nan; nothing was published. Try a lower ...
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ import torch
 from torch import nn
 
 from pipeline.metrics import au_metrics, expr_metrics
+from pipeline.train import ddp
+from pipeline.train.alternating import multitask_step
+from pipeline.train.ddp import DistContext
 from pipeline.train.loop_state import EpochRecord, LoopState
 from pipeline.train.splits import Splits
 
@@ -71,6 +75,19 @@ def check_loss(value: float, section: str, epoch: int, batch: int, task: str,
     if not math.isfinite(value):
         raise DivergedError(f"{section}: training diverged at epoch {epoch}, batch {batch}: the {task} loss "
                             f"is {value}; {_advice(section, max_grad_norm)}")
+
+
+def checked_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, task: str, loss: torch.Tensor, section: str, epoch: int,
+    batch: int, *, max_grad_norm: float | None = None, heads: Mapping[str, nn.Module] | None = None,
+    ctx: DistContext | None = None,
+) -> float:
+    """One :func:`~pipeline.train.alternating.multitask_step`, then :func:`check_loss` (under DDP on a
+    non-finite loss of any rank, so all processes stop together); returns this process's loss."""
+    value = float(multitask_step(model, optimizer, task, loss, heads=heads, max_grad_norm=max_grad_norm))
+    check_loss(value if ctx is None else ddp.non_finite_of_any(value, ctx), section, epoch, batch, task,
+               max_grad_norm)
+    return value
 
 
 def check_weights(model: nn.Module, section: str, epoch: int, batch: int | None = None,

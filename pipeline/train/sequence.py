@@ -34,8 +34,8 @@ from pipeline.fsio import atomic_path, write_json
 from pipeline.labels import TASKS
 from pipeline.models.sequence import SequenceArch, SequenceModel, arch_to_dict
 from pipeline.store import EmbeddingStore
-from pipeline.train.alternating import TaskSchedule, alternating_batches, multitask_step
-from pipeline.train.loop import TrainResult, check_loss, run_epochs, subject_metrics
+from pipeline.train.alternating import TaskSchedule, alternating_batches
+from pipeline.train.loop import TrainResult, checked_step, run_epochs, subject_metrics
 from pipeline.train.loop_state import LoopState
 from pipeline.train.losses import subjects_pos_weight, task_loss
 from pipeline.train.optim import OptimConfig
@@ -173,8 +173,8 @@ def train_batches(
     losses: dict[str, list[float]] = {task: [] for task in loaders}
     for number, (task, batch) in enumerate(alternating_batches(schedule, epoch, loaders), start=1):
         loss = batch_loss(model, batch, task, pos_weight, config.focal_gamma, device)
-        losses[task].append(float(multitask_step(model, optimizer, task, loss, max_grad_norm=config.max_grad_norm)))
-        check_loss(losses[task][-1], SECTION, epoch + 1, number, task, config.max_grad_norm)
+        losses[task].append(checked_step(model, optimizer, task, loss, SECTION, epoch + 1, number,
+                                         max_grad_norm=config.max_grad_norm))
     return losses
 
 

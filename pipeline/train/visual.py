@@ -48,7 +48,7 @@ from pipeline.labels import NUM_AUS, NUM_EXPRS
 from pipeline.models.multitask import MultiTaskModel, build_model, checkpoint_dict, load_pretrained_backbone
 from pipeline.models.preprocess import to_model_input
 from pipeline.train import ddp
-from pipeline.train.alternating import TaskSchedule, multitask_step
+from pipeline.train.alternating import TaskSchedule
 from pipeline.train.augment import AugmentConfig, augment_batch
 from pipeline.train.ddp import DistContext
 from pipeline.train.epoch_plan import epoch_plan
@@ -60,7 +60,9 @@ from pipeline.train.frames_dataset import (
     select_frames,
     select_validation_frames,
 )
-from pipeline.train.loop import TrainResult, check_loss, check_weights, run_epochs, selection_score, validation_metrics
+from pipeline.train.loop import (
+    TrainResult, check_weights, checked_step, run_epochs, selection_score, validation_metrics,
+)
 from pipeline.train.loop_state import LoopState
 from pipeline.train.losses import compute_pos_weight, task_loss
 from pipeline.train.optim import OptimConfig
@@ -262,14 +264,17 @@ class _VisualRun:
         self.pos_weight = pos_weight.to(device)
         self.alpha = None if cfg.focal_alpha is None else torch.tensor(cfg.focal_alpha, device=device)
 
-    def step(self, task: str, images: torch.Tensor, au: torch.Tensor, expr: torch.Tensor) -> float:
-        """Augment, forward the active head, one optimiser and schedule step; return the loss."""
+    def step(self, task: str, images: torch.Tensor, au: torch.Tensor, expr: torch.Tensor, epoch: int,
+             batch: int) -> float:
+        """Augment, forward the active head, one checked optimiser step and a schedule step; return the loss.
+
+        ``epoch`` and ``batch`` (from 1) name the step in a divergence error."""
         x = to_model_input(augment_batch(images.to(self.device), self.cfg.augment, self.augment_rng))
         logits = self.net(x, task)
         targets = au.to(self.device) if task == "au" else expr.to(self.device)
         loss = task_loss(task, logits, targets, self.pos_weight, self.cfg.focal_gamma, self.alpha)
-        value = float(multitask_step(self.net, self.optimizer, task, loss, heads=self.heads,
-                                     max_grad_norm=self.cfg.max_grad_norm))
+        value = checked_step(self.net, self.optimizer, task, loss, SECTION, epoch, batch, heads=self.heads,
+                             max_grad_norm=self.cfg.max_grad_norm, ctx=self.ctx)
         self.scheduler.step()
         return value
 
@@ -286,10 +291,8 @@ class _VisualRun:
                    disable=not (progress and ctx.is_main), mininterval=1.0)
         losses: dict[str, list[float]] = {t: [] for t, _ in plan}
         for (task, _), (images, au, expr) in zip(plan[loop.batch:], loader):
-            losses[task].append(self.step(task, images, au, expr))
+            losses[task].append(self.step(task, images, au, expr, epoch + 1, loop.batch + 1))
             loop.batch += 1
-            check_loss(ddp.non_finite_of_any(losses[task][-1], ctx), SECTION, epoch + 1, loop.batch, task,
-                       cfg.max_grad_norm)
             bar.update(1)
             bar.set_postfix({t: f"{np.mean(v[-20:]):.3f}" for t, v in losses.items() if v}, refresh=False)
             if checkpoint_every and loop.batch % checkpoint_every == 0 and loop.batch < len(plan):

@@ -20,7 +20,7 @@ from pipeline.data.frames import FrameStore
 from pipeline.data.labels_store import read_all_labels
 from pipeline.data.manifest import read_manifest
 from pipeline.models.multitask import CheckpointMismatchError, build_from_checkpoint
-from pipeline.train import ddp, visual
+from pipeline.train import ddp, loop, visual
 from pipeline.train.alternating import TaskSchedule
 from pipeline.train.ddp import DistContext
 from pipeline.train.epoch_plan import epoch_plan, split_batches
@@ -177,7 +177,7 @@ def test_interrupted_run_resumes_mid_epoch_to_the_same_weights_and_metrics(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _, uninterrupted = trained
-    real_step = visual.multitask_step
+    real_step = loop.multitask_step
     calls = {"n": 0}
 
     def failing_step(*args: Any, **kwargs: Any) -> torch.Tensor:
@@ -186,11 +186,11 @@ def test_interrupted_run_resumes_mid_epoch_to_the_same_weights_and_metrics(
             raise KeyboardInterrupt
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(visual, "multitask_step", failing_step)
+    monkeypatch.setattr(loop, "multitask_step", failing_step)
     with pytest.raises(KeyboardInterrupt):
         _run(tiny_prepared, tiny_frames, tmp_path, VisualTrainConfig(**TINY), checkpoint_every=2)
     assert not (tmp_path / "model.pt").exists() and not (tmp_path / "metrics.json").exists()
-    monkeypatch.setattr(visual, "multitask_step", real_step)
+    monkeypatch.setattr(loop, "multitask_step", real_step)
     # the same seeds give the same result: the rerun matches the uninterrupted run bit for bit
     resumed = _run(tiny_prepared, tiny_frames, tmp_path, VisualTrainConfig(**TINY), checkpoint_every=2)
     assert resumed.resumed_from == (1, 2)
