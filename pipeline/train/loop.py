@@ -3,13 +3,13 @@
 Visual, audio and sequence training differ in their data and model, not in their loop. A trainer
 hands :func:`run_epochs` two functions: ``train_epoch(epoch)`` runs the batches of the 0-based
 epoch ``epoch`` from ``loop.batch`` on (each one a :func:`checked_step`) and returns each task's
-batch losses, and ``validate()``
-returns the validation metrics (:func:`validation_metrics`). The loop checks that the weights are
-finite, scores the epoch (:func:`selection_score`), keeps the best one (:class:`LoopState`) and
-saves the state; at the end the best epoch's weights are loaded into the model.
+batch losses, and ``validate()`` returns the validation metrics (:func:`validation_metrics`). The
+loop checks that the weights are finite, scores the epoch (:func:`selection_score`), keeps the
+best one (:class:`LoopState`) and saves the state; at the end the best epoch's weights are loaded
+into the model.
 
-A diverged run is never published: :func:`check_loss` (after every batch, in :func:`checked_step`) and
-:func:`check_weights` (before every saved state and validation) raise :class:`DivergedError`,
+A diverged run is never published: :func:`check_loss` (after every batch, in :func:`checked_step`)
+and :func:`check_weights` (before every saved state and validation) raise :class:`DivergedError`,
 naming the stage, the epoch and batch, and what to try.
 
 Example:
