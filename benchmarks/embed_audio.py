@@ -32,7 +32,7 @@ from pipeline.export import export_onnx, make_session
 from pipeline.inference.audio import AudioEmbedder
 from pipeline.models.fusion import FusionConfig, FusionHead
 from pipeline.models.tdnn import TDNN, TDNNConfig
-from pipeline.train.checkpoint import save_checkpoint
+from pipeline.checkpoint import save_checkpoint
 from timing import rate   # benchmarks/timing.py (this script's folder is on sys.path)
 
 

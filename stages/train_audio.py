@@ -36,10 +36,10 @@ def command(prepared_dir: Path, visual_zarr: Path, out_dir: Path, metrics_json: 
     setup_logging()
     cfg = load_config(params_path, "train_audio", AudioTrainConfig)
     torch_device = run_or_exit(resolve_device, device)
-    metrics = run_or_exit(
+    result = run_or_exit(
         train_audio, prepared_dir, visual_zarr, out_dir, metrics_json, cfg, work_dir=work_dir, device=torch_device,
     )
-    click.echo(json.dumps(metrics, indent=2))
+    click.echo(json.dumps(result.metrics, indent=2))
 
 
 if __name__ == "__main__":

@@ -38,11 +38,11 @@ def command(prepared_dir: Path, visual_zarr: Path, audio_zarr: Path, out_dir: Pa
     setup_logging()
     cfg = load_config(params_path, "train_sequence", SequenceTrainConfig)
     torch_device = run_or_exit(resolve_device, device)
-    metrics = run_or_exit(
+    result = run_or_exit(
         train_sequence, prepared_dir / "manifest.json", visual_zarr, audio_zarr, out_dir, metrics_json,
         cfg, work_dir=work_dir, device=torch_device, eval_batch_size=eval_batch_size,
     )
-    click.echo(json.dumps(metrics, indent=2))
+    click.echo(json.dumps(result.metrics, indent=2))
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.audio.windows import video_audio
-from pipeline.config import ConfigError, from_dict
+from pipeline.config import ConfigError
 from pipeline.data.video import VideoError, video_stream
 from pipeline.fsio import atomic_path
 from pipeline.inference.audio import AudioEmbedder

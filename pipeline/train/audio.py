@@ -37,19 +37,21 @@ from pipeline.config import ConfigError, to_dict
 from pipeline.data.manifest import Manifest, read_manifest
 from pipeline.export import DEFAULT_PARITY_RTOL, check_parity_rtol, export_onnx
 from pipeline.fsio import atomic_path, write_json
-from pipeline.labels import NUM_AUS, TASKS
-from pipeline.metrics import au_metrics, expr_metrics
+from pipeline.labels import TASKS
 from pipeline.models.fusion import FusionConfig, FusionHead
 from pipeline.models.tdnn import TDNN, TDNNConfig
 from pipeline.store import EmbeddingStore
-from pipeline.train.alternating import TaskSchedule, multitask_step
+from pipeline.train.alternating import TaskSchedule
 from pipeline.train.epoch_plan import epoch_plan
+from pipeline.train.loop import TrainResult, checked_step, run_epochs, selection_score, subject_metrics
 from pipeline.train.loop_state import LoopState
-from pipeline.train.losses import au_bce_loss, compute_pos_weight, expr_focal_loss
+from pipeline.train.losses import subjects_pos_weight, task_loss
+from pipeline.train.optim import OptimConfig
 from pipeline.train.splits import Splits, task_splits
 
 log = logging.getLogger(__name__)
 
+SECTION = "train_audio"
 STATE_FILE = "state.pt"
 VISUAL_ARRAYS: tuple[str, ...] = ("embedding", "face_present", "au", "expr", "au_logits", "expr_logits")
 
@@ -84,13 +86,19 @@ class AudioTrainConfig:
                 raise ConfigError(f"must be >= 1, got {getattr(self, name)}", key=name)
         if self.max_segments is not None and self.max_segments < 1:
             raise ConfigError(f"must be >= 1 or null, got {self.max_segments}", key="max_segments")
-        if not self.lr > 0:
-            raise ConfigError(f"must be > 0, got {self.lr}", key="lr")
+        self.optim()
         if self.audio.context_frames < self.tdnn.receptive_field:
             raise ConfigError(
                 f"the audio window ({self.audio.context_frames} mel frames for {self.audio.context_s} s) is shorter "
                 f"than the TDNN's receptive field ({self.tdnn.receptive_field})", key="audio.context_s"
             )
+
+    def optim(self) -> OptimConfig:
+        """The shared optimiser and loss block (its checks raise ``train_audio.<key>`` errors)."""
+        try:
+            return OptimConfig.of(self)
+        except ValueError as exc:
+            raise ValueError(f"train_audio.{exc}") from exc
 
     def tdnn_arch(self) -> TDNNConfig:
         """The TDNN architecture, its input width taken from the number of mel bands."""
@@ -228,20 +236,13 @@ def batch_loss(
     """The active task's masked loss over the labelled frames of a batch."""
     visual = torch.from_numpy(batch.visual).to(device=device, dtype=torch.float32)
     au_logits, expr_logits = model(batch.spans, visual)
-    if task == "au":
-        return au_bce_loss(au_logits, torch.from_numpy(batch.au.astype(np.int64)).to(device), pos_weight)
-    return expr_focal_loss(expr_logits, torch.from_numpy(batch.expr.astype(np.int64)).to(device), gamma)
+    logits, labels = (au_logits, batch.au) if task == "au" else (expr_logits, batch.expr)
+    return task_loss(task, logits, torch.from_numpy(labels.astype(np.int64)).to(device), pos_weight, gamma)
 
 
 def build_model(config: AudioTrainConfig) -> AudioVisualModel:
     """A fresh TDNN + fusion head for ``config`` (seeded by the caller)."""
     return AudioVisualModel(TDNN(config.tdnn_arch()), FusionHead(config.fusion))
-
-
-def _optimizer(model: nn.Module, config: AudioTrainConfig) -> torch.optim.Optimizer:
-    if config.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
 # -- evaluation --------------------------------------------------------------------------------------
@@ -271,29 +272,13 @@ def score(
     logits: dict[str, tuple[np.ndarray, np.ndarray]], subjects: dict[str, SubjectData], splits: Splits
 ) -> dict[str, dict[str, float]]:
     """ABAW metrics per task over the validation subjects' labelled frames (AU threshold: logit > 0)."""
-    metrics: dict[str, dict[str, float]] = {}
-    if splits.validation["au"]:
-        names = splits.validation["au"]
-        y_true = np.concatenate([subjects[n].au for n in names])
-        y_pred = np.concatenate([logits[n][0] > 0 for n in names]).astype(np.int64)
-        metrics["au"] = au_metrics(y_true, y_pred)
-    if splits.validation["expr"]:
-        names = splits.validation["expr"]
-        y_true = np.concatenate([subjects[n].expr for n in names])
-        y_pred = np.concatenate([logits[n][1].argmax(axis=1) for n in names])
-        metrics["expr"] = expr_metrics(y_true, y_pred)
-    return metrics
+    return subject_metrics(logits, lambda name: (subjects[name].au, subjects[name].expr), splits)
 
 
 def visual_only_metrics(subjects: dict[str, SubjectData], splits: Splits) -> dict[str, dict[str, float]]:
     """The same metrics for the frozen visual model's cached logits (zeros where there is no face)."""
     cached = {name: (s.au_logits, s.expr_logits) for name, s in subjects.items()}
     return score(cached, subjects, splits)
-
-
-def selection_score(metrics: dict[str, dict[str, float]]) -> float:
-    """Mean of the tasks' ABAW scores (the best-epoch criterion)."""
-    return float(np.mean([m["score"] for m in metrics.values()])) if metrics else 0.0
 
 
 # -- loop --------------------------------------------------------------------------------------------
@@ -306,44 +291,39 @@ def fit(
     work_dir: str | Path,
     device: torch.device,
     data_key: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The training loop; returns ``{"model" (best, eval mode), "metrics", "history"}``."""
+) -> TrainResult:
+    """The training loop; the result's model is the best epoch's (eval mode), its metrics that epoch's."""
     torch.manual_seed(config.seed)
     model = build_model(config).to(device)
-    optimizer = _optimizer(model, config)
-    train_au = [subjects[n].au for n in splits.train["au"]]
-    pos_weight = compute_pos_weight(
-        np.concatenate(train_au) if train_au else np.zeros((0, NUM_AUS), np.int8), config.pos_weight_cap
-    ).to(device)
+    optimizer = config.optim().build(model.parameters())
+    pos_weight = subjects_pos_weight([subjects[n].au for n in splits.train["au"]], config.pos_weight_cap).to(device)
     segments = {task: task_segments(subjects, splits.train[task], task, config.segment_frames) for task in TASKS}
     tasks = tuple(task for task in ("expr", "au") if segments[task])
     if not tasks:
         raise ValueError("no labelled training frames for either task")
     schedule = TaskSchedule(config.alternation, tasks)
-    validation_names = list(dict.fromkeys(splits.validation["au"] + splits.validation["expr"]))
-    state_path = Path(work_dir) / STATE_FILE
+    validation_names = splits.validation_subjects()
     key = {"config": to_dict(config), "data": data_key}
-    loop = LoopState.resume(state_path, key, model, optimizer)
-    for epoch in range(loop.epoch, config.epochs):
-        began = time.perf_counter()
+    loop = LoopState.resume(Path(work_dir) / STATE_FILE, key, model, optimizer)
+
+    def train_epoch(epoch: int) -> dict[str, list[float]]:
         model.train()
         plan = epoch_plan(schedule, epoch, {t: len(segments[t]) for t in tasks}, config.batch_segments,
                           config.seed, max_frames=config.max_segments, min_batch=1)
         losses: dict[str, list[float]] = {task: [] for task in tasks}
-        for task, index in plan:
+        for number, (task, index) in enumerate(plan, start=1):
             batch = make_batch(subjects, [segments[task][i] for i in index])
             loss = batch_loss(model, batch, task, pos_weight, config.focal_gamma, device)
-            step_loss = multitask_step(model, optimizer, task, loss, max_grad_norm=config.max_grad_norm)
-            losses[task].append(float(step_loss))
-        metrics = score(predict_subjects(model, subjects, validation_names, device), subjects, splits)
-        entry = {"epoch": epoch, "seconds": time.perf_counter() - began, "score": selection_score(metrics),
-                 "metrics": metrics, "loss": {t: float(np.mean(v)) if v else None for t, v in losses.items()}}
-        log.info("epoch %d: loss %s, validation %s (%.1fs)", epoch, entry["loss"],
-                 {t: round(m["score"], 4) for t, m in metrics.items()}, entry["seconds"])
-        loop.end_epoch(entry, model, optimizer)
-    best = loop.restore_best(model, "train_audio")
-    log.info("best epoch %d, validation score %.4f", best["epoch"], best["score"])
-    return {"model": model, "metrics": best["metrics"], "history": loop.history, "best_epoch": best["epoch"]}
+            losses[task].append(checked_step(model, optimizer, task, loss, SECTION, epoch + 1, number,
+                                             max_grad_norm=config.max_grad_norm))
+        return losses
+
+    def validate() -> dict[str, dict[str, float]]:
+        return score(predict_subjects(model, subjects, validation_names, device), subjects, splits)
+
+    best = run_epochs(loop, SECTION, config.epochs, model, optimizer, train_epoch, validate,
+                      max_grad_norm=config.max_grad_norm)
+    return TrainResult(model, dict(best["metrics"]), best["epoch"], loop.history, loop.resumed_from)
 
 
 # -- outputs -----------------------------------------------------------------------------------------
@@ -395,7 +375,7 @@ def train_audio(
     config: AudioTrainConfig,
     work_dir: str | Path,
     device: str | torch.device = "cpu",
-) -> dict[str, Any]:
+) -> TrainResult:
     """Train the TDNN + fusion head, publish ``model.pt`` + ``tdnn.onnx`` and write the metrics JSON.
 
     The metrics are ``{"au": {f1, acc, score}, "expr": {...}, "score", "visual_only": {"au", "expr",
@@ -413,11 +393,11 @@ def train_audio(
                 "train": splits.train, "validation": splits.validation}
     result = fit(subjects, splits, config, work_dir, device, data_key)
     visual_only = visual_only_metrics(subjects, splits)
-    metrics = {
-        **result["metrics"], "score": selection_score(result["metrics"]),
+    result.metrics.update({
+        "score": selection_score(result.metrics),
         "visual_only": {**visual_only, "score": selection_score(visual_only)},
-        "epochs": config.epochs, "best_epoch": result["best_epoch"],
-    }
-    publish_outputs(result["model"], config, out_dir)
-    write_json(metrics_path, metrics)
-    return metrics
+        "epochs": config.epochs, "best_epoch": result.best_epoch,
+    })
+    publish_outputs(result.model, config, out_dir)
+    write_json(metrics_path, result.metrics)
+    return result

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -93,6 +94,17 @@ def gather_objects(obj: T, ctx: DistContext) -> list[T]:
     out: list[Any] = [None] * ctx.world_size
     dist.all_gather_object(out, obj)
     return out
+
+
+def non_finite_of_any(value: float, ctx: DistContext) -> float:
+    """``value`` when every rank's is finite, else the first non-finite one (every rank gets the same).
+
+    So that all processes stop at the same batch when one of them sees a diverged loss, instead of
+    the others waiting for it at the next collective call.
+    """
+    if not ctx.enabled:
+        return value
+    return next((v for v in gather_objects(value, ctx) if not math.isfinite(v)), value)
 
 
 def unshard(parts: Sequence[np.ndarray], n: int) -> np.ndarray:

@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -50,6 +51,11 @@ def compute_pos_weight(au_labels: np.ndarray, cap: float) -> torch.Tensor:
     negatives = (labels == 0).sum(axis=0).astype(np.float64)
     ratio = np.divide(negatives, positives, out=np.full(NUM_AUS, cap), where=positives > 0)
     return torch.from_numpy(np.minimum(ratio, cap).astype(np.float32))
+
+
+def subjects_pos_weight(au_labels: Sequence[np.ndarray], cap: float) -> torch.Tensor:
+    """:func:`compute_pos_weight` over several subjects' (N_i, 12) AU labels (none: every AU gets ``cap``)."""
+    return compute_pos_weight(np.concatenate(au_labels) if len(au_labels) else np.zeros((0, NUM_AUS), np.int8), cap)
 
 
 def au_bce_loss(logits: torch.Tensor, targets: torch.Tensor, pos_weight: torch.Tensor) -> torch.Tensor:
@@ -96,6 +102,18 @@ def expr_focal_loss(
     if alpha is not None:
         per_frame = per_frame * alpha.to(device=logits.device, dtype=torch.float32)[index]
     return _masked_mean(per_frame, mask)
+
+
+def task_loss(
+    task: str, logits: torch.Tensor, targets: torch.Tensor, pos_weight: torch.Tensor, gamma: float,
+    alpha: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The loss of the active ``task``: :func:`au_bce_loss` for ``au``, :func:`expr_focal_loss` for ``expr``."""
+    if task == "au":
+        return au_bce_loss(logits, targets, pos_weight)
+    if task == "expr":
+        return expr_focal_loss(logits, targets, gamma, alpha)
+    raise ValueError(f"unknown task {task!r}; expected 'au' or 'expr'")
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -30,18 +30,20 @@ from pipeline.export import DEFAULT_PARITY_RTOL, check_parity_rtol, export_onnx
 from pipeline.fsio import atomic_path, write_json
 from pipeline.inference.features import feature_dim, feature_layout
 from pipeline.inference.sequence import sliding_window_logits, torch_run_fn
-from pipeline.labels import EMBEDDING_DIM, NUM_AUS, TASKS
-from pipeline.metrics import au_metrics, expr_metrics
+from pipeline.labels import EMBEDDING_DIM, TASKS
 from pipeline.models.sequence import SequenceArch, SequenceModel, arch_to_dict
 from pipeline.store import EmbeddingStore
-from pipeline.train.alternating import TaskSchedule, alternating_batches, multitask_step
+from pipeline.train.alternating import TaskSchedule, alternating_batches
+from pipeline.train.loop import TrainResult, checked_step, run_epochs, subject_metrics
 from pipeline.train.loop_state import LoopState
-from pipeline.train.losses import au_bce_loss, compute_pos_weight, expr_focal_loss
+from pipeline.train.losses import subjects_pos_weight, task_loss
+from pipeline.train.optim import OptimConfig
 from pipeline.train.splits import Splits, task_splits
 from pipeline.train.sequence_data import SequenceCache, WindowBatch, WindowLoader, load_sequence_cache
 
 log = logging.getLogger(__name__)
 
+SECTION = "train_sequence"
 STATE_FILE = "state.pt"
 
 
@@ -79,15 +81,17 @@ class SequenceTrainConfig:
         for name in ("stride", "epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"must be >= 1, got {getattr(self, name)}", key=name)
-        if self.lr <= 0 or self.pos_weight_cap <= 0 or self.focal_gamma < 0:
-            key = "lr" if self.lr <= 0 else "pos_weight_cap" if self.pos_weight_cap <= 0 else "focal_gamma"
-            raise ConfigError(f"must be {'>= 0' if key == 'focal_gamma' else '> 0'}, got {getattr(self, key)}", key=key)
         try:
+            self.optim()
             self.arch()
         except ConfigError:
             raise
         except ValueError as exc:
             raise ConfigError(str(exc), key="model") from exc
+
+    def optim(self) -> OptimConfig:
+        """The shared optimiser and loss block (SGD with momentum, paper §4.2)."""
+        return OptimConfig.of(self)
 
     def arch(self) -> SequenceArch:
         """The network shape these params describe."""
@@ -111,7 +115,7 @@ def train_sequence(
     work_dir: str | Path,
     device: str | torch.device = "cpu",
     eval_batch_size: int = 64,
-) -> dict[str, dict[str, float]]:
+) -> TrainResult:
     """Train, keep the best epoch, publish ``model.pt`` + ``sequence.onnx`` and the metrics JSON."""
     device = torch.device(device)
     manifest = read_manifest(manifest_path)
@@ -122,9 +126,9 @@ def train_sequence(
              time.perf_counter() - started)
     data_key = _data_key(visual_path, audio_path, splits)
     result = fit(cache, splits, config, Path(work_dir), device, data_key, eval_batch_size)
-    publish_outputs(result["model"], config, out_dir)
-    write_json(metrics_path, result["metrics"])
-    return result["metrics"]
+    publish_outputs(result.model, config, out_dir)
+    write_json(metrics_path, result.metrics)
+    return result
 
 
 def fit(
@@ -135,58 +139,46 @@ def fit(
     device: torch.device,
     data_key: dict[str, Any] | None = None,
     eval_batch_size: int = 64,
-) -> dict[str, Any]:
-    """The training loop; returns ``{"model" (best, eval mode), "metrics", "history"}``."""
+) -> TrainResult:
+    """The training loop; the result's model is the best epoch's (eval mode), its metrics that epoch's."""
     torch.manual_seed(config.seed)
     model = SequenceModel(config.arch()).to(device)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
-    pos_weight = _pos_weight(cache, splits.train["au"], config.pos_weight_cap).to(device)
+    optimizer = config.optim().build(model.parameters())
+    au_labels = [cache.subject_labels(name)[0] for name in splits.train["au"]]
+    pos_weight = subjects_pos_weight(au_labels, config.pos_weight_cap).to(device)
     loaders = {task: _loader(cache, splits.train[task], task, config) for task in TASKS}
     tasks = tuple(task for task in ("expr", "au") if len(loaders[task]))
     if not tasks:
         raise ValueError("no training window holds an AU or expression label; check the manifest splits")
     schedule = TaskSchedule(config.alternation, tasks)
-    state_path = work_dir / STATE_FILE
     # ``epochs`` is not part of the key: a run with more epochs continues a shorter one.
     key = {"config": {k: v for k, v in to_dict(config).items() if k != "epochs"}, "data": data_key}
-    loop = LoopState.resume(state_path, key, model, optimizer, max_epochs=config.epochs)
-    for epoch in range(loop.epoch, config.epochs):
-        began = time.perf_counter()
+    loop = LoopState.resume(work_dir / STATE_FILE, key, model, optimizer, max_epochs=config.epochs)
+
+    def train_epoch(epoch: int) -> dict[str, list[float]]:
         for loader in loaders.values():
             loader.set_epoch(epoch)
         active = {task: loaders[task] for task in tasks}
-        losses = train_epoch(model, optimizer, schedule, epoch, active, pos_weight, config, device)
-        metrics = validate(model, cache, splits, config, device, eval_batch_size)
-        score = selection_score(metrics)
-        entry = {"epoch": epoch, "seconds": time.perf_counter() - began, "score": score, "metrics": metrics,
-                 "loss": {task: float(np.mean(v)) if v else None for task, v in losses.items()}}
-        log.info("epoch %d: loss %s, validation %s, score %.4f (%.1fs)", epoch, entry["loss"],
-                 {t: round(m["score"], 4) for t, m in metrics.items()}, score, entry["seconds"])
-        loop.end_epoch(entry, model, optimizer)
-    best = loop.restore_best(model, "train_sequence")
-    log.info("best epoch %d, score %.4f", best["epoch"], best["score"])
-    return {"model": model, "metrics": best["metrics"], "history": loop.history}
+        return train_batches(model, optimizer, schedule, epoch, active, pos_weight, config, device)
+
+    best = run_epochs(loop, SECTION, config.epochs, model, optimizer, train_epoch,
+                      lambda: validate(model, cache, splits, config, device, eval_batch_size),
+                      max_grad_norm=config.max_grad_norm)
+    return TrainResult(model, dict(best["metrics"]), best["epoch"], loop.history, loop.resumed_from)
 
 
-def train_epoch(
+def train_batches(
     model: SequenceModel, optimizer: torch.optim.Optimizer, schedule: TaskSchedule, epoch: int,
     loaders: dict[str, WindowLoader], pos_weight: torch.Tensor, config: SequenceTrainConfig, device: torch.device,
 ) -> dict[str, list[float]]:
-    """One epoch of alternating AU/EXPR updates; returns each task's batch losses."""
+    """One epoch (0-based ``epoch``) of alternating AU/EXPR updates; returns each task's batch losses."""
     model.train()
     losses: dict[str, list[float]] = {task: [] for task in loaders}
-    for task, batch in alternating_batches(schedule, epoch, loaders):
+    for number, (task, batch) in enumerate(alternating_batches(schedule, epoch, loaders), start=1):
         loss = batch_loss(model, batch, task, pos_weight, config.focal_gamma, device)
-        losses[task].append(float(multitask_step(model, optimizer, task, loss, max_grad_norm=config.max_grad_norm)))
+        losses[task].append(checked_step(model, optimizer, task, loss, SECTION, epoch + 1, number,
+                                         max_grad_norm=config.max_grad_norm))
     return losses
-
-
-def _pos_weight(cache: SequenceCache, names: list[str], cap: float) -> torch.Tensor:
-    """AU ``pos_weight`` from the AU labels of the training subjects."""
-    labels = [cache.subject_labels(name)[0] for name in names]
-    return compute_pos_weight(np.concatenate(labels) if labels else np.zeros((0, NUM_AUS), np.int8), cap)
 
 
 def _loader(cache: SequenceCache, names: list[str], task: str, config: SequenceTrainConfig) -> WindowLoader:
@@ -202,11 +194,10 @@ def batch_loss(
     features = torch.from_numpy(batch.features).to(device).float()  # float16 batches: convert on the device
     padding = torch.from_numpy(batch.padding).to(device) if batch.padding.any() else None
     au_logits, expr_logits = model(features, padding)
-    if task == "au":
-        targets = torch.from_numpy(batch.au.astype(np.int64)).to(device)
-        return au_bce_loss(au_logits.flatten(0, 1), targets.flatten(0, 1), pos_weight)
-    targets = torch.from_numpy(batch.expr.astype(np.int64)).to(device)
-    return expr_focal_loss(expr_logits.flatten(0, 1), targets.flatten(), gamma)
+    logits, labels = (au_logits, batch.au) if task == "au" else (expr_logits, batch.expr)
+    targets = torch.from_numpy(labels.astype(np.int64)).to(device)
+    # (B, L, ...) windows -> (B*L, ...) frames
+    return task_loss(task, logits.flatten(0, 1), targets.flatten(0, 1), pos_weight, gamma)
 
 
 def predict_subjects(
@@ -226,23 +217,9 @@ def validate(
     device: torch.device, batch_size: int = 64,
 ) -> dict[str, dict[str, float]]:
     """ABAW metrics of each task with validation subjects (AU threshold: logit > 0)."""
-    names = list(dict.fromkeys(splits.validation["au"] + splits.validation["expr"]))
-    logits = predict_subjects(model, cache, names, config.window, config.stride, device, batch_size)
-    metrics: dict[str, dict[str, float]] = {}
-    if splits.validation["au"]:
-        y_true = np.concatenate([cache.subject_labels(n)[0] for n in splits.validation["au"]])
-        y_pred = np.concatenate([logits[n][0] > 0 for n in splits.validation["au"]]).astype(np.int64)
-        metrics["au"] = au_metrics(y_true, y_pred)
-    if splits.validation["expr"]:
-        y_true = np.concatenate([cache.subject_labels(n)[1] for n in splits.validation["expr"]])
-        y_pred = np.concatenate([logits[n][1].argmax(axis=1) for n in splits.validation["expr"]])
-        metrics["expr"] = expr_metrics(y_true, y_pred)
-    return metrics
-
-
-def selection_score(metrics: dict[str, dict[str, float]]) -> float:
-    """Mean of the tasks' ABAW scores (the best-epoch criterion)."""
-    return float(np.mean([m["score"] for m in metrics.values()])) if metrics else 0.0
+    logits = predict_subjects(model, cache, splits.validation_subjects(), config.window, config.stride, device,
+                              batch_size)
+    return subject_metrics(logits, cache.subject_labels, splits)
 
 
 def checkpoint_dict(model: SequenceModel, config: SequenceTrainConfig) -> dict[str, Any]:

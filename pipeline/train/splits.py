@@ -20,6 +20,10 @@ class Splits:
         names = [n for split in (self.train, self.validation) for task in TASKS for n in split[task]]
         return list(dict.fromkeys(names))
 
+    def validation_subjects(self) -> list[str]:
+        """The subjects that validate either task, in first-seen order (AU first)."""
+        return list(dict.fromkeys(self.validation["au"] + self.validation["expr"]))
+
 
 def task_splits(manifest: Manifest, sources: tuple[str, ...]) -> Splits:
     """Train and validation subjects of each task from the manifest."""

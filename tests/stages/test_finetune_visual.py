@@ -88,7 +88,7 @@ def test_killed_stage_resumes_from_its_last_checkpoint(
     proc = subprocess.Popen([sys.executable, "-m", "stages.finetune_visual", *args, "--checkpoint-every", "1"],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
-    while not list((tmp_path / "work").glob("*/state.pt")):
+    while not list((tmp_path / "work").glob("state.pt")):
         assert proc.poll() is None, proc.stderr.read().decode()
         assert time.monotonic() < deadline, "no checkpoint appeared"
         time.sleep(0.02)
@@ -110,3 +110,16 @@ def test_killed_stage_resumes_from_its_last_checkpoint(
     assert set(metrics) >= {"au", "expr", "baseline", "epochs", "best_epoch"}
     ckpt = torch.load(tmp_path / "visual/model.pt", map_location="cpu", weights_only=True)
     assert build_from_checkpoint(ckpt).backbone.width_mult == 0.0625
+
+
+def test_a_diverged_run_is_a_one_line_error_and_publishes_nothing(
+    tiny_prepared: Path, tiny_frames: Path, tmp_path: Path
+) -> None:
+    params = _params(tmp_path, epochs=1)
+    params.write_text(params.read_text().replace("lr: 0.05", "lr: 1.0e+8"))
+    result = CliRunner().invoke(main, ["finetune-visual", *_args(tiny_prepared, tiny_frames, tmp_path, params)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    message = result.output.strip()
+    assert "\n" not in message and "finetune_visual: training diverged at epoch 1, batch" in message
+    assert "finetune_visual.lr" in message and "finetune_visual.max_grad_norm" in message
+    assert not (tmp_path / "visual/model.pt").exists() and not (tmp_path / "metrics/visual.json").exists()

@@ -15,7 +15,7 @@ from pipeline.audio.windows import VideoAudio, track_audio
 from pipeline.export import make_session
 from pipeline.inference.audio import AudioEmbedder, audio_model_path, load_audio_config
 from pipeline.models.fusion import load_tdnn
-from pipeline.train.checkpoint import load_checkpoint
+from pipeline.checkpoint import load_checkpoint
 
 
 @pytest.fixture(scope="module")

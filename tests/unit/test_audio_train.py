@@ -23,6 +23,7 @@ from pipeline.train.audio import (
     AudioTrainConfig, SubjectData, build_model, fit, make_batch, publish_outputs, task_segments, train_audio,
     visual_only_metrics,
 )
+from pipeline.train.loop import DivergedError
 from pipeline.train.splits import Splits
 
 AUDIO = AudioConfig(context_s=0.2)
@@ -74,12 +75,12 @@ def test_segments_hold_labels_and_batches_align(toy) -> None:
 def test_audio_carries_what_the_face_does_not(toy, tmp_path: Path) -> None:
     subjects, splits = toy
     result = fit(subjects, splits, tiny_config(), tmp_path, torch.device("cpu"))
-    history = result["history"]
+    history = result.history
     assert history[-1]["loss"]["expr"] < 0.7 * history[0]["loss"]["expr"]
-    fused, visual = result["metrics"], visual_only_metrics(subjects, splits)
+    fused, visual = result.metrics, visual_only_metrics(subjects, splits)
     assert fused["expr"]["score"] > visual["expr"]["score"] + 0.15
     assert fused["au"]["score"] > visual["au"]["score"]
-    assert not result["model"].training
+    assert not result.model.training
 
 
 @pytest.mark.parametrize("alternation", ["batch", "epoch"])
@@ -102,17 +103,25 @@ def test_killed_run_resumes_to_the_same_model(toy, tmp_path: Path, monkeypatch, 
         fit(subjects, splits, cfg, tmp_path / "killed", torch.device("cpu"))
     monkeypatch.setattr(audio_train, "predict_subjects", real)
     resumed = fit(subjects, splits, cfg, tmp_path / "killed", torch.device("cpu"))
-    assert [h["epoch"] for h in resumed["history"]] == [0, 1, 2]
-    for key, value in straight["model"].state_dict().items():
-        torch.testing.assert_close(resumed["model"].state_dict()[key], value, msg=key)
-    assert resumed["metrics"] == straight["metrics"]
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    for key, value in straight.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[key], value, msg=key)
+    assert resumed.metrics == straight.metrics and resumed.resumed_from == (1, 0)
 
 
 def test_other_params_start_over(toy, tmp_path: Path) -> None:
     subjects, splits = toy
     fit(subjects, splits, tiny_config(epochs=1, max_segments=2), tmp_path, torch.device("cpu"))
     again = fit(subjects, splits, tiny_config(epochs=1, max_segments=2, seed=1), tmp_path, torch.device("cpu"))
-    assert [h["epoch"] for h in again["history"]] == [0]
+    assert [h["epoch"] for h in again.history] == [1]
+
+
+def test_an_absurd_lr_stops_training_with_a_clear_error(toy, tmp_path: Path) -> None:
+    subjects, splits = toy
+    with pytest.raises(DivergedError, match=r"train_audio: training diverged at epoch 1, batch \d+: .*"
+                                            r"Try a lower train_audio\.lr"):
+        fit(subjects, splits, tiny_config(epochs=2, lr=1e8, max_grad_norm=None), tmp_path, torch.device("cpu"))
+    assert not (tmp_path / "state.pt").exists()   # no epoch finished, nothing to resume or publish
 
 
 def test_parity_tolerance_comes_from_train_audio_params(tmp_path: Path) -> None:
@@ -135,7 +144,7 @@ def test_window_shorter_than_receptive_field_is_a_config_error() -> None:
 def test_train_audio_end_to_end(tmp_path: Path) -> None:
     prepared, store = build_audio_dataset(tmp_path / "data")
     out, metrics_path = tmp_path / "audio", tmp_path / "metrics" / "audio.json"
-    metrics = train_audio(prepared, store, out, metrics_path, tiny_config(epochs=2), tmp_path / "work")
+    metrics = train_audio(prepared, store, out, metrics_path, tiny_config(epochs=2), tmp_path / "work").metrics
     assert json.loads(metrics_path.read_text()) == metrics
     assert set(metrics) == {"au", "expr", "score", "visual_only", "epochs", "best_epoch"}
     assert set(metrics["au"]) == {"f1", "acc", "score"} and set(metrics["visual_only"]) == {"au", "expr", "score"}

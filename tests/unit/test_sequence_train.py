@@ -16,6 +16,7 @@ from pipeline.export import ParityError, make_session, read_metadata
 from pipeline.inference.sequence import onnx_run_fn, sliding_window_logits, torch_run_fn
 from pipeline.models.sequence import build_from_checkpoint
 from pipeline.models.sequence import SequenceModel
+from pipeline.train.loop import DivergedError, TrainResult
 from pipeline.train.sequence import SequenceTrainConfig, publish_outputs, train_sequence
 from pipeline.train.sequence_synth import SyntheticCacheConfig, write_synthetic_cache
 
@@ -31,7 +32,7 @@ def cache_paths(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, P
     return write_synthetic_cache(tmp_path_factory.mktemp("cache"), config)
 
 
-def run(paths: tuple[Path, Path, Path], out: Path, config: SequenceTrainConfig, work: str = "work") -> dict:
+def run(paths: tuple[Path, Path, Path], out: Path, config: SequenceTrainConfig, work: str = "work") -> TrainResult:
     manifest, visual, audio = paths
     return train_sequence(manifest, visual, audio, out / "sequence", out / "metrics.json", config, work_dir=out / work)
 
@@ -105,11 +106,18 @@ def test_other_params_start_over(cache_paths, tmp_path: Path) -> None:
 
 def test_visual_only_model_and_epoch_alternation(cache_paths, tmp_path: Path) -> None:
     config = replace(CONFIG, modalities="visual", alternation="epoch", epochs=2, positional="sinusoidal")
-    metrics = run(cache_paths, tmp_path, config)
+    metrics = run(cache_paths, tmp_path, config).metrics
     assert set(metrics) == {"au", "expr"}
     assert read_metadata(tmp_path / "sequence" / "sequence.onnx")["feature_dim"] == 513
     entries = history(tmp_path)
     assert entries[0]["loss"]["au"] is None and entries[1]["loss"]["expr"] is None  # expr epoch, then au
+
+
+def test_an_absurd_lr_stops_training_and_publishes_nothing(cache_paths, tmp_path: Path) -> None:
+    with pytest.raises(DivergedError, match=r"train_sequence: training diverged at epoch 1, batch \d+: .*"
+                                            r"Try a lower train_sequence\.lr or set train_sequence\.max_grad_norm"):
+        run(cache_paths, tmp_path, replace(CONFIG, epochs=2, lr=1e8))
+    assert not (tmp_path / "sequence").exists() and not (tmp_path / "metrics.json").exists()
 
 
 def test_config_from_params_rejects_bad_values() -> None:

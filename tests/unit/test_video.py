@@ -133,7 +133,7 @@ def test_header_mode_catches_a_truncated_container(synth: dict[str, Path], tmp_p
     with av.open(str(cut)) as container:
         assert container.streams.video[0].frames == 50     # the header still promises every frame
     for mode in ("header", "demux", "decode"):
-        with pytest.raises(VideoError, match=rf"cut\.(mp4|avi): .*(truncated|corrupt)"):
+        with pytest.raises(VideoError, match=r"cut\.(mp4|avi): .*(truncated|corrupt)"):
             probe_video(cut, frame_count=mode)
 
 

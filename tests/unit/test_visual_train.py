@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import shutil
 import socket
 from pathlib import Path
 from typing import Any
@@ -19,17 +20,18 @@ from pipeline.data.frame_store import FrameStore
 from pipeline.data.labels_store import read_all_labels
 from pipeline.data.manifest import read_manifest
 from pipeline.models.multitask import CheckpointMismatchError, build_from_checkpoint
-from pipeline.train import ddp, visual
+from pipeline.train import ddp, loop, visual
 from pipeline.train.alternating import TaskSchedule
 from pipeline.train.ddp import DistContext
 from pipeline.train.epoch_plan import epoch_plan, split_batches
+from pipeline.train.loop import DivergedError, TrainResult
 from pipeline.train.frames_dataset import FrameDataset, has_labels, select_frames, select_validation_frames
 from pipeline.train.visual import VisualTrainConfig, train_visual
 
 TINY = dict(width_mult=0.0625, epochs=2, batch_size=16, lr=0.05, max_frames_per_epoch=32)
 
 
-def _run(prepared: Path, frames: Path, out: Path, cfg: VisualTrainConfig, **kwargs: Any) -> visual.VisualTrainResult:
+def _run(prepared: Path, frames: Path, out: Path, cfg: VisualTrainConfig, **kwargs: Any) -> TrainResult:
     return train_visual(
         read_manifest(prepared / "manifest.json"), prepared / "labels.h5", frames, out / "model.pt",
         out / "metrics.json", out / "work", cfg, progress=False, **kwargs,
@@ -175,7 +177,7 @@ def test_interrupted_run_resumes_mid_epoch_to_the_same_weights_and_metrics(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _, uninterrupted = trained
-    real_step = visual.multitask_step
+    real_step = loop.multitask_step
     calls = {"n": 0}
 
     def failing_step(*args: Any, **kwargs: Any) -> torch.Tensor:
@@ -184,11 +186,11 @@ def test_interrupted_run_resumes_mid_epoch_to_the_same_weights_and_metrics(
             raise KeyboardInterrupt
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(visual, "multitask_step", failing_step)
+    monkeypatch.setattr(loop, "multitask_step", failing_step)
     with pytest.raises(KeyboardInterrupt):
         _run(tiny_prepared, tiny_frames, tmp_path, VisualTrainConfig(**TINY), checkpoint_every=2)
     assert not (tmp_path / "model.pt").exists() and not (tmp_path / "metrics.json").exists()
-    monkeypatch.setattr(visual, "multitask_step", real_step)
+    monkeypatch.setattr(loop, "multitask_step", real_step)
     # the same seeds give the same result: the rerun matches the uninterrupted run bit for bit
     resumed = _run(tiny_prepared, tiny_frames, tmp_path, VisualTrainConfig(**TINY), checkpoint_every=2)
     assert resumed.resumed_from == (1, 2)
@@ -206,19 +208,21 @@ def test_finished_run_republishes_without_training(
     assert again.metrics == first.metrics
 
 
-def test_work_dir_key_follows_config_and_inputs(tiny_prepared: Path, tiny_frames: Path, tmp_path: Path) -> None:
+def test_saved_state_is_only_resumed_with_the_same_config_and_inputs(
+    trained: tuple[Path, Any], tiny_prepared: Path, tiny_frames: Path, tmp_path: Path
+) -> None:
     manifest = read_manifest(tiny_prepared / "manifest.json")
     labels = tiny_prepared / "labels.h5"
-    base = visual.work_key(VisualTrainConfig(**TINY), manifest, labels, tiny_frames)
-    assert base == visual.work_key(VisualTrainConfig(**TINY), manifest, labels, tiny_frames)
-    assert base != visual.work_key(VisualTrainConfig(**{**TINY, "lr": 0.01}), manifest, labels, tiny_frames)
+    cfg = VisualTrainConfig(**TINY)
+    base = visual.data_key(cfg, manifest, labels, tiny_frames)
+    assert base == visual.data_key(cfg, manifest, labels, tiny_frames)
     fewer = dataclasses.replace(manifest, subjects=manifest.subjects[1:])
-    assert base != visual.work_key(VisualTrainConfig(**TINY), fewer, labels, tiny_frames)
-    stale, other = tmp_path / "0123456789abcdef", tmp_path / "notes"
-    for folder in (stale, other, tmp_path / base):
-        folder.mkdir()
-    visual._remove_stale_work_dirs(tmp_path, keep=base)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([base, "notes"])
+    assert base != visual.data_key(cfg, fewer, labels, tiny_frames)
+    out, _ = trained
+    shutil.copytree(out / "work", tmp_path / "work")
+    other = _run(tiny_prepared, tiny_frames, tmp_path, VisualTrainConfig(**{**TINY, "epochs": 1, "lr": 0.01}))
+    assert other.resumed_from is None and other.metrics["epochs"] == 1
+    assert [h["epoch"] for h in other.history] == [1]
 
 
 def test_wrong_pretrained_checkpoint_is_a_clear_error(tiny_prepared: Path, tiny_frames: Path, tmp_path: Path) -> None:
@@ -258,3 +262,26 @@ def test_ddp_two_processes_keep_identical_weights(tiny_prepared: Path, tiny_fram
     assert (tmp_path / "metrics.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "model.pt", "rank0.digest",
                                                           "rank1.digest", "work"]
+
+
+def _ddp_diverging_worker(rank: int, world: int, port: int, prepared: str, frames: str, out: str, cfg: dict) -> None:
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    torch.set_num_threads(1)
+    with ddp.distributed("cpu") as (ctx, device):
+        try:
+            _run(Path(prepared), Path(frames), Path(out), VisualTrainConfig(**cfg), device=device, dist=ctx)
+        except DivergedError as exc:
+            Path(out, f"rank{rank}.error").write_text(str(exc))
+
+
+@pytest.mark.slow
+def test_ddp_processes_stop_together_when_training_diverges(
+    tiny_prepared: Path, tiny_frames: Path, tmp_path: Path
+) -> None:
+    cfg = {**TINY, "epochs": 1, "lr": 1e8}
+    mp.spawn(_ddp_diverging_worker, args=(2, _free_port(), str(tiny_prepared), str(tiny_frames), str(tmp_path), cfg),
+             nprocs=2, join=True)
+    errors = {(tmp_path / f"rank{r}.error").read_text() for r in range(2)}
+    assert len(errors) == 1 and errors.pop().startswith("finetune_visual: training diverged at epoch 1, batch")
+    assert not (tmp_path / "model.pt").exists() and not (tmp_path / "metrics.json").exists()

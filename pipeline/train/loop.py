@@ -1,0 +1,173 @@
+"""The epoch loop every trainer shares: train, check, validate, select, save; and its guards.
+
+Visual, audio and sequence training differ in their data and model, not in their loop. A trainer
+hands :func:`run_epochs` two functions: ``train_epoch(epoch)`` runs the batches of the 0-based
+epoch ``epoch`` from ``loop.batch`` on (each one a :func:`checked_step`) and returns each task's
+batch losses, and ``validate()`` returns the validation metrics (:func:`validation_metrics`). The
+loop checks that the weights are finite, scores the epoch (:func:`selection_score`), keeps the
+best one (:class:`LoopState`) and saves the state; at the end the best epoch's weights are loaded
+into the model.
+
+A diverged run is never published: :func:`check_loss` (after every batch, in :func:`checked_step`)
+and :func:`check_weights` (before every saved state and validation) raise :class:`DivergedError`,
+naming the stage, the epoch and batch, and what to try.
+
+Example:
+    >>> selection_score({"au": {"score": 0.5}, "expr": {"score": 0.25}})
+    0.375
+    >>> try:
+    ...     check_loss(float("nan"), "train_x", epoch=2, batch=7, task="au")
+    ... except DivergedError as exc:
+    ...     print(exc)  # doctest: +ELLIPSIS
+    train_x: training diverged at epoch 2, batch 7: the au loss is nan; nothing was published. Try a lower ...
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.metrics import au_metrics, expr_metrics
+from pipeline.train import ddp
+from pipeline.train.alternating import multitask_step
+from pipeline.train.ddp import DistContext
+from pipeline.train.loop_state import EpochRecord, LoopState
+from pipeline.train.splits import Splits
+
+log = logging.getLogger(__name__)
+
+TaskLabels = tuple[np.ndarray, np.ndarray]   # (y_true, y_pred) of one task
+
+
+@dataclass
+class TrainResult:
+    """What every trainer returns: the best epoch's model (eval mode), the metrics file's content,
+    the best epoch's number, the per-epoch records and the ``(epoch, batch)`` position the run
+    resumed from (or ``None``)."""
+
+    model: nn.Module
+    metrics: dict[str, Any]
+    best_epoch: int
+    history: list[dict[str, Any]]
+    resumed_from: tuple[int, int] | None
+
+
+class DivergedError(ValueError):
+    """Training produced a non-finite loss or non-finite weights."""
+
+
+def _advice(section: str, max_grad_norm: float | None) -> str:
+    clip = (f"set {section}.max_grad_norm" if max_grad_norm is None
+            else f"a smaller {section}.max_grad_norm (now {max_grad_norm})")
+    return f"nothing was published. Try a lower {section}.lr or {clip}"
+
+
+def check_loss(value: float, section: str, epoch: int, batch: int, task: str,
+               max_grad_norm: float | None = None) -> None:
+    """Raise :class:`DivergedError` when a batch loss is not finite (``epoch`` and ``batch`` from 1)."""
+    if not math.isfinite(value):
+        raise DivergedError(f"{section}: training diverged at epoch {epoch}, batch {batch}: the {task} loss "
+                            f"is {value}; {_advice(section, max_grad_norm)}")
+
+
+def checked_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, task: str, loss: torch.Tensor, section: str, epoch: int,
+    batch: int, *, max_grad_norm: float | None = None, heads: Mapping[str, nn.Module] | None = None,
+    ctx: DistContext | None = None,
+) -> float:
+    """One :func:`~pipeline.train.alternating.multitask_step`, then :func:`check_loss` (under DDP on a
+    non-finite loss of any rank, so all processes stop together); returns this process's loss."""
+    value = float(multitask_step(model, optimizer, task, loss, heads=heads, max_grad_norm=max_grad_norm))
+    check_loss(value if ctx is None else ddp.non_finite_of_any(value, ctx), section, epoch, batch, task,
+               max_grad_norm)
+    return value
+
+
+def check_weights(model: nn.Module, section: str, epoch: int, batch: int | None = None,
+                  max_grad_norm: float | None = None) -> None:
+    """Raise :class:`DivergedError` naming the first parameter or buffer that holds a NaN or an inf."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            where = f"epoch {epoch}" if batch is None else f"epoch {epoch}, batch {batch}"
+            raise DivergedError(f"{section}: training diverged at {where}: {name} holds non-finite values; "
+                                f"{_advice(section, max_grad_norm)}")
+
+
+def validation_metrics(au: TaskLabels | None, expr: TaskLabels | None) -> dict[str, dict[str, float]]:
+    """ABAW metrics of each task that has validation frames: AU decisions (0/1) and expression classes."""
+    metrics: dict[str, dict[str, float]] = {}
+    if au is not None:
+        metrics["au"] = au_metrics(*au)
+    if expr is not None:
+        metrics["expr"] = expr_metrics(*expr)
+    return metrics
+
+
+def subject_metrics(
+    logits: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    labels: Callable[[str], tuple[np.ndarray, np.ndarray]],
+    splits: Splits,
+) -> dict[str, dict[str, float]]:
+    """:func:`validation_metrics` of whole-subject ``(au, expr)`` logits over each task's validation
+    subjects (AU: logit > 0; expression: argmax); ``labels(name)`` gives a subject's ``(au, expr)``."""
+    au_names, expr_names = splits.validation["au"], splits.validation["expr"]
+    return validation_metrics(
+        (np.concatenate([labels(n)[0] for n in au_names]),
+         np.concatenate([logits[n][0] > 0 for n in au_names]).astype(np.int64)) if au_names else None,
+        (np.concatenate([labels(n)[1] for n in expr_names]),
+         np.concatenate([logits[n][1].argmax(axis=1) for n in expr_names])) if expr_names else None,
+    )
+
+
+def selection_score(metrics: Mapping[str, Mapping[str, float] | None]) -> float:
+    """The best-epoch criterion: mean of the ABAW scores of the tasks that have validation frames."""
+    scores = [m["score"] for m in metrics.values() if m is not None]
+    if not scores:
+        raise ValueError("no validation frames for either task: cannot select the best epoch")
+    return float(np.mean(scores))
+
+
+def mean_losses(losses: Mapping[str, list[float]]) -> dict[str, float | None]:
+    """Each task's mean batch loss of an epoch (``None`` for a task without batches)."""
+    return {task: float(np.mean(values)) if values else None for task, values in losses.items()}
+
+
+def run_epochs(
+    loop: LoopState,
+    section: str,
+    epochs: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train_epoch: Callable[[int], Mapping[str, list[float]]],
+    validate: Callable[[], dict[str, Any]],
+    extra_state: Callable[[], dict[str, Any] | None] = lambda: None,
+    max_grad_norm: float | None = None,
+) -> dict[str, Any]:
+    """Train epochs ``loop.epoch .. epochs-1``, keep the best; return the best record (weights loaded).
+
+    ``extra_state`` is called on every process at every save (it may be a collective call).
+    """
+    for epoch in range(loop.epoch, epochs):
+        began = time.perf_counter()
+        losses = train_epoch(epoch)
+        check_weights(model, section, epoch + 1, max_grad_norm=max_grad_norm)
+        metrics = validate()
+        record = EpochRecord(epoch + 1, selection_score(metrics), metrics, mean_losses(losses),
+                             time.perf_counter() - began)
+        improved = loop.end_epoch(record, model, optimizer, extra_state())
+        if loop.writer:
+            log.info("%s epoch %d/%d: loss %s | validation %s | score %.4f%s (%.1fs)", section, record.epoch,
+                     epochs, {t: None if v is None else round(v, 4) for t, v in record.loss.items()},
+                     {t: round(m["score"], 4) for t, m in metrics.items() if m is not None}, record.score,
+                     " (best)" if improved else "", record.seconds)
+    best = loop.restore_best(model, section)
+    if loop.writer:
+        log.info("%s: best epoch %d of %d, validation score %.4f", section, best["epoch"], epochs, best["score"])
+    return best

@@ -1,0 +1,106 @@
+"""The shared epoch loop: scoring, selection, divergence checks, resume through run_epochs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pipeline.train.loop import (
+    DivergedError, check_loss, check_weights, mean_losses, run_epochs, selection_score, validation_metrics,
+)
+from pipeline.train.loop_state import LoopState
+from pipeline.train.optim import OptimConfig
+
+KEY = {"config": {"lr": 0.1}, "data": None}
+
+
+def _linear() -> tuple[nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+    return model, OptimConfig(lr=0.1).build(model.parameters())
+
+
+def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer):
+    x, y = torch.randn(32, 4, generator=torch.Generator().manual_seed(1)), torch.ones(32, 1)
+
+    def train_epoch(epoch: int) -> dict[str, list[float]]:
+        optimizer.zero_grad()
+        loss = ((model(x) - y) ** 2).mean()
+        loss.backward()
+        optimizer.step()
+        return {"au": [float(loss.detach())], "expr": []}
+
+    return train_epoch
+
+
+def test_validation_metrics_score_only_the_tasks_that_have_frames() -> None:
+    au_true = np.array([[1] * 12, [0] * 12], np.int8)
+    metrics = validation_metrics((au_true, au_true.astype(np.int64)), None)
+    assert set(metrics) == {"au"} and metrics["au"]["f1"] == 1.0
+    both = validation_metrics((au_true, np.zeros_like(au_true)), (np.array([0, 3]), np.array([0, 3])))
+    assert selection_score(both) == pytest.approx((both["au"]["score"] + both["expr"]["score"]) / 2)
+    with pytest.raises(ValueError, match="no validation frames"):
+        selection_score({})
+
+
+def test_mean_losses_mark_a_task_without_batches() -> None:
+    assert mean_losses({"au": [1.0, 3.0], "expr": []}) == {"au": 2.0, "expr": None}
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_non_finite_loss_names_stage_epoch_batch_and_what_to_try(value: float) -> None:
+    with pytest.raises(DivergedError, match=r"^train_x: training diverged at epoch 3, batch 5: the expr loss "
+                                            r".*a smaller train_x\.max_grad_norm \(now 5\.0\)$"):
+        check_loss(value, "train_x", 3, 5, "expr", max_grad_norm=5.0)
+    check_loss(1e30, "train_x", 3, 5, "expr")
+
+
+def test_non_finite_weights_are_named() -> None:
+    model, _ = _linear()
+    check_weights(model, "train_x", 1)
+    with torch.no_grad():
+        model.bias.fill_(float("nan"))
+    with pytest.raises(DivergedError, match=r"epoch 2, batch 4: bias holds non-finite values"):
+        check_weights(model, "train_x", 2, 4)
+
+
+def test_run_epochs_keeps_the_best_epoch_and_resumes(tmp_path: Path) -> None:
+    model, optimizer = _linear()
+    scores = iter([0.3, 0.5, 0.4])
+    loop = LoopState.resume(tmp_path / "state.pt", KEY, model, optimizer)
+    best = run_epochs(loop, "train_x", 3, model, optimizer, _train_epoch(model, optimizer),
+                      lambda: {"au": {"score": next(scores)}})
+    assert best["epoch"] == 2 and [h["epoch"] for h in loop.history] == [1, 2, 3]
+    torch.testing.assert_close(model.weight, best["state_dict"]["weight"])
+    again, again_optimizer = _linear()
+    resumed = LoopState.resume(tmp_path / "state.pt", KEY, again, again_optimizer)
+    assert resumed.resumed_from == (3, 0)
+    assert run_epochs(resumed, "train_x", 3, again, again_optimizer, lambda e: pytest.fail("trained again"),
+                      lambda: pytest.fail("validated again"))["epoch"] == 2
+
+
+def test_run_epochs_stops_on_weights_that_went_non_finite(tmp_path: Path) -> None:
+    model, optimizer = _linear()
+
+    def poisoned_epoch(epoch: int) -> dict[str, list[float]]:
+        with torch.no_grad():
+            model.weight.fill_(float("inf"))
+        return {"au": [0.5]}
+
+    loop = LoopState(tmp_path / "state.pt", KEY)
+    with pytest.raises(DivergedError, match="train_x: training diverged at epoch 1: weight holds non-finite"):
+        run_epochs(loop, "train_x", 2, model, optimizer, poisoned_epoch, lambda: {"au": {"score": 0.1}})
+    assert loop.best is None and not (tmp_path / "state.pt").exists()
+
+
+def test_optim_config_checks_and_builds() -> None:
+    model, _ = _linear()
+    assert isinstance(OptimConfig(optimizer="adam", lr=1e-3).build(model.parameters()), torch.optim.Adam)
+    for bad, message in [({"lr": float("nan")}, "lr: must be > 0"), ({"momentum": 1.0}, "momentum"),
+                         ({"max_grad_norm": 0.0}, "max_grad_norm"), ({"pos_weight_cap": -1.0}, "pos_weight_cap")]:
+        with pytest.raises(ValueError, match=message):
+            OptimConfig(**bad)
