@@ -10,10 +10,11 @@ Keeping the original JPEG bytes (no re-encoding) keeps the store close to the si
 crops and the pixels identical. This module owns the format and reads it (:class:`FrameStore`);
 :mod:`pipeline.data.pack_frames` writes it.
 
-Example:
-    >>> store = FrameStore("cache/frames/frames.h5")                          # doctest: +SKIP
-    >>> store.read("video5_left", [0, 7, 3]).shape                            # doctest: +SKIP
-    (3, 112, 112, 3)
+Example (not run here: it needs the pipeline's packed frame store)::
+
+    store = FrameStore("cache/frames/frames.h5")
+    store.read("video5_left", [0, 7, 3]).shape
+    # (3, 112, 112, 3)
 """
 
 from __future__ import annotations
