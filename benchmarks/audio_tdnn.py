@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -25,6 +27,7 @@ from pipeline.audio.encode import embed_frames, encode_spans, span_batch
 from pipeline.audio.features import AudioConfig, LogMel
 from pipeline.audio.windows import track_audio
 from pipeline.models.tdnn import TDNN, TDNNConfig
+from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record
 
 
 def _rate(fn: Callable[[], Any], items: int, min_seconds: float) -> float:
@@ -49,7 +52,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256, help="windows per forward, per-window path")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--min-seconds", type=float, default=3.0)
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "audio_tdnn.json", help="where the JSON record is written")
     args = parser.parse_args()
+    load_before = load_average()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
@@ -92,7 +97,7 @@ def main() -> None:
         return step
 
     batch_frames = args.segment_frames * args.batch_segments
-    print(json.dumps({
+    results = {
         "threads": args.threads,
         "tdnn": {"channels": args.channels, "receptive_field": model.receptive_field,
                  "parameters": sum(p.numel() for p in model.parameters())},
@@ -105,7 +110,10 @@ def main() -> None:
                                                               args.min_seconds), 1),
             "segments_of_1": round(_rate(train_step(1), batch_frames, args.min_seconds), 1),
         },
-    }, indent=2))
+    }
+    record = benchmark_record("audio_tdnn", results, sys.argv, args.threads, load_before)
+    write_record(record, args.out)
+    print(json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":
