@@ -19,7 +19,7 @@ def measured_on(record: dict[str, Any], source: str) -> str:
     busy = (": a busy machine, other processes shared the cores, so these are not idle-machine figures"
             if record["busy"] else "")
     return (f"Measured {record['date']} with `{record['command']}` on {machine['cpu_model']} "
-            f"({machine['cpu_count']} cores, {machine['threads']} threads; {load}{busy}). "
+            f"({machine['cpu_count']} cores, threads: {machine['threads']}; {load}{busy}). "
             f"Record: `{source}`.")
 
 
@@ -54,12 +54,15 @@ def audio_tdnn(record: dict[str, Any]) -> str:
 
 
 def synth(record: dict[str, Any]) -> str:
-    """docs/synthetic.md: generation time and size of one preset."""
+    """docs/synthetic.md: generation time and size of one preset, and the detector's face rate."""
     r = record["results"]
     mb = (r["bytes_videos"] + r["bytes_crops"] + r["bytes_bp4d"]) / 1e6
-    rows = [[r["preset"], r["workers"], f"{r['seconds_wall']:.1f} s", f"{r['seconds_cpu_main_process']:.1f} s",
-             f"{r['ms_per_frame_wall']:.1f} ms", f"{mb:.1f} MB"]]
-    header = ("preset", "workers", "wall", "CPU (main process)", "wall per frame", "bytes written")
+    detected = f"{100 * r['detector_face_rate']:.1f} %" if "detector_face_rate" in r else "not run"
+    rows = [[r["preset"], f"{r['videos']} / {count(r['frames'])} / {count(r['crops'])} / {count(r['bp4d_frames'])}",
+             r["workers"], f"{r['seconds_wall']:.1f} s", f"{r['seconds_cpu_main_process']:.1f} s",
+             f"{r['ms_per_frame_wall']:.1f} ms", f"{mb:.1f} MB", detected]]
+    header = ("preset", "videos / video frames / crops / BP4D frames", "workers", "wall", "CPU (main process)",
+              "wall per frame", "bytes written", "faces found by the detector")
     return table(header, rows) + "\n\n" + measured_on(record, "benchmarks/results/synth.json")
 
 
@@ -87,9 +90,15 @@ def embed_visual(record: dict[str, Any]) -> str:
          f"{100 * r['task_decode_wait_share']:.1f} %"],
         ["whole `embed_visual` call (cluster start and worker imports included)",
          f"{rate(r['wall_faces_per_s'])} faces/s ({count(r['faces'])} faces in {r['wall_seconds']:.1f} s)"],
+        *[[f"`{name}.zarr` on disk", _bytes_per_frame(r[f"{name}_store"])] for name in ("visual", "audio")],
     ]
     header = (f"{r['backbone']}, batch {r['batch_size']}, {r['workers']} worker(s) × {r['threads']} thread(s)", "figure")
     return table(header, rows) + "\n\n" + measured_on(record, "benchmarks/results/embed_visual.json")
+
+
+def _bytes_per_frame(store: dict[str, Any]) -> str:
+    by_array = ", ".join(f"{name} {round(v)}" for name, v in store["bytes_per_frame_by_array"].items())
+    return f"{round(store['bytes_per_frame'])} bytes/frame: {by_array}"
 
 
 def sequence_cache(record: dict[str, Any]) -> str:
@@ -100,7 +109,7 @@ def sequence_cache(record: dict[str, Any]) -> str:
         [f"train-sequence epoch from the cache ({count(r['frames'])} frames)",
          f"{r['cached_epoch_s']:.2f} s (training + whole-video validation); cache load {r['cache_load_s']:.2f} s"],
         ["the same epoch recomputing every frame's embeddings once",
-         f"{r['recompute_epoch_s_extrapolated']:.0f} s extrapolated ({recompute['visual_s_per_frame']:.4f} s/frame "
+         f"{r['recompute_epoch_s_extrapolated']:,.0f} s extrapolated ({recompute['visual_s_per_frame']:.4f} s/frame "
          f"visual, {recompute['audio_s_per_frame']:.4f} s/frame audio)"],
         ["speed-up of the cache", f"**{r['speedup']:.0f}x** (goal {r['goal']})"],
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.labels import EXPR_NAMES
 from pipeline.report.markdown import count, score, signed_gain, table
 
 SCORE_HEADER = ("variant", "AU F1", "AU acc", "AU score", "EXPR F1", "EXPR acc", "EXPR score")
@@ -16,6 +17,11 @@ def _score_row(label: str, scores: dict[str, Any], bold: bool = False) -> list[s
             score(expr["f1"]), score(expr["acc"]), mark(score(expr["score"]))]
 
 
+def _majority(visual: dict[str, Any]) -> str:
+    """The expression the trivial baseline predicts (the training majority class)."""
+    return EXPR_NAMES[visual["baseline"]["expr_majority_class"]]
+
+
 def _gain(better: dict[str, Any], base: dict[str, Any], task: str) -> float:
     return better[task]["score"] - base[task]["score"]
 
@@ -23,7 +29,7 @@ def _gain(better: dict[str, Any], base: dict[str, Any], task: str) -> float:
 def results_table(evaluate: dict[str, Any], visual: dict[str, Any]) -> str:
     """README results: the trivial baseline and the three evaluated variants."""
     rows = [
-        _score_row("trivial baseline (no AU active / always Neutral)¹", visual["baseline"]),
+        _score_row(f"trivial baseline (no AU active / always {_majority(visual)})¹", visual["baseline"]),
         _score_row("visual-only (fine-tuned IResNet)", evaluate["visual"]),
         _score_row("A+V fusion head (`train-audio`)", evaluate["fusion"]),
         _score_row("sequence model (transformer over cached visual + audio windows)", evaluate["sequence"]),
@@ -52,7 +58,7 @@ def visual_demo(visual: dict[str, Any]) -> str:
     )
     rows = [
         _score_row("fine-tuned (demo params)", visual, bold=True),
-        _score_row("baseline: all AUs negative / always Neutral", visual["baseline"]),
+        _score_row(f"baseline: all AUs negative / always {_majority(visual)}", visual["baseline"]),
     ]
     return intro + "\n\n" + table(("model", *SCORE_HEADER[1:]), rows)
 

@@ -53,7 +53,7 @@ def benchmark_record(
     cores = os.cpu_count() or 1
     return {
         "benchmark": name,
-        "command": shlex.join(["python", *argv]),
+        "command": shlex.join([*_thread_env(), "python", *argv]),
         "date": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": {
             "cpu_model": cpu_model(),
@@ -66,6 +66,11 @@ def benchmark_record(
         "python": sys.version.split()[0],
         "results": results,
     }
+
+
+def _thread_env() -> list[str]:
+    # The thread count of a run often comes from the environment; the command must say so to be rerun.
+    return [f"{name}={os.environ[name]}" for name in ("OMP_NUM_THREADS",) if name in os.environ]
 
 
 def write_record(record: dict[str, Any], out: str | Path) -> Path:
