@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -26,6 +28,8 @@ from pipeline.audio.windows import track_audio
 from pipeline.models.tdnn import TDNN, TDNNConfig
 from timing import rate   # benchmarks/timing.py (this script's folder is on sys.path)
 
+from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -37,7 +41,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256, help="windows per forward, per-window path")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--min-seconds", type=float, default=3.0)
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "audio_tdnn.json", help="where the JSON record is written")
     args = parser.parse_args()
+    load_before = load_average()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
@@ -80,7 +86,7 @@ def main() -> None:
         return step
 
     batch_frames = args.segment_frames * args.batch_segments
-    print(json.dumps({
+    results = {
         "threads": args.threads,
         "tdnn": {"channels": args.channels, "receptive_field": model.receptive_field,
                  "parameters": sum(p.numel() for p in model.parameters())},
@@ -93,7 +99,10 @@ def main() -> None:
                                                               args.min_seconds), 1),
             "segments_of_1": round(rate(train_step(1), batch_frames, args.min_seconds), 1),
         },
-    }, indent=2))
+    }
+    record = benchmark_record("audio_tdnn", results, sys.argv, args.threads, load_before)
+    write_record(record, args.out)
+    print(json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":

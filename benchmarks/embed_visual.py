@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -55,6 +56,7 @@ from pipeline.models.multitask import build_model, checkpoint_dict
 from pipeline.models.preprocess import to_model_input
 from pipeline.models.tdnn import TDNN, TDNNConfig
 from pipeline.store import EmbeddingStore
+from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record
 
 
 def build_inputs(base: Path, copies: int, seed: int) -> tuple[Path, Path, Path]:
@@ -228,7 +230,9 @@ def main() -> None:
     parser.add_argument("--max-interleaved-faces", type=int, default=512, help="faces of the interleaved comparison")
     parser.add_argument("--entry-frames", type=int, default=5100, help="frames per entry of the layout read-back")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "embed_visual.json", help="where the JSON record is written")
     args = parser.parse_args()
+    load_before = load_average()
     if (args.prepared is None) != (args.frames is None):
         parser.error("--prepared and --frames go together")
 
@@ -278,7 +282,9 @@ def main() -> None:
             "visual_read_back": read_back(base / "visual.zarr"), "audio_read_back": read_back(base / "audio.zarr"),
             "layout_read_back": layout_read_back(base / "layout.zarr", 4, args.entry_frames, args.seed),
         }
-    print(json.dumps(result, indent=2))
+    record = benchmark_record("embed_visual", result, sys.argv, args.threads, load_before)
+    write_record(record, args.out)
+    print(json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":

@@ -11,20 +11,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import skimage.data
 
 from pipeline.predict.faces import DetectorConfig, FaceDetector, FaceTracker
 from pipeline.predict.photo_video import panned_frames
+from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--max-side", type=int, default=DetectorConfig().max_side)
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "face_tracking.json", help="where the JSON record is written")
     args = parser.parse_args()
+    load_before = load_average()
     config = DetectorConfig(max_side=args.max_side)
     frames = panned_frames(skimage.data.astronaut(), args.frames, shift=2)
     detector = FaceDetector(config)
@@ -37,7 +43,7 @@ def main() -> None:
     start = time.perf_counter()
     boxes = [tracker.update(frame) for frame in frames]
     tracked_s = time.perf_counter() - start
-    print(json.dumps({
+    results = {
         "frames": args.frames,
         "frame_size": list(frames.shape[1:3]),
         "max_side": args.max_side,
@@ -47,7 +53,10 @@ def main() -> None:
         "tracker_frames_with_face": int(sum(box is not None for box in boxes)),
         "speedup": round(full_s / tracked_s, 2),
         "tracked_face_side_px": round(float(np.mean([b.w for b in boxes if b is not None])), 1),
-    }, indent=2))
+    }
+    record = benchmark_record("face_tracking", results, sys.argv, int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)), load_before)
+    write_record(record, args.out)
+    print(json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from PIL import Image
 from pipeline.data.frame_store import FrameStore
 from pipeline.data.pack_frames import PackConfig, pack_frames
 from pipeline.data.manifest import Manifest, SubjectRecord, read_manifest
+from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record
 
 
 def make_crops(root: Path, subjects: int, frames: int, seed: int = 0) -> Manifest:
@@ -66,7 +68,9 @@ def main() -> None:
     parser.add_argument("--verify", default="decode", choices=["decode", "header", "none"])
     parser.add_argument("--read-batches", type=int, default=200)
     parser.add_argument("--read-batch", type=int, default=64)
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "pack_frames.json", help="where the JSON record is written")
     args = parser.parse_args()
+    load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="pack-bench-") as tmp:
         tmp_path = Path(tmp)
         if args.prepared:
@@ -94,7 +98,9 @@ def main() -> None:
             "random_read_frames_per_s": read_rate(out, manifest, args.read_batches, args.read_batch),
             "random_read_batch": args.read_batch,
         }
-    print(json.dumps(result, indent=2))
+    record = benchmark_record("pack_frames", result, sys.argv, args.workers, load_before)
+    write_record(record, args.out)
+    print(json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":

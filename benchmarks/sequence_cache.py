@@ -46,6 +46,7 @@ from pipeline.train.sequence_data import (  # noqa: E402
     WindowLoader, estimate_manifest_memory, load_sequence_cache,
 )
 from pipeline.train.sequence_synth import SyntheticCacheConfig, write_synthetic_cache  # noqa: E402
+from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record  # noqa: E402
 
 AFFWILD2_VIDEOS = 548
 AFFWILD2_FRAMES = 2_800_000
@@ -271,7 +272,9 @@ def main() -> None:
     parser.add_argument("--recompute-frames", type=int, default=64)
     parser.add_argument("--loader-batches", type=int, default=200)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "sequence_cache.json", help="where the JSON record is written")
     args = parser.parse_args()
+    load_before = load_average()
     args.work.mkdir(parents=True, exist_ok=True)
     device = torch.device(args.device)
     config = SequenceTrainConfig()   # the params.yaml demo defaults (window 30, stride 10, d_model 128)
@@ -285,7 +288,9 @@ def main() -> None:
         out["loader"] = bench_loader(args.work, config, args.loader_batches)
     if args.part in ("all", "scale"):
         out["scale"] = bench_scale(args.work, config, args.scale, args.steps, device)
-    print(json.dumps(out, indent=2))
+    record = benchmark_record("sequence_cache", out, sys.argv, torch.get_num_threads(), load_before)
+    write_record(record, args.out)
+    print(json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import av
 from pipeline.data.synth import SynthConfig, generate_dataset
 from pipeline.data.synth.plan import plan_videos
 from pipeline.fsio import scratch_dir
+from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record
 
 
 def _bytes(root: Path, pattern: str) -> int:
@@ -49,7 +51,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--detect-every", type=int, default=5, help="0 skips the detector check")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "synth.json", help="where the JSON record is written")
     args = parser.parse_args()
+    load_before = load_average()
 
     cfg = SynthConfig.from_preset(args.preset, seed=args.seed)
     scratch = scratch_dir("mmaffect-synth-bench-")
@@ -68,7 +72,9 @@ def main() -> None:
         }
         if args.detect_every > 0:
             result["detector_face_rate"] = round(_detection_rate(root, cfg, args.detect_every), 3)
-        print(json.dumps(result, indent=2))
+        record = benchmark_record("synth", result, sys.argv, args.workers, load_before)
+        write_record(record, args.out)
+        print(json.dumps(record, indent=2))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

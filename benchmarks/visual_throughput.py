@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ from torch import nn
 from pipeline.device import resolve_device
 from pipeline.export import VISUAL_INPUTS, VISUAL_OUTPUTS, VisualExportModule, export_onnx, make_session
 from pipeline.models.multitask import MultiTaskModel, build_model
+from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record
 from pipeline.train.alternating import multitask_step
 from pipeline.train.losses import au_bce_loss
 
@@ -116,18 +118,18 @@ def main() -> None:
     parser.add_argument("--min-iters", type=int, default=3)
     parser.add_argument("--min-seconds", type=float, default=0.0)
     parser.add_argument("--parity-rtol", type=float, default=1e-3, help="parity tolerance of the export, relative to each output's scale (random weights)")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "visual_throughput.json", help="where the JSON record is written")
     args = parser.parse_args()
+    load_before = load_average()
 
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     ort_device = "cuda" if device.type == "cuda" else "cpu"
-    load_before = os.getloadavg()
-    results = {}
+    per_backbone = {}
     with tempfile.TemporaryDirectory(prefix="visual-bench-") as tmp:
         for name in args.backbones.split(","):
-            results[name] = bench_backbone(name, device, ort_device, args, Path(tmp))
-    print(json.dumps({
-        "benchmark": "visual_throughput",
+            per_backbone[name] = bench_backbone(name, device, ort_device, args, Path(tmp))
+    results = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "cpu_count": os.cpu_count(),
         "threads": args.threads,
@@ -136,10 +138,11 @@ def main() -> None:
         "dtype": "float32",
         "torch": torch.__version__,
         "onnxruntime": ort.__version__,
-        "load_average_before": [round(v, 2) for v in load_before],
-        "load_average_after": [round(v, 2) for v in os.getloadavg()],
-        "results": results,
-    }, indent=2))
+        "results": per_backbone,
+    }
+    record = benchmark_record("visual_throughput", results, sys.argv, args.threads, load_before)
+    write_record(record, args.out)
+    print(json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":

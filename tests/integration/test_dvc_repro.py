@@ -1,7 +1,8 @@
 """The whole DAG under ``dvc repro`` on the tiny synthetic preset, in a fresh git + DVC repository.
 
-Checks that the pipeline runs end to end, that a second ``dvc repro`` does nothing, and that changing
-a ``train_sequence`` param reruns only ``train-sequence`` and ``evaluate`` (the cache is reused).
+Checks that the pipeline runs end to end, that ``evaluate`` scores exactly the models the trainers
+published, that a second ``dvc repro`` does nothing, and that changing a ``train_sequence`` param
+reruns only ``train-sequence`` and ``evaluate`` (the cache is reused).
 """
 
 from __future__ import annotations
@@ -77,14 +78,17 @@ def test_dvc_repro_runs_the_whole_pipeline(repo: Path) -> None:
     stages = set(yaml.safe_load((repo / "dvc.yaml").read_text())["stages"])
     assert _ran_stages(output) == stages
 
-    metrics = json.loads((repo / "metrics/evaluate.json").read_text())
-    for variant in ("visual", "fusion", "sequence"):
+    # evaluate re-scores the models the trainers published, on the frames they validated on: its
+    # figures must be theirs. (Margins over the trivial baseline are asserted by each trainer's unit
+    # test: one epoch of the tiny preset, all CI can afford here, learns nothing that generalises.)
+    metrics = {name: json.loads((repo / f"metrics/{name}.json").read_text())
+               for name in ("visual", "audio", "sequence", "evaluate")}
+    evaluated = metrics["evaluate"]
+    for variant, published in (("fusion", metrics["audio"]), ("visual", metrics["audio"]["visual_only"]),
+                               ("sequence", metrics["sequence"])):
         for task in ("au", "expr"):
-            values = metrics[variant][task]
-            assert set(values) >= {"f1", "acc", "score"}
-            assert all(0.0 <= values[k] <= 1.0 for k in ("f1", "acc", "score"))
-    for name in ("visual.json", "audio.json", "sequence.json"):
-        assert (repo / "metrics" / name).is_file()
+            assert evaluated[variant][task] == pytest.approx(published[task]), (variant, task)
+    assert metrics["visual"]["frames"]["val"] > 0 and metrics["visual"]["baseline"]["au"]["f1"] == 0.0
 
     assert (repo / "cache/onnx/visual.onnx").is_file()
     assert (repo / "cache/audio/tdnn.onnx").is_file()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from pipeline.models.iresnet import DEPTHS, IBasicBlock, iresnet18, iresnet34, iresnet50, iresnet100
 from pipeline.models.registry import create_backbone, list_backbones, register_backbone
+from _arcface_reference import FIXTURES, bn_eval, read_key_list, reference_forward, seeded_input, seeded_state_dict
 
 CONSTRUCTORS = {"iresnet18": iresnet18, "iresnet34": iresnet34, "iresnet50": iresnet50, "iresnet100": iresnet100}
 
@@ -63,11 +66,21 @@ def test_state_dict_matches_arcface_torch_keys_and_shapes(name: str) -> None:
     assert list(DEPTHS[name]) == ARCFACE_BLOCKS[name]
 
 
-def test_arcface_style_checkpoint_loads_strictly() -> None:
-    source = iresnet18()
-    target = iresnet18()
-    target.load_state_dict(source.state_dict(), strict=True)
-    assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), target.state_dict().values()))
+@pytest.mark.parametrize("name", ["iresnet18", "iresnet50"])
+def test_state_dict_is_the_committed_arcface_torch_key_list(name: str) -> None:
+    spec = read_key_list(FIXTURES / f"{name}_keys.txt")
+    assert [(k, tuple(v.shape)) for k, v in CONSTRUCTORS[name]().state_dict().items()] == spec
+
+
+def test_arcface_torch_checkpoint_loads_strictly_and_computes_the_committed_outputs() -> None:
+    fixture = json.loads((FIXTURES / "iresnet18_forward.json").read_text())
+    checkpoint = seeded_state_dict(read_key_list(FIXTURES / "iresnet18_keys.txt"), fixture["weight_seed"])
+    net = iresnet18()
+    net.load_state_dict(checkpoint, strict=True)
+    with torch.no_grad():
+        out = net.eval()(seeded_input(fixture["input_seed"]))
+    expected = torch.tensor(fixture["embedding"])
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
 
 
 def test_embedding_bn_scale_is_frozen_at_one() -> None:
@@ -75,29 +88,6 @@ def test_embedding_bn_scale_is_frozen_at_one() -> None:
     assert not net.features.weight.requires_grad
     assert torch.all(net.features.weight == 1.0)
     assert all(m.eps == 1e-05 for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
-
-
-def _bn_eval(x: torch.Tensor, sd: dict[str, torch.Tensor], p: str) -> torch.Tensor:
-    return F.batch_norm(x, sd[f"{p}.running_mean"], sd[f"{p}.running_var"], sd[f"{p}.weight"], sd[f"{p}.bias"], False, 0.0, 1e-05)
-
-
-def reference_forward(sd: dict[str, torch.Tensor], x: torch.Tensor, blocks: list[int]) -> torch.Tensor:
-    """arcface_torch's IResNet.forward in eval mode, written with functional ops on a state dict."""
-    x = F.prelu(_bn_eval(F.conv2d(x, sd["conv1.weight"], padding=1), sd, "bn1"), sd["prelu.weight"])
-    for stage, n in enumerate(blocks, start=1):
-        for i in range(n):
-            p = f"layer{stage}.{i}"
-            stride = 2 if i == 0 else 1
-            out = F.conv2d(_bn_eval(x, sd, f"{p}.bn1"), sd[f"{p}.conv1.weight"], padding=1)
-            out = F.prelu(_bn_eval(out, sd, f"{p}.bn2"), sd[f"{p}.prelu.weight"])
-            out = _bn_eval(F.conv2d(out, sd[f"{p}.conv2.weight"], stride=stride, padding=1), sd, f"{p}.bn3")
-            identity = x
-            if f"{p}.downsample.0.weight" in sd:
-                identity = _bn_eval(F.conv2d(x, sd[f"{p}.downsample.0.weight"], stride=stride), sd, f"{p}.downsample.1")
-            x = out + identity
-    x = torch.flatten(_bn_eval(x, sd, "bn2"), 1)
-    x = F.linear(x, sd["fc.weight"], sd["fc.bias"])
-    return F.batch_norm(x, sd["features.running_mean"], sd["features.running_var"], sd["features.weight"], sd["features.bias"], False, 0.0, 1e-05)
 
 
 def _randomise_bn_statistics(net: torch.nn.Module, seed: int) -> None:
@@ -118,10 +108,10 @@ def test_block_matches_hand_built_reference() -> None:
     sd = {f"layer1.0.{k}": v for k, v in block.state_dict().items()}
     x = torch.randn(2, 8, 14, 14)
     p = "layer1.0"
-    out = F.conv2d(_bn_eval(x, sd, f"{p}.bn1"), sd[f"{p}.conv1.weight"], padding=1)
-    out = F.prelu(_bn_eval(out, sd, f"{p}.bn2"), sd[f"{p}.prelu.weight"])
-    out = _bn_eval(F.conv2d(out, sd[f"{p}.conv2.weight"], stride=2, padding=1), sd, f"{p}.bn3")
-    identity = _bn_eval(F.conv2d(x, sd[f"{p}.downsample.0.weight"], stride=2), sd, f"{p}.downsample.1")
+    out = F.conv2d(bn_eval(x, sd, f"{p}.bn1"), sd[f"{p}.conv1.weight"], padding=1)
+    out = F.prelu(bn_eval(out, sd, f"{p}.bn2"), sd[f"{p}.prelu.weight"])
+    out = bn_eval(F.conv2d(out, sd[f"{p}.conv2.weight"], stride=2, padding=1), sd, f"{p}.bn3")
+    identity = bn_eval(F.conv2d(x, sd[f"{p}.downsample.0.weight"], stride=2), sd, f"{p}.downsample.1")
     with torch.no_grad():
         torch.testing.assert_close(block(x), out + identity, rtol=1e-5, atol=1e-5)
     assert IBasicBlock(16, 16).downsample is None
@@ -133,7 +123,7 @@ def test_whole_network_computes_the_reference_function() -> None:
     _randomise_bn_statistics(net, 2)
     x = torch.randn(2, 3, 112, 112)
     with torch.no_grad():
-        torch.testing.assert_close(net(x), reference_forward(net.state_dict(), x, [2, 2, 2, 2]), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(net(x), reference_forward(net.state_dict(), x), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize(("name", "width"), [("iresnet18", 0.125), ("iresnet34", 0.0625), ("iresnet50", 0.0625), ("iresnet100", 0.03125)])

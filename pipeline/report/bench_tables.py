@@ -1,0 +1,156 @@
+"""Renderers of benchmark records (``benchmarks/results/*.json``, see :mod:`pipeline.report.record`).
+
+Every table ends with the line that says how, when and on what machine it was measured, and whether
+other processes were using the cores at the time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.report.markdown import count, rate, table
+
+
+def measured_on(record: dict[str, Any], source: str) -> str:
+    """The provenance line of a benchmark record: command, date, CPU, threads, load, file."""
+    machine = record["machine"]
+    before, after = machine["load_average_before"][0], machine["load_average_after"][0]
+    load = f"1-minute load average {before:.2f} before, {after:.2f} after"
+    busy = (": a busy machine, other processes shared the cores, so these are not idle-machine figures"
+            if record["busy"] else "")
+    return (f"Measured {record['date']} with `{record['command']}` on {machine['cpu_model']} "
+            f"({machine['cpu_count']} cores, threads: {machine['threads']}; {load}{busy}). "
+            f"Record: `{source}`.")
+
+
+def face_tracking(record: dict[str, Any]) -> str:
+    """docs/predict.md: full-frame detection vs the tracker."""
+    r = record["results"]
+    size = "×".join(str(v) for v in r["frame_size"])
+    rows = [
+        [f"face detector, full-frame search, {size} frames", f"{rate(r['full_search_fps'])} frames/s",
+         f"face found in {r['full_search_frames_with_face']}/{r['frames']} frames"],
+        ["face tracker (local search, periodic full search)", f"{rate(r['tracker_fps'])} frames/s "
+         f"({r['speedup']:.1f}× faster)", f"face kept in {r['tracker_frames_with_face']}/{r['frames']} frames"],
+    ]
+    return table(("what", "throughput", "faces"), rows) + "\n\n" + measured_on(record, "benchmarks/results/face_tracking.json")
+
+
+def audio_tdnn(record: dict[str, Any]) -> str:
+    """docs/audio.md: TDNN inference and training rates, and the log-mel rate."""
+    r = record["results"]
+    train = r["training_frames_per_s"]
+    segment_key = next(k for k in train if k != "segments_of_1")
+    rows = [
+        ["inference, window by window (`forward`, what `tdnn.onnx` sees)", rate(r["inference_frames_per_s"]["per_window"])],
+        ["inference, shared spans (`embed_frames`)", rate(r["inference_frames_per_s"]["shared_spans"])],
+        [f"training step, {segment_key.replace('_', ' ')} frames", rate(train[segment_key])],
+        ["training step, one window per frame", rate(train["segments_of_1"])],
+        ["log-mel front end (seconds of audio per second)", rate(r["logmel_audio_seconds_per_s"])],
+    ]
+    channels = ", ".join(str(c) for c in r["tdnn"]["channels"])
+    header = (f"TDNN channels {channels}, {r['context_frames']} mel frames per window, {r['fps']:g} fps", "frames/s")
+    return table(header, rows) + "\n\n" + measured_on(record, "benchmarks/results/audio_tdnn.json")
+
+
+def synth(record: dict[str, Any]) -> str:
+    """docs/synthetic.md: generation time and size of one preset, and the detector's face rate."""
+    r = record["results"]
+    mb = (r["bytes_videos"] + r["bytes_crops"] + r["bytes_bp4d"]) / 1e6
+    detected = f"{100 * r['detector_face_rate']:.1f} %" if "detector_face_rate" in r else "not run"
+    rows = [[r["preset"], f"{r['videos']} / {count(r['frames'])} / {count(r['crops'])} / {count(r['bp4d_frames'])}",
+             r["workers"], f"{r['seconds_wall']:.1f} s", f"{r['seconds_cpu_main_process']:.1f} s",
+             f"{r['ms_per_frame_wall']:.1f} ms", f"{mb:.1f} MB", detected]]
+    header = ("preset", "videos / video frames / crops / BP4D frames", "workers", "wall", "CPU (main process)",
+              "wall per frame", "bytes written", "faces found by the detector")
+    return table(header, rows) + "\n\n" + measured_on(record, "benchmarks/results/synth.json")
+
+
+def pack_frames(record: dict[str, Any]) -> str:
+    """docs/data.md: frame store size against the source JPEGs, pack and random-read rates."""
+    r = record["results"]
+    rows = [[count(r["faces"]), count(r["source_jpeg_bytes"]), count(r["store_bytes"]), f"**{r['ratio']:.3f}**",
+             f"{rate(r['pack_frames_per_s'])} frames/s ({r['pack_workers']} workers)",
+             f"{rate(r['random_read_frames_per_s'])} frames/s (batches of {r['random_read_batch']})"]]
+    header = ("faces", "source JPEG bytes", "store bytes", "ratio", "pack rate", "random read")
+    return table(header, rows) + "\n\n" + measured_on(record, "benchmarks/results/pack_frames.json")
+
+
+def embed_visual(record: dict[str, Any]) -> str:
+    """docs/embeddings.md: embed-visual throughput against the pure model rate."""
+    r = record["results"]
+    interleaved = r["interleaved"]
+    ratio = next(v for k, v in interleaved.items() if k.endswith("_vs_pure"))
+    rows = [
+        ["pure model rate (onnxruntime on pre-decoded batches)", f"{rate(r['pure_faces_per_s'])} faces/s"],
+        ["decode-ahead loop vs the pure model, alternated subject by subject", f"**{ratio:.2f}**"],
+        ["inside the stage's dask tasks (JPEG decode, model, Zarr write)",
+         f"{rate(r['task_faces_per_s'])} faces/s: **{r['task_vs_pure']:.2f}** of the pure rate; model "
+         f"{100 * r['task_model_share']:.0f} % of task time, waiting for decoded batches "
+         f"{100 * r['task_decode_wait_share']:.1f} %"],
+        ["whole `embed_visual` call (cluster start and worker imports included)",
+         f"{rate(r['wall_faces_per_s'])} faces/s ({count(r['faces'])} faces in {r['wall_seconds']:.1f} s)"],
+        *[[f"`{name}.zarr` on disk", _bytes_per_frame(r[f"{name}_store"])] for name in ("visual", "audio")],
+    ]
+    header = (f"{r['backbone']}, batch {r['batch_size']}, {r['workers']} worker(s) × {r['threads']} thread(s)", "figure")
+    return table(header, rows) + "\n\n" + measured_on(record, "benchmarks/results/embed_visual.json")
+
+
+def _bytes_per_frame(store: dict[str, Any]) -> str:
+    by_array = ", ".join(f"{name} {round(v)}" for name, v in store["bytes_per_frame_by_array"].items())
+    return f"{round(store['bytes_per_frame'])} bytes/frame: {by_array}"
+
+
+def sequence_cache(record: dict[str, Any]) -> str:
+    """docs/sequence.md: a train-sequence epoch from the cache against recomputing the embeddings."""
+    r = record["results"]["cache_vs_recompute"]
+    recompute = r["recompute"]
+    rows = [
+        [f"train-sequence epoch from the cache ({count(r['frames'])} frames)",
+         f"{r['cached_epoch_s']:.2f} s (training + whole-video validation); cache load {r['cache_load_s']:.2f} s"],
+        ["the same epoch recomputing every frame's embeddings once",
+         f"{r['recompute_epoch_s_extrapolated']:,.0f} s extrapolated ({recompute['visual_s_per_frame']:.4f} s/frame "
+         f"visual, {recompute['audio_s_per_frame']:.4f} s/frame audio)"],
+        ["speed-up of the cache", f"**{r['speedup']:.0f}x** (goal {r['goal']})"],
+    ]
+    return table(("what", "figure"), rows) + "\n\n" + measured_on(record, "benchmarks/results/sequence_cache.json")
+
+
+def sequence_loader(record: dict[str, Any]) -> str:
+    """docs/sequence.md: the window loader against slicing one in-RAM array."""
+    r = record["results"]["loader"]
+    rows = [
+        [f"window loader (float16 batches of {r['batch_size']} x {r['window']} x {r['feature_dim']})",
+         f"{rate(r['loader_windows_per_s'])} windows/s"],
+        ["slicing the same windows from one in-RAM float16 / float32 array",
+         f"{rate(r['numpy_slicing_float16_windows_per_s'])} / {rate(r['numpy_slicing_float32_windows_per_s'])} windows/s"],
+        ["loader vs slicing", f"**{r['ratio_vs_float16_slicing']:.2f}x** (float16), "
+         f"{r['ratio_vs_float32_slicing']:.2f}x (float32); goal {r['goal']}"],
+    ]
+    return table(("what", "figure"), rows) + "\n\n" + measured_on(record, "benchmarks/results/sequence_loader.json")
+
+
+def _largest(diff: float | dict[str, float]) -> float:
+    """The largest ONNX-vs-torch difference, over the outputs when given per output."""
+    return max(diff.values()) if isinstance(diff, dict) else diff
+
+
+def visual_throughput(record: dict[str, Any]) -> str:
+    """docs/visual.md: training and embedding rates per backbone, torch eager and onnxruntime."""
+    r = record["results"]
+    rows = [[name, f"{b['params_million']:.1f} M", rate(b["train_images_per_s"]), rate(b["embed_torch_faces_per_s"]),
+             rate(b["embed_onnxruntime_faces_per_s"]), f"{_largest(b['onnx_max_abs_diff']):.1e}"]
+            for name, b in r["results"].items()]
+    header = ("backbone", "parameters", "train images/s", "embed faces/s, torch eager",
+              "embed faces/s, onnxruntime", "ONNX max abs diff")
+    settings = (f"Batch {r['batch']}, {r['dtype']}, torch {r['torch']}, onnxruntime {r['onnxruntime']}, "
+                f"device {r['device']}.")
+    return table(header, rows) + "\n\n" + settings + " " + measured_on(record, "benchmarks/results/visual_throughput.json")
+
+
+def repro_time(record: dict[str, Any]) -> str:
+    """README: wall time of a clean ``dvc repro`` of the demo, stage by stage."""
+    r = record["results"]
+    rows = [[f"`{stage['stage']}`", f"{stage['seconds']:.0f} s"] for stage in r["stages"]]
+    rows.append(["**total**", f"**{r['total_seconds']:.0f} s**"])
+    return table(("stage", "wall time"), rows) + "\n\n" + measured_on(record, "benchmarks/results/repro_time.json")

@@ -1,0 +1,22 @@
+"""Every report block name, the JSON files it renders from, and its renderer: one line per block."""
+
+from __future__ import annotations
+
+from pipeline.report import bench_tables, metrics_tables
+from pipeline.report.registry import Renderer, build_registry
+
+RENDERERS: dict[str, Renderer] = build_registry([
+    Renderer("results", ("metrics/evaluate.json", "metrics/visual.json"), metrics_tables.results_table),
+    Renderer("results-gains", ("metrics/evaluate.json",), metrics_tables.results_gains),
+    Renderer("visual-demo", ("metrics/visual.json",), metrics_tables.visual_demo),
+    Renderer("audio-demo", ("metrics/audio.json",), metrics_tables.audio_demo),
+    Renderer("bench-visual-throughput", ("benchmarks/results/visual_throughput.json",), bench_tables.visual_throughput),
+    Renderer("bench-audio-tdnn", ("benchmarks/results/audio_tdnn.json",), bench_tables.audio_tdnn),
+    Renderer("bench-face-tracking", ("benchmarks/results/face_tracking.json",), bench_tables.face_tracking),
+    Renderer("bench-synth", ("benchmarks/results/synth.json",), bench_tables.synth),
+    Renderer("bench-pack-frames", ("benchmarks/results/pack_frames.json",), bench_tables.pack_frames),
+    Renderer("bench-embed-visual", ("benchmarks/results/embed_visual.json",), bench_tables.embed_visual),
+    Renderer("bench-sequence-cache", ("benchmarks/results/sequence_cache.json",), bench_tables.sequence_cache),
+    Renderer("bench-sequence-loader", ("benchmarks/results/sequence_loader.json",), bench_tables.sequence_loader),
+    Renderer("repro-time", ("benchmarks/results/repro_time.json",), bench_tables.repro_time),
+])

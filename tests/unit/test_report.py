@@ -1,0 +1,122 @@
+"""Rendered report blocks: markers, the registry, stale detection, errors, and benchmark records."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline.report.blocks import BlockError, find_blocks, replace_blocks
+from pipeline.report.catalog import RENDERERS
+from pipeline.report.metrics_tables import results_gains
+from pipeline.report.record import benchmark_record, write_record
+from pipeline.report.registry import Renderer, build_registry
+from pipeline.report.run import render_docs
+from stages.report import command as report_command
+
+
+def _scores(au: float, expr: float) -> dict:
+    return {"au": {"f1": au, "acc": au, "score": au}, "expr": {"f1": expr, "acc": expr, "score": expr}}
+
+
+def _registry() -> dict[str, Renderer]:
+    return build_registry([Renderer("gain", ("m.json",), lambda m: f"gain {m['b'] - m['a']:.2f}")])
+
+
+def _repo(tmp_path: Path, body: str, a: float = 0.25, b: float = 0.75) -> Path:
+    (tmp_path / "m.json").write_text(json.dumps({"a": a, "b": b}))
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"# Title\n\nbefore\n<!-- report:gain -->\n{body}\n<!-- /report:gain -->\nafter\n")
+    return doc
+
+
+def test_render_rewrites_only_the_block_and_check_then_passes(tmp_path: Path) -> None:
+    doc = _repo(tmp_path, "gain 9.99")
+    stale = render_docs(tmp_path, [doc], _registry(), check=False)
+    assert [(s.name, s.line) for s in stale] == [("gain", 4)]
+    assert doc.read_text() == "# Title\n\nbefore\n<!-- report:gain -->\ngain 0.50\n<!-- /report:gain -->\nafter\n"
+    assert render_docs(tmp_path, [doc], _registry(), check=True) == []
+
+
+def test_check_names_a_block_whose_source_changed_and_leaves_the_file(tmp_path: Path) -> None:
+    doc = _repo(tmp_path, "gain 0.50", b=0.95)
+    before = doc.read_text()
+    stale = render_docs(tmp_path, [doc], _registry(), check=True)
+    assert [str(s) for s in stale] == [f"{doc}:4: block 'gain' differs from m.json"]
+    assert doc.read_text() == before
+
+
+def test_unknown_block_missing_source_and_bad_markers_are_named(tmp_path: Path) -> None:
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- report:nope -->\n<!-- /report:nope -->\n")
+    with pytest.raises(ValueError, match=r"doc.md:1: unknown report block 'nope'"):
+        render_docs(tmp_path, [doc], _registry(), check=True)
+    doc.write_text("x\n<!-- report:gain -->\n<!-- /report:gain -->\n")
+    with pytest.raises(FileNotFoundError, match=r"doc.md:2: block 'gain' renders from .*m.json"):
+        render_docs(tmp_path, [doc], _registry(), check=True)
+    with pytest.raises(BlockError, match="never closed"):
+        find_blocks("<!-- report:a -->\ntext\n", "f.md")
+    with pytest.raises(BlockError, match="f.md:2: block 'b' opens inside block 'a'"):
+        find_blocks("<!-- report:a -->\n<!-- report:b -->\n", "f.md")
+    with pytest.raises(BlockError, match="closes no open block"):
+        find_blocks("<!-- /report:a -->\n", "f.md")
+    with pytest.raises(BlockError, match="stand alone"):
+        find_blocks("see <!-- report:a --> here\n", "f.md")
+
+
+def test_replace_keeps_blocks_it_was_not_given() -> None:
+    text = "<!-- report:a -->\nold a\n<!-- /report:a -->\n<!-- report:b -->\nold b\n<!-- /report:b -->\n"
+    assert replace_blocks(text, {"b": "new b"}, "f.md") == text.replace("old b", "new b")
+
+
+def test_registry_refuses_a_name_twice() -> None:
+    renderer = Renderer("x", ("a.json",), lambda a: "")
+    with pytest.raises(ValueError, match="'x' is already registered"):
+        build_registry([renderer, renderer])
+
+
+def test_gains_are_differences_of_the_source_scores() -> None:
+    evaluate = {"visual": _scores(0.5, 0.6), "fusion": _scores(0.55, 0.58), "sequence": _scores(0.7, 0.61)}
+    assert results_gains(evaluate) == ("Score difference over visual-only: the sequence model +0.200 (AU) and "
+                                       "+0.010 (EXPR); the per-frame A+V fusion head +0.050 (AU) and -0.020 (EXPR).")
+
+
+def test_benchmark_record_says_command_machine_and_load(tmp_path: Path) -> None:
+    record = benchmark_record("demo", {"fps": 3.0}, ["benchmarks/x.py", "--frames", "6"], threads=2,
+                              load_before=[100.0, 1.0, 1.0])
+    assert record["command"].endswith("python benchmarks/x.py --frames 6")
+    assert record["machine"]["threads"] == 2 and record["machine"]["cpu_model"]
+    assert record["busy"] is True   # a load of 100 on any machine of this suite is a busy one
+    assert len(record["machine"]["load_average_after"]) == 3 and record["date"].endswith("Z")
+    path = write_record(record, tmp_path / "results" / "demo.json")
+    assert json.loads(path.read_text()) == record
+
+
+def test_command_exits_1_naming_the_stale_block(tmp_path: Path) -> None:
+    (tmp_path / "metrics").mkdir()
+    evaluate = {"visual": _scores(0.5, 0.6), "fusion": _scores(0.55, 0.58), "sequence": _scores(0.7, 0.61)}
+    (tmp_path / "metrics" / "evaluate.json").write_text(json.dumps(evaluate))
+    (tmp_path / "README.md").write_text("<!-- report:results-gains -->\nold\n<!-- /report:results-gains -->\n")
+    result = CliRunner().invoke(report_command, ["--root", str(tmp_path), "--check"])
+    assert result.exit_code == 1 and "README.md:1: block 'results-gains' differs" in result.output
+    assert CliRunner().invoke(report_command, ["--root", str(tmp_path)]).exit_code == 0
+    assert "+0.200 (AU)" in (tmp_path / "README.md").read_text()
+    assert CliRunner().invoke(report_command, ["--root", str(tmp_path), "--check"]).exit_code == 0
+
+
+def test_every_registered_source_is_a_json_file_path() -> None:
+    for name, renderer in RENDERERS.items():
+        assert renderer.name == name and renderer.sources
+        assert all(s.endswith(".json") and (s.startswith("metrics/") or s.startswith("benchmarks/results/"))
+                   for s in renderer.sources), name
+
+
+def test_repro_time_table_lists_each_stage_and_the_total() -> None:
+    stages = [{"stage": "synth", "seconds": 61.2}, {"stage": "evaluate", "seconds": 9.6}]
+    record = benchmark_record("repro_time", {"stages": stages, "total_seconds": 70.8}, ["benchmarks/repro_time.py"],
+                              threads=2, load_before=[0.1, 0.1, 0.1])
+    text = RENDERERS["repro-time"].render(record)
+    assert "| `synth` | 61 s |" in text and "| `evaluate` | 10 s |" in text and "| **total** | **71 s** |" in text
+    assert "benchmarks/repro_time.py" in text
