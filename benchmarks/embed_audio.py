@@ -7,7 +7,8 @@ did before: each frame's (64, C) mel window cut out and run through the whole TD
 ``--batch-size`` consecutive frames and pools every window from it, for both backends. The model
 has the demo's TDNN shape (``params.yaml`` ``train_audio.tdnn``) with random weights; one thread,
 as each embed-audio task uses. Also reports the largest difference between (a) and (b) after the
-float16 cast the store applies, in float16 steps. Prints one JSON object.
+float16 cast the store applies, in float16 steps. Prints the JSON record and writes it to ``--out``
+(default ``benchmarks/results/embed_audio.json``, rendered into docs/embeddings.md).
 
     python benchmarks/embed_audio.py
     python benchmarks/embed_audio.py --seconds 60 --channels 512 512 512 512 1500
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -33,6 +35,7 @@ from pipeline.inference.audio import AudioEmbedder
 from pipeline.models.fusion import FusionConfig, FusionHead
 from pipeline.models.tdnn import TDNN, TDNNConfig
 from pipeline.checkpoint import save_checkpoint
+from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record
 from timing import rate   # benchmarks/timing.py (this script's folder is on sys.path)
 
 
@@ -73,7 +76,9 @@ def main() -> None:
     parser.add_argument("--channels", type=int, nargs="+", default=[128, 128, 128, 128, 256])
     parser.add_argument("--batch-size", type=int, default=64, help="embed-audio's --batch-size")
     parser.add_argument("--min-seconds", type=float, default=3.0)
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "embed_audio.json", help="where the JSON record is written")
     args = parser.parse_args()
+    load_before = load_average()
     torch.set_num_threads(1)
     torch.manual_seed(0)
 
@@ -108,10 +113,12 @@ def main() -> None:
             "speedup": round(new_rate / old_rate, 2),
             "max_diff_float16_steps": _float16_steps(new, old),
         }
-    print(json.dumps({
+    record = benchmark_record("embed_audio", {
         "frames": frames, "fps": args.fps, "context_frames": cfg.context_frames, "batch_size": args.batch_size,
         "tdnn_channels": args.channels, "receptive_field": tdnn.receptive_field, "threads": 1, **results,
-    }, indent=2))
+    }, sys.argv, threads=1, load_before=load_before)
+    write_record(record, args.out)
+    print(json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":

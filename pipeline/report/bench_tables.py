@@ -154,3 +154,28 @@ def repro_time(record: dict[str, Any]) -> str:
     rows = [[f"`{stage['stage']}`", f"{stage['seconds']:.0f} s"] for stage in r["stages"]]
     rows.append(["**total**", f"**{r['total_seconds']:.0f} s**"])
     return table(("stage", "wall time"), rows) + "\n\n" + measured_on(record, "benchmarks/results/repro_time.json")
+
+
+def probe_video(record: dict[str, Any]) -> str:
+    """docs/data.md: CPU seconds per hour of video of each ``prepare.frame_count`` mode."""
+    r = record["results"]
+    rows = [[f"`{mode}`", f"{seconds:.2f} s", f"{r['cpu_s'][mode]:.4f} s"]
+            for mode, seconds in sorted(r["cpu_s_per_video_hour"].items(), key=lambda item: item[1])]
+    header = ("`frame_count`", "CPU seconds per hour of video",
+              f"CPU seconds for the {r['seconds']:g} s {r['video']} video ({count(r['frames'])} frames)")
+    repeats = f"The fastest of {r['repeats']} runs of `probe_video` per mode (process time). "
+    return table(header, rows) + "\n\n" + repeats + measured_on(record, "benchmarks/results/probe_video.json")
+
+
+def embed_audio(record: dict[str, Any]) -> str:
+    """docs/embeddings.md: embed-audio's TDNN pass window by window vs shared spans, per backend."""
+    r = record["results"]
+    backends = [name for name in ("onnx", "torch") if name in r]
+    rows = [[f"`{name}`", rate(r[name]["window_by_window_frames_per_s"]), rate(r[name]["shared_spans_frames_per_s"]),
+             f"**{r[name]['speedup']:.1f}×**", f"{r[name]['max_diff_float16_steps']:g}"] for name in backends]
+    channels = ", ".join(str(c) for c in r["tdnn_channels"])
+    header = ("backend", "window by window, frames/s", "shared spans, frames/s", "speed-up",
+              "largest difference, float16 steps")
+    settings = (f"{count(r['frames'])} frames at {r['fps']:g} fps, {r['context_frames']} mel frames per window, "
+                f"TDNN channels {channels}, batch size {r['batch_size']}, {r['threads']} thread.")
+    return table(header, rows) + "\n\n" + settings + " " + measured_on(record, "benchmarks/results/embed_audio.json")

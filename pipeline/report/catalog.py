@@ -15,6 +15,8 @@ RENDERERS: dict[str, Renderer] = build_registry([
     Renderer("bench-face-tracking", ("benchmarks/results/face_tracking.json",), bench_tables.face_tracking),
     Renderer("bench-synth", ("benchmarks/results/synth.json",), bench_tables.synth),
     Renderer("bench-pack-frames", ("benchmarks/results/pack_frames.json",), bench_tables.pack_frames),
+    Renderer("bench-probe-video", ("benchmarks/results/probe_video.json",), bench_tables.probe_video),
+    Renderer("bench-embed-audio", ("benchmarks/results/embed_audio.json",), bench_tables.embed_audio),
     Renderer("bench-embed-visual", ("benchmarks/results/embed_visual.json",), bench_tables.embed_visual),
     Renderer("bench-sequence-cache", ("benchmarks/results/sequence_cache.json",), bench_tables.sequence_cache),
     Renderer("bench-sequence-loader", ("benchmarks/results/sequence_loader.json",), bench_tables.sequence_loader),

@@ -120,3 +120,31 @@ def test_repro_time_table_lists_each_stage_and_the_total() -> None:
     text = RENDERERS["repro-time"].render(record)
     assert "| `synth` | 61 s |" in text and "| `evaluate` | 10 s |" in text and "| **total** | **71 s** |" in text
     assert "benchmarks/repro_time.py" in text
+
+
+def test_probe_video_table_gives_each_mode_per_video_hour() -> None:
+    results = {"video": "synthetic", "frames": 3600, "seconds": 120.0, "bytes": 1, "repeats": 3,
+               "cpu_s": {"header": 0.004, "demux": 0.0784, "decode": 0.2444},
+               "cpu_s_per_video_hour": {"header": 0.12, "demux": 2.35, "decode": 7.33}}
+    record = benchmark_record("probe_video", results, ["benchmarks/probe_video.py", "--seconds", "120"],
+                              threads=1, load_before=[0.1, 0.1, 0.1])
+    text = RENDERERS["bench-probe-video"].render(record)
+    assert "| `header` | 0.12 s | 0.0040 s |" in text and "| `decode` | 7.33 s | 0.2444 s |" in text
+    assert text.index("| `header`") < text.index("| `demux`") < text.index("| `decode`")   # cheapest first
+    assert "120 s synthetic video (3,600 frames)" in text and "fastest of 3 runs" in text
+    assert "python benchmarks/probe_video.py --seconds 120`" in text
+
+
+def test_embed_audio_table_gives_both_paths_speedup_and_difference_per_backend() -> None:
+    def backend(old: float, new: float, steps: float) -> dict:
+        return {"window_by_window_frames_per_s": old, "shared_spans_frames_per_s": new,
+                "speedup": round(new / old, 2), "max_diff_float16_steps": steps}
+
+    results = {"frames": 300, "fps": 30.0, "context_frames": 51, "batch_size": 64, "tdnn_channels": [128, 256],
+               "receptive_field": 15, "threads": 1, "onnx": backend(447.0, 3145.0, 1.0),
+               "torch": backend(402.0, 2582.0, 0.0)}
+    record = benchmark_record("embed_audio", results, ["benchmarks/embed_audio.py"], threads=1,
+                              load_before=[100.0, 1.0, 1.0])
+    text = RENDERERS["bench-embed-audio"].render(record)
+    assert "| `onnx` | 447 | 3,145 | **7.0×** | 1 |" in text and "| `torch` | 402 | 2,582 | **6.4×** | 0 |" in text
+    assert "TDNN channels 128, 256" in text and "busy machine" in text
