@@ -69,10 +69,12 @@ def synth(record: dict[str, Any]) -> str:
 def pack_frames(record: dict[str, Any]) -> str:
     """docs/data.md: frame store size against the source JPEGs, pack and random-read rates."""
     r = record["results"]
+    overhead = (r["store_bytes"] - r["source_jpeg_bytes"]) / r["faces"]
     rows = [[count(r["faces"]), count(r["source_jpeg_bytes"]), count(r["store_bytes"]), f"**{r['ratio']:.3f}**",
-             f"{rate(r['pack_frames_per_s'])} frames/s ({r['pack_workers']} workers)",
+             f"{overhead:.0f} bytes", f"{rate(r['pack_frames_per_s'])} frames/s ({r['pack_workers']} workers)",
              f"{rate(r['random_read_frames_per_s'])} frames/s (batches of {r['random_read_batch']})"]]
-    header = ("faces", "source JPEG bytes", "store bytes", "ratio", "pack rate", "random read")
+    header = ("faces", "source JPEG bytes", "store bytes", "ratio", "store bytes over the JPEGs, per face",
+              "pack rate", "random read")
     return table(header, rows) + "\n\n" + measured_on(record, "benchmarks/results/pack_frames.json")
 
 

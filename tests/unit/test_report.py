@@ -125,7 +125,7 @@ def test_repro_time_table_lists_each_stage_and_the_total() -> None:
 def test_probe_video_table_gives_each_mode_per_video_hour() -> None:
     results = {"video": "synthetic", "frames": 3600, "seconds": 120.0, "bytes": 1, "repeats": 3,
                "cpu_s": {"header": 0.004, "demux": 0.0784, "decode": 0.2444},
-               "cpu_s_per_video_hour": {"header": 0.12, "demux": 2.35, "decode": 7.33}}
+               "cpu_s_per_video_hour": {"decode": 7.33, "header": 0.12, "demux": 2.35}}
     record = benchmark_record("probe_video", results, ["benchmarks/probe_video.py", "--seconds", "120"],
                               threads=1, load_before=[0.1, 0.1, 0.1])
     text = RENDERERS["bench-probe-video"].render(record)
@@ -148,3 +148,12 @@ def test_embed_audio_table_gives_both_paths_speedup_and_difference_per_backend()
     text = RENDERERS["bench-embed-audio"].render(record)
     assert "| `onnx` | 447 | 3,145 | **7.0×** | 1 |" in text and "| `torch` | 402 | 2,582 | **6.4×** | 0 |" in text
     assert "TDNN channels 128, 256" in text and "busy machine" in text
+
+
+def test_pack_frames_table_gives_the_store_overhead_per_face() -> None:
+    results = {"faces": 1000, "source_jpeg_bytes": 4_000_000, "store_bytes": 4_130_000, "ratio": 1.0325,
+               "pack_frames_per_s": 593.2, "pack_workers": 2, "random_read_frames_per_s": 573.2, "random_read_batch": 64}
+    record = benchmark_record("pack_frames", results, ["benchmarks/pack_frames.py"], threads=2,
+                              load_before=[0.1, 0.1, 0.1])
+    text = RENDERERS["bench-pack-frames"].render(record)
+    assert "| 1,000 | 4,000,000 | 4,130,000 | **1.032** | 130 bytes | 593 frames/s (2 workers) |" in text
