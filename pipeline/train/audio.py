@@ -303,7 +303,8 @@ def fit(
         raise ValueError("no labelled training frames for either task")
     schedule = TaskSchedule(config.alternation, tasks)
     validation_names = splits.validation_subjects()
-    key = {"config": to_dict(config), "data": data_key}
+    # The export tolerance does not change training: loosening it after a failed check resumes.
+    key = {"config": {k: v for k, v in to_dict(config).items() if k != "parity_rtol"}, "data": data_key}
     loop = LoopState.resume(Path(work_dir) / STATE_FILE, key, model, optimizer)
 
     def train_epoch(epoch: int) -> dict[str, list[float]]:

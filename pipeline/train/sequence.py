@@ -152,7 +152,9 @@ def fit(
         raise ValueError("no training window holds an AU or expression label; check the manifest splits")
     schedule = TaskSchedule(config.alternation, tasks)
     # ``epochs`` is not part of the key: a run with more epochs continues a shorter one.
-    key = {"config": {k: v for k, v in to_dict(config).items() if k != "epochs"}, "data": data_key}
+    # The export tolerance does not change training: loosening it after a failed check resumes.
+    key = {"config": {k: v for k, v in to_dict(config).items() if k not in ("epochs", "parity_rtol")},
+           "data": data_key}
     loop = LoopState.resume(work_dir / STATE_FILE, key, model, optimizer, max_epochs=config.epochs)
 
     def train_epoch(epoch: int) -> dict[str, list[float]]:

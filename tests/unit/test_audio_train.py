@@ -127,6 +127,22 @@ def test_other_params_start_over(toy, tmp_path: Path) -> None:
     assert [h["epoch"] for h in again.history] == [1]
 
 
+def test_loosening_the_parity_tolerance_resumes_instead_of_retraining(toy, tmp_path: Path, monkeypatch) -> None:
+    # After a failed parity check a user raises train_audio.parity_rtol and reruns: training must
+    # not start over, since the tolerance only judges the export.
+    subjects, splits = toy
+    first = fit(subjects, splits, tiny_config(epochs=1, max_segments=2, parity_rtol=1e-12), tmp_path,
+                torch.device("cpu"))
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(audio_train, "predict_subjects", no_training)
+    again = fit(subjects, splits, tiny_config(epochs=1, max_segments=2, parity_rtol=1e-3), tmp_path,
+                torch.device("cpu"))
+    assert again.metrics == first.metrics
+
+
 def test_an_absurd_lr_stops_training_with_a_clear_error(toy, tmp_path: Path) -> None:
     subjects, splits = toy
     with pytest.raises(DivergedError, match=r"train_audio: training diverged at epoch 1, batch \d+: .*"
