@@ -1,0 +1,232 @@
+"""MXNet IndexedRecordIO (``.rec`` + ``.idx``), read and written without mxnet.
+
+The layout (dmlc-core's RecordIO, as insightface's ``train.rec`` uses it): each record is a uint32
+magic ``0xced7230a``, a uint32 length word (lower 29 bits: byte length of this part; upper 3 bits:
+continuation flag, 0 whole record, 1 first part, 2 middle part, 3 last part) and the payload padded
+with zeros to 4 bytes. A writer splits a payload wherever the magic itself occurs at a 4-byte aligned
+offset (the magic is dropped there and restored by the reader), so a reader can resynchronise on the
+magic. The ``.idx`` file is text, one ``key<TAB>byte offset`` line per record.
+
+An image record's payload starts with an IRHeader (struct ``<IfQQ``: flag, label, id, id2); when
+``flag > 0`` the label is instead ``flag`` float32 values following the header; the image bytes come
+last.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> with RecordWriter(root / "x.rec", root / "x.idx") as writer:
+    ...     writer.write(0, pack_record(IRHeader(0, 7.0, 0, 0), b"abc"))
+    >>> header, data = unpack_record(RecordReader(root / "x.rec", root / "x.idx").read(0))
+    >>> header.label, data
+    (7.0, b'abc')
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+from types import TracebackType
+from typing import NamedTuple
+
+import numpy as np
+
+MAGIC = 0xCED7230A
+_MAGIC_BYTES = struct.pack("<I", MAGIC)
+_LENGTH_BITS = 29
+_LENGTH_MASK = (1 << _LENGTH_BITS) - 1
+WHOLE, FIRST, MIDDLE, LAST = 0, 1, 2, 3
+_IR_FORMAT = "<IfQQ"
+IR_SIZE = struct.calcsize(_IR_FORMAT)   # 24 bytes
+
+
+class RecordIOError(ValueError):
+    """A ``.rec``/``.idx`` pair that does not hold what the format says; the message names file and offset."""
+
+
+class IRHeader(NamedTuple):
+    """The header of an image record: ``label`` is a float, or a float32 array when ``flag > 0``."""
+
+    flag: int
+    label: float | np.ndarray
+    id: int
+    id2: int
+
+
+def pack_record(header: IRHeader, data: bytes) -> bytes:
+    """Payload of one record: the IRHeader, the label array when it is one, then ``data``."""
+    if np.ndim(header.label) == 0:
+        return struct.pack(_IR_FORMAT, 0, float(header.label), header.id, header.id2) + data
+    labels = np.asarray(header.label, dtype="<f4").ravel()
+    return struct.pack(_IR_FORMAT, labels.size, 0.0, header.id, header.id2) + labels.tobytes() + data
+
+
+def unpack_record(payload: bytes, where: str = "record") -> tuple[IRHeader, bytes]:
+    """Split a record payload into its IRHeader and the bytes after it (``where`` names it in errors)."""
+    if len(payload) < IR_SIZE:
+        raise RecordIOError(f"{where}: {len(payload)} bytes, shorter than the {IR_SIZE}-byte IRHeader")
+    flag, label, rid, rid2 = struct.unpack_from(_IR_FORMAT, payload)
+    rest = payload[IR_SIZE:]
+    if flag > 0:
+        if len(rest) < 4 * flag:
+            raise RecordIOError(f"{where}: IRHeader says {flag} float labels but only {len(rest)} bytes follow")
+        labels = np.frombuffer(rest[:4 * flag], dtype="<f4").copy()
+        return IRHeader(flag, labels, rid, rid2), rest[4 * flag:]
+    return IRHeader(flag, float(label), rid, rid2), rest
+
+
+def read_index(idx_path: str | Path) -> dict[int, int]:
+    """The ``.idx`` file as {key: byte offset}, in file order."""
+    idx_path = Path(idx_path)
+    if not idx_path.is_file():
+        raise FileNotFoundError(f"{idx_path}: index file not found (a .rec needs its .idx beside it)")
+    index: dict[int, int] = {}
+    with idx_path.open() as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            fields = line.split("\t")
+            try:
+                key, offset = int(fields[0]), int(fields[1])
+            except (IndexError, ValueError):
+                raise RecordIOError(f"{idx_path}:{number}: expected 'key<TAB>offset', got {line.rstrip()!r}") from None
+            index[key] = offset
+    return index
+
+
+class RecordReader:
+    """Random access to the records of a ``.rec`` through its ``.idx``.
+
+    The file is opened lazily, once per process (the pid is checked on each read), so a reader made
+    before a DataLoader forks its workers, or handed to several processes, never shares a file
+    position between them.
+    """
+
+    def __init__(self, rec_path: str | Path, idx_path: str | Path) -> None:
+        self.rec_path = Path(rec_path)
+        if not self.rec_path.is_file():
+            raise FileNotFoundError(f"{self.rec_path}: record file not found")
+        self.index = read_index(idx_path)
+        self.size = self.rec_path.stat().st_size
+        self._fh = None
+        self._pid = -1
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_fh"], state["_pid"] = None, -1   # a pickled copy opens its own file
+        return state
+
+    def keys(self) -> list[int]:
+        """The record keys, in index order."""
+        return list(self.index)
+
+    def read(self, key: int) -> bytes:
+        """The payload of record ``key`` (continuation parts joined)."""
+        if key not in self.index:
+            raise KeyError(f"{self.rec_path}: no record {key} in the index")
+        return self.read_at(self.index[key], f"{self.rec_path}: record {key}")
+
+    def read_at(self, offset: int, where: str) -> bytes:
+        """The payload of the record starting at byte ``offset``."""
+        fh = self._file()
+        parts: list[bytes] = []
+        pos = offset
+        while True:
+            if pos + 8 > self.size:
+                raise RecordIOError(f"{where} at offset {pos}: past the end of the file ({self.size} bytes)")
+            fh.seek(pos)
+            magic, word = struct.unpack("<II", fh.read(8))
+            if magic != MAGIC:
+                raise RecordIOError(f"{where} at offset {pos}: wrong magic 0x{magic:08x} (expected 0x{MAGIC:08x})")
+            flag, length = word >> _LENGTH_BITS, word & _LENGTH_MASK
+            padded = (length + 3) & ~3
+            if pos + 8 + padded > self.size:
+                raise RecordIOError(f"{where} at offset {pos}: {length} bytes announced, file ends first")
+            parts.append(fh.read(length))
+            pos += 8 + padded
+            if flag in (WHOLE, LAST):
+                break
+            parts.append(_MAGIC_BYTES)   # the writer cut the payload at a magic it dropped
+        payload = b"".join(parts)
+        if not payload:
+            raise RecordIOError(f"{where} at offset {offset}: empty record")
+        return payload
+
+    def close(self) -> None:
+        """Close this process's file handle (a later read reopens it)."""
+        if self._fh is not None and self._pid == os.getpid():
+            self._fh.close()
+        self._fh, self._pid = None, -1
+
+    def _file(self):  # noqa: ANN202 - a binary file object
+        if self._pid != os.getpid():
+            self._fh = self.rec_path.open("rb")   # the parent's handle stays with the parent
+            self._pid = os.getpid()
+        return self._fh
+
+
+class RecordWriter:
+    """Write records and their index: ``write(key, payload)`` appends one record.
+
+    Writes to temporary names and renames both onto ``rec_path``/``idx_path`` on a clean exit of the
+    ``with`` block (the ``.idx`` last, so a complete index always points into a complete file).
+    """
+
+    def __init__(self, rec_path: str | Path, idx_path: str | Path) -> None:
+        self.rec_path, self.idx_path = Path(rec_path), Path(idx_path)
+        self._tmp_rec = self.rec_path.with_name(f".{self.rec_path.name}.tmp-{os.getpid()}")
+        self._tmp_idx = self.idx_path.with_name(f".{self.idx_path.name}.tmp-{os.getpid()}")
+        self._rec = None
+        self._idx = None
+        self._pos = 0
+
+    def __enter__(self) -> "RecordWriter":
+        self.rec_path.parent.mkdir(parents=True, exist_ok=True)
+        self._rec = self._tmp_rec.open("wb")
+        self._idx = self._tmp_idx.open("w")
+        return self
+
+    def write(self, key: int, payload: bytes) -> None:
+        """Append ``payload`` as record ``key``."""
+        if self._rec is None:
+            raise RuntimeError(f"{self.rec_path}: write() outside the writer's with block")
+        if not payload:
+            raise ValueError(f"{self.rec_path}: record {key} is empty")
+        self._idx.write(f"{key}\t{self._pos}\n")
+        chunks = encode_record(payload)
+        self._rec.write(chunks)
+        self._pos += len(chunks)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._rec.close()
+        self._idx.close()
+        if exc_type is None:
+            os.replace(self._tmp_rec, self.rec_path)
+            os.replace(self._tmp_idx, self.idx_path)
+        else:
+            self._tmp_rec.unlink(missing_ok=True)
+            self._tmp_idx.unlink(missing_ok=True)
+
+
+def encode_record(payload: bytes) -> bytes:
+    """The bytes of one record: split at aligned magics, each part framed, padded to 4 bytes."""
+    if len(payload) > _LENGTH_MASK:
+        raise ValueError(f"record of {len(payload)} bytes exceeds the format's {_LENGTH_MASK}-byte limit")
+    cuts, i = [], payload.find(_MAGIC_BYTES)
+    while i != -1:   # only aligned occurrences count, as in dmlc-core's writer
+        if i % 4 == 0:
+            cuts.append(i)
+            i = payload.find(_MAGIC_BYTES, i + 4)
+        else:
+            i = payload.find(_MAGIC_BYTES, i + 1)
+    out, start = [], 0
+    for n, cut in enumerate(cuts):
+        out.append(_frame(FIRST if n == 0 else MIDDLE, payload[start:cut]))
+        start = cut + 4
+    out.append(_frame(LAST if cuts else WHOLE, payload[start:]))
+    return b"".join(out)
+
+
+def _frame(flag: int, part: bytes) -> bytes:
+    pad = (-len(part)) % 4
+    return struct.pack("<II", MAGIC, (flag << _LENGTH_BITS) | len(part)) + part + b"\0" * pad
