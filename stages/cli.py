@@ -20,6 +20,7 @@ STAGES: dict[str, str] = {
     "evaluate": "evaluate",
     "predict": "predict",
     "ablate": "ablate",
+    "faces-info": "faces_info",
 }
 
 # One-line summaries for `mmaffect --help`, so listing commands imports no stage (and no torch).
@@ -36,6 +37,7 @@ SUMMARIES: dict[str, str] = {
     "evaluate": "Score all variants; write metrics, plots, submissions.",
     "predict": "Predict per-frame AUs and expressions for new videos.",
     "ablate": "Run a train-sequence params grid as DVC experiments; tabulate.",
+    "faces-info": "Print format, identities and images of a face-identity set.",
 }
 
 

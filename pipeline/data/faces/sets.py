@@ -48,7 +48,7 @@ def decode_jpeg(data: bytes, where: str) -> np.ndarray:
         raise RecordIOError(f"{where}: not a JPEG (starts with {data[:4].hex() or 'nothing'})")
     try:
         with Image.open(io.BytesIO(data)) as image:
-            return np.asarray(image.convert("RGB"))
+            return np.array(image.convert("RGB"))
     except (UnidentifiedImageError, OSError) as exc:
         raise RecordIOError(f"{where}: broken JPEG ({exc})") from exc
 

@@ -60,11 +60,13 @@ class FaceIdentityConfig:
     scale_jitter: float = 0.06
     shift_px: float = 3.0              # crop pixels
     expression_rate: float = 0.6       # share of images showing an expression (else neutral)
+    blink_rate: float = 0.1            # share of images with the eyes closed
     occlusion_rate: float = 0.15
     blur_rate: float = 0.2
     blur_radius: tuple[float, float] = (0.6, 1.8)
     light_gain: tuple[float, float] = (0.6, 1.3)
     light_gradient: float = 0.4
+    color_cast: float = 0.08           # per-channel light gain in 1 +- color_cast
     noise_std: tuple[float, float] = (1.0, 6.0)
     jpeg_quality: int = 90
 
@@ -72,7 +74,7 @@ class FaceIdentityConfig:
         if self.identities < 2 or self.images_per_identity < 2:
             raise ValueError(f"need >= 2 identities and >= 2 images each, got {self.identities} x "
                              f"{self.images_per_identity}")
-        for name in ("expression_rate", "occlusion_rate", "blur_rate"):
+        for name in ("expression_rate", "blink_rate", "occlusion_rate", "blur_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
@@ -92,7 +94,7 @@ def render_face(cfg: FaceIdentityConfig, label: int, image: int) -> np.ndarray:
     au = np.zeros(NUM_DRAWN)
     if rng.random() < cfg.expression_rate:
         au = prototype_intensity(int(rng.integers(1, NUM_EXPRS)), style) * rng.uniform(0.3, 1.0)
-    blink = float(rng.random() < 0.1)
+    blink = float(rng.random() < cfg.blink_rate)
     size = CROP_SIZE * SUPERSAMPLE
     base = aligned_pose(size)
     shift = rng.uniform(-cfg.shift_px, cfg.shift_px, 2) * SUPERSAMPLE
@@ -143,5 +145,5 @@ def _light(rng: np.random.Generator, cfg: FaceIdentityConfig) -> np.ndarray:
     direction = rng.uniform(0, 2 * math.pi)
     y, x = np.mgrid[0:CROP_SIZE, 0:CROP_SIZE].astype(np.float32) / CROP_SIZE - 0.5
     ramp = 1 + cfg.light_gradient * rng.uniform(0.3, 1.0) * (x * math.cos(direction) + y * math.sin(direction))
-    tint = 1 + rng.uniform(-0.08, 0.08, 3)
+    tint = 1 + rng.uniform(-cfg.color_cast, cfg.color_cast, 3)
     return (rng.uniform(*cfg.light_gain) * ramp[:, :, None] * tint).astype(np.float32)
