@@ -106,12 +106,19 @@ def test_wrong_magic_is_an_error_naming_offset(tmp_path: Path) -> None:
 def test_index_pointing_past_the_end_is_an_error(tmp_path: Path) -> None:
     good = encode_record(b"abcd")
     rec, idx = _write_raw(tmp_path, [good, good], offsets=[0, 4096])
-    with pytest.raises(RecordIOError, match=r"record 1 at offset 4096: past the end of the file \(24 bytes\)"):
+    with pytest.raises(RecordIOError, match=r"record 1 at offset 4096: outside the file \(24 bytes\)"):
         RecordReader(rec, idx).read(1)
     truncated = struct.pack("<II", MAGIC, 100) + b"abcd"
     rec, idx = _write_raw(tmp_path, [good, truncated])
     with pytest.raises(RecordIOError, match="100 bytes announced, file ends first"):
         RecordReader(rec, idx).read(1)
+
+
+def test_malformed_index_line_names_file_and_line(tmp_path: Path) -> None:
+    rec, idx = _write_raw(tmp_path, [encode_record(b"abcd")])
+    idx.write_text("0\t0\n1 8\n")
+    with pytest.raises(RecordIOError, match=r"train\.idx:2: expected 'key<TAB>offset', got '1 8'"):
+        RecordReader(rec, idx)
 
 
 def test_missing_idx_names_the_index(tmp_path: Path) -> None:

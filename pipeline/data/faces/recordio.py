@@ -131,8 +131,8 @@ class RecordReader:
         parts: list[bytes] = []
         pos = offset
         while True:
-            if pos + 8 > self.size:
-                raise RecordIOError(f"{where} at offset {pos}: past the end of the file ({self.size} bytes)")
+            if pos < 0 or pos + 8 > self.size:
+                raise RecordIOError(f"{where} at offset {pos}: outside the file ({self.size} bytes)")
             fh.seek(pos)
             magic, word = struct.unpack("<II", fh.read(8))
             if magic != MAGIC:
