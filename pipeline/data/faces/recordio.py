@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import struct
+import warnings
 from pathlib import Path
 from types import TracebackType
 from typing import NamedTuple
@@ -74,23 +75,62 @@ def unpack_record(payload: bytes, where: str = "record") -> tuple[IRHeader, byte
     return IRHeader(flag, float(label), rid, rid2), rest
 
 
-def read_index(idx_path: str | Path) -> dict[int, int]:
-    """The ``.idx`` file as {key: byte offset}, in file order."""
+class RecordIndex:
+    """The ``.idx`` file as two int64 arrays (keys and offsets, in file order).
+
+    Arrays rather than a dict: Glint360K's index has 17 million lines, and DataLoader workers touch
+    a Python dict's objects (copy-on-write copies) but not a numpy array's pages.
+    """
+
+    def __init__(self, keys: np.ndarray, offsets: np.ndarray) -> None:
+        self.keys, self.offsets = keys, offsets
+        # the usual index numbers its records 0..N-1 in order: a key is then its own position
+        self._dense = bool(len(keys) == 0 or (keys[0] == 0 and np.array_equal(keys, np.arange(len(keys)))))
+        self._order = None if self._dense else np.argsort(keys, kind="stable")
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __contains__(self, key: int) -> bool:
+        return self.position(key) is not None
+
+    def position(self, key: int) -> int | None:
+        """Line number (0-based) of ``key`` in the index, or None when absent."""
+        if self._dense:
+            return int(key) if 0 <= key < len(self.keys) else None
+        at = int(np.searchsorted(self.keys, key, sorter=self._order))
+        if at < len(self.keys) and self.keys[self._order[at]] == key:
+            return int(self._order[at])
+        return None
+
+    def offset(self, key: int) -> int | None:
+        """Byte offset of record ``key``, or None when the index lacks it."""
+        at = self.position(key)
+        return None if at is None else int(self.offsets[at])
+
+
+def read_index(idx_path: str | Path) -> RecordIndex:
+    """Parse a ``.idx`` file (``key<TAB>offset`` lines)."""
     idx_path = Path(idx_path)
     if not idx_path.is_file():
         raise FileNotFoundError(f"{idx_path}: index file not found (a .rec needs its .idx beside it)")
-    index: dict[int, int] = {}
-    with idx_path.open() as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            fields = line.split("\t")
-            try:
-                key, offset = int(fields[0]), int(fields[1])
-            except (IndexError, ValueError):
-                raise RecordIOError(f"{idx_path}:{number}: expected 'key<TAB>offset', got {line.rstrip()!r}") from None
-            index[key] = offset
-    return index
+    text = idx_path.read_bytes().rstrip()
+    lines = text.count(b"\n") + 1 if text else 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)   # a bad token: found by the line check below
+        numbers = np.fromstring(text, dtype=np.int64, sep=" ") if lines else np.zeros(0, np.int64)
+    if len(numbers) != 2 * lines or text.count(b"\t") != lines:
+        _raise_first_bad_line(idx_path, text)
+    pairs = numbers.reshape(-1, 2)
+    return RecordIndex(pairs[:, 0].copy(), pairs[:, 1].copy())
+
+
+def _raise_first_bad_line(idx_path: Path, text: bytes) -> None:
+    for number, line in enumerate(text.decode(errors="replace").splitlines(), 1):
+        fields = line.split("\t")
+        if line.strip() and (len(fields) != 2 or not all(f.strip().lstrip("-").isdigit() for f in fields)):
+            raise RecordIOError(f"{idx_path}:{number}: expected 'key<TAB>offset', got {line.rstrip()!r}")
+    raise RecordIOError(f"{idx_path}: not a 'key<TAB>offset' index")
 
 
 class RecordReader:
@@ -115,15 +155,16 @@ class RecordReader:
         state["_fh"], state["_pid"] = None, -1   # a pickled copy opens its own file
         return state
 
-    def keys(self) -> list[int]:
-        """The record keys, in index order."""
-        return list(self.index)
+    def keys(self) -> np.ndarray:
+        """The record keys (int64), in index order."""
+        return self.index.keys
 
     def read(self, key: int) -> bytes:
         """The payload of record ``key`` (continuation parts joined)."""
-        if key not in self.index:
+        offset = self.index.offset(key)
+        if offset is None:
             raise KeyError(f"{self.rec_path}: no record {key} in the index")
-        return self.read_at(self.index[key], f"{self.rec_path}: record {key}")
+        return self.read_at(offset, f"{self.rec_path}: record {key}")
 
     def read_at(self, offset: int, where: str) -> bytes:
         """The payload of the record starting at byte ``offset``."""

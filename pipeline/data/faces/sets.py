@@ -75,7 +75,8 @@ class PackedFaceSet:
             self.header0 = (first_identity, stop)
             self.keys = np.arange(1, first_identity, dtype=np.int64)
         else:
-            self.keys = np.array([k for k in self.reader.keys() if k != 0], dtype=np.int64)
+            keys = self.reader.keys()
+            self.keys = keys[keys != 0]
         for key in self.keys[[0, -1]] if len(self.keys) else ():
             if int(key) not in self.reader.index:
                 raise RecordIOError(f"{self.rec_path}: record 0 announces image record {int(key)}, "
