@@ -24,18 +24,19 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=12)
     parser.add_argument("--target", type=int, default=1000, help="identities to extrapolate to")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1, help="rendering processes")
     args = parser.parse_args()
     cfg = FaceIdentityConfig(identities=args.identities, images_per_identity=args.images, seed=args.seed)
     scratch = scratch_dir("mmaffect-faces-bench-")
     try:
         wall, cpu = time.perf_counter(), time.process_time()
-        summary = generate_face_identities(scratch / "faces", cfg)
+        summary = generate_face_identities(scratch / "faces", cfg, workers=args.workers)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         folder_bytes = sum(p.stat().st_size for p in (scratch / "faces" / "folder").rglob("*.jpg"))
         per_image = wall / summary["images"]
         scale = args.target / args.identities
         print(json.dumps({
-            **summary, "images_per_identity": args.images, "seconds_wall": round(wall, 2),
+            **summary, "images_per_identity": args.images, "workers": args.workers, "seconds_wall": round(wall, 2),
             "seconds_cpu": round(cpu, 2), "ms_per_image_wall": round(1000 * per_image, 2),
             "bytes_folder": folder_bytes, "target_identities": args.target,
             "target_seconds_wall_extrapolated": round(wall * scale, 1),

@@ -30,6 +30,14 @@ def test_same_config_same_bytes_and_a_new_seed_new_people(tmp_path: Path) -> Non
     assert not list(tmp_path.glob(".*tmp-*"))
 
 
+def test_parallel_workers_write_the_same_bytes(tmp_path: Path) -> None:
+    cfg = FaceIdentityConfig(identities=3, images_per_identity=2, seed=4)
+    generate_face_identities(tmp_path / "one", cfg)
+    generate_face_identities(tmp_path / "two", cfg, workers=2)
+    for name in ("rec/train.rec", "rec/train.idx", "folder/00001/0000.jpg"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+
+
 def _features(image: np.ndarray) -> np.ndarray:
     """Log colour of the hair line and of the face centre, light level taken out: a crude identity cue."""
     regions = (image[5:15, 40:72], image[50:75, 40:72])

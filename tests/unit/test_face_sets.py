@@ -166,6 +166,17 @@ def test_a_set_without_header_reads_every_key_as_an_image(tmp_path: Path) -> Non
     assert len(faces) == 3 and faces.identities == 2 and faces.labels.tolist() == [4, 4, 9]
 
 
+def test_an_index_with_keys_out_of_order_finds_each_record(tmp_path: Path) -> None:
+    records = [encode_record(payload) for payload in (b"zero", b"nine", b"two!")]
+    rec, idx = _write_raw(tmp_path, records)
+    idx.write_text(f"5\t0\n9\t{len(records[0])}\n2\t{len(records[0]) + len(records[1])}\n")
+    reader = RecordReader(rec, idx)
+    assert [reader.read(k) for k in (2, 5, 9)] == [b"two!", b"zero", b"nine"]
+    assert reader.keys().tolist() == [5, 9, 2] and 3 not in reader.index
+    with pytest.raises(KeyError, match="no record 3 in the index"):
+        reader.read(3)
+
+
 def test_paths_that_are_no_face_set_are_clear_errors(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(FaceSetFormatError, match="neither an insightface"):

@@ -26,6 +26,7 @@ import dataclasses
 import json
 import logging
 import math
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -116,20 +117,34 @@ def render_face(cfg: FaceIdentityConfig, label: int, image: int) -> np.ndarray:
     return np.clip(pixels, 0, 255).astype(np.uint8)
 
 
-def iter_faces(cfg: FaceIdentityConfig) -> Iterator[tuple[int, bytes]]:
-    """(label, JPEG bytes) of every image, identity by identity."""
-    for label in range(cfg.identities):
-        for image in range(cfg.images_per_identity):
-            yield label, jpeg_bytes(render_face(cfg, label, image), cfg.jpeg_quality)
+def identity_jpegs(cfg: FaceIdentityConfig, label: int) -> list[bytes]:
+    """The JPEG bytes of every image of person ``label``."""
+    return [jpeg_bytes(render_face(cfg, label, image), cfg.jpeg_quality) for image in range(cfg.images_per_identity)]
 
 
-def generate_face_identities(out: str | Path, cfg: FaceIdentityConfig) -> dict[str, object]:
-    """Write the set to ``out`` (``rec/``, ``folder/``, summary; replaced atomically); return the summary."""
+def iter_faces(cfg: FaceIdentityConfig, workers: int = 1) -> Iterator[tuple[int, bytes]]:
+    """(label, JPEG bytes) of every image, identity by identity; ``workers`` processes render in
+    parallel (the bytes do not depend on it)."""
+    labels = range(cfg.identities)
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for label, jpegs in zip(labels, pool.map(identity_jpegs, [cfg] * len(labels), labels, chunksize=8)):
+                yield from ((label, jpeg) for jpeg in jpegs)
+    else:
+        for label in labels:
+            yield from ((label, jpeg) for jpeg in identity_jpegs(cfg, label))
+
+
+def generate_face_identities(out: str | Path, cfg: FaceIdentityConfig, workers: int = 1) -> dict[str, object]:
+    """Write the set to ``out`` (``rec/``, ``folder/``, summary; replaced atomically); return the summary.
+
+    ``workers`` processes render the images; the files are the same for any number.
+    """
     out = Path(out)
     with atomic_path(out) as tmp:
         folder = FolderFaceSetWriter(tmp / "folder", cfg.identities)
         with PackedFaceSetWriter(tmp / "rec", [cfg.images_per_identity] * cfg.identities) as packed:
-            for label, jpeg in iter_faces(cfg):
+            for label, jpeg in iter_faces(cfg, workers):
                 packed.add(label, jpeg)
                 folder.add(label, jpeg)
         summary = {"identities": cfg.identities, "images": cfg.identities * cfg.images_per_identity,
