@@ -157,6 +157,22 @@ def test_packed_writer_checks_order_and_counts(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == []   # nothing half-written published
 
 
+@pytest.mark.parametrize("span,message", [
+    ((1, 9), r"identity record 3: image range \(1, 9\) outside 1\.\.2"),
+    ((1, 2), r"image record 2 belongs to no identity record"),
+])
+def test_identity_records_must_cover_the_images(tmp_path: Path, span: tuple[int, int], message: str) -> None:
+    with RecordWriter(tmp_path / "train.rec", tmp_path / "train.idx") as writer:
+        writer.write(0, pack_record(IRHeader(0, np.array([3.0, 4.0]), 0, 0), b""))
+        for key in (1, 2):
+            writer.write(key, pack_record(IRHeader(0, 0.0, key, 0), b"\xff\xd8\xff"))
+        writer.write(3, pack_record(IRHeader(0, np.array(span, dtype=float), 3, 0), b""))
+    faces = PackedFaceSet(tmp_path / "train.rec")
+    assert len(faces) == 2 and faces.identities == 1
+    with pytest.raises(RecordIOError, match=message):
+        faces.labels
+
+
 def test_a_set_without_header_reads_every_key_as_an_image(tmp_path: Path) -> None:
     with RecordWriter(tmp_path / "train.rec", tmp_path / "train.idx") as writer:
         writer.write(0, pack_record(IRHeader(0, 0.0, 0, 0), b""))

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.data.faces.recordio import RecordIOError, RecordReader, unpack_record
+from pipeline.data.faces.recordio import IRHeader, RecordIOError, RecordReader, unpack_record
 
 REC_NAME, IDX_NAME = "train.rec", "train.idx"
 IMAGE_SUFFIXES = (".jpg", ".jpeg")
@@ -94,8 +94,9 @@ class PackedFaceSet:
 
     @cached_property
     def labels(self) -> np.ndarray:
-        """(len,) int64 label of every image: from the identity records when present (one read per
-        identity), else from every image record's header."""
+        """(len,) int64 label of every image: with a header, the position of the identity record
+        whose range holds it (one read per identity; insightface numbers classes the same way), else
+        the label of every image record (one read per image)."""
         if self.header0 is None:
             return np.array([self._label(int(k)) for k in self.keys], dtype=np.int64)
         labels = np.full(len(self.keys), -1, dtype=np.int64)
@@ -114,11 +115,10 @@ class PackedFaceSet:
         return labels
 
     def jpeg(self, i: int) -> tuple[bytes, int]:
-        """The JPEG bytes and the stored label of image ``i`` (0-based)."""
+        """The JPEG bytes and the label stored in image ``i``'s record (0-based ``i``)."""
         key = int(self.keys[i])
         header, data = unpack_record(self.reader.read(key), f"{self.rec_path}: record {key}")
-        label = header.label if np.ndim(header.label) == 0 else header.label[0]
-        return data, int(label)
+        return data, _stored_label(header)
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
         data, label = self.jpeg(i)
@@ -126,7 +126,12 @@ class PackedFaceSet:
 
     def _label(self, key: int) -> int:
         header, _ = unpack_record(self.reader.read(key), f"{self.rec_path}: record {key}")
-        return int(header.label if np.ndim(header.label) == 0 else header.label[0])
+        return _stored_label(header)
+
+
+def _stored_label(header: IRHeader) -> int:
+    """An image record's class: its scalar label, or the first of its label array."""
+    return int(header.label if np.ndim(header.label) == 0 else header.label[0])
 
 
 class FolderFaceSet:
