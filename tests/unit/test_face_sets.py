@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from concurrent.futures import ThreadPoolExecutor
 import struct
 from pathlib import Path
 
@@ -214,8 +215,16 @@ def test_reader_is_safe_in_dataloader_workers(faces: Path) -> None:
     assert packed[3][1] == 1   # the parent's handle still reads correctly after the workers
 
 
+def test_threads_sharing_one_reader_get_their_own_records(faces: Path) -> None:
+    packed = open_face_set(faces / "rec")
+    expected = [packed.jpeg(i) for i in range(len(packed))]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(packed.jpeg, [i for _ in range(20) for i in range(len(packed))]))
+    assert got == expected * 20
+
+
 def test_a_pickled_reader_opens_its_own_file(faces: Path) -> None:
     packed = open_face_set(faces / "rec")
     packed[0]
     copy = pickle.loads(pickle.dumps(packed))
-    assert copy.reader._fh is None and copy.jpeg(5) == packed.jpeg(5)
+    assert copy.reader._handle is None and copy.jpeg(5) == packed.jpeg(5)

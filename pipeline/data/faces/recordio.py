@@ -136,9 +136,9 @@ def _raise_first_bad_line(idx_path: Path, text: bytes) -> None:
 class RecordReader:
     """Random access to the records of a ``.rec`` through its ``.idx``.
 
-    The file is opened lazily, once per process (the pid is checked on each read), so a reader made
-    before a DataLoader forks its workers, or handed to several processes, never shares a file
-    position between them.
+    The file is opened lazily, once per process (the pid is checked on each read), and read with
+    positional reads (``os.pread``), so a reader made before a DataLoader forks its workers, handed
+    to several processes or used from several threads never shares a file position.
     """
 
     def __init__(self, rec_path: str | Path, idx_path: str | Path) -> None:
@@ -147,12 +147,12 @@ class RecordReader:
             raise FileNotFoundError(f"{self.rec_path}: record file not found")
         self.index = read_index(idx_path)
         self.size = self.rec_path.stat().st_size
-        self._fh = None
+        self._handle: int | None = None
         self._pid = -1
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_fh"], state["_pid"] = None, -1   # a pickled copy opens its own file
+        state["_handle"], state["_pid"] = None, -1   # a pickled copy opens its own file
         return state
 
     def keys(self) -> np.ndarray:
@@ -168,21 +168,23 @@ class RecordReader:
 
     def read_at(self, offset: int, where: str) -> bytes:
         """The payload of the record starting at byte ``offset``."""
-        fh = self._file()
+        fd = self._fd()
         parts: list[bytes] = []
         pos = offset
         while True:
             if pos < 0 or pos + 8 > self.size:
                 raise RecordIOError(f"{where} at offset {pos}: outside the file ({self.size} bytes)")
-            fh.seek(pos)
-            magic, word = struct.unpack("<II", fh.read(8))
+            # positional reads: no file position to share between threads or forked processes
+            magic, word = struct.unpack("<II", os.pread(fd, 8, pos))
             if magic != MAGIC:
                 raise RecordIOError(f"{where} at offset {pos}: wrong magic 0x{magic:08x} (expected 0x{MAGIC:08x})")
             flag, length = word >> _LENGTH_BITS, word & _LENGTH_MASK
+            if flag > LAST:
+                raise RecordIOError(f"{where} at offset {pos}: continuation flag {flag} (expected 0 to 3)")
             padded = (length + 3) & ~3
             if pos + 8 + padded > self.size:
                 raise RecordIOError(f"{where} at offset {pos}: {length} bytes announced, file ends first")
-            parts.append(fh.read(length))
+            parts.append(os.pread(fd, length, pos + 8))
             pos += 8 + padded
             if flag in (WHOLE, LAST):
                 break
@@ -193,16 +195,16 @@ class RecordReader:
         return payload
 
     def close(self) -> None:
-        """Close this process's file handle (a later read reopens it)."""
-        if self._fh is not None and self._pid == os.getpid():
-            self._fh.close()
-        self._fh, self._pid = None, -1
+        """Close this process's file descriptor (a later read reopens it)."""
+        if self._handle is not None and self._pid == os.getpid():
+            os.close(self._handle)
+        self._handle, self._pid = None, -1
 
-    def _file(self):  # noqa: ANN202 - a binary file object
+    def _fd(self) -> int:
         if self._pid != os.getpid():
-            self._fh = self.rec_path.open("rb")   # the parent's handle stays with the parent
+            self._handle = os.open(self.rec_path, os.O_RDONLY)   # the parent's stays with the parent
             self._pid = os.getpid()
-        return self._fh
+        return self._handle
 
 
 class RecordWriter:
