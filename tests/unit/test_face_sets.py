@@ -69,6 +69,17 @@ def test_record_0_and_identity_records_follow_insightface(faces: Path) -> None:
     assert (faces / "rec" / "property").read_text() == "4,112,112\n"
 
 
+def test_record_layout_matches_mxnet(tmp_path: Path) -> None:
+    # MXNet's MXIndexedRecordIO documents tell() after writing 'record_0'..'record_4': 16, 32, ... 80
+    with RecordWriter(tmp_path / "x.rec", tmp_path / "x.idx") as writer:
+        for i in range(5):
+            writer.write(i, f"record_{i}".encode())
+    assert (tmp_path / "x.idx").read_text() == "".join(f"{i}\t{16 * i}\n" for i in range(5))
+    data = (tmp_path / "x.rec").read_bytes()
+    assert data[:16] == bytes.fromhex("0a23d7ce") + struct.pack("<I", 8) + b"record_0"
+    assert encode_record(b"abcde") == bytes.fromhex("0a23d7ce") + struct.pack("<I", 5) + b"abcde\0\0\0"
+
+
 def test_payload_holding_the_magic_is_split_and_rejoined(tmp_path: Path) -> None:
     payload = b"abcd" + MAGIC_BYTES + b"efgh" + MAGIC_BYTES + b"xy" + b"z" + MAGIC_BYTES  # last one unaligned
     encoded = encode_record(payload)
