@@ -21,6 +21,7 @@ STAGES: dict[str, str] = {
     "predict": "predict",
     "ablate": "ablate",
     "report": "report",
+    "faces-info": "faces_info",
 }
 
 # One-line summaries for `mmaffect --help`, so listing commands imports no stage (and no torch).
@@ -38,6 +39,7 @@ SUMMARIES: dict[str, str] = {
     "predict": "Predict per-frame AUs and expressions for new videos.",
     "ablate": "Run a train-sequence params grid as DVC experiments; tabulate.",
     "report": "Render the result tables of README.md and docs/ from JSON files.",
+    "faces-info": "Print format, identities and images of a face-identity set.",
 }
 
 

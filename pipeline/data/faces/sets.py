@@ -1,0 +1,197 @@
+"""Face-identity training sets in the two layouts face recognisers are trained from.
+
+- ``PackedFaceSet``: insightface's packed format, ``train.rec`` + ``train.idx`` (the form Glint360K,
+  MS1MV2/MS1MV3 and WebFace are distributed in). Record 0 is a header whose label array
+  ``(a, b)`` says that records ``1 .. a-1`` are images and records ``a .. b-1`` are identity
+  headers, one per identity, each labelled with the range ``(start, stop)`` of its images. A file
+  whose record 0 has no label array is read as images only, every index key but 0 being one.
+- ``FolderFaceSet``: a directory of ``<identity>/<image>.jpg`` aligned faces; identities are the
+  subdirectories in sorted order (label = position).
+
+Both are map-style datasets: ``len(s)`` images, ``s[i]`` is ``(image (H, W, 3) uint8 RGB, label)``,
+safe to hand to DataLoader workers. ``open_face_set`` chooses the reader by what the path holds.
+
+    >>> import tempfile
+    >>> from pipeline.data.synth.identities import FaceIdentityConfig, generate_face_identities
+    >>> root = Path(tempfile.mkdtemp()) / "faces"
+    >>> _ = generate_face_identities(root, FaceIdentityConfig(identities=2, images_per_identity=3))
+    >>> face_set_info(root / "rec"), face_set_info(root / "folder")["images"]
+    ({'format': 'rec', 'identities': 2, 'images': 6}, 6)
+    >>> image, label = open_face_set(root / "rec")[4]
+    >>> image.shape, label
+    ((112, 112, 3), 1)
+"""
+
+from __future__ import annotations
+
+import io
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from pipeline.data.faces.recordio import IRHeader, RecordIOError, RecordReader, unpack_record
+
+REC_NAME, IDX_NAME = "train.rec", "train.idx"
+IMAGE_SUFFIXES = (".jpg", ".jpeg")
+_JPEG_START = b"\xff\xd8\xff"
+
+
+class FaceSetFormatError(ValueError):
+    """A path that holds neither face-set format."""
+
+
+def decode_jpeg(data: bytes, where: str) -> np.ndarray:
+    """Decode JPEG bytes to (H, W, 3) uint8 RGB; ``where`` (file, record) names them in errors."""
+    if not data.startswith(_JPEG_START):
+        raise RecordIOError(f"{where}: not a JPEG (starts with {data[:4].hex() or 'nothing'})")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return np.array(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise RecordIOError(f"{where}: broken JPEG ({exc})") from exc
+
+
+class PackedFaceSet:
+    """Images and labels of a ``train.rec``/``train.idx`` pair, read through the index."""
+
+    format = "rec"
+
+    def __init__(self, rec_path: str | Path, idx_path: str | Path | None = None) -> None:
+        self.rec_path = Path(rec_path)
+        idx = Path(idx_path) if idx_path is not None else self.rec_path.with_suffix(".idx")
+        self.reader = RecordReader(self.rec_path, idx)
+        header, _ = unpack_record(self.reader.read(0), f"{self.rec_path}: record 0")
+        self.header0: tuple[int, int] | None = None
+        if header.flag > 0:
+            if header.flag < 2:
+                raise RecordIOError(f"{self.rec_path}: record 0 holds {header.flag} label, expected the 2 "
+                                    "of the identity range")
+            first_identity, stop = int(header.label[0]), int(header.label[1])
+            if not 1 <= first_identity <= stop:
+                raise RecordIOError(f"{self.rec_path}: record 0 holds the identity range "
+                                    f"({first_identity}, {stop}), expected 1 <= start <= stop")
+            self.header0 = (first_identity, stop)
+            self.keys = np.arange(1, first_identity, dtype=np.int64)
+        else:
+            keys = self.reader.keys()
+            self.keys = keys[keys != 0]
+        for key in self.keys[[0, -1]] if len(self.keys) else ():
+            if int(key) not in self.reader.index:
+                raise RecordIOError(f"{self.rec_path}: record 0 announces image record {int(key)}, "
+                                    "which the index lacks")
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @property
+    def identities(self) -> int:
+        """Number of identities: from the header when there is one, else the distinct labels."""
+        if self.header0 is not None:
+            return self.header0[1] - self.header0[0]
+        return len(np.unique(self.labels))
+
+    @cached_property
+    def labels(self) -> np.ndarray:
+        """(len,) int64 label of every image: with a header, the position of the identity record
+        whose range holds it (one read per identity; insightface numbers classes the same way), else
+        the label of every image record (one read per image)."""
+        if self.header0 is None:
+            return np.array([self._label(int(k)) for k in self.keys], dtype=np.int64)
+        labels = np.full(len(self.keys), -1, dtype=np.int64)
+        for ordinal, key in enumerate(range(*self.header0)):
+            where = f"{self.rec_path}: identity record {key}"
+            header, _ = unpack_record(self.reader.read(key), where)
+            if header.flag < 2:
+                raise RecordIOError(f"{where}: no (start, stop) label range")
+            start, stop = int(header.label[0]), int(header.label[1])
+            if not 1 <= start < stop <= len(self.keys) + 1:
+                raise RecordIOError(f"{where}: image range ({start}, {stop}) outside 1..{len(self.keys)}")
+            labels[start - 1:stop - 1] = ordinal
+        if (labels < 0).any():
+            first = int(np.nonzero(labels < 0)[0][0]) + 1
+            raise RecordIOError(f"{self.rec_path}: image record {first} belongs to no identity record")
+        return labels
+
+    def jpeg(self, i: int) -> tuple[bytes, int]:
+        """The JPEG bytes and the label stored in image ``i``'s record (0-based ``i``)."""
+        key = int(self.keys[i])
+        header, data = unpack_record(self.reader.read(key), f"{self.rec_path}: record {key}")
+        return data, _stored_label(header)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        data, label = self.jpeg(i)
+        return decode_jpeg(data, f"{self.rec_path}: record {int(self.keys[i])}"), label
+
+    def _label(self, key: int) -> int:
+        header, _ = unpack_record(self.reader.read(key), f"{self.rec_path}: record {key}")
+        return _stored_label(header)
+
+
+def _stored_label(header: IRHeader) -> int:
+    """An image record's class: its scalar label, or the first of its label array."""
+    return int(header.label if np.ndim(header.label) == 0 else header.label[0])
+
+
+class FolderFaceSet:
+    """Images of an ``<identity>/<image>.jpg`` tree; the label is the identity's sorted position."""
+
+    format = "folder"
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        names = sorted(d.name for d in self.root.iterdir() if d.is_dir()) if self.root.is_dir() else []
+        self.names: list[str] = []
+        paths: list[Path] = []
+        labels: list[int] = []
+        for name in names:
+            images = sorted(p for p in (self.root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if images:
+                labels += [len(self.names)] * len(images)
+                paths += images
+                self.names.append(name)
+        if not paths:
+            raise FaceSetFormatError(f"{self.root}: no <identity>/<image>.jpg files")
+        self.paths = paths
+        self.labels = np.array(labels, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def identities(self) -> int:
+        """Number of identity folders holding at least one image."""
+        return len(self.names)
+
+    def jpeg(self, i: int) -> tuple[bytes, int]:
+        """The JPEG bytes and the label of image ``i``."""
+        return self.paths[i].read_bytes(), int(self.labels[i])
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        data, label = self.jpeg(i)
+        return decode_jpeg(data, str(self.paths[i])), label
+
+
+FaceSet = PackedFaceSet | FolderFaceSet
+
+
+def open_face_set(path: str | Path) -> FaceSet:
+    """The reader for what ``path`` holds: a ``.rec`` file or a directory with ``train.rec`` (packed),
+    or a directory of identity folders with JPEGs (folder)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or directory")
+    if path.is_file() and path.suffix == ".rec":
+        return PackedFaceSet(path)
+    if path.is_dir() and (path / REC_NAME).is_file():
+        return PackedFaceSet(path / REC_NAME, path / IDX_NAME)
+    if path.is_dir():
+        return FolderFaceSet(path)
+    raise FaceSetFormatError(f"{path}: neither an insightface .rec/.idx pair nor an <identity>/<image>.jpg folder")
+
+
+def face_set_info(path: str | Path) -> dict[str, object]:
+    """``{"format", "identities", "images"}`` of the face set at ``path`` (see :func:`open_face_set`)."""
+    faces = open_face_set(path)
+    return {"format": faces.format, "identities": int(faces.identities), "images": len(faces)}
