@@ -2,9 +2,12 @@
 
 Generates ``--identities`` x ``--images`` into a scratch directory, times it (wall and this process's
 CPU), and extrapolates linearly to ``--target`` identities (default: the demo size, 1,000 x 12
-images): every image costs the same, being drawn from its own seed. Prints one JSON object.
+images): every image costs the same, being drawn from its own seed. Prints the JSON record and
+writes it to ``--out`` (default ``benchmarks/results/face_identities.json``, or
+``face_identities_workers2.json`` with ``--workers 2``; rendered into docs/pretrain.md).
 
     python benchmarks/face_identities.py --identities 50 --images 12
+    python benchmarks/face_identities.py --identities 50 --images 12 --workers 2
 """
 
 from __future__ import annotations
@@ -12,10 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import time
+from pathlib import Path
 
 from pipeline.data.synth.identities import FaceIdentityConfig, generate_face_identities
 from pipeline.fsio import scratch_dir
+from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record
 
 
 def main() -> None:
@@ -25,7 +31,12 @@ def main() -> None:
     parser.add_argument("--target", type=int, default=1000, help="identities to extrapolate to")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1, help="rendering processes")
+    parser.add_argument("--out", type=Path, default=None, help="where the JSON record is written "
+                        "(default: benchmarks/results/face_identities[_workersN].json)")
     args = parser.parse_args()
+    suffix = "" if args.workers == 1 else f"_workers{args.workers}"
+    out = args.out or RESULTS_DIR / f"face_identities{suffix}.json"
+    load_before = load_average()
     cfg = FaceIdentityConfig(identities=args.identities, images_per_identity=args.images, seed=args.seed)
     scratch = scratch_dir("mmaffect-faces-bench-")
     try:
@@ -35,13 +46,15 @@ def main() -> None:
         folder_bytes = sum(p.stat().st_size for p in (scratch / "faces" / "folder").rglob("*.jpg"))
         per_image = wall / summary["images"]
         scale = args.target / args.identities
-        print(json.dumps({
+        record = benchmark_record("face_identities", {
             **summary, "images_per_identity": args.images, "workers": args.workers, "seconds_wall": round(wall, 2),
             "seconds_cpu": round(cpu, 2), "ms_per_image_wall": round(1000 * per_image, 2),
             "bytes_folder": folder_bytes, "target_identities": args.target,
             "target_seconds_wall_extrapolated": round(wall * scale, 1),
             "target_bytes_rec_extrapolated": int(summary["bytes_rec"] * scale),
-        }, indent=2))
+        }, sys.argv, threads=args.workers, load_before=load_before)
+        write_record(record, out)
+        print(json.dumps(record, indent=2))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -1,12 +1,13 @@
 """Class-layer memory of the margin softmax head for 10k, 100k and 360k identities, with and without
-Partial-FC sampling. Prints one JSON object.
+Partial-FC sampling.
 
 Sizes are computed from the shapes (float32): the class centres (C x D), their gradient (dense: the
 head indexes a full parameter) and their SGD momentum buffer, and the main tensors of one step: the
 scored centres (gathered when sampled, then normalised) and the logits (B x K). K is at most
 max(int(sample_rate * C), B): every class of the batch is scored.
 The smallest class count is then allocated for real (one SGD step on the CPU) and the tensors'
-sizes are compared with the computed ones.
+sizes are compared with the computed ones. Prints the JSON record and writes it to ``--out``
+(default ``benchmarks/results/margin_memory.json``, rendered into docs/pretrain.md).
 
     python benchmarks/margin_memory.py
     python benchmarks/margin_memory.py --batch 128 --sample-rate 0.1 --dim 512
@@ -16,10 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
 import torch
 
 from pipeline.models.margin import MarginSoftmax
+from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record
 
 FLOAT = 4
 MIB = 1 << 20
@@ -61,7 +65,9 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--sample-rate", type=float, default=0.1)
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "margin_memory.json", help="where the JSON record is written")
     args = parser.parse_args()
+    load_before = load_average()
     rows = [computed(c, args.dim, args.batch, args.sample_rate) for c in (10_000, 100_000, 360_000)]
     check = {}
     for mode, rate in (("full", 1.0), ("sampled", args.sample_rate)):
@@ -69,8 +75,11 @@ def main() -> None:
         expected = {**{k: rows[0][k] for k in ("weights_bytes", "grad_bytes", "momentum_bytes")},
                     "logits_bytes": rows[0][mode]["logits_bytes"], "scored_classes": rows[0][mode]["scored_classes"]}
         check[mode] = {"measured": real, "matches_computed": real == expected}
-    print(json.dumps({"dim": args.dim, "batch": args.batch, "sample_rate": args.sample_rate, "dtype": "float32",
-                      "rows": rows, "check_10k": check}, indent=2))
+    record = benchmark_record("margin_memory", {"dim": args.dim, "batch": args.batch, "sample_rate": args.sample_rate,
+                                                "dtype": "float32", "rows": rows, "check_10k": check},
+                              sys.argv, threads=torch.get_num_threads(), load_before=load_before)
+    write_record(record, args.out)
+    print(json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":

@@ -181,3 +181,51 @@ def embed_audio(record: dict[str, Any]) -> str:
     settings = (f"{count(r['frames'])} frames at {r['fps']:g} fps, {r['context_frames']} mel frames per window, "
                 f"TDNN channels {channels}, batch size {r['batch_size']}, {r['threads']} thread.")
     return table(header, rows) + "\n\n" + settings + " " + measured_on(record, "benchmarks/results/embed_audio.json")
+
+
+def face_identities(*records: dict[str, Any]) -> str:
+    """docs/pretrain.md: time and bytes of a small face-identity set, extrapolated to the demo size.
+
+    One record per ``--workers`` run, rendered one row each in the order given.
+    """
+    rows, notes = [], []
+    for record in records:
+        r = record["results"]
+        rows.append([
+            f"{r['workers']}", f"{count(r['identities'])} x {r['images_per_identity']}",
+            f"{r['seconds_wall']:.1f} s", f"{r['seconds_cpu']:.1f} s", f"{r['ms_per_image_wall']:.1f} ms",
+            f"{r['bytes_rec'] / 1e6:.1f} MB", f"{r['bytes_folder'] / 1e6:.1f} MB",
+            f"{r['target_seconds_wall_extrapolated']:.0f} s", f"{r['target_bytes_rec_extrapolated'] / 1e6:.0f} MB",
+        ])
+        notes.append(measured_on(record, _face_identities_source(r["workers"])))
+    target = records[0]["results"]
+    header = ("workers", "identities x images", "wall", "CPU of the generating process", "wall per image",
+              "packed (.rec)", "folder (JPEG)",
+              f"wall, extrapolated to {count(target['target_identities'])} x {target['images_per_identity']}",
+              "packed, extrapolated")
+    return table(header, rows) + "\n\n" + "\n\n".join(notes)
+
+
+def _face_identities_source(workers: int) -> str:
+    # benchmarks/face_identities.py names its record by the worker count (see its --out default).
+    suffix = "" if workers == 1 else f"_workers{workers}"
+    return f"benchmarks/results/face_identities{suffix}.json"
+
+
+def margin_memory(record: dict[str, Any]) -> str:
+    """docs/pretrain.md: class-layer memory of the margin head, full softmax vs Partial-FC sampling."""
+    r = record["results"]
+    mib = float(1 << 20)
+    rows = [[f"{row['classes'] // 1000}k", f"{row['weights_plus_momentum_mib']:.1f} MiB",
+             f"{row['full']['total_mib']:.1f} MiB", f"{row['sampled']['total_mib']:.1f} MiB",
+             f"{row['full']['logits_bytes'] / mib:.1f} MiB", f"{row['sampled']['logits_bytes'] / mib:.1f} MiB"]
+            for row in r["rows"]]
+    header = ("identities", "centres + SGD momentum", "+ dense gradient: total, full softmax", "total, sampled",
+              "logits, full", "logits, sampled")
+    check = r["check_10k"]
+    verdict = ", ".join(f"{mode}: {'match' if check[mode]['matches_computed'] else 'DIFFER'}" for mode in check)
+    settings = (f"{r['dim']}-d, {r['dtype']}, batch {r['batch']}, `sample_rate` {r['sample_rate']:g}. Sizes computed "
+                f"from the shapes; the {r['rows'][0]['classes'] // 1000}k head allocated for real, one SGD step, "
+                f"tensor sizes against the computed ones: {verdict}.")
+    return (table(header, rows) + "\n\n" + settings + " "
+            + measured_on(record, "benchmarks/results/margin_memory.json"))

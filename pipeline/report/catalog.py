@@ -20,5 +20,8 @@ RENDERERS: dict[str, Renderer] = build_registry([
     Renderer("bench-embed-visual", ("benchmarks/results/embed_visual.json",), bench_tables.embed_visual),
     Renderer("bench-sequence-cache", ("benchmarks/results/sequence_cache.json",), bench_tables.sequence_cache),
     Renderer("bench-sequence-loader", ("benchmarks/results/sequence_loader.json",), bench_tables.sequence_loader),
+    Renderer("bench-face-identities", ("benchmarks/results/face_identities.json",
+                                       "benchmarks/results/face_identities_workers2.json"), bench_tables.face_identities),
+    Renderer("bench-margin-memory", ("benchmarks/results/margin_memory.json",), bench_tables.margin_memory),
     Renderer("repro-time", ("benchmarks/results/repro_time.json",), bench_tables.repro_time),
 ])

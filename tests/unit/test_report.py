@@ -157,3 +157,37 @@ def test_pack_frames_table_gives_the_store_overhead_per_face() -> None:
                               load_before=[0.1, 0.1, 0.1])
     text = RENDERERS["bench-pack-frames"].render(record)
     assert "| 1,000 | 4,000,000 | 4,130,000 | **1.032** | 130 bytes | 593 frames/s (2 workers) |" in text
+
+
+def test_face_identities_table_has_one_row_per_worker_count_and_the_extrapolation() -> None:
+    def run(workers: int, wall: float) -> dict:
+        results = {"identities": 50, "images": 600, "seed": 0, "bytes_rec": 2_386_008, "images_per_identity": 12,
+                   "workers": workers, "seconds_wall": wall, "seconds_cpu": 2.58, "ms_per_image_wall": wall / 0.6,
+                   "bytes_folder": 2_363_871, "target_identities": 1000,
+                   "target_seconds_wall_extrapolated": wall * 20, "target_bytes_rec_extrapolated": 47_720_160}
+        argv = ["benchmarks/face_identities.py", "--identities", "50", "--images", "12"]
+        return benchmark_record("face_identities", results, argv + (["--workers", "2"] if workers == 2 else []),
+                                threads=workers, load_before=[0.1, 0.1, 0.1])
+
+    text = RENDERERS["bench-face-identities"].render(run(1, 5.41), run(2, 4.99))
+    assert "| 1 | 50 x 12 | 5.4 s | 2.6 s | 9.0 ms | 2.4 MB | 2.4 MB | 108 s | 48 MB |" in text
+    assert "| 2 | 50 x 12 | 5.0 s |" in text and "extrapolated to 1,000 x 12" in text
+    assert "Record: `benchmarks/results/face_identities.json`" in text
+    assert "Record: `benchmarks/results/face_identities_workers2.json`" in text and "--workers 2`" in text
+
+
+def test_margin_memory_table_gives_each_class_count_and_the_allocation_check() -> None:
+    def row(classes: int, total_full: float, total_sampled: float) -> dict:
+        return {"classes": classes, "weights_plus_momentum_mib": round(2 * classes * 512 * 4 / 2**20, 1),
+                "full": {"logits_bytes": 128 * classes * 4, "total_mib": total_full},
+                "sampled": {"logits_bytes": 128 * (classes // 10) * 4, "total_mib": total_sampled}}
+
+    results = {"dim": 512, "batch": 128, "sample_rate": 0.1, "dtype": "float32",
+               "rows": [row(10_000, 83.0, 63.0), row(360_000, 2988.3, 2267.6)],
+               "check_10k": {"full": {"matches_computed": True}, "sampled": {"matches_computed": False}}}
+    record = benchmark_record("margin_memory", results, ["benchmarks/margin_memory.py"], threads=2,
+                              load_before=[0.1, 0.1, 0.1])
+    text = RENDERERS["bench-margin-memory"].render(record)
+    assert "| 10k | 39.1 MiB | 83.0 MiB | 63.0 MiB | 4.9 MiB | 0.5 MiB |" in text
+    assert "| 360k | 1406.2 MiB | 2988.3 MiB | 2267.6 MiB | 175.8 MiB | 17.6 MiB |" in text
+    assert "full: match, sampled: DIFFER" in text and "`sample_rate` 0.1" in text
