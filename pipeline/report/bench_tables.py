@@ -227,5 +227,9 @@ def margin_memory(record: dict[str, Any]) -> str:
     settings = (f"{r['dim']}-d, {r['dtype']}, batch {r['batch']}, `sample_rate` {r['sample_rate']:g}. Sizes computed "
                 f"from the shapes; the {r['rows'][0]['classes'] // 1000}k head allocated for real, one SGD step, "
                 f"tensor sizes against the computed ones: {verdict}.")
-    return (table(header, rows) + "\n\n" + settings + " "
+    largest = r["rows"][-1]
+    fixed = (largest["weights_bytes"] + largest["grad_bytes"] + largest["momentum_bytes"]) / float(1 << 30)
+    fixed_line = (f"At {largest['classes'] // 1000}k the centres, their gradient and their momentum alone take "
+                  f"{fixed:.1f} GiB whatever the sample rate.")
+    return (table(header, rows) + "\n\n" + settings + " " + fixed_line + " "
             + measured_on(record, "benchmarks/results/margin_memory.json"))

@@ -178,7 +178,9 @@ def test_face_identities_table_has_one_row_per_worker_count_and_the_extrapolatio
 
 def test_margin_memory_table_gives_each_class_count_and_the_allocation_check() -> None:
     def row(classes: int, total_full: float, total_sampled: float) -> dict:
-        return {"classes": classes, "weights_plus_momentum_mib": round(2 * classes * 512 * 4 / 2**20, 1),
+        matrix = classes * 512 * 4
+        return {"classes": classes, "weights_plus_momentum_mib": round(2 * matrix / 2**20, 1),
+                "weights_bytes": matrix, "grad_bytes": matrix, "momentum_bytes": matrix,
                 "full": {"logits_bytes": 128 * classes * 4, "total_mib": total_full},
                 "sampled": {"logits_bytes": 128 * (classes // 10) * 4, "total_mib": total_sampled}}
 
@@ -191,3 +193,4 @@ def test_margin_memory_table_gives_each_class_count_and_the_allocation_check() -
     assert "| 10k | 39.1 MiB | 83.0 MiB | 63.0 MiB | 4.9 MiB | 0.5 MiB |" in text
     assert "| 360k | 1406.2 MiB | 2988.3 MiB | 2267.6 MiB | 175.8 MiB | 17.6 MiB |" in text
     assert "full: match, sampled: DIFFER" in text and "`sample_rate` 0.1" in text
+    assert "At 360k the centres, their gradient and their momentum alone take 2.1 GiB" in text
