@@ -13,6 +13,10 @@ Example:
     (4, {'train_sequence.modalities': 'visual', 'train_sequence.window': 10})
     >>> " ".join(exp_run_command(points[0]))
     'dvc exp run -n seq-visual-w10 -S train_sequence.modalities=visual -S train_sequence.window=10'
+
+Repeats: ``plan_repeats`` turns the arms into runs over training seeds and synthetic draws,
+``run_repeats`` runs them, ``summarize_runs`` gives each arm's mean ± sd and the paired differences
+against reference arms, and ``render_ablation_table`` renders that summary as Markdown.
 """
 
 from __future__ import annotations
@@ -121,21 +125,6 @@ def flatten_metrics(metrics: Mapping[str, Any], variant: str | None) -> dict[str
     if scores:
         row["mean_score"] = sum(scores) / len(scores)
     return row
-
-
-def run_grid(
-    points: Iterable[Mapping[str, Any]],
-    run: Callable[[list[str]], None],
-    read_metrics: Callable[[], Mapping[str, Any]],
-    variant: str | None = "sequence",
-) -> list[dict[str, Any]]:
-    """Run every point with ``run(argv)`` (in the workspace); tabulate ``read_metrics()`` read after each run."""
-    rows = []
-    for point in points:
-        name = experiment_name(point)
-        run(exp_run_command(point, name))
-        rows.append({"experiment": name, **point, **flatten_metrics(read_metrics(), variant)})
-    return rows
 
 
 def rows_from_exp_show(
@@ -316,6 +305,11 @@ def run_repeats(
         if on_done is not None:
             on_done(list(done))
     return done
+
+
+def experiment_rows(runs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One table row per run: its experiment name, params and scores (for ``format_markdown``/``format_csv``)."""
+    return [{"experiment": r["experiment"], **r["params"], **r["metrics"]} for r in runs]
 
 
 def attach_exp_show_metrics(

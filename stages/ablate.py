@@ -17,8 +17,8 @@ from click.core import ParameterSource
 
 from pipeline.ablation import (
     DATA_SEED_KEY, EXAMPLE_GRID, arm_name, attach_exp_show_metrics, default_seed_keys, expand_grid,
-    exp_run_command, format_csv, format_markdown, load_points, param_key, plan_repeats, render_ablation_table,
-    run_repeats, summarize_runs,
+    exp_run_command, experiment_rows, format_csv, format_markdown, load_points, param_key, plan_repeats,
+    render_ablation_table, run_repeats, summarize_runs,
 )
 from pipeline.fsio import atomic_path
 from stages.common import run_or_exit
@@ -172,7 +172,7 @@ def command(ctx: click.Context, grid_path: Path | None, modalities: str | None, 
         if temp:  # --temp results stay out of the workspace: read them back from DVC
             runs = run_or_exit(attach_exp_show_metrics, planned, _exp_show(), metrics_path, variant or None)
     save(runs, complete=True)
-    rows = [{"experiment": run["experiment"], **run["params"], **run["metrics"]} for run in runs]
+    rows = experiment_rows(runs)
     click.echo(format_markdown(rows), nl=False)
     click.echo()
     click.echo(render_ablation_table(summarize_runs(runs, references)), nl=False)

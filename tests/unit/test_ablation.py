@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from pipeline.ablation import (
     EXAMPLE_GRID, arm_name, attach_exp_show_metrics, default_seed_keys, expand_grid, exp_run_command,
-    experiment_name, flatten_metrics, format_csv, format_markdown, load_grid, load_points, plan_repeats,
-    render_ablation_table, rows_from_exp_show, run_grid, summarize_runs,
+    experiment_name, experiment_rows, flatten_metrics, format_csv, format_markdown, load_grid, load_points, plan_repeats,
+    render_ablation_table, rows_from_exp_show, run_repeats, summarize_runs,
 )
 from stages.cli import main
 
@@ -60,10 +60,12 @@ def test_grid_file(tmp_path: Path) -> None:
         load_grid(tmp_path / "missing.yaml")
 
 
-def test_run_grid_reads_each_experiments_metrics_after_its_run() -> None:
+def test_run_repeats_reads_each_experiments_metrics_after_its_run() -> None:
     points = expand_grid({"window": [10, 30]})
-    ran, results = [], iter([evaluate_json(0.2, 0.4), evaluate_json(0.6, 0.8)])
-    rows = run_grid(points, ran.append, lambda: next(results))
+    ran, results, saved = [], iter([evaluate_json(0.2, 0.4), evaluate_json(0.6, 0.8)]), []
+    runs = run_repeats(plan_repeats(points), ran.append, lambda: next(results), on_done=saved.append)
+    assert [len(done) for done in saved] == [1, 2] and saved[-1] == runs
+    rows = experiment_rows(runs)
     assert [argv[4] for argv in ran] == ["seq-w10", "seq-w30"]
     assert rows[1]["train_sequence.window"] == 30 and rows[1]["au.score"] == 0.6
     assert rows[1]["mean_score"] == pytest.approx(0.7)
@@ -87,7 +89,8 @@ def test_rows_from_real_dvc_exp_show_output() -> None:
 
 def test_tables_sort_best_first_and_agree() -> None:
     results = iter([evaluate_json(0.1, 0.1), evaluate_json(0.9, 0.9)])
-    rows = run_grid(expand_grid({"layers": [1, 2]}), lambda argv: None, lambda: next(results))
+    rows = experiment_rows(run_repeats(plan_repeats(expand_grid({"layers": [1, 2]})), lambda argv: None,
+                                       lambda: next(results)))
     markdown = format_markdown(rows).splitlines()
     assert markdown[0].startswith("| experiment | layers | au.f1")
     assert markdown[2].startswith("| seq-l2 | 2 |") and markdown[3].startswith("| seq-l1 | 1 |")
