@@ -155,7 +155,8 @@ def command(ctx: click.Context, grid_path: Path | None, modalities: str | None, 
         for run in planned:
             click.echo(" ".join(exp_run_command(run["params"], run["experiment"], temp=temp)))
         return
-    record = {**(_provenance(ctx) if json_path is not None else {}), "metrics_file": metrics_path, "variant": variant or None, "seed_params": seed_keys,
+    record = {**(_provenance(ctx) if json_path is not None else {}), "metrics_file": metrics_path,
+              "variant": variant or None, "seed_params": seed_keys,
               "seeds": list(range(seeds)) if seeds else None, "data_seed_param": DATA_SEED_KEY, "data_seeds": draws}
 
     def save(runs: list[dict[str, Any]], complete: bool) -> None:

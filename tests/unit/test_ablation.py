@@ -12,7 +12,8 @@ from click.testing import CliRunner
 
 from pipeline.ablation import (
     EXAMPLE_GRID, arm_name, attach_exp_show_metrics, default_seed_keys, expand_grid, exp_run_command,
-    experiment_name, experiment_rows, flatten_metrics, format_csv, format_markdown, load_grid, load_points, plan_repeats,
+    experiment_name, experiment_rows, flatten_metrics, format_csv, format_markdown, load_grid, load_points,
+    plan_repeats,
     render_ablation_table, rows_from_exp_show, run_repeats, summarize_runs,
 )
 from stages.cli import main
