@@ -235,18 +235,43 @@ def default_seed_keys(points: Iterable[Mapping[str, Any]]) -> list[str]:
     return [f"{section}.seed" for section in sections if section != "synth"]
 
 
+def missing_keys(points: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Params some arms set and others do not (arms listed one by one, e.g. ``both`` and ``both-w1``)."""
+    keys: list[str] = []
+    for point in points:
+        keys += [key for key in point if key not in keys]
+    return [key for key in keys if any(key not in point for point in points)]
+
+
+def lookup_params(params: Mapping[str, Any], keys: Iterable[str], source: str = "params.yaml") -> dict[str, Any]:
+    """The values of dotted ``keys`` (``train_sequence.window``) in a params mapping; a missing one is an error
+    naming ``source``."""
+    values = {}
+    for key in keys:
+        node: Any = params
+        for part in key.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                raise ValueError(f"{source}: no param {key!r} (needed as the base value of an ablation arm)")
+            node = node[part]
+        values[key] = node
+    return values
+
+
 def plan_repeats(
     points: Sequence[Mapping[str, Any]],
     seeds: Sequence[int] | None = None,
     seed_keys: Sequence[str] = (),
     data_seeds: Sequence[int] | None = None,
     data_seed_key: str = DATA_SEED_KEY,
+    base: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """One planned run per (draw, arm, seed), draws slowest so each synthetic draw's upstream stages run once.
 
     Each run is ``{"experiment", "arm", "draw", "seed", "params"}``: ``params`` are the ``-S`` overrides (the
     arm's params, every key of ``seed_keys`` set to the seed, ``data_seed_key`` to the draw). ``None`` for
     ``seeds``/``data_seeds`` keeps the params file's value (one run, ``seed``/``draw`` recorded as ``None``).
+    Workspace experiments keep the previous run's ``-S`` values, so a param that only some arms set
+    (``missing_keys``) is set on the others to its ``base`` value (the params file's, ``lookup_params``).
 
     Example:
         >>> runs = plan_repeats([{"train_sequence.modalities": "both"}], seeds=[0, 1],
@@ -266,11 +291,14 @@ def plan_repeats(
     arms = [arm_name(point) for point in points]
     if len(set(arms)) != len(arms):
         raise ValueError(f"two arms of the ablation have the same name: {arms}")
+    unset = [key for key in missing_keys(points) if key not in (base or {})]
+    if unset:
+        raise ValueError(f"params {unset} are set by some arms only: their base values are needed for the others")
     runs = []
     for draw in data_seeds if data_seeds is not None else [None]:
         for point, arm in zip(points, arms):
             for seed in seeds if seeds is not None else [None]:
-                params = dict(point)
+                params = {**{key: (base or {})[key] for key in missing_keys(points) if key not in point}, **point}
                 suffix = ""
                 if draw is not None:
                     params[data_seed_key] = draw

@@ -17,8 +17,8 @@ from click.core import ParameterSource
 
 from pipeline.ablation import (
     DATA_SEED_KEY, EXAMPLE_GRID, arm_name, attach_exp_show_metrics, default_seed_keys, expand_grid,
-    exp_run_command, experiment_rows, format_csv, format_markdown, load_points, param_key, plan_repeats,
-    render_ablation_table, run_repeats, summarize_runs,
+    exp_run_command, experiment_rows, format_csv, format_markdown, load_points, lookup_params, missing_keys,
+    param_key, plan_repeats, render_ablation_table, run_repeats, summarize_runs,
 )
 from pipeline.fsio import atomic_path
 from stages.common import run_or_exit
@@ -113,6 +113,8 @@ def _provenance(ctx: click.Context) -> dict[str, Any]:
               help="Arm the others are compared with, run by run (repeatable) [default: the first arm].")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write every run and the summary here as JSON (rewritten after each run).")
+@click.option("--params", "params_path", type=click.Path(dir_okay=False, path_type=Path), default="params.yaml",
+              show_default=True, help="Params file giving the value of a param some arms of a --grid list leave unset.")
 @click.option("--dry-run", is_flag=True, help="Print the dvc commands instead of running them.")
 @click.option("--show", is_flag=True, help="Only tabulate the planned experiments already in `dvc exp show --json`.")
 @click.option("--temp", is_flag=True, help="Run each experiment outside the workspace (dvc exp run --temp).")
@@ -127,7 +129,7 @@ def _provenance(ctx: click.Context) -> dict[str, Any]:
 @click.pass_context
 def command(ctx: click.Context, grid_path: Path | None, modalities: str | None, window: str | None,
             layers: str | None, seeds: int | None, seed_params: str | None, data_seeds: str | None,
-            references: tuple[str, ...], json_path: Path | None, dry_run: bool, show: bool, temp: bool,
+            references: tuple[str, ...], json_path: Path | None, params_path: Path, dry_run: bool, show: bool, temp: bool,
             metrics_path: str, variant: str, markdown_path: Path | None, csv_path: Path | None) -> None:
     """Run `dvc exp run -S train_sequence.<param>=<value> ...` for every arm of the grid (and every seed and
     draw), then print the per-experiment table (best mean of the AU and EXPR scores first) and the per-arm
@@ -146,7 +148,13 @@ def command(ctx: click.Context, grid_path: Path | None, modalities: str | None, 
     seed_keys = [param_key(k) if "." in k else f"{k}.seed" for k in _values(seed_params) or []]
     seed_keys = seed_keys or default_seed_keys(points)
     draws = _ints("--data-seeds", data_seeds)
-    planned = run_or_exit(plan_repeats, points, list(range(seeds)) if seeds else None, seed_keys, draws)
+    base = None
+    if missing_keys(points):  # arms listed one by one: the others run at the params file's value
+        if not params_path.is_file():
+            raise click.UsageError(f"{params_path} not found: it gives the values of params some arms leave unset")
+        base = run_or_exit(lookup_params, yaml.safe_load(params_path.read_text()) or {}, missing_keys(points),
+                           str(params_path))
+    planned = run_or_exit(plan_repeats, points, list(range(seeds)) if seeds else None, seed_keys, draws, base=base)
     references = references or (arm_name(points[0]),)
     arms = [arm_name(point) for point in points]
     if unknown := [ref for ref in references if ref not in arms]:

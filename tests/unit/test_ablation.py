@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from pipeline.ablation import (
     EXAMPLE_GRID, arm_name, attach_exp_show_metrics, default_seed_keys, expand_grid, exp_run_command,
     experiment_name, experiment_rows, flatten_metrics, format_csv, format_markdown, load_grid, load_points,
-    plan_repeats,
+    lookup_params, missing_keys, plan_repeats,
     render_ablation_table, rows_from_exp_show, run_repeats, summarize_runs,
 )
 from stages.cli import main
@@ -223,6 +223,15 @@ def test_grid_file_may_list_arms(tmp_path: Path) -> None:
     path.write_text("- {modalities: both, window: 1}\n- {modalities: both, window: 30}\n- {modalities: visual}\n")
     points = load_points(path)
     assert [arm_name(p) for p in points] == ["both-w1", "both-w30", "visual"]
+    # a workspace experiment keeps the previous one's window: the arm without one runs at the params' value
+    assert missing_keys(points) == ["train_sequence.window"]
+    with pytest.raises(ValueError, match="train_sequence.window"):
+        plan_repeats(points)
+    base = lookup_params({"train_sequence": {"window": 20, "layers": 1}}, missing_keys(points))
+    assert plan_repeats(points, base=base)[2]["params"] == {"train_sequence.window": 20,
+                                                          "train_sequence.modalities": "visual"}
+    with pytest.raises(ValueError, match="my.yaml.*train_sequence.window"):
+        lookup_params({"train_sequence": {}}, ["train_sequence.window"], "my.yaml")
     path.write_text("- {}\n")
     with pytest.raises(ValueError, match="arms.yaml"):
         load_points(path)
@@ -271,6 +280,18 @@ def test_stage_repeats_seeds_and_writes_the_summary_json(tmp_path: Path, monkeyp
     assert document["git_commit"] == "0123abcd" and document["cpu"] and document["torch_threads"] >= 1
     assert document["seeds"] == [0, 1, 2] and document["seed_params"] == ["train_sequence.seed"]
     assert render_ablation_table(document) in result.output
+
+
+def test_stage_sets_params_some_arms_leave_unset_from_the_params_file(tmp_path: Path) -> None:
+    arms, params = tmp_path / "arms.yaml", tmp_path / "params.yaml"
+    arms.write_text("- {modalities: both}\n- {modalities: both, window: 1}\n")
+    params.write_text("train_sequence: {window: 30, modalities: both}\n")
+    result = CliRunner().invoke(main, ["ablate", "--grid", str(arms), "--params", str(params), "--data-seeds", "4",
+                                       "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "dvc exp run -n seq-both-d4 -S train_sequence.window=30 -S train_sequence.modalities=both -S synth.seed=4",
+        "dvc exp run -n seq-both-w1-d4 -S train_sequence.modalities=both -S train_sequence.window=1 -S synth.seed=4"]
 
 
 def test_stage_refuses_a_reference_that_is_not_an_arm() -> None:
