@@ -169,7 +169,8 @@ def command(ctx: click.Context, grid_path: Path | None, modalities: str | None, 
 
     def save(runs: list[dict[str, Any]], complete: bool) -> None:
         if json_path is not None:
-            document = {**record, "complete": complete, "runs": runs, **summarize_runs(runs, references)}
+            finished = {"finished": datetime.now(timezone.utc).isoformat(timespec="seconds")} if complete else {}
+            document = {**record, "complete": complete, **finished, "runs": runs, **summarize_runs(runs, references)}
             _write(json_path, json.dumps(document, indent=2) + "\n")
 
     if show:

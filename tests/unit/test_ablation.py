@@ -274,6 +274,7 @@ def test_stage_repeats_seeds_and_writes_the_summary_json(tmp_path: Path, monkeyp
     assert "| visual | 3 | 0.510 ± 0.010 |" in result.output
     document = json.loads(out.read_text())
     assert document["complete"] is True and len(document["runs"]) == 6
+    assert document["date"] <= document["finished"]
     # options in the command's own order, defaults left out
     assert document["command"] == f"mmaffect ablate --modalities visual,both --seeds 3 --reference visual " \
                                   f"--json {out} --metrics {metrics}"
