@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -37,9 +38,18 @@ def _ints(option: str, text: str | None) -> list[int] | None:
     return values
 
 
+def _dvc(argv: list[str]) -> list[str]:
+    """``argv`` with ``dvc`` taken from this interpreter's environment when it has one (an unactivated venv)."""
+    beside = Path(sys.executable).parent / "dvc"
+    return [str(beside), *argv[1:]] if argv[:1] == ["dvc"] and beside.is_file() else argv
+
+
 def _run(argv: list[str]) -> None:
     click.echo("$ " + " ".join(argv), err=True)
-    result = subprocess.run(argv, check=False)
+    try:
+        result = subprocess.run(_dvc(argv), check=False)
+    except FileNotFoundError as exc:
+        raise click.ClickException(f"cannot run {argv[0]!r}: {exc}; install dvc or activate its environment") from exc
     if result.returncode != 0:
         raise click.ClickException(f"{' '.join(argv[:5])} failed with exit status {result.returncode}")
 
@@ -50,7 +60,7 @@ def _write(path: Path, text: str) -> None:
 
 
 def _exp_show() -> list[dict[str, Any]]:
-    listing = subprocess.run(["dvc", "exp", "show", "--json"], check=False, capture_output=True, text=True)
+    listing = subprocess.run(_dvc(["dvc", "exp", "show", "--json"]), check=False, capture_output=True, text=True)
     if listing.returncode != 0:
         raise click.ClickException(f"dvc exp show failed: {listing.stderr.strip()}")
     return json.loads(listing.stdout)

@@ -256,7 +256,7 @@ def test_stage_repeats_seeds_and_writes_the_summary_json(tmp_path: Path, monkeyp
         returncode, stdout, stderr = 0, "0123abcd\n", ""
 
     def fake_run(argv, check=False, **kwargs):
-        if argv[0] == "dvc":
+        if Path(argv[0]).name == "dvc":  # the venv's dvc, by full path, or the one on PATH
             calls.append(argv)
             params = dict(item.split("=") for item in argv[6::2])
             bonus = 0.1 if params["train_sequence.modalities"] == "both" else 0.0
