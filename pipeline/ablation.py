@@ -13,6 +13,10 @@ Example:
     (4, {'train_sequence.modalities': 'visual', 'train_sequence.window': 10})
     >>> " ".join(exp_run_command(points[0]))
     'dvc exp run -n seq-visual-w10 -S train_sequence.modalities=visual -S train_sequence.window=10'
+
+Repeats: ``plan_repeats`` turns the arms into runs over training seeds and synthetic draws,
+``run_repeats`` runs them, ``summarize_runs`` gives each arm's mean ± sd and the paired differences
+against reference arms, and ``render_ablation_table`` renders that summary as Markdown.
 """
 
 from __future__ import annotations
@@ -63,6 +67,21 @@ def load_grid(path: str | Path) -> dict[str, list[Any]]:
     return {str(k): list(v) for k, v in data.items()}
 
 
+def load_points(path: str | Path) -> list[dict[str, Any]]:
+    """The arms of an ablation from YAML: a mapping of param -> values (their cartesian product, like
+    ``load_grid``) or a list of mappings, each one arm (e.g. ``[{modalities: both, window: 1}, ...]``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ablation grid file not found: {path}")
+    data = yaml.safe_load(path.read_text())
+    if isinstance(data, dict):
+        return expand_grid(load_grid(path))
+    if not isinstance(data, list) or not data or not all(isinstance(arm, dict) and arm for arm in data):
+        raise ValueError(f"{path}: an ablation grid must be a mapping of param -> list of values, "
+                         f"or a list of non-empty param mappings (one per arm), got {data!r}")
+    return [{param_key(str(k)): v for k, v in arm.items()} for arm in data]
+
+
 def experiment_name(point: Mapping[str, Any]) -> str:
     """A short, git-ref-safe experiment name, e.g. ``seq-both-w30-l1``."""
     parts = ["seq"]
@@ -106,21 +125,6 @@ def flatten_metrics(metrics: Mapping[str, Any], variant: str | None) -> dict[str
     if scores:
         row["mean_score"] = sum(scores) / len(scores)
     return row
-
-
-def run_grid(
-    points: Iterable[Mapping[str, Any]],
-    run: Callable[[list[str]], None],
-    read_metrics: Callable[[], Mapping[str, Any]],
-    variant: str | None = "sequence",
-) -> list[dict[str, Any]]:
-    """Run every point with ``run(argv)`` (in the workspace); tabulate ``read_metrics()`` read after each run."""
-    rows = []
-    for point in points:
-        name = experiment_name(point)
-        run(exp_run_command(point, name))
-        rows.append({"experiment": name, **point, **flatten_metrics(read_metrics(), variant)})
-    return rows
 
 
 def rows_from_exp_show(
@@ -208,3 +212,233 @@ def _sorted(rows: Sequence[Mapping[str, Any]], key: str | None) -> list[Mapping[
     if key is None:
         return list(rows)
     return sorted(rows, key=lambda r: -r[key] if isinstance(r.get(key), (int, float)) else float("inf"))
+
+
+# --- repeats: training seeds and synthetic draws, and their summary -------------------------------------------
+
+DATA_SEED_KEY = "synth.seed"
+SUMMARY_METRICS: tuple[str, ...] = ("au.score", "expr.score", "mean_score")
+_METRIC_TITLES = {"au.score": "AU score", "expr.score": "EXPR score", "mean_score": "mean score"}
+
+
+def arm_name(point: Mapping[str, Any]) -> str:
+    """The label of one arm of a grid: its experiment name without ``seq-`` (``both-w30``, ``visual``)."""
+    return experiment_name(point).removeprefix("seq-") or "baseline"
+
+
+def default_seed_keys(points: Iterable[Mapping[str, Any]]) -> list[str]:
+    """``<section>.seed`` of every params section the grid changes: the training seeds of the stages it reruns
+    (``train_sequence.seed`` for a grid over ``train_sequence`` params)."""
+    sections: list[str] = []
+    for point in points:
+        sections += [key.split(".")[0] for key in point if key.split(".")[0] not in sections]
+    return [f"{section}.seed" for section in sections if section != "synth"]
+
+
+def missing_keys(points: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Params some arms set and others do not (arms listed one by one, e.g. ``both`` and ``both-w1``)."""
+    keys: list[str] = []
+    for point in points:
+        keys += [key for key in point if key not in keys]
+    return [key for key in keys if any(key not in point for point in points)]
+
+
+def lookup_params(params: Mapping[str, Any], keys: Iterable[str], source: str = "params.yaml") -> dict[str, Any]:
+    """The values of dotted ``keys`` (``train_sequence.window``) in a params mapping; a missing one is an error
+    naming ``source``."""
+    values = {}
+    for key in keys:
+        node: Any = params
+        for part in key.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                raise ValueError(f"{source}: no param {key!r} (needed as the base value of an ablation arm)")
+            node = node[part]
+        values[key] = node
+    return values
+
+
+def plan_repeats(
+    points: Sequence[Mapping[str, Any]],
+    seeds: Sequence[int] | None = None,
+    seed_keys: Sequence[str] = (),
+    data_seeds: Sequence[int] | None = None,
+    data_seed_key: str = DATA_SEED_KEY,
+    base: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """One planned run per (draw, arm, seed), draws slowest so each synthetic draw's upstream stages run once.
+
+    Each run is ``{"experiment", "arm", "draw", "seed", "params"}``: ``params`` are the ``-S`` overrides (the
+    arm's params, every key of ``seed_keys`` set to the seed, ``data_seed_key`` to the draw). ``None`` for
+    ``seeds``/``data_seeds`` keeps the params file's value (one run, ``seed``/``draw`` recorded as ``None``).
+    Workspace experiments keep the previous run's ``-S`` values, so a param that only some arms set
+    (``missing_keys``) is set on the others to its ``base`` value (the params file's, ``lookup_params``).
+
+    Example:
+        >>> runs = plan_repeats([{"train_sequence.modalities": "both"}], seeds=[0, 1],
+        ...                     seed_keys=["train_sequence.seed"], data_seeds=[3])
+        >>> [(r["experiment"], r["params"]["train_sequence.seed"], r["params"]["synth.seed"]) for r in runs]
+        [('seq-both-d3-s0', 0, 3), ('seq-both-d3-s1', 1, 3)]
+    """
+    if not points:
+        raise ValueError("an ablation needs at least one arm")
+    if seeds is not None and (not seeds or not seed_keys):
+        raise ValueError(f"repeating over seeds {list(seeds)} needs at least one seed and one seed param")
+    if data_seeds is not None and not data_seeds:
+        raise ValueError("--data-seeds needs at least one synthetic draw")
+    for name, values in (("seeds", seeds), ("data seeds", data_seeds)):
+        if values is not None and len(set(values)) != len(values):
+            raise ValueError(f"{name} repeat a value: {list(values)}")
+    arms = [arm_name(point) for point in points]
+    if len(set(arms)) != len(arms):
+        raise ValueError(f"two arms of the ablation have the same name: {arms}")
+    unset = [key for key in missing_keys(points) if key not in (base or {})]
+    if unset:
+        raise ValueError(f"params {unset} are set by some arms only: their base values are needed for the others")
+    runs = []
+    for draw in data_seeds if data_seeds is not None else [None]:
+        for point, arm in zip(points, arms):
+            for seed in seeds if seeds is not None else [None]:
+                params = {**{key: (base or {})[key] for key in missing_keys(points) if key not in point}, **point}
+                suffix = ""
+                if draw is not None:
+                    params[data_seed_key] = draw
+                    suffix += f"-d{draw}"
+                if seed is not None:
+                    params.update({key: seed for key in seed_keys})
+                    suffix += f"-s{seed}"
+                runs.append({"experiment": experiment_name(point) + suffix, "arm": arm, "draw": draw, "seed": seed,
+                             "params": params})
+    return runs
+
+
+def run_repeats(
+    runs: Iterable[Mapping[str, Any]],
+    run: Callable[[list[str]], None],
+    read_metrics: Callable[[], Mapping[str, Any]],
+    variant: str | None = "sequence",
+    temp: bool = False,
+    on_done: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run every planned run with ``run(argv)`` and attach the flattened metrics ``read_metrics()`` returns
+    after it (``temp``: runs outside the workspace, ``read_metrics`` is not called, ``metrics`` stays empty).
+
+    ``on_done(finished)`` is called after each run with the runs finished so far, so a long ablation can save
+    its partial results as it goes.
+    """
+    done: list[dict[str, Any]] = []
+    for planned in runs:
+        run(exp_run_command(planned["params"], planned["experiment"], temp=temp))
+        metrics = {} if temp else flatten_metrics(read_metrics(), variant)
+        done.append({**planned, "metrics": metrics})
+        if on_done is not None:
+            on_done(list(done))
+    return done
+
+
+def experiment_rows(runs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One table row per run: its experiment name, params and scores (for ``format_markdown``/``format_csv``)."""
+    return [{"experiment": r["experiment"], **r["params"], **r["metrics"]} for r in runs]
+
+
+def attach_exp_show_metrics(
+    runs: Iterable[Mapping[str, Any]],
+    exp_show: Sequence[Mapping[str, Any]],
+    metrics_file: str,
+    variant: str | None = "sequence",
+) -> list[dict[str, Any]]:
+    """The planned runs with the metrics of the experiments of the same name in ``dvc exp show --json``."""
+    by_name = {row["experiment"]: row for row in rows_from_exp_show(exp_show, [], metrics_file, variant)}
+    missing = [r["experiment"] for r in runs if r["experiment"] not in by_name]
+    if missing:
+        raise ValueError(f"dvc exp show has no metrics ({metrics_file}) for experiment(s): {', '.join(missing)}")
+    return [{**r, "metrics": {k: v for k, v in by_name[r["experiment"]].items() if k != "experiment"}} for r in runs]
+
+
+def _mean_sd(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (n - 1); the deviation of a single value is ``None``."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
+def _stats(values_by_metric: Mapping[str, Sequence[float]]) -> dict[str, Any]:
+    n = {len(values) for values in values_by_metric.values()}
+    stats: dict[str, Any] = {"n": max(n) if n else 0, "mean": {}, "sd": {}}
+    for metric, values in values_by_metric.items():
+        if values:
+            stats["mean"][metric], stats["sd"][metric] = _mean_sd(values)
+    return stats
+
+
+def summarize_runs(
+    runs: Sequence[Mapping[str, Any]],
+    references: Sequence[str] = (),
+    metrics: Sequence[str] = SUMMARY_METRICS,
+) -> dict[str, Any]:
+    """Per arm: mean, sample standard deviation and number of runs of each metric; per (arm, reference) pair:
+    the same of the paired differences ``arm - reference``, runs paired by their (draw, seed).
+
+    ``runs`` are records with ``arm``, ``draw``, ``seed``, ``params`` and flat ``metrics`` (``run_repeats``).
+    A pair exists only where both arms have a run with that (draw, seed). Returns
+    ``{"metrics", "arms": [{"arm", "params", "n", "mean", "sd"}], "differences": [{"arm", "reference", "n",
+    "mean", "sd"}]}``; ``sd`` is ``None`` for a single run.
+
+    Example:
+        >>> runs = [{"arm": a, "draw": 0, "seed": s, "params": {}, "metrics": {"au.score": v}}
+        ...         for a, s, v in [("v", 0, 0.5), ("v", 1, 0.75), ("b", 0, 0.75), ("b", 1, 1.0)]]
+        >>> summary = summarize_runs(runs, references=["v"], metrics=["au.score"])
+        >>> summary["arms"][0]["mean"], summary["differences"][0]["mean"], summary["differences"][0]["sd"]
+        ({'au.score': 0.625}, {'au.score': 0.25}, {'au.score': 0.0})
+    """
+    arms: list[str] = []
+    for r in runs:
+        arms += [r["arm"]] if r["arm"] not in arms else []
+    unknown = [ref for ref in references if ref not in arms]
+    if unknown:
+        raise ValueError(f"reference arm(s) {unknown} are not arms of this ablation; the arms are {arms}")
+    by_arm: dict[str, dict[tuple[Any, Any], Mapping[str, Any]]] = {arm: {} for arm in arms}
+    for r in runs:
+        key = (r.get("draw"), r.get("seed"))
+        if key in by_arm[r["arm"]]:
+            raise ValueError(f"arm {r['arm']!r} has two runs with draw {key[0]} and seed {key[1]}")
+        by_arm[r["arm"]][key] = r
+    summary_arms = []
+    for arm in arms:
+        arm_runs = list(by_arm[arm].values())
+        values = {m: [float(r["metrics"][m]) for r in arm_runs if m in r["metrics"]] for m in metrics}
+        summary_arms.append({"arm": arm, "params": dict(arm_runs[0].get("params") or {}), **_stats(values)})
+    differences = []
+    for reference in references:
+        for arm in arms:
+            if arm == reference:
+                continue
+            pairs = [(by_arm[arm][key], ref_run) for key, ref_run in by_arm[reference].items() if key in by_arm[arm]]
+            values = {m: [float(a["metrics"][m]) - float(b["metrics"][m]) for a, b in pairs
+                          if m in a["metrics"] and m in b["metrics"]] for m in metrics}
+            differences.append({"arm": arm, "reference": reference, **_stats(values)})
+    return {"metrics": list(metrics), "arms": summary_arms, "differences": differences}
+
+
+def _mean_sd_cell(mean: float | None, sd: float | None, signed: bool = False) -> str:
+    if mean is None:
+        return ""
+    text = f"{mean:+.3f}" if signed else f"{mean:.3f}"
+    return text if sd is None else f"{text} ± {sd:.3f}"
+
+
+def render_ablation_table(summary: Mapping[str, Any]) -> str:
+    """A Markdown table of a summary (``summarize_runs``, or the JSON ``mmaffect ablate --json`` wrote): one row
+    per arm (mean ± sd over its runs), then one per paired difference ``arm − reference``, with the runs counted.
+    """
+    metrics = list(summary["metrics"])
+    header = ["arm", "runs", *[_METRIC_TITLES.get(m, m) for m in metrics]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    for arm in summary["arms"]:
+        cells = [_mean_sd_cell(arm["mean"].get(m), arm["sd"].get(m)) for m in metrics]
+        lines.append("| " + " | ".join([arm["arm"], str(arm["n"]), *cells]) + " |")
+    for diff in summary["differences"]:
+        cells = [_mean_sd_cell(diff["mean"].get(m), diff["sd"].get(m), signed=True) for m in metrics]
+        lines.append("| " + " | ".join([f"{diff['arm']} − {diff['reference']} (paired)", f"{diff['n']} pairs",
+                                         *cells]) + " |")
+    return "\n".join(lines) + "\n"

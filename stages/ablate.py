@@ -1,18 +1,25 @@
-"""``mmaffect ablate``: run a grid of train-sequence params as DVC experiments and tabulate them."""
+"""``mmaffect ablate``: run a grid of train-sequence params as DVC experiments, repeated over training seeds and
+synthetic draws, and tabulate them (per experiment, and per arm as mean ± sd with paired differences)."""
 
 from __future__ import annotations
 
 import json
+import os
+import platform
 import subprocess
+import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import click
 import yaml
+from click.core import ParameterSource
 
 from pipeline.ablation import (
-    EXAMPLE_GRID, expand_grid, exp_run_command, experiment_name, format_csv, format_markdown, load_grid,
-    rows_from_exp_show, run_grid,
+    DATA_SEED_KEY, EXAMPLE_GRID, arm_name, attach_exp_show_metrics, default_seed_keys, expand_grid,
+    exp_run_command, experiment_rows, format_csv, format_markdown, load_points, lookup_params, missing_keys,
+    param_key, plan_repeats, render_ablation_table, run_repeats, summarize_runs,
 )
 from pipeline.fsio import atomic_path
 from stages.common import run_or_exit
@@ -23,9 +30,26 @@ def _values(text: str | None) -> list[Any] | None:
     return None if text is None else [yaml.safe_load(item) for item in text.split(",") if item.strip()]
 
 
+def _ints(option: str, text: str | None) -> list[int] | None:
+    """``"0,1,2"`` -> ``[0, 1, 2]``; anything but integers is a usage error naming the option."""
+    values = _values(text)
+    if values is not None and (not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values)):
+        raise click.BadParameter(f"expected a comma list of integers, got {text!r}", param_hint=option)
+    return values
+
+
+def _dvc(argv: list[str]) -> list[str]:
+    """``argv`` with ``dvc`` taken from this interpreter's environment when it has one (an unactivated venv)."""
+    beside = Path(sys.executable).parent / "dvc"
+    return [str(beside), *argv[1:]] if argv[:1] == ["dvc"] and beside.is_file() else argv
+
+
 def _run(argv: list[str]) -> None:
     click.echo("$ " + " ".join(argv), err=True)
-    result = subprocess.run(argv, check=False)
+    try:
+        result = subprocess.run(_dvc(argv), check=False)
+    except FileNotFoundError as exc:
+        raise click.ClickException(f"cannot run {argv[0]!r}: {exc}; install dvc or activate its environment") from exc
     if result.returncode != 0:
         raise click.ClickException(f"{' '.join(argv[:5])} failed with exit status {result.returncode}")
 
@@ -35,60 +59,143 @@ def _write(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def _exp_show_rows(params: list[str], metrics_path: str, variant: str | None) -> list[dict[str, Any]]:
-    listing = subprocess.run(["dvc", "exp", "show", "--json"], check=False, capture_output=True, text=True)
+def _exp_show() -> list[dict[str, Any]]:
+    listing = subprocess.run(_dvc(["dvc", "exp", "show", "--json"]), check=False, capture_output=True, text=True)
     if listing.returncode != 0:
         raise click.ClickException(f"dvc exp show failed: {listing.stderr.strip()}")
-    return run_or_exit(rows_from_exp_show, json.loads(listing.stdout), params, metrics_path, variant)
+    return json.loads(listing.stdout)
+
+
+def _command_line(ctx: click.Context) -> str:
+    """The options given on the command line (defaults left out), as a ``mmaffect ablate ...`` string."""
+    words = ["mmaffect", "ablate"]
+    for param in ctx.command.params:
+        if ctx.get_parameter_source(param.name) != ParameterSource.COMMANDLINE:
+            continue
+        value = ctx.params[param.name]
+        flag = param.opts[0]
+        if isinstance(param, click.Option) and param.is_flag:
+            words.append(flag)
+        else:
+            for item in value if isinstance(value, tuple) else [value]:
+                words += [flag, str(item)]
+    return " ".join(words)
+
+
+def _git_commit() -> str | None:
+    result = subprocess.run(["git", "rev-parse", "HEAD"], check=False, capture_output=True, text=True)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def _cpu_model() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def _provenance(ctx: click.Context) -> dict[str, Any]:
+    """What a reader needs to judge the numbers: the command, when, which code, on which CPU with how many threads."""
+    import torch  # only for the thread count the stages' torch will use in this environment
+
+    return {"command": _command_line(ctx), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "git_commit": _git_commit(), "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
 
 
 @click.command(name="ablate")
 @click.option("--grid", "grid_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="YAML mapping of train_sequence param -> list of values (instead of the options below).")
+              help="YAML: a mapping of param -> list of values (their product), or a list of param mappings "
+                   "(one per arm); instead of the options below.")
 @click.option("--modalities", help="Comma list, e.g. visual,audio,both.")
 @click.option("--window", help="Comma list of window lengths, e.g. 10,30.")
 @click.option("--layers", help="Comma list of encoder layer counts, e.g. 1,2.")
+@click.option("--seeds", type=click.IntRange(min=1),
+              help="Repeat each arm with training seeds 0..N-1 (set on every --seed-param).")
+@click.option("--seed-param", "seed_params",
+              help="Comma list of the seed params --seeds sets [default: <section>.seed of each params section the "
+                   "grid changes, i.e. train_sequence.seed: the stages that rerun].")
+@click.option("--data-seeds", help=f"Comma list of synthetic draws ({DATA_SEED_KEY}), e.g. 0,1,2. Each draw reruns "
+                                   "the whole pipeline once (slow: a demo draw takes minutes to tens of minutes).")
+@click.option("--reference", "references", multiple=True,
+              help="Arm the others are compared with, run by run (repeatable) [default: the first arm].")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write every run and the summary here as JSON (rewritten after each run).")
+@click.option("--params", "params_path", type=click.Path(dir_okay=False, path_type=Path), default="params.yaml",
+              show_default=True, help="Params file giving the value of a param some arms of a --grid list leave unset.")
 @click.option("--dry-run", is_flag=True, help="Print the dvc commands instead of running them.")
-@click.option("--show", is_flag=True, help="Only tabulate the experiments already in `dvc exp show --json`.")
+@click.option("--show", is_flag=True, help="Only tabulate the planned experiments already in `dvc exp show --json`.")
 @click.option("--temp", is_flag=True, help="Run each experiment outside the workspace (dvc exp run --temp).")
 @click.option("--metrics", "metrics_path", default="metrics/evaluate.json", show_default=True,
               help="Metrics file read for each experiment.")
 @click.option("--variant", default="sequence", show_default=True,
               help="Key of the metrics file holding the scores ('' for a file with au/expr at the top).")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the table as Markdown here.")
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write it as CSV here.")
-def command(grid_path: Path | None, modalities: str | None, window: str | None, layers: str | None, dry_run: bool,
-            show: bool, temp: bool, metrics_path: str, variant: str, markdown_path: Path | None,
-            csv_path: Path | None) -> None:
-    """Run `dvc exp run -S train_sequence.<param>=<value> ...` for every point of the grid, then print a
-    results table (best mean of the AU and EXPR scores first).
+              help="Also write the per-experiment table as Markdown here.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the per-experiment table as CSV here.")
+@click.pass_context
+def command(ctx: click.Context, grid_path: Path | None, modalities: str | None, window: str | None,
+            layers: str | None, seeds: int | None, seed_params: str | None, data_seeds: str | None,
+            references: tuple[str, ...], json_path: Path | None, params_path: Path, dry_run: bool, show: bool, temp: bool,
+            metrics_path: str, variant: str, markdown_path: Path | None, csv_path: Path | None) -> None:
+    """Run `dvc exp run -S train_sequence.<param>=<value> ...` for every arm of the grid (and every seed and
+    draw), then print the per-experiment table (best mean of the AU and EXPR scores first) and the per-arm
+    summary: mean ± sd and number of runs, and the paired differences against the reference arm.
 
     The grid is --grid, or the product of --modalities, --window and --layers, or by default
-    modalities visual,audio,both x window 10,30 x layers 1,2. Only train-sequence and evaluate rerun
-    per experiment: the embeddings come from the DVC cache. Run it in the repository root.
+    modalities visual,audio,both x window 10,30 x layers 1,2. Without --data-seeds only train-sequence and
+    evaluate rerun per experiment: the embeddings come from the DVC cache. Run it in the repository root.
     """
     options = {"modalities": _values(modalities), "window": _values(window), "layers": _values(layers)}
     axes = {name: values for name, values in options.items() if values is not None}
     if grid_path is not None and axes:
         raise click.UsageError("give either --grid or --modalities/--window/--layers, not both")
-    axes = run_or_exit(load_grid, grid_path) if grid_path is not None else (axes or EXAMPLE_GRID)
-    points = run_or_exit(expand_grid, axes)
+    points = run_or_exit(load_points, grid_path) if grid_path is not None else run_or_exit(expand_grid,
+                                                                                           axes or EXAMPLE_GRID)
+    seed_keys = [param_key(k) if "." in k else f"{k}.seed" for k in _values(seed_params) or []]
+    seed_keys = seed_keys or default_seed_keys(points)
+    draws = _ints("--data-seeds", data_seeds)
+    base = None
+    if missing_keys(points):  # arms listed one by one: the others run at the params file's value
+        if not params_path.is_file():
+            raise click.UsageError(f"{params_path} not found: it gives the values of params some arms leave unset")
+        base = run_or_exit(lookup_params, yaml.safe_load(params_path.read_text()) or {}, missing_keys(points),
+                           str(params_path))
+    planned = run_or_exit(plan_repeats, points, list(range(seeds)) if seeds else None, seed_keys, draws, base=base)
+    references = references or (arm_name(points[0]),)
+    arms = [arm_name(point) for point in points]
+    if unknown := [ref for ref in references if ref not in arms]:
+        raise click.BadParameter(f"{unknown} are not arms of this grid; the arms are {arms}", param_hint="--reference")
     if dry_run:
-        for point in points:
-            click.echo(" ".join(exp_run_command(point, experiment_name(point), temp=temp)))
+        for run in planned:
+            click.echo(" ".join(exp_run_command(run["params"], run["experiment"], temp=temp)))
         return
+    record = {**(_provenance(ctx) if json_path is not None else {}), "metrics_file": metrics_path,
+              "variant": variant or None, "seed_params": seed_keys,
+              "seeds": list(range(seeds)) if seeds else None, "data_seed_param": DATA_SEED_KEY, "data_seeds": draws}
+
+    def save(runs: list[dict[str, Any]], complete: bool) -> None:
+        if json_path is not None:
+            finished = {"finished": datetime.now(timezone.utc).isoformat(timespec="seconds")} if complete else {}
+            document = {**record, "complete": complete, **finished, "runs": runs, **summarize_runs(runs, references)}
+            _write(json_path, json.dumps(document, indent=2) + "\n")
+
     if show:
-        rows = _exp_show_rows(list(axes), metrics_path, variant or None)
-    elif temp:
-        # --temp results stay out of the workspace: run everything, then read them back from DVC.
-        for point in points:
-            _run(exp_run_command(point, experiment_name(point), temp=True))
-        names = {experiment_name(point) for point in points}
-        rows = [row for row in _exp_show_rows(list(axes), metrics_path, variant or None) if row["experiment"] in names]
+        runs = run_or_exit(attach_exp_show_metrics, planned, _exp_show(), metrics_path, variant or None)
     else:
-        rows = run_grid(points, _run, lambda: json.loads(Path(metrics_path).read_text()), variant or None)
+        read = lambda: json.loads(Path(metrics_path).read_text())  # noqa: E731
+        runs = run_repeats(planned, _run, read, variant or None, temp=temp,
+                           on_done=None if temp else lambda done: save(done, complete=False))
+        if temp:  # --temp results stay out of the workspace: read them back from DVC
+            runs = run_or_exit(attach_exp_show_metrics, planned, _exp_show(), metrics_path, variant or None)
+    save(runs, complete=True)
+    rows = experiment_rows(runs)
     click.echo(format_markdown(rows), nl=False)
+    click.echo()
+    click.echo(render_ablation_table(summarize_runs(runs, references)), nl=False)
     if markdown_path is not None:
         _write(markdown_path, format_markdown(rows))
     if csv_path is not None:

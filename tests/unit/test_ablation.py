@@ -1,4 +1,4 @@
-"""Ablation grids: experiment commands, names, and results tables (no dvc is run)."""
+"""Ablation grids: experiment commands, names, repeats over seeds and draws, summaries and tables (no dvc is run)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.ablation import (
-    EXAMPLE_GRID, expand_grid, exp_run_command, experiment_name, flatten_metrics, format_csv, format_markdown,
-    load_grid, rows_from_exp_show, run_grid,
+    EXAMPLE_GRID, arm_name, attach_exp_show_metrics, default_seed_keys, expand_grid, exp_run_command,
+    experiment_name, experiment_rows, flatten_metrics, format_csv, format_markdown, load_grid, load_points,
+    lookup_params, missing_keys, plan_repeats,
+    render_ablation_table, rows_from_exp_show, run_repeats, summarize_runs,
 )
 from stages.cli import main
 
@@ -59,10 +61,12 @@ def test_grid_file(tmp_path: Path) -> None:
         load_grid(tmp_path / "missing.yaml")
 
 
-def test_run_grid_reads_each_experiments_metrics_after_its_run() -> None:
+def test_run_repeats_reads_each_experiments_metrics_after_its_run() -> None:
     points = expand_grid({"window": [10, 30]})
-    ran, results = [], iter([evaluate_json(0.2, 0.4), evaluate_json(0.6, 0.8)])
-    rows = run_grid(points, ran.append, lambda: next(results))
+    ran, results, saved = [], iter([evaluate_json(0.2, 0.4), evaluate_json(0.6, 0.8)]), []
+    runs = run_repeats(plan_repeats(points), ran.append, lambda: next(results), on_done=saved.append)
+    assert [len(done) for done in saved] == [1, 2] and saved[-1] == runs
+    rows = experiment_rows(runs)
     assert [argv[4] for argv in ran] == ["seq-w10", "seq-w30"]
     assert rows[1]["train_sequence.window"] == 30 and rows[1]["au.score"] == 0.6
     assert rows[1]["mean_score"] == pytest.approx(0.7)
@@ -86,7 +90,8 @@ def test_rows_from_real_dvc_exp_show_output() -> None:
 
 def test_tables_sort_best_first_and_agree() -> None:
     results = iter([evaluate_json(0.1, 0.1), evaluate_json(0.9, 0.9)])
-    rows = run_grid(expand_grid({"layers": [1, 2]}), lambda argv: None, lambda: next(results))
+    rows = experiment_rows(run_repeats(plan_repeats(expand_grid({"layers": [1, 2]})), lambda argv: None,
+                                       lambda: next(results)))
     markdown = format_markdown(rows).splitlines()
     assert markdown[0].startswith("| experiment | layers | au.f1")
     assert markdown[2].startswith("| seq-l2 | 2 |") and markdown[3].startswith("| seq-l1 | 1 |")
@@ -135,3 +140,161 @@ def test_stage_refuses_grid_file_with_axis_options(tmp_path: Path) -> None:
     grid.write_text("window: [10]\n")
     result = CliRunner().invoke(main, ["ablate", "--grid", str(grid), "--window", "30", "--dry-run"])
     assert result.exit_code == 2 and "either --grid" in result.output
+
+
+# --- repeats over seeds and draws ---------------------------------------------------------------------------------
+
+def _run_record(arm: str, draw: int, seed: int, au: float, expr: float) -> dict:
+    return {"arm": arm, "draw": draw, "seed": seed, "params": {"train_sequence.modalities": arm},
+            "metrics": {"au.score": au, "expr.score": expr, "mean_score": (au + expr) / 2}}
+
+
+# A table small enough to check by hand: visual AU 0.60/0.70/0.80 (mean 0.70, sd 0.10); both AU 0.65/0.80/0.80
+# (mean 0.75, sd sqrt(0.0075/2) = 0.0866); paired both - visual 0.05/0.10/0.00 (mean 0.05, sd 0.05).
+HAND_TABLE = [
+    _run_record("visual", 0, 0, 0.60, 0.40), _run_record("visual", 1, 0, 0.70, 0.50),
+    _run_record("visual", 2, 0, 0.80, 0.60),
+    _run_record("both", 0, 0, 0.65, 0.40), _run_record("both", 1, 0, 0.80, 0.50),
+    _run_record("both", 2, 0, 0.80, 0.60),
+]
+
+
+def test_summary_of_a_hand_built_table() -> None:
+    summary = summarize_runs(HAND_TABLE, references=["visual"])
+    assert summary["metrics"] == ["au.score", "expr.score", "mean_score"]
+    visual, both = summary["arms"]
+    assert (visual["arm"], visual["n"], both["arm"], both["n"]) == ("visual", 3, "both", 3)
+    assert visual["mean"]["au.score"] == pytest.approx(0.70) and visual["sd"]["au.score"] == pytest.approx(0.10)
+    assert both["mean"]["au.score"] == pytest.approx(0.75) and both["sd"]["au.score"] == pytest.approx(0.0075 ** 0.5)
+    assert visual["params"] == {"train_sequence.modalities": "visual"}
+    [diff] = summary["differences"]
+    assert (diff["arm"], diff["reference"], diff["n"]) == ("both", "visual", 3)
+    assert diff["mean"]["au.score"] == pytest.approx(0.05) and diff["sd"]["au.score"] == pytest.approx(0.05)
+    # identical EXPR scores: no difference and no spread, although each arm's EXPR spread is 0.10
+    assert diff["mean"]["expr.score"] == pytest.approx(0.0) and diff["sd"]["expr.score"] == pytest.approx(0.0)
+    assert visual["sd"]["expr.score"] == pytest.approx(0.10)
+    assert diff["mean"]["mean_score"] == pytest.approx(0.025)
+
+
+def test_differences_pair_runs_by_draw_and_seed_only() -> None:
+    runs = [_run_record("visual", 0, 0, 0.5, 0.5), _run_record("visual", 0, 1, 0.7, 0.5),
+            _run_record("both", 0, 1, 0.9, 0.5), _run_record("both", 1, 0, 0.1, 0.5)]
+    summary = summarize_runs(runs, references=["both"])
+    [diff] = summary["differences"]
+    assert (diff["arm"], diff["reference"], diff["n"]) == ("visual", "both", 1)
+    assert diff["mean"]["au.score"] == pytest.approx(-0.2) and diff["sd"]["au.score"] is None
+    assert [arm["n"] for arm in summary["arms"]] == [2, 2]
+
+
+def test_summary_refuses_unknown_reference_and_duplicate_runs() -> None:
+    with pytest.raises(ValueError, match="reference arm.*audio"):
+        summarize_runs(HAND_TABLE, references=["audio"])
+    with pytest.raises(ValueError, match="two runs"):
+        summarize_runs(HAND_TABLE + [HAND_TABLE[0]], references=[])
+
+
+def test_rendered_table_shows_mean_sd_runs_and_paired_differences() -> None:
+    lines = render_ablation_table(summarize_runs(HAND_TABLE, references=["visual"])).splitlines()
+    assert lines[0] == "| arm | runs | AU score | EXPR score | mean score |"
+    assert lines[2] == "| visual | 3 | 0.700 ± 0.100 | 0.500 ± 0.100 | 0.600 ± 0.100 |"
+    assert lines[3].startswith("| both | 3 | 0.750 ± 0.087 |")
+    assert lines[4] == "| both − visual (paired) | 3 pairs | +0.050 ± 0.050 | +0.000 ± 0.000 | +0.025 ± 0.025 |"
+    single = render_ablation_table(summarize_runs(HAND_TABLE[:1]))
+    assert single.splitlines()[2] == "| visual | 1 | 0.600 | 0.400 | 0.500 |"
+
+
+def test_plan_repeats_runs_each_draw_once_then_its_arms_and_seeds() -> None:
+    points = expand_grid({"modalities": ["visual", "both"]})
+    runs = plan_repeats(points, seeds=[0, 1], seed_keys=default_seed_keys(points), data_seeds=[5, 6])
+    assert default_seed_keys(points) == ["train_sequence.seed"]
+    assert [r["experiment"] for r in runs[:4]] == ["seq-visual-d5-s0", "seq-visual-d5-s1", "seq-both-d5-s0",
+                                                 "seq-both-d5-s1"]
+    assert [r["draw"] for r in runs] == [5] * 4 + [6] * 4
+    assert runs[-1]["params"] == {"train_sequence.modalities": "both", "synth.seed": 6, "train_sequence.seed": 1}
+    assert [r["experiment"] for r in plan_repeats(points)] == ["seq-visual", "seq-both"]
+    with pytest.raises(ValueError, match="repeat"):
+        plan_repeats(points, data_seeds=[1, 1])
+    with pytest.raises(ValueError, match="seed param"):
+        plan_repeats(points, seeds=[0], seed_keys=[])
+
+
+def test_grid_file_may_list_arms(tmp_path: Path) -> None:
+    path = tmp_path / "arms.yaml"
+    path.write_text("- {modalities: both, window: 1}\n- {modalities: both, window: 30}\n- {modalities: visual}\n")
+    points = load_points(path)
+    assert [arm_name(p) for p in points] == ["both-w1", "both-w30", "visual"]
+    # a workspace experiment keeps the previous one's window: the arm without one runs at the params' value
+    assert missing_keys(points) == ["train_sequence.window"]
+    with pytest.raises(ValueError, match="train_sequence.window"):
+        plan_repeats(points)
+    base = lookup_params({"train_sequence": {"window": 20, "layers": 1}}, missing_keys(points))
+    assert plan_repeats(points, base=base)[2]["params"] == {"train_sequence.window": 20,
+                                                          "train_sequence.modalities": "visual"}
+    with pytest.raises(ValueError, match="my.yaml.*train_sequence.window"):
+        lookup_params({"train_sequence": {}}, ["train_sequence.window"], "my.yaml")
+    path.write_text("- {}\n")
+    with pytest.raises(ValueError, match="arms.yaml"):
+        load_points(path)
+
+
+def test_attach_metrics_of_named_experiments_from_exp_show() -> None:
+    runs = plan_repeats(expand_grid({"modalities": ["visual"], "window": [10], "layers": [2]}))
+    [run] = attach_exp_show_metrics(runs, json.loads(EXP_SHOW.read_text()), "metrics/evaluate.json")
+    assert run["experiment"] == "seq-visual-w10-l2" and run["metrics"]["au.f1"] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="seq-audio"):
+        attach_exp_show_metrics(plan_repeats(expand_grid({"modalities": ["audio"]})),
+                                json.loads(EXP_SHOW.read_text()), "metrics/evaluate.json")
+
+
+def test_stage_repeats_seeds_and_writes_the_summary_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import stages.ablate as ablate
+
+    metrics, out = tmp_path / "evaluate.json", tmp_path / "ablation.json"
+    calls = []
+
+    class Done:
+        returncode, stdout, stderr = 0, "0123abcd\n", ""
+
+    def fake_run(argv, check=False, **kwargs):
+        if Path(argv[0]).name == "dvc":  # the venv's dvc, by full path, or the one on PATH
+            calls.append(argv)
+            params = dict(item.split("=") for item in argv[6::2])
+            bonus = 0.1 if params["train_sequence.modalities"] == "both" else 0.0
+            seed = int(params["train_sequence.seed"])
+            metrics.write_text(json.dumps(evaluate_json(0.5 + bonus + 0.01 * seed, 0.5)))
+        return Done()
+
+    monkeypatch.setattr(ablate.subprocess, "run", fake_run)
+    args = ["ablate", "--modalities", "visual,both", "--seeds", "3", "--reference", "visual", "--metrics",
+            str(metrics), "--json", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert len(calls) == 6 and calls[1][4] == "seq-visual-s1"
+    assert "| both − visual (paired) | 3 pairs | +0.100 ± 0.000 |" in result.output
+    assert "| visual | 3 | 0.510 ± 0.010 |" in result.output
+    document = json.loads(out.read_text())
+    assert document["complete"] is True and len(document["runs"]) == 6
+    assert document["date"] <= document["finished"]
+    # options in the command's own order, defaults left out
+    assert document["command"] == f"mmaffect ablate --modalities visual,both --seeds 3 --reference visual " \
+                                  f"--json {out} --metrics {metrics}"
+    assert document["git_commit"] == "0123abcd" and document["cpu"] and document["torch_threads"] >= 1
+    assert document["seeds"] == [0, 1, 2] and document["seed_params"] == ["train_sequence.seed"]
+    assert render_ablation_table(document) in result.output
+
+
+def test_stage_sets_params_some_arms_leave_unset_from_the_params_file(tmp_path: Path) -> None:
+    arms, params = tmp_path / "arms.yaml", tmp_path / "params.yaml"
+    arms.write_text("- {modalities: both}\n- {modalities: both, window: 1}\n")
+    params.write_text("train_sequence: {window: 30, modalities: both}\n")
+    result = CliRunner().invoke(main, ["ablate", "--grid", str(arms), "--params", str(params), "--data-seeds", "4",
+                                       "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "dvc exp run -n seq-both-d4 -S train_sequence.window=30 -S train_sequence.modalities=both -S synth.seed=4",
+        "dvc exp run -n seq-both-w1-d4 -S train_sequence.modalities=both -S train_sequence.window=1 -S synth.seed=4"]
+
+
+def test_stage_refuses_a_reference_that_is_not_an_arm() -> None:
+    result = CliRunner().invoke(main, ["ablate", "--modalities", "visual,both", "--reference", "audio", "--dry-run"])
+    assert result.exit_code == 2 and "audio" in result.output
