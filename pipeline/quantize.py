@@ -1,7 +1,7 @@
 """int8 CPU inference: onnxruntime static quantization of ``visual.onnx``, calibrated on stored crops.
 
 The int8 model is QDQ (QuantizeLinear/DequantizeLinear pairs around each quantized operator), with
-per-channel int8 weights and uint8 activations (the U8S8 form onnxruntime runs fastest on AVX2) whose
+per-channel int8 weights and uint8 activations (U8S8, which onnxruntime recommends on AVX2) whose
 ranges come from running the float model over face crops drawn from the frame store. It keeps the
 float model's inputs, outputs and metadata, and adds a ``quantization`` entry that records how it was
 made and exactly which crops calibrated it, so a later reader can rebuild or question it.
