@@ -112,14 +112,18 @@ def _executed(scheduler: str) -> int:
         return sum(client.run(lambda dask_worker: dask_worker.state.executed_count).values())
 
 
-def _run(command, args: list[str], work: Path, where: list[str]) -> None:
-    """Run an embed stage on the CPU; ``where`` says on which cluster."""
-    result = CliRunner().invoke(command, [*args, "--device", "cpu", "--batch-size", "5", "--work-dir", str(work),
-                                          "--no-progress", *where])
-    assert result.exit_code == 0, result.output
-
-
-LOCAL = ["--no-processes", "--workers", "1", "--threads", "1"]
+def _compare_cluster_with_local(command, args: list[str], params: Path, scheduler: str, tmp_path: Path) -> None:
+    """Run an embed stage on the CPU against ``scheduler`` and locally; the stores must be equal."""
+    options = ["--params", str(params), "--device", "cpu", "--batch-size", "5", "--no-progress"]
+    before = _executed(scheduler)
+    for name, where in (("cluster", ["--scheduler", scheduler]),
+                        ("local", ["--no-processes", "--workers", "1", "--threads", "1"])):
+        result = CliRunner().invoke(command, [*args, str(tmp_path / f"{name}.zarr"), *options,
+                                              "--work-dir", str(tmp_path / f"work-{name}"), *where])
+        assert result.exit_code == 0, result.output
+        if name == "cluster":  # one task per entry ran on the cluster's workers
+            assert _executed(scheduler) - before == len(EmbeddingStore.open_read(tmp_path / "cluster.zarr").keys())
+    _assert_same_store(tmp_path / "cluster.zarr", tmp_path / "local.zarr")
 
 
 @pytest.mark.slow
@@ -129,24 +133,13 @@ def test_embed_visual_on_the_cluster_equals_the_local_run(
     params = tmp_path / "params.yaml"
     params.write_text("embed_visual:\n  chunk_frames: 4\n  sources: [affwild2]\n")
     onnx = tiny_visual_onnx(tmp_path / "visual.onnx")
-    args = [str(tiny_prepared), str(tiny_frames), str(onnx)]
-    before = _executed(scheduler)
-    _run(embed_visual, [*args, str(tmp_path / "cluster.zarr"), "--params", str(params)], tmp_path / "w1",
-         ["--scheduler", scheduler])
-    # one task per subject ran on the cluster's workers
-    assert _executed(scheduler) - before == len(EmbeddingStore.open_read(tmp_path / "cluster.zarr").keys())
-    _run(embed_visual, [*args, str(tmp_path / "local.zarr"), "--params", str(params)], tmp_path / "w2", LOCAL)
-    _assert_same_store(tmp_path / "cluster.zarr", tmp_path / "local.zarr")
+    _compare_cluster_with_local(embed_visual, [str(tiny_prepared), str(tiny_frames), str(onnx)], params, scheduler,
+                                tmp_path)
 
 
 @pytest.mark.slow
 def test_embed_audio_on_the_cluster_equals_the_local_run(scheduler: str, tiny_prepared: Path, tmp_path: Path) -> None:
     params = tmp_path / "params.yaml"
     params.write_text("embed_audio:\n  chunk_frames: 4\n  backend: onnx\n")
-    args = [str(tiny_prepared), str(tiny_audio_model_dir(tmp_path / "audio"))]
-    before = _executed(scheduler)
-    _run(embed_audio, [*args, str(tmp_path / "cluster.zarr"), "--params", str(params)], tmp_path / "w1",
-         ["--scheduler", scheduler])
-    assert _executed(scheduler) - before == len(EmbeddingStore.open_read(tmp_path / "cluster.zarr").keys())
-    _run(embed_audio, [*args, str(tmp_path / "local.zarr"), "--params", str(params)], tmp_path / "w2", LOCAL)
-    _assert_same_store(tmp_path / "cluster.zarr", tmp_path / "local.zarr")
+    _compare_cluster_with_local(embed_audio, [str(tiny_prepared), str(tiny_audio_model_dir(tmp_path / "audio"))],
+                                params, scheduler, tmp_path)
