@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,19 @@ REPO = Path(__file__).resolve().parents[2]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
 
+def _run_bounded(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``argv`` in its own process group; on timeout kill the group (torchrun and its ranks) and fail."""
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"torchrun did not finish in {timeout} s:\n{stderr[-4000:]}")
+    return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
+
+
 @pytest.mark.slow
 def test_finetune_visual_under_torchrun_publishes_the_model_every_rank_ends_with(
     tiny_prepared: Path, tiny_frames: Path, tmp_path: Path
@@ -31,12 +45,12 @@ def test_finetune_visual_under_torchrun_publishes_the_model_every_rank_ends_with
     params = write_params(tmp_path, epochs=1)
     out, metrics_path = tmp_path / "visual", tmp_path / "metrics" / "visual.json"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "DIGEST_DIR": str(tmp_path)}
-    proc = subprocess.run(
+    proc = _run_bounded(
         [str(TORCHRUN), "--standalone", "--nnodes", "1", "--nproc_per_node", "2",
          str(REPO / "tests" / "_torchrun_finetune.py"), str(tiny_prepared), str(tiny_frames), str(out),
          str(metrics_path), "--params", str(params), "--device", "cpu", "--work-dir", str(tmp_path / "work"),
          "--no-progress"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        tmp_path, env,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     summary = json.loads(proc.stdout[proc.stdout.index("{"):])  # rank 0 alone prints it
