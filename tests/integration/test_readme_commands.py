@@ -205,6 +205,16 @@ def test_torchrun_commands_name_a_stage_module(shown: Shown) -> None:
     assert not unknown, f"{shown.where}: {module} takes no {unknown}"
 
 
+@pytest.mark.parametrize("shown", [c for c in COMMANDS if c.program == "dask"], ids=_ids)
+def test_dask_commands_take_the_options_shown(shown: Shown) -> None:
+    dask = Path(sys.executable).with_name("dask")
+    result = subprocess.run([str(dask), shown.argv[1], "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, f"{shown.where}: no `dask {shown.argv[1]}`: {result.stderr}"
+    taken = set(re.findall(r"(?<![\w-])(--?[A-Za-z][\w-]*)", result.stdout))
+    unknown = sorted(set(_options(shown.argv[2:])) - taken)
+    assert not unknown, f"{shown.where}: `dask {shown.argv[1]}` takes no {unknown}"
+
+
 @pytest.mark.parametrize("shown", [c for c in COMMANDS if c.program == "python"], ids=_ids)
 def test_python_commands_name_what_exists(shown: Shown) -> None:
     args = shown.argv[1:]

@@ -15,37 +15,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from _finetune_params import PARAMS, write_params as _params
 from pipeline.models.multitask import build_from_checkpoint
 from stages.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
-PARAMS = """finetune_visual:
-  backbone: iresnet18
-  width_mult: 0.0625
-  dropout: 0.0
-  pretrained: null
-  epochs: {epochs}
-  batch_size: 16
-  lr: 0.05
-  momentum: 0.9
-  weight_decay: 0.0005
-  schedule: cosine
-  alternation: batch
-  focal_gamma: 2.0
-  focal_alpha: null
-  pos_weight: null
-  pos_weight_cap: 10.0
-  use_bp4d: true
-  max_frames_per_epoch: 32
-  augment: {{flip_prob: 0.5, crop_scale: 0.1, hue: 0.02, saturation: 0.2, lightness: 0.2}}
-  seed: 0
-"""
-
-
-def _params(tmp_path: Path, epochs: int) -> Path:
-    path = tmp_path / "params.yaml"
-    path.write_text(PARAMS.format(epochs=epochs))
-    return path
 
 
 def _args(prepared: Path, frames: Path, tmp_path: Path, params: Path) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import shutil
 import socket
@@ -16,6 +15,7 @@ import torch
 import torch.multiprocessing as mp
 from _baselines import trivial_au_score, trivial_expr_score
 
+from _torchrun_finetune import state_digest as _digest
 from pipeline.config import ConfigError
 from pipeline.data.frame_store import FrameStore
 from pipeline.data.labels_store import read_all_labels
@@ -40,14 +40,6 @@ def _run(prepared: Path, frames: Path, out: Path, cfg: VisualTrainConfig, **kwar
         read_manifest(prepared / "manifest.json"), prepared / "labels.h5", frames, out / "model.pt",
         out / "metrics.json", out / "work", cfg, progress=False, **kwargs,
     )
-
-
-def _digest(state: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for key in sorted(state):
-        h.update(key.encode())
-        h.update(state[key].detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,80 @@
+"""``finetune-visual`` under ``torchrun --nproc_per_node 2`` on the CPU (gloo), as a user launches it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from _finetune_params import write_params
+from _torchrun_finetune import state_digest
+from pipeline.data.manifest import read_manifest
+from pipeline.models.multitask import build_from_checkpoint
+from pipeline.train.ddp import DistContext
+from pipeline.train.frames_dataset import FrameDataset
+from pipeline.train.visual import build_training_data, predict_frames, score_predictions
+
+REPO = Path(__file__).resolve().parents[2]
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+
+
+def _run_bounded(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``argv`` in its own process group; on timeout kill the group (torchrun and its ranks) and fail."""
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"torchrun did not finish in {timeout} s:\n{stderr[-4000:]}")
+    return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
+
+
+@pytest.mark.slow
+def test_finetune_visual_under_torchrun_publishes_the_model_every_rank_ends_with(
+    tiny_prepared: Path, tiny_frames: Path, tmp_path: Path
+) -> None:
+    params = write_params(tmp_path, epochs=1)
+    out, metrics_path = tmp_path / "visual", tmp_path / "metrics" / "visual.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "DIGEST_DIR": str(tmp_path)}
+    proc = _run_bounded(
+        [str(TORCHRUN), "--standalone", "--nnodes", "1", "--nproc_per_node", "2",
+         str(REPO / "tests" / "_torchrun_finetune.py"), str(tiny_prepared), str(tiny_frames), str(out),
+         str(metrics_path), "--params", str(params), "--device", "cpu", "--work-dir", str(tmp_path / "work"),
+         "--no-progress"],
+        tmp_path, env,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = json.loads(proc.stdout[proc.stdout.index("{"):])  # rank 0 alone prints it
+
+    # both ranks end with the same weights, and those are what rank 0 published (one epoch: best = last)
+    digests = {(tmp_path / f"rank{r}.digest").read_text() for r in range(2)}
+    assert len(digests) == 1
+    ckpt = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
+    assert state_digest(ckpt["state_dict"]) == digests.pop()
+    assert sorted(p.name for p in out.iterdir()) == ["model.pt"]
+    model = build_from_checkpoint(ckpt).eval()
+    assert all(torch.isfinite(t).all() for t in ckpt["state_dict"].values() if t.is_floating_point())
+
+    # the validation each rank did on its share, gathered, is the single-process validation of that model
+    metrics = json.loads(metrics_path.read_text())
+    assert metrics["epochs"] == 1 and metrics["best_epoch"] == summary["best_epoch"] == 1
+    assert metrics["au"] == summary["au"] and metrics["expr"] == summary["expr"]
+    data = build_training_data(read_manifest(tiny_prepared / "manifest.json"), tiny_prepared / "labels.h5",
+                               tiny_frames, use_bp4d=True)
+    predictions = predict_frames(model, FrameDataset(tiny_frames, data.val), 0, len(data.val), 16,
+                                 torch.device("cpu"), DistContext())
+    alone = score_predictions(data, *predictions)
+    for task in ("au", "expr"):
+        assert metrics[task].keys() == alone[task].keys()
+        for name, value in alone[task].items():
+            assert metrics[task][name] == pytest.approx(value, abs=1e-6), (task, name)
+    assert np.isfinite(metrics["score"])
