@@ -73,7 +73,7 @@ def load_points(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ablation grid file not found: {path}")
-    data = yaml.safe_load(path.read_text())
+    data = read_yaml(path)
     if isinstance(data, dict):
         return expand_grid(load_grid(path))
     if not isinstance(data, list) or not data or not all(isinstance(arm, dict) and arm for arm in data):
