@@ -13,6 +13,15 @@ from stages.common import device_option, load_config, run_or_exit, setup_logging
 _FILE = click.Path(dir_okay=False, path_type=Path)
 
 
+# The default pipeline trains on the synthetic demo's drawn faces; nothing in the model files says
+# which data trained them, so every run says what such a model is worth on a real face.
+DEMO_MODELS_NOTE = (
+    "note: models trained by the default pipeline learned the synthetic demo's drawn faces; on a real "
+    "face their output means nothing. Meaningful predictions need models trained on labelled real-face "
+    "video (Aff-Wild2, or your own AU/expression annotations in its layout: set data.root and run dvc repro)."
+)
+
+
 @click.command(name="predict")
 @click.argument("videos", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -51,6 +60,7 @@ def command(videos: tuple[Path, ...], out_dir: Path, models_dir: Path, visual_on
         sequence_onnx or models_dir / "sequence" / "sequence.onnx",
         device,
     )
+    click.echo(DEMO_MODELS_NOTE, err=True)
     done, failed = run_or_exit(predict_videos, videos, out_dir, models, crops_root, cfg, batch_size)
     for summary in done:
         click.echo(f"{summary.video}: {summary.frames} frames, {summary.faces} with a face, {summary.audio_frames} "

@@ -38,6 +38,7 @@ def test_predict_writes_one_csv_per_video(cache, videos, tmp_path: Path):
     assert sorted(p.name for p in out.iterdir()) == ["a.csv", "b.csv"]
     assert len((out / "b.csv").read_text().splitlines()) == 1 + 5
     assert "a.mp4: 8 frames, 8 with a face, 8 with audio, 0 low-confidence" in result.output
+    assert "on a real face their output means nothing" in result.output   # what demo models are worth
 
 
 def test_predict_reports_a_bad_video_and_still_writes_the_others(cache, videos, tmp_path: Path):
