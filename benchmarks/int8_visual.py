@@ -8,7 +8,8 @@ machine hit both alike; the median of each is reported, with their ratio. Agreem
 the same faces: embedding cosine similarity, and the share of AU decisions (sigmoid > 0.5) and
 expression argmaxes that int8 keeps (on a random backbone these say little about trained-model
 scores). The load average before and after is recorded: other processes slow both models.
-Without ``--frames`` it generates the tiny synthetic dataset. Prints one JSON object.
+Without ``--frames`` it generates the tiny synthetic dataset. Prints the JSON record and writes it to
+``--out`` (default ``benchmarks/results/int8_visual.json``; rendered into docs/visual.md).
 
     python benchmarks/int8_visual.py --backbone iresnet18 --width-mult 1.0 --threads 2
 """
@@ -17,9 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from pipeline.data.synth import SynthConfig, generate_dataset
 from pipeline.export import make_session
 from pipeline.models.preprocess import to_model_input
 from pipeline.quantize import CalibrationConfig, int8_path, quantize_visual
+from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record
 from timing import rate
 
 
@@ -80,17 +81,6 @@ def agreement(ref: list[np.ndarray], got: list[np.ndarray]) -> dict[str, float]:
     }
 
 
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo (the platform's processor string elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=Path, help="a frames.h5 (default: the tiny synthetic dataset's)")
@@ -104,6 +94,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating float32/int8 timing rounds")
     parser.add_argument("--min-seconds", type=float, default=3.0, help="per timing")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "int8_visual.json",
+                        help="where the JSON record is written")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -111,7 +103,7 @@ def main() -> None:
         frames = args.frames or synthetic_frames(base, args.seed)
         float_path = args.onnx or export_backbone(base / "visual.onnx", args.backbone, args.width_mult, args.seed)
         out = int8_path(base / float_path.name)
-        load_before = os.getloadavg()
+        load_before = load_average()
         report = quantize_visual(float_path, frames, out, CalibrationConfig(n_crops=args.crops, seed=args.seed))
         images = decoded_faces(frames, args.faces)
         sessions = {"float32": make_session(float_path, "cpu", args.threads), "int8": make_session(out, "cpu", args.threads)}
@@ -121,9 +113,8 @@ def main() -> None:
                 rates[name].append(rate(lambda s=session: run_all(s, images, args.batch_size), len(images),
                                         args.min_seconds))
         outputs = {name: run_all(session, images, args.batch_size) for name, session in sessions.items()}
-        load_after = os.getloadavg()
         medians = {name: statistics.median(values) for name, values in rates.items()}
-        print(json.dumps({
+        record = benchmark_record("int8_visual", {
             "model": str(args.onnx) if args.onnx else {"backbone": args.backbone, "width_mult": args.width_mult},
             "faces": len(images), "batch_size": args.batch_size, "threads": args.threads,
             "faces_per_s": {name: round(value, 2) for name, value in medians.items()},
@@ -132,10 +123,10 @@ def main() -> None:
             "agreement": agreement(outputs["float32"], outputs["int8"]),
             "calibration_crops": report["calibration"]["n_crops"],
             "file_mb": {"float32": round(float_path.stat().st_size / 1e6, 2), "int8": round(out.stat().st_size / 1e6, 2)},
-            "load_average_1_5_15": {"before": [round(v, 2) for v in load_before],
-                                    "after": [round(v, 2) for v in load_after]},
-            "cpu": cpu_name(), "cores": os.cpu_count(), "onnxruntime": onnxruntime.__version__,
-        }, indent=2))
+            "onnxruntime": onnxruntime.__version__,
+        }, sys.argv, threads=args.threads, load_before=load_before)
+    write_record(record, args.out)
+    print(json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":

@@ -233,3 +233,23 @@ def margin_memory(record: dict[str, Any]) -> str:
                   f"{fixed:.1f} GiB whatever the sample rate.")
     return (table(header, rows) + "\n\n" + settings + " " + fixed_line + " "
             + measured_on(record, "benchmarks/results/margin_memory.json"))
+
+
+def int8_visual(record: dict[str, Any]) -> str:
+    """docs/visual.md: int8 against float32 visual embedding, rates of both, their ratio and agreement."""
+    r = record["results"]
+    rounds = {name: ", ".join(f"{v:.2f}" for v in values) for name, values in r["rounds"].items()}
+    agree = r["agreement"]
+    rows = [[name, f"{r['faces_per_s'][name]:.2f}", rounds[name], f"{r['file_mb'][name]:.1f} MB"]
+            for name in ("float32", "int8")]
+    model = r["model"]
+    model_text = (f"{model['backbone']} width {model['width_mult']:g} with random weights" if isinstance(model, dict)
+                  else f"`{model}`")
+    settings = (f"**int8 / float32 = {r['int8_vs_float32']:.2f}** (medians of {len(r['rounds']['int8'])} alternating "
+                f"rounds). On the same {r['faces']} faces int8 keeps an embedding cosine similarity of "
+                f"{agree['embedding_cosine_mean']:.3f} on average ({agree['embedding_cosine_min']:.3f} at worst), "
+                f"{100 * agree['au_decisions_kept']:.0f} % of the AU decisions and "
+                f"{100 * agree['expr_argmax_kept']:.0f} % of the expression argmaxes. {model_text}, "
+                f"{r['calibration_crops']} calibration crops, batch {r['batch_size']}, onnxruntime {r['onnxruntime']}.")
+    header = ("model", "faces/s (median)", "faces/s per round", "model file")
+    return table(header, rows) + "\n\n" + settings + " " + measured_on(record, "benchmarks/results/int8_visual.json")

@@ -23,5 +23,6 @@ RENDERERS: dict[str, Renderer] = build_registry([
     Renderer("bench-face-identities", ("benchmarks/results/face_identities.json",
                                        "benchmarks/results/face_identities_workers2.json"), bench_tables.face_identities),
     Renderer("bench-margin-memory", ("benchmarks/results/margin_memory.json",), bench_tables.margin_memory),
+    Renderer("bench-int8-visual", ("benchmarks/results/int8_visual.json",), bench_tables.int8_visual),
     Renderer("repro-time", ("benchmarks/results/repro_time.json",), bench_tables.repro_time),
 ])

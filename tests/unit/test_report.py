@@ -194,3 +194,21 @@ def test_margin_memory_table_gives_each_class_count_and_the_allocation_check() -
     assert "| 360k | 1406.2 MiB | 2988.3 MiB | 2267.6 MiB | 175.8 MiB | 17.6 MiB |" in text
     assert "full: match, sampled: DIFFER" in text and "`sample_rate` 0.1" in text
     assert "At 360k the centres, their gradient and their momentum alone take 2.1 GiB" in text
+
+
+def test_int8_visual_table_gives_both_rates_the_ratio_and_the_agreement() -> None:
+    results = {"model": {"backbone": "iresnet18", "width_mult": 1.0}, "faces": 64, "batch_size": 64, "threads": 2,
+               "faces_per_s": {"float32": 8.05, "int8": 12.69}, "int8_vs_float32": 1.576,
+               "rounds": {"float32": [8.05, 9.79, 6.99], "int8": [12.69, 16.37, 11.89]},
+               "agreement": {"embedding_cosine_mean": 0.98012, "embedding_cosine_min": 0.95833,
+                             "au_decisions_kept": 0.8802, "expr_argmax_kept": 0.8125},
+               "calibration_crops": 64, "file_mb": {"float32": 96.12, "int8": 24.19}, "onnxruntime": "1.31.1"}
+    record = benchmark_record("int8_visual", results, ["benchmarks/int8_visual.py", "--faces", "64"], threads=2,
+                              load_before=[6.3, 6.0, 5.0])
+    text = RENDERERS["bench-int8-visual"].render(record)
+    assert "| float32 | 8.05 | 8.05, 9.79, 6.99 | 96.1 MB |" in text
+    assert "| int8 | 12.69 | 12.69, 16.37, 11.89 | 24.2 MB |" in text
+    assert "**int8 / float32 = 1.58** (medians of 3 alternating rounds)" in text
+    assert "cosine similarity of 0.980 on average (0.958 at worst), 88 % of the AU decisions" in text
+    assert "81 % of the expression argmaxes. iresnet18 width 1 with random weights, 64 calibration crops" in text
+    assert "busy machine" in text and "Record: `benchmarks/results/int8_visual.json`" in text
