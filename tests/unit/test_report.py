@@ -212,3 +212,21 @@ def test_int8_visual_table_gives_both_rates_the_ratio_and_the_agreement() -> Non
     assert "cosine similarity of 0.980 on average (0.958 at worst), 88 % of the AU decisions" in text
     assert "81 % of the expression argmaxes. iresnet18 width 1 with random weights, 64 calibration crops" in text
     assert "busy machine" in text and "Record: `benchmarks/results/int8_visual.json`" in text
+
+
+def test_seed_band_gives_each_arms_range_over_its_runs() -> None:
+    from pipeline.ablation import summarize_runs
+    from pipeline.report.ablation_tables import seed_band
+
+    runs = [{"arm": arm, "draw": None, "seed": seed, "params": {},
+             "metrics": {"au.score": au, "expr.score": expr, "mean": (au + expr) / 2}}
+            for arm, seed, au, expr in [("visual", 0, 0.70, 0.60), ("visual", 1, 0.74, 0.66), ("visual", 2, 0.72, 0.63),
+                                        ("both", 0, 0.80, 0.70), ("both", 1, 0.81, 0.69), ("both", 2, 0.79, 0.74)]]
+    doc = {"command": "mmaffect ablate --seeds 3", "finished": "2026-01-01T00:00:00+00:00", "cpu": "CPU X",
+           "git_commit": "0123456789abcdef", "seed_params": ["train_sequence.seed"], "runs": runs,
+           **summarize_runs(runs, ["visual"])}
+    text = seed_band(doc)
+    assert "- `visual`, 3 runs: AU 0.700–0.740 (range 0.040); EXPR 0.600–0.660 (range 0.060)" in text
+    assert "- `both`, 3 runs: AU 0.790–0.810 (range 0.020); EXPR 0.690–0.740 (range 0.050)" in text
+    assert "both − visual (paired)" in text and "(train_sequence.seed varied together" in text
+    assert text.endswith("on CPU X at commit 0123456789.")

@@ -1,0 +1,34 @@
+"""Renderers of ``mmaffect ablate --json`` records: the per-arm table and the spread between runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.ablation import render_ablation_table
+from pipeline.report.markdown import score
+
+_TASKS = (("au.score", "AU"), ("expr.score", "EXPR"))
+
+
+def seed_band(doc: dict[str, Any]) -> str:
+    """README: the per-arm mean ± sd table, then each arm's range (lowest to highest score) over its runs.
+
+    The range over training seeds stands in for the band a user on another CPU should expect: a
+    different rounding, like a different seed, sends training down another path on the same data.
+    """
+    lines = []
+    for arm in doc["arms"]:
+        runs = [run for run in doc["runs"] if run["arm"] == arm["arm"]]
+        spans = []
+        for key, label in _TASKS:
+            values = [float(run["metrics"][key]) for run in runs if key in run["metrics"]]
+            if values:
+                spans.append(f"{label} {score(min(values))}–{score(max(values))} "
+                             f"(range {score(max(values) - min(values))})")
+        lines.append(f"- `{arm['arm']}`, {len(runs)} runs: " + "; ".join(spans))
+    seeds = ", ".join(doc.get("seed_params") or []) or "the trained stages' seeds"
+    return (render_ablation_table(doc) + "\n"
+            + f"Lowest to highest score over the runs ({seeds} varied together, one synthetic draw):\n\n"
+            + "\n".join(lines) + "\n\n"
+            + f"Measured {doc.get('finished', doc.get('date', '?'))} with `{doc['command']}` on "
+            + f"{doc.get('cpu', '?')} at commit {str(doc.get('git_commit', '?'))[:10]}.")
