@@ -10,6 +10,18 @@ from pipeline.report.markdown import score
 _TASKS = (("au.score", "AU"), ("expr.score", "EXPR"))
 
 
+def noise_verdict(mean: float, sd: float | None, n: int) -> str:
+    """Whether a paired mean difference is distinguishable from zero: a two-sided 95 % paired t-test."""
+    from scipy.stats import t
+
+    if sd is None or n < 2:
+        return "one pair: no spread to judge by"
+    if sd == 0:
+        return "beyond the noise" if mean else "within the noise"
+    limit = float(t.ppf(0.975, n - 1)) * sd / n ** 0.5
+    return "beyond the noise" if abs(mean) > limit else "within the noise"
+
+
 def seed_band(doc: dict[str, Any]) -> str:
     """README: the per-arm mean ± sd table, then each arm's range (lowest to highest score) over its runs.
 
@@ -26,9 +38,15 @@ def seed_band(doc: dict[str, Any]) -> str:
                 spans.append(f"{label} {score(min(values))}–{score(max(values))} "
                              f"(range {score(max(values) - min(values))})")
         lines.append(f"- `{arm['arm']}`, {len(runs)} runs: " + "; ".join(spans))
+    for diff in doc["differences"]:
+        verdicts = [f"{label} {noise_verdict(diff['mean'][key], diff['sd'].get(key), diff['n'])}"
+                    for key, label in _TASKS if key in diff["mean"]]
+        lines.append(f"- `{diff['arm']} − {diff['reference']}` over {diff['n']} pairs (95 %, paired t-test): "
+                     + "; ".join(verdicts))
     seeds = ", ".join(doc.get("seed_params") or []) or "the trained stages' seeds"
     return (render_ablation_table(doc) + "\n"
-            + f"Lowest to highest score over the runs ({seeds} varied together, one synthetic draw):\n\n"
+            + f"Lowest to highest score over the runs ({seeds} varied together, one synthetic draw), "
+            + "and whether each paired difference exceeds the spread:\n\n"
             + "\n".join(lines) + "\n\n"
             + f"Measured {doc.get('finished', doc.get('date', '?'))} with `{doc['command']}` on "
             + f"{doc.get('cpu', '?')} at commit {str(doc.get('git_commit', '?'))[:10]}.")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.report import bench_tables, metrics_tables
+from pipeline.report import ablation_tables, bench_tables, metrics_tables
 from pipeline.report.registry import Renderer, build_registry
 
 RENDERERS: dict[str, Renderer] = build_registry([
@@ -24,5 +24,6 @@ RENDERERS: dict[str, Renderer] = build_registry([
                                        "benchmarks/results/face_identities_workers2.json"), bench_tables.face_identities),
     Renderer("bench-margin-memory", ("benchmarks/results/margin_memory.json",), bench_tables.margin_memory),
     Renderer("bench-int8-visual", ("benchmarks/results/int8_visual.json",), bench_tables.int8_visual),
+    Renderer("ablation-training-seeds", ("benchmarks/results/ablation_training_seeds.json",), ablation_tables.seed_band),
     Renderer("repro-time", ("benchmarks/results/repro_time.json",), bench_tables.repro_time),
 ])

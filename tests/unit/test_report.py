@@ -229,4 +229,15 @@ def test_seed_band_gives_each_arms_range_over_its_runs() -> None:
     assert "- `visual`, 3 runs: AU 0.700–0.740 (range 0.040); EXPR 0.600–0.660 (range 0.060)" in text
     assert "- `both`, 3 runs: AU 0.790–0.810 (range 0.020); EXPR 0.690–0.740 (range 0.050)" in text
     assert "both − visual (paired)" in text and "(train_sequence.seed varied together" in text
+    # both − visual: AU +0.10, +0.07, +0.07 (beyond a 3-pair t limit); EXPR +0.10, +0.03, +0.11 (within)
+    assert "- `both − visual` over 3 pairs (95 %, paired t-test): AU beyond the noise; EXPR within the noise" in text
     assert text.endswith("on CPU X at commit 0123456789.")
+
+
+def test_noise_verdict_follows_the_paired_t_limit() -> None:
+    from pipeline.report.ablation_tables import noise_verdict
+
+    # t(0.975, 2) = 4.303: with sd 0.01 over 3 pairs the limit is 0.0248
+    assert noise_verdict(0.026, 0.01, 3) == "beyond the noise"
+    assert noise_verdict(-0.024, 0.01, 3) == "within the noise"
+    assert noise_verdict(0.5, None, 1) == "one pair: no spread to judge by"
