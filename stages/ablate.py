@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -22,6 +21,7 @@ from pipeline.ablation import (
     param_key, plan_repeats, render_ablation_table, run_repeats, summarize_runs,
 )
 from pipeline.fsio import atomic_path
+from pipeline.report.record import cpu_model
 from stages.common import run_or_exit
 
 
@@ -87,21 +87,12 @@ def _git_commit() -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
-def _cpu_model() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def _provenance(ctx: click.Context) -> dict[str, Any]:
     """What a reader needs to judge the numbers: the command, when, which code, on which CPU with how many threads."""
     import torch  # only for the thread count the stages' torch will use in this environment
 
     return {"command": _command_line(ctx), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "git_commit": _git_commit(), "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
+            "git_commit": _git_commit(), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
 
 
