@@ -171,7 +171,10 @@ def command(ctx: click.Context, grid_path: Path | None, modalities: str | None, 
     def save(runs: list[dict[str, Any]], complete: bool) -> None:
         if json_path is not None:
             finished = {"finished": datetime.now(timezone.utc).isoformat(timespec="seconds")} if complete else {}
-            document = {**record, "complete": complete, **finished, "runs": runs, **summarize_runs(runs, references)}
+            # a partial record compares against the references that have run so far
+            ran = {run["arm"] for run in runs}
+            document = {**record, "complete": complete, **finished, "runs": runs,
+                        **summarize_runs(runs, [ref for ref in references if ref in ran])}
             _write(json_path, json.dumps(document, indent=2) + "\n")
 
     if show:

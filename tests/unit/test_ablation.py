@@ -283,6 +283,33 @@ def test_stage_repeats_seeds_and_writes_the_summary_json(tmp_path: Path, monkeyp
     assert render_ablation_table(document) in result.output
 
 
+def test_stage_saves_a_partial_record_before_the_reference_arm_has_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import stages.ablate as ablate
+
+    metrics, out = tmp_path / "evaluate.json", tmp_path / "ablation.json"
+    partial = []
+
+    class Done:
+        returncode, stdout, stderr = 0, "0123abcd\n", ""
+
+    def fake_run(argv, check=False, **kwargs):
+        if Path(argv[0]).name == "dvc":
+            if out.exists():  # the record written after the previous run
+                partial.append(json.loads(out.read_text()))
+            metrics.write_text(json.dumps(evaluate_json(0.5, 0.5)))
+        return Done()
+
+    monkeypatch.setattr(ablate.subprocess, "run", fake_run)
+    result = CliRunner().invoke(main, ["ablate", "--modalities", "visual,both", "--reference", "both",
+                                       "--metrics", str(metrics), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    [after_visual] = partial
+    assert after_visual["complete"] is False and [r["arm"] for r in after_visual["runs"]] == ["visual"]
+    assert after_visual["differences"] == []
+    assert json.loads(out.read_text())["differences"][0]["reference"] == "both"
+
+
 def test_stage_sets_params_some_arms_leave_unset_from_the_params_file(tmp_path: Path) -> None:
     arms, params = tmp_path / "arms.yaml", tmp_path / "params.yaml"
     arms.write_text("- {modalities: both}\n- {modalities: both, window: 1}\n")
