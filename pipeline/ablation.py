@@ -33,7 +33,8 @@ SECTION = "train_sequence"
 EXAMPLE_GRID: dict[str, list[Any]] = {"modalities": ["visual", "audio", "both"], "window": [10, 30], "layers": [1, 2]}
 METRIC_COLUMNS: tuple[str, ...] = ("au.f1", "au.acc", "au.score", "expr.f1", "expr.acc", "expr.score", "mean_score")
 # short names used in experiment names
-_ABBREVIATIONS = {"window": "w", "layers": "l", "stride": "s", "heads": "h", "d_model": "d", "dropout": "p"}
+_ABBREVIATIONS = {"window": "w", "layers": "l", "stride": "s", "heads": "h", "d_model": "d", "dropout": "p",
+                  "batch_size": "b"}
 
 
 def param_key(name: str) -> str:

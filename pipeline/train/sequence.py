@@ -76,9 +76,7 @@ class SequenceTrainConfig:
 
     def __post_init__(self) -> None:
         check_parity_rtol(self.parity_rtol)
-        if self.window < 2:
-            raise ConfigError(f"must be >= 2 frames, got {self.window}", key="window")
-        for name in ("stride", "epochs", "batch_size"):
+        for name in ("window", "stride", "epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"must be >= 1, got {getattr(self, name)}", key=name)
         try:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from click.testing import CliRunner
 
@@ -49,6 +50,14 @@ def test_train_sequence_writes_model_onnx_and_metrics(cache: Path, tmp_path: Pat
     assert set(metrics) == {"au", "expr"} and set(metrics["au"]) == {"f1", "acc", "score"}
     assert json.loads(result.output) == metrics
     assert (tmp_path / "work" / "state.pt").is_file()
+
+
+def test_one_frame_windows_train_a_model_without_temporal_context(cache: Path, tmp_path: Path) -> None:
+    result = invoke(cache, tmp_path, write_params(tmp_path / "params.yaml", window=1))
+    assert result.exit_code == 0, result.output
+    assert torch.load(tmp_path / "sequence" / "model.pt", weights_only=True)["window"] == 1
+    result = invoke(cache, tmp_path, write_params(tmp_path / "params.yaml", window=0))
+    assert result.exit_code == 2 and "train_sequence.window" in result.output
 
 
 def test_bad_params_are_a_usage_error(cache: Path, tmp_path: Path) -> None:

@@ -234,6 +234,25 @@ def test_seed_band_gives_each_arms_range_over_its_runs() -> None:
     assert text.endswith("on CPU X at commit 0123456789.")
 
 
+def test_draw_table_shows_each_arm_draw_by_draw_and_the_verdicts() -> None:
+    from pipeline.ablation import summarize_runs
+    from pipeline.report.ablation_tables import draw_table
+
+    runs = [{"arm": arm, "draw": draw, "seed": None, "params": {},
+             "metrics": {"au.score": au, "expr.score": expr, "mean": (au + expr) / 2}}
+            for arm, draw, au, expr in [("visual", 0, 0.70, 0.60), ("visual", 1, 0.74, 0.66), ("visual", 2, 0.72, 0.63),
+                                        ("both", 0, 0.80, 0.70), ("both", 1, 0.81, 0.69)]]
+    doc = {"command": "mmaffect ablate --data-seeds 0,1,2", "finished": "2026-01-01T00:00:00+00:00", "cpu": "CPU X",
+           "git_commit": "0123456789abcdef", "runs": runs, **summarize_runs(runs, ["visual"])}
+    text = draw_table(doc)
+    assert "| arm | draw 0 (AU / EXPR) | draw 1 (AU / EXPR) | draw 2 (AU / EXPR) |" in text
+    assert "| visual | 0.700 / 0.600 | 0.740 / 0.660 | 0.720 / 0.630 |" in text
+    assert "| both | 0.800 / 0.700 | 0.810 / 0.690 | – |" in text  # a draw the arm has no run for
+    # both − visual over the 2 shared draws: AU +0.10, +0.07 (t limit 12.7 * 0.021 / 1.41 = 0.19: within)
+    assert "- `both − visual` over 2 pairs (95 %, paired t-test): AU within the noise; EXPR within the noise" in text
+    assert text.endswith("on CPU X at commit 0123456789.")
+
+
 def test_noise_verdict_follows_the_paired_t_limit() -> None:
     from pipeline.report.ablation_tables import noise_verdict
 
