@@ -137,13 +137,13 @@ def evaluate(
     sequence = load_sequence_runner(sequence_model_pt, device)
     visual_store = EmbeddingStore.open_read(visual_zarr)
     audio_store = EmbeddingStore.open_read(audio_zarr)
+    majority = training_majority(manifest, visual_store)
     results = []
     for record in subjects:
         log.info("evaluating %s (%d frames)", record.name, record.n_frames)
         results.append(
             predict_subject(record, visual_store, audio_store, fusion, sequence, cfg, torch_device, batch_size)
         )
-    majority = training_majority(manifest, visual_store)
     by_frames, per_class = score(results, cfg.metric_variant, cfg.expr_f1_classes, majority)
     with atomic_path(out_dir) as tmp:
         write_tables(tmp / "tables", by_frames, per_class)
@@ -370,7 +370,7 @@ def write_plots(folder: Path, results: list[SubjectResult], per_class: dict[str,
         plots.plot_f1_bars(variants_only["expr"], EXPR_NAMES, folder / "expr_f1.png",
                            "Per-expression F1 on the validation frames with a face")
     if variants_only["au"]:
-        plots.plot_au_f1(variants_only["au"], folder / "au_f1.png")
+        plots.plot_au_f1(variants_only["au"], folder / "au_f1.png", "Per-AU F1 on the validation frames with a face")
     for result in timeline_subjects(results, cfg.timeline_videos, cfg.seed):
         v = cfg.timeline_variant
         plots.plot_timeline(

@@ -273,6 +273,17 @@ def test_missing_store_entry_is_named_and_nothing_is_published(inputs, tmp_path:
     assert not (tmp_path / "evaluation").exists() and not (tmp_path / "metrics.json").exists()
 
 
+def test_missing_training_subject_is_named_before_anything_runs(inputs, tmp_path: Path):
+    # the baseline's majority expression comes from the training subjects' labels in the visual store
+    broken = tmp_path / "visual.zarr"
+    shutil.copytree(inputs.visual, broken)
+    EmbeddingStore.open_append(broken, "v" * 64).discard("vidC")
+    with pytest.raises(ValueError, match=r"visual\.zarr: no complete entry for 'vidC' \(re-run embed-visual\)"):
+        evaluate(inputs.manifest, broken, inputs.audio, inputs.audio_model, inputs.sequence_model,
+                 tmp_path / "evaluation", tmp_path / "metrics.json", EvaluateConfig(), "cpu")
+    assert not (tmp_path / "evaluation").exists() and not (tmp_path / "metrics.json").exists()
+
+
 def test_missing_checkpoint_is_named(inputs, tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="nothing.pt"):
         _run(inputs, tmp_path / "e", tmp_path / "m.json", EvaluateConfig(), sequence=tmp_path / "nothing.pt")
