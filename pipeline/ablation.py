@@ -113,9 +113,21 @@ def _yaml_scalar(value: Any) -> str:
 
 
 def flatten_metrics(metrics: Mapping[str, Any], variant: str | None) -> dict[str, float]:
-    """``{"au.f1": ..., ..., "mean_score": ...}`` from an evaluate JSON (``variant`` picks e.g. ``sequence``)
-    or a train-sequence JSON (``{"au": {...}, "expr": {...}}``)."""
-    source = metrics.get(variant, metrics) if variant else metrics
+    """``{"au.f1": ..., ..., "mean_score": ...}`` from an evaluate JSON or a train-sequence JSON
+    (``{"au": {...}, "expr": {...}}``).
+
+    ``variant`` picks the scores in an evaluate JSON: ``sequence`` (its headline, the frames with a
+    face), or a dotted path such as ``all_frames.sequence``; a single key the file lacks reads the
+    file's top level.
+    """
+    source: Any = metrics
+    if variant and "." in variant:
+        for key in variant.split("."):
+            if not isinstance(source, Mapping) or key not in source:
+                raise ValueError(f"metrics have no {variant!r} (missing {key!r})")
+            source = source[key]
+    elif variant:
+        source = metrics.get(variant, metrics)
     if not isinstance(source, Mapping):
         raise ValueError(f"metrics for variant {variant!r} are not a mapping: {source!r}")
     row: dict[str, float] = {}

@@ -1,9 +1,17 @@
 """ABAW scores for Action Unit detection and expression classification.
 
 ABAW2 (2021): AU score = 0.5 * mean per-AU binary F1 + 0.5 * element-wise accuracy;
-EXPR score = 0.67 * macro F1 over the 7 classes + 0.33 * accuracy.
+EXPR score = 0.67 * macro F1 + 0.33 * accuracy.
 ABAW3 and later score AU by the mean F1 alone and EXPR by macro F1 alone (``variant="abaw3"``).
 Entries equal to ``-1`` in ``y_true`` are unlabelled and ignored.
+
+The EXPR macro F1 averages over one of two class sets (``expr_classes``); they differ only on frames
+where some expression occurs neither in the labels nor in the predictions:
+
+- ``"all"``: the 7 classes, a class absent from both counting as F1 0 (scikit-learn's
+  ``f1_score(average="macro", labels=range(7), zero_division=0)``);
+- ``"present"``: the classes that occur in the labels or the predictions (scikit-learn's
+  ``f1_score(average="macro")`` without ``labels=``, which the ABAW evaluation script calls).
 
 Example:
     >>> import numpy as np
@@ -19,6 +27,7 @@ import numpy as np
 from pipeline.labels import NUM_AUS, NUM_EXPRS
 
 VARIANTS: tuple[str, ...] = ("abaw2", "abaw3")
+EXPR_CLASS_SETS: tuple[str, ...] = ("all", "present")
 
 
 def _binary_f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
@@ -51,24 +60,50 @@ def au_metrics(y_true: np.ndarray, y_pred: np.ndarray, variant: str = "abaw2") -
     return {"f1": f1, "acc": acc, "score": float(score)}
 
 
-def expr_per_class_f1(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
-    """Return the F1 of each of the 7 expressions (7,), over labelled frames (0 where undefined)."""
-    y_true, y_pred = _check_expr(y_true, y_pred)
+def _expr_counts(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-class true positives, false positives and false negatives (7,) over labelled frames."""
     keep = y_true >= 0
     t, p = y_true[keep], y_pred[keep]
     classes = np.arange(NUM_EXPRS)
     tp = np.array([np.sum((t == c) & (p == c)) for c in classes])
     fp = np.array([np.sum((t != c) & (p == c)) for c in classes])
     fn = np.array([np.sum((t == c) & (p != c)) for c in classes])
-    return _binary_f1(tp, fp, fn).astype(float)
+    return tp, fp, fn
 
 
-def expr_metrics(y_true: np.ndarray, y_pred: np.ndarray, variant: str = "abaw2") -> dict[str, float]:
-    """Return ``{"f1", "acc", "score"}`` for expression predictions (N,) against labels with -1."""
+def expr_per_class_f1(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """Return the F1 of each of the 7 expressions (7,), over labelled frames (0 where undefined)."""
+    y_true, y_pred = _check_expr(y_true, y_pred)
+    return _binary_f1(*_expr_counts(y_true, y_pred)).astype(float)
+
+
+def expr_macro_f1(y_true: np.ndarray, y_pred: np.ndarray, classes: str = "all") -> float:
+    """Mean expression F1 over the 7 classes (``"all"``) or those in the labels or predictions (``"present"``).
+
+    >>> expr_macro_f1([0, 1, 1], [0, 1, 0], "present")   # classes 0 and 1 only: (2/3 + 2/3) / 2
+    0.6666666666666666
+    """
+    if classes not in EXPR_CLASS_SETS:
+        raise ValueError(f"expression F1 classes must be one of {EXPR_CLASS_SETS}, got {classes!r}")
+    y_true, y_pred = _check_expr(y_true, y_pred)
+    tp, fp, fn = _expr_counts(y_true, y_pred)
+    per_class = _binary_f1(tp, fp, fn)
+    # a class occurs in the labels or the predictions exactly when it has a TP, FP or FN
+    chosen = per_class if classes == "all" else per_class[(tp + fp + fn) > 0]
+    return float(chosen.mean()) if len(chosen) else 0.0
+
+
+def expr_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, variant: str = "abaw2", classes: str = "all"
+) -> dict[str, float]:
+    """Return ``{"f1", "acc", "score"}`` for expression predictions (N,) against labels with -1.
+
+    ``classes`` picks the class set of the macro F1 (``"all"`` or ``"present"``, see the module doc).
+    """
     _check_variant(variant)
+    f1 = expr_macro_f1(y_true, y_pred, classes)
     y_true, y_pred = _check_expr(y_true, y_pred)
     keep = y_true >= 0
-    f1 = float(expr_per_class_f1(y_true, y_pred).mean())
     acc = float((y_true[keep] == y_pred[keep]).mean()) if keep.any() else 0.0
     score = 0.67 * f1 + 0.33 * acc if variant == "abaw2" else f1
     return {"f1": f1, "acc": acc, "score": float(score)}

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from pipeline.data.manifest import read_manifest
-from pipeline.evaluate.run import VARIANTS, EvaluateConfig, evaluate
+from pipeline.evaluate.run import BASELINE, FRAME_SETS, VARIANTS, EvaluateConfig, evaluate
 from stages.common import device_option, load_config, params_option, run_or_exit, setup_logging
 
 _DIR = click.Path(exists=True, file_okay=False, path_type=Path)
@@ -36,9 +36,11 @@ def command(prepared_dir: Path, visual_zarr: Path, audio_zarr: Path, audio_dir: 
 
     Reads PREPARED_DIR/manifest.json (who is in the AU/EXPR validation splits), the cached logits,
     embeddings and labels in VISUAL_ZARR and AUDIO_ZARR, the fusion head in AUDIO_DIR/model.pt and
-    the sequence model in SEQUENCE_DIR. METRICS_JSON holds <variant>.<au|expr>.{f1,acc,score} for the
-    variants visual, fusion and sequence; OUT_DIR gets per-class F1 tables (CSV, Markdown), PNG plots
-    and ABAW submission files submission/<variant>/{AU_Set,EXPR_Set}/<subject>.txt.
+    the sequence model in SEQUENCE_DIR. METRICS_JSON holds <frames>.<variant>.<au|expr>.{f1,acc,score}
+    for the variants visual, fusion, sequence and the trivial baseline, on face_frames (frames with a
+    face crop, as the paper scores) and all_frames (every labelled frame), and the face_frames scores
+    again at the top as <variant>.<au|expr>.{f1,acc,score}. OUT_DIR gets per-class F1 tables (CSV,
+    Markdown), PNG plots and ABAW submission files submission/<variant>/{AU_Set,EXPR_Set}/<subject>.txt.
     Params: the `evaluate` section of --params.
     """
     setup_logging()
@@ -49,9 +51,11 @@ def command(prepared_dir: Path, visual_zarr: Path, audio_zarr: Path, audio_dir: 
         evaluate, manifest, visual_zarr, audio_zarr, audio_dir / "model.pt", sequence_model, out_dir,
         metrics_json, cfg, device, batch_size=batch_size,
     )
-    for variant in VARIANTS:
-        scores = ", ".join(f"{task.upper()} {values['score']:.4f}" for task, values in metrics[variant].items())
-        click.echo(f"{variant}: {scores}")
+    for frames in FRAME_SETS:
+        for variant in (*VARIANTS, BASELINE):
+            scores = ", ".join(f"{task.upper()} {metrics[frames][variant][task]['score']:.4f}"
+                               for task in ("au", "expr") if task in metrics[frames][variant])
+            click.echo(f"{frames} {variant}: {scores}")
     click.echo(f"wrote {metrics_json} and {out_dir}/{{tables,plots,submission}}")
 
 

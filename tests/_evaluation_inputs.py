@@ -8,8 +8,9 @@ Subjects (``fps`` 25, 512-d embeddings):
     vidB_right   vidB   33      excluded     validation   agree with the EXPR labels, AUs wrong
     vidC         vidC   20      train        train        wrong
 
-so the cached visual logits score perfectly on exactly the leakage-free validation frames. Frames
-5..9 of vidA have no face (zero embedding and logits, labels unlabelled there); vidC has no audio.
+so the cached visual logits score perfectly on exactly the leakage-free validation frames with a face.
+Frames 5..9 of vidA have no face (zero embedding and logits) but keep their labels, as Aff-Wild2's
+labelled frames without a cropped image do; vidC has no audio.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pipeline.models.sequence import SequenceArch, SequenceModel, arch_to_dict
 from pipeline.models.tdnn import TDNN, TDNNConfig
 from pipeline.store import EmbeddingStore
 
+FACELESS = ("vidA", slice(5, 10))   # the subject and frames without a face
 SUBJECTS = (
     # name, video, frames, au split, expr split, logits agree (au, expr)
     ("vidA", "vidA", 40, "validation", "validation", (True, True)),
@@ -72,9 +74,8 @@ def build_evaluation_inputs(root: Path, seed: int = 0) -> EvaluationInputs:
         au[-3:] = -1
         expr[:2] = -1
         face = np.ones(n, bool)
-        if name == "vidA":
-            face[5:10] = False
-            au[5:10], expr[5:10] = -1, -1
+        if name == FACELESS[0]:
+            face[FACELESS[1]] = False
         signs = np.where(au == 1, 5.0, -5.0) if au_ok else np.where(au == 1, -5.0, 5.0)
         expr_logits = np.full((n, NUM_EXPRS), -3.0, np.float32)
         target = np.where(expr >= 0, expr, 0) if expr_ok else (np.where(expr >= 0, expr, 0) + 1) % NUM_EXPRS

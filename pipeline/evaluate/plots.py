@@ -102,9 +102,10 @@ def plot_f1_bars(per_variant: Mapping[str, np.ndarray], class_names: tuple[str, 
     return _save(fig, path)
 
 
-def plot_au_f1(per_variant: Mapping[str, np.ndarray], path: str | Path) -> Path:
+def plot_au_f1(per_variant: Mapping[str, np.ndarray], path: str | Path,
+               title: str = "Per-AU F1 on the validation set") -> Path:
     """Write the per-AU F1 bars grouped by variant."""
-    return plot_f1_bars(per_variant, AU_NAMES, path, "Per-AU F1 on the validation set")
+    return plot_f1_bars(per_variant, AU_NAMES, path, title)
 
 
 def plot_timeline(

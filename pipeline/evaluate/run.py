@@ -3,24 +3,39 @@ ABAW submission files.
 
 Variants (all per frame, every frame of a subject predicted):
 
-- ``visual``: the fine-tuned visual model's logits cached in ``visual.zarr`` (frames without a face
-  hold zero logits there, i.e. probability 0.5 for every AU and a uniform expression);
+- ``visual``: the fine-tuned visual model's logits cached in ``visual.zarr``. The visual model sees
+  face crops only; on a frame without a face it has no output (the store holds zero logits there),
+  and this variant predicts the fixed fallback ``no AU active, Neutral`` there, whatever
+  ``au_threshold`` is;
 - ``fusion``: the A+V fusion head of ``train-audio`` on the cached visual and audio embeddings
   (zeros for a missing face or missing audio, as the stores hold them);
 - ``sequence``: the sequence model over each whole subject, overlapping windows averaged
   (:class:`pipeline.inference.sequence.SequenceRunner`), from ``model.pt`` (torch) or
   ``sequence.onnx`` (onnxruntime), whichever path is given.
 
-Scored frames: every labelled frame of the Aff-Wild2 subjects whose ``au_split`` (AU task) or
-``expr_split`` (EXPR task) is ``"validation"`` in the manifest. An AU is active when its probability exceeds
-``au_threshold``; the expression is the arg-max class.
+Scored frames: the labelled frames of the Aff-Wild2 subjects whose ``au_split`` (AU task) or
+``expr_split`` (EXPR task) is ``"validation"`` in the manifest, in two sets:
+
+- ``face_frames``: those with a face crop, the frames the paper scores (§4.4 discards labelled
+  frames without a cropped image); the headline;
+- ``all_frames``: every labelled frame, also those without a face, which the fusion head and the
+  sequence model predict from the audio and the context (our addition).
+
+The trivial ``baseline`` (no AU active; always the most frequent expression of the training frames
+of the same set) is scored on the same frames as the variants of each set. An AU is active when its
+probability exceeds ``au_threshold``; the expression is the arg-max class; the EXPR macro F1
+averages over the class set ``expr_f1_classes`` (see :mod:`pipeline.metrics`).
 
 Outputs::
 
-    <metrics_path>                      {"visual": {"au": {"f1", "acc", "score"}, "expr": {...}}, ...}
-    <out_dir>/tables/scores.{csv,md}     the metrics as a table (one row per variant)
-    <out_dir>/tables/per_class_f1.{csv,md}  rows AUs then expressions (and each task's mean), columns variants
-    <out_dir>/plots/confusion_<variant>.png, au_f1.png, expr_f1.png, timeline_<subject>.png
+    <metrics_path>   {"face_frames": {"frames": {"au", "expr"}, "visual": {"au": {"f1", "acc", "score"},
+                      "expr": {...}}, "fusion", "sequence", "baseline"}, "all_frames": {...},
+                      "visual": <face_frames.visual>, "fusion": ..., "sequence": ..., "baseline": ...}
+    <out_dir>/tables/scores.{csv,md}     the metrics as a table (one row per frame set and variant)
+    <out_dir>/tables/per_class_f1.{csv,md}  rows AUs then expressions (and each task's macro F1),
+                                            columns <frame set>.<variant>
+    <out_dir>/plots/confusion_<variant>.png, au_f1.png, expr_f1.png   (face frames)
+    <out_dir>/plots/timeline_<subject>.png
     <out_dir>/submission/<variant>/{AU_Set,EXPR_Set}/<subject>.txt   (every variant)
 
 Example (not run here: it needs the pipeline's stores and models)::
@@ -28,7 +43,8 @@ Example (not run here: it needs the pipeline's stores and models)::
     evaluate(read_manifest("cache/prepared/manifest.json"), "cache/embeddings/visual.zarr",
              "cache/embeddings/audio.zarr", "cache/audio/model.pt", "cache/sequence/model.pt",
              "cache/evaluation", "metrics/evaluate.json", EvaluateConfig())
-    # {'visual': {'au': {'f1': ..., 'acc': ..., 'score': ...}, 'expr': {...}}, 'fusion': ..., 'sequence': ...}
+    # {'face_frames': {...}, 'all_frames': {...}, 'visual': {'au': {'f1': ..., 'acc': ..., 'score': ...},
+    #  'expr': {...}}, 'fusion': ..., 'sequence': ..., 'baseline': ...}
 """
 
 from __future__ import annotations
@@ -51,13 +67,17 @@ from pipeline.evaluate import plots, submission
 from pipeline.fsio import atomic_path, write_json
 from pipeline.inference.loading import read_checkpoint
 from pipeline.inference.sequence import SequenceRunner, load_sequence_runner
-from pipeline.labels import AU_NAMES, EXPR_NAMES, NUM_AUS, TASKS, UNLABELLED
+from pipeline.labels import AU_NAMES, EXPR_NAMES, NUM_AUS, NUM_EXPRS, TASKS, UNLABELLED
 from pipeline.metrics import au_metrics, au_per_class_f1, expr_metrics, expr_per_class_f1
 from pipeline.store import EmbeddingStore
 
 log = logging.getLogger(__name__)
 
 VARIANTS: tuple[str, ...] = ("visual", "fusion", "sequence")
+BASELINE = "baseline"
+FRAME_SETS: tuple[str, ...] = ("face_frames", "all_frames")
+HEADLINE = "face_frames"       # the frame set whose scores also sit at the top of the metrics JSON
+FACELESS_EXPR = 0              # Neutral: the visual variant's expression on frames without a face
 
 
 @dataclass(frozen=True)
@@ -69,6 +89,7 @@ class EvaluateConfig:
     timeline_videos: int = 3                         # validation subjects drawn for timeline plots
     timeline_variant: Literal["visual", "fusion", "sequence"] = "sequence"  # whose AUs the timelines show
     seed: int = 0                                    # draws the timeline subjects
+    expr_f1_classes: Literal["all", "present"] = "all"  # EXPR macro F1 over the 7 classes or those present
 
     def __post_init__(self) -> None:
         if not 0.0 < self.au_threshold < 1.0:
@@ -100,8 +121,9 @@ def evaluate(
     cfg: EvaluateConfig,
     device: str = "auto",
     batch_size: int = 256,
-) -> dict[str, dict[str, dict[str, float]]]:
-    """Score every variant on the validation subjects and write metrics, tables, plots and submissions.
+) -> dict[str, Any]:
+    """Score every variant and the baseline on the validation subjects' face frames and all frames, and
+    write metrics, tables, plots and submissions.
 
     ``out_dir`` is replaced as a whole once everything in it is written; the metrics JSON follows.
     """
@@ -115,19 +137,47 @@ def evaluate(
     sequence = load_sequence_runner(sequence_model_pt, device)
     visual_store = EmbeddingStore.open_read(visual_zarr)
     audio_store = EmbeddingStore.open_read(audio_zarr)
+    majority = training_majority(manifest, visual_store)
     results = []
     for record in subjects:
         log.info("evaluating %s (%d frames)", record.name, record.n_frames)
         results.append(
             predict_subject(record, visual_store, audio_store, fusion, sequence, cfg, torch_device, batch_size)
         )
-    metrics, per_class = score(results, cfg.metric_variant)
+    by_frames, per_class = score(results, cfg.metric_variant, cfg.expr_f1_classes, majority)
     with atomic_path(out_dir) as tmp:
-        write_tables(tmp / "tables", metrics, per_class)
-        write_plots(tmp / "plots", results, per_class, cfg)
+        write_tables(tmp / "tables", by_frames, per_class)
+        write_plots(tmp / "plots", results, per_class[HEADLINE], cfg)
         write_submissions(tmp / "submission", results)
+    metrics = metrics_document(by_frames)
     write_json(metrics_path, metrics)
     return metrics
+
+
+def metrics_document(by_frames: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The metrics JSON: both frame sets under their names, and the headline set's scores of every
+    variant and the baseline repeated at the top (``<variant>.<task>.<f1|acc|score>``, what
+    ``dvc exp show`` and ``mmaffect ablate --variant sequence`` read)."""
+    headline = by_frames[HEADLINE]
+    return {**by_frames, **{name: headline[name] for name in (*VARIANTS, BASELINE)}}
+
+
+def training_majority(manifest: Manifest, visual_store: EmbeddingStore) -> dict[str, int]:
+    """The most frequent labelled expression of the Aff-Wild2 EXPR training subjects, per frame set.
+
+    ``face_frames`` counts the training frames with a face, ``all_frames`` every labelled one: each
+    baseline guesses the class it would have learnt from the frames of its own set. Neutral (0) when
+    there are none; ties go to the lower class index.
+    """
+    counts = {name: np.zeros(NUM_EXPRS, np.int64) for name in FRAME_SETS}
+    for record in manifest.in_split("expr", "train"):
+        arrays = _read_entry(visual_store, record.name, "embed-visual", ("expr", "face_present"))
+        expr = np.asarray(arrays["expr"], np.int64)
+        face = np.asarray(arrays["face_present"], bool)
+        labelled = expr >= 0
+        counts["all_frames"] += np.bincount(expr[labelled], minlength=NUM_EXPRS)[:NUM_EXPRS]
+        counts["face_frames"] += np.bincount(expr[labelled & face], minlength=NUM_EXPRS)[:NUM_EXPRS]
+    return {name: int(count.argmax()) for name, count in counts.items()}
 
 
 def validation_subjects(manifest: Manifest) -> list[SubjectRecord]:
@@ -177,6 +227,11 @@ def predict_subject(
                            np.asarray(visual["face_present"], bool))
     for variant, (au, expr) in logits.items():
         result.au_pred[variant], result.expr_pred[variant] = decide(au, expr, cfg.au_threshold)
+    # The visual model never saw these frames: its zero logits there would turn into "every AU active"
+    # for a threshold below 0.5, so the fallback is set here, explicitly and threshold-free.
+    faceless = ~result.face_present
+    result.au_pred["visual"][faceless] = 0
+    result.expr_pred["visual"][faceless] = FACELESS_EXPR
     return result
 
 
@@ -188,61 +243,111 @@ def decide(au_logits: np.ndarray, expr_logits: np.ndarray, threshold: float) -> 
     return au, expr
 
 
+def frame_mask(result: SubjectResult, frames: str) -> np.ndarray:
+    """Which frames of ``result`` belong to the frame set ``frames`` (``face_frames`` or ``all_frames``)."""
+    if frames == "face_frames":
+        return result.face_present
+    if frames == "all_frames":
+        return np.ones(len(result.face_present), bool)
+    raise ValueError(f"frame set must be one of {FRAME_SETS}, got {frames!r}")
+
+
 def score(
-    results: list[SubjectResult], metric_variant: str
-) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, dict[str, np.ndarray]]]:
-    """ABAW metrics and per-class F1 of every variant over the validation frames of ``results``."""
-    au_subjects = [r for r in results if r.record.au_split == "validation"]
-    expr_subjects = [r for r in results if r.record.expr_split == "validation"]
-    metrics: dict[str, dict[str, dict[str, float]]] = {}
+    results: list[SubjectResult], metric_variant: str, expr_classes: str = "all",
+    majority: dict[str, int] | None = None,
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, dict[str, np.ndarray]]]]:
+    """ABAW metrics and per-class F1 of every variant and the baseline, per frame set.
+
+    Returns ``({frames: {"frames": {task: n}, variant: {task: {f1, acc, score}}, "baseline": {...}}},
+    {frames: {task: {variant: per-class F1}}})``; ``majority`` is the baseline's expression per frame
+    set (:func:`training_majority`, Neutral when not given).
+    """
+    majority = majority or {}
+    by_frames: dict[str, dict[str, Any]] = {}
+    per_class: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    for frames in FRAME_SETS:
+        by_frames[frames], per_class[frames] = _score_frames(
+            results, frames, metric_variant, expr_classes, majority.get(frames, FACELESS_EXPR))
+    return by_frames, per_class
+
+
+def _score_frames(
+    results: list[SubjectResult], frames: str, metric_variant: str, expr_classes: str, majority: int
+) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
+    """Metrics of every variant and the baseline on the frame set ``frames`` of ``results``."""
+    metrics: dict[str, Any] = {"frames": {}}
+    metrics.update({name: {} for name in (*VARIANTS, BASELINE)})
     per_class: dict[str, dict[str, np.ndarray]] = {"au": {}, "expr": {}}
-    for variant in VARIANTS:
-        metrics[variant] = {}
-        if au_subjects:
-            au_true = np.concatenate([r.au_true for r in au_subjects])
-            au_pred = np.concatenate([r.au_pred[variant] for r in au_subjects])
-            metrics[variant]["au"] = au_metrics(au_true, au_pred, metric_variant)
-            per_class["au"][variant] = au_per_class_f1(au_true, au_pred)
-        if expr_subjects:
-            expr_true = np.concatenate([r.expr_true for r in expr_subjects])
-            expr_pred = np.concatenate([r.expr_pred[variant] for r in expr_subjects])
-            metrics[variant]["expr"] = expr_metrics(expr_true, expr_pred, metric_variant)
-            per_class["expr"][variant] = expr_per_class_f1(expr_true, expr_pred)
+    for task in TASKS:
+        chosen = [(r, frame_mask(r, frames)) for r in results if r.record.split(task) == "validation"]
+        if not chosen:
+            continue
+        truth = np.concatenate([(r.au_true if task == "au" else r.expr_true)[m] for r, m in chosen])
+        predictions = {
+            variant: np.concatenate([(r.au_pred if task == "au" else r.expr_pred)[variant][m] for r, m in chosen])
+            for variant in VARIANTS
+        }
+        # the trivial baseline: no AU active; always the majority training expression of this frame set
+        predictions[BASELINE] = np.zeros_like(truth) if task == "au" else np.full_like(truth, majority)
+        labelled = (truth >= 0).any(axis=1) if task == "au" else truth >= 0
+        metrics["frames"][task] = int(labelled.sum())
+        for name, pred in predictions.items():
+            if task == "au":
+                metrics[name]["au"] = au_metrics(truth, pred, metric_variant)
+                per_class["au"][name] = au_per_class_f1(truth, pred)
+            else:
+                metrics[name]["expr"] = expr_metrics(truth, pred, metric_variant, expr_classes)
+                per_class["expr"][name] = expr_per_class_f1(truth, pred)
+    metrics[BASELINE]["expr_majority_class"] = majority
     return metrics, per_class
 
 
-def per_class_rows(per_class: dict[str, dict[str, np.ndarray]]) -> list[list[str]]:
-    """Rows ``[task, class, <variant F1>...]``: each AU, the AU mean, each expression, the EXPR mean."""
+def _columns() -> list[tuple[str, str]]:
+    """(frame set, variant-or-baseline) of every column of the tables, frame set first."""
+    return [(frames, name) for frames in FRAME_SETS for name in (*VARIANTS, BASELINE)]
+
+
+def per_class_rows(
+    per_class: dict[str, dict[str, dict[str, np.ndarray]]], by_frames: dict[str, dict[str, Any]]
+) -> list[list[str]]:
+    """Rows ``[task, class, <F1 per frame set and variant>...]``: each AU, the AU mean, each expression,
+    the EXPR macro F1 the scores use (over ``expr_f1_classes``)."""
     rows = []
     for task, names in (("au", AU_NAMES), ("expr", EXPR_NAMES)):
-        table = per_class.get(task)
-        if not table:
+        columns = [(f, v) for f, v in _columns() if v in per_class[f][task]]
+        if not columns:
             continue
         for i, name in enumerate(names):
-            rows.append([task, name, *(f"{table[v][i]:.4f}" for v in VARIANTS)])
-        rows.append([task, "mean", *(f"{table[v].mean():.4f}" for v in VARIANTS)])
+            rows.append([task, name, *(f"{per_class[f][task][v][i]:.4f}" for f, v in columns)])
+        rows.append([task, "macro", *(f"{by_frames[f][v][task]['f1']:.4f}" for f, v in columns)])
     return rows
 
 
-def score_rows(metrics: dict[str, dict[str, dict[str, float]]]) -> tuple[list[str], list[list[str]]]:
-    """Header and one row per variant of the metrics: AU f1/acc/score then EXPR f1/acc/score."""
-    header = ["variant"] + [f"{task}_{key}" for task in TASKS for key in ("f1", "acc", "score")]
+def score_rows(by_frames: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Header and one row per frame set and variant (then the baseline): frames, variant, AU f1/acc/score,
+    EXPR f1/acc/score, and the number of labelled frames scored for each task."""
+    header = ["frames", "variant"] + [f"{task}_{key}" for task in TASKS for key in ("f1", "acc", "score")]
+    header += [f"{task}_frames" for task in TASKS]
     rows = []
-    for variant in VARIANTS:
-        row = [variant]
+    for frames, name in _columns():
+        row = [frames, name]
         for task in TASKS:
-            values = metrics[variant].get(task)
+            values = by_frames[frames][name].get(task)
             row += [f"{values[key]:.4f}" if values else "" for key in ("f1", "acc", "score")]
+        row += [str(by_frames[frames]["frames"].get(task, "")) for task in TASKS]
         rows.append(row)
     return header, rows
 
 
-def write_tables(folder: Path, metrics: dict[str, Any], per_class: dict[str, dict[str, np.ndarray]]) -> None:
-    """Write ``scores`` and ``per_class_f1`` as CSV and Markdown into ``folder``."""
+def write_tables(
+    folder: Path, by_frames: dict[str, dict[str, Any]], per_class: dict[str, dict[str, dict[str, np.ndarray]]]
+) -> None:
+    """Write ``scores`` and ``per_class_f1`` (both frame sets) as CSV and Markdown into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     tables = {
-        "scores": score_rows(metrics),
-        "per_class_f1": (["task", "class", *VARIANTS], per_class_rows(per_class)),
+        "scores": score_rows(by_frames),
+        "per_class_f1": (["task", "class", *(f"{f}.{v}" for f, v in _columns())],
+                         per_class_rows(per_class, by_frames)),
     }
     for name, (header, rows) in tables.items():
         (folder / f"{name}.csv").write_text(_csv_text(header, rows))
@@ -251,18 +356,21 @@ def write_tables(folder: Path, metrics: dict[str, Any], per_class: dict[str, dic
 
 def write_plots(folder: Path, results: list[SubjectResult], per_class: dict[str, dict[str, np.ndarray]],
                 cfg: EvaluateConfig) -> None:
-    """Confusion matrix per variant, per-AU and per-expression F1 bars, timelines of a few subjects."""
+    """Confusion matrix per variant, per-AU and per-expression F1 bars (the headline frame set, given by
+    ``per_class``), timelines of a few subjects (every frame)."""
     folder.mkdir(parents=True, exist_ok=True)
+    variants_only = {task: {v: f1 for v, f1 in table.items() if v in VARIANTS} for task, table in per_class.items()}
     expr_subjects = [r for r in results if r.record.expr_split == "validation"]
     if expr_subjects:
-        expr_true = np.concatenate([r.expr_true for r in expr_subjects])
+        masks = [frame_mask(r, HEADLINE) for r in expr_subjects]
+        expr_true = np.concatenate([r.expr_true[m] for r, m in zip(expr_subjects, masks)])
         for variant in VARIANTS:
-            expr_pred = np.concatenate([r.expr_pred[variant] for r in expr_subjects])
+            expr_pred = np.concatenate([r.expr_pred[variant][m] for r, m in zip(expr_subjects, masks)])
             plots.plot_confusion(expr_true, expr_pred, folder / f"confusion_{variant}.png", variant)
-        plots.plot_f1_bars(per_class["expr"], EXPR_NAMES, folder / "expr_f1.png",
-                           "Per-expression F1 on the validation set")
-    if per_class["au"]:
-        plots.plot_au_f1(per_class["au"], folder / "au_f1.png")
+        plots.plot_f1_bars(variants_only["expr"], EXPR_NAMES, folder / "expr_f1.png",
+                           "Per-expression F1 on the validation frames with a face")
+    if variants_only["au"]:
+        plots.plot_au_f1(variants_only["au"], folder / "au_f1.png", "Per-AU F1 on the validation frames with a face")
     for result in timeline_subjects(results, cfg.timeline_videos, cfg.seed):
         v = cfg.timeline_variant
         plots.plot_timeline(
@@ -306,10 +414,12 @@ def _fusion_logits(
     return np.concatenate(au_parts), np.concatenate(expr_parts)
 
 
-def _read_entry(store: EmbeddingStore, key: str, stage: str) -> dict[str, np.ndarray]:
+def _read_entry(
+    store: EmbeddingStore, key: str, stage: str, names: tuple[str, ...] | None = None
+) -> dict[str, np.ndarray]:
     if not store.is_complete(key):
         raise ValueError(f"{store.path}: no complete entry for {key!r} (re-run {stage})")
-    return store.read(key)
+    return store.read(key, names)
 
 
 def _csv_text(header: list[str], rows: list[list[str]]) -> str:

@@ -6,7 +6,7 @@ from pipeline.report import ablation_tables, bench_tables, metrics_tables
 from pipeline.report.registry import Renderer, build_registry
 
 RENDERERS: dict[str, Renderer] = build_registry([
-    Renderer("results", ("metrics/evaluate.json", "metrics/visual.json"), metrics_tables.results_table),
+    Renderer("results", ("metrics/evaluate.json",), metrics_tables.results_table),
     Renderer("results-gains", ("metrics/evaluate.json",), metrics_tables.results_gains),
     Renderer("visual-demo", ("metrics/visual.json",), metrics_tables.visual_demo),
     Renderer("audio-demo", ("metrics/audio.json",), metrics_tables.audio_demo),

@@ -26,25 +26,46 @@ def _gain(better: dict[str, Any], base: dict[str, Any], task: str) -> float:
     return better[task]["score"] - base[task]["score"]
 
 
-def results_table(evaluate: dict[str, Any], visual: dict[str, Any]) -> str:
-    """README results: the trivial baseline and the three evaluated variants."""
-    rows = [
-        _score_row(f"trivial baseline (no AU active / always {_majority(visual)})¹", visual["baseline"]),
-        _score_row("visual-only (fine-tuned IResNet)", evaluate["visual"]),
-        _score_row("A+V fusion head (`train-audio`)", evaluate["fusion"]),
-        _score_row("sequence model (transformer over cached visual + audio windows)", evaluate["sequence"]),
-    ]
-    return table(SCORE_HEADER, rows)
+FRAME_SETS: tuple[tuple[str, str], ...] = (
+    ("face_frames", "**Frames with a face crop** (the paper's scoring, §4.4: labelled frames without a cropped "
+                    "face are discarded)"),
+    ("all_frames", "**All labelled frames** (our addition: also the frames without a face, which the fusion "
+                   "head and the sequence model predict from the audio and the context; there the visual-only "
+                   "model has no input and predicts no AU active and Neutral)"),
+)
+VARIANT_LABELS: tuple[tuple[str, str], ...] = (
+    ("visual", "visual-only (fine-tuned IResNet)"),
+    ("fusion", "A+V fusion head (`train-audio`)"),
+    ("sequence", "sequence model (transformer over cached visual + audio windows)"),
+)
+
+
+def results_table(evaluate: dict[str, Any]) -> str:
+    """README results: per frame set, the trivial baseline and the three evaluated variants on the same frames."""
+    parts = []
+    for frames, title in FRAME_SETS:
+        scores = evaluate[frames]
+        counts = scores["frames"]
+        baseline = scores["baseline"]
+        majority = EXPR_NAMES[baseline["expr_majority_class"]]
+        rows = [_score_row(f"trivial baseline (no AU active / always {majority})", baseline)]
+        rows += [_score_row(label, scores[variant]) for variant, label in VARIANT_LABELS]
+        parts.append(f"{title}: {count(counts['au'])} AU and {count(counts['expr'])} EXPR validation frames, "
+                     f"key `{frames}` of `metrics/evaluate.json`.\n\n" + table(SCORE_HEADER, rows))
+    return "\n\n".join(parts)
 
 
 def results_gains(evaluate: dict[str, Any]) -> str:
-    """README prose: how far the fusion head and the sequence model are from visual-only."""
-    visual = evaluate["visual"]
-    parts = []
-    for label, variant in (("the sequence model", "sequence"), ("the per-frame A+V fusion head", "fusion")):
-        gains = [signed_gain(_gain(evaluate[variant], visual, task)) for task in ("au", "expr")]
-        parts.append(f"{label} {gains[0]} (AU) and {gains[1]} (EXPR)")
-    return f"Score difference over visual-only: {parts[0]}; {parts[1]}."
+    """README prose: how far the fusion head and the sequence model are from visual-only, per frame set."""
+    sentences = []
+    for frames, where in (("face_frames", "on the frames with a face"), ("all_frames", "on all labelled frames")):
+        visual = evaluate[frames]["visual"]
+        parts = []
+        for label, variant in (("the sequence model", "sequence"), ("the per-frame A+V fusion head", "fusion")):
+            gains = [signed_gain(_gain(evaluate[frames][variant], visual, task)) for task in ("au", "expr")]
+            parts.append(f"{label} {gains[0]} (AU) and {gains[1]} (EXPR)")
+        sentences.append(f"Score difference over visual-only {where}: {parts[0]}; {parts[1]}.")
+    return " ".join(sentences)
 
 
 def visual_demo(visual: dict[str, Any]) -> str:

@@ -13,7 +13,7 @@ from _evaluation_inputs import EvaluationInputs, build_evaluation_inputs
 from stages.cli import main
 
 PARAMS = {"evaluate": {"au_threshold": 0.5, "metric_variant": "abaw2", "timeline_videos": 0,
-                       "timeline_variant": "sequence", "seed": 0}}
+                       "timeline_variant": "sequence", "seed": 0, "expr_f1_classes": "all"}}
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +37,12 @@ def test_evaluate_stage_writes_metrics_and_outputs(inputs, tmp_path: Path):
     params = _params(tmp_path, PARAMS)
     result = CliRunner().invoke(main, _args(inputs, tmp_path) + ["--params", str(params), "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    assert "visual: AU 1.0000, EXPR 1.0000" in result.output
+    assert "face_frames visual: AU 1.0000, EXPR 1.0000" in result.output
+    assert "all_frames baseline: AU " in result.output
     metrics = json.loads((tmp_path / "metrics" / "evaluate.json").read_text())
-    assert sorted(metrics) == ["fusion", "sequence", "visual"]
+    assert sorted(metrics) == ["all_frames", "baseline", "face_frames", "fusion", "sequence", "visual"]
     assert sorted(metrics["sequence"]["expr"]) == ["acc", "f1", "score"]
+    assert sorted(metrics["all_frames"]) == ["baseline", "frames", "fusion", "sequence", "visual"]
     out = tmp_path / "evaluation"
     assert sorted(p.name for p in out.iterdir()) == ["plots", "submission", "tables"]
     assert not list((out / "plots").glob("timeline_*.png"))   # timeline_videos: 0

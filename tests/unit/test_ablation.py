@@ -77,6 +77,17 @@ def test_flatten_reads_train_sequence_metrics_too() -> None:
     assert flat == {"au.f1": 0.5, "au.acc": 0.9, "au.score": 0.7, "mean_score": 0.7}
 
 
+def test_flatten_reads_a_frame_set_of_the_evaluate_json_by_dotted_path() -> None:
+    evaluate = {"sequence": {"au": {"score": 0.7}, "expr": {"score": 0.5}},
+                "face_frames": {"sequence": {"au": {"score": 0.7}, "expr": {"score": 0.5}}},
+                "all_frames": {"sequence": {"au": {"score": 0.6}, "expr": {"score": 0.4}}}}
+    assert flatten_metrics(evaluate, "sequence") == flatten_metrics(evaluate, "face_frames.sequence")
+    assert flatten_metrics(evaluate, "all_frames.sequence") == {"au.score": 0.6, "expr.score": 0.4,
+                                                                "mean_score": pytest.approx(0.5)}
+    with pytest.raises(ValueError, match="'all_frames.fusion'.*'fusion'"):
+        flatten_metrics(evaluate, "all_frames.fusion")
+
+
 def test_rows_from_real_dvc_exp_show_output() -> None:
     rows = rows_from_exp_show(json.loads(EXP_SHOW.read_text()), ["modalities", "window", "layers"],
                               "metrics/evaluate.json")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -10,9 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from _evaluation_inputs import STRIDE, WINDOW, EvaluationInputs, build_evaluation_inputs
+from _evaluation_inputs import FACELESS, STRIDE, WINDOW, EvaluationInputs, build_evaluation_inputs
 from pipeline.config import ConfigError, from_dict
 from pipeline.evaluate.run import (
+    BASELINE,
+    FRAME_SETS,
     VARIANTS,
     EvaluateConfig,
     decide,
@@ -26,6 +29,7 @@ from pipeline.evaluate.run import (
 from pipeline.evaluate.submission import read_submission
 from pipeline.inference.features import compose_features
 from pipeline.inference.sequence import load_sequence_runner, sliding_window_logits, torch_run_fn
+from pipeline.labels import NUM_EXPRS
 from pipeline.metrics import au_metrics, expr_metrics
 from pipeline.models.fusion import load_fusion_head
 from pipeline.models.sequence import build_from_checkpoint
@@ -53,47 +57,117 @@ def test_validation_subjects_are_those_of_either_task(inputs):
     assert [r.name for r in validation_subjects(inputs.manifest)] == ["vidA", "vidB_left", "vidB_right"]
 
 
+def _face_masks(inputs: EvaluationInputs) -> dict[str, np.ndarray]:
+    store = EmbeddingStore.open_read(inputs.visual)
+    return {r.name: store.read(r.name, ("face_present",))["face_present"] for r in inputs.manifest.subjects}
+
+
 def test_metrics_are_the_abaw_scores_of_the_submitted_predictions(evaluated, inputs):
     # Recomputed here from the submission files and the stored labels of each task's validation
-    # subjects: a metric computed on other frames, or other predictions than those submitted, differs.
+    # subjects, on the frames with a face and on all frames: a metric computed on other frames, or
+    # other predictions than those submitted, differs.
     out, metrics = evaluated
     assert json.loads((out / "metrics.json").read_text()) == metrics
-    assert sorted(metrics) == sorted(VARIANTS)
+    assert sorted(metrics) == sorted([*FRAME_SETS, *VARIANTS, BASELINE])
+    for name in (*VARIANTS, BASELINE):
+        assert metrics[name] == metrics["face_frames"][name]   # the headline: the paper's frames
     store = EmbeddingStore.open_read(inputs.visual)
+    faces = _face_masks(inputs)
     root = out / "evaluation" / "submission"
     for task, metric in (("au", au_metrics), ("expr", expr_metrics)):
         names = [r.name for r in inputs.manifest.subjects if r.split(task) == "validation"]
         labels = np.concatenate([store.read(name)[task] for name in names])
+        face = np.concatenate([faces[name] for name in names])
         for variant in VARIANTS:
             submitted = read_submission(root, variant, task)
             predictions = np.concatenate([submitted[name] for name in names]).astype(np.int64)
-            assert metrics[variant][task] == pytest.approx(metric(labels, predictions)), (variant, task)
+            assert metrics["all_frames"][variant][task] == pytest.approx(metric(labels, predictions)), variant
+            assert metrics["face_frames"][variant][task] == pytest.approx(metric(labels[face], predictions[face]))
     assert metrics["fusion"] != metrics["visual"] and metrics["sequence"] != metrics["visual"]
 
 
-def test_only_leakage_free_validation_frames_are_scored(evaluated):
-    # The cached visual logits agree with the labels exactly on the validation frames of each task,
-    # and disagree on training and excluded subjects: a perfect score means nothing else was scored.
+def test_only_leakage_free_validation_frames_with_a_face_score_perfectly(evaluated):
+    # The cached visual logits agree with the labels exactly on the validation frames with a face of
+    # each task, and disagree on training and excluded subjects: a perfect score means nothing else was
+    # scored. On all frames, the labelled frames without a face get the fallback and cost points.
     _, metrics = evaluated
-    assert metrics["visual"]["au"] == {"f1": 1.0, "acc": 1.0, "score": 1.0}
-    assert metrics["visual"]["expr"] == {"f1": 1.0, "acc": 1.0, "score": 1.0}
+    assert metrics["face_frames"]["visual"]["au"] == {"f1": 1.0, "acc": 1.0, "score": 1.0}
+    assert metrics["face_frames"]["visual"]["expr"] == {"f1": 1.0, "acc": 1.0, "score": 1.0}
+    for task in ("au", "expr"):
+        assert metrics["all_frames"]["visual"][task]["score"] < 1.0
+        assert metrics["all_frames"]["frames"][task] > metrics["face_frames"]["frames"][task] > 0
 
 
-def _results(inputs: EvaluationInputs, sequence_path: Path | None = None) -> list:
+def test_frame_counts_are_the_labelled_frames_of_each_set(evaluated, inputs):
+    _, metrics = evaluated
+    store = EmbeddingStore.open_read(inputs.visual)
+    faces = _face_masks(inputs)
+    for task in ("au", "expr"):
+        names = [r.name for r in inputs.manifest.subjects if r.split(task) == "validation"]
+        labels = [store.read(name)[task] for name in names]
+        labelled = [(y >= 0).any(axis=1) if task == "au" else y >= 0 for y in labels]
+        assert metrics["all_frames"]["frames"][task] == sum(int(m.sum()) for m in labelled)
+        assert metrics["face_frames"]["frames"][task] == sum(
+            int((m & faces[n]).sum()) for m, n in zip(labelled, names))
+
+
+def test_baseline_is_the_training_majority_scored_on_the_same_frames(evaluated, inputs):
+    _, metrics = evaluated
+    store = EmbeddingStore.open_read(inputs.visual)
+    faces = _face_masks(inputs)
+    train = [r.name for r in inputs.manifest.subjects if r.expr_split == "train"]
+    for frames in FRAME_SETS:
+        expr = np.concatenate([store.read(n)["expr"][faces[n] if frames == "face_frames" else slice(None)]
+                               for n in train])
+        majority = int(np.bincount(expr[expr >= 0], minlength=NUM_EXPRS).argmax())
+        baseline = metrics[frames][BASELINE]
+        assert baseline["expr_majority_class"] == majority
+        assert baseline["au"]["f1"] == 0.0                 # no AU active: no true positive
+        names = [r.name for r in inputs.manifest.subjects if r.expr_split == "validation"]
+        truth = np.concatenate([store.read(n)["expr"][faces[n] if frames == "face_frames" else slice(None)]
+                                for n in names])
+        assert baseline["expr"] == pytest.approx(expr_metrics(truth, np.full_like(truth, majority)))
+
+
+def test_visual_variant_predicts_the_fixed_fallback_on_frames_without_a_face(inputs):
+    # sigmoid(0) = 0.5 exceeds a threshold of 0.3: the stored zero logits would switch every AU on
+    results = _results(inputs, cfg=EvaluateConfig(au_threshold=0.3))
+    subject = next(r for r in results if r.record.name == FACELESS[0])
+    assert not subject.face_present[FACELESS[1]].any()
+    assert (subject.au_pred["visual"][FACELESS[1]] == 0).all()
+    assert (subject.expr_pred["visual"][FACELESS[1]] == 0).all()   # Neutral
+    assert subject.au_pred["visual"][subject.face_present].any()
+
+
+def test_expr_f1_classes_picks_the_class_set_of_the_macro_f1(inputs):
+    # Only Neutral and Anger labelled and predicted: over the 7 classes the macro F1 is 2/7, over the
+    # classes present (the ABAW script's average) it is 1.
+    result = dataclasses.replace(_results(inputs)[0])
+    result.expr_true = np.where(result.expr_true >= 0, result.expr_true % 2, -1).astype(np.int8)
+    result.expr_pred = {v: np.where(result.expr_true >= 0, result.expr_true, 0).astype(np.int8) for v in VARIANTS}
+    every, _ = score([result], "abaw2", "all")
+    present, _ = score([result], "abaw2", "present")
+    for frames in FRAME_SETS:
+        assert every[frames]["sequence"]["expr"]["f1"] == pytest.approx(2 / 7)
+        assert present[frames]["sequence"]["expr"]["f1"] == pytest.approx(1.0)
+
+
+def _results(inputs: EvaluationInputs, sequence_path: Path | None = None, cfg: EvaluateConfig | None = None) -> list:
     """Every validation subject's predictions, without writing outputs."""
     device = torch.device("cpu")
     fusion = load_fusion(inputs.audio_model, device)
     sequence = load_sequence_runner(sequence_path or inputs.sequence_model, "cpu")
     visual, audio = EmbeddingStore.open_read(inputs.visual), EmbeddingStore.open_read(inputs.audio)
-    return [predict_subject(r, visual, audio, fusion, sequence, EvaluateConfig(), device)
+    return [predict_subject(r, visual, audio, fusion, sequence, cfg or EvaluateConfig(), device)
             for r in validation_subjects(inputs.manifest)]
 
 
 def test_abaw3_scores_are_the_f1(inputs):
     metrics, _ = score(_results(inputs), "abaw3")
-    for variant in VARIANTS:
-        for task in ("au", "expr"):
-            assert metrics[variant][task]["score"] == pytest.approx(metrics[variant][task]["f1"])
+    for frames in FRAME_SETS:
+        for variant in (*VARIANTS, BASELINE):
+            for task in ("au", "expr"):
+                assert metrics[frames][variant][task]["score"] == pytest.approx(metrics[frames][variant][task]["f1"])
 
 
 def test_submission_files_cover_every_frame_of_each_validation_subject(evaluated, inputs):
@@ -129,20 +203,26 @@ def test_fusion_and_sequence_predictions_are_the_models_outputs(evaluated, input
     np.testing.assert_array_equal(read_submission(root, "sequence", "expr")["vidB_right"], expr.argmax(1))
 
 
-def test_tables_list_every_class_and_variant(evaluated):
+def test_tables_list_every_class_variant_and_frame_set(evaluated):
     out, metrics = evaluated
     tables = out / "evaluation" / "tables"
     lines = (tables / "per_class_f1.csv").read_text().splitlines()
-    assert lines[0] == "task,class,visual,fusion,sequence"
+    columns = [f"{f}.{v}" for f in FRAME_SETS for v in (*VARIANTS, BASELINE)]
+    assert lines[0] == "task,class," + ",".join(columns)
     assert len(lines) == 1 + 12 + 1 + 7 + 1
     assert lines[1].startswith("au,AU1,1.0000,") and lines[14].startswith("expr,Neutral,")
-    mean_au = next(line for line in lines if line.startswith("au,mean,")).split(",")
-    assert float(mean_au[4]) == pytest.approx(metrics["sequence"]["au"]["f1"], abs=1e-4)
+    macro_au = next(line for line in lines if line.startswith("au,macro,")).split(",")
+    assert float(macro_au[2 + columns.index("face_frames.sequence")]) == pytest.approx(
+        metrics["face_frames"]["sequence"]["au"]["f1"], abs=1e-4)
+    assert float(macro_au[2 + columns.index("all_frames.fusion")]) == pytest.approx(
+        metrics["all_frames"]["fusion"]["au"]["f1"], abs=1e-4)
     md = (tables / "per_class_f1.md").read_text().splitlines()
-    assert md[0] == "| task | class | visual | fusion | sequence |" and len(md) == 2 + 21
+    assert md[0] == "| task | class | " + " | ".join(columns) + " |" and len(md) == 2 + 21
     scores = (tables / "scores.csv").read_text().splitlines()
-    assert scores[0] == "variant,au_f1,au_acc,au_score,expr_f1,expr_acc,expr_score"
-    assert scores[1] == "visual,1.0000,1.0000,1.0000,1.0000,1.0000,1.0000"
+    assert scores[0] == "frames,variant,au_f1,au_acc,au_score,expr_f1,expr_acc,expr_score,au_frames,expr_frames"
+    counts = metrics["face_frames"]["frames"]
+    assert scores[1] == f"face_frames,visual,1.0000,1.0000,1.0000,1.0000,1.0000,1.0000,{counts['au']},{counts['expr']}"
+    assert [row.split(",")[:2] for row in scores[1:]] == [c.split(".") for c in columns]
     assert (tables / "scores.md").is_file()
 
 
@@ -193,6 +273,17 @@ def test_missing_store_entry_is_named_and_nothing_is_published(inputs, tmp_path:
     assert not (tmp_path / "evaluation").exists() and not (tmp_path / "metrics.json").exists()
 
 
+def test_missing_training_subject_is_named_before_anything_runs(inputs, tmp_path: Path):
+    # the baseline's majority expression comes from the training subjects' labels in the visual store
+    broken = tmp_path / "visual.zarr"
+    shutil.copytree(inputs.visual, broken)
+    EmbeddingStore.open_append(broken, "v" * 64).discard("vidC")
+    with pytest.raises(ValueError, match=r"visual\.zarr: no complete entry for 'vidC' \(re-run embed-visual\)"):
+        evaluate(inputs.manifest, broken, inputs.audio, inputs.audio_model, inputs.sequence_model,
+                 tmp_path / "evaluation", tmp_path / "metrics.json", EvaluateConfig(), "cpu")
+    assert not (tmp_path / "evaluation").exists() and not (tmp_path / "metrics.json").exists()
+
+
 def test_missing_checkpoint_is_named(inputs, tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="nothing.pt"):
         _run(inputs, tmp_path / "e", tmp_path / "m.json", EvaluateConfig(), sequence=tmp_path / "nothing.pt")
@@ -219,8 +310,10 @@ def test_timeline_subjects_are_seeded_and_sorted(evaluated):
 
 def test_config_from_params():
     cfg = from_dict(EvaluateConfig, {"au_threshold": 0.4, "metric_variant": "abaw3", "timeline_videos": 1,
-                                     "timeline_variant": "fusion", "seed": 3})
-    assert cfg.au_threshold == 0.4 and cfg.timeline_variant == "fusion"
+                                     "timeline_variant": "fusion", "seed": 3, "expr_f1_classes": "present"})
+    assert cfg.au_threshold == 0.4 and cfg.timeline_variant == "fusion" and cfg.expr_f1_classes == "present"
+    with pytest.raises(ConfigError, match="expr_f1_classes"):
+        from_dict(EvaluateConfig, {"expr_f1_classes": "some"})
     with pytest.raises(ConfigError, match="metric_variant"):
         from_dict(EvaluateConfig, {"metric_variant": "abaw9"})
     with pytest.raises(ValueError, match="au_threshold"):

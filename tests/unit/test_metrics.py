@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from pipeline.metrics import au_metrics, au_per_class_f1, expr_metrics, expr_per_class_f1
+from pipeline.metrics import au_metrics, au_per_class_f1, expr_macro_f1, expr_metrics, expr_per_class_f1
 
 
 def _sk_au(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float, np.ndarray]:
@@ -61,6 +61,52 @@ def test_expr_matches_sklearn_on_random_inputs(seed: int) -> None:
     assert m["acc"] == pytest.approx(acc, abs=1e-12)
     assert m["score"] == pytest.approx(0.67 * f1 + 0.33 * acc, abs=1e-12)
     assert expr_metrics(y_true, y_pred, variant="abaw3")["score"] == pytest.approx(f1, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_expr_present_classes_match_sklearn_without_labels(seed: int) -> None:
+    # The ABAW script's macro F1: scikit-learn averages over the classes found in truth or prediction.
+    rng = np.random.default_rng(200 + seed)
+    n = int(rng.integers(1, 300))
+    true_classes = rng.choice(7, size=int(rng.integers(1, 8)), replace=False)
+    pred_classes = rng.choice(7, size=int(rng.integers(1, 8)), replace=False)
+    y_true = rng.choice(true_classes, size=n)
+    y_true[rng.random(n) < 0.2] = -1
+    y_pred = np.where(rng.random(n) < 0.5, y_true, rng.choice(pred_classes, size=n)).clip(0, 6)
+    keep = y_true >= 0
+    m = expr_metrics(y_true, y_pred, classes="present")
+    if keep.any():
+        assert m["f1"] == pytest.approx(f1_score(y_true[keep], y_pred[keep], average="macro"), abs=1e-12)
+        assert m["acc"] == pytest.approx(accuracy_score(y_true[keep], y_pred[keep]), abs=1e-12)
+    assert m["score"] == pytest.approx(0.67 * m["f1"] + 0.33 * m["acc"], abs=1e-12)
+    assert expr_metrics(y_true, y_pred, classes="all")["f1"] == pytest.approx(_sk_expr(y_true, y_pred)[0], abs=1e-12)
+
+
+def test_expr_class_sets_differ_only_where_a_class_is_absent() -> None:
+    y_true = np.array([0, 1, 2, 3, 4, 5, 0, 1])            # Surprise (6) absent from truth ...
+    assert expr_macro_f1(y_true, y_true, "present") == 1.0  # ... and from prediction: not averaged
+    assert expr_macro_f1(y_true, y_true, "all") == pytest.approx(6 / 7)
+    predicted = y_true.copy()
+    predicted[0] = 6                                       # predicted once: Surprise counts, with F1 0
+    assert expr_macro_f1(y_true, predicted, "present") == pytest.approx(
+        f1_score(y_true, predicted, average="macro"))
+    assert expr_macro_f1(y_true, predicted, "present") == pytest.approx(
+        expr_macro_f1(y_true, predicted, "all"))
+    every = np.arange(7)
+    assert expr_macro_f1(every, every, "present") == expr_macro_f1(every, every, "all") == 1.0
+    assert expr_macro_f1(np.full(3, -1), np.zeros(3, dtype=int), "present") == 0.0
+    with pytest.raises(ValueError, match="'some'"):
+        expr_macro_f1(every, every, "some")
+
+
+def test_au_f1_is_sklearn_multilabel_macro_f1_on_fully_labelled_frames() -> None:
+    # The AU F1 the ABAW scripts compute: scikit-learn's macro F1 over the 12 label columns at once.
+    rng = np.random.default_rng(7)
+    y_true = (rng.random((150, 12)) < rng.random(12)).astype(int)
+    y_true[:, 3] = 0                                       # an AU never active: F1 0, as zero_division=0
+    y_pred = (rng.random((150, 12)) < 0.3).astype(int)
+    expected = f1_score(y_true, y_pred, average="macro", zero_division=0)
+    assert au_metrics(y_true, y_pred)["f1"] == pytest.approx(expected, abs=1e-12)
 
 
 def test_au_with_no_positives_counts_as_zero_f1() -> None:

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from pipeline.report.blocks import BlockError, find_blocks, replace_blocks
 from pipeline.report.catalog import RENDERERS
-from pipeline.report.metrics_tables import results_gains
+from pipeline.report.metrics_tables import results_gains, results_table
 from pipeline.report.record import benchmark_record, write_record
 from pipeline.report.registry import Renderer, build_registry
 from pipeline.report.run import render_docs
@@ -77,10 +77,32 @@ def test_registry_refuses_a_name_twice() -> None:
         build_registry([renderer, renderer])
 
 
+def _evaluate_json() -> dict:
+    """An evaluate metrics file: both frame sets, the face frames repeated at the top."""
+    face = {"frames": {"au": 1200, "expr": 900}, "visual": _scores(0.5, 0.6), "fusion": _scores(0.55, 0.58),
+            "sequence": _scores(0.7, 0.61), "baseline": {**_scores(0.4, 0.2), "expr_majority_class": 4}}
+    every = {"frames": {"au": 1300, "expr": 1000}, "visual": _scores(0.4, 0.5), "fusion": _scores(0.45, 0.6),
+             "sequence": _scores(0.6, 0.5), "baseline": {**_scores(0.41, 0.21), "expr_majority_class": 0}}
+    return {"face_frames": face, "all_frames": every, **{k: face[k] for k in ("visual", "fusion", "sequence")}}
+
+
 def test_gains_are_differences_of_the_source_scores() -> None:
-    evaluate = {"visual": _scores(0.5, 0.6), "fusion": _scores(0.55, 0.58), "sequence": _scores(0.7, 0.61)}
-    assert results_gains(evaluate) == ("Score difference over visual-only: the sequence model +0.200 (AU) and "
-                                       "+0.010 (EXPR); the per-frame A+V fusion head +0.050 (AU) and -0.020 (EXPR).")
+    assert results_gains(_evaluate_json()) == (
+        "Score difference over visual-only on the frames with a face: the sequence model +0.200 (AU) and "
+        "+0.010 (EXPR); the per-frame A+V fusion head +0.050 (AU) and -0.020 (EXPR). Score difference over "
+        "visual-only on all labelled frames: the sequence model +0.200 (AU) and +0.000 (EXPR); the per-frame "
+        "A+V fusion head +0.050 (AU) and +0.100 (EXPR).")
+
+
+def test_results_table_shows_each_frame_set_with_its_own_baseline() -> None:
+    text = results_table(_evaluate_json())
+    face, every = text.split("**All labelled frames**")
+    assert face.startswith("**Frames with a face crop**") and "1,200 AU and 900 EXPR" in face
+    assert "| trivial baseline (no AU active / always Happiness) | 0.400 |" in face
+    assert "| sequence model (transformer over cached visual + audio windows) | 0.700 |" in face
+    assert "1,300 AU and 1,000 EXPR" in every and "`all_frames`" in every
+    assert "| trivial baseline (no AU active / always Neutral) | 0.410 |" in every
+    assert "| visual-only (fine-tuned IResNet) | 0.400 |" in every
 
 
 def test_benchmark_record_says_command_machine_and_load(tmp_path: Path) -> None:
@@ -96,8 +118,7 @@ def test_benchmark_record_says_command_machine_and_load(tmp_path: Path) -> None:
 
 def test_command_exits_1_naming_the_stale_block(tmp_path: Path) -> None:
     (tmp_path / "metrics").mkdir()
-    evaluate = {"visual": _scores(0.5, 0.6), "fusion": _scores(0.55, 0.58), "sequence": _scores(0.7, 0.61)}
-    (tmp_path / "metrics" / "evaluate.json").write_text(json.dumps(evaluate))
+    (tmp_path / "metrics" / "evaluate.json").write_text(json.dumps(_evaluate_json()))
     (tmp_path / "README.md").write_text("<!-- report:results-gains -->\nold\n<!-- /report:results-gains -->\n")
     result = CliRunner().invoke(report_command, ["--root", str(tmp_path), "--check"])
     assert result.exit_code == 1 and "README.md:1: block 'results-gains' differs" in result.output
