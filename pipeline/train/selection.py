@@ -69,21 +69,25 @@ class SelectionSplit:
 def carve_selection(manifest: Manifest, share: float, seed: int) -> SelectionSplit:
     """Hold out about ``share`` of each task's Aff-Wild2 training videos (at least one each).
 
-    Videos are visited in a seeded order of their sorted names (so the manifest's order does not
-    matter); a video is taken while a task it trains still lacks its quota,
-    ``max(1, round(share * its training videos))``. A taken video leaves the training of every task,
-    so a task may end up with more than its quota. Raises ``ValueError`` naming ``selection.share``
-    when a task would keep no training video.
+    Each task's quota is ``max(1, round(share * its training videos))``. Videos are visited in a
+    seeded order of their sorted names (so the manifest's order does not matter), twice: the first
+    pass takes a video only when every task it trains still lacks its quota, the second fills a
+    quota still open with any video of that task. A taken video leaves the training of every task,
+    so in the second pass a task may get more than its quota. Raises ``ValueError`` naming
+    ``selection.share`` when a task would keep no training video.
     """
     records = [r for r in manifest.subjects if r.source == "affwild2"]
     videos = {task: {r.video for r in records if r.split(task) == "train"} for task in TASKS}
     pool = sorted(set().union(*videos.values()))
     quota = {task: max(1, round(share * len(videos[task]))) if videos[task] else 0 for task in TASKS}
+    order = [pool[int(i)] for i in np.random.default_rng([seed, _SALT]).permutation(len(pool))]
     taken: list[str] = []
-    for index in np.random.default_rng([seed, _SALT]).permutation(len(pool)):
-        video = pool[int(index)]
-        if any(video in videos[task] and sum(v in videos[task] for v in taken) < quota[task] for task in TASKS):
-            taken.append(video)
+    for strict in (True, False):
+        for video in order:
+            trains = [task for task in TASKS if video in videos[task]]
+            lacking = [task for task in trains if len(videos[task] & set(taken)) < quota[task]]
+            if video not in taken and lacking and (len(lacking) == len(trains) or not strict):
+                taken.append(video)
     for task in TASKS:
         if videos[task] and videos[task] <= set(taken):
             raise ValueError(
