@@ -113,8 +113,10 @@ def _yaml_scalar(value: Any) -> str:
 
 def flatten_metrics(metrics: Mapping[str, Any], variant: str | None) -> dict[str, float]:
     """``{"au.f1": ..., ..., "mean_score": ...}`` from an evaluate JSON (``variant`` picks e.g. ``sequence``)
-    or a train-sequence JSON (``{"au": {...}, "expr": {...}}``)."""
-    source = metrics.get(variant, metrics) if variant else metrics
+    or a trainer's JSON (``variant`` a dotted path, e.g. ``validation.face_frames``)."""
+    source: Any = metrics
+    for part in variant.split(".") if variant else ():
+        source = source.get(part, source) if isinstance(source, Mapping) else source
     if not isinstance(source, Mapping):
         raise ValueError(f"metrics for variant {variant!r} are not a mapping: {source!r}")
     row: dict[str, float] = {}

@@ -122,7 +122,8 @@ def _provenance(ctx: click.Context) -> dict[str, Any]:
 @click.option("--metrics", "metrics_path", default="metrics/evaluate.json", show_default=True,
               help="Metrics file read for each experiment.")
 @click.option("--variant", default="sequence", show_default=True,
-              help="Key of the metrics file holding the scores ('' for a file with au/expr at the top).")
+              help="Key of the metrics file holding the scores, dotted for nesting (a trainer's file: "
+                   "validation.face_frames or validation.all_frames; '' for a file with au/expr at the top).")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the per-experiment table as Markdown here.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path),

@@ -244,7 +244,8 @@ def test_noise_verdict_follows_the_paired_t_limit() -> None:
 
 
 def _frame_sets(face: float, every: float) -> dict:
-    return {"face_frames": {**_scores(face, face), "score": face}, "all_frames": {**_scores(every, every), "score": every}}
+    return {"face_frames": {**_scores(face, face), "score": face},
+            "all_frames": {**_scores(every, every), "score": every}}
 
 
 def test_trainer_blocks_show_both_frame_sets_and_how_the_epoch_was_kept() -> None:
