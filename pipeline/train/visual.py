@@ -12,8 +12,7 @@ held-out ``face_frames`` is kept, so the validation scores are only reported.
 The model sees face crops only. Its validation report gives ``face_frames`` (the model's own
 predictions, the frames the paper scores) and ``all_frames``: the labelled frames without a face
 crop added at the prediction the pipeline gives them downstream, the zero logits that
-``embed-visual`` stores for them (no AU active, Neutral), so ``all_frames`` is the score
-``evaluate`` gives the visual model on the same subjects.
+``embed-visual`` stores for them (no AU active, Neutral), as ``evaluate`` scores the visual model.
 
 The epoch loop, the best-epoch selection, the divergence checks and the resume state are the
 ones every trainer shares (:mod:`pipeline.train.loop`, :mod:`pipeline.train.loop_state`); this
