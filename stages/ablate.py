@@ -122,9 +122,9 @@ def _provenance(ctx: click.Context) -> dict[str, Any]:
 @click.option("--metrics", "metrics_path", default="metrics/evaluate.json", show_default=True,
               help="Metrics file read for each experiment.")
 @click.option("--variant", default="sequence", show_default=True,
-              help="Key of the metrics file holding the scores: 'sequence' (evaluate's headline, the frames "
-                   "with a face), a dotted path such as 'all_frames.sequence', or '' for a file with au/expr "
-                   "at the top.")
+              help="Key of the metrics file holding the scores, dotted for nesting: 'sequence' (evaluate's "
+                   "headline, the frames with a face), 'all_frames.sequence', a trainer's "
+                   "'validation.face_frames', or '' for a file with au/expr at the top.")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the per-experiment table as Markdown here.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path),

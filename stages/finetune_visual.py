@@ -10,6 +10,7 @@ import click
 from pipeline.data.manifest import read_manifest
 from pipeline.device import resolve_device
 from pipeline.train import ddp
+from pipeline.train.selection import SelectionConfig
 from pipeline.train.visual import VisualTrainConfig, train_visual
 from stages.common import device_option, load_config, params_option, run_or_exit, setup_logging, work_dir_option
 
@@ -33,23 +34,27 @@ def command(
 ) -> None:
     """Train on PREPARED_DIR/{manifest.json,labels.h5} and the crops in FRAMES_H5.
 
-    Writes OUT_DIR/model.pt ({"arch", "state_dict"} of the epoch with the best mean of the ABAW AU
-    and EXPR validation scores) and METRICS_JSON (that epoch's au/expr {f1, acc, score}, the trivial
-    baselines, epochs, best_epoch). Params: the `finetune_visual` section of --params. Multi-GPU:
-    launch with `torchrun --nproc_per_node N -m stages.finetune_visual ...`; rank 0 writes the files.
+    Writes OUT_DIR/model.pt ({"arch", "state_dict"} of the epoch the `selection` section keeps:
+    by default the best mean of the ABAW AU and EXPR scores on held-out training videos) and
+    METRICS_JSON (that epoch's validation report on face_frames and all_frames, the trivial
+    baselines, the selection record, epochs, best_epoch). Params: the `finetune_visual` and
+    `selection` sections of --params. Multi-GPU: launch with
+    `torchrun --nproc_per_node N -m stages.finetune_visual ...`; rank 0 writes the files.
     """
     setup_logging()
     cfg = load_config(params_path, "finetune_visual", VisualTrainConfig)
+    selection = load_config(params_path, "selection", SelectionConfig)
     manifest = run_or_exit(read_manifest, prepared_dir / "manifest.json")
     run_or_exit(resolve_device, device)
     with ddp.distributed(device) as (ctx, torch_device):
         result = run_or_exit(
             train_visual, manifest, prepared_dir / "labels.h5", frames_h5, out_dir / "model.pt", metrics_json,
             work_dir, cfg, device=torch_device, num_workers=workers, dist=ctx,
-            checkpoint_every=checkpoint_every, progress=progress,
+            checkpoint_every=checkpoint_every, progress=progress, selection=selection,
         )
     if ctx.is_main:
-        summary = {k: result.metrics[k] for k in ("au", "expr", "score", "best_epoch", "epochs")}
+        summary = {k: result.metrics[k] for k in ("validation", "best_epoch", "epochs")}
+        summary["selection"] = result.metrics["selection"]["mode"]
         click.echo(json.dumps(summary, indent=2))
 
 

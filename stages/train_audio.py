@@ -9,6 +9,7 @@ import click
 
 from pipeline.device import resolve_device
 from pipeline.train.audio import AudioTrainConfig, train_audio
+from pipeline.train.selection import SelectionConfig
 from stages.common import device_option, load_config, params_option, run_or_exit, setup_logging, work_dir_option
 
 _DIR = click.Path(exists=True, file_okay=False, path_type=Path)
@@ -28,16 +29,19 @@ def command(prepared_dir: Path, visual_zarr: Path, out_dir: Path, metrics_json: 
     model's embeddings in VISUAL_ZARR.
 
     Writes OUT_DIR/model.pt ({"tdnn_arch", "tdnn", "fusion_arch", "fusion", "audio_config"} of the
-    epoch with the best mean of the ABAW AU and EXPR validation scores), OUT_DIR/tdnn.onnx (input
-    `mel` (B, 64, C), output `embedding` (B, 512), the audio config in its metadata) and METRICS_JSON
-    ({"au", "expr", "score", "visual_only", "epochs", "best_epoch"}: the fused model next to the
-    visual model's own logits on the same validation frames). Params: the `train_audio` section.
+    epoch the `selection` section keeps), OUT_DIR/tdnn.onnx (input `mel` (B, 64, C), output
+    `embedding` (B, 512), the audio config in its metadata) and METRICS_JSON ({"validation",
+    "visual_only", "selection", "epochs", "best_epoch"}: the fused model next to the visual model's
+    own logits on the same validation frames, on face_frames and all_frames). Params: the
+    `train_audio` and `selection` sections.
     """
     setup_logging()
     cfg = load_config(params_path, "train_audio", AudioTrainConfig)
+    selection = load_config(params_path, "selection", SelectionConfig)
     torch_device = run_or_exit(resolve_device, device)
     result = run_or_exit(
         train_audio, prepared_dir, visual_zarr, out_dir, metrics_json, cfg, work_dir=work_dir, device=torch_device,
+        selection=selection,
     )
     click.echo(json.dumps(result.metrics, indent=2))
 

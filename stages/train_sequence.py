@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from pipeline.device import resolve_device
+from pipeline.train.selection import SelectionConfig
 from pipeline.train.sequence import SequenceTrainConfig, train_sequence
 from stages.common import device_option, load_config, params_option, run_or_exit, setup_logging, work_dir_option
 
@@ -30,17 +31,18 @@ def command(prepared_dir: Path, visual_zarr: Path, audio_zarr: Path, out_dir: Pa
     """Train on the windows of VISUAL_ZARR and AUDIO_ZARR, split by PREPARED_DIR/manifest.json.
 
     Writes OUT_DIR/model.pt ({"arch", "state_dict", "modalities", "window", "stride"} of the epoch
-    with the best mean of the ABAW AU and EXPR validation scores), OUT_DIR/sequence.onnx (input
-    `features` (B, L, D), outputs `au_logits` (B, L, 12) and `expr_logits` (B, L, 7)) and
-    METRICS_JSON ({"au": {f1, acc, score}, "expr": {...}} of that epoch).
-    Params: the `train_sequence` section of --params.
+    the `selection` section keeps), OUT_DIR/sequence.onnx (input `features` (B, L, D), outputs
+    `au_logits` (B, L, 12) and `expr_logits` (B, L, 7)) and METRICS_JSON ({"validation": {"face_frames",
+    "all_frames"}, "selection", "epochs", "best_epoch"} of that epoch).
+    Params: the `train_sequence` and `selection` sections of --params.
     """
     setup_logging()
     cfg = load_config(params_path, "train_sequence", SequenceTrainConfig)
+    selection = load_config(params_path, "selection", SelectionConfig)
     torch_device = run_or_exit(resolve_device, device)
     result = run_or_exit(
         train_sequence, prepared_dir / "manifest.json", visual_zarr, audio_zarr, out_dir, metrics_json,
-        cfg, work_dir=work_dir, device=torch_device, eval_batch_size=eval_batch_size,
+        cfg, work_dir=work_dir, device=torch_device, eval_batch_size=eval_batch_size, selection=selection,
     )
     click.echo(json.dumps(result.metrics, indent=2))
 

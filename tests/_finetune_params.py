@@ -1,4 +1,5 @@
-"""A tiny ``finetune_visual`` params section (1/16-width iresnet18, 32 frames per task per epoch)."""
+"""A tiny ``finetune_visual`` params section (1/16-width iresnet18, 32 frames per task per epoch) and
+the ``selection`` section."""
 
 from __future__ import annotations
 
@@ -24,11 +25,16 @@ PARAMS = """finetune_visual:
   max_frames_per_epoch: 32
   augment: {{flip_prob: 0.5, crop_scale: 0.1, hue: 0.02, saturation: 0.2, lightness: 0.2}}
   seed: 0
+selection:
+  mode: {selection}
+  share: 0.2
+  seed: 0
 """
 
 
-def write_params(directory: Path, epochs: int) -> Path:
-    """Write ``directory/params.yaml`` with the tiny section for ``epochs`` epochs; return its path."""
+def write_params(directory: Path, epochs: int, selection: str = "holdout") -> Path:
+    """Write ``directory/params.yaml`` with the tiny section for ``epochs`` epochs and the ``selection``
+    section with mode ``selection``; return its path."""
     path = directory / "params.yaml"
-    path.write_text(PARAMS.format(epochs=epochs))
+    path.write_text(PARAMS.format(epochs=epochs, selection=selection))
     return path

@@ -1,4 +1,11 @@
-"""Renderers of the pipeline's own metrics files (``metrics/*.json``, written by the stages)."""
+"""Renderers of the pipeline's own metrics files (``metrics/*.json``, written by the stages).
+
+A trainer's file reports the kept epoch on two frame sets, ``face_frames`` (frames with a face crop,
+the paper's) and ``all_frames`` (every labelled frame), and says how the epoch was kept
+(``selection``). A file written before the trainers did so holds one set's scores at its top level
+and was selected on validation; :func:`frame_reports` and :func:`selection_mode` read both layouts,
+so the committed files render until the pipeline is rerun.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,28 @@ from pipeline.labels import EXPR_NAMES
 from pipeline.report.markdown import count, score, signed_gain, table
 
 SCORE_HEADER = ("variant", "AU F1", "AU acc", "AU score", "EXPR F1", "EXPR acc", "EXPR score")
+FRAME_LABELS = {"face_frames": "face frames", "all_frames": "all frames"}
+SELECTION_LABELS = {
+    "holdout": "best on the held-out training videos",
+    "validation": "best on the validation sets (optimistic: the scores include that choice)",
+    "last": "the last epoch",
+}
+
+
+def frame_reports(metrics: dict[str, Any], key: str | None, legacy_frames: str) -> dict[str, dict[str, Any]]:
+    """``{frame set: scores}`` of a trainer's report ``metrics[key]`` (``key`` ``None``: the sets are
+    at the top of ``metrics``, as in a baseline entry). A file of the earlier layout holds one set,
+    ``legacy_frames``, as ``{"au", "expr", "score"}`` in ``metrics[key]``, or at the top of ``metrics``
+    where it has no ``key`` (the validation scores)."""
+    source = metrics if key is None or key not in metrics else metrics[key]
+    if "face_frames" in source or "all_frames" in source:
+        return {name: source[name] for name in FRAME_LABELS if name in source}
+    return {legacy_frames: source}
+
+
+def selection_mode(metrics: dict[str, Any]) -> str:
+    """How the trainer kept its epoch (files of the earlier layout were selected on validation)."""
+    return metrics["selection"]["mode"] if "selection" in metrics else "validation"
 
 
 def _score_row(label: str, scores: dict[str, Any], bold: bool = False) -> list[str]:
@@ -69,26 +98,38 @@ def results_gains(evaluate: dict[str, Any]) -> str:
 
 
 def visual_demo(visual: dict[str, Any]) -> str:
-    """docs/visual.md: frame counts, the fine-tuned model against the trivial baseline, best epoch."""
+    """docs/visual.md: frame counts, the fine-tuned model against the trivial baseline on each frame
+    set, and how the published epoch was kept."""
     frames = visual["frames"]
+    held = (f"; {count(frames['selection'])} held-out selection frames ({count(frames['au_selection'])} AU, "
+            f"{count(frames['expr_selection'])} EXPR)" if frames.get("selection") else "")
     intro = (
-        f"Frames (faces present, labelled): {count(frames['au_train'])} AU and {count(frames['expr_train'])} "
+        f"Frames with a face, labelled: {count(frames['au_train'])} AU and {count(frames['expr_train'])} "
         f"EXPR training frames; {count(frames['val'])} validation frames ({count(frames['au_val'])} AU, "
-        f"{count(frames['expr_val'])} EXPR). Published model: `best_epoch` {visual['best_epoch']} of "
-        f"`epochs` {visual['epochs']}, mean of the AU and EXPR scores {score(visual['score'])}."
+        f"{count(frames['expr_val'])} EXPR){held}. Published model: `best_epoch` {visual['best_epoch']} of "
+        f"`epochs` {visual['epochs']}, {SELECTION_LABELS[selection_mode(visual)]}."
     )
-    rows = [
-        _score_row("fine-tuned (demo params)", visual, bold=True),
-        _score_row(f"baseline: all AUs negative / always {_majority(visual)}", visual["baseline"]),
-    ]
+    model = frame_reports(visual, "validation", "face_frames")
+    baseline = frame_reports(visual["baseline"], None, "face_frames")
+    rows = []
+    for name in model:
+        rows.append(_score_row(f"fine-tuned (demo params), {FRAME_LABELS[name]}", model[name], bold=True))
+        rows.append(_score_row(f"baseline: all AUs negative / always {_majority(visual)}, {FRAME_LABELS[name]}",
+                               baseline[name]))
     return intro + "\n\n" + table(("model", *SCORE_HEADER[1:]), rows)
 
 
 def audio_demo(audio: dict[str, Any]) -> str:
-    """docs/audio.md: the A+V fusion head against the frozen visual model's own logits."""
-    rows = [
-        _score_row("visual-only (the fine-tuned model's cached logits)", audio["visual_only"]),
-        _score_row(f"A+V fusion head (`best_epoch` {audio['best_epoch']}, `epochs` {audio['epochs']})", audio, bold=True),
-    ]
-    gains = [signed_gain(_gain(audio, audio["visual_only"], task)) for task in ("au", "expr")]
-    return table(SCORE_HEADER, rows) + f"\n\nFusion minus visual-only: {gains[0]} (AU), {gains[1]} (EXPR)."
+    """docs/audio.md: the A+V fusion head against the frozen visual model's own logits, on each frame set."""
+    fused = frame_reports(audio, "validation", "all_frames")
+    visual = frame_reports(audio, "visual_only", "all_frames")
+    rows, gains = [], []
+    for name in fused:
+        label = FRAME_LABELS[name]
+        rows.append(_score_row(f"visual-only (the fine-tuned model's cached logits), {label}", visual[name]))
+        rows.append(_score_row(f"A+V fusion head (`best_epoch` {audio['best_epoch']}, `epochs` {audio['epochs']}), "
+                               f"{label}", fused[name], bold=True))
+        au, expr = (signed_gain(_gain(fused[name], visual[name], task)) for task in ("au", "expr"))
+        gains.append(f"{au} (AU), {expr} (EXPR) on {label}")
+    return (table(SCORE_HEADER, rows) + f"\n\nFusion minus visual-only: {'; '.join(gains)}. Kept epoch: "
+            f"{SELECTION_LABELS[selection_mode(audio)]}.")

@@ -12,10 +12,13 @@ window and its labels. Frames are drawn in *segments* of ``segment_frames`` cons
 one subject, so the windows of a segment share the TDNN's convolutions (:mod:`pipeline.audio.encode`).
 Frames without a face are kept (their visual embedding is zero), so the audio has to carry them.
 
-After every epoch the validation subjects (the leakage-free protocol's, every labelled frame) are
-scored with the ABAW metrics, next to the visual model's own cached logits on the same frames
-(``visual_only``). The best epoch is kept. State after each epoch goes to ``work_dir/state.pt`` so
-a killed run resumes. ``out_dir`` finally receives ``model.pt`` and ``tdnn.onnx`` together.
+After every epoch the validation subjects (the leakage-free protocol's) are scored with the ABAW
+metrics on ``face_frames`` (frames with a face crop, the paper's) and on ``all_frames`` (every
+labelled frame: the fusion head also predicts the faceless ones), next to the visual model's own
+cached logits on the same frames (``visual_only``). The kept epoch is chosen by the ``selection``
+mode (:mod:`pipeline.train.selection`; default: the held-out training videos' ``face_frames``).
+State after each epoch goes to ``work_dir/state.pt`` so a killed run resumes. ``out_dir`` finally
+receives ``model.pt`` and ``tdnn.onnx`` together.
 """
 
 from __future__ import annotations
@@ -43,10 +46,11 @@ from pipeline.models.tdnn import TDNN, TDNNConfig
 from pipeline.store import EmbeddingStore
 from pipeline.train.alternating import TaskSchedule
 from pipeline.train.epoch_plan import epoch_plan
-from pipeline.train.loop import TrainResult, checked_step, run_epochs, selection_score, subject_metrics
+from pipeline.train.loop import TrainResult, checked_step, run_epochs, subject_metrics
 from pipeline.train.loop_state import LoopState
 from pipeline.train.losses import subjects_pos_weight, task_loss
 from pipeline.train.optim import OptimConfig
+from pipeline.train.selection import Mode, SelectionConfig, selection_report, selection_split
 from pipeline.train.splits import Splits, task_splits
 
 log = logging.getLogger(__name__)
@@ -269,16 +273,18 @@ def predict_subjects(
 
 
 def score(
-    logits: dict[str, tuple[np.ndarray, np.ndarray]], subjects: dict[str, SubjectData], splits: Splits
-) -> dict[str, dict[str, float]]:
-    """ABAW metrics per task over the validation subjects' labelled frames (AU threshold: logit > 0)."""
-    return subject_metrics(logits, lambda name: (subjects[name].au, subjects[name].expr), splits)
+    logits: dict[str, tuple[np.ndarray, np.ndarray]], subjects: dict[str, SubjectData],
+    names: dict[str, list[str]],
+) -> dict[str, dict[str, Any]]:
+    """ABAW metrics per task over the labelled frames of each task's subjects ``names`` (e.g.
+    ``splits.validation``), on ``face_frames`` and ``all_frames`` (AU threshold: logit > 0)."""
+    return subject_metrics(logits, lambda n: (subjects[n].au, subjects[n].expr, subjects[n].face_present), names)
 
 
-def visual_only_metrics(subjects: dict[str, SubjectData], splits: Splits) -> dict[str, dict[str, float]]:
-    """The same metrics for the frozen visual model's cached logits (zeros where there is no face)."""
+def visual_only_metrics(subjects: dict[str, SubjectData], splits: Splits) -> dict[str, dict[str, Any]]:
+    """The same validation metrics for the frozen visual model's cached logits (zeros where there is no face)."""
     cached = {name: (s.au_logits, s.expr_logits) for name, s in subjects.items()}
-    return score(cached, subjects, splits)
+    return score(cached, subjects, splits.validation)
 
 
 # -- loop --------------------------------------------------------------------------------------------
@@ -291,8 +297,12 @@ def fit(
     work_dir: str | Path,
     device: torch.device,
     data_key: dict[str, Any] | None = None,
+    *,
+    mode: Mode,
 ) -> TrainResult:
-    """The training loop; the result's model is the best epoch's (eval mode), its metrics that epoch's."""
+    """The training loop; the result's model is the kept epoch's (eval mode), its metrics that epoch's
+    validation report. ``mode`` (:mod:`pipeline.train.selection`) says how the epoch is kept; holdout
+    scores ``splits.selection``."""
     torch.manual_seed(config.seed)
     model = build_model(config).to(device)
     optimizer = config.optim().build(model.parameters())
@@ -302,9 +312,13 @@ def fit(
     if not tasks:
         raise ValueError("no labelled training frames for either task")
     schedule = TaskSchedule(config.alternation, tasks)
-    validation_names = splits.validation_subjects()
+    validation_names, selection_names = splits.validation_subjects(), splits.selection_subjects()
+    if mode == "holdout" and not selection_names:
+        raise ValueError(f"{SECTION}: selection mode holdout but no held-out selection subject; raise "
+                         f"selection.share or set selection.mode to validation or last")
     # The export tolerance does not change training: loosening it after a failed check resumes.
-    key = {"config": {k: v for k, v in to_dict(config).items() if k != "parity_rtol"}, "data": data_key}
+    key = {"config": {k: v for k, v in to_dict(config).items() if k != "parity_rtol"}, "mode": mode,
+           "data": data_key}
     loop = LoopState.resume(Path(work_dir) / STATE_FILE, key, model, optimizer)
 
     def train_epoch(epoch: int) -> dict[str, list[float]]:
@@ -319,11 +333,14 @@ def fit(
                                              max_grad_norm=config.max_grad_norm))
         return losses
 
-    def validate() -> dict[str, dict[str, float]]:
-        return score(predict_subjects(model, subjects, validation_names, device), subjects, splits)
+    def validate() -> dict[str, dict[str, Any]]:
+        return score(predict_subjects(model, subjects, validation_names, device), subjects, splits.validation)
+
+    def select() -> dict[str, dict[str, Any]]:
+        return score(predict_subjects(model, subjects, selection_names, device), subjects, splits.selection)
 
     best = run_epochs(loop, SECTION, config.epochs, model, optimizer, train_epoch, validate,
-                      max_grad_norm=config.max_grad_norm)
+                      max_grad_norm=config.max_grad_norm, mode=mode, select=select)
     return TrainResult(model, dict(best["metrics"]), best["epoch"], loop.history, loop.resumed_from)
 
 
@@ -376,29 +393,32 @@ def train_audio(
     config: AudioTrainConfig,
     work_dir: str | Path,
     device: str | torch.device = "cpu",
+    selection: SelectionConfig | None = None,
 ) -> TrainResult:
     """Train the TDNN + fusion head, publish ``model.pt`` + ``tdnn.onnx`` and write the metrics JSON.
 
-    The metrics are ``{"au": {f1, acc, score}, "expr": {...}, "score", "visual_only": {"au", "expr",
-    "score"}, "epochs", "best_epoch"}`` for the best epoch, on every labelled frame of the validation
-    subjects; ``score`` is the mean of the two task scores.
+    The metrics are ``{"validation": {"face_frames": {"au": {f1, acc, score}, "expr": {...}, "score",
+    "frames"}, "all_frames": {...}}, "visual_only": {same}, "selection", "epochs", "best_epoch"}``:
+    the kept epoch's validation report (``score`` is the mean of the two task scores) and how it
+    was kept (``selection``, default holdout; :func:`pipeline.train.selection.selection_report`).
     """
     device = torch.device(device)
+    selection = selection or SelectionConfig()
     manifest = read_manifest(Path(prepared_dir) / "manifest.json")
-    splits = task_splits(manifest, config.sources)
+    held = selection_split(manifest, selection)
+    splits = task_splits(manifest, config.sources, held)
     started = time.perf_counter()
     subjects = load_subjects(manifest, visual_path, splits.all_subjects(), config.audio)
     log.info("loaded %d subjects and %d soundtracks in %.1fs", len(subjects),
              len({s.video for s in subjects.values()}), time.perf_counter() - started)
     data_key = {"visual": EmbeddingStore.open_read(visual_path).fingerprint,
-                "train": splits.train, "validation": splits.validation}
-    result = fit(subjects, splits, config, work_dir, device, data_key)
-    visual_only = visual_only_metrics(subjects, splits)
-    result.metrics.update({
-        "score": selection_score(result.metrics),
-        "visual_only": {**visual_only, "score": selection_score(visual_only)},
+                "train": splits.train, "validation": splits.validation, "selection": splits.selection}
+    result = fit(subjects, splits, config, work_dir, device, data_key, mode=selection.mode)
+    result.metrics = {
+        "validation": result.metrics, "visual_only": visual_only_metrics(subjects, splits),
+        "selection": selection_report(selection, held, result.history),
         "epochs": config.epochs, "best_epoch": result.best_epoch,
-    })
+    }
     publish_outputs(result.model, config, out_dir)
     write_json(metrics_path, result.metrics)
     return result

@@ -25,7 +25,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -123,13 +123,15 @@ def select_frames(
     task: str,
     split: str,
     sources: Iterable[str] = ("affwild2",),
+    exclude: Collection[str] = (),
 ) -> FrameSet:
-    """Frames of ``task`` in ``split`` (``train``/``validation``) from subjects of ``sources``.
+    """Frames of ``task`` in ``split`` (``train``/``validation``) from subjects of ``sources``, less
+    the subjects named in ``exclude`` (the held-out selection subjects).
 
     The leakage-free protocol is already encoded in the manifest's splits (``prepare`` marks
     validation subjects whose video trains the other task as ``excluded``), so this only filters.
     """
-    records = manifest.in_split(task, split, sources=tuple(sources))
+    records = [r for r in manifest.in_split(task, split, sources=tuple(sources)) if r.name not in exclude]
     names: list[str] = []
     parts: list[FrameSet] = []
     for record in records:
@@ -148,25 +150,42 @@ def select_frames(
 
 
 def select_validation_frames(
-    manifest: Manifest, labels: Mapping[str, SubjectLabels], sources: Iterable[str] = ("affwild2",)
+    manifest: Manifest, labels: Mapping[str, SubjectLabels], sources: Iterable[str] = ("affwild2",),
+    face: bool = True,
 ) -> FrameSet:
     """The union of both tasks' validation frames, so one forward pass scores both tasks.
 
     A frame keeps a task's labels only when its subject is in that task's validation split (they
     are ``-1`` otherwise), so ``has_labels(fs, "au")`` / ``has_labels(fs, "expr")`` recover exactly
-    the frames ``select_frames(..., task, "validation")`` would give.
+    the frames ``select_frames(..., task, "validation")`` would give. ``face=False`` gives the
+    labelled validation frames *without* a face crop instead (labels only: they hold no image).
+    """
+    subjects = {task: [r.name for r in manifest.in_split(task, "validation", sources=tuple(sources))]
+                for task in ("au", "expr")}
+    return select_subject_frames(manifest, labels, subjects, face)
+
+
+def select_subject_frames(
+    manifest: Manifest, labels: Mapping[str, SubjectLabels], subjects: Mapping[str, Collection[str]],
+    face: bool = True,
+) -> FrameSet:
+    """Labelled frames of each task's ``subjects`` (``{"au": names, "expr": names}``), in manifest order.
+
+    A frame keeps a task's labels only when its subject is listed for that task (``-1`` otherwise).
+    ``face`` picks the frames with a face crop (``True``) or the labelled frames without one.
     """
     parts = []
     for record in manifest.subjects:
-        if record.source not in tuple(sources) or "validation" not in (record.au_split, record.expr_split):
+        in_au, in_expr = record.name in subjects["au"], record.name in subjects["expr"]
+        if not (in_au or in_expr):
             continue
         if record.name not in labels:
             raise KeyError(f"labels file has no subject {record.name!r} listed in the manifest")
         item = labels[record.name]
-        au = item.au if record.au_split == "validation" else np.full_like(item.au, UNLABELLED)
-        expr = item.expr if record.expr_split == "validation" else np.full_like(item.expr, UNLABELLED)
-        masked = SubjectLabels(au=au, expr=expr, face_present=item.face_present)
-        keep = np.flatnonzero(labelled_mask(masked, "au") | labelled_mask(masked, "expr"))
+        au = item.au if in_au else np.full_like(item.au, UNLABELLED)
+        expr = item.expr if in_expr else np.full_like(item.expr, UNLABELLED)
+        present = item.face_present if face else ~item.face_present
+        keep = np.flatnonzero((_labelled(au, expr, "au") | _labelled(au, expr, "expr")) & present)
         if len(keep):
             parts.append(FrameSet((record.name,), np.zeros(len(keep), np.int32), keep.astype(np.int64),
                                   au[keep].astype(np.int8), expr[keep].astype(np.int8)))

@@ -1,12 +1,13 @@
 """The epoch loop every trainer shares: train, check, validate, select, save; and its guards.
 
 Visual, audio and sequence training differ in their data and model, not in their loop. A trainer
-hands :func:`run_epochs` two functions: ``train_epoch(epoch)`` runs the batches of the 0-based
+hands :func:`run_epochs` two or three functions: ``train_epoch(epoch)`` runs the batches of the 0-based
 epoch ``epoch`` from ``loop.batch`` on (each one a :func:`checked_step`) and returns each task's
-batch losses, and ``validate()`` returns the validation metrics (:func:`validation_metrics`). The
-loop checks that the weights are finite, scores the epoch (:func:`selection_score`), keeps the
-best one (:class:`LoopState`) and saves the state; at the end the best epoch's weights are loaded
-into the model.
+batch losses; ``validate()`` returns the validation report (:func:`frame_set_metrics`: the ABAW
+metrics on ``face_frames`` and on ``all_frames``); with the ``holdout`` selection mode, ``select()``
+returns the same report on the held-out training subjects. The loop checks that the weights are
+finite, scores the epoch (:func:`pipeline.train.selection.epoch_score`), keeps the best one
+(:class:`LoopState`) and saves the state; at the end the kept epoch's weights are loaded into the model.
 
 A diverged run is never published: :func:`check_loss` (after every batch, in :func:`checked_step`)
 and :func:`check_weights` (before every saved state and validation) raise :class:`DivergedError`,
@@ -15,6 +16,10 @@ naming the stage, the epoch and batch, and what to try.
 Example:
     >>> selection_score({"au": {"score": 0.5}, "expr": {"score": 0.25}})
     0.375
+    >>> face = np.array([True, False])
+    >>> report = frame_set_metrics(None, (np.array([3, 3]), np.array([3, 0]), face))
+    >>> report["face_frames"]["expr"]["acc"], report["all_frames"]["expr"]["acc"], report["all_frames"]["frames"]
+    (1.0, 0.5, {'au': 0, 'expr': 2})
     >>> try:
     ...     check_loss(float("nan"), "train_x", epoch=2, batch=7, task="au")
     ... except DivergedError as exc:
@@ -39,11 +44,13 @@ from pipeline.train import ddp
 from pipeline.train.alternating import multitask_step
 from pipeline.train.ddp import DistContext
 from pipeline.train.loop_state import EpochRecord, LoopState
-from pipeline.train.splits import Splits
+from pipeline.train.selection import Mode, epoch_score
 
 log = logging.getLogger(__name__)
 
 TaskLabels = tuple[np.ndarray, np.ndarray]   # (y_true, y_pred) of one task
+FacedLabels = tuple[np.ndarray, np.ndarray, np.ndarray]   # (y_true, y_pred, face_present) of one task
+FRAME_SETS: tuple[str, ...] = ("face_frames", "all_frames")
 
 
 @dataclass
@@ -110,20 +117,51 @@ def validation_metrics(au: TaskLabels | None, expr: TaskLabels | None) -> dict[s
     return metrics
 
 
+def frame_set_metrics(au: FacedLabels | None, expr: FacedLabels | None) -> dict[str, dict[str, Any]]:
+    """The validation report on two frame sets: ``face_frames`` (frames with a face crop, the frames
+    the paper scores, §4.4) and ``all_frames`` (every labelled frame).
+
+    Each set holds :func:`validation_metrics` of the tasks with frames in it, their mean ``score``
+    (``None`` when neither task has a frame there) and the labelled ``frames`` per task.
+    """
+    report: dict[str, dict[str, Any]] = {}
+    for name in FRAME_SETS:
+        au_part, expr_part = _frames(au, name), _frames(expr, name)
+        metrics: dict[str, Any] = validation_metrics(au_part, expr_part)
+        report[name] = {
+            **metrics,
+            "score": selection_score(metrics) if metrics else None,
+            "frames": {"au": 0 if au_part is None else int((au_part[0] >= 0).any(axis=1).sum()),
+                       "expr": 0 if expr_part is None else int((expr_part[0] >= 0).sum())},
+        }
+    return report
+
+
+def _frames(item: FacedLabels | None, frame_set: str) -> TaskLabels | None:
+    """One task's ``(y_true, y_pred)`` restricted to ``frame_set`` (``None`` when no frame is left)."""
+    if item is None:
+        return None
+    true, pred, face = item
+    if frame_set == "face_frames":
+        true, pred = true[face], pred[face]
+    return (true, pred) if len(true) else None
+
+
 def subject_metrics(
     logits: Mapping[str, tuple[np.ndarray, np.ndarray]],
-    labels: Callable[[str], tuple[np.ndarray, np.ndarray]],
-    splits: Splits,
-) -> dict[str, dict[str, float]]:
-    """:func:`validation_metrics` of whole-subject ``(au, expr)`` logits over each task's validation
-    subjects (AU: logit > 0; expression: argmax); ``labels(name)`` gives a subject's ``(au, expr)``."""
-    au_names, expr_names = splits.validation["au"], splits.validation["expr"]
-    return validation_metrics(
-        (np.concatenate([labels(n)[0] for n in au_names]),
-         np.concatenate([logits[n][0] > 0 for n in au_names]).astype(np.int64)) if au_names else None,
-        (np.concatenate([labels(n)[1] for n in expr_names]),
-         np.concatenate([logits[n][1].argmax(axis=1) for n in expr_names])) if expr_names else None,
-    )
+    labels: Callable[[str], tuple[np.ndarray, np.ndarray, np.ndarray]],
+    subjects: Mapping[str, list[str]],
+) -> dict[str, dict[str, Any]]:
+    """:func:`frame_set_metrics` of whole-subject ``(au, expr)`` logits over each task's ``subjects``
+    (AU: logit > 0; expression: argmax); ``labels(name)`` gives a subject's ``(au, expr, face_present)``."""
+    def task(names: list[str], column: int) -> FacedLabels | None:
+        if not names:
+            return None
+        pred = [logits[n][column] > 0 if column == 0 else logits[n][column].argmax(axis=1) for n in names]
+        return (np.concatenate([labels(n)[column] for n in names]), np.concatenate(pred).astype(np.int64),
+                np.concatenate([labels(n)[2] for n in names]).astype(bool))
+
+    return frame_set_metrics(task(subjects["au"], 0), task(subjects["expr"], 1))
 
 
 def selection_score(metrics: Mapping[str, Mapping[str, float] | None]) -> float:
@@ -149,25 +187,33 @@ def run_epochs(
     validate: Callable[[], dict[str, Any]],
     extra_state: Callable[[], dict[str, Any] | None] = lambda: None,
     max_grad_norm: float | None = None,
+    mode: Mode = "validation",
+    select: Callable[[], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Train epochs ``loop.epoch .. epochs-1``, keep the best; return the best record (weights loaded).
+    """Train epochs ``loop.epoch .. epochs-1``, keep one by ``mode``; return its record (weights loaded).
 
-    ``extra_state`` is called on every process at every save (it may be a collective call).
+    ``mode`` ``holdout`` scores each epoch by ``select()``, ``validation`` by ``validate()``, and
+    ``last`` keeps the final epoch. ``extra_state``, ``validate`` and ``select`` are called on every
+    process (they may be collective calls).
     """
+    if mode == "holdout" and select is None:
+        raise ValueError(f"{section}: selection mode holdout needs the held-out subjects' scorer")
     for epoch in range(loop.epoch, epochs):
         began = time.perf_counter()
         losses = train_epoch(epoch)
         check_weights(model, section, epoch + 1, max_grad_norm=max_grad_norm)
         metrics = validate()
-        record = EpochRecord(epoch + 1, selection_score(metrics), metrics, mean_losses(losses),
-                             time.perf_counter() - began)
+        selection = select() if mode == "holdout" and select is not None else None
+        record = EpochRecord(epoch + 1, epoch_score(mode, metrics, selection), metrics, mean_losses(losses),
+                             time.perf_counter() - began, selection)
         improved = loop.end_epoch(record, model, optimizer, extra_state())
         if loop.writer:
-            log.info("%s epoch %d/%d: loss %s | validation %s | score %.4f%s (%.1fs)", section, record.epoch,
+            log.info("%s epoch %d/%d: loss %s | validation %s | %s score %s%s (%.1fs)", section, record.epoch,
                      epochs, {t: None if v is None else round(v, 4) for t, v in record.loss.items()},
-                     {t: round(m["score"], 4) for t, m in metrics.items() if m is not None}, record.score,
-                     " (best)" if improved else "", record.seconds)
+                     {s: None if m["score"] is None else round(m["score"], 4) for s, m in metrics.items()}, mode,
+                     "-" if record.score is None else f"{record.score:.4f}", " (kept)" if improved else "",
+                     record.seconds)
     best = loop.restore_best(model, section)
     if loop.writer:
-        log.info("%s: best epoch %d of %d, validation score %.4f", section, best["epoch"], epochs, best["score"])
+        log.info("%s: kept epoch %d of %d (selection: %s)", section, best["epoch"], epochs, mode)
     return best

@@ -37,18 +37,20 @@ from pipeline.checkpoint import load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
 
-STATE_VERSION = 2   # the state file's layout; a file of another layout is not resumed
+STATE_VERSION = 3   # the state file's layout; a file of another layout is not resumed
 
 
 @dataclass(frozen=True)
 class EpochRecord:
-    """One finished epoch: its number (from 1), selection score, validation metrics, mean losses."""
+    """One finished epoch: its number (from 1), selection score (``None``: the last epoch is kept),
+    validation metrics, mean losses, seconds and the held-out subjects' metrics (holdout only)."""
 
     epoch: int
-    score: float
+    score: float | None
     metrics: dict[str, Any]
     loss: dict[str, float | None]
     seconds: float
+    selection: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain containers, as kept in the history and the state file."""
@@ -114,14 +116,16 @@ class LoopState:
                    writer, state.get("extra"), position)
 
     def record(self, entry: EpochRecord, model: nn.Module) -> bool:
-        """Append ``entry`` (the epoch just finished); keep it as best if its score is finite and
-        strictly higher than the best so far. Returns whether it became the best."""
+        """Append ``entry`` (the epoch just finished); keep it as best if its score is ``None`` (the
+        last epoch is kept) or finite and strictly higher than the best so far. Returns whether it
+        became the best."""
         self.history.append(entry.as_dict())
         self.epoch, self.batch = entry.epoch, 0
-        if not math.isfinite(entry.score):
-            return False
-        if self.best is not None and not entry.score > self.best["score"]:
-            return False
+        if entry.score is not None:
+            if not math.isfinite(entry.score):
+                return False
+            if self.best is not None and not entry.score > self.best["score"]:
+                return False
         self.best = {**entry.as_dict(),
                      "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
         return True
@@ -147,7 +151,7 @@ class LoopState:
     def restore_best(self, model: nn.Module, section: str) -> dict[str, Any]:
         """Load the best epoch's weights into ``model`` (eval mode) and return the best entry."""
         if self.best is None:
-            raise ValueError(f"{self.path}: {section} has no epoch with a finite validation score "
+            raise ValueError(f"{self.path}: {section} has no epoch with a finite selection score "
                              f"({section}.epochs must be >= 1)")
         model.load_state_dict(self.best["state_dict"])
         model.eval()

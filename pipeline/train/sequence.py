@@ -4,13 +4,16 @@ Windows of ``window`` frames (every ``stride`` frames) are sliced from the in-me
 (:mod:`pipeline.train.sequence_data`); the AU and expression heads learn in alternation
 (:mod:`pipeline.train.alternating`) with the masked BCE (``pos_weight``) and focal losses, SGD with
 momentum (paper §4.2: lr 0.01). After every epoch the validation subjects are scored with the ABAW
-metrics on whole-video predictions (:func:`~pipeline.inference.sequence.sliding_window_logits`);
-the best epoch (mean of the two task scores) is kept.
+metrics on whole-video predictions (:func:`~pipeline.inference.sequence.sliding_window_logits`), on
+``face_frames`` (frames with a face crop, the paper's) and on ``all_frames`` (every labelled frame:
+the model also predicts the faceless ones). The kept epoch is chosen by the ``selection`` mode
+(:mod:`pipeline.train.selection`; default: the held-out training videos' ``face_frames`` score).
 
 State after each epoch goes to ``work_dir/state.pt``, so a killed run resumes where it stopped
 (when the params and the stores are unchanged). When training ends, ``out_dir`` receives
 ``model.pt`` (``{"arch", "state_dict", "modalities", "window", "stride", "config"}``) and
-``sequence.onnx``, published together, and ``metrics_path`` ``{"au": {f1, acc, score}, "expr": {...}}``.
+``sequence.onnx``, published together, and ``metrics_path`` ``{"validation": {"face_frames",
+"all_frames"}, "selection", "epochs", "best_epoch"}``.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from pipeline.train.loop import TrainResult, checked_step, run_epochs, subject_m
 from pipeline.train.loop_state import LoopState
 from pipeline.train.losses import subjects_pos_weight, task_loss
 from pipeline.train.optim import OptimConfig
+from pipeline.train.selection import Mode, SelectionConfig, selection_report, selection_split
 from pipeline.train.splits import Splits, task_splits
 from pipeline.train.sequence_data import SequenceCache, WindowBatch, WindowLoader, load_sequence_cache
 
@@ -113,17 +117,23 @@ def train_sequence(
     work_dir: str | Path,
     device: str | torch.device = "cpu",
     eval_batch_size: int = 64,
+    selection: SelectionConfig | None = None,
 ) -> TrainResult:
-    """Train, keep the best epoch, publish ``model.pt`` + ``sequence.onnx`` and the metrics JSON."""
+    """Train, keep an epoch by ``selection`` (default holdout), publish ``model.pt`` + ``sequence.onnx``
+    and the metrics JSON."""
     device = torch.device(device)
+    selection = selection or SelectionConfig()
     manifest = read_manifest(manifest_path)
-    splits = task_splits(manifest, config.sources)
+    held = selection_split(manifest, selection)
+    splits = task_splits(manifest, config.sources, held)
     started = time.perf_counter()
     cache = load_sequence_cache(manifest, visual_path, audio_path, splits.all_subjects(), config.modalities)
     log.info("loaded %d subjects (%.1f MiB) in %.1fs", len(cache.names), cache.nbytes / 2**20,
              time.perf_counter() - started)
     data_key = _data_key(visual_path, audio_path, splits)
-    result = fit(cache, splits, config, Path(work_dir), device, data_key, eval_batch_size)
+    result = fit(cache, splits, config, Path(work_dir), device, data_key, eval_batch_size, mode=selection.mode)
+    result.metrics = {"validation": result.metrics, "selection": selection_report(selection, held, result.history),
+                      "epochs": config.epochs, "best_epoch": result.best_epoch}
     publish_outputs(result.model, config, out_dir)
     write_json(metrics_path, result.metrics)
     return result
@@ -137,8 +147,15 @@ def fit(
     device: torch.device,
     data_key: dict[str, Any] | None = None,
     eval_batch_size: int = 64,
+    *,
+    mode: Mode,
 ) -> TrainResult:
-    """The training loop; the result's model is the best epoch's (eval mode), its metrics that epoch's."""
+    """The training loop; the result's model is the kept epoch's (eval mode), its metrics that epoch's
+    validation report. ``mode`` (:mod:`pipeline.train.selection`) says how the epoch is kept; holdout
+    scores ``splits.selection``."""
+    if mode == "holdout" and not splits.selection_subjects():
+        raise ValueError(f"{SECTION}: selection mode holdout but no held-out selection subject; raise "
+                         f"selection.share or set selection.mode to validation or last")
     torch.manual_seed(config.seed)
     model = SequenceModel(config.arch()).to(device)
     optimizer = config.optim().build(model.parameters())
@@ -152,7 +169,7 @@ def fit(
     # ``epochs`` is not part of the key: a run with more epochs continues a shorter one.
     # The export tolerance does not change training: loosening it after a failed check resumes.
     key = {"config": {k: v for k, v in to_dict(config).items() if k not in ("epochs", "parity_rtol")},
-           "data": data_key}
+           "mode": mode, "data": data_key}
     loop = LoopState.resume(work_dir / STATE_FILE, key, model, optimizer, max_epochs=config.epochs)
 
     def train_epoch(epoch: int) -> dict[str, list[float]]:
@@ -162,8 +179,9 @@ def fit(
         return train_batches(model, optimizer, schedule, epoch, active, pos_weight, config, device)
 
     best = run_epochs(loop, SECTION, config.epochs, model, optimizer, train_epoch,
-                      lambda: validate(model, cache, splits, config, device, eval_batch_size),
-                      max_grad_norm=config.max_grad_norm)
+                      lambda: validate(model, cache, splits.validation, config, device, eval_batch_size),
+                      max_grad_norm=config.max_grad_norm, mode=mode,
+                      select=lambda: validate(model, cache, splits.selection, config, device, eval_batch_size))
     return TrainResult(model, dict(best["metrics"]), best["epoch"], loop.history, loop.resumed_from)
 
 
@@ -213,13 +231,14 @@ def predict_subjects(
 
 
 def validate(
-    model: SequenceModel, cache: SequenceCache, splits: Splits, config: SequenceTrainConfig,
+    model: SequenceModel, cache: SequenceCache, subjects: dict[str, list[str]], config: SequenceTrainConfig,
     device: torch.device, batch_size: int = 64,
-) -> dict[str, dict[str, float]]:
-    """ABAW metrics of each task with validation subjects (AU threshold: logit > 0)."""
-    logits = predict_subjects(model, cache, splits.validation_subjects(), config.window, config.stride, device,
-                              batch_size)
-    return subject_metrics(logits, cache.subject_labels, splits)
+) -> dict[str, dict[str, Any]]:
+    """ABAW metrics of each task over its ``subjects`` (e.g. ``splits.validation``), on ``face_frames``
+    and ``all_frames`` (AU threshold: logit > 0)."""
+    names = list(dict.fromkeys(subjects["au"] + subjects["expr"]))
+    logits = predict_subjects(model, cache, names, config.window, config.stride, device, batch_size)
+    return subject_metrics(logits, lambda n: (*cache.subject_labels(n), cache.subject_faces(n)), subjects)
 
 
 def checkpoint_dict(model: SequenceModel, config: SequenceTrainConfig) -> dict[str, Any]:
@@ -274,4 +293,5 @@ def _data_key(visual_path: str | Path, audio_path: str | Path, splits: Splits) -
         "audio": EmbeddingStore.open_read(audio_path).fingerprint,
         "train": splits.train,
         "validation": splits.validation,
+        "selection": splits.selection,
     }

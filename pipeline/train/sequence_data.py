@@ -53,8 +53,8 @@ class WindowBatch:
 
 
 def estimate_memory_bytes(n_frames: int, modalities: str, dim: int = EMBEDDING_DIM) -> int:
-    """Bytes the in-memory cache of ``n_frames`` subject frames needs (features and labels)."""
-    per_frame = feature_dim(modalities, dim) * np.dtype(FEATURE_DTYPE).itemsize + NUM_AUS + 1
+    """Bytes the in-memory cache of ``n_frames`` subject frames needs (features, labels, face flags)."""
+    per_frame = feature_dim(modalities, dim) * np.dtype(FEATURE_DTYPE).itemsize + NUM_AUS + 2
     return int((n_frames + 1) * per_frame)
 
 
@@ -67,12 +67,13 @@ class SequenceCache:
     """Composed features and labels of every loaded subject in flat buffers, and window slicing."""
 
     def __init__(self, modalities: str, names: list[str], offsets: np.ndarray, features: np.ndarray,
-                 au: np.ndarray, expr: np.ndarray) -> None:
+                 au: np.ndarray, expr: np.ndarray, face: np.ndarray) -> None:
         total = int(offsets[-1])
-        if features.shape[0] != total + 1 or au.shape != (total + 1, NUM_AUS) or expr.shape != (total + 1,):
+        if (features.shape[0] != total + 1 or au.shape != (total + 1, NUM_AUS) or expr.shape != (total + 1,)
+                or face.shape != (total + 1,)):
             raise ValueError(
                 f"cache buffers need {total + 1} rows (frames + the pad row); got features {features.shape}, "
-                f"au {au.shape}, expr {expr.shape}"
+                f"au {au.shape}, expr {expr.shape}, face {face.shape}"
             )
         self.modalities = modalities
         self.names = names
@@ -81,6 +82,7 @@ class SequenceCache:
         self.features = features  # (T+1, D) float16, last row zeros
         self.au = au              # (T+1, 12) int8, last row -1
         self.expr = expr          # (T+1,) int8, last row -1
+        self.face = face          # (T+1,) bool: the frame has a face crop; last row False
 
     @property
     def pad_row(self) -> int:
@@ -90,7 +92,7 @@ class SequenceCache:
     @property
     def nbytes(self) -> int:
         """Bytes held by the buffers."""
-        return int(self.features.nbytes + self.au.nbytes + self.expr.nbytes + self.offsets.nbytes)
+        return int(self.features.nbytes + self.au.nbytes + self.expr.nbytes + self.face.nbytes + self.offsets.nbytes)
 
     def n_frames(self, name: str) -> int:
         """Frame count of subject ``name``."""
@@ -171,6 +173,10 @@ class SequenceCache:
         rows = self.subject_rows(name)
         return self.au[rows], self.expr[rows]
 
+    def subject_faces(self, name: str) -> np.ndarray:
+        """(N,) bool: the frames of subject ``name`` that have a face crop."""
+        return self.face[self.subject_rows(name)]
+
 
 class _Builder:
     """Fills preallocated buffers subject by subject (no per-subject copies kept around)."""
@@ -181,6 +187,7 @@ class _Builder:
         self.features = np.zeros((n_frames + 1, feature_dim(modalities)), FEATURE_DTYPE)
         self.au = np.full((n_frames + 1, NUM_AUS), UNLABELLED, np.int8)
         self.expr = np.full(n_frames + 1, UNLABELLED, np.int8)
+        self.face = np.zeros(n_frames + 1, bool)
         self.capacity = n_frames
         self.names: list[str] = []
         self.offsets = [0]
@@ -213,6 +220,7 @@ class _Builder:
         self.features[rows] = features
         self.au[rows] = arrays["au"]
         self.expr[rows] = arrays["expr"]
+        self.face[rows] = arrays["face_present"]
         self.names.append(name)
         self.offsets.append(start + n)
 
@@ -222,8 +230,9 @@ class _Builder:
         if total != self.capacity:
             keep = np.r_[0:total, self.capacity]   # unused rows out, the zero row last
             self.features, self.au, self.expr = self.features[keep], self.au[keep], self.expr[keep]
+            self.face = self.face[keep]
         return SequenceCache(self.modalities, self.names, np.asarray(self.offsets, np.int64),
-                             self.features, self.au, self.expr)
+                             self.features, self.au, self.expr, self.face)
 
 
 def _check_length(name: str, what: str, array: Any, n: int) -> None:

@@ -4,8 +4,15 @@ A (pretrained) IResNet backbone with an AU head and an expression head is traine
 that carry AU labels (Aff-Wild2 train, plus BP4D when ``use_bp4d``) or expression labels, the two
 heads updated in rotation (:mod:`pipeline.train.alternating`): AU head by BCE with per-AU
 ``pos_weight``, expression head by focal loss. After every epoch the model is scored with the ABAW
-metrics on the leakage-free validation sets (AU: sigmoid > 0.5; EXPR: argmax) and the epoch with the
-best mean of the AU and EXPR scores is kept.
+metrics (AU: sigmoid > 0.5; EXPR: argmax) on the leakage-free validation sets and, with the default
+``selection.mode: holdout``, on the training videos held out for selection
+(:mod:`pipeline.train.selection`); the epoch with the best mean of the AU and EXPR scores on the
+held-out ``face_frames`` is kept, so the validation scores are only reported.
+
+The model sees face crops only. Its validation report gives ``face_frames`` (the model's own
+predictions, the frames the paper scores) and ``all_frames``: the labelled frames without a face
+crop added at the prediction the pipeline gives them downstream, the zero logits that
+``embed-visual`` stores for them (no AU active, Neutral), as ``evaluate`` scores the visual model.
 
 The epoch loop, the best-epoch selection, the divergence checks and the resume state are the
 ones every trainer shares (:mod:`pipeline.train.loop`, :mod:`pipeline.train.loop_state`); this
@@ -21,7 +28,7 @@ Example (not run here: it needs the pipeline's prepared data and frame store)::
                           "cache/frames/frames.h5", "cache/visual/model.pt", "metrics/visual.json",
                           "cache/work/finetune-visual", VisualTrainConfig())
     sorted(result.metrics)
-    # ['au', 'baseline', 'best_epoch', 'epochs', 'expr', 'frames', 'score']
+    # ['baseline', 'best_epoch', 'epochs', 'frames', 'selection', 'validation']
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 import numpy as np
 import torch
@@ -56,22 +63,26 @@ from pipeline.train.frames_dataset import (
     FrameDataset,
     FrameSet,
     concat_frame_sets,
+    empty_frame_set,
     has_labels,
     read_frame_labels,
     select_frames,
+    select_subject_frames,
     select_validation_frames,
 )
-from pipeline.train.loop import (
-    TrainResult, check_weights, checked_step, run_epochs, selection_score, validation_metrics,
-)
+from pipeline.train.loop import TrainResult, check_weights, checked_step, frame_set_metrics, run_epochs
 from pipeline.train.loop_state import LoopState
 from pipeline.train.losses import compute_pos_weight, task_loss
 from pipeline.train.optim import OptimConfig
+from pipeline.train.selection import SelectionConfig, SelectionSplit, selection_report, selection_split
 
 log = logging.getLogger(__name__)
 
 SECTION = "finetune_visual"
 STATE_FILE = "state.pt"
+# What the pipeline predicts for a frame without a face: embed-visual stores zero logits there, i.e.
+# sigmoid 0.5 (not > 0.5: no AU active) and the arg-max of a uniform expression (class 0, Neutral).
+NO_FACE_AU, NO_FACE_EXPR = 0, 0
 
 
 @dataclass(frozen=True)
@@ -129,15 +140,21 @@ class VisualTrainConfig:
 
 @dataclass(frozen=True)
 class TrainData:
-    """Each task's training frames and the validation frames of both tasks (one set, see below).
+    """Each task's training frames, and the validation and held-out selection frames of both tasks.
 
-    ``val`` is the union of the AU and EXPR validation frames; a frame's labels of a task are -1
-    unless its subject is in that task's validation split, so one forward pass scores both tasks.
+    ``val`` is the union of the AU and EXPR validation frames with a face; a frame's labels of a
+    task are -1 unless its subject is in that task's validation split, so one forward pass scores
+    both tasks. ``val_faceless`` holds the labelled validation frames without a face (labels only).
+    ``sel`` and ``sel_faceless`` are the same for the held-out selection subjects (empty unless the
+    selection mode is holdout).
     """
 
     au_train: FrameSet
     expr_train: FrameSet
     val: FrameSet
+    val_faceless: FrameSet = field(default_factory=empty_frame_set)
+    sel: FrameSet = field(default_factory=empty_frame_set)
+    sel_faceless: FrameSet = field(default_factory=empty_frame_set)
 
     @property
     def au_val_mask(self) -> np.ndarray:
@@ -150,40 +167,58 @@ class TrainData:
         return has_labels(self.val, "expr")
 
     def sizes(self) -> dict[str, int]:
-        """Frame counts per set, for logs and the metrics file."""
+        """Frame counts (with a face) per set, for logs and the metrics file."""
         return {"au_train": len(self.au_train), "expr_train": len(self.expr_train),
                 "au_val": int(self.au_val_mask.sum()), "expr_val": int(self.expr_val_mask.sum()),
-                "val": len(self.val)}
+                "val": len(self.val), "au_selection": int(has_labels(self.sel, "au").sum()),
+                "expr_selection": int(has_labels(self.sel, "expr").sum()), "selection": len(self.sel)}
 
 
 def build_training_data(manifest: Manifest, labels_path: str | Path, frames_path: str | Path,
-                        use_bp4d: bool) -> TrainData:
-    """Select the training and leakage-free validation frames of both tasks (faces as the frame store has them)."""
+                        use_bp4d: bool, held: SelectionSplit | None = None) -> TrainData:
+    """Select the training, leakage-free validation and held-out selection frames of both tasks
+    (faces as the frame store has them); ``held`` subjects are selection frames, not training ones."""
+    held = held or SelectionSplit()
     labels = read_frame_labels(labels_path, frames_path)
     au_sources = ("affwild2", "bp4d") if use_bp4d else ("affwild2",)
     return TrainData(
-        au_train=select_frames(manifest, labels, "au", "train", au_sources),
-        expr_train=select_frames(manifest, labels, "expr", "train"),
+        au_train=select_frames(manifest, labels, "au", "train", au_sources, exclude=held.subjects["au"]),
+        expr_train=select_frames(manifest, labels, "expr", "train", exclude=held.subjects["expr"]),
         val=select_validation_frames(manifest, labels),
+        val_faceless=select_validation_frames(manifest, labels, face=False),
+        sel=select_subject_frames(manifest, labels, held.subjects),
+        sel_faceless=select_subject_frames(manifest, labels, held.subjects, face=False),
     )
 
 
 def baseline_metrics(data: TrainData) -> dict[str, Any]:
-    """Trivial predictors on the validation sets: every AU negative; the majority training expression."""
-    n = len(data.val)
+    """Trivial predictors on the validation frames (with and without a face): every AU negative;
+    the majority training expression."""
     majority = int(np.bincount(data.expr_train.expr, minlength=NUM_EXPRS).argmax()) if len(data.expr_train) else 0
-    metrics = score_predictions(data, np.zeros((n, NUM_AUS), np.int8), np.full(n, majority))
-    return {"au": metrics.get("au"), "expr": metrics.get("expr"), "score": selection_score(metrics),
-            "expr_majority_class": majority}
+    n = len(data.val) + len(data.val_faceless)
+    report = score_frames(data.val, data.val_faceless, np.zeros((n, NUM_AUS), np.int8), np.full(n, majority))
+    return {**report, "expr_majority_class": majority}
 
 
-def score_predictions(data: TrainData, au_pred: np.ndarray, expr_pred: np.ndarray) -> dict[str, Any]:
-    """ABAW metrics of each task with validation frames, from predictions for every ``data.val`` frame."""
-    au_mask, expr_mask = data.au_val_mask, data.expr_val_mask
-    return validation_metrics(
-        (data.val.au[au_mask], au_pred[au_mask]) if au_mask.any() else None,
-        (data.val.expr[expr_mask], expr_pred[expr_mask]) if expr_mask.any() else None,
+def score_frames(faces: FrameSet, faceless: FrameSet, au_pred: np.ndarray, expr_pred: np.ndarray) -> dict[str, Any]:
+    """:func:`~pipeline.train.loop.frame_set_metrics` of predictions for every ``faces`` frame, then
+    every ``faceless`` frame (in that order)."""
+    frames = concat_frame_sets([faces, faceless])
+    face = np.arange(len(frames)) < len(faces)
+    au_mask, expr_mask = has_labels(frames, "au"), has_labels(frames, "expr")
+    return frame_set_metrics(
+        (frames.au[au_mask], au_pred[au_mask], face[au_mask]) if au_mask.any() else None,
+        (frames.expr[expr_mask], expr_pred[expr_mask], face[expr_mask]) if expr_mask.any() else None,
     )
+
+
+def score_predictions(faces: FrameSet, faceless: FrameSet, au_pred: np.ndarray, expr_pred: np.ndarray,
+                      ) -> dict[str, Any]:
+    """The report of the model's predictions for the ``faces`` frames, the ``faceless`` frames taking
+    the no-face prediction (:data:`NO_FACE_AU`, :data:`NO_FACE_EXPR`)."""
+    n = len(faceless)
+    return score_frames(faces, faceless, np.concatenate([au_pred, np.full((n, NUM_AUS), NO_FACE_AU, np.int8)]),
+                        np.concatenate([expr_pred, np.full(n, NO_FACE_EXPR, np.int64)]))
 
 
 def data_key(cfg: VisualTrainConfig, manifest: Manifest, labels_path: str | Path, frames_path: str | Path) -> str:
@@ -328,25 +363,28 @@ def train_visual(
     dist: DistContext | None = None,
     checkpoint_every: int = 200,
     progress: bool = True,
+    selection: SelectionConfig | None = None,
 ) -> TrainResult:
-    """Fine-tune the multi-task visual model; publish the best epoch's model and the metrics JSON.
+    """Fine-tune the multi-task visual model; publish the kept epoch's model and the metrics JSON.
 
     Under DDP (``dist`` with several processes, process group already initialised) every process
     calls this; only rank 0 writes files. ``checkpoint_every`` (batches) adds mid-epoch checkpoints
-    (0 = only at epoch ends).
+    (0 = only at epoch ends). ``selection`` (default: holdout) says how the kept epoch is chosen.
     """
     ctx, device = dist or DistContext(), torch.device(device)
-    data = build_training_data(manifest, labels_path, frames_path, cfg.use_bp4d)
-    tasks = _check_data(data, labels_path, cfg, ctx)
-    # One dataset over the three sets; each set is an index range of it.
-    parts = {"au_train": data.au_train, "expr_train": data.expr_train, "val": data.val}
+    selection = selection or SelectionConfig()
+    held = selection_split(manifest, selection)
+    data = build_training_data(manifest, labels_path, frames_path, cfg.use_bp4d, held)
+    tasks = _check_data(data, labels_path, cfg, ctx, selection)
+    # One dataset over the four sets; each set is an index range of it.
+    parts = {"au_train": data.au_train, "expr_train": data.expr_train, "val": data.val, "sel": data.sel}
     offsets = dict(zip(parts, np.cumsum([0] + [len(p) for p in parts.values()])[:-1].tolist()))
     dataset = FrameDataset(frames_path, concat_frame_sets(list(parts.values())))
     sizes = {"au": len(data.au_train), "expr": len(data.expr_train)}
     plans = [epoch_plan(TaskSchedule(cfg.alternation, tasks), e, sizes, cfg.batch_size, cfg.seed,
                         cfg.max_frames_per_epoch, min_batch=2 * ctx.world_size) for e in range(cfg.epochs)]
     run = _VisualRun(cfg, device, ctx, sum(len(p) for p in plans), _pos_weight(cfg, data))
-    key = {"config": to_dict(cfg), "data": ddp.broadcast(
+    key = {"config": to_dict(cfg), "selection": to_dict(selection), "data": ddp.broadcast(
         data_key(cfg, manifest, labels_path, frames_path) if ctx.is_main else None, ctx)}
     loop = LoopState.resume(Path(work_dir) / STATE_FILE, key, run.model, run.optimizer, writer=ctx.is_main)
     run.load_extra(loop.extra)
@@ -355,17 +393,21 @@ def train_visual(
         if loop.resumed_from is not None:
             log.info("resuming from epoch %d batch %d (of %d epochs)", loop.epoch + 1, loop.batch, cfg.epochs)
 
-    def validate() -> dict[str, Any]:
-        return score_predictions(data, *predict_frames(run.model, dataset, offsets["val"], len(data.val),
-                                                       cfg.batch_size, device, ctx, num_workers))
+    def scorer(part: str, faces: FrameSet, faceless: FrameSet) -> Callable[[], dict[str, Any]]:
+        def score() -> dict[str, Any]:
+            predictions = predict_frames(run.model, dataset, offsets[part], len(faces), cfg.batch_size, device,
+                                         ctx, num_workers)
+            return score_predictions(faces, faceless, *predictions)
+        return score
 
     best = run_epochs(
         loop, SECTION, cfg.epochs, run.model, run.optimizer,
         lambda e: run.train_epoch(loop, e, plans[e], dataset, offsets, checkpoint_every, progress, num_workers),
-        validate, run.extra_state, cfg.max_grad_norm,
+        scorer("val", data.val, data.val_faceless), run.extra_state, cfg.max_grad_norm,
+        mode=selection.mode, select=scorer("sel", data.sel, data.sel_faceless),
     )
-    metrics = {"au": best["metrics"].get("au"), "expr": best["metrics"].get("expr"), "score": best["score"],
-               "baseline": baseline_metrics(data), "epochs": cfg.epochs, "best_epoch": best["epoch"],
+    metrics = {"validation": best["metrics"], "baseline": baseline_metrics(data), "epochs": cfg.epochs,
+               "best_epoch": best["epoch"], "selection": selection_report(selection, held, loop.history),
                "frames": data.sizes()}
     if ctx.is_main:
         _publish(run.model, cfg, best["epoch"], out_model, metrics, metrics_path)
@@ -380,15 +422,18 @@ def _pos_weight(cfg: VisualTrainConfig, data: TrainData) -> torch.Tensor:
     return compute_pos_weight(data.au_train.au, cfg.pos_weight_cap)
 
 
-def _check_data(data: TrainData, labels_path: str | Path, cfg: VisualTrainConfig, ctx: DistContext) -> tuple[str, ...]:
+def _check_data(data: TrainData, labels_path: str | Path, cfg: VisualTrainConfig, ctx: DistContext,
+                selection: SelectionConfig) -> tuple[str, ...]:
     """The tasks that have training frames (expression first, as the paper); errors for unusable data."""
     sizes = data.sizes()
     tasks = tuple(t for t in ("expr", "au") if sizes[f"{t}_train"] > 0)
     if not tasks:
         raise ValueError(f"{labels_path}: no face frame carries a training label of either task")
     if sizes["val"] == 0:
-        raise ValueError(f"{labels_path}: no validation subject has a labelled face frame; "
-                         f"cannot select the best epoch")
+        raise ValueError(f"{labels_path}: no validation subject has a labelled face frame; nothing to report")
+    if selection.mode == "holdout" and sizes["selection"] == 0:
+        raise ValueError(f"{labels_path}: no held-out selection subject has a labelled face frame; raise "
+                         f"selection.share (now {selection.share}) or set selection.mode to validation or last")
     if cfg.batch_size < 2 * ctx.world_size:
         raise ValueError(f"batch_size {cfg.batch_size} is too small for {ctx.world_size} processes "
                          f"(BatchNorm needs >= 2 frames per process)")
@@ -401,5 +446,5 @@ def _publish(model: MultiTaskModel, cfg: VisualTrainConfig, best_epoch: int, out
     with atomic_path(out_model) as tmp:
         torch.save(checkpoint_dict(model, cfg.arch(), {"epoch": best_epoch}), tmp)
     write_json(metrics_path, metrics)
-    log.info("published %s and %s (best epoch %d, score %.4f)", out_model, metrics_path,
-             metrics["best_epoch"], metrics["score"])
+    log.info("published %s and %s (kept epoch %d, validation score on face frames %.4f)", out_model,
+             metrics_path, metrics["best_epoch"], metrics["validation"]["face_frames"]["score"])

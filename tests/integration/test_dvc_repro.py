@@ -85,13 +85,20 @@ def test_dvc_repro_runs_the_whole_pipeline(repo: Path) -> None:
     metrics = {name: json.loads((repo / f"metrics/{name}.json").read_text())
                for name in ("visual", "audio", "sequence", "evaluate")}
     evaluated = metrics["evaluate"]
-    for variant, published in (("fusion", metrics["audio"]), ("visual", metrics["audio"]["visual_only"]),
-                               ("sequence", metrics["sequence"])):
+    # (evaluate scores every labelled frame: the trainers' all_frames)
+    for variant, published in (("fusion", metrics["audio"]["validation"]),
+                               ("visual", metrics["audio"]["visual_only"]),
+                               ("sequence", metrics["sequence"]["validation"])):
         for task in ("au", "expr"):
-            assert evaluated["all_frames"][variant][task] == pytest.approx(published[task]), (variant, task)
+            for frames in ("face_frames", "all_frames"):
+                assert evaluated[frames][variant][task] == pytest.approx(published[frames][task]), \
+                    (frames, variant, task)
     assert evaluated["sequence"] == evaluated["face_frames"]["sequence"]
     assert 0 < evaluated["face_frames"]["frames"]["expr"] <= evaluated["all_frames"]["frames"]["expr"]
-    assert metrics["visual"]["frames"]["val"] > 0 and metrics["visual"]["baseline"]["au"]["f1"] == 0.0
+    assert metrics["visual"]["frames"]["val"] > 0 and metrics["visual"]["baseline"]["face_frames"]["au"]["f1"] == 0.0
+    # every trainer held out the same videos to select its epoch
+    held = {name: metrics[name]["selection"]["videos"] for name in ("visual", "audio", "sequence")}
+    assert held["visual"] == held["audio"] == held["sequence"] != [], held
 
     assert (repo / "cache/onnx/visual.onnx").is_file()
     assert (repo / "cache/audio/tdnn.onnx").is_file()

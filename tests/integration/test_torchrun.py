@@ -19,6 +19,7 @@ from pipeline.data.manifest import read_manifest
 from pipeline.models.multitask import build_from_checkpoint
 from pipeline.train.ddp import DistContext
 from pipeline.train.frames_dataset import FrameDataset
+from pipeline.train.selection import SelectionConfig, selection_split
 from pipeline.train.visual import build_training_data, predict_frames, score_predictions
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,14 +68,17 @@ def test_finetune_visual_under_torchrun_publishes_the_model_every_rank_ends_with
     # the validation each rank did on its share, gathered, is the single-process validation of that model
     metrics = json.loads(metrics_path.read_text())
     assert metrics["epochs"] == 1 and metrics["best_epoch"] == summary["best_epoch"] == 1
-    assert metrics["au"] == summary["au"] and metrics["expr"] == summary["expr"]
-    data = build_training_data(read_manifest(tiny_prepared / "manifest.json"), tiny_prepared / "labels.h5",
-                               tiny_frames, use_bp4d=True)
+    assert metrics["validation"] == summary["validation"]
+    manifest = read_manifest(tiny_prepared / "manifest.json")
+    data = build_training_data(manifest, tiny_prepared / "labels.h5", tiny_frames, use_bp4d=True,
+                               held=selection_split(manifest, SelectionConfig()))
     predictions = predict_frames(model, FrameDataset(tiny_frames, data.val), 0, len(data.val), 16,
                                  torch.device("cpu"), DistContext())
-    alone = score_predictions(data, *predictions)
-    for task in ("au", "expr"):
-        assert metrics[task].keys() == alone[task].keys()
-        for name, value in alone[task].items():
-            assert metrics[task][name] == pytest.approx(value, abs=1e-6), (task, name)
-    assert np.isfinite(metrics["score"])
+    alone = score_predictions(data.val, data.val_faceless, *predictions)
+    for frames in ("face_frames", "all_frames"):
+        published = metrics["validation"][frames]
+        for task in ("au", "expr"):
+            assert published[task].keys() == alone[frames][task].keys()
+            for name, value in alone[frames][task].items():
+                assert published[task][name] == pytest.approx(value, abs=1e-6), (frames, task, name)
+        assert np.isfinite(published["score"])

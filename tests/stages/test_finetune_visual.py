@@ -40,9 +40,17 @@ def test_bad_params_and_inputs_are_one_line_errors(tiny_prepared: Path, tiny_fra
     params.write_text(params.read_text().replace("lr: 0.05", "learning_rate: 0.05"))
     result = CliRunner().invoke(main, ["finetune-visual", *_args(tiny_prepared, tiny_frames, tmp_path, params)])
     assert result.exit_code == 2 and "learning_rate" in result.output
-    params.write_text(PARAMS.format(epochs=0))
+    params.write_text(PARAMS.format(epochs=0, selection="holdout"))
     result = CliRunner().invoke(main, ["finetune-visual", *_args(tiny_prepared, tiny_frames, tmp_path, params)])
     assert result.exit_code == 2 and "finetune_visual.epochs: must be >= 1" in result.output
+    params.write_text(PARAMS.format(epochs=1, selection="best"))
+    result = CliRunner().invoke(main, ["finetune-visual", *_args(tiny_prepared, tiny_frames, tmp_path, params)])
+    assert result.exit_code == 2 and "selection.mode" in result.output
+    # a share that leaves a task no training video says which key to change
+    params.write_text(PARAMS.format(epochs=1, selection="holdout").replace("share: 0.2", "share: 0.9"))
+    result = CliRunner().invoke(main, ["finetune-visual", *_args(tiny_prepared, tiny_frames, tmp_path, params)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "selection.share 0.9 holds out every Aff-Wild2 training video of the" in result.output
     empty = tmp_path / "empty"
     empty.mkdir()
     result = CliRunner().invoke(main, ["finetune-visual", *_args(empty, tiny_frames, tmp_path, _params(tmp_path, 1))])
@@ -81,7 +89,9 @@ def test_killed_stage_resumes_from_its_last_checkpoint(
     assert "of 3 epochs" in resumed[0] and "resuming from epoch 1 batch 0" not in resumed[0]
     metrics = json.loads((tmp_path / "metrics/visual.json").read_text())
     assert metrics["epochs"] == 3 and 1 <= summary["best_epoch"] == metrics["best_epoch"] <= 3
-    assert set(metrics) >= {"au", "expr", "baseline", "epochs", "best_epoch"}
+    assert set(metrics) >= {"validation", "baseline", "selection", "epochs", "best_epoch"}
+    assert summary["validation"] == metrics["validation"] and summary["selection"] == "holdout"
+    assert [e["epoch"] for e in metrics["selection"]["per_epoch"]] == [1, 2, 3]
     ckpt = torch.load(tmp_path / "visual/model.pt", map_location="cpu", weights_only=True)
     assert build_from_checkpoint(ckpt).backbone.width_mult == 0.0625
 

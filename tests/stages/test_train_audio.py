@@ -23,6 +23,10 @@ train_audio:
   batch_segments: 16
   lr: 0.001
   seed: 0
+selection:
+  mode: holdout
+  share: 0.2
+  seed: 0
 """
 
 
@@ -49,8 +53,9 @@ def test_writes_model_onnx_and_metrics(data: dict[str, Path]) -> None:
     ckpt = torch.load(out / "model.pt", weights_only=True)
     assert set(ckpt) == {"tdnn_arch", "tdnn", "fusion_arch", "fusion", "audio_config"}
     metrics = json.loads((data["base"] / "metrics" / "audio.json").read_text())
-    assert {"au", "expr", "visual_only"} <= set(metrics) and metrics["epochs"] == 2
-    assert 0.0 <= metrics["expr"]["score"] <= 1.0
+    assert {"validation", "visual_only", "selection"} <= set(metrics) and metrics["epochs"] == 2
+    assert 0.0 <= metrics["validation"]["face_frames"]["expr"]["score"] <= 1.0
+    assert metrics["selection"]["mode"] == "holdout" and metrics["selection"]["subjects"]["au"] == ["v0"]
     assert json.loads(result.output[result.output.index("{"):]) == metrics
 
 

@@ -20,6 +20,8 @@ PARAMS = {
     "pos_weight_cap": 10.0, "alternation": "batch", "sources": ["affwild2"], "seed": 0,
 }
 
+SELECTION = {"mode": "holdout", "share": 0.2, "seed": 0}
+
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -31,7 +33,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def write_params(path: Path, **overrides) -> Path:
-    path.write_text(yaml.safe_dump({"train_sequence": {**PARAMS, **overrides}}))
+    path.write_text(yaml.safe_dump({"train_sequence": {**PARAMS, **overrides}, "selection": SELECTION}))
     return path
 
 
@@ -47,7 +49,9 @@ def test_train_sequence_writes_model_onnx_and_metrics(cache: Path, tmp_path: Pat
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "sequence").iterdir()) == ["model.pt", "sequence.onnx"]
     metrics = json.loads((tmp_path / "metrics" / "sequence.json").read_text())
-    assert set(metrics) == {"au", "expr"} and set(metrics["au"]) == {"f1", "acc", "score"}
+    assert set(metrics) == {"validation", "selection", "epochs", "best_epoch"}
+    assert set(metrics["validation"]) == {"face_frames", "all_frames"}
+    assert set(metrics["validation"]["face_frames"]["au"]) == {"f1", "acc", "score"}
     assert json.loads(result.output) == metrics
     assert (tmp_path / "work" / "state.pt").is_file()
 

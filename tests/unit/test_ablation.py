@@ -75,6 +75,10 @@ def test_run_repeats_reads_each_experiments_metrics_after_its_run() -> None:
 def test_flatten_reads_train_sequence_metrics_too() -> None:
     flat = flatten_metrics({"au": {"f1": 0.5, "acc": 0.9, "score": 0.7}}, variant=None)
     assert flat == {"au.f1": 0.5, "au.acc": 0.9, "au.score": 0.7, "mean_score": 0.7}
+    trainer = {"validation": {"face_frames": {"au": {"score": 0.7}, "expr": {"score": 0.5}},
+                              "all_frames": {"au": {"score": 0.6}, "expr": {"score": 0.4}}}, "best_epoch": 3}
+    assert flatten_metrics(trainer, "validation.all_frames") == {"au.score": 0.6, "expr.score": 0.4,
+                                                                 "mean_score": pytest.approx(0.5)}
 
 
 def test_flatten_reads_a_frame_set_of_the_evaluate_json_by_dotted_path() -> None:

@@ -57,9 +57,11 @@ def _subject(name: str, seed: int, n_frames: int = 150, fps: float = 25.0) -> Su
 
 @pytest.fixture(scope="module")
 def toy() -> tuple[dict[str, SubjectData], Splits]:
-    subjects = {f"s{i}": _subject(f"s{i}", i) for i in range(5)}
-    train, val = ["s0", "s1", "s2"], ["s3", "s4"]
-    return subjects, Splits(train={"au": train, "expr": train}, validation={"au": val, "expr": val})
+    """Five subjects: three train, two validate; s5 is held out for selection (the holdout mode)."""
+    subjects = {f"s{i}": _subject(f"s{i}", i) for i in range(6)}
+    train, val, held = ["s0", "s1", "s2"], ["s3", "s4"], ["s5"]
+    return subjects, Splits(train={"au": train, "expr": train}, validation={"au": val, "expr": val},
+                            selection={"au": held, "expr": held})
 
 
 def test_segments_hold_labels_and_batches_align(toy) -> None:
@@ -83,8 +85,8 @@ def test_audio_carries_what_the_face_does_not(toy, tmp_path: Path) -> None:
     # (on for the expressions >= 4), are audible. The margins sit on the best constant prediction
     # and on the visual-only model (the fused model with its audio ablated).
     subjects, splits = toy
-    result = fit(subjects, splits, tiny_config(), tmp_path, torch.device("cpu"))
-    fused, visual = result.metrics, visual_only_metrics(subjects, splits)
+    result = fit(subjects, splits, tiny_config(), tmp_path, torch.device("cpu"), mode="holdout")
+    fused, visual = result.metrics["all_frames"], visual_only_metrics(subjects, splits)["all_frames"]
     au_true, expr_true = _validation_labels(subjects, splits)
     assert fused["expr"]["score"] > trivial_expr_score(expr_true) + 0.3, fused
     assert fused["expr"]["score"] > visual["expr"]["score"] + 0.3, (fused, visual)
@@ -92,28 +94,46 @@ def test_audio_carries_what_the_face_does_not(toy, tmp_path: Path) -> None:
     history = result.history
     assert history[-1]["loss"]["expr"] < 0.7 * history[0]["loss"]["expr"]
     assert not result.model.training
+    # holdout: the kept epoch is the best on s5, whatever the validation subjects score
+    scores = [h["score"] for h in history]
+    assert result.best_epoch == 1 + scores.index(max(scores))
+    assert all(h["score"] == h["selection"]["face_frames"]["score"] for h in history)
+    assert result.metrics == history[result.best_epoch - 1]["metrics"]
 
 
-@pytest.mark.parametrize("alternation", ["batch", "epoch"])
-def test_killed_run_resumes_to_the_same_model(toy, tmp_path: Path, monkeypatch, alternation: str) -> None:
+def test_validation_reports_face_frames_and_all_frames(toy, tmp_path: Path) -> None:
+    subjects, splits = toy
+    report = fit(subjects, splits, tiny_config(epochs=1, max_segments=2), tmp_path, torch.device("cpu"),
+                 mode="last").metrics
+    faces = sum(int((subjects[n].face_present & (subjects[n].expr >= 0)).sum()) for n in splits.validation["expr"])
+    every = sum(int((subjects[n].expr >= 0).sum()) for n in splits.validation["expr"])
+    assert report["face_frames"]["frames"]["expr"] == faces < every == report["all_frames"]["frames"]["expr"]
+    for frames in ("face_frames", "all_frames"):
+        assert set(report[frames]) == {"au", "expr", "score", "frames"}
+        assert set(report[frames]["au"]) == {"f1", "acc", "score"}
+
+
+@pytest.mark.parametrize(("alternation", "mode"), [("batch", "holdout"), ("epoch", "validation")])
+def test_killed_run_resumes_to_the_same_model(toy, tmp_path: Path, monkeypatch, alternation: str, mode: str) -> None:
     subjects, splits = toy
     cfg = tiny_config(epochs=3, alternation=alternation, max_segments=6)
-    straight = fit(subjects, splits, cfg, tmp_path / "straight", torch.device("cpu"))
+    straight = fit(subjects, splits, cfg, tmp_path / "straight", torch.device("cpu"), mode=mode)
 
     real = audio_train.predict_subjects
     calls = {"n": 0}
+    per_epoch = 2 if mode == "holdout" else 1   # validation, then (holdout) the selection subjects
 
     def dies_in_second_epoch(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == per_epoch + 1:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
     monkeypatch.setattr(audio_train, "predict_subjects", dies_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
-        fit(subjects, splits, cfg, tmp_path / "killed", torch.device("cpu"))
+        fit(subjects, splits, cfg, tmp_path / "killed", torch.device("cpu"), mode=mode)
     monkeypatch.setattr(audio_train, "predict_subjects", real)
-    resumed = fit(subjects, splits, cfg, tmp_path / "killed", torch.device("cpu"))
+    resumed = fit(subjects, splits, cfg, tmp_path / "killed", torch.device("cpu"), mode=mode)
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
     for key, value in straight.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[key], value, msg=key)
@@ -122,8 +142,9 @@ def test_killed_run_resumes_to_the_same_model(toy, tmp_path: Path, monkeypatch, 
 
 def test_other_params_start_over(toy, tmp_path: Path) -> None:
     subjects, splits = toy
-    fit(subjects, splits, tiny_config(epochs=1, max_segments=2), tmp_path, torch.device("cpu"))
-    again = fit(subjects, splits, tiny_config(epochs=1, max_segments=2, seed=1), tmp_path, torch.device("cpu"))
+    fit(subjects, splits, tiny_config(epochs=1, max_segments=2), tmp_path, torch.device("cpu"), mode="validation")
+    again = fit(subjects, splits, tiny_config(epochs=1, max_segments=2, seed=1), tmp_path, torch.device("cpu"),
+                mode="validation")
     assert [h["epoch"] for h in again.history] == [1]
 
 
@@ -132,14 +153,14 @@ def test_loosening_the_parity_tolerance_resumes_instead_of_retraining(toy, tmp_p
     # not start over, since the tolerance only judges the export.
     subjects, splits = toy
     first = fit(subjects, splits, tiny_config(epochs=1, max_segments=2, parity_rtol=1e-12), tmp_path,
-                torch.device("cpu"))
+                torch.device("cpu"), mode="validation")
 
     def no_training(*args, **kwargs):
         raise AssertionError("trained again")
 
     monkeypatch.setattr(audio_train, "predict_subjects", no_training)
     again = fit(subjects, splits, tiny_config(epochs=1, max_segments=2, parity_rtol=1e-3), tmp_path,
-                torch.device("cpu"))
+                torch.device("cpu"), mode="validation")
     assert again.metrics == first.metrics
 
 
@@ -147,7 +168,8 @@ def test_an_absurd_lr_stops_training_with_a_clear_error(toy, tmp_path: Path) -> 
     subjects, splits = toy
     with pytest.raises(DivergedError, match=r"train_audio: training diverged at epoch 1, batch \d+: .*"
                                             r"Try a lower train_audio\.lr"):
-        fit(subjects, splits, tiny_config(epochs=2, lr=1e8, max_grad_norm=None), tmp_path, torch.device("cpu"))
+        fit(subjects, splits, tiny_config(epochs=2, lr=1e8, max_grad_norm=None), tmp_path, torch.device("cpu"),
+            mode="validation")
     assert not (tmp_path / "state.pt").exists()   # no epoch finished, nothing to resume or publish
 
 
@@ -173,8 +195,12 @@ def test_train_audio_end_to_end(tmp_path: Path) -> None:
     out, metrics_path = tmp_path / "audio", tmp_path / "metrics" / "audio.json"
     metrics = train_audio(prepared, store, out, metrics_path, tiny_config(epochs=2), tmp_path / "work").metrics
     assert json.loads(metrics_path.read_text()) == metrics
-    assert set(metrics) == {"au", "expr", "score", "visual_only", "epochs", "best_epoch"}
-    assert set(metrics["au"]) == {"f1", "acc", "score"} and set(metrics["visual_only"]) == {"au", "expr", "score"}
+    assert set(metrics) == {"validation", "visual_only", "selection", "epochs", "best_epoch"}
+    for report in (metrics["validation"], metrics["visual_only"]):
+        assert set(report) == {"face_frames", "all_frames"}
+        assert set(report["face_frames"]) == {"au", "expr", "score", "frames"}
+    selection = metrics["selection"]
+    assert selection["mode"] == "holdout" and selection["videos"] and len(selection["per_epoch"]) == 2
     ckpt = torch.load(out / "model.pt", weights_only=True)
     tdnn, head, cfg = load_tdnn(ckpt), load_fusion_head(ckpt), load_audio_config(ckpt)
     assert cfg == AUDIO

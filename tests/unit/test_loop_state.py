@@ -103,7 +103,7 @@ def test_no_file_is_a_fresh_start(tmp_path: Path) -> None:
 
 def test_no_epoch_trained_is_an_error_naming_the_section(tmp_path: Path) -> None:
     model, _ = _model_and_optimizer()
-    with pytest.raises(ValueError, match=r"train_x has no epoch with a finite validation score "
+    with pytest.raises(ValueError, match=r"train_x has no epoch with a finite selection score "
                                          r"\(train_x\.epochs must be >= 1\)"):
         LoopState(tmp_path / "state.pt", KEY).restore_best(model, "train_x")
 

@@ -281,3 +281,30 @@ def test_noise_verdict_follows_the_paired_t_limit() -> None:
     assert noise_verdict(0.026, 0.01, 3) == "beyond the noise"
     assert noise_verdict(-0.024, 0.01, 3) == "within the noise"
     assert noise_verdict(0.5, None, 1) == "one pair: no spread to judge by"
+
+
+def _frame_sets(face: float, every: float) -> dict:
+    return {"face_frames": {**_scores(face, face), "score": face},
+            "all_frames": {**_scores(every, every), "score": every}}
+
+
+def test_trainer_blocks_show_both_frame_sets_and_how_the_epoch_was_kept() -> None:
+    frames = {"au_train": 900, "expr_train": 800, "val": 400, "au_val": 300, "expr_val": 250, "selection": 120,
+              "au_selection": 100, "expr_selection": 90}
+    visual = {"validation": _frame_sets(0.6, 0.55), "best_epoch": 3, "epochs": 5, "frames": frames,
+              "baseline": {**_frame_sets(0.3, 0.25), "expr_majority_class": 0},
+              "selection": {"mode": "holdout", "videos": ["v1"]}}
+    text = RENDERERS["visual-demo"].render(visual)
+    assert "fine-tuned (demo params), face frames | 0.600" in text and "all frames | 0.550" in text
+    assert "always Neutral, all frames | 0.250" in text and "120 held-out selection frames" in text
+    assert "best on the held-out training videos" in text
+    audio = {"validation": _frame_sets(0.7, 0.65), "visual_only": _frame_sets(0.6, 0.5), "best_epoch": 2,
+             "epochs": 4, "selection": {"mode": "last"}}
+    text = RENDERERS["audio-demo"].render(audio)
+    assert "+0.100 (AU), +0.100 (EXPR) on face frames; +0.150 (AU), +0.150 (EXPR) on all frames" in text
+    assert "Kept epoch: the last epoch." in text
+    # a file of the layout before selection existed: one frame set, selected on validation
+    legacy = {**_scores(0.6, 0.6), "score": 0.6, "visual_only": {**_scores(0.5, 0.5), "score": 0.5},
+              "best_epoch": 2, "epochs": 4}
+    text = RENDERERS["audio-demo"].render(legacy)
+    assert "on all frames" in text and "face frames" not in text and "optimistic" in text

@@ -20,6 +20,7 @@ from pipeline.inference.sequence import onnx_run_fn, sliding_window_logits, torc
 from pipeline.models.sequence import build_from_checkpoint
 from pipeline.models.sequence import SequenceModel
 from pipeline.train.loop import DivergedError, TrainResult
+from pipeline.train.selection import SelectionConfig
 from pipeline.train.sequence import SequenceTrainConfig, publish_outputs, train_sequence
 from pipeline.train.sequence_synth import SyntheticCacheConfig, write_synthetic_cache
 
@@ -71,7 +72,7 @@ def _validation_labels(paths: tuple[Path, Path, Path]) -> tuple[np.ndarray, np.n
 def test_the_model_beats_the_best_constant_prediction(trained: Path, cache_paths) -> None:
     # Six epochs on the generated cache (expression and AU prototypes plus noise) learn the expression
     # almost fully and the AUs partly; an untrained or label-blind model scores near the baseline.
-    metrics = json.loads((trained / "metrics.json").read_text())
+    metrics = json.loads((trained / "metrics.json").read_text())["validation"]["all_frames"]
     au_true, expr_true = _validation_labels(cache_paths)
     assert metrics["expr"]["score"] > trivial_expr_score(expr_true) + 0.3, metrics
     assert metrics["au"]["score"] > trivial_au_score(au_true) + 0.05, metrics
@@ -79,7 +80,10 @@ def test_the_model_beats_the_best_constant_prediction(trained: Path, cache_paths
 
 def test_outputs_model_onnx_and_metrics(trained: Path, cache_paths) -> None:
     metrics = json.loads((trained / "metrics.json").read_text())
-    assert set(metrics) == {"au", "expr"} and all(set(task) == {"f1", "acc", "score"} for task in metrics.values())
+    assert set(metrics) == {"validation", "selection", "epochs", "best_epoch"}
+    for report in metrics["validation"].values():
+        assert set(report) == {"au", "expr", "score", "frames"}
+        assert all(set(report[task]) == {"f1", "acc", "score"} for task in ("au", "expr"))
     ckpt = torch.load(trained / "sequence" / "model.pt", weights_only=True)
     assert {"arch", "state_dict", "modalities", "window", "stride"} <= set(ckpt)
     assert (ckpt["modalities"], ckpt["window"], ckpt["stride"]) == ("both", 16, 8)
@@ -100,10 +104,34 @@ def test_outputs_model_onnx_and_metrics(trained: Path, cache_paths) -> None:
         np.testing.assert_allclose(a[1], b[1], atol=1e-4)
 
 
-def test_the_best_epoch_is_published(trained: Path) -> None:
+def test_the_best_epoch_on_the_held_out_videos_is_published(trained: Path, cache_paths) -> None:
     entries = history(trained)
     best = max(entries, key=lambda e: e["score"])
-    assert json.loads((trained / "metrics.json").read_text()) == best["metrics"]
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert metrics["validation"] == best["metrics"] and metrics["best_epoch"] == best["epoch"]
+    selection = metrics["selection"]
+    assert selection["mode"] == "holdout" and len(selection["videos"]) == 1
+    assert [e["selection_score"] for e in selection["per_epoch"]] == [e["score"] for e in entries]
+    assert [e["selection_score"] for e in selection["per_epoch"]] == [
+        e["selection"]["face_frames"]["score"] for e in entries]
+    # the held-out video is a training video of both tasks, and it is not trained on
+    manifest = read_manifest(cache_paths[0])
+    for task in ("au", "expr"):
+        assert {manifest.by_name(n).split(task) for n in selection["subjects"][task]} == {"train"}
+    # faceless frames are scored in all_frames only
+    face, every = (metrics["validation"][s]["frames"] for s in ("face_frames", "all_frames"))
+    assert 0 < face["expr"] < every["expr"] and 0 < face["au"] < every["au"]
+
+
+def test_each_selection_mode_keeps_its_epoch(cache_paths, tmp_path: Path) -> None:
+    config = replace(CONFIG, epochs=3)
+    for mode in ("validation", "last"):
+        manifest, visual, audio = cache_paths
+        result = train_sequence(manifest, visual, audio, tmp_path / mode, tmp_path / f"{mode}.json", config,
+                                work_dir=tmp_path / f"work-{mode}", selection=SelectionConfig(mode=mode))
+        scores = [h["metrics"]["face_frames"]["score"] for h in result.history]
+        assert result.best_epoch == (1 + scores.index(max(scores)) if mode == "validation" else 3)
+        assert result.metrics["selection"]["mode"] == mode and result.metrics["selection"]["videos"] == []
 
 
 def test_a_longer_run_continues_a_shorter_one_exactly(trained: Path, cache_paths, tmp_path: Path) -> None:
@@ -126,7 +154,7 @@ def test_other_params_start_over(cache_paths, tmp_path: Path) -> None:
 def test_visual_only_model_and_epoch_alternation(cache_paths, tmp_path: Path) -> None:
     config = replace(CONFIG, modalities="visual", alternation="epoch", epochs=2, positional="sinusoidal")
     metrics = run(cache_paths, tmp_path, config).metrics
-    assert set(metrics) == {"au", "expr"}
+    assert set(metrics["validation"]["face_frames"]) == {"au", "expr", "score", "frames"}
     assert read_metadata(tmp_path / "sequence" / "sequence.onnx")["feature_dim"] == 513
     entries = history(tmp_path)
     assert entries[0]["loss"]["au"] is None and entries[1]["loss"]["expr"] is None  # expr epoch, then au

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -10,7 +11,8 @@ import torch
 from torch import nn
 
 from pipeline.train.loop import (
-    DivergedError, check_loss, check_weights, mean_losses, run_epochs, selection_score, validation_metrics,
+    DivergedError, check_loss, check_weights, frame_set_metrics, mean_losses, run_epochs, selection_score,
+    validation_metrics,
 )
 from pipeline.train.loop_state import LoopState
 from pipeline.train.optim import OptimConfig
@@ -68,12 +70,17 @@ def test_non_finite_weights_are_named() -> None:
         check_weights(model, "train_x", 2, 4)
 
 
+def _report(score: float) -> dict[str, dict[str, Any]]:
+    """A frame-set report whose face_frames score is ``score`` (all_frames a different number)."""
+    return {"face_frames": {"score": score}, "all_frames": {"score": score / 2}}
+
+
 def test_run_epochs_keeps_the_best_epoch_and_resumes(tmp_path: Path) -> None:
     model, optimizer = _linear()
     scores = iter([0.3, 0.5, 0.4])
     loop = LoopState.resume(tmp_path / "state.pt", KEY, model, optimizer)
     best = run_epochs(loop, "train_x", 3, model, optimizer, _train_epoch(model, optimizer),
-                      lambda: {"au": {"score": next(scores)}})
+                      lambda: _report(next(scores)))
     assert best["epoch"] == 2 and [h["epoch"] for h in loop.history] == [1, 2, 3]
     torch.testing.assert_close(model.weight, best["state_dict"]["weight"])
     again, again_optimizer = _linear()
@@ -81,6 +88,60 @@ def test_run_epochs_keeps_the_best_epoch_and_resumes(tmp_path: Path) -> None:
     assert resumed.resumed_from == (3, 0)
     assert run_epochs(resumed, "train_x", 3, again, again_optimizer, lambda e: pytest.fail("trained again"),
                       lambda: pytest.fail("validated again"))["epoch"] == 2
+
+
+# Per epoch: validation peaks at epoch 2, the held-out selection subjects at epoch 3 (of 4).
+VALIDATION_SCORES = [0.2, 0.9, 0.5, 0.4]
+SELECTION_SCORES = [0.1, 0.3, 0.6, 0.2]
+
+
+@pytest.mark.parametrize(("mode", "kept"), [("holdout", 3), ("validation", 2), ("last", 4)])
+def test_each_selection_mode_keeps_its_epoch(tmp_path: Path, mode: str, kept: int) -> None:
+    model, optimizer = _linear()
+    validation, selection = iter(VALIDATION_SCORES), iter(SELECTION_SCORES)
+    loop = LoopState.resume(tmp_path / "state.pt", KEY, model, optimizer)
+    best = run_epochs(loop, "train_x", 4, model, optimizer, _train_epoch(model, optimizer),
+                      lambda: _report(next(validation)), mode=mode, select=lambda: _report(next(selection)))
+    assert best["epoch"] == kept
+    torch.testing.assert_close(model.weight, best["state_dict"]["weight"])
+    # the kept epoch's validation report is the one recorded for that epoch, untouched by the choice
+    assert best["metrics"]["face_frames"]["score"] == VALIDATION_SCORES[kept - 1]
+    expected = {"holdout": SELECTION_SCORES, "validation": VALIDATION_SCORES, "last": [None] * 4}[mode]
+    assert [h["score"] for h in loop.history] == expected
+    assert [h["selection"] is not None for h in loop.history] == [mode == "holdout"] * 4
+
+
+def test_holdout_resumes_mid_run_and_keeps_the_same_epoch(tmp_path: Path) -> None:
+    model, optimizer = _linear()
+    validation, selection = iter(VALIDATION_SCORES), iter(SELECTION_SCORES)
+    loop = LoopState.resume(tmp_path / "state.pt", KEY, model, optimizer)
+    run_epochs(loop, "train_x", 2, model, optimizer, _train_epoch(model, optimizer),
+               lambda: _report(next(validation)), mode="holdout", select=lambda: _report(next(selection)))
+    again, again_optimizer = _linear()
+    resumed = LoopState.resume(tmp_path / "state.pt", KEY, again, again_optimizer)
+    assert resumed.resumed_from == (2, 0) and resumed.best["epoch"] == 2
+    best = run_epochs(resumed, "train_x", 4, again, again_optimizer, _train_epoch(again, again_optimizer),
+                      lambda: _report(next(validation)), mode="holdout", select=lambda: _report(next(selection)))
+    assert best["epoch"] == 3 and [h["score"] for h in resumed.history] == SELECTION_SCORES
+
+
+def test_holdout_without_a_selection_scorer_is_an_error(tmp_path: Path) -> None:
+    model, optimizer = _linear()
+    with pytest.raises(ValueError, match="holdout needs the held-out subjects' scorer"):
+        run_epochs(LoopState(tmp_path / "state.pt", KEY), "train_x", 1, model, optimizer,
+                   _train_epoch(model, optimizer), lambda: _report(0.5), mode="holdout")
+
+
+def test_frame_set_metrics_score_face_frames_and_all_frames() -> None:
+    au_true = np.array([[1] * 12, [0] * 12, [1] * 12, [-1] * 12], np.int8)
+    au_pred = np.array([[1] * 12, [0] * 12, [0] * 12, [0] * 12], np.int64)
+    face = np.array([True, True, False, False])
+    report = frame_set_metrics((au_true, au_pred, face), None)
+    assert report["face_frames"]["au"]["acc"] == 1.0 and report["face_frames"]["frames"] == {"au": 2, "expr": 0}
+    assert report["all_frames"]["au"]["acc"] == pytest.approx(2 / 3)
+    assert report["all_frames"]["frames"] == {"au": 3, "expr": 0} and "expr" not in report["all_frames"]
+    nobody = frame_set_metrics((au_true, au_pred, np.zeros(4, bool)), None)
+    assert nobody["face_frames"]["score"] is None and nobody["all_frames"]["score"] is not None
 
 
 def test_run_epochs_stops_on_weights_that_went_non_finite(tmp_path: Path) -> None:
@@ -93,7 +154,7 @@ def test_run_epochs_stops_on_weights_that_went_non_finite(tmp_path: Path) -> Non
 
     loop = LoopState(tmp_path / "state.pt", KEY)
     with pytest.raises(DivergedError, match="train_x: training diverged at epoch 1: weight holds non-finite"):
-        run_epochs(loop, "train_x", 2, model, optimizer, poisoned_epoch, lambda: {"au": {"score": 0.1}})
+        run_epochs(loop, "train_x", 2, model, optimizer, poisoned_epoch, lambda: _report(0.1))
     assert loop.best is None and not (tmp_path / "state.pt").exists()
 
 

@@ -150,14 +150,29 @@ def test_training_publishes_best_model_and_metrics(trained: tuple[Path, Any], ti
     out, result = trained
     metrics = result.metrics
     assert metrics["epochs"] == 2 and 1 <= metrics["best_epoch"] <= 2 and result.resumed_from is None
-    for task in ("au", "expr"):
-        assert set(metrics[task]) == {"f1", "acc", "score"}
-        assert set(metrics["baseline"][task]) == {"f1", "acc", "score"}
-    assert metrics["baseline"]["au"]["f1"] == 0.0  # all-negative predictions have no true positive
-    assert metrics["score"] == pytest.approx((metrics["au"]["score"] + metrics["expr"]["score"]) / 2)
+    for frames in ("face_frames", "all_frames"):
+        report, baseline = metrics["validation"][frames], metrics["baseline"][frames]
+        for task in ("au", "expr"):
+            assert set(report[task]) == set(baseline[task]) == {"f1", "acc", "score"}
+        assert report["score"] == pytest.approx((report["au"]["score"] + report["expr"]["score"]) / 2)
+        assert baseline["au"]["f1"] == 0.0  # all-negative predictions have no true positive
+    # the tiny preset has labelled frames without a face crop: all_frames adds them
+    face, every = metrics["validation"]["face_frames"]["frames"], metrics["validation"]["all_frames"]["frames"]
+    assert face == {"au": metrics["frames"]["au_val"], "expr": metrics["frames"]["expr_val"]}
+    assert every["au"] > face["au"] and every["expr"] > face["expr"]
+
+    manifest = read_manifest(tiny_prepared / "manifest.json")
+    selection = metrics["selection"]
+    assert selection["mode"] == "holdout" and selection["frames"] == "face_frames" and selection["videos"]
+    assert [e["epoch"] for e in selection["per_epoch"]] == [1, 2]
+    kept = selection["per_epoch"][metrics["best_epoch"] - 1]
+    assert kept["selection_score"] == max(e["selection_score"] for e in selection["per_epoch"])
+    assert kept["validation_score"] == metrics["validation"]["face_frames"]["score"]
+    assert metrics["frames"]["au_selection"] > 0 and metrics["frames"]["expr_selection"] > 0
+    held = set(selection["subjects"]["expr"])
     labels = read_all_labels(tiny_prepared / "labels.h5")
-    train_expr = np.concatenate([labels[r.name].expr[labels[r.name].face_present] for r in
-                                 read_manifest(tiny_prepared / "manifest.json").in_split("expr", "train")])
+    train_expr = np.concatenate([labels[r.name].expr[labels[r.name].face_present]
+                                 for r in manifest.in_split("expr", "train") if r.name not in held])
     assert metrics["baseline"]["expr_majority_class"] == np.bincount(train_expr[train_expr >= 0]).argmax()
 
     ckpt = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
