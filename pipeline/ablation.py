@@ -93,14 +93,15 @@ def experiment_name(point: Mapping[str, Any]) -> str:
     return "-".join("".join(c if c.isalnum() else "_" for c in part) for part in parts)
 
 
-def exp_run_command(point: Mapping[str, Any], name: str | None = None, temp: bool = False) -> list[str]:
-    """The ``dvc exp run`` argv of one grid point."""
+def exp_run_command(point: Mapping[str, Any], name: str | None = None, temp: bool = False,
+                    stages: Sequence[str] = ()) -> list[str]:
+    """The ``dvc exp run`` argv of one grid point; ``stages`` limits it to those stages and their upstream."""
     argv = ["dvc", "exp", "run", "-n", name or experiment_name(point)]
     if temp:
         argv.append("--temp")
     for key, value in point.items():
         argv += ["-S", f"{key}={_yaml_scalar(value)}"]
-    return argv
+    return argv + list(stages)
 
 
 def _yaml_scalar(value: Any) -> str:
@@ -331,6 +332,7 @@ def run_repeats(
     variant: str | None = "sequence",
     temp: bool = False,
     on_done: Callable[[list[dict[str, Any]]], None] | None = None,
+    stages: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """Run every planned run with ``run(argv)`` and attach the flattened metrics ``read_metrics()`` returns
     after it (``temp``: runs outside the workspace, ``read_metrics`` is not called, ``metrics`` stays empty).
@@ -340,7 +342,7 @@ def run_repeats(
     """
     done: list[dict[str, Any]] = []
     for planned in runs:
-        run(exp_run_command(planned["params"], planned["experiment"], temp=temp))
+        run(exp_run_command(planned["params"], planned["experiment"], temp=temp, stages=stages))
         metrics = {} if temp else flatten_metrics(read_metrics(), variant)
         done.append({**planned, "metrics": metrics})
         if on_done is not None:

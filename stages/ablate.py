@@ -119,6 +119,9 @@ def _provenance(ctx: click.Context) -> dict[str, Any]:
 @click.option("--dry-run", is_flag=True, help="Print the dvc commands instead of running them.")
 @click.option("--show", is_flag=True, help="Only tabulate the planned experiments already in `dvc exp show --json`.")
 @click.option("--temp", is_flag=True, help="Run each experiment outside the workspace (dvc exp run --temp).")
+@click.option("--stage", "stages", multiple=True,
+              help="Reproduce only this stage and the stages it depends on (dvc exp run STAGE; repeatable), e.g. "
+                   "finetune-visual with --metrics metrics/visual.json [default: the whole pipeline].")
 @click.option("--metrics", "metrics_path", default="metrics/evaluate.json", show_default=True,
               help="Metrics file read for each experiment.")
 @click.option("--variant", default="sequence", show_default=True,
@@ -133,6 +136,7 @@ def _provenance(ctx: click.Context) -> dict[str, Any]:
 def command(ctx: click.Context, grid_path: Path | None, modalities: str | None, window: str | None,
             layers: str | None, seeds: int | None, seed_params: str | None, data_seeds: str | None,
             references: tuple[str, ...], json_path: Path | None, params_path: Path, dry_run: bool, show: bool, temp: bool,
+            stages: tuple[str, ...],
             metrics_path: str, variant: str, markdown_path: Path | None, csv_path: Path | None) -> None:
     """Run `dvc exp run -S train_sequence.<param>=<value> ...` for every arm of the grid (and every seed and
     draw), then print the per-experiment table (best mean of the AU and EXPR scores first) and the per-arm
@@ -164,11 +168,12 @@ def command(ctx: click.Context, grid_path: Path | None, modalities: str | None, 
         raise click.BadParameter(f"{unknown} are not arms of this grid; the arms are {arms}", param_hint="--reference")
     if dry_run:
         for run in planned:
-            click.echo(" ".join(exp_run_command(run["params"], run["experiment"], temp=temp)))
+            click.echo(" ".join(exp_run_command(run["params"], run["experiment"], temp=temp, stages=stages)))
         return
     record = {**(_provenance(ctx) if json_path is not None else {}), "metrics_file": metrics_path,
               "variant": variant or None, "seed_params": seed_keys,
-              "seeds": list(range(seeds)) if seeds else None, "data_seed_param": DATA_SEED_KEY, "data_seeds": draws}
+              "seeds": list(range(seeds)) if seeds else None, "data_seed_param": DATA_SEED_KEY, "data_seeds": draws,
+              "stages": list(stages) or None}
 
     def save(runs: list[dict[str, Any]], complete: bool) -> None:
         if json_path is not None:
@@ -184,7 +189,7 @@ def command(ctx: click.Context, grid_path: Path | None, modalities: str | None, 
     else:
         read = lambda: json.loads(Path(metrics_path).read_text())  # noqa: E731
         runs = run_repeats(planned, _run, read, variant or None, temp=temp,
-                           on_done=None if temp else lambda done: save(done, complete=False))
+                           on_done=None if temp else lambda done: save(done, complete=False), stages=stages)
         if temp:  # --temp results stay out of the workspace: read them back from DVC
             runs = run_or_exit(attach_exp_show_metrics, planned, _exp_show(), metrics_path, variant or None)
     save(runs, complete=True)

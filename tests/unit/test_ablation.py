@@ -337,6 +337,13 @@ def test_stage_sets_params_some_arms_leave_unset_from_the_params_file(tmp_path: 
         "dvc exp run -n seq-both-w1-d4 -S train_sequence.modalities=both -S train_sequence.window=1 -S synth.seed=4"]
 
 
+def test_stage_limits_each_experiment_to_the_named_stages() -> None:
+    result = CliRunner().invoke(main, ["ablate", "--modalities", "visual", "--stage", "finetune-visual", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "dvc exp run -n seq-visual -S train_sequence.modalities=visual finetune-visual"]
+
+
 def test_stage_refuses_a_reference_that_is_not_an_arm() -> None:
     result = CliRunner().invoke(main, ["ablate", "--modalities", "visual,both", "--reference", "audio", "--dry-run"])
     assert result.exit_code == 2 and "audio" in result.output
