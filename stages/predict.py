@@ -47,7 +47,8 @@ def command(videos: tuple[Path, ...], out_dir: Path, models_dir: Path, visual_on
     Columns: frame, timestamp (s), the 12 AU probabilities (AU1..AU26), the 7 expression
     probabilities (Neutral..Surprise), expression (the most probable), face_present and audio_present
     (1/0), and low_confidence (1 on frames with neither a face nor audio, predicted from their
-    neighbours alone). Faces come from --crops or from the offline scikit-image LBP face detector.
+    neighbours alone). Faces come from --crops, or from the offline dlib face detector and five
+    landmarks, aligned to the arcface 112x112 template (the face seen in the most frames).
     Still images (JPEG, PNG...) are refused: predict reads videos. A video that fails is reported
     by name and the others still complete; the exit status is then 1.
     """

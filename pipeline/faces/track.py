@@ -29,7 +29,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -46,9 +46,8 @@ _TEMPLATE_BOX_CENTRE, _TEMPLATE_BOX_SIDE = np.array([[56.0, 76.0]]), 82.0
 
 @dataclass(frozen=True)
 class TrackerConfig:
-    """Settings of face detection and following (the ``predict.faces`` / ``crop`` params)."""
+    """Settings of face following and identities (the ``predict.tracking`` params)."""
 
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
     detect_every: int = 5          # full detection every this many frames; faces are followed between
     min_similarity: float = 0.5    # a followed face is lost when its crop correlates less with its last detection
     min_iou: float = 0.3           # box overlap by which a detection continues the one followed face it overlaps
@@ -97,7 +96,7 @@ class FaceTracker:
 
     def __init__(self, config: TrackerConfig, detector: FaceDetector | None = None) -> None:
         self.config = config
-        self.detector = detector or FaceDetector(config.detector)
+        self.detector = detector or FaceDetector(DetectorConfig())
         self._describer: FaceDescriber | None = None
         self._tracks: list[_Track] = []
         self._frame = 0
@@ -173,9 +172,10 @@ class FaceTracker:
         return self._describer.describe(frame, landmarks)
 
 
-def track_video(frames: Iterable[np.ndarray], config: TrackerConfig) -> Iterator[list[TrackedFace]]:
+def track_video(frames: Iterable[np.ndarray], config: TrackerConfig,
+                detector: DetectorConfig = DetectorConfig()) -> Iterator[list[TrackedFace]]:
     """The faces of every frame of a sequence, by id (a generator: frames are not held)."""
-    tracker = FaceTracker(config)
+    tracker = FaceTracker(config, FaceDetector(detector))
     for frame in frames:
         yield tracker.update(frame)
 
