@@ -1,7 +1,7 @@
 """Every face of a video followed across frames, with stable ids.
 
-Detection runs every ``detect_every`` frames (and on every frame while no face is followed); in the
-frames between, each followed face's landmarks are fitted again starting from its previous frame's
+Detection runs every ``detect_every`` frames (and on every frame while no face is followed, or when a
+followed face is lost); in the frames between, each followed face's landmarks are fitted again starting from its previous frame's
 landmarks (:meth:`~pipeline.faces.detect.FaceDetector.refine`), which is much cheaper than a search
 and keeps faces the detector misses for a few frames (a turned or rolled head, motion blur).
 
@@ -14,7 +14,9 @@ and keeps faces the detector misses for a few frames (a turned or rolled head, m
   by identity descriptor (dlib's face-recognition network, :class:`~pipeline.faces.detect.FaceDescriber`)
   with the followed faces left and with the faces lost in the last ``forget_frames`` frames, nearest
   first, and continues the nearest one closer than ``max_distance`` (re-identification after an
-  occlusion or a crossing); the rest start new faces. Followed faces no detection continued are
+  occlusion or a crossing); the rest start new faces if the detector scores them at least
+  ``min_start_score`` (higher than what continues a face: low-scoring false detections, e.g. on
+  clothing, then start nothing, while a known face turned away still scores enough to continue). Followed faces no detection continued are
   followed as between detections.
 - **Ids**: 0, 1, 2... in order of first appearance; a face keeps its id for the whole video.
 
@@ -52,6 +54,7 @@ class TrackerConfig:
     min_similarity: float = 0.5    # a followed face is lost when its crop correlates less with its last detection
     min_iou: float = 0.3           # box overlap by which a detection continues the one followed face it overlaps
     max_distance: float = 0.5      # identity-descriptor distance under which a detection continues a face
+    min_start_score: float = 0.5   # a detection starts a new face only when the detector scores it this high
     forget_frames: int = 250       # a lost face can be re-identified for this many frames
 
     def __post_init__(self) -> None:
@@ -63,6 +66,8 @@ class TrackerConfig:
             raise ConfigError(f"must be in (0, 1], got {self.min_iou}", key="min_iou")
         if self.max_distance <= 0.0:
             raise ConfigError(f"must be > 0, got {self.max_distance}", key="max_distance")
+        if not -2.0 <= self.min_start_score <= 5.0:
+            raise ConfigError(f"must be in [-2, 5], got {self.min_start_score}", key="min_start_score")
         if self.forget_frames < 0:
             raise ConfigError(f"must be >= 0, got {self.forget_frames}", key="forget_frames")
 
@@ -108,11 +113,17 @@ class FaceTracker:
         self._frame += 1
         active = [t for t in self._tracks if t.last_seen == index - 1]
         detected: set[int] = set()
-        if not active or index % self.config.detect_every == 0:
+        searched = not active or index % self.config.detect_every == 0
+        if searched:
             detected = self._associate(frame, self.detector.detect(frame), active, index)
-        for track in active:
-            if track.face_id not in detected:
-                self._follow(frame, track, active, index)
+        lost = [t for t in active if t.face_id not in detected and not self._follow(frame, t, active, index)]
+        if lost and not searched:
+            # a face slipped away between detections: search now rather than wait for the next detection,
+            # leaving out what overlaps the faces still followed
+            followed = [t for t in active if t.last_seen == index]
+            faces = [f for f in self.detector.detect(frame)
+                     if all(f.box.iou(t.box) < self.config.min_iou for t in followed)]
+            detected = self._associate(frame, faces, lost, index)
         self._tracks = [t for t in self._tracks if index - t.last_seen <= self.config.forget_frames]
         return [TrackedFace(t.face_id, t.box, t.landmarks, t.crop, t.score, t.face_id in detected)
                 for t in sorted(self._tracks, key=lambda t: t.face_id) if t.last_seen == index]
@@ -141,6 +152,8 @@ class FaceTracker:
                 claimed[i] = by_id.pop(face_id)
         for i, face in enumerate(faces):
             track = claimed.get(i)
+            if track is None and face.score < cfg.min_start_score:
+                continue
             if track is None:
                 track = _Track(self._next_id, face.landmarks, face.box, crops[i], face.score,
                                _appearance(crops[i]), descriptors[i], index)
@@ -152,19 +165,20 @@ class FaceTracker:
                 track.descriptor = descriptors[i]
         return {t.face_id for t in self._tracks if t.last_seen == index}
 
-    def _follow(self, frame: np.ndarray, track: _Track, active: list[_Track], index: int) -> None:
-        """Re-fit a face from its previous landmarks; keep it if it still looks like itself."""
+    def _follow(self, frame: np.ndarray, track: _Track, active: list[_Track], index: int) -> bool:
+        """Re-fit a face from its previous landmarks; keep it (True) if it still looks like itself."""
         landmarks = self.detector.refine(frame, track.landmarks)
         crop = align_face(frame, landmarks)
         if float(_appearance(crop) @ track.appearance) < self.config.min_similarity:
-            return
+            return False
         box = _box_of(landmarks)
         crowded = any(other is not track and other.box.iou(box) > 0.0 for other in active)
         if crowded and track.descriptor is not None:
             distance = float(np.linalg.norm(self._describe(frame, landmarks) - track.descriptor))
             if distance >= self.config.max_distance:
-                return
+                return False
         track.landmarks, track.box, track.crop, track.last_seen = landmarks, box, crop, index
+        return True
 
     def _describe(self, frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         if self._describer is None:

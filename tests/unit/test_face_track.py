@@ -55,7 +55,8 @@ def test_a_face_that_leaves_is_not_followed_onto_the_background(detector: FaceDe
 
 
 @pytest.mark.parametrize("field, value", [("detect_every", 0), ("min_similarity", 1.0), ("min_iou", 0.0),
-                                          ("max_distance", 0.0), ("forget_frames", -1)])
+                                          ("max_distance", 0.0), ("forget_frames", -1),
+                                          ("min_start_score", 9.0)])
 def test_bad_tracker_settings_are_refused(field: str, value: float) -> None:
     with pytest.raises(ConfigError, match=field):
         TrackerConfig(**{field: value})
