@@ -36,6 +36,20 @@ def face_tracking(record: dict[str, Any]) -> str:
     return table(("what", "throughput", "faces"), rows) + "\n\n" + measured_on(record, "benchmarks/results/face_tracking.json")
 
 
+def face_alignment(record: dict[str, Any]) -> str:
+    """docs/predict.md: faces found and alignment errors on moving real photographs."""
+    r = record["results"]
+    rows = [
+        [name.replace("_", " ").title(), f"{r[name]['found']}/{r['frames']}", f"{r[name]['median_error_px']:.2f} px",
+         f"{r[name]['max_error_px']:.2f} px", f"{r[name]['within_3px']}/{r['frames']}",
+         f"{r[name]['template_residual_px']:.2f} px"]
+        for name in ("astronaut", "grace_hopper")
+    ]
+    heading = ("photograph", "frames with the face", "median error", "largest error", "frames within 3 px",
+               "still's distance from the template")
+    return table(heading, rows) + "\n\n" + measured_on(record, "benchmarks/results/face_alignment.json")
+
+
 def audio_tdnn(record: dict[str, Any]) -> str:
     """docs/audio.md: TDNN inference and training rates, and the log-mel rate."""
     r = record["results"]
