@@ -123,3 +123,29 @@ def crossing_photos(
         matrices.append([m @ np.array([[1.0, 0.0, -(c0 - c1)], [0.0, 1.0, -(d0 - d1)], [0.0, 0.0, 1.0]])
                          for (_, m), (_, (c1, d1), _), (_, (c0, d0), _) in zip(layers, cut, photos)])
     return np.stack(frames), np.asarray(matrices)
+
+
+def side_by_side_photos(
+    photos: Sequence[tuple[np.ndarray, tuple[float, float], float]],
+    n_frames: int = 12,
+    size: tuple[int, int] = (400, 240),
+    face_px: float = 100.0,
+    drift: float = 2.0,
+) -> np.ndarray:
+    """(N, H, W, 3) uint8 frames of faces side by side, evenly spaced, each drifting right by ``drift`` px per frame.
+
+    ``photos`` are ``(photo, face centre, face side in px)``; each face is cut out as a square of 1.8
+    times its side and scaled to ``face_px``.
+    """
+    pieces = []
+    for photo, (cx, cy), side in photos:
+        half = int(round(0.9 * side))
+        left, top = int(round(cx)) - half, int(round(cy)) - half
+        piece = np.asarray(Image.fromarray(photo).crop((left, top, left + 2 * half, top + 2 * half)))
+        pieces.append((piece, (cx - left, cy - top), face_px / side))
+    step = size[0] / (len(pieces) + 1)
+    return np.stack([
+        render([(piece, similarity(0.0, zoom, centre, (step * (k + 1) + drift * i, size[1] / 2)))
+                for k, (piece, centre, zoom) in enumerate(pieces)], size)
+        for i in range(n_frames)
+    ])

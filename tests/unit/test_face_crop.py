@@ -13,7 +13,7 @@ from pipeline.data.affwild2 import crop_name
 from pipeline.faces.align import ARCFACE_TEMPLATE, similarity_transform, transform_points
 from pipeline.faces.crop import DONE_DIR, crop_video, crop_videos, videos_in
 from pipeline.faces.detect import DetectorConfig, FaceDetector
-from pipeline.faces.moving_photos import astronaut, grace_hopper, moving_photo, render, similarity
+from pipeline.faces.moving_photos import astronaut, grace_hopper, moving_photo, side_by_side_photos
 from pipeline.predict.photo_video import write_frames_video
 
 N = 12
@@ -36,16 +36,12 @@ def one_face(tmp_path_factory: pytest.TempPathFactory, detector: FaceDetector) -
 @pytest.fixture(scope="module")
 def two_faces(tmp_path_factory: pytest.TempPathFactory, detector: FaceDetector) -> Path:
     """The astronaut on the left, Grace Hopper on the right, both drifting right."""
-    layers = []
-    for image, x in ((astronaut(), 100.0), (grace_hopper(), 300.0)):
+    photos = []
+    for image in (astronaut(), grace_hopper()):
         face = detector.detect(image)[0]
-        layers.append((image, tuple(face.landmarks.mean(axis=0)), 100.0 / face.box.w, x))
-    frames = []
-    for i in range(N):
-        pieces = [(img[int(c[1]) - 90:int(c[1]) + 90, int(c[0]) - 90:int(c[0]) + 90], z, x) for img, c, z, x in layers]
-        frames.append(render([(p, similarity(0.0, z, (90.0, 90.0), (x + 2 * i, 120.0))) for p, z, x in pieces],
-                             (400, 240)))
-    return write_frames_video(tmp_path_factory.mktemp("crop") / "duo.mp4", np.stack(frames), audio_hz=None)
+        photos.append((image, tuple(face.landmarks.mean(axis=0)), face.box.w))
+    frames = side_by_side_photos(photos, n_frames=N)
+    return write_frames_video(tmp_path_factory.mktemp("crop") / "duo.mp4", frames, audio_hz=None)
 
 
 def test_one_face_gives_one_folder_of_aligned_crops(one_face: Path, detector: FaceDetector, tmp_path: Path) -> None:
