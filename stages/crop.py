@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
 from pipeline.faces.crop import crop_videos, videos_in
 from pipeline.predict.video import PredictConfig
-from stages.common import load_config, run_or_exit, setup_logging
+from stages.common import exit_on_failed_videos, load_config, run_or_exit, setup_logging
 
 
 @click.command(name="crop")
@@ -40,11 +39,7 @@ def command(source: Path, out: Path, params_path: Path | None, min_frames: int) 
         state = "already complete" if summary.skipped else f"{summary.frames} frames"
         left_out = f", {summary.dropped} face(s) left out" if summary.dropped else ""
         click.echo(f"{summary.video}: {state}: {folders}{left_out}")
-    for message in failed.values():
-        click.echo(f"FAILED: {message}", err=True)
-    if failed:
-        click.echo(f"{len(failed)} of {len(videos)} videos failed", err=True)
-        sys.exit(1)
+    exit_on_failed_videos(failed, len(videos))
 
 
 if __name__ == "__main__":

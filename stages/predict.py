@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
 from pipeline.predict.video import PredictConfig, load_models, predict_videos
-from stages.common import device_option, load_config, run_or_exit, setup_logging
+from stages.common import exit_on_failed_videos, device_option, load_config, run_or_exit, setup_logging
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
 
@@ -66,11 +65,7 @@ def command(videos: tuple[Path, ...], out_dir: Path, models_dir: Path, visual_on
     for summary in done:
         click.echo(f"{summary.video}: {summary.frames} frames, {summary.faces} with a face, {summary.audio_frames} "
                    f"with audio, {summary.low_confidence} low-confidence -> {summary.csv}")
-    for message in failed.values():
-        click.echo(f"FAILED: {message}", err=True)
-    if failed:
-        click.echo(f"{len(failed)} of {len(videos)} videos failed", err=True)
-        sys.exit(1)
+    exit_on_failed_videos(failed, len(videos))
 
 
 if __name__ == "__main__":

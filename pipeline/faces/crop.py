@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import av
 from PIL import Image
 
 from pipeline.data.affwild2 import VIDEO_EXTENSIONS, crop_name, find_videos
@@ -45,6 +44,7 @@ from pipeline.data.video import decode_frames
 from pipeline.faces.detect import DetectorConfig, FaceDetector
 from pipeline.faces.track import FaceTracker, TrackerConfig
 from pipeline.fsio import remove_dead_temporaries, write_json
+from pipeline.video_batch import check_unique_stems, for_each_video
 
 log = logging.getLogger(__name__)
 
@@ -135,21 +135,8 @@ def crop_videos(
     min_frames: int = 10,
 ) -> tuple[list[CropSummary], dict[str, str]]:
     """Crop every video; one that fails is reported (``{video: message}``) while the others complete."""
-    stems: dict[str, str] = {}
-    for video in videos:
-        stem = Path(video).stem
-        if stem in stems:
-            raise ValueError(f"videos {stems[stem]} and {video} would both write {stem}/; crop them separately")
-        stems[stem] = str(video)
-    done, failed = [], {}
-    for video in videos:
-        try:
-            done.append(crop_video(video, out_root, detector, tracking, min_frames))
-        except (ValueError, OSError, av.FFmpegError) as exc:
-            message = str(exc) if str(video) in str(exc) else f"{video}: {exc}"
-            log.error("%s", message)
-            failed[str(video)] = message
-    return done, failed
+    check_unique_stems(videos, "{stem}/")
+    return for_each_video(videos, lambda video: crop_video(video, out_root, detector, tracking, min_frames))
 
 
 def _write_crops(video: Path, staging: Path, detector: DetectorConfig,

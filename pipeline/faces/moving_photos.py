@@ -106,12 +106,7 @@ def crossing_photos(
     if len(photos) != 2:
         raise ValueError(f"need two photographs, got {len(photos)}")
     face_px = size[1] / 2.4
-    cut = []
-    for photo, (cx, cy), side in photos:
-        half = patch * side / 2
-        left, top = int(round(cx - half)), int(round(cy - half))
-        piece = np.asarray(Image.fromarray(photo).crop((left, top, left + int(2 * half), top + int(2 * half))))
-        cut.append((piece, (cx - left, cy - top), face_px / side))
+    cut = [_cut(photo, centre, side, patch, face_px) for photo, centre, side in photos]
     frames, matrices = [], []
     for i in range(n_frames):
         t = i / max(n_frames - 1, 1)
@@ -137,15 +132,19 @@ def side_by_side_photos(
     ``photos`` are ``(photo, face centre, face side in px)``; each face is cut out as a square of 1.8
     times its side and scaled to ``face_px``.
     """
-    pieces = []
-    for photo, (cx, cy), side in photos:
-        half = int(round(0.9 * side))
-        left, top = int(round(cx)) - half, int(round(cy)) - half
-        piece = np.asarray(Image.fromarray(photo).crop((left, top, left + 2 * half, top + 2 * half)))
-        pieces.append((piece, (cx - left, cy - top), face_px / side))
+    pieces = [_cut(photo, centre, side, 1.8, face_px) for photo, centre, side in photos]
     step = size[0] / (len(pieces) + 1)
     return np.stack([
         render([(piece, similarity(0.0, zoom, centre, (step * (k + 1) + drift * i, size[1] / 2)))
                 for k, (piece, centre, zoom) in enumerate(pieces)], size)
         for i in range(n_frames)
     ])
+
+
+def _cut(photo: np.ndarray, centre: tuple[float, float], side: float, patch: float,
+         face_px: float) -> tuple[np.ndarray, tuple[float, float], float]:
+    """The square ``patch`` x ``side`` around a face: the piece, the face centre in it, the zoom to ``face_px``."""
+    half = patch * side / 2
+    left, top = int(round(centre[0] - half)), int(round(centre[1] - half))
+    piece = np.asarray(Image.fromarray(photo).crop((left, top, left + int(2 * half), top + int(2 * half))))
+    return piece, (centre[0] - left, centre[1] - top), face_px / side

@@ -52,7 +52,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import av
 import numpy as np
 from PIL import Image
 
@@ -67,6 +66,7 @@ from pipeline.inference.sequence import SequenceRunner, load_sequence_runner
 from pipeline.inference.visual import VisualEmbedder
 from pipeline.labels import AU_NAMES, EMBEDDING_DIM, EXPR_NAMES
 from pipeline.models.preprocess import to_model_input
+from pipeline.video_batch import check_unique_stems, for_each_video
 
 log = logging.getLogger(__name__)
 
@@ -178,24 +178,14 @@ def predict_videos(
     Crops of video ``<stem>`` are read from ``crops_root/<stem>/`` (``cropped_aligned`` layout), or
     from ``crops_root`` itself when it holds the crops of a single given video.
     """
-    stems: dict[str, str] = {}
-    for video in videos:
-        stem = Path(video).stem
-        if stem in stems:
-            raise ValueError(f"videos {stems[stem]} and {video} would both write {stem}.csv; predict them separately")
-        stems[stem] = str(video)
-    done, failed = [], {}
-    for video in videos:
-        video = Path(video)
-        try:
-            crops = crops_for(video, crops_root, single=len(videos) == 1)
-            done.append(predict_video(video, Path(out_dir) / f"{video.stem}.csv", crops_dir=crops,
-                                      config=config, batch_size=batch_size, models=models))
-        except (ValueError, FileNotFoundError, OSError, av.FFmpegError) as exc:
-            message = str(exc) if str(video) in str(exc) else f"{video}: {exc}"
-            log.error("%s", message)
-            failed[str(video)] = message
-    return done, failed
+    check_unique_stems(videos, "{stem}.csv")
+
+    def predict_one(video: Path) -> PredictSummary:
+        crops = crops_for(video, crops_root, single=len(videos) == 1)
+        return predict_video(video, Path(out_dir) / f"{video.stem}.csv", crops_dir=crops, config=config,
+                             batch_size=batch_size, models=models)
+
+    return for_each_video(videos, predict_one)
 
 
 def crops_for(video: Path, crops_root: str | Path | None, single: bool) -> Path | None:
