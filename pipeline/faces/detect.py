@@ -186,13 +186,18 @@ class FaceDetector:
     def refine(self, frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """Fit the five landmarks again in the canonical chip made from ``landmarks`` (a first fit, or the
         previous frame's landmarks of a tracked face)."""
-        matrix, chip = self._chip(check_frame(frame), landmarks)
-        shape = self._shape(chip, self._dlib.rectangle(*_CHIP_BOX))
+        matrix, _, shape = self.fit_in_chip(frame, landmarks)
         return transform_points(invert(matrix), _points(shape))
 
-    def _chip(self, frame: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def fit_in_chip(self, frame: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, Any]:
+        """Warp the face with these landmarks into the canonical chip and fit the 68 points there.
+
+        Returns the frame-to-chip (2, 3) matrix, the (256, 256, 3) chip and dlib's 68-point shape in
+        chip pixels.
+        """
         matrix = similarity_transform(landmarks, ARCFACE_TEMPLATE * _CHIP_SCALE + _CHIP_OFFSET)
-        return matrix, warp_image(frame, matrix, (_CHIP_SIZE, _CHIP_SIZE))
+        chip = warp_image(check_frame(frame), matrix, (_CHIP_SIZE, _CHIP_SIZE))
+        return matrix, chip, self._shape(chip, self._dlib.rectangle(*_CHIP_BOX))
 
 
 class FaceDescriber:
@@ -203,14 +208,14 @@ class FaceDescriber:
 
     def __init__(self, detector: FaceDetector) -> None:
         self._detector = detector
+        self._dlib = import_dlib()
         self._net = _descriptor_net()
 
     def describe(self, frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """The (128,) float32 descriptor of the face with these five landmarks."""
-        detector = self._detector
-        _, chip = detector._chip(check_frame(frame), landmarks)
-        shape = detector._shape(chip, detector._dlib.rectangle(*_CHIP_BOX))
-        face = detector._dlib.get_face_chip(chip, shape, size=_DESCRIPTOR_CHIP, padding=_DESCRIPTOR_PADDING)
+        _, chip, shape = self._detector.fit_in_chip(frame, landmarks)
+        # dlib's own alignment for its network: a 150x150 chip with 25 % padding from the 68 points
+        face = self._dlib.get_face_chip(chip, shape, size=_DESCRIPTOR_CHIP, padding=_DESCRIPTOR_PADDING)
         return np.asarray(self._net.compute_face_descriptor(face), dtype=np.float32)
 
 

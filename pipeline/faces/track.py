@@ -139,11 +139,13 @@ class FaceTracker:
                 track = overlapping[0]
                 if sum(other.box.iou(track.box) > 0.0 for other in faces) == 1:
                     claimed[i] = track
-        rest = [i for i in range(len(faces)) if i not in claimed]
-        descriptors = {i: self._describe(frame, faces[i].landmarks) for i in rest}
         # every face got a descriptor when it started, so lost and followed faces can all be compared
         candidates = [t for t in self._tracks
                       if t not in claimed.values() and t.last_seen < index and t.descriptor is not None]
+        # a descriptor costs more than the detection: only for detections that may continue or start a face
+        rest = [i for i in range(len(faces))
+                if i not in claimed and (candidates or faces[i].score >= cfg.min_start_score)]
+        descriptors = {i: self._describe(frame, faces[i].landmarks) for i in rest}
         pairs = sorted((float(np.linalg.norm(descriptors[i] - t.descriptor)), i, t.face_id)
                        for i in rest for t in candidates)
         by_id = {t.face_id: t for t in candidates}
