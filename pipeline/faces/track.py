@@ -152,6 +152,7 @@ class FaceTracker:
         for distance, i, face_id in pairs:
             if distance < cfg.max_distance and i not in claimed and face_id in by_id:
                 claimed[i] = by_id.pop(face_id)
+        touched: set[int] = set()
         for i, face in enumerate(faces):
             track = claimed.get(i)
             if track is None and face.score < cfg.min_start_score:
@@ -165,7 +166,8 @@ class FaceTracker:
             track.appearance, track.last_seen = _appearance(crops[i]), index
             if i in descriptors:
                 track.descriptor = descriptors[i]
-        return {t.face_id for t in self._tracks if t.last_seen == index}
+            touched.add(track.face_id)
+        return touched
 
     def _follow(self, frame: np.ndarray, track: _Track, active: list[_Track], index: int) -> bool:
         """Re-fit a face from its previous landmarks; keep it (True) if it still looks like itself."""

@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.config import ConfigError
 from pipeline.faces.detect import DetectorConfig, FaceDetector
-from pipeline.faces.moving_photos import astronaut, crossing_photos, grace_hopper, moving_photo
+from pipeline.faces.moving_photos import astronaut, crossing_photos, grace_hopper, moving_photo, render, similarity
 from pipeline.faces.track import FaceTracker, TrackerConfig, track_video
 
 
@@ -60,3 +60,27 @@ def test_a_face_that_leaves_is_not_followed_onto_the_background(detector: FaceDe
 def test_bad_tracker_settings_are_refused(field: str, value: float) -> None:
     with pytest.raises(ConfigError, match=field):
         TrackerConfig(**{field: value})
+
+
+def test_a_face_lost_between_detections_is_searched_for_at_once(detector: FaceDetector) -> None:
+    pieces = []
+    for image in (grace_hopper(), astronaut()):
+        face = detector.detect(image)[0]
+        (cx, cy), half = np.rint(face.landmarks.mean(axis=0)).astype(int), int(0.9 * face.box.w)
+        pieces.append((image[cy - half:cy + half, cx - half:cx + half], 100.0 / face.box.w, float(half)))
+
+    def frame(astronaut_x: float) -> np.ndarray:
+        return render([(piece, similarity(0.0, zoom, (half, half), (x, 120.0)))
+                       for (piece, zoom, half), x in zip(pieces, (80.0, astronaut_x))], (480, 240))
+
+    # a cut: the astronaut jumps across the frame between two detection frames, Grace Hopper stays
+    tracker = FaceTracker(TrackerConfig(detect_every=10), detector)
+    first = tracker.update(frame(230.0))
+    hopper, astronaut_id = (f.face_id for f in sorted(first, key=lambda f: f.box.x))
+    assert all(f.detected for f in first)
+    after_cut = {f.face_id: f for f in tracker.update(frame(400.0))}
+    # the astronaut is searched for and found again at once, keeping her id (by descriptor);
+    # Grace Hopper is followed, not detected
+    assert after_cut[astronaut_id].detected and after_cut[astronaut_id].box.x > 300
+    assert not after_cut[hopper].detected
+    assert {f.face_id: f.detected for f in tracker.update(frame(400.0))} == {hopper: False, astronaut_id: False}
