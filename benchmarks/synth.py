@@ -30,7 +30,7 @@ def _bytes(root: Path, pattern: str) -> int:
 
 
 def _detection_rate(root: Path, cfg: SynthConfig, every: int) -> float:
-    from pipeline.predict.faces import DetectorConfig, FaceDetector
+    from pipeline.faces.detect import DetectorConfig, FaceDetector
 
     detector = FaceDetector(DetectorConfig())
     found = total = 0

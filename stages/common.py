@@ -91,6 +91,15 @@ def run_or_exit(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         raise
 
 
+def exit_on_failed_videos(failed: dict[str, str], total: int) -> None:
+    """Print each failed video's message and exit with status 1 when any of ``total`` videos failed."""
+    for message in failed.values():
+        click.echo(f"FAILED: {message}", err=True)
+    if failed:
+        click.echo(f"{len(failed)} of {total} videos failed", err=True)
+        raise SystemExit(1)
+
+
 def raise_if_disk_full(exc: BaseException) -> None:
     """Turn a full-disk write error (see :func:`pipeline.fsio.disk_full_path`) into one line naming
     the path being written; return for any other error, which the caller re-raises."""

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
 from pipeline.predict.video import PredictConfig, load_models, predict_videos
-from stages.common import device_option, load_config, run_or_exit, setup_logging
+from stages.common import exit_on_failed_videos, device_option, load_config, run_or_exit, setup_logging
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
 
@@ -47,7 +46,8 @@ def command(videos: tuple[Path, ...], out_dir: Path, models_dir: Path, visual_on
     Columns: frame, timestamp (s), the 12 AU probabilities (AU1..AU26), the 7 expression
     probabilities (Neutral..Surprise), expression (the most probable), face_present and audio_present
     (1/0), and low_confidence (1 on frames with neither a face nor audio, predicted from their
-    neighbours alone). Faces come from --crops or from the offline scikit-image LBP face detector.
+    neighbours alone). Faces come from --crops, or from the offline dlib face detector and five
+    landmarks, aligned to the arcface 112x112 template (the face seen in the most frames).
     Still images (JPEG, PNG...) are refused: predict reads videos. A video that fails is reported
     by name and the others still complete; the exit status is then 1.
     """
@@ -65,11 +65,7 @@ def command(videos: tuple[Path, ...], out_dir: Path, models_dir: Path, visual_on
     for summary in done:
         click.echo(f"{summary.video}: {summary.frames} frames, {summary.faces} with a face, {summary.audio_frames} "
                    f"with audio, {summary.low_confidence} low-confidence -> {summary.csv}")
-    for message in failed.values():
-        click.echo(f"FAILED: {message}", err=True)
-    if failed:
-        click.echo(f"{len(failed)} of {len(videos)} videos failed", err=True)
-        sys.exit(1)
+    exit_on_failed_videos(failed, len(videos))
 
 
 if __name__ == "__main__":

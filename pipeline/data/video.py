@@ -32,8 +32,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import av
+import numpy as np
 
 FRAME_COUNT_MODES: tuple[str, ...] = ("header", "demux", "decode")
 # "header" mode reads the packets of this last stretch of the declared duration (plus back to the
@@ -243,3 +245,36 @@ def _read_tail(path: Path, container: av.container.InputContainer, info: VideoIn
         declared_start = audio.start_time is not None and audio.time_base
         reading.audio_start_s = float(audio.start_time * audio.time_base) - origin if declared_start else 0.0
     return reading
+
+
+def decode_frames(video_path: str | Path, need_pixels: bool = True) -> Iterator[tuple[float, float, np.ndarray | None]]:
+    """Yield ``(timestamp s from the first frame, fps, (H, W, 3) uint8 RGB frame or None)`` for every decoded
+    frame, in decoding order; a still image, an empty or undecodable video is a :class:`VideoError` naming it."""
+    video_path = Path(video_path)
+    try:
+        with av.open(str(video_path)) as container:
+            if is_still_image(container):
+                raise VideoError(
+                    f"{video_path}: a still image ({container.format.name}), not a video; only videos are read "
+                    f"(make one from a photograph with pipeline.predict.photo_video.write_photo_video)"
+                )
+            stream, fps = video_stream(video_path, container)
+            first: float | None = None
+            count = 0
+            for count, frame in enumerate(container.decode(stream), start=1):
+                t = frame.time if frame.time is not None else (count - 1) / fps
+                first = t if first is None else first
+                image = frame.to_ndarray(format="rgb24") if need_pixels else None
+                yield t - first, fps, image
+            if count == 0:
+                raise VideoError(f"{video_path}: the video stream holds no frames")
+    except av.FFmpegError as exc:
+        raise VideoError(f"{video_path}: cannot decode video ({exc})") from exc
+
+
+def is_still_image(container: av.container.InputContainer) -> bool:
+    """Whether PyAV opened a picture file (JPEG, PNG, BMP, TIFF, WebP, a one-frame GIF) rather than a video."""
+    name = container.format.name
+    if name == "image2" or name.endswith("_pipe"):   # FFmpeg's single-picture demuxers
+        return True
+    return name == "gif" and all((s.frames or 0) <= 1 for s in container.streams.video)

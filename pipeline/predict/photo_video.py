@@ -46,8 +46,23 @@ def write_photo_video(
     sample_rate: int = 16000,
 ) -> Path:
     """Write an H.264 MP4 of ``image`` panned over ``n_frames`` frames, plus an AAC tone unless ``audio_hz`` is None."""
+    return write_frames_video(path, panned_frames(image, n_frames, shift), fps, audio_hz, sample_rate)
+
+
+def write_frames_video(
+    path: str | Path,
+    frames: np.ndarray,
+    fps: int = 25,
+    audio_hz: float | None = 220.0,
+    sample_rate: int = 16000,
+) -> Path:
+    """Write (N, H, W, 3) uint8 RGB ``frames`` as an H.264 MP4 (odd sides cropped by one pixel), atomically,
+    plus an AAC tone of the video's length unless ``audio_hz`` is None."""
     path = Path(path)
-    frames = panned_frames(image, n_frames, shift)
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8 or len(frames) < 1:
+        raise ValueError(f"frames must be (N >= 1, H, W, 3) uint8 RGB, got {frames.shape} {frames.dtype}")
+    n_frames = len(frames)
     height, width = frames.shape[1:3]
     if height % 2 or width % 2:
         frames = frames[:, : height - height % 2, : width - width % 2]

@@ -4,8 +4,9 @@ For each video:
 
 1. frames are decoded with PyAV (frame ``i`` in decoding order, its timestamp from the frame's pts);
 2. the face of frame ``i`` is ``{i+1:05d}.jpg`` of a given crops folder (Aff-Wild2 ``cropped_aligned``
-   style), or found by the offline detector (:mod:`pipeline.predict.faces`) and cropped to 112x112
-   around its box (:mod:`pipeline.predict.align`);
+   style), or found and followed by :mod:`pipeline.faces.track` (dlib detection, five landmarks) and
+   aligned to the arcface 112x112 template (:mod:`pipeline.faces.align`); when several faces are
+   followed, the CSV is of the face seen in the most frames;
 3. ``visual.onnx`` embeds the faces (frames without a face get a zero embedding, as in the cache);
 4. when the sequence model uses audio, each frame's log-mel window (:mod:`pipeline.audio.windows`,
    with the audio config stored in ``tdnn.onnx``) goes through ``tdnn.onnx``;
@@ -49,23 +50,23 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
-import av
 import numpy as np
 from PIL import Image
 
 from pipeline.audio.windows import video_audio
-from pipeline.config import ConfigError
-from pipeline.data.video import VideoError, video_stream
+from pipeline.data.video import decode_frames
+from pipeline.faces.align import CROP_SIZE
+from pipeline.faces.detect import DetectorConfig, FaceDetector
+from pipeline.faces.track import FaceTracker, TrackerConfig
 from pipeline.fsio import atomic_path
 from pipeline.inference.audio import AudioEmbedder
 from pipeline.inference.sequence import SequenceRunner, load_sequence_runner
 from pipeline.inference.visual import VisualEmbedder
 from pipeline.labels import AU_NAMES, EMBEDDING_DIM, EXPR_NAMES
 from pipeline.models.preprocess import to_model_input
-from pipeline.predict.align import CROP_SIZE, crop_face
-from pipeline.predict.faces import DetectorConfig, FaceTracker
+from pipeline.video_batch import check_unique_stems, for_each_video
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +78,10 @@ CSV_COLUMNS: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class PredictConfig:
-    """Face finding and cropping for raw videos (the ``predict`` params section)."""
+    """Face detection and following for raw videos (the ``predict`` params section, also read by ``crop``)."""
 
     detector: DetectorConfig = field(default_factory=DetectorConfig)
-    crop_margin: float = 0.15      # the face box grows by this fraction of its side on every side
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.crop_margin <= 1.0:
-            raise ConfigError(f"must be in [0, 1], got {self.crop_margin}", key="crop_margin")
+    tracking: TrackerConfig = field(default_factory=TrackerConfig)
 
 
 @dataclass(frozen=True)
@@ -181,24 +178,14 @@ def predict_videos(
     Crops of video ``<stem>`` are read from ``crops_root/<stem>/`` (``cropped_aligned`` layout), or
     from ``crops_root`` itself when it holds the crops of a single given video.
     """
-    stems: dict[str, str] = {}
-    for video in videos:
-        stem = Path(video).stem
-        if stem in stems:
-            raise ValueError(f"videos {stems[stem]} and {video} would both write {stem}.csv; predict them separately")
-        stems[stem] = str(video)
-    done, failed = [], {}
-    for video in videos:
-        video = Path(video)
-        try:
-            crops = crops_for(video, crops_root, single=len(videos) == 1)
-            done.append(predict_video(video, Path(out_dir) / f"{video.stem}.csv", crops_dir=crops,
-                                      config=config, batch_size=batch_size, models=models))
-        except (ValueError, FileNotFoundError, OSError, av.FFmpegError) as exc:
-            message = str(exc) if str(video) in str(exc) else f"{video}: {exc}"
-            log.error("%s", message)
-            failed[str(video)] = message
-    return done, failed
+    check_unique_stems(videos, "{stem}.csv")
+
+    def predict_one(video: Path) -> PredictSummary:
+        crops = crops_for(video, crops_root, single=len(videos) == 1)
+        return predict_video(video, Path(out_dir) / f"{video.stem}.csv", crops_dir=crops, config=config,
+                             batch_size=batch_size, models=models)
+
+    return for_each_video(videos, predict_one)
 
 
 def crops_for(video: Path, crops_root: str | Path | None, single: bool) -> Path | None:
@@ -223,9 +210,15 @@ class _VisualPass:
 
 def _visual_pass(video_path: Path, models: PredictModels, config: PredictConfig, crops_dir: str | Path | None,
                  batch_size: int) -> _VisualPass:
-    """Decode the video once, find each frame's face and embed the faces in batches."""
-    tracker = None if crops_dir is not None else FaceTracker(config.detector)
-    timestamps, present, chunks = [], [], []
+    """Decode the video once, find each frame's faces and embed them in batches.
+
+    Every followed face is embedded (512 float16 values per face and frame are small); the face seen
+    in the most frames (the lowest id on a tie) is the one the CSV describes.
+    """
+    tracker = None if crops_dir is not None else FaceTracker(config.tracking, FaceDetector(config.detector))
+    timestamps: list[float] = []
+    frames_of: dict[int, list[int]] = {}        # face id -> frame indices
+    chunks: list[np.ndarray] = []
     batch: list[np.ndarray] = []
 
     def flush() -> None:
@@ -234,55 +227,34 @@ def _visual_pass(video_path: Path, models: PredictModels, config: PredictConfig,
             chunks.append(models.visual(images)["embedding"].astype(np.float16))
             batch.clear()
 
+    owners: list[int] = []     # face id of each embedded crop, in order
     fps = 0.0
-    for i, (timestamp, fps, image) in enumerate(_decode(video_path, need_pixels=tracker is not None)):
+    for i, (timestamp, fps, image) in enumerate(decode_frames(video_path, need_pixels=tracker is not None)):
         timestamps.append(timestamp)
-        crop = _crop_from_folder(Path(crops_dir), i) if crops_dir is not None else None
         if tracker is not None:
-            box = tracker.update(image)
-            crop = None if box is None else crop_face(image, box, margin=config.crop_margin)
-        present.append(crop is not None)
-        if crop is not None:
+            crops = [(face.face_id, face.crop) for face in tracker.update(image)]
+        else:
+            crop = _crop_from_folder(Path(crops_dir), i)
+            crops = [] if crop is None else [(0, crop)]
+        for face_id, crop in crops:
+            frames_of.setdefault(face_id, []).append(i)
+            owners.append(face_id)
             batch.append(crop)
             if len(batch) == batch_size:
                 flush()
     flush()
-    face_present = np.asarray(present, bool)
-    embedding = np.zeros((len(present), EMBEDDING_DIM), np.float16)
+    n = len(timestamps)
+    face_present = np.zeros(n, bool)
+    embedding = np.zeros((n, EMBEDDING_DIM), np.float16)
     if chunks:
-        embedding[face_present] = np.concatenate(chunks)
+        main = max(frames_of, key=lambda face_id: (len(frames_of[face_id]), -face_id))
+        if len(frames_of) > 1:
+            log.info("%s: %d faces followed; the CSV describes face %d, seen in %d of %d frames", video_path,
+                     len(frames_of), main, len(frames_of[main]), n)
+        mine = np.asarray(owners) == main
+        face_present[frames_of[main]] = True
+        embedding[face_present] = np.concatenate(chunks)[mine]
     return _VisualPass(np.asarray(timestamps, np.float64), embedding, face_present, fps)
-
-
-def _decode(video_path: Path, need_pixels: bool) -> Iterator[tuple[float, float, np.ndarray | None]]:
-    """Yield ``(timestamp s, fps, RGB frame or None)`` for every decoded frame."""
-    try:
-        with av.open(str(video_path)) as container:
-            if is_still_image(container):
-                raise VideoError(
-                    f"{video_path}: a still image ({container.format.name}), not a video; predict reads videos "
-                    f"(make one from a photograph with pipeline.predict.photo_video.write_photo_video)"
-                )
-            stream, fps = video_stream(video_path, container)
-            first: float | None = None
-            count = 0
-            for count, frame in enumerate(container.decode(stream), start=1):
-                t = frame.time if frame.time is not None else (count - 1) / fps
-                first = t if first is None else first
-                image = frame.to_ndarray(format="rgb24") if need_pixels else None
-                yield t - first, fps, image
-            if count == 0:
-                raise VideoError(f"{video_path}: the video stream holds no frames")
-    except av.FFmpegError as exc:
-        raise VideoError(f"{video_path}: cannot decode video ({exc})") from exc
-
-
-def is_still_image(container: av.container.InputContainer) -> bool:
-    """Whether PyAV opened a picture file (JPEG, PNG, BMP, TIFF, WebP, a one-frame GIF) rather than a video."""
-    name = container.format.name
-    if name == "image2" or name.endswith("_pipe"):   # FFmpeg's single-picture demuxers
-        return True
-    return name == "gif" and all((s.frames or 0) <= 1 for s in container.streams.video)
 
 
 def _crop_from_folder(folder: Path, index: int) -> np.ndarray | None:

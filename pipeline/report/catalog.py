@@ -12,6 +12,7 @@ RENDERERS: dict[str, Renderer] = build_registry([
     Renderer("audio-demo", ("metrics/audio.json",), metrics_tables.audio_demo),
     Renderer("bench-visual-throughput", ("benchmarks/results/visual_throughput.json",), bench_tables.visual_throughput),
     Renderer("bench-audio-tdnn", ("benchmarks/results/audio_tdnn.json",), bench_tables.audio_tdnn),
+    Renderer("bench-face-alignment", ("benchmarks/results/face_alignment.json",), bench_tables.face_alignment),
     Renderer("bench-face-tracking", ("benchmarks/results/face_tracking.json",), bench_tables.face_tracking),
     Renderer("bench-synth", ("benchmarks/results/synth.json",), bench_tables.synth),
     Renderer("bench-pack-frames", ("benchmarks/results/pack_frames.json",), bench_tables.pack_frames),

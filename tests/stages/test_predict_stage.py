@@ -72,13 +72,13 @@ def test_predict_names_a_missing_model(videos, tmp_path: Path):
 
 def test_predict_reads_its_params_section(cache, videos, tmp_path: Path):
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"predict": {"crop_margin": 0.25, "detector": {"max_side": 200}}}))
+    params.write_text(yaml.safe_dump({"predict": {"detector": {"min_face_px": 60}, "tracking": {"detect_every": 3}}}))
     args = ["predict", str(videos[1]), "--out", str(tmp_path / "o"), "--models-dir", str(cache),
             "--params", str(params)]
     assert CliRunner().invoke(main, args).exit_code == 0
-    params.write_text(yaml.safe_dump({"predict": {"margin": 0.25}}))
+    params.write_text(yaml.safe_dump({"predict": {"crop_margin": 0.25}}))
     result = CliRunner().invoke(main, args)
-    assert result.exit_code == 2 and "unknown key(s) ['margin']" in result.output
+    assert result.exit_code == 2 and "unknown key(s) ['crop_margin']" in result.output
 
 
 def test_predict_help_names_inputs_and_outputs():

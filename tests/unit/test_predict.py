@@ -12,8 +12,10 @@ from PIL import Image
 
 from _predict_models import PredictModelPaths, build_predict_models, export_sequence
 from pipeline.labels import AU_NAMES, EXPR_NAMES
-from pipeline.predict.align import Box, crop_face
-from pipeline.predict.photo_video import panned_frames, write_photo_video
+from pipeline.faces.align import align_face
+from pipeline.faces.detect import DetectorConfig, FaceDetector
+from pipeline.faces.moving_photos import astronaut, crossing_photos, grace_hopper
+from pipeline.predict.photo_video import panned_frames, write_frames_video, write_photo_video
 from pipeline.predict.video import CSV_COLUMNS, load_models, predict_video, predict_videos
 
 N_FRAMES, FPS = 20, 25
@@ -28,6 +30,11 @@ def onnx_models(tmp_path_factory: pytest.TempPathFactory) -> PredictModelPaths:
 def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("predict-video") / "astronaut.mp4"
     return write_photo_video(path, skimage.data.astronaut(), n_frames=N_FRAMES, fps=FPS)
+
+
+def _aligned_crop(frame: np.ndarray) -> np.ndarray:
+    """The aligned crop of the one face of ``frame``, as ``crop`` writes it."""
+    return align_face(frame, FaceDetector(DetectorConfig()).detect(frame)[0].landmarks)
 
 
 def _read(path: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -59,14 +66,27 @@ def test_predict_video_with_the_detector(onnx_models, video, tmp_path: Path):
     assert sorted(p.name for p in out.parent.iterdir()) == ["astronaut.csv"]
 
 
+def test_predict_describes_the_face_seen_in_most_frames(onnx_models, tmp_path: Path):
+    detector = FaceDetector(DetectorConfig())
+    photos = []
+    for image in (astronaut(), grace_hopper()):
+        face = detector.detect(image)[0]
+        photos.append((image, tuple(face.landmarks.mean(axis=0)), face.box.w))
+    # Grace Hopper passes in front of the astronaut, who is hidden for part of the video
+    frames, _ = crossing_photos(photos, n_frames=30)
+    video = write_frames_video(tmp_path / "two.mp4", frames, fps=FPS, audio_hz=None)
+    models = load_models(onnx_models.visual, onnx_models.audio, onnx_models.sequence, device="cpu")
+    summary = predict_video(video, tmp_path / "two.csv", models=models)
+    assert summary.frames == summary.faces == 30   # Grace Hopper, in every frame
+
+
 def test_predict_video_with_a_crops_folder(onnx_models, video, tmp_path: Path):
     crops = tmp_path / "crops"
     crops.mkdir()
     frames = panned_frames(skimage.data.astronaut(), N_FRAMES, shift=2)
     for i in range(N_FRAMES):
         if i not in (3, 4, 11):   # missing crops: frames without a face
-            crop = crop_face(frames[i], Box(170 + 2 * i, 60 + 2 * i, 110, 115))
-            Image.fromarray(crop).save(crops / f"{i + 1:05d}.jpg")
+            Image.fromarray(_aligned_crop(frames[i])).save(crops / f"{i + 1:05d}.jpg")
     models = load_models(onnx_models.visual, onnx_models.audio, onnx_models.sequence, device="cpu")
     summary = predict_video(video, tmp_path / "a.csv", crops_dir=crops, models=models)
     assert summary.faces == N_FRAMES - 3
@@ -92,7 +112,7 @@ def test_frames_with_neither_face_nor_audio_are_marked_low_confidence(onnx_model
     crops.mkdir()
     frames = panned_frames(skimage.data.astronaut(), 8, shift=2)
     for i in (0, 1, 2, 5, 6):                  # frames 3, 4 and 7 have no face
-        Image.fromarray(crop_face(frames[i], Box(170 + 2 * i, 60 + 2 * i, 110, 115))).save(crops / f"{i + 1:05d}.jpg")
+        Image.fromarray(_aligned_crop(frames[i])).save(crops / f"{i + 1:05d}.jpg")
     models = load_models(onnx_models.visual, onnx_models.audio, onnx_models.sequence, device="cpu")
     summary = predict_video(silent, tmp_path / "s.csv", crops_dir=crops, models=models)
     assert (summary.faces, summary.audio_frames, summary.low_confidence) == (5, 0, 3)
