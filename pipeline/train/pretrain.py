@@ -85,8 +85,8 @@ class PretrainConfig:
     sample_rate: float = 1.0           # Partial-FC share of classes scored per step (1 = all)
     epochs: int = 3
     batch_size: int = 64               # global batch, split between DDP processes
-    images_per_epoch: int | None = 2048  # a fresh random subset of training images per epoch; None = all
-    lr: float = 0.1
+    images_per_epoch: int | None = 1792  # a fresh random subset of training images per epoch; None = all
+    lr: float = 0.02
     momentum: float = 0.9
     weight_decay: float = 5e-4
     max_grad_norm: float | None = None
@@ -174,7 +174,7 @@ def verify(backbone: nn.Module, faces: FaceSet, pairs: VerificationPairs, cfg: P
     return {**scores, "score": scores["accuracy"]}
 
 
-class _PretrainRun:
+class PretrainRun:
     """One run's recogniser, DDP wrapper, optimiser, schedule and random streams."""
 
     def __init__(self, cfg: PretrainConfig, classes: int, device: torch.device, ctx: DistContext,
@@ -269,7 +269,7 @@ def train_pretrain(
     _check_data(split, faces_path, cfg, ctx)
     pairs = verification_pairs(split, cfg.verification_pairs, cfg.seed)
     plans = [epoch_batches(len(split.train_images), e, cfg, 2 * ctx.world_size) for e in range(cfg.epochs)]
-    run = _PretrainRun(cfg, split.train_identities, device, ctx, sum(len(p) for p in plans))
+    run = PretrainRun(cfg, split.train_identities, device, ctx, sum(len(p) for p in plans))
     initial = verify(run.model.backbone, faces, pairs, cfg, device, ctx, num_workers)
     data = {"format": faces.format, **split.sizes(), "pairs": 2 * cfg.verification_pairs}
     if ctx.is_main:

@@ -5,11 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,13 +12,11 @@ import torch
 from click.testing import CliRunner
 
 from _arcface_reference import FIXTURES, read_key_list
+from _kill import kill_after_checkpoint
 from _pretrain_inputs import FACES, make_faces, write_params
 from pipeline.models.multitask import CheckpointMismatchError, build_model, load_pretrained_backbone
 from pipeline.train.visual import VisualTrainConfig
 from stages.cli import main
-
-REPO = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
 def faces(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -128,18 +121,7 @@ def test_killed_stage_resumes_from_its_last_checkpoint(
     faces: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     args = _args(faces / "rec", tmp_path, write_params(tmp_path, epochs=3))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "stages.pretrain_face", *args, "--checkpoint-every", "1"],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while not list((tmp_path / "work").glob("state.pt")):
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
+    kill_after_checkpoint("stages.pretrain_face", [*args, "--checkpoint-every", "1"], tmp_path / "work/state.pt")
     assert not (tmp_path / "pretrain").exists() and not (tmp_path / "metrics/pretrain.json").exists()
 
     caplog.set_level(logging.INFO, logger="pipeline.train.pretrain")
