@@ -15,6 +15,7 @@ from _kill import kill_after_checkpoint
 from pipeline.models.multitask import build_from_checkpoint
 from stages.cli import main
 
+
 def _args(prepared: Path, frames: Path, tmp_path: Path, params: Path) -> list[str]:
     return [str(prepared), str(frames), str(tmp_path / "visual"), str(tmp_path / "metrics/visual.json"),
             "--params", str(params), "--device", "cpu", "--work-dir", str(tmp_path / "work"), "--no-progress"]

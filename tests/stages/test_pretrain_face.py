@@ -13,10 +13,12 @@ from click.testing import CliRunner
 
 from _arcface_reference import FIXTURES, read_key_list
 from _kill import kill_after_checkpoint
-from _pretrain_inputs import FACES, make_faces, write_params
+from _pretrain_inputs import make_faces, write_params
 from pipeline.models.multitask import CheckpointMismatchError, build_model, load_pretrained_backbone
+from pipeline.models.registry import create_backbone
 from pipeline.train.visual import VisualTrainConfig
 from stages.cli import main
+
 
 @pytest.fixture(scope="module")
 def faces(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -82,8 +84,6 @@ def test_both_layouts_train_the_same_backbone_and_it_loads_into_finetune(faces: 
 
 
 def test_epochs_zero_publishes_the_init_checkpoint_as_it_is(faces: Path, tmp_path: Path) -> None:
-    from pipeline.models.registry import create_backbone
-
     torch.manual_seed(7)
     init = create_backbone("iresnet18", width_mult=0.0625).state_dict()
     torch.save({f"module.{k}": v for k, v in init.items()}, tmp_path / "r18.pth")  # as insightface's DDP saves it
