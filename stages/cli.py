@@ -9,6 +9,8 @@ import click
 # subcommand name -> module under stages/ that defines ``command``
 STAGES: dict[str, str] = {
     "synth": "synth",
+    "synth-faces": "synth_faces",
+    "pretrain-face": "pretrain_face",
     "prepare": "prepare",
     "pack-frames": "pack_frames",
     "finetune-visual": "finetune_visual",
@@ -28,6 +30,8 @@ STAGES: dict[str, str] = {
 # One-line summaries for `mmaffect --help`, so listing commands imports no stage (and no torch).
 SUMMARIES: dict[str, str] = {
     "synth": "Write the synthetic Aff-Wild2-layout dataset.",
+    "synth-faces": "Write the synthetic face-identity set (both layouts).",
+    "pretrain-face": "Train the backbone as a face recogniser (CosFace).",
     "prepare": "Read annotations and videos; write manifest, labels, report.",
     "pack-frames": "Pack the face crops into one HDF5 frame store.",
     "finetune-visual": "Fine-tune the IResNet with AU and expression heads.",

@@ -91,18 +91,40 @@ def build_from_checkpoint(ckpt: Mapping[str, Any]) -> MultiTaskModel:
 
 
 def load_pretrained_backbone(model: MultiTaskModel, path: str | Path) -> None:
-    """Load an insightface arcface_torch backbone state_dict (``module.`` prefix allowed) into ``model``.
+    """Load an insightface arcface_torch backbone state_dict into ``model``'s backbone
+    (see :func:`load_backbone_state`)."""
+    load_backbone_state(model.backbone, path)
 
-    The checkpoint must match the backbone exactly (strict): a wrong depth or width raises
-    :class:`CheckpointMismatchError` naming the first mismatching key and both shapes.
+
+def load_backbone_state(backbone: nn.Module, path: str | Path) -> None:
+    """Load an insightface arcface_torch backbone state_dict (``module.`` prefix allowed) into ``backbone``.
+
+    The checkpoint must match the backbone exactly (strict): any depth and width load when both
+    are the same as the checkpoint's (e.g. a ``pretrain-face`` backbone at width 0.125); a wrong
+    depth or width raises :class:`CheckpointMismatchError` naming the first mismatching key, both
+    shapes and the backbone it was loaded into.
     """
     path = Path(path)
     state = load_checkpoint(path, "pretrained backbone checkpoint")
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path}: expected a state_dict (a mapping of names to tensors), got {type(state).__name__}")
     state = {_strip_prefix(k, "module."): v for k, v in state.items()}
-    _check_state_dict(model.backbone.state_dict(), state, where=str(path))
-    model.backbone.load_state_dict(state, strict=True)
+    try:
+        _check_state_dict(backbone.state_dict(), state, where=str(path))
+    except CheckpointMismatchError as exc:
+        raise CheckpointMismatchError(
+            f"{exc}; the checkpoint is of another backbone or width than the {_describe(backbone)} it was "
+            f"loaded into (backbone and width_mult must be those it was trained with)"
+        ) from None
+    backbone.load_state_dict(state, strict=True)
+
+
+def _describe(backbone: nn.Module) -> str:
+    """``IResNet (blocks 2,2,2,2, width_mult 0.125)`` for an IResNet, else the class name."""
+    layers, width = getattr(backbone, "layers", None), getattr(backbone, "width_mult", None)
+    if layers is None or width is None:
+        return type(backbone).__name__
+    return f"{type(backbone).__name__} (blocks {','.join(map(str, layers))}, width_mult {width})"
 
 
 def _strip_prefix(key: str, prefix: str) -> str:

@@ -90,9 +90,9 @@ class VisualTrainConfig:
     """The ``finetune_visual`` params section (demo defaults; see docs/visual.md for the paper profile)."""
 
     backbone: str = "iresnet18"
-    width_mult: float = 0.125         # 1.0 for insightface checkpoints; smaller = faster, not loadable
+    width_mult: float = 0.125         # 1.0 for insightface checkpoints; a pretrained file must have this width
     dropout: float = 0.0
-    pretrained: str | None = None     # arcface_torch backbone state_dict (.pth); needs width_mult 1
+    pretrained: str | None = None     # arcface_torch backbone state_dict (.pth) of this backbone and width
     epochs: int = 5
     batch_size: int = 64              # global batch, split between DDP processes
     lr: float = 0.02
@@ -121,8 +121,6 @@ class VisualTrainConfig:
              "pos_weight", f"needs {NUM_AUS} values, got {self.pos_weight}"),
             (self.max_frames_per_epoch is None or self.max_frames_per_epoch >= 1,
              "max_frames_per_epoch", f"must be >= 1 or null, got {self.max_frames_per_epoch}"),
-            (self.pretrained is None or self.width_mult == 1.0,
-             "width_mult", f"must be 1.0 with a pretrained backbone (insightface layout), got {self.width_mult}"),
         ]
         for ok, key, message in checks:
             if not ok:

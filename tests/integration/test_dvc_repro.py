@@ -26,6 +26,9 @@ BIN = Path(sys.executable).parent
 # Small enough for two CI cores; every other value comes from the repository's params.yaml.
 TINY_OVERRIDES: dict[str, dict] = {
     "synth": {"preset": "tiny", "seed": 0},
+    "synth_faces": {"identities": 8, "images_per_identity": 3},
+    "pretrain_face": {"width_mult": 0.0625, "epochs": 1, "images_per_epoch": 16, "batch_size": 8,
+                      "holdout_share": 0.25, "verification_pairs": 20},
     "finetune_visual": {"width_mult": 0.0625, "epochs": 1, "max_frames_per_epoch": 128, "batch_size": 32},
     "train_audio": {"epochs": 1, "max_segments": 64},
     "train_sequence": {"epochs": 2, "d_model": 32, "heads": 2},

@@ -1,4 +1,5 @@
-"""``finetune-visual`` under ``torchrun --nproc_per_node 2`` on the CPU (gloo), as a user launches it."""
+"""``finetune-visual`` and ``pretrain-face`` under ``torchrun --nproc_per_node 2`` on the CPU (gloo), as a user
+launches them."""
 
 from __future__ import annotations
 
@@ -14,12 +15,19 @@ import pytest
 import torch
 
 from _finetune_params import write_params
+from _pretrain_inputs import PRETRAIN, make_faces
+from _pretrain_inputs import write_params as write_pretrain_params
+from pipeline.config import from_dict
+from pipeline.data.faces.sets import open_face_set
 from _torchrun_finetune import state_digest
 from pipeline.data.manifest import read_manifest
-from pipeline.models.multitask import build_from_checkpoint
+from pipeline.models.multitask import build_from_checkpoint, load_backbone_state
+from pipeline.models.registry import create_backbone
 from pipeline.train.ddp import DistContext
+from pipeline.train.face_data import split_identities, verification_pairs
 from pipeline.train.frames_dataset import FrameDataset
 from pipeline.train.selection import SelectionConfig, selection_split
+from pipeline.train.pretrain import PretrainConfig, verify
 from pipeline.train.visual import build_training_data, predict_frames, score_predictions
 
 REPO = Path(__file__).resolve().parents[2]
@@ -82,3 +90,33 @@ def test_finetune_visual_under_torchrun_publishes_the_model_every_rank_ends_with
             for name, value in alone[frames][task].items():
                 assert published[task][name] == pytest.approx(value, abs=1e-6), (frames, task, name)
         assert np.isfinite(published["score"])
+
+
+@pytest.mark.slow
+def test_pretrain_face_under_torchrun_publishes_a_backbone_whose_verification_it_reports(tmp_path: Path) -> None:
+    faces = make_faces(tmp_path / "faces")
+    params = write_pretrain_params(tmp_path, epochs=1)
+    out, metrics_path = tmp_path / "pretrain", tmp_path / "metrics" / "pretrain.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = _run_bounded(
+        [str(TORCHRUN), "--standalone", "--nnodes", "1", "--nproc_per_node", "2", "-m", "stages.pretrain_face",
+         str(faces / "rec"), str(out), str(metrics_path), "--params", str(params), "--device", "cpu",
+         "--work-dir", str(tmp_path / "work"), "--no-progress"],
+        REPO, env,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stdout.count('"best_epoch"') == 1  # rank 0 alone prints the summary
+    assert sorted(p.name for p in out.iterdir()) == ["backbone.json", "backbone.pth"]
+
+    # the verification each rank did on its share, gathered, is the single-process one of the published backbone
+    metrics = json.loads(metrics_path.read_text())
+    cfg = from_dict(PretrainConfig, {**PRETRAIN, "epochs": 1})
+    backbone = create_backbone(cfg.backbone, width_mult=cfg.width_mult)
+    load_backbone_state(backbone, out / "backbone.pth")
+    face_set = open_face_set(faces / "rec")
+    split = split_identities(face_set.labels, cfg.holdout_share, cfg.seed)
+    alone = verify(backbone, face_set, verification_pairs(split, cfg.verification_pairs, cfg.seed), cfg,
+                   torch.device("cpu"), DistContext())
+    assert metrics["best_epoch"] == 1
+    for name in ("accuracy", "accuracy_std", "tar_at_far"):
+        assert metrics["verification"][name] == pytest.approx(alone[name], abs=1e-6), name

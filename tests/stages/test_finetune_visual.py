@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,10 +11,9 @@ import torch
 from click.testing import CliRunner
 
 from _finetune_params import PARAMS, write_params as _params
+from _kill import kill_after_checkpoint
 from pipeline.models.multitask import build_from_checkpoint
 from stages.cli import main
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _args(prepared: Path, frames: Path, tmp_path: Path, params: Path) -> list[str]:
@@ -66,18 +60,7 @@ def test_killed_stage_resumes_from_its_last_checkpoint(
     tiny_prepared: Path, tiny_frames: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     args = _args(tiny_prepared, tiny_frames, tmp_path, _params(tmp_path, epochs=3))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "stages.finetune_visual", *args, "--checkpoint-every", "1"],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while not list((tmp_path / "work").glob("state.pt")):
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
+    kill_after_checkpoint("stages.finetune_visual", [*args, "--checkpoint-every", "1"], tmp_path / "work/state.pt")
     assert not (tmp_path / "visual/model.pt").exists() and not (tmp_path / "metrics/visual.json").exists()
 
     caplog.set_level(logging.INFO, logger="pipeline.train.visual")

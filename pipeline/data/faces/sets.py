@@ -60,8 +60,8 @@ class PackedFaceSet:
 
     def __init__(self, rec_path: str | Path, idx_path: str | Path | None = None) -> None:
         self.rec_path = Path(rec_path)
-        idx = Path(idx_path) if idx_path is not None else self.rec_path.with_suffix(".idx")
-        self.reader = RecordReader(self.rec_path, idx)
+        self.idx_path = Path(idx_path) if idx_path is not None else self.rec_path.with_suffix(".idx")
+        self.reader = RecordReader(self.rec_path, self.idx_path)
         header, _ = unpack_record(self.reader.read(0), f"{self.rec_path}: record 0")
         self.header0: tuple[int, int] | None = None
         if header.flag > 0:

@@ -1,0 +1,134 @@
+"""``mmaffect pretrain-face`` through click: both face-set layouts, the published backbone in the
+fine-tuning path, the metrics file, a real kill -9 / rerun, publishing a given checkpoint, bad paths."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from _arcface_reference import FIXTURES, read_key_list
+from _kill import kill_after_checkpoint
+from _pretrain_inputs import make_faces, write_params
+from pipeline.models.multitask import CheckpointMismatchError, build_model, load_pretrained_backbone
+from pipeline.models.registry import create_backbone
+from pipeline.train.visual import VisualTrainConfig
+from stages.cli import main
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny identity set, written once for the module (``rec/`` and ``folder/``)."""
+    return make_faces(tmp_path_factory.mktemp("pretrain") / "faces")
+
+
+def _args(faces_path: Path, tmp_path: Path, params: Path) -> list[str]:
+    return [str(faces_path), str(tmp_path / "pretrain"), str(tmp_path / "metrics/pretrain.json"), "--params",
+            str(params), "--device", "cpu", "--work-dir", str(tmp_path / "work"), "--no-progress"]
+
+
+def _run(args: list[str]) -> dict:
+    result = CliRunner().invoke(main, ["pretrain-face", *args])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output[result.output.index("{"):])
+
+
+def test_help_says_what_it_reads_and_writes() -> None:
+    result = CliRunner().invoke(main, ["pretrain-face", "--help"])
+    assert result.exit_code == 0
+    for word in ("train.rec", "<identity>/<image>.jpg", "backbone.pth", "METRICS_JSON", "--device", "--workers",
+                 "--work-dir", "torchrun"):
+        assert word in result.output
+
+
+def test_both_layouts_train_the_same_backbone_and_it_loads_into_finetune(faces: Path, tmp_path: Path) -> None:
+    published = {}
+    for layout in ("rec", "folder"):
+        out = tmp_path / layout
+        out.mkdir()
+        summary = _run(_args(faces / layout, out, write_params(out)))
+        metrics = json.loads((out / "metrics/pretrain.json").read_text())
+        assert summary["best_epoch"] == metrics["best_epoch"] and 1 <= metrics["best_epoch"] <= 2
+        assert metrics["epochs"] == 2 and [h["epoch"] for h in metrics["history"]] == [1, 2]
+        assert metrics["data"] == {"format": layout, "train_identities": 8, "holdout_identities": 2,
+                                   "train_images": 32, "holdout_images": 8, "pairs": 40}
+        for scores in (metrics["verification"], metrics["initial"], *metrics["history"]):
+            assert 0.0 <= scores["accuracy"] <= 1.0 and 0.0 <= scores["tar_at_far"] <= 1.0
+            assert scores["far"] == 0.001
+        best = metrics["history"][metrics["best_epoch"] - 1]
+        assert metrics["verification"]["accuracy"] == best["accuracy"] == max(h["accuracy"] for h in metrics["history"])
+        assert all(h["loss"] > 0 for h in metrics["history"])
+        arch = json.loads((out / "pretrain/backbone.json").read_text())
+        assert arch["backbone"] == "iresnet18" and arch["width_mult"] == 0.0625 and arch["epoch"] == metrics["best_epoch"]
+        published[layout] = (torch.load(out / "pretrain/backbone.pth", map_location="cpu", weights_only=True), metrics)
+
+    state, metrics = published["rec"]
+    # the same JPEGs in the same identity order: the layouts train the same network
+    assert published["folder"][1]["verification"] == metrics["verification"]
+    assert all(torch.equal(state[k], v) for k, v in published["folder"][0].items())
+    # a plain state dict under arcface_torch's key names (the width changes shapes, never names)
+    assert isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())
+    assert list(state) == [name for name, _ in read_key_list(FIXTURES / "iresnet18_keys.txt")]
+
+    path = tmp_path / "rec/pretrain/backbone.pth"
+    model = build_model(VisualTrainConfig(width_mult=0.0625, pretrained=str(path)).arch())
+    load_pretrained_backbone(model, path)
+    assert all(torch.equal(model.backbone.state_dict()[k], v) for k, v in state.items())
+    wider = build_model(VisualTrainConfig(width_mult=0.125, pretrained=str(path)).arch())
+    with pytest.raises(CheckpointMismatchError, match=r"backbone.pth.*width_mult 0\.125"):
+        load_pretrained_backbone(wider, path)
+
+
+def test_epochs_zero_publishes_the_init_checkpoint_as_it_is(faces: Path, tmp_path: Path) -> None:
+    torch.manual_seed(7)
+    init = create_backbone("iresnet18", width_mult=0.0625).state_dict()
+    torch.save({f"module.{k}": v for k, v in init.items()}, tmp_path / "r18.pth")  # as insightface's DDP saves it
+    params = write_params(tmp_path, epochs=0, init=str(tmp_path / "r18.pth"))
+    summary = _run(_args(faces / "rec", tmp_path, params))
+    assert summary["best_epoch"] == 0 and summary["epochs"] == 0
+    assert summary["verification"] == summary["initial"]
+    published = torch.load(tmp_path / "pretrain/backbone.pth", map_location="cpu", weights_only=True)
+    assert list(published) == list(init) and all(torch.equal(published[k], v) for k, v in init.items())
+    assert not (tmp_path / "work/state.pt").exists()
+
+    wrong = write_params(tmp_path, epochs=0, init=str(tmp_path / "r18.pth"), width_mult=0.125)
+    result = CliRunner().invoke(main, ["pretrain-face", *_args(faces / "rec", tmp_path, wrong)])
+    assert result.exit_code == 1 and "r18.pth" in result.output and "width_mult 0.125" in result.output
+
+
+def test_bad_params_and_paths_are_one_line_errors(faces: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["pretrain-face", *_args(faces / "rec", tmp_path, write_params(tmp_path, epochs=0))])
+    assert result.exit_code == 2 and "pretrain_face.epochs: 0 needs init" in result.output
+    result = CliRunner().invoke(main, ["pretrain-face", *_args(faces / "rec", tmp_path, write_params(tmp_path, margin="sphere"))])
+    assert result.exit_code == 2 and "pretrain_face.margin" in result.output
+    params = write_params(tmp_path)
+    (tmp_path / "notes.txt").write_text("not a face set")
+    (tmp_path / "empty").mkdir()
+    for path, message in ((tmp_path / "nowhere", "nowhere: no such file or directory"),
+                          (tmp_path / "notes.txt", "neither an insightface .rec/.idx pair"),
+                          (tmp_path / "empty", "no <identity>/<image>.jpg files")):
+        result = CliRunner().invoke(main, ["pretrain-face", *_args(path, tmp_path, params)])
+        assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output, result.output
+    assert not (tmp_path / "pretrain").exists() and not (tmp_path / "metrics").exists()
+
+
+@pytest.mark.slow
+def test_killed_stage_resumes_from_its_last_checkpoint(
+    faces: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    args = _args(faces / "rec", tmp_path, write_params(tmp_path, epochs=3))
+    kill_after_checkpoint("stages.pretrain_face", [*args, "--checkpoint-every", "1"], tmp_path / "work/state.pt")
+    assert not (tmp_path / "pretrain").exists() and not (tmp_path / "metrics/pretrain.json").exists()
+
+    caplog.set_level(logging.INFO, logger="pipeline.train.pretrain")
+    summary = _run(args)
+    resumed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("resuming from epoch")]
+    assert resumed and "of 3 epochs" in resumed[0] and "resuming from epoch 1 batch 0" not in resumed[0], resumed
+    metrics = json.loads((tmp_path / "metrics/pretrain.json").read_text())
+    assert metrics["epochs"] == 3 and [h["epoch"] for h in metrics["history"]] == [1, 2, 3]
+    assert 1 <= summary["best_epoch"] == metrics["best_epoch"] <= 3
+    assert (tmp_path / "pretrain/backbone.pth").is_file()
