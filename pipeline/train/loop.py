@@ -44,7 +44,7 @@ from pipeline.train import ddp
 from pipeline.train.alternating import multitask_step
 from pipeline.train.ddp import DistContext
 from pipeline.train.loop_state import EpochRecord, LoopState
-from pipeline.train.selection import Mode, epoch_score
+from pipeline.train.selection import Mode, criterion_score, epoch_score
 
 log = logging.getLogger(__name__)
 
@@ -189,12 +189,14 @@ def run_epochs(
     max_grad_norm: float | None = None,
     mode: Mode = "validation",
     select: Callable[[], dict[str, Any]] | None = None,
+    criterion: Callable[[Mapping[str, Any]], float] = criterion_score,
 ) -> dict[str, Any]:
     """Train epochs ``loop.epoch .. epochs-1``, keep one by ``mode``; return its record (weights loaded).
 
-    ``mode`` ``holdout`` scores each epoch by ``select()``, ``validation`` by ``validate()``, and
-    ``last`` keeps the final epoch. ``extra_state``, ``validate`` and ``select`` are called on every
-    process (they may be collective calls).
+    ``mode`` ``holdout`` scores each epoch by ``criterion(select())``, ``validation`` by
+    ``criterion(validate())`` (default: the frame-set report's ``face_frames`` score), and ``last``
+    keeps the final epoch. ``extra_state``, ``validate`` and ``select`` are called on every process
+    (they may be collective calls).
     """
     if mode == "holdout" and select is None:
         raise ValueError(f"{section}: selection mode holdout needs the held-out subjects' scorer")
@@ -204,7 +206,8 @@ def run_epochs(
         check_weights(model, section, epoch + 1, max_grad_norm=max_grad_norm)
         metrics = validate()
         selection = select() if mode == "holdout" and select is not None else None
-        record = EpochRecord(epoch + 1, epoch_score(mode, metrics, selection), metrics, mean_losses(losses),
+        score = epoch_score(mode, metrics, selection, criterion)
+        record = EpochRecord(epoch + 1, score, metrics, mean_losses(losses),
                              time.perf_counter() - began, selection)
         improved = loop.end_epoch(record, model, optimizer, extra_state())
         if loop.writer:

@@ -290,6 +290,7 @@ def train_pretrain(
             lambda e: run.train_epoch(loop, e, plans[e], dataset, checkpoint_every, progress, num_workers),
             lambda: {"verification": verify(run.model.backbone, faces, pairs, cfg, device, ctx, num_workers)},
             run.extra_state, cfg.max_grad_norm,
+            criterion=lambda report: report["verification"]["score"],  # held-out identities' pair accuracy
         )
         history, resumed_from = loop.history, loop.resumed_from
     metrics = {

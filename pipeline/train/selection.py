@@ -30,7 +30,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import numpy as np
 
@@ -112,15 +112,17 @@ def criterion_score(scores: Mapping[str, Any]) -> float:
     return float(value)
 
 
-def epoch_score(mode: Mode, validation: Mapping[str, Any], selection: Mapping[str, Any] | None) -> float | None:
-    """An epoch's selection score: on the held-out subjects, on validation, or ``None`` (``last``)."""
+def epoch_score(mode: Mode, validation: Mapping[str, Any], selection: Mapping[str, Any] | None,
+                criterion: Callable[[Mapping[str, Any]], float] = criterion_score) -> float | None:
+    """An epoch's selection score: ``criterion`` of the held-out subjects' report, of the validation
+    report, or ``None`` (``last``)."""
     if mode == "last":
         return None
     if mode == "holdout":
         if selection is None:
             raise ValueError("selection mode holdout needs the held-out subjects' scores")
-        return criterion_score(selection)
-    return criterion_score(validation)
+        return criterion(selection)
+    return criterion(validation)
 
 
 def selection_report(
