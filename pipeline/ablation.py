@@ -68,9 +68,13 @@ def load_grid(path: str | Path) -> dict[str, list[Any]]:
     return {str(k): list(v) for k, v in data.items()}
 
 
+ARM_KEY = "arm"   # in a listed arm, its name instead of one made from its params (not a param)
+
+
 def load_points(path: str | Path) -> list[dict[str, Any]]:
     """The arms of an ablation from YAML: a mapping of param -> values (their cartesian product, like
-    ``load_grid``) or a list of mappings, each one arm (e.g. ``[{modalities: both, window: 1}, ...]``)."""
+    ``load_grid``) or a list of mappings, each one arm (e.g. ``[{modalities: both, window: 1}, ...]``),
+    optionally named by an ``arm`` key (``{arm: scratch, finetune_visual.pretrained: null}``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ablation grid file not found: {path}")
@@ -80,11 +84,23 @@ def load_points(path: str | Path) -> list[dict[str, Any]]:
     if not isinstance(data, list) or not data or not all(isinstance(arm, dict) and arm for arm in data):
         raise ValueError(f"{path}: an ablation grid must be a mapping of param -> list of values, "
                          f"or a list of non-empty param mappings (one per arm), got {data!r}")
-    return [{param_key(str(k)): v for k, v in arm.items()} for arm in data]
+    points = [{(ARM_KEY if k == ARM_KEY else param_key(str(k))): v for k, v in arm.items()} for arm in data]
+    names = [experiment_name(point) for point in points]
+    if twice := sorted({name for name in names if names.count(name) > 1}):
+        raise ValueError(f"{path}: two arms have the name {twice[0]!r}; name them apart with an 'arm' key")
+    return points
+
+
+
+def arm_params(point: Mapping[str, Any]) -> dict[str, Any]:
+    """The params of a grid point (its ``arm`` name left out)."""
+    return {key: value for key, value in point.items() if key != ARM_KEY}
 
 
 def experiment_name(point: Mapping[str, Any]) -> str:
     """A short, git-ref-safe experiment name, e.g. ``seq-both-w30-l1``."""
+    if ARM_KEY in point:
+        return "".join(c if c.isalnum() or c == "-" else "_" for c in str(point[ARM_KEY]))
     parts = ["seq"]
     for key, value in point.items():
         name = key.split(".")[-1]
@@ -99,7 +115,7 @@ def exp_run_command(point: Mapping[str, Any], name: str | None = None, temp: boo
     argv = ["dvc", "exp", "run", "-n", name or experiment_name(point)]
     if temp:
         argv.append("--temp")
-    for key, value in point.items():
+    for key, value in arm_params(point).items():
         argv += ["-S", f"{key}={_yaml_scalar(value)}"]
     return argv + list(stages)
 
@@ -245,7 +261,7 @@ def default_seed_keys(points: Iterable[Mapping[str, Any]]) -> list[str]:
     (``train_sequence.seed`` for a grid over ``train_sequence`` params)."""
     sections: list[str] = []
     for point in points:
-        sections += [key.split(".")[0] for key in point if key.split(".")[0] not in sections]
+        sections += [key.split(".")[0] for key in arm_params(point) if key.split(".")[0] not in sections]
     return [f"{section}.seed" for section in sections if section != "synth"]
 
 
@@ -253,7 +269,7 @@ def missing_keys(points: Sequence[Mapping[str, Any]]) -> list[str]:
     """Params some arms set and others do not (arms listed one by one, e.g. ``both`` and ``both-w1``)."""
     keys: list[str] = []
     for point in points:
-        keys += [key for key in point if key not in keys]
+        keys += [key for key in arm_params(point) if key not in keys]
     return [key for key in keys if any(key not in point for point in points)]
 
 
@@ -312,7 +328,8 @@ def plan_repeats(
     for draw in data_seeds if data_seeds is not None else [None]:
         for point, arm in zip(points, arms):
             for seed in seeds if seeds is not None else [None]:
-                params = {**{key: (base or {})[key] for key in missing_keys(points) if key not in point}, **point}
+                params = {**{key: (base or {})[key] for key in missing_keys(points) if key not in point},
+                          **arm_params(point)}
                 suffix = ""
                 if draw is not None:
                     params[data_seed_key] = draw
