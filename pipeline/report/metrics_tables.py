@@ -85,7 +85,8 @@ def results_table(evaluate: dict[str, Any]) -> str:
 
 
 def results_gains(evaluate: dict[str, Any]) -> str:
-    """README prose: how far the fusion head and the sequence model are from visual-only, per frame set."""
+    """README prose: how far the fusion head and the sequence model are from visual-only, per frame set,
+    in this one run (with a pointer to the spread between runs)."""
     sentences = []
     for frames, where in (("face_frames", "on the frames with a face"), ("all_frames", "on all labelled frames")):
         visual = evaluate[frames]["visual"]
@@ -94,7 +95,9 @@ def results_gains(evaluate: dict[str, Any]) -> str:
             gains = [signed_gain(_gain(evaluate[frames][variant], visual, task)) for task in ("au", "expr")]
             parts.append(f"{label} {gains[0]} (AU) and {gains[1]} (EXPR)")
         sentences.append(f"Score difference over visual-only {where}: {parts[0]}; {parts[1]}.")
-    return " ".join(sentences)
+    return ("In this one run: " + " ".join(sentences) + " One run cannot tell such a difference from the "
+            "spread between runs: which ones exceed it is measured under "
+            "[How much the results vary](#how-much-the-results-vary).")
 
 
 def visual_demo(visual: dict[str, Any]) -> str:
