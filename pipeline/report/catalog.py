@@ -26,6 +26,7 @@ RENDERERS: dict[str, Renderer] = build_registry([
     Renderer("bench-margin-memory", ("benchmarks/results/margin_memory.json",), bench_tables.margin_memory),
     Renderer("bench-int8-visual", ("benchmarks/results/int8_visual.json",), bench_tables.int8_visual),
     Renderer("ablation-draws", ("benchmarks/results/ablation_draws.json",), ablation_tables.draw_table),
+    Renderer("ablation-pretrain", ("benchmarks/results/ablation_pretrain.json",), ablation_tables.draw_table),
     Renderer("ablation-training-seeds", ("benchmarks/results/ablation_training_seeds.json",), ablation_tables.seed_band),
     Renderer("repro-time", ("benchmarks/results/repro_time.json",), bench_tables.repro_time),
 ])
