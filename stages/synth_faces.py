@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from pipeline.data.faces.sets import check_same_faces
 from pipeline.data.synth.identities import FaceIdentityConfig, generate_face_identities
 from stages.common import load_config, params_option, run_or_exit, setup_logging
 
@@ -27,13 +28,17 @@ def command(out: Path, params_path: Path, workers: int) -> None:
     Reads: the `synth_faces` section of --params (identities, images_per_identity, seed, variation).
     Writes: OUT/rec/{train.rec,train.idx,property} (insightface's packed format),
             OUT/folder/<identity>/<image>.jpg (the same JPEGs), OUT/faces_summary.json.
-    The people are others than the synthetic Aff-Wild2-layout subjects. OUT is replaced atomically.
+    The people are others than the synthetic Aff-Wild2-layout subjects. OUT is replaced atomically;
+    then both layouts are read back and must hold the same images.
     """
     setup_logging()
     cfg = load_config(params_path, "synth_faces", FaceIdentityConfig)
     start = time.perf_counter()
     summary = run_or_exit(generate_face_identities, out, cfg, workers=workers)
     log.info("generated in %.1f s", time.perf_counter() - start)
+    # read both layouts back: each reader sees every image, and the two must agree byte for byte
+    images = run_or_exit(check_same_faces, out / "rec", out / "folder")
+    log.info("read back both layouts: %d identical images", images)
     click.echo(json.dumps(summary, sort_keys=True))
 
 

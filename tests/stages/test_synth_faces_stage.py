@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from pipeline.data.faces.sets import face_set_info
@@ -17,7 +18,8 @@ def _params(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_writes_the_set_of_the_params_in_both_layouts(tmp_path: Path) -> None:
+def test_writes_the_set_of_the_params_in_both_layouts(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="mmaffect.synth_faces")
     params = _params(tmp_path, "synth_faces:\n  identities: 3\n  images_per_identity: 2\n  seed: 5\n")
     result = CliRunner().invoke(main, ["synth-faces", str(tmp_path / "faces"), "--params", str(params),
                                        "--workers", "2"])
@@ -27,6 +29,7 @@ def test_writes_the_set_of_the_params_in_both_layouts(tmp_path: Path) -> None:
     assert face_set_info(tmp_path / "faces/folder") == {"format": "folder", "identities": 3, "images": 6}
     summary = json.loads((tmp_path / "faces/faces_summary.json").read_text())
     assert summary["config"]["seed"] == 5
+    assert "read back both layouts: 6 identical images" in caplog.text
 
 
 def test_bad_params_are_one_line_errors(tmp_path: Path) -> None:

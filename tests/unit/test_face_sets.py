@@ -15,7 +15,7 @@ from pipeline.data.faces.recordio import (
     MAGIC, IRHeader, RecordIOError, RecordReader, RecordWriter, encode_record, pack_record, unpack_record,
 )
 from pipeline.data.faces.sets import (
-    FaceSetFormatError, FolderFaceSet, PackedFaceSet, face_set_info, open_face_set,
+    FaceSetFormatError, FolderFaceSet, PackedFaceSet, check_same_faces, face_set_info, open_face_set,
 )
 from pipeline.data.faces.writers import FolderFaceSetWriter, PackedFaceSetWriter
 from pipeline.data.synth.identities import FaceIdentityConfig, generate_face_identities
@@ -49,6 +49,24 @@ def test_both_layouts_hold_the_same_images_and_labels(faces: Path) -> None:
         assert packed.jpeg(i) == folder.jpeg(i)
         image, label = packed[i]
         assert image.shape == (112, 112, 3) and image.dtype == np.uint8 and label == i // 3
+
+
+def test_check_same_faces_reads_both_layouts_and_names_the_first_difference(faces: Path, tmp_path: Path) -> None:
+    assert check_same_faces(faces / "rec", faces / "folder") == 12
+    copy = tmp_path / "folder"
+    writer = FolderFaceSetWriter(copy, 4)
+    source = open_face_set(faces / "folder")
+    for i in range(len(source)):
+        data, label = source.jpeg(i)
+        writer.add(label, data)
+    assert check_same_faces(faces / "rec", copy) == 12
+    changed = sorted((copy / sorted(p.name for p in copy.iterdir())[1]).iterdir())[2]  # image 5
+    changed.write_bytes(changed.read_bytes() + b"\0")
+    with pytest.raises(ValueError, match=r"image 5 differs"):
+        check_same_faces(faces / "rec", copy)
+    changed.unlink()
+    with pytest.raises(ValueError, match="12 images of 4 identities"):
+        check_same_faces(faces / "rec", copy)
 
 
 def test_info_of_each_format_and_of_the_rec_file_itself(faces: Path) -> None:

@@ -195,3 +195,19 @@ def face_set_info(path: str | Path) -> dict[str, object]:
     """``{"format", "identities", "images"}`` of the face set at ``path`` (see :func:`open_face_set`)."""
     faces = open_face_set(path)
     return {"format": faces.format, "identities": int(faces.identities), "images": len(faces)}
+
+
+def check_same_faces(first: str | Path, second: str | Path) -> int:
+    """Read two face sets back and check they hold the same images (JPEG bytes) with the same labels,
+    in the same order; return the number of images. A difference is an error naming the first image.
+
+    The synthetic set is written in both layouts at once, so this runs both readers on every image.
+    """
+    a, b = open_face_set(first), open_face_set(second)
+    if len(a) != len(b) or a.identities != b.identities:
+        raise ValueError(f"{first} holds {len(a)} images of {a.identities} identities, "
+                         f"{second} {len(b)} of {b.identities}")
+    for i in range(len(a)):
+        if a.jpeg(i) != b.jpeg(i):
+            raise ValueError(f"image {i} differs between {first} and {second} (JPEG bytes or label)")
+    return len(a)
