@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from pipeline.faces.crop import videos_in
 from pipeline.predict.video import PredictConfig, load_models, predict_videos
 from stages.common import exit_on_failed_videos, device_option, load_config, run_or_exit, setup_logging
 
@@ -38,18 +39,24 @@ DEMO_MODELS_NOTE = (
 @device_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Faces, audio windows and sequence windows per model call.")
+@click.option("--redo", is_flag=True, default=False,
+              help="Predict again videos whose OUT/<stem>.csv already exists (skipped otherwise).")
 def command(videos: tuple[Path, ...], out_dir: Path, models_dir: Path, visual_onnx: Path | None,
             audio_onnx: Path | None, sequence_onnx: Path | None, crops_root: Path | None,
-            params_path: Path | None, device: str, batch_size: int) -> None:
-    """Predict every frame of VIDEOS into OUT/<stem>.csv.
+            params_path: Path | None, device: str, batch_size: int, redo: bool) -> None:
+    """Predict every frame of VIDEOS (files, or folders of .mp4/.avi videos) into OUT/<stem>.csv.
 
-    Columns: frame, timestamp (s), the 12 AU probabilities (AU1..AU26), the 7 expression
-    probabilities (Neutral..Surprise), expression (the most probable), face_present and audio_present
-    (1/0), and low_confidence (1 on frames with neither a face nor audio, predicted from their
-    neighbours alone). Faces come from --crops, or from the offline dlib face detector and five
-    landmarks, aligned to the arcface 112x112 template (the face seen in the most frames).
-    Still images (JPEG, PNG...) are refused: predict reads videos. A video that fails is reported
-    by name and the others still complete; the exit status is then 1.
+    One row per frame per face. Columns: frame, timestamp (s), face_id, confidence (detector score),
+    x, y, w, h (face box, pixels), lm0_x, lm0_y ... lm4_x, lm4_y (left eye, right eye, nose tip, left
+    and right mouth corner), the 12 AU probabilities (AU1..AU26), the 7 expression probabilities
+    (Neutral..Surprise), expression (the most probable), face_present and audio_present (1/0), and
+    low_confidence (1 on frames with neither a face nor audio, predicted from their neighbours alone).
+    A frame without any face has one row with the face fields empty. Faces come from --crops (face
+    0, no box) or from the offline dlib face detector and five landmarks, every face followed with a
+    stable id and aligned to the arcface 112x112 template. Still images (JPEG, PNG...) are refused:
+    predict reads videos. A video whose CSV already exists is skipped (CSVs appear only once
+    complete); --redo runs it again. A video that fails is reported by name and the others still
+    complete; the exit status is then 1.
     """
     setup_logging()
     cfg = load_config(params_path, "predict", PredictConfig) if params_path else PredictConfig()
@@ -61,8 +68,15 @@ def command(videos: tuple[Path, ...], out_dir: Path, models_dir: Path, visual_on
         device,
     )
     click.echo(DEMO_MODELS_NOTE, err=True)
-    done, failed = run_or_exit(predict_videos, videos, out_dir, models, crops_root, cfg, batch_size)
+    # a folder stands for its videos; a missing or bad file is left to fail by name while the others run
+    videos = tuple(found for video in videos for found in (run_or_exit(videos_in, video) if video.is_dir()
+                                                           else [video]))
+    done, failed = run_or_exit(predict_videos, videos, out_dir, models, crops_root, cfg, batch_size,
+                               skip_complete=not redo)
     for summary in done:
+        if summary.skipped:
+            click.echo(f"{summary.video}: {summary.csv} is complete, skipped (--redo to predict again)")
+            continue
         click.echo(f"{summary.video}: {summary.frames} frames, {summary.faces} with a face, {summary.audio_frames} "
                    f"with audio, {summary.low_confidence} low-confidence -> {summary.csv}")
     exit_on_failed_videos(failed, len(videos))

@@ -3,31 +3,41 @@
 For each video:
 
 1. frames are decoded with PyAV (frame ``i`` in decoding order, its timestamp from the frame's pts);
-2. the face of frame ``i`` is ``{i+1:05d}.jpg`` of a given crops folder (Aff-Wild2 ``cropped_aligned``
-   style), or found and followed by :mod:`pipeline.faces.track` (dlib detection, five landmarks) and
-   aligned to the arcface 112x112 template (:mod:`pipeline.faces.align`); when several faces are
-   followed, the CSV is of the face seen in the most frames;
-3. ``visual.onnx`` embeds the faces (frames without a face get a zero embedding, as in the cache);
+2. the faces of frame ``i`` are ``{i+1:05d}.jpg`` of a given crops folder (Aff-Wild2 ``cropped_aligned``
+   style; one face, id 0, place unknown), or every face is found and followed with a stable id by
+   :mod:`pipeline.faces.track` (dlib detection, five landmarks) and aligned to the arcface 112x112
+   template (:mod:`pipeline.faces.align`);
+3. ``visual.onnx`` embeds every face's crops;
 4. when the sequence model uses audio, each frame's log-mel window (:mod:`pipeline.audio.windows`,
-   with the audio config stored in ``tdnn.onnx``) goes through ``tdnn.onnx``;
-5. ``sequence.onnx`` runs over the whole video with overlapping windows (modalities, window and
-   stride from its metadata), exactly as ``evaluate`` runs it on the cache: embeddings pass through
-   float16 like the cached ones, and the same :class:`~pipeline.inference.sequence.SequenceRunner`
-   builds the input and averages the windows.
+   with the audio config stored in ``tdnn.onnx``) goes through ``tdnn.onnx`` (once: the soundtrack is
+   shared by all faces);
+5. ``sequence.onnx`` runs once per face id over the whole video with overlapping windows (modalities,
+   window and stride from its metadata), exactly as ``evaluate`` runs it on the cache: that face's
+   embeddings on the frames it was followed in, a zero embedding flagged "no face" elsewhere, the
+   shared audio; embeddings pass through float16 like the cached ones, and the same
+   :class:`~pipeline.inference.sequence.SequenceRunner` builds the input and averages the windows.
 
 The three models are loaded and run by :mod:`pipeline.inference`, as in ``embed-visual``,
 ``embed-audio`` and ``evaluate``.
 
-The CSV (written atomically) has one row per decoded frame::
+The CSV (written to a temporary and published by a rename, so a ``<stem>.csv`` that exists is
+complete) has one row per frame per face, ordered by frame then face id::
 
-    frame,timestamp,AU1,...,AU26,Neutral,...,Surprise,expression,face_present,audio_present,low_confidence
-    0,0.0000,0.1234,...,0.0456,0.6012,...,0.0101,Neutral,1,1,0
+    frame,timestamp,face_id,confidence,x,y,w,h,lm0_x,lm0_y,...,lm4_x,lm4_y,AU1,...,AU26,Neutral,...,Surprise,
+        expression,face_present,audio_present,low_confidence
+    0,0.0000,0,1.2345,180.20,60.75,120.00,120.00,210.31,105.12,...,0.1234,...,0.0456,0.6012,...,0.0101,Neutral,1,1,0
 
-AU columns are sigmoid probabilities, expression columns softmax probabilities (they sum to 1),
-``expression`` the most probable class, ``face_present`` and ``audio_present`` 1/0 (audio: the
-frame's audio window was covered by the track and the model uses audio). Every frame is predicted,
-also frames without a face (then from the audio and the neighbouring frames); ``low_confidence``
-is 1 on frames with neither a face nor audio, whose prediction comes from neighbouring frames alone.
+``confidence`` is the detector's score of the face's latest detection, ``x, y, w, h`` its box and
+``lmK_x, lmK_y`` its five landmarks (insightface order: left eye, right eye, nose tip, left and right
+mouth corner), all in frame pixels; they are empty for faces read from a crops folder. AU columns
+are sigmoid probabilities, expression columns softmax probabilities (they sum to 1), ``expression``
+the most probable class, ``face_present`` and ``audio_present`` 1/0 (audio: the frame's audio window
+was covered by the track and the model uses audio). Every frame appears: a frame where no face was
+followed has one row with the face fields (``face_id`` included) empty and ``face_present`` 0,
+predicted as the sequence model predicts a frame without a face (from the most-seen face's run:
+its neighbouring frames and the audio; from the audio alone in a video without any face);
+``low_confidence`` is 1 on such frames without audio either, whose prediction comes from
+neighbouring frames alone.
 
 A still image (JPEG, PNG, ... opened as a one-frame "video") is refused with a
 :class:`~pipeline.data.video.VideoError` naming it: the models read a face over time, and
@@ -40,7 +50,7 @@ Example (not run here: it needs the exported models; tests/unit/test_predict.py 
                          "cache/sequence/sequence.onnx", device="cpu")
     predict_video("clip.mp4", "out/clip.csv", models=models)
     # PredictSummary(video='clip.mp4', csv='out/clip.csv', frames=250, faces=243, audio_frames=250,
-    #                low_confidence=0, seconds=4.1)
+    #                low_confidence=0, seconds=4.1, face_ids=1, skipped=False)
 """
 
 from __future__ import annotations
@@ -70,8 +80,13 @@ from pipeline.video_batch import check_unique_stems, for_each_video
 
 log = logging.getLogger(__name__)
 
+# the five landmarks in insightface order (pipeline.faces.align.ARCFACE_TEMPLATE): left eye, right eye,
+# nose tip, left mouth corner, right mouth corner
+LANDMARK_COLUMNS: tuple[str, ...] = tuple(f"lm{k}_{axis}" for k in range(5) for axis in ("x", "y"))
+FACE_COLUMNS: tuple[str, ...] = ("face_id", "confidence", "x", "y", "w", "h", *LANDMARK_COLUMNS)
 CSV_COLUMNS: tuple[str, ...] = (
-    "frame", "timestamp", *AU_NAMES, *EXPR_NAMES, "expression", "face_present", "audio_present", "low_confidence",
+    "frame", "timestamp", *FACE_COLUMNS, *AU_NAMES, *EXPR_NAMES, "expression", "face_present", "audio_present",
+    "low_confidence",
 )
 
 
@@ -100,10 +115,12 @@ class PredictSummary:
     video: str
     csv: str
     frames: int
-    faces: int
+    faces: int              # frames with at least one face
     audio_frames: int
     low_confidence: int     # frames with neither a face nor audio
     seconds: float
+    face_ids: int = 0       # faces followed (distinct face ids)
+    skipped: bool = False   # True when the CSV was already complete and the video was not run again
 
 
 def load_models(visual_onnx: str | Path, audio_onnx: str | Path | None, sequence_onnx: str | Path,
@@ -151,16 +168,14 @@ def predict_video(
     if models.audio is not None:
         audio = video_audio(video_path, n, frames.fps, models.audio.audio_config)
         audio_embedding, audio_present = models.audio.embed(audio, batch_size).astype(np.float16), audio.present
-    au_logits, expr_logits = models.sequence.video_logits(
-        frames.embedding, audio_embedding, frames.face_present, audio_present, batch_size
-    )
-    write_csv(out_csv, frames.timestamps, _sigmoid(au_logits), _softmax(expr_logits), frames.face_present,
-              audio_present)
-    summary = PredictSummary(str(video_path), str(out_csv), n, int(frames.face_present.sum()),
-                             int(audio_present.sum()), int((~frames.face_present & ~audio_present).sum()),
-                             round(time.perf_counter() - start, 3))
-    log.info("%s: %d frames (%d with a face, %d with audio, %d low-confidence) -> %s in %.1f s", video_path, n,
-             summary.faces, summary.audio_frames, summary.low_confidence, out_csv, summary.seconds)
+    predictions, any_face = _predict_faces(frames, models.sequence, audio_embedding, audio_present, batch_size)
+    write_csv(out_csv, frames.timestamps, audio_present, predictions)
+    summary = PredictSummary(str(video_path), str(out_csv), n, int(any_face.sum()),
+                             int(audio_present.sum()), int((~any_face & ~audio_present).sum()),
+                             round(time.perf_counter() - start, 3), face_ids=len(frames.faces))
+    log.info("%s: %d frames (%d with a face, %d faces followed, %d with audio, %d low-confidence) -> %s in %.1f s",
+             video_path, n, summary.faces, summary.face_ids, summary.audio_frames, summary.low_confidence, out_csv,
+             summary.seconds)
     return summary
 
 
@@ -171,8 +186,12 @@ def predict_videos(
     crops_root: str | Path | None = None,
     config: PredictConfig = PredictConfig(),
     batch_size: int = 64,
+    skip_complete: bool = True,
 ) -> tuple[list[PredictSummary], dict[str, str]]:
     """Predict every video into ``out_dir/<stem>.csv``; a failing video is reported, the others still run.
+
+    With ``skip_complete``, a video whose ``<stem>.csv`` already exists is not run again (its summary
+    says ``skipped``): the CSV is published by a rename only once complete, so its existence means done.
 
     Returns the summaries of the videos that succeeded and ``{video: error message}`` of the others.
     Crops of video ``<stem>`` are read from ``crops_root/<stem>/`` (``cropped_aligned`` layout), or
@@ -181,9 +200,14 @@ def predict_videos(
     check_unique_stems(videos, "{stem}.csv")
 
     def predict_one(video: Path) -> PredictSummary:
+        out_csv = Path(out_dir) / f"{video.stem}.csv"
+        if skip_complete and out_csv.is_file():
+            # write_csv publishes <stem>.csv only by renaming its finished temporary (.<stem>.csv.tmp-<pid>),
+            # so an existing <stem>.csv is complete; a killed run leaves only the temporary
+            log.info("%s: %s is complete, skipped", video, out_csv)
+            return PredictSummary(str(video), str(out_csv), 0, 0, 0, 0, 0.0, skipped=True)
         crops = crops_for(video, crops_root, single=len(videos) == 1)
-        return predict_video(video, Path(out_dir) / f"{video.stem}.csv", crops_dir=crops, config=config,
-                             batch_size=batch_size, models=models)
+        return predict_video(video, out_csv, crops_dir=crops, config=config, batch_size=batch_size, models=models)
 
     return for_each_video(videos, predict_one)
 
@@ -200,24 +224,48 @@ def crops_for(video: Path, crops_root: str | Path | None, single: bool) -> Path 
     raise FileNotFoundError(f"{video}: no crops folder {root / video.stem}")
 
 
+@dataclass
+class _FollowedFace:
+    """What the visual pass kept of one face id: its frames, place and embeddings."""
+
+    frames: list[int] = field(default_factory=list)
+    boxes: list[tuple[float, float, float, float]] = field(default_factory=list)   # x, y, w, h
+    landmarks: list[np.ndarray] = field(default_factory=list)                     # (5, 2) each
+    scores: list[float] = field(default_factory=list)
+    embedding: np.ndarray | None = None                                           # (frames, 512) float16
+
+
+@dataclass(frozen=True)
+class FacePrediction:
+    """The CSV rows of one face id (``face_id`` None: the frames without any face).
+
+    ``frames`` are frame indices; ``boxes`` (k, 4) x, y, w, h, ``landmarks`` (k, 5, 2) and ``scores``
+    (k,) are None when the face's place is unknown (faces read from a crops folder, or no face).
+    """
+
+    face_id: int | None
+    frames: np.ndarray
+    au_prob: np.ndarray       # (k, 12)
+    expr_prob: np.ndarray     # (k, 7)
+    boxes: np.ndarray | None = None
+    landmarks: np.ndarray | None = None
+    scores: np.ndarray | None = None
+
+
 @dataclass(frozen=True)
 class _VisualPass:
-    timestamps: np.ndarray    # (N,) float64 seconds
-    embedding: np.ndarray     # (N, 512) float16, zeros where no face
-    face_present: np.ndarray  # (N,) bool
+    timestamps: np.ndarray                 # (N,) float64 seconds
+    faces: dict[int, _FollowedFace]        # face id -> its frames, place and embeddings
     fps: float
+    located: bool                          # False when faces came from a crops folder (no box, no landmarks)
 
 
 def _visual_pass(video_path: Path, models: PredictModels, config: PredictConfig, crops_dir: str | Path | None,
                  batch_size: int) -> _VisualPass:
-    """Decode the video once, find each frame's faces and embed them in batches.
-
-    Every followed face is embedded (512 float16 values per face and frame are small); the face seen
-    in the most frames (the lowest id on a tie) is the one the CSV describes.
-    """
+    """Decode the video once, find each frame's faces and embed every followed face in batches."""
     tracker = None if crops_dir is not None else FaceTracker(config.tracking, FaceDetector(config.detector))
     timestamps: list[float] = []
-    frames_of: dict[int, list[int]] = {}        # face id -> frame indices
+    faces: dict[int, _FollowedFace] = {}
     chunks: list[np.ndarray] = []
     batch: list[np.ndarray] = []
 
@@ -232,29 +280,79 @@ def _visual_pass(video_path: Path, models: PredictModels, config: PredictConfig,
     for i, (timestamp, fps, image) in enumerate(decode_frames(video_path, need_pixels=tracker is not None)):
         timestamps.append(timestamp)
         if tracker is not None:
-            crops = [(face.face_id, face.crop) for face in tracker.update(image)]
+            for tracked in tracker.update(image):
+                face = faces.setdefault(tracked.face_id, _FollowedFace())
+                face.boxes.append((tracked.box.x, tracked.box.y, tracked.box.w, tracked.box.h))
+                face.landmarks.append(np.asarray(tracked.landmarks, np.float64))
+                face.scores.append(float(tracked.score))
+                _add(face, i, tracked.face_id, tracked.crop, owners, batch)
+                if len(batch) >= batch_size:
+                    flush()
         else:
             crop = _crop_from_folder(Path(crops_dir), i)
-            crops = [] if crop is None else [(0, crop)]
-        for face_id, crop in crops:
-            frames_of.setdefault(face_id, []).append(i)
-            owners.append(face_id)
-            batch.append(crop)
-            if len(batch) == batch_size:
-                flush()
+            if crop is not None:
+                _add(faces.setdefault(0, _FollowedFace()), i, 0, crop, owners, batch)
+                if len(batch) >= batch_size:
+                    flush()
     flush()
-    n = len(timestamps)
-    face_present = np.zeros(n, bool)
-    embedding = np.zeros((n, EMBEDDING_DIM), np.float16)
     if chunks:
-        main = max(frames_of, key=lambda face_id: (len(frames_of[face_id]), -face_id))
-        if len(frames_of) > 1:
-            log.info("%s: %d faces followed; the CSV describes face %d, seen in %d of %d frames", video_path,
-                     len(frames_of), main, len(frames_of[main]), n)
-        mine = np.asarray(owners) == main
-        face_present[frames_of[main]] = True
-        embedding[face_present] = np.concatenate(chunks)[mine]
-    return _VisualPass(np.asarray(timestamps, np.float64), embedding, face_present, fps)
+        embeddings, owner_ids = np.concatenate(chunks), np.asarray(owners)
+        for face_id, face in faces.items():
+            face.embedding = embeddings[owner_ids == face_id]
+    if len(faces) > 1:
+        log.info("%s: %d faces followed", video_path, len(faces))
+    return _VisualPass(np.asarray(timestamps, np.float64), faces, fps, located=tracker is not None)
+
+
+def _add(face: _FollowedFace, frame: int, face_id: int, crop: np.ndarray, owners: list[int],
+         batch: list[np.ndarray]) -> None:
+    """Queue the crop of face ``face_id`` in ``frame`` for embedding."""
+    face.frames.append(frame)
+    owners.append(face_id)
+    batch.append(crop)
+
+
+def _predict_faces(frames: _VisualPass, sequence: SequenceRunner, audio_embedding: np.ndarray,
+                   audio_present: np.ndarray, batch_size: int) -> tuple[list[FacePrediction], np.ndarray]:
+    """Run the sequence model once per face id, over the whole video, with that face's own embeddings.
+
+    Each face id is a sequence of its own: its embeddings on the frames it was followed in, zeros and
+    "no face" elsewhere, and the shared audio (one soundtrack for everyone). Frames where no face was
+    followed get one row predicted as the sequence model predicts a frame without a face: from the
+    most-seen face's run (its neighbouring frames and the audio), or, in a video with no face at
+    all, from the audio alone. Returns the predictions and the (N,) mask of frames with any face.
+    """
+    n = len(frames.timestamps)
+    any_face = np.zeros(n, bool)
+    predictions: list[FacePrediction] = []
+    reference: tuple[np.ndarray, np.ndarray] | None = None
+    main = max(frames.faces, key=lambda face_id: (len(frames.faces[face_id].frames), -face_id), default=None)
+    for face_id in sorted(frames.faces):
+        face = frames.faces[face_id]
+        present = np.zeros(n, bool)
+        present[face.frames] = True
+        embedding = np.zeros((n, EMBEDDING_DIM), np.float16)
+        embedding[face.frames] = face.embedding
+        au, expr = sequence.video_logits(embedding, audio_embedding, present, audio_present, batch_size)
+        au, expr = _sigmoid(au), _softmax(expr)
+        if face_id == main:
+            reference = (au, expr)
+        any_face |= present
+        index = np.asarray(face.frames, np.int64)
+        predictions.append(FacePrediction(
+            face_id, index, au[index], expr[index],
+            np.asarray(face.boxes, np.float64) if frames.located else None,
+            np.stack(face.landmarks) if frames.located else None,
+            np.asarray(face.scores, np.float64) if frames.located else None,
+        ))
+    faceless = np.flatnonzero(~any_face)
+    if len(faceless):
+        if reference is None:
+            au, expr = sequence.video_logits(np.zeros((n, EMBEDDING_DIM), np.float16), audio_embedding,
+                                             np.zeros(n, bool), audio_present, batch_size)
+            reference = (_sigmoid(au), _softmax(expr))
+        predictions.append(FacePrediction(None, faceless, reference[0][faceless], reference[1][faceless]))
+    return predictions, any_face
 
 
 def _crop_from_folder(folder: Path, index: int) -> np.ndarray | None:
@@ -271,22 +369,38 @@ def _crop_from_folder(folder: Path, index: int) -> np.ndarray | None:
         raise ValueError(f"{path}: unreadable face crop ({exc})") from exc
 
 
-def write_csv(path: str | Path, timestamps: np.ndarray, au_prob: np.ndarray, expr_prob: np.ndarray,
-              face_present: np.ndarray, audio_present: np.ndarray) -> Path:
-    """Write the per-frame CSV (columns :data:`CSV_COLUMNS`) atomically; frames with neither face nor
-    audio are marked ``low_confidence``."""
+def write_csv(path: str | Path, timestamps: np.ndarray, audio_present: np.ndarray,
+              predictions: Sequence[FacePrediction]) -> Path:
+    """Write the CSV (columns :data:`CSV_COLUMNS`) atomically: one row per frame per face, ordered by frame
+    then face id, the faceless row of a frame (empty face fields) first.
+
+    Frames with neither a face nor audio are marked ``low_confidence``. The file appears under its
+    name only by a rename once fully written, so a ``<stem>.csv`` that exists is complete.
+    """
     path = Path(path)
+    rows: list[tuple[int, int, list[object]]] = []
+    for pred in predictions:
+        best = pred.expr_prob.argmax(axis=1)
+        for k, frame in enumerate(pred.frames):
+            frame = int(frame)
+            face: list[object] = [""] * len(FACE_COLUMNS)
+            if pred.face_id is not None:
+                face[0] = pred.face_id
+            if pred.boxes is not None and pred.landmarks is not None and pred.scores is not None:
+                face[1:] = [f"{pred.scores[k]:.4f}", *(f"{v:.2f}" for v in pred.boxes[k]),
+                            *(f"{v:.2f}" for v in pred.landmarks[k].reshape(-1))]
+            has_face = pred.face_id is not None
+            rows.append((frame, -1 if pred.face_id is None else pred.face_id, [
+                frame, f"{timestamps[frame]:.4f}", *face, *(f"{p:.4f}" for p in pred.au_prob[k]),
+                *(f"{p:.4f}" for p in pred.expr_prob[k]), EXPR_NAMES[best[k]], int(has_face),
+                int(audio_present[frame]), int(not has_face and not audio_present[frame]),
+            ]))
+    rows.sort(key=lambda row: (row[0], row[1]))
     with atomic_path(path) as tmp:
         with tmp.open("w", newline="") as fh:
             writer = csv.writer(fh, lineterminator="\n")
             writer.writerow(CSV_COLUMNS)
-            best = expr_prob.argmax(axis=1)
-            for i in range(len(timestamps)):
-                writer.writerow([
-                    i, f"{timestamps[i]:.4f}", *(f"{p:.4f}" for p in au_prob[i]), *(f"{p:.4f}" for p in expr_prob[i]),
-                    EXPR_NAMES[best[i]], int(face_present[i]), int(audio_present[i]),
-                    int(not face_present[i] and not audio_present[i]),
-                ])
+            writer.writerows(row for _, _, row in rows)
     return path
 
 

@@ -41,6 +41,24 @@ def test_predict_writes_one_csv_per_video(cache, videos, tmp_path: Path):
     assert "on a real face their output means nothing" in result.output   # what demo models are worth
 
 
+def test_predict_a_folder_skips_the_videos_whose_csv_is_complete(cache, videos, tmp_path: Path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.csv").write_text("complete from an earlier run\n")
+    # what a killed run leaves: its temporary, never under the final name
+    (out / ".b.csv.tmp-999999999").write_text("frame,timestamp\n0,")
+    args = ["predict", str(videos[0].parent), "--out", str(out), "--models-dir", str(cache), "--device", "cpu"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "a.csv is complete, skipped" in result.output and "b.mp4: 5 frames" in result.output
+    assert (out / "a.csv").read_text() == "complete from an earlier run\n"
+    assert sorted(p.name for p in out.iterdir()) == ["a.csv", "b.csv"]
+    assert len((out / "b.csv").read_text().splitlines()) == 1 + 5
+    result = CliRunner().invoke(main, [*args, "--redo"])
+    assert result.exit_code == 0, result.output
+    assert (out / "a.csv").read_text().startswith("frame,timestamp,face_id,confidence,x,y,w,h,lm0_x,")
+
+
 def test_predict_reports_a_bad_video_and_still_writes_the_others(cache, videos, tmp_path: Path):
     broken = tmp_path / "broken.avi"
     broken.write_bytes(b"\x00" * 2048)

@@ -18,6 +18,13 @@ from pipeline.faces.moving_photos import astronaut, crossing_photos, grace_hoppe
 from pipeline.predict.photo_video import panned_frames, write_frames_video, write_photo_video
 from pipeline.predict.video import CSV_COLUMNS, load_models, predict_video, predict_videos
 
+# the columns docs/predict.md lists, in its order
+DOCUMENTED_COLUMNS = (
+    "frame,timestamp,face_id,confidence,x,y,w,h,lm0_x,lm0_y,lm1_x,lm1_y,lm2_x,lm2_y,lm3_x,lm3_y,lm4_x,lm4_y,"
+    "AU1,AU2,AU4,AU6,AU7,AU10,AU12,AU15,AU23,AU24,AU25,AU26,"
+    "Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise,expression,face_present,audio_present,low_confidence"
+).split(",")
+
 N_FRAMES, FPS = 20, 25
 
 
@@ -56,9 +63,10 @@ def test_predict_video_with_the_detector(onnx_models, video, tmp_path: Path):
     summary = predict_video(video, out, onnx_models.visual, onnx_models.audio, onnx_models.sequence, device="cpu")
     assert (summary.frames, summary.faces, summary.audio_frames) == (N_FRAMES, N_FRAMES, N_FRAMES)
     columns, rows = _read(out)
-    assert tuple(columns) == CSV_COLUMNS and len(columns) == 2 + 12 + 7 + 4
-    assert columns[-3:] == ["face_present", "audio_present", "low_confidence"]
+    assert columns == DOCUMENTED_COLUMNS and tuple(columns) == CSV_COLUMNS
     assert len(rows) == N_FRAMES
+    assert all(r["face_id"] == "0" and 0 < float(r["confidence"]) for r in rows)
+    _check_landmarks_in_box(rows)
     assert [int(r["frame"]) for r in rows] == list(range(N_FRAMES))
     np.testing.assert_allclose([float(r["timestamp"]) for r in rows], np.arange(N_FRAMES) / FPS, atol=1e-3)
     assert all(r["face_present"] == "1" and r["audio_present"] == "1" and r["low_confidence"] == "0" for r in rows)
@@ -66,7 +74,15 @@ def test_predict_video_with_the_detector(onnx_models, video, tmp_path: Path):
     assert sorted(p.name for p in out.parent.iterdir()) == ["astronaut.csv"]
 
 
-def test_predict_describes_the_face_seen_in_most_frames(onnx_models, tmp_path: Path):
+def _check_landmarks_in_box(rows: list[dict[str, str]]) -> None:
+    for r in rows:
+        x, y, w, h = (float(r[k]) for k in ("x", "y", "w", "h"))
+        assert w > 0 and h > 0, r
+        for k in range(5):
+            assert x <= float(r[f"lm{k}_x"]) <= x + w and y <= float(r[f"lm{k}_y"]) <= y + h, (k, r)
+
+
+def test_predict_writes_a_row_per_frame_per_face(onnx_models, tmp_path: Path):
     detector = FaceDetector(DetectorConfig())
     photos = []
     for image in (astronaut(), grace_hopper()):
@@ -77,7 +93,23 @@ def test_predict_describes_the_face_seen_in_most_frames(onnx_models, tmp_path: P
     video = write_frames_video(tmp_path / "two.mp4", frames, fps=FPS, audio_hz=None)
     models = load_models(onnx_models.visual, onnx_models.audio, onnx_models.sequence, device="cpu")
     summary = predict_video(video, tmp_path / "two.csv", models=models)
-    assert summary.frames == summary.faces == 30   # Grace Hopper, in every frame
+    assert summary.frames == summary.faces == 30 and summary.face_ids == 2
+    columns, rows = _read(tmp_path / "two.csv")
+    assert columns == DOCUMENTED_COLUMNS
+    frames_of: dict[str, list[int]] = {}
+    for r in rows:
+        frames_of.setdefault(r["face_id"], []).append(int(r["frame"]))
+    assert sorted(frames_of) == ["0", "1"]
+    assert frames_of["1"] == list(range(30)) or frames_of["0"] == list(range(30))   # Grace Hopper, in every frame
+    assert 0 < min(len(f) for f in frames_of.values()) < 30                         # the astronaut, hidden a while
+    assert all(len(set(f)) == len(f) for f in frames_of.values())                   # one row per frame per face
+    assert [int(r["frame"]) for r in rows] == sorted(int(r["frame"]) for r in rows)
+    _check_landmarks_in_box(rows)
+    _check_probabilities(rows)
+    # each face is predicted from its own crops: the two faces' rows differ on a shared frame
+    both = sorted(set(frames_of["0"]) & set(frames_of["1"]))
+    pair = [r for r in rows if int(r["frame"]) == both[0]]
+    assert [pair[0][n] for n in AU_NAMES] != [pair[1][n] for n in AU_NAMES]
 
 
 def test_predict_video_with_a_crops_folder(onnx_models, video, tmp_path: Path):
@@ -92,6 +124,8 @@ def test_predict_video_with_a_crops_folder(onnx_models, video, tmp_path: Path):
     assert summary.faces == N_FRAMES - 3
     _, rows = _read(tmp_path / "a.csv")
     assert [i for i, r in enumerate(rows) if r["face_present"] == "0"] == [3, 4, 11]
+    assert [i for i, r in enumerate(rows) if r["face_id"] == ""] == [3, 4, 11]   # every frame has a row
+    assert all(r["face_id"] == "0" and r["x"] == r["lm0_x"] == r["confidence"] == "" for r in rows if r["face_id"])
     _check_probabilities(rows)   # frames without a face are predicted too
 
 
