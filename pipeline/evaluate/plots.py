@@ -17,7 +17,7 @@ from typing import Mapping
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import ListedColormap
+from matplotlib.colors import LinearSegmentedColormap, ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
@@ -39,6 +39,9 @@ _AGREEMENT: tuple[tuple[str, str], ...] = (
     ("active, unlabelled", "#6baed6"),
 )
 _AGREEMENT_CMAP = ListedColormap([colour for _, colour in _AGREEMENT])
+# Predicted probabilities without a truth to compare with: white 0 to navy 1, grey where there is none.
+_PROBABILITY_CMAP = LinearSegmentedColormap.from_list("probability", ["#ffffff", "#08306b"]).with_extremes(
+    bad="#d9d9d9")
 
 
 def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
@@ -110,50 +113,85 @@ def plot_au_f1(per_variant: Mapping[str, np.ndarray], path: str | Path,
 
 def plot_timeline(
     name: str,
-    au_true: np.ndarray,
+    au_true: np.ndarray | None,
     au_pred: np.ndarray,
-    expr_true: np.ndarray,
+    expr_true: np.ndarray | None,
     expr_pred: Mapping[str, np.ndarray],
     path: str | Path,
     fps: float | None = None,
     au_variant: str = "sequence",
     face_present: np.ndarray | None = None,
 ) -> Path:
-    """Write a timeline of one subject: true and predicted AU activations, and expressions over time.
+    """Write a timeline of one subject: AU activations and expressions over time, against the truth when given.
 
-    ``au_true`` (N, 12) in {-1, 0, 1}; ``au_pred`` (N, 12) in {0, 1} from variant ``au_variant``;
-    ``expr_true`` (N,) in {-1, 0..6}; ``expr_pred`` maps each variant to its (N,) predicted classes;
+    ``au_pred`` (N, 12) from variant ``au_variant``: in {0, 1} when ``au_true`` (N, 12, in {-1, 0, 1}) is
+    given, each cell then coloured by its agreement with the truth; without ``au_true``, probabilities
+    in [0, 1] (NaN: no prediction, drawn grey). ``expr_pred`` maps each variant to its (N,) predicted
+    classes (NaN: none); ``expr_true`` (N,) in {-1, 0..6}, when given, is drawn under them.
     ``face_present`` (N,) bool, when given, shades the stretches without a face.
     """
-    n = len(expr_true)
-    if np.shape(au_true) != (n, NUM_AUS) or np.shape(au_pred) != (n, NUM_AUS):
-        raise ValueError(f"{name}: AU arrays must be ({n}, {NUM_AUS}); got {np.shape(au_true)}, {np.shape(au_pred)}")
+    n = len(au_pred)
+    if au_true is not None and np.shape(au_true) != (n, NUM_AUS) or np.shape(au_pred) != (n, NUM_AUS):
+        raise ValueError(f"{name}: AU arrays must be ({n}, {NUM_AUS}); got "
+                         f"{'' if au_true is None else f'{np.shape(au_true)}, '}{np.shape(au_pred)}")
+    if expr_true is not None and np.shape(expr_true) != (n,):
+        raise ValueError(f"{name}: true expressions must be ({n},), got {np.shape(expr_true)}")
     for variant, pred in expr_pred.items():
         if np.shape(pred) != (n,):
             raise ValueError(f"{name}: {variant} expression predictions must be ({n},), got {np.shape(pred)}")
     scale = 1.0 / fps if fps else 1.0
     extent = (-0.5 * scale, (n - 0.5) * scale, NUM_AUS - 0.5, -0.5)
-    fig = _figure(12.0, 8.0)
-    axes = fig.subplots(3, 1, sharex=True, gridspec_kw={"height_ratios": [1.0, 1.0, 1.1]})
-    au_true, au_pred = np.asarray(au_true), np.asarray(au_pred)
-    axes[0].imshow(au_true.T, cmap=_ACTIVATION_CMAP, vmin=-1.5, vmax=1.5, aspect="auto",
-                   interpolation="nearest", extent=extent)
-    axes[0].set_title("true AUs (navy: active, white: inactive, grey: unlabelled)", fontsize=9, loc="left")
-    axes[1].imshow(_agreement_codes(au_true, au_pred).T, cmap=_AGREEMENT_CMAP, vmin=-0.5,
+    fig = _figure(12.0, 8.0 if au_true is not None else 6.0)
+    if au_true is not None:
+        axes = fig.subplots(3, 1, sharex=True, gridspec_kw={"height_ratios": [1.0, 1.0, 1.1]})
+        _au_agreement_axes(axes[0], axes[1], np.asarray(au_true), np.asarray(au_pred), extent, au_variant)
+    else:
+        axes = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [1.0, 1.1]})
+        _au_probability_axis(axes[0], np.asarray(au_pred, dtype=float), extent, au_variant)
+    _expression_axis(axes[-1], expr_true, expr_pred, n, scale, face_present)
+    axes[-1].set_xlabel("time (s)" if fps else "frame")
+    axes[-1].grid(axis="x", alpha=0.3)
+    versus = "predicted vs true" if au_true is not None or expr_true is not None else "predicted"
+    fig.suptitle(f"{name}: {versus} over time", fontsize=11)
+    return _save(fig, path)
+
+
+def _au_agreement_axes(truth_ax, pred_ax, au_true: np.ndarray, au_pred: np.ndarray,
+                       extent: tuple[float, float, float, float], au_variant: str) -> None:
+    """The true AU activations, then the predicted ones coloured by their agreement with the truth."""
+    truth_ax.imshow(au_true.T, cmap=_ACTIVATION_CMAP, vmin=-1.5, vmax=1.5, aspect="auto",
+                    interpolation="nearest", extent=extent)
+    truth_ax.set_title("true AUs (navy: active, white: inactive, grey: unlabelled)", fontsize=9, loc="left")
+    pred_ax.imshow(_agreement_codes(au_true, au_pred).T, cmap=_AGREEMENT_CMAP, vmin=-0.5,
                    vmax=len(_AGREEMENT) - 0.5, aspect="auto", interpolation="nearest", extent=extent)
-    axes[1].set_title(f"predicted AUs ({au_variant})", fontsize=9, loc="left")
-    axes[1].legend(handles=[Patch(facecolor=c, edgecolor="0.5", label=lab) for lab, c in _AGREEMENT],
+    pred_ax.set_title(f"predicted AUs ({au_variant})", fontsize=9, loc="left")
+    pred_ax.legend(handles=[Patch(facecolor=c, edgecolor="0.5", label=lab) for lab, c in _AGREEMENT],
                    fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    for ax in axes[:2]:
+    for ax in (truth_ax, pred_ax):
         ax.set_yticks(np.arange(NUM_AUS), AU_NAMES, fontsize=7)
+
+
+def _au_probability_axis(ax, au_prob: np.ndarray, extent: tuple[float, float, float, float],
+                         au_variant: str) -> None:
+    """The predicted AU probabilities as a heat map (white 0 to navy 1, grey where there is none)."""
+    image = ax.imshow(np.ma.masked_invalid(au_prob.T), cmap=_PROBABILITY_CMAP, vmin=0.0, vmax=1.0, aspect="auto",
+                      interpolation="nearest", extent=extent)
+    ax.set_title(f"AU probabilities ({au_variant}; grey: no prediction)", fontsize=9, loc="left")
+    ax.set_yticks(np.arange(NUM_AUS), AU_NAMES, fontsize=7)
+    ax.figure.colorbar(image, ax=ax, fraction=0.03, pad=0.01, label="probability")
+
+
+def _expression_axis(ax, expr_true: np.ndarray | None, expr_pred: Mapping[str, np.ndarray], n: int, scale: float,
+                     face_present: np.ndarray | None) -> None:
+    """Expressions over time: the truth (when given) as a wide grey line, each variant's prediction over it."""
     t = np.arange(n) * scale
-    ax = axes[2]
     if face_present is not None:
         for k, (first, stop) in enumerate(_runs(~np.asarray(face_present, bool))):
             ax.axvspan((first - 0.5) * scale, (stop - 0.5) * scale, color="#fee0d2", zorder=0,
                        label="no face" if k == 0 else None)
-    truth = np.where(np.asarray(expr_true) >= 0, expr_true, np.nan).astype(float)
-    ax.step(t, truth, where="mid", color="black", linewidth=3.0, alpha=0.35, label="true")
+    if expr_true is not None:
+        truth = np.where(np.asarray(expr_true) >= 0, expr_true, np.nan).astype(float)
+        ax.step(t, truth, where="mid", color="black", linewidth=3.0, alpha=0.35, label="true")
     for k, (variant, pred) in enumerate(expr_pred.items()):
         # Small vertical offsets keep coinciding variants visible.
         offset = (k - (len(expr_pred) - 1) / 2) * 0.12
@@ -162,12 +200,9 @@ def plot_timeline(
     ax.set_yticks(np.arange(NUM_EXPRS), EXPR_NAMES, fontsize=8)
     ax.set_ylim(-0.6, NUM_EXPRS - 0.4)
     ax.invert_yaxis()
-    ax.set_title("expression (gaps in the true line: unlabelled)", fontsize=9, loc="left")
+    ax.set_title("expression (gaps in the true line: unlabelled)" if expr_true is not None
+                 else "predicted expression (gaps: no prediction)", fontsize=9, loc="left")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    ax.set_xlabel("time (s)" if fps else "frame")
-    ax.grid(axis="x", alpha=0.3)
-    fig.suptitle(f"{name}: predicted vs true over time", fontsize=11)
-    return _save(fig, path)
 
 
 def _agreement_codes(au_true: np.ndarray, au_pred: np.ndarray) -> np.ndarray:

@@ -64,3 +64,22 @@ def test_plots_refuse_misshapen_inputs(tmp_path: Path):
     with pytest.raises(ValueError, match="video9"):
         plot_timeline("video9", np.zeros((5, 12)), np.zeros((4, 12)), np.zeros(5), {}, tmp_path / "y.png")
     assert not list(tmp_path.iterdir())
+
+
+def test_timeline_without_truth_draws_probabilities_and_gaps(tmp_path: Path):
+    rng = np.random.default_rng(1)
+    n = 60
+    au_prob = rng.random((n, 12))
+    expr = rng.integers(0, 7, n).astype(float)
+    present = np.ones(n, bool)
+    present[20:30] = False
+    au_prob[~present], expr[~present] = np.nan, np.nan
+    path = plot_timeline("clip face 0", None, au_prob, None, {"sequence": expr}, tmp_path / "p.png", fps=25.0,
+                         face_present=present)
+    assert _png_size(path) == (1200, 600)
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    # the AU heat map shows the "no prediction" grey where the face was absent
+    assert (np.abs(pixels.astype(int) - [0xD9, 0xD9, 0xD9]).sum(axis=2) == 0).sum() > 100
+    with pytest.raises(ValueError, match="true expressions"):
+        plot_timeline("clip", None, au_prob, np.zeros(n - 1), {}, tmp_path / "q.png")
