@@ -9,6 +9,7 @@ import click
 from pipeline.faces.crop import videos_in
 from pipeline.predict.video import PredictConfig, load_models, predict_videos
 from stages.common import exit_on_failed_videos, device_option, load_config, run_or_exit, setup_logging
+from stages.progress import FrameProgressDisplay
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
 
@@ -41,9 +42,15 @@ DEMO_MODELS_NOTE = (
               help="Faces, audio windows and sequence windows per model call.")
 @click.option("--redo", is_flag=True, default=False,
               help="Predict again videos whose OUT/<stem>.csv already exists (skipped otherwise).")
+@click.option("--overlay", type=click.Path(path_type=Path), default=None,
+              help="Also write each video with its faces' boxes, ids, expression and AU bars drawn, audio kept: "
+                   "to OVERLAY itself for one video when it ends in .mp4, else to the folder OVERLAY/<stem>.mp4.")
+@click.option("--timelines", is_flag=True, default=False,
+              help="Also write OUT/<stem>_face<id>.png: each face's AU probabilities and expression over time.")
 def command(videos: tuple[Path, ...], out_dir: Path, models_dir: Path, visual_onnx: Path | None,
             audio_onnx: Path | None, sequence_onnx: Path | None, crops_root: Path | None,
-            params_path: Path | None, device: str, batch_size: int, redo: bool) -> None:
+            params_path: Path | None, device: str, batch_size: int, redo: bool, overlay: Path | None,
+            timelines: bool) -> None:
     """Predict every frame of VIDEOS (files, or folders of .mp4/.avi videos) into OUT/<stem>.csv.
 
     One row per frame per face. Columns: frame, timestamp (s), face_id, confidence (detector score),
@@ -55,8 +62,9 @@ def command(videos: tuple[Path, ...], out_dir: Path, models_dir: Path, visual_on
     0, no box) or from the offline dlib face detector and five landmarks, every face followed with a
     stable id and aligned to the arcface 112x112 template. Still images (JPEG, PNG...) are refused:
     predict reads videos. A video whose CSV already exists is skipped (CSVs appear only once
-    complete); --redo runs it again. A video that fails is reported by name and the others still
-    complete; the exit status is then 1.
+    complete, with the overlay and timelines asked for); --redo runs it again. A video that fails is
+    reported by name and the others still complete; the exit status is then 1. Progress (frames/s)
+    goes to stderr: a bar on a terminal, a plain line every 10 s otherwise.
     """
     setup_logging()
     cfg = load_config(params_path, "predict", PredictConfig) if params_path else PredictConfig()
@@ -71,8 +79,12 @@ def command(videos: tuple[Path, ...], out_dir: Path, models_dir: Path, visual_on
     # a folder stands for its videos; a missing or bad file is left to fail by name while the others run
     videos = tuple(found for video in videos for found in (run_or_exit(videos_in, video) if video.is_dir()
                                                            else [video]))
-    done, failed = run_or_exit(predict_videos, videos, out_dir, models, crops_root, cfg, batch_size,
-                               skip_complete=not redo)
+    display = FrameProgressDisplay([str(video) for video in videos])
+    try:
+        done, failed = run_or_exit(predict_videos, videos, out_dir, models, crops_root, cfg, batch_size,
+                                   skip_complete=not redo, overlay=overlay, timelines=timelines, progress=display)
+    finally:
+        display.close()
     for summary in done:
         if summary.skipped:
             click.echo(f"{summary.video}: {summary.csv} is complete, skipped (--redo to predict again)")

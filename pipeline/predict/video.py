@@ -60,7 +60,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -76,6 +76,9 @@ from pipeline.inference.sequence import SequenceRunner, load_sequence_runner
 from pipeline.inference.visual import VisualEmbedder
 from pipeline.labels import AU_NAMES, EMBEDDING_DIM, EXPR_NAMES
 from pipeline.models.preprocess import to_model_input
+from pipeline.predict.overlay import write_overlay
+from pipeline.predict.progress import ProgressCallback, expected_frames, progress_reporter
+from pipeline.predict.timelines import timeline_path, write_timelines
 from pipeline.video_batch import check_unique_stems, for_each_video
 
 log = logging.getLogger(__name__)
@@ -147,8 +150,17 @@ def predict_video(
     config: PredictConfig = PredictConfig(),
     batch_size: int = 64,
     models: PredictModels | None = None,
+    overlay: str | Path | None = None,
+    timelines: bool = False,
+    progress: ProgressCallback | None = None,
 ) -> PredictSummary:
-    """Write the per-frame CSV of one video; pass ``models`` to reuse loaded sessions across videos."""
+    """Write the per-frame CSV of one video; pass ``models`` to reuse loaded sessions across videos.
+
+    ``overlay``: also write the video with the predictions drawn there (:mod:`pipeline.predict.overlay`);
+    ``timelines``: also write ``<stem>_face<id>.png`` next to the CSV (:mod:`pipeline.predict.timelines`);
+    ``progress`` is called after every frame of each pass (:mod:`pipeline.predict.progress`). The CSV
+    is written first, then the timelines, then the overlay.
+    """
     start = time.perf_counter()
     video_path, out_csv = Path(video_path), Path(out_csv)
     if batch_size < 1:
@@ -161,7 +173,8 @@ def predict_video(
         raise FileNotFoundError(f"video not found: {video_path}")
     if crops_dir is not None and not Path(crops_dir).is_dir():
         raise FileNotFoundError(f"{video_path}: crops folder not found: {crops_dir}")
-    frames = _visual_pass(video_path, models, config, crops_dir, batch_size)
+    frame_done = progress_reporter(progress, video_path, "faces", expected_frames(video_path) if progress else 0)
+    frames = _visual_pass(video_path, models, config, crops_dir, batch_size, frame_done)
     n = len(frames.timestamps)
     audio_embedding = np.zeros((n, EMBEDDING_DIM), np.float16)
     audio_present = np.zeros(n, bool)
@@ -170,6 +183,10 @@ def predict_video(
         audio_embedding, audio_present = models.audio.embed(audio, batch_size).astype(np.float16), audio.present
     predictions, any_face = _predict_faces(frames, models.sequence, audio_embedding, audio_present, batch_size)
     write_csv(out_csv, frames.timestamps, audio_present, predictions)
+    if timelines:
+        write_timelines(out_csv.parent, video_path.stem, predictions, n, frames.fps)
+    if overlay is not None:
+        write_overlay(video_path, overlay, predictions, progress)
     summary = PredictSummary(str(video_path), str(out_csv), n, int(any_face.sum()),
                              int(audio_present.sum()), int((~any_face & ~audio_present).sum()),
                              round(time.perf_counter() - start, 3), face_ids=len(frames.faces))
@@ -187,11 +204,19 @@ def predict_videos(
     config: PredictConfig = PredictConfig(),
     batch_size: int = 64,
     skip_complete: bool = True,
+    overlay: str | Path | None = None,
+    timelines: bool = False,
+    progress: ProgressCallback | None = None,
 ) -> tuple[list[PredictSummary], dict[str, str]]:
     """Predict every video into ``out_dir/<stem>.csv``; a failing video is reported, the others still run.
 
-    With ``skip_complete``, a video whose ``<stem>.csv`` already exists is not run again (its summary
-    says ``skipped``): the CSV is published by a rename only once complete, so its existence means done.
+    ``overlay`` is where the videos with their predictions drawn go (:func:`overlay_path_for`: a file
+    for a single video, else a folder receiving ``<stem>.mp4``); ``timelines`` writes
+    ``out_dir/<stem>_face<id>.png`` per face; ``progress`` is told the frames done of every pass.
+
+    With ``skip_complete``, a video whose ``<stem>.csv`` already exists, with the overlay and
+    timelines asked for, is not run again (its summary says ``skipped``): each file is published by
+    a rename only once complete, so its existence means done.
 
     Returns the summaries of the videos that succeeded and ``{video: error message}`` of the others.
     Crops of video ``<stem>`` are read from ``crops_root/<stem>/`` (``cropped_aligned`` layout), or
@@ -201,15 +226,44 @@ def predict_videos(
 
     def predict_one(video: Path) -> PredictSummary:
         out_csv = Path(out_dir) / f"{video.stem}.csv"
-        if skip_complete and out_csv.is_file():
+        overlay_path = None if overlay is None else overlay_path_for(video, overlay, single=len(videos) == 1)
+        if skip_complete and outputs_complete(out_csv, overlay_path, timelines):
             # write_csv publishes <stem>.csv only by renaming its finished temporary (.<stem>.csv.tmp-<pid>),
             # so an existing <stem>.csv is complete; a killed run leaves only the temporary
             log.info("%s: %s is complete, skipped", video, out_csv)
             return PredictSummary(str(video), str(out_csv), 0, 0, 0, 0, 0.0, skipped=True)
         crops = crops_for(video, crops_root, single=len(videos) == 1)
-        return predict_video(video, out_csv, crops_dir=crops, config=config, batch_size=batch_size, models=models)
+        return predict_video(video, out_csv, crops_dir=crops, config=config, batch_size=batch_size, models=models,
+                             overlay=overlay_path, timelines=timelines, progress=progress)
 
     return for_each_video(videos, predict_one)
+
+
+def overlay_path_for(video: Path, overlay: str | Path, single: bool) -> Path:
+    """The overlay of ``video``: ``overlay`` itself for a single video when it names an ``.mp4`` file,
+    else ``overlay/<stem>.mp4`` (``overlay`` a folder)."""
+    overlay = Path(overlay)
+    if single and overlay.suffix.lower() == ".mp4" and not overlay.is_dir():
+        return overlay
+    return overlay / f"{video.stem}.mp4"
+
+
+def outputs_complete(out_csv: Path, overlay: Path | None, timelines: bool) -> bool:
+    """Whether a video's CSV exists and so do the overlay (when given) and timelines (when asked for).
+
+    Every one is published by a rename once complete, so existing means complete; the timelines
+    expected are those of the face ids the CSV holds.
+    """
+    if not out_csv.is_file() or (overlay is not None and not overlay.is_file()):
+        return False
+    if not timelines:
+        return True
+    with out_csv.open(newline="") as fh:
+        face_ids = {row.get("face_id") for row in csv.DictReader(fh)} - {None, ""}
+    try:
+        return all(timeline_path(out_csv.parent, out_csv.stem, int(face_id)).is_file() for face_id in face_ids)
+    except ValueError:   # not a CSV predict wrote: predict the video again
+        return False
 
 
 def crops_for(video: Path, crops_root: str | Path | None, single: bool) -> Path | None:
@@ -261,7 +315,7 @@ class _VisualPass:
 
 
 def _visual_pass(video_path: Path, models: PredictModels, config: PredictConfig, crops_dir: str | Path | None,
-                 batch_size: int) -> _VisualPass:
+                 batch_size: int, frame_done: Callable[[], None] = lambda: None) -> _VisualPass:
     """Decode the video once, find each frame's faces and embed every followed face in batches."""
     tracker = None if crops_dir is not None else FaceTracker(config.tracking, FaceDetector(config.detector))
     timestamps: list[float] = []
@@ -294,6 +348,7 @@ def _visual_pass(video_path: Path, models: PredictModels, config: PredictConfig,
                 _add(faces.setdefault(0, _FollowedFace()), i, 0, crop, owners, batch)
                 if len(batch) >= batch_size:
                     flush()
+        frame_done()
     flush()
     if chunks:
         embeddings, owner_ids = np.concatenate(chunks), np.asarray(owners)
