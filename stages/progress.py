@@ -28,7 +28,7 @@ class FrameProgressDisplay:
         self.count = len(videos)
         self.key: tuple[str, str] | None = None
         self.bar: Any = None
-        self.started = self.last_print = 0.0
+        self.started = self.last_print = self.last_event = 0.0
         self.shown = 0                 # frames of the current pass already shown on its bar
         self.event: FrameProgress | None = None
         self.frames = 0                # frames of every finished pass, all videos
@@ -46,7 +46,7 @@ class FrameProgressDisplay:
                 self.bar = click.progressbar(length=max(event.total, 1), label=self._label(event), file=self.stream,
                                              show_pos=True, show_eta=True, item_show_func=lambda rate: rate)
                 self.bar.__enter__()
-        self.event = event
+        self.event, self.last_event = event, now
         if self.bar is not None:
             # past a wrong header's count the bar stays full
             step = min(event.done, self.bar.length) - self.shown
@@ -71,7 +71,8 @@ class FrameProgressDisplay:
             self.bar.__exit__(None, None, None)
             self.bar = None
         else:
-            self._line(self.event, time.perf_counter())
+            # the rate up to the pass's last frame, not to whatever work followed it
+            self._line(self.event, self.last_event)
         self.frames += self.event.done
         self.event = None
 
