@@ -21,8 +21,7 @@ import av
 import numpy as np
 from PIL import Image
 
-from pipeline.faces.detect import DetectorConfig, FaceDetector
-from pipeline.faces.moving_photos import astronaut, grace_hopper, side_by_side_photos
+from pipeline.faces.moving_photos import astronaut, grace_hopper, located_faces, side_by_side_photos
 from pipeline.predict.photo_video import write_frames_video
 
 N_FRAMES, FPS, SIZE = 50, 25, (640, 360)
@@ -30,11 +29,7 @@ N_FRAMES, FPS, SIZE = 50, 25, (640, 360)
 
 def make_video(path: Path) -> Path:
     """The two photographs side by side, drifting right by 1 px per frame, with a tone track."""
-    detector = FaceDetector(DetectorConfig())
-    photos = []
-    for image in (astronaut(), grace_hopper()):
-        face = detector.detect(image)[0]
-        photos.append((image, tuple(face.landmarks.mean(axis=0)), face.box.w))
+    photos = located_faces([astronaut(), grace_hopper()])
     frames = side_by_side_photos(photos, n_frames=N_FRAMES, size=SIZE, face_px=120.0, drift=1.0)
     return write_frames_video(path, frames, fps=FPS)
 

@@ -148,3 +148,19 @@ def _cut(photo: np.ndarray, centre: tuple[float, float], side: float, patch: flo
     left, top = int(round(centre[0] - half)), int(round(centre[1] - half))
     piece = np.asarray(Image.fromarray(photo).crop((left, top, left + int(2 * half), top + int(2 * half))))
     return piece, (centre[0] - left, centre[1] - top), face_px / side
+
+
+def located_faces(photos: Sequence[np.ndarray]) -> list[tuple[np.ndarray, tuple[float, float], float]]:
+    """Each photograph with its first detected face's centre (mean of the five landmarks) and box side:
+    the ``(photo, face centre, face side in px)`` that :func:`crossing_photos` and
+    :func:`side_by_side_photos` take. A photograph without a detected face is a ValueError."""
+    from pipeline.faces.detect import DetectorConfig, FaceDetector
+
+    detector = FaceDetector(DetectorConfig())
+    located = []
+    for k, photo in enumerate(photos):
+        faces = detector.detect(photo)
+        if not faces:
+            raise ValueError(f"photograph {k} ({photo.shape}): no face detected")
+        located.append((photo, tuple(float(v) for v in faces[0].landmarks.mean(axis=0)), float(faces[0].box.w)))
+    return located

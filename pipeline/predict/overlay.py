@@ -26,7 +26,7 @@ import logging
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import av
 import numpy as np
@@ -155,7 +155,7 @@ def write_overlay(video_path: str | Path, out_path: str | Path, predictions: Ite
 
 
 def _transcode(video_path: Path, source: av.container.InputContainer, target: av.container.OutputContainer,
-               marks: dict[int, list[FaceMark]], frame_done) -> None:
+               marks: dict[int, list[FaceMark]], frame_done: Callable[[], None]) -> None:
     """Decode ``source``'s first video stream, draw, encode; pass its first audio stream through."""
     if not source.streams.video:
         raise ValueError(f"{video_path}: no video stream")

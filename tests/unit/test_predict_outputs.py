@@ -13,8 +13,7 @@ import skimage.data
 from PIL import Image
 
 from _predict_models import PredictModelPaths, build_predict_models
-from pipeline.faces.detect import DetectorConfig, FaceDetector
-from pipeline.faces.moving_photos import astronaut, crossing_photos, grace_hopper
+from pipeline.faces.moving_photos import astronaut, crossing_photos, grace_hopper, located_faces
 from pipeline.predict import overlay as overlay_module
 from pipeline.predict.overlay import FaceMark, draw_marks, write_overlay
 from pipeline.predict.photo_video import panned_frames, write_frames_video
@@ -89,12 +88,7 @@ def test_overlay_draws_the_faces_and_keeps_frames_fps_audio(models, face_then_no
 
 
 def test_two_faces_silent_video_gets_two_timelines_and_no_audio(models, tmp_path: Path):
-    detector = FaceDetector(DetectorConfig())
-    photos = []
-    for image in (astronaut(), grace_hopper()):
-        face = detector.detect(image)[0]
-        photos.append((image, tuple(face.landmarks.mean(axis=0)), face.box.w))
-    frames, _ = crossing_photos(photos, n_frames=16)
+    frames, _ = crossing_photos(located_faces([astronaut(), grace_hopper()]), n_frames=16)
     video = write_frames_video(tmp_path / "two.mp4", frames, fps=FPS, audio_hz=None)
     predict_video(video, tmp_path / "out" / "two.csv", models=models, overlay=tmp_path / "two_overlay.mp4",
                   timelines=True)
