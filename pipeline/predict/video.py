@@ -39,6 +39,11 @@ its neighbouring frames and the audio; from the audio alone in a video without a
 ``low_confidence`` is 1 on such frames without audio either, whose prediction comes from
 neighbouring frames alone.
 
+Besides the CSV, on request: the video with every face's predictions drawn on it
+(:mod:`pipeline.predict.overlay`, a second decoding pass once the predictions exist), a PNG
+timeline per face id next to the CSV (:mod:`pipeline.predict.timelines`), and a callback told the
+frames done of each pass (:mod:`pipeline.predict.progress`).
+
 A still image (JPEG, PNG, ... opened as a one-frame "video") is refused with a
 :class:`~pipeline.data.video.VideoError` naming it: the models read a face over time, and
 :func:`pipeline.predict.photo_video.write_photo_video` turns a photograph into a video when that is
