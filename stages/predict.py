@@ -41,9 +41,15 @@ DEMO_MODELS_NOTE = (
               help="Faces, audio windows and sequence windows per model call.")
 @click.option("--redo", is_flag=True, default=False,
               help="Predict again videos whose OUT/<stem>.csv already exists (skipped otherwise).")
+@click.option("--low-latency", is_flag=True, default=False,
+              help="Causal mode: frame t predicted from frames up to t only (the sequence model over the last "
+                   "window of frames); the audio window centred on t still reads context_s/2 ahead (docs/predict.md).")
+@click.option("--causal-audio", is_flag=True, default=False,
+              help="With --low-latency: delay the audio so that no frame reads audio after its time (scores lower).")
 def command(videos: tuple[Path, ...], out_dir: Path, models_dir: Path, visual_onnx: Path | None,
             audio_onnx: Path | None, sequence_onnx: Path | None, crops_root: Path | None,
-            params_path: Path | None, device: str, batch_size: int, redo: bool) -> None:
+            params_path: Path | None, device: str, batch_size: int, redo: bool, low_latency: bool,
+            causal_audio: bool) -> None:
     """Predict every frame of VIDEOS (files, or folders of .mp4/.avi videos) into OUT/<stem>.csv.
 
     One row per frame per face. Columns: frame, timestamp (s), face_id, confidence (detector score),
@@ -59,6 +65,8 @@ def command(videos: tuple[Path, ...], out_dir: Path, models_dir: Path, visual_on
     complete; the exit status is then 1.
     """
     setup_logging()
+    if causal_audio and not low_latency:
+        raise click.UsageError("--causal-audio is an option of --low-latency")
     cfg = load_config(params_path, "predict", PredictConfig) if params_path else PredictConfig()
     models = run_or_exit(
         load_models,
@@ -72,7 +80,7 @@ def command(videos: tuple[Path, ...], out_dir: Path, models_dir: Path, visual_on
     videos = tuple(found for video in videos for found in (run_or_exit(videos_in, video) if video.is_dir()
                                                            else [video]))
     done, failed = run_or_exit(predict_videos, videos, out_dir, models, crops_root, cfg, batch_size,
-                               skip_complete=not redo)
+                               skip_complete=not redo, low_latency=low_latency, causal_audio=causal_audio)
     for summary in done:
         if summary.skipped:
             click.echo(f"{summary.video}: {summary.csv} is complete, skipped (--redo to predict again)")

@@ -106,3 +106,16 @@ def test_predict_help_names_inputs_and_outputs():
                  "sequence.onnx"):
         assert word in result.output
 
+
+
+def test_predict_low_latency_writes_the_same_columns(cache, videos, tmp_path: Path):
+    args = ["predict", str(videos[0]), "--models-dir", str(cache), "--device", "cpu"]
+    offline = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "offline")])
+    causal = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "causal"), "--low-latency"])
+    assert offline.exit_code == 0 and causal.exit_code == 0, causal.output
+    offline_lines = (tmp_path / "offline" / "a.csv").read_text().splitlines()
+    causal_lines = (tmp_path / "causal" / "a.csv").read_text().splitlines()
+    assert causal_lines[0] == offline_lines[0] and len(causal_lines) == len(offline_lines) == 1 + 8
+    assert causal_lines[1:] != offline_lines[1:]
+    alone = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "x"), "--causal-audio"])
+    assert alone.exit_code == 2 and "--causal-audio is an option of --low-latency" in alone.output
