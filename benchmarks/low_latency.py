@@ -191,8 +191,9 @@ def main() -> None:
             "step": "compose one frame + one window of sequence.onnx (batch 1); embeddings not included",
             "audio_lookahead_s": round(lookahead, 4),
             "causal_audio_delay_frames": {str(fps): causal_audio_delay(audio_cfg, fps) for fps in fps_values},
-            "video_lookahead_frames": 0,
-            "offline_lookahead": "the whole video (windows up to window-1 frames after t, averaged)",
+            # frames after t that frame t's prediction reads: the causal window ends on t; the offline
+            # windows covering t reach up to window - 1 frames past it (and predict reads the whole video first)
+            "video_lookahead_frames": {"offline": runner.window - 1, "causal": 0},
         },
         "throughput": throughput(runner, inputs, args.rounds),
         "onnx_threads": args.threads,
