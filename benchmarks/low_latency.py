@@ -13,7 +13,7 @@ replaced by those of each mode, run on ``sequence.onnx`` (what ``predict`` runs)
   :func:`pipeline.audio.windows.causal_audio_delay` frames, so no frame reads audio after its time.
 
 Latency: the look-ahead of each mode (the audio window's, from the audio config in ``tdnn.onnx``),
-and the compute time of one causal step (:class:`pipeline.inference.sequence.CausalStream.push`:
+and the compute time of one causal step (:meth:`pipeline.inference.causal.CausalStream.push`:
 compose the new frame, run one window of ``sequence.onnx``), timed frame by frame over a validation
 subject, median and 90th percentile; the embeddings of the new frame (visual and audio models) are
 not in it (see ``embed_visual.json``, ``audio_tdnn.json``). The whole-video throughput of the
@@ -45,7 +45,8 @@ from pipeline.evaluate.run import (
     validation_subjects,
 )
 from pipeline.inference.audio import load_audio_config
-from pipeline.inference.sequence import CausalStream, SequenceRunner, load_sequence_runner
+from pipeline.inference.causal import CausalStream, causal_logits
+from pipeline.inference.sequence import SequenceRunner, load_sequence_runner
 from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record
 from pipeline.store import EmbeddingStore
 
@@ -62,10 +63,10 @@ def modes(audio_cfg: Any) -> dict[str, Mode]:
     """Each mode's per-frame logits of one subject from a runner, its inputs and its fps."""
     return {
         "offline": lambda runner, inputs, fps: runner.video_logits(*_args(inputs)),
-        "causal_pad": lambda runner, inputs, fps: runner.causal_logits(*_args(inputs), warmup="pad"),
-        "causal_short": lambda runner, inputs, fps: runner.causal_logits(*_args(inputs), warmup="short"),
-        "causal_pad_causal_audio": lambda runner, inputs, fps: runner.causal_logits(
-            *_args(inputs), warmup="pad", audio_delay=causal_audio_delay(audio_cfg, fps)),
+        "causal_pad": lambda runner, inputs, fps: causal_logits(runner, *_args(inputs), warmup="pad"),
+        "causal_short": lambda runner, inputs, fps: causal_logits(runner, *_args(inputs), warmup="short"),
+        "causal_pad_causal_audio": lambda runner, inputs, fps: causal_logits(
+            runner, *_args(inputs), warmup="pad", audio_delay=causal_audio_delay(audio_cfg, fps)),
     }
 
 
@@ -112,7 +113,7 @@ def throughput(runner: SequenceRunner, subjects: list[Inputs], rounds: int) -> d
                 if name == "offline":
                     runner.video_logits(*_args(inputs))
                 else:
-                    runner.causal_logits(*_args(inputs))
+                    causal_logits(runner, *_args(inputs))
             seconds[name].append(time.perf_counter() - start)
     fps = {name: frames / float(np.median(s)) for name, s in seconds.items()}
     return {"frames": frames, "rounds": rounds, **{f"{k}_fps": round(v, 1) for k, v in fps.items()},

@@ -13,20 +13,6 @@ padding), so no padded frame can influence a real one.
 :meth:`~SequenceRunner.video_logits` composes the input (:func:`pipeline.inference.features.compose_features`)
 and runs the windows, exactly as ``evaluate`` and ``predict`` both need.
 
-The causal (low-latency) mode, :func:`causal_window_logits` and :meth:`SequenceRunner.causal_logits`,
-predicts frame ``t`` from frames ``<= t`` only: the window of ``window`` frames ending on ``t``, its
-last row. Frames ``t < window - 1`` have a shorter history; by default (``warmup="pad"``) their
-window is filled on the left with "no face, no audio" frames (all-zero features, what
-:func:`~pipeline.inference.features.compose_features` gives such a frame), so frame ``t`` always
-sits at the last position, the one whose positional code the full windows use;
-``warmup="short"`` runs the history ``[0, t]`` alone (length ``t + 1``, frame ``t`` at position
-``t``). The ONNX model has no padding-mask input, so these are the two choices it allows; "pad"
-scores better on the demo (``benchmarks/low_latency.py``, docs/predict.md). :class:`CausalStream`
-is the same computation one frame at a time, as a live source delivers them. The audio embedding
-of frame ``t`` comes from a log-mel window centred on ``t``, so the mode sees
-:func:`~pipeline.audio.windows.audio_lookahead_s` of future audio unless the audio is delayed
-(``audio_delay``, :func:`delay_audio`).
-
 Example:
     >>> import numpy as np
     >>> from pipeline.inference.features import compose_features
@@ -44,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import numpy as np
 
@@ -99,25 +85,19 @@ def sliding_window_logits(
     offsets = np.arange(length)
     for first in range(0, len(starts), batch_size):
         index = starts[first:first + batch_size, None] + offsets  # (b, length) frame numbers
-        au, expr = _run_checked(run_fn, np.ascontiguousarray(features[index]))
+        au, expr = run_fn(np.ascontiguousarray(features[index]))
+        au, expr = np.asarray(au), np.asarray(expr)
+        if au.shape != index.shape + (NUM_AUS,) or expr.shape != index.shape + (NUM_EXPRS,):
+            raise ValueError(
+                f"run_fn returned shapes {au.shape} and {expr.shape} for input {features[index].shape}; "
+                f"expected (B, L, {NUM_AUS}) and (B, L, {NUM_EXPRS})"
+            )
         flat = index.ravel()
         np.add.at(au_sum, flat, au.reshape(-1, NUM_AUS))
         np.add.at(expr_sum, flat, expr.reshape(-1, NUM_EXPRS))
         np.add.at(count, flat, 1)
     denom = count[:, None].astype(np.float64)
     return (au_sum / denom).astype(np.float32), (expr_sum / denom).astype(np.float32)
-
-
-def _run_checked(run_fn: RunFn, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``run_fn(batch)`` as arrays, refused unless shaped (B, L, 12) and (B, L, 7) for a (B, L, D) batch."""
-    au, expr = run_fn(batch)
-    au, expr = np.asarray(au), np.asarray(expr)
-    if au.shape != batch.shape[:2] + (NUM_AUS,) or expr.shape != batch.shape[:2] + (NUM_EXPRS,):
-        raise ValueError(
-            f"run_fn returned shapes {au.shape} and {expr.shape} for input {batch.shape}; "
-            f"expected (B, L, {NUM_AUS}) and (B, L, {NUM_EXPRS})"
-        )
-    return au, expr
 
 
 def torch_run_fn(model: Any, device: Any = "cpu") -> RunFn:
@@ -142,106 +122,6 @@ def onnx_run_fn(session: Any) -> RunFn:
         return au, expr
 
     return run
-
-
-Warmup = Literal["pad", "short"]
-WARMUPS: tuple[str, ...] = ("pad", "short")
-
-
-def causal_window_logits(
-    run_fn: RunFn,
-    features: np.ndarray,
-    window: int,
-    warmup: Warmup = "pad",
-    batch_size: int = 64,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Causal per-frame logits (N,12), (N,7) float32: frame ``t``'s are the last row of the window
-    of ``window`` frames ending on ``t``.
-
-    Frames ``t < window - 1``: ``warmup="pad"`` fills their window on the left with all-zero
-    feature rows ("no face, no audio"); ``"short"`` runs the history ``[0, t]`` alone. Full-length
-    windows go through ``run_fn`` ``batch_size`` at a time; each "short" history is its own call.
-    """
-    features = np.asarray(features, dtype=np.float32)
-    if features.ndim != 2:
-        raise ValueError(f"features must be (N, D), got shape {features.shape}")
-    if window < 1 or batch_size < 1:
-        raise ValueError(f"window and batch_size must be >= 1, got window={window}, batch_size={batch_size}")
-    if warmup not in WARMUPS:
-        raise ValueError(f"warmup must be one of {WARMUPS}, got {warmup!r}")
-    n = len(features)
-    au = np.empty((n, NUM_AUS), np.float32)
-    expr = np.empty((n, NUM_EXPRS), np.float32)
-    if warmup == "pad":
-        # padded row t + window - 1 is frame t; padded[t : t + window] is frame t's window
-        source = np.concatenate([np.zeros((window - 1, features.shape[1]), np.float32), features])
-        ends = np.arange(n, dtype=np.int64)
-    else:
-        for t in range(min(window - 1, n)):
-            short_au, short_expr = _run_checked(run_fn, np.ascontiguousarray(features[None, :t + 1]))
-            au[t], expr[t] = short_au[0, -1], short_expr[0, -1]
-        source = features
-        ends = np.arange(window - 1, n, dtype=np.int64) - (window - 1)   # window starts in ``features``
-    offsets = np.arange(window)
-    first_frame = n - len(ends)
-    for first in range(0, len(ends), batch_size):
-        starts = ends[first:first + batch_size]
-        batch_au, batch_expr = _run_checked(run_fn, np.ascontiguousarray(source[starts[:, None] + offsets]))
-        frames = slice(first_frame + first, first_frame + first + len(starts))
-        au[frames], expr[frames] = batch_au[:, -1], batch_expr[:, -1]
-    return au, expr
-
-
-def delay_audio(audio: np.ndarray, audio_present: np.ndarray, frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """The audio embeddings (N, E) and flags (N,) moved ``frames`` later: frame ``t`` gets frame
-    ``t - frames``'s, and the first ``frames`` frames have no audio."""
-    if frames < 0:
-        raise ValueError(f"the audio delay must be >= 0 frames, got {frames}")
-    audio, audio_present = np.asarray(audio), np.asarray(audio_present, dtype=bool)
-    delayed, present = np.zeros_like(audio), np.zeros_like(audio_present)
-    if frames < len(audio):
-        delayed[frames:], present[frames:] = audio[:len(audio) - frames], audio_present[:len(audio) - frames]
-    return delayed, present
-
-
-class CausalStream:
-    """The causal mode one frame at a time: :meth:`push` a frame's inputs, get that frame's logits.
-
-    It keeps the last ``window`` composed frames and runs one window per frame, so its result for
-    frame ``t`` equals :meth:`SequenceRunner.causal_logits`'s row ``t`` (same ``warmup``). With a
-    delayed audio, push the audio embedding of frame ``t - audio_delay`` with frame ``t``.
-    """
-
-    def __init__(self, runner: SequenceRunner, warmup: Warmup = "pad") -> None:
-        if warmup not in WARMUPS:
-            raise ValueError(f"warmup must be one of {WARMUPS}, got {warmup!r}")
-        self.runner, self.warmup = runner, warmup
-        self.frames_seen = 0
-        self._history: np.ndarray | None = None   # (window, D): the last frames, oldest first
-
-    def push(
-        self,
-        visual: np.ndarray | None,
-        audio: np.ndarray | None,
-        face_present: bool,
-        audio_present: bool,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The logits (12,), (7,) of the new frame from its (E,) embeddings and flags and the frames before it."""
-        modalities: Modalities = self.runner.modalities  # type: ignore[assignment]  # checked when loaded
-        row = compose_features(
-            None if visual is None else np.asarray(visual)[None], None if audio is None else np.asarray(audio)[None],
-            np.array([face_present]), np.array([audio_present]), modalities,
-        )[0]
-        if self._history is None:
-            self._history = np.zeros((self.runner.window, len(row)), np.float32)
-        self._history[:-1] = self._history[1:]
-        self._history[-1] = row
-        self.frames_seen += 1
-        history = self._history
-        if self.warmup == "short" and self.frames_seen < self.runner.window:
-            history = history[-self.frames_seen:]
-        au, expr = _run_checked(self.runner.run_fn, np.ascontiguousarray(history[None]))
-        return au[0, -1], expr[0, -1]
 
 
 # what a sequence model file must say about the input it was trained on
@@ -273,29 +153,6 @@ class SequenceRunner:
         modalities: Modalities = self.modalities  # type: ignore[assignment]  # checked when loaded
         features = compose_features(visual, audio, face_present, audio_present, modalities)
         return sliding_window_logits(self.run_fn, features, self.window, self.stride, batch_size)
-
-    def causal_logits(
-        self,
-        visual: np.ndarray | None,
-        audio: np.ndarray | None,
-        face_present: np.ndarray | None,
-        audio_present: np.ndarray | None,
-        batch_size: int = 64,
-        warmup: Warmup = "pad",
-        audio_delay: int = 0,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Per-frame logits (N,12), (N,7) of the causal mode: frame ``t`` from frames ``<= t`` only.
-
-        ``audio_delay`` frames shift the audio embeddings later (:func:`delay_audio`), so that frame
-        ``t`` is given the audio window that ends before it instead of the one centred on it.
-        """
-        modalities: Modalities = self.modalities  # type: ignore[assignment]  # checked when loaded
-        if audio_delay and self.uses_audio():
-            if audio is None or audio_present is None:
-                raise ValueError(f"audio_delay={audio_delay} needs the audio embedding and audio_present")
-            audio, audio_present = delay_audio(audio, audio_present, audio_delay)
-        features = compose_features(visual, audio, face_present, audio_present, modalities)
-        return causal_window_logits(self.run_fn, features, self.window, warmup, batch_size)
 
 
 def load_sequence_runner(path: str | Path, device: str = "auto", threads: int = 0) -> SequenceRunner:

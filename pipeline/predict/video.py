@@ -16,7 +16,8 @@ For each video:
    embeddings on the frames it was followed in, a zero embedding flagged "no face" elsewhere, the
    shared audio; embeddings pass through float16 like the cached ones, and the same
    :class:`~pipeline.inference.sequence.SequenceRunner` builds the input and averages the windows;
-   with ``low_latency``, its causal mode instead predicts frame ``t`` from frames ``<= t`` only.
+   with ``low_latency``, the causal mode (:mod:`pipeline.inference.causal`) instead predicts frame ``t``
+   from frames ``<= t`` only.
 
 The three models are loaded and run by :mod:`pipeline.inference`, as in ``embed-visual``,
 ``embed-audio`` and ``evaluate``.
@@ -74,6 +75,7 @@ from pipeline.faces.detect import DetectorConfig, FaceDetector
 from pipeline.faces.track import FaceTracker, TrackerConfig
 from pipeline.fsio import atomic_path
 from pipeline.inference.audio import AudioEmbedder
+from pipeline.inference.causal import causal_logits
 from pipeline.inference.sequence import SequenceRunner, load_sequence_runner
 from pipeline.inference.visual import VisualEmbedder
 from pipeline.labels import AU_NAMES, EMBEDDING_DIM, EXPR_NAMES
@@ -90,7 +92,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     "frame", "timestamp", *FACE_COLUMNS, *AU_NAMES, *EXPR_NAMES, "expression", "face_present", "audio_present",
     "low_confidence",
 )
-# SequenceRunner.video_logits or its causal mode: (visual, audio, face_present, audio_present, batch_size) -> logits
+# SequenceRunner.video_logits or the causal mode: (visual, audio, face_present, audio_present, batch_size) -> logits
 SequenceLogits = Callable[..., tuple[np.ndarray, np.ndarray]]
 
 
@@ -157,7 +159,7 @@ def predict_video(
     """Write the per-frame CSV of one video; pass ``models`` to reuse loaded sessions across videos.
 
     ``low_latency``: the sequence model's causal mode, frame ``t`` predicted from frames ``<= t``
-    (:meth:`~pipeline.inference.sequence.SequenceRunner.causal_logits`), with the audio window
+    (:func:`pipeline.inference.causal.causal_logits`), with the audio window
     centred on ``t`` (a look-ahead of :func:`~pipeline.audio.windows.audio_lookahead_s`), or, with
     ``causal_audio``, the audio delayed so that no frame reads audio after its time.
     """
@@ -185,7 +187,7 @@ def predict_video(
     logits = models.sequence.video_logits
     if low_latency:
         delay = causal_audio_delay(models.audio.audio_config, frames.fps) if causal_audio and models.audio else 0
-        logits = partial(models.sequence.causal_logits, audio_delay=delay)
+        logits = partial(causal_logits, models.sequence, audio_delay=delay)
     predictions, any_face = _predict_faces(frames, logits, audio_embedding, audio_present, batch_size,
                                            causal=low_latency)
     write_csv(out_csv, frames.timestamps, audio_present, predictions)
@@ -339,7 +341,7 @@ def _predict_faces(frames: _VisualPass, logits: SequenceLogits, audio_embedding:
                    causal: bool = False) -> tuple[list[FacePrediction], np.ndarray]:
     """Run the sequence model once per face id, over the whole video, with that face's own embeddings.
 
-    ``logits`` is :meth:`SequenceRunner.video_logits` or (``causal``) its causal mode; a causal run
+    ``logits`` is :meth:`SequenceRunner.video_logits` or (``causal``) the causal mode; a causal run
     takes a faceless frame from the face seen most in the frames up to it, not in the whole video.
 
     Each face id is a sequence of its own: its embeddings on the frames it was followed in, zeros and

@@ -10,9 +10,8 @@ from pipeline.audio.align import frame_times, window_starts
 from pipeline.audio.features import AudioConfig
 from pipeline.audio.windows import audio_lookahead_s, causal_audio_delay
 from pipeline.inference.features import compose_features, feature_dim
-from pipeline.inference.sequence import (
-    CausalStream, SequenceRunner, causal_window_logits, delay_audio, sliding_window_logits, torch_run_fn,
-)
+from pipeline.inference.causal import CausalStream, causal_logits, causal_window_logits, delay_audio
+from pipeline.inference.sequence import SequenceRunner, sliding_window_logits, torch_run_fn
 from pipeline.models.sequence import SequenceArch, SequenceModel
 
 WINDOW = 6
@@ -47,8 +46,8 @@ def _args(inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
 def test_a_frame_does_not_change_when_later_frames_change(warmup: str, t: int) -> None:
     runner, inputs = _runner(), _inputs(20)
     changed = _changed_after(inputs, t, seed=1)
-    au, expr = runner.causal_logits(*_args(inputs), warmup=warmup)
-    au2, expr2 = runner.causal_logits(*_args(changed), warmup=warmup)
+    au, expr = causal_logits(runner, *_args(inputs), warmup=warmup)
+    au2, expr2 = causal_logits(runner, *_args(changed), warmup=warmup)
     np.testing.assert_array_equal(au[:t + 1], au2[:t + 1])
     np.testing.assert_array_equal(expr[:t + 1], expr2[:t + 1])
     assert not np.allclose(au[t + 1:], au2[t + 1:])
@@ -97,7 +96,7 @@ def test_batching_does_not_change_the_result_and_short_videos_work(n: int) -> No
 @pytest.mark.parametrize("warmup", ["pad", "short"])
 def test_the_frame_by_frame_stream_equals_the_whole_video_run(warmup: str) -> None:
     runner, inputs = _runner(), _inputs(15)
-    au, expr = runner.causal_logits(*_args(inputs), warmup=warmup)
+    au, expr = causal_logits(runner, *_args(inputs), warmup=warmup)
     stream = CausalStream(runner, warmup)
     for t in range(15):
         step_au, step_expr = stream.push(inputs["visual"][t], inputs["audio"][t], bool(inputs["face_present"][t]),
@@ -114,10 +113,10 @@ def test_delayed_audio_keeps_later_audio_out_of_a_frame() -> None:
     # audio of frames t - delay + 1 .. t (read only by later frames once delayed) changes; frame t does not
     changed = dict(inputs, audio=inputs["audio"].copy())
     changed["audio"][t - delay + 1:] = 0
-    base = runner.causal_logits(*_args(inputs), audio_delay=delay)[0]
-    moved = runner.causal_logits(*_args(changed), audio_delay=delay)[0]
+    base = causal_logits(runner, *_args(inputs), audio_delay=delay)[0]
+    moved = causal_logits(runner, *_args(changed), audio_delay=delay)[0]
     np.testing.assert_array_equal(base[:t + 1], moved[:t + 1])
-    assert not np.allclose(runner.causal_logits(*_args(inputs))[0][t], runner.causal_logits(*_args(changed))[0][t])
+    assert not np.allclose(causal_logits(runner, *_args(inputs))[0][t], causal_logits(runner, *_args(changed))[0][t])
     with pytest.raises(ValueError, match="audio delay must be >= 0"):
         delay_audio(inputs["audio"], inputs["audio_present"], -1)
 
@@ -145,7 +144,7 @@ def test_bad_arguments_are_refused() -> None:
     with pytest.raises(ValueError, match="features must be"):
         causal_window_logits(runner.run_fn, features[0], WINDOW)
     with pytest.raises(ValueError, match="audio_delay=2 needs the audio"):
-        runner.causal_logits(_inputs(5)["visual"], None, np.ones(5, bool), None, audio_delay=2)
+        causal_logits(runner, _inputs(5)["visual"], None, np.ones(5, bool), None, audio_delay=2)
     with pytest.raises(ValueError, match="warmup must be one of"):
         CausalStream(runner, "future")  # type: ignore[arg-type]
 
