@@ -159,9 +159,9 @@ def predict_video(
     """Write the per-frame CSV of one video; pass ``models`` to reuse loaded sessions across videos.
 
     ``low_latency``: the sequence model's causal mode, frame ``t`` predicted from frames ``<= t``
-    (:func:`pipeline.inference.causal.causal_logits`), with the audio window
-    centred on ``t`` (a look-ahead of :func:`~pipeline.audio.windows.audio_lookahead_s`), or, with
-    ``causal_audio``, the audio delayed so that no frame reads audio after its time.
+    (:func:`pipeline.inference.causal.causal_logits`), with the audio window centred on ``t`` (a
+    look-ahead of :func:`~pipeline.audio.windows.audio_lookahead_s`), or, with ``causal_audio``,
+    the audio delayed so that no frame reads audio after its time.
     """
     start = time.perf_counter()
     video_path, out_csv = Path(video_path), Path(out_csv)
