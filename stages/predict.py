@@ -47,10 +47,15 @@ DEMO_MODELS_NOTE = (
                    "to OVERLAY itself for one video when it ends in .mp4, else to the folder OVERLAY/<stem>.mp4.")
 @click.option("--timelines", is_flag=True, default=False,
               help="Also write OUT/<stem>_face<id>.png: each face's AU probabilities and expression over time.")
+@click.option("--low-latency", is_flag=True, default=False,
+              help="Causal mode: frame t predicted from frames up to t only (the sequence model over the last "
+                   "window of frames); the audio window centred on t still reads context_s/2 ahead (docs/predict.md).")
+@click.option("--causal-audio", is_flag=True, default=False,
+              help="With --low-latency: delay the audio so that no frame reads audio after its time (scores lower).")
 def command(videos: tuple[Path, ...], out_dir: Path, models_dir: Path, visual_onnx: Path | None,
             audio_onnx: Path | None, sequence_onnx: Path | None, crops_root: Path | None,
             params_path: Path | None, device: str, batch_size: int, redo: bool, overlay: Path | None,
-            timelines: bool) -> None:
+            timelines: bool, low_latency: bool, causal_audio: bool) -> None:
     """Predict every frame of VIDEOS (files, or folders of .mp4/.avi videos) into OUT/<stem>.csv.
 
     One row per frame per face. Columns: frame, timestamp (s), face_id, confidence (detector score),
@@ -67,6 +72,8 @@ def command(videos: tuple[Path, ...], out_dir: Path, models_dir: Path, visual_on
     goes to stderr: a bar on a terminal, a plain line every 10 s otherwise.
     """
     setup_logging()
+    if causal_audio and not low_latency:
+        raise click.UsageError("--causal-audio is an option of --low-latency")
     cfg = load_config(params_path, "predict", PredictConfig) if params_path else PredictConfig()
     models = run_or_exit(
         load_models,
@@ -82,7 +89,8 @@ def command(videos: tuple[Path, ...], out_dir: Path, models_dir: Path, visual_on
     display = FrameProgressDisplay([str(video) for video in videos])
     try:
         done, failed = run_or_exit(predict_videos, videos, out_dir, models, crops_root, cfg, batch_size,
-                                   skip_complete=not redo, overlay=overlay, timelines=timelines, progress=display)
+                                   skip_complete=not redo, overlay=overlay, timelines=timelines, progress=display,
+                                   low_latency=low_latency, causal_audio=causal_audio)
     finally:
         display.close()
     for summary in done:

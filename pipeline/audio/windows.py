@@ -103,3 +103,21 @@ def video_audio(
 def video_audio_windows(video_path: str | Path, n_frames: int, fps: float, cfg: AudioConfig) -> AudioWindows:
     """The (N, n_mels, C) log-mel windows of every frame of ``video_path`` and their presence mask."""
     return video_audio(video_path, n_frames, fps, cfg).windows()
+
+
+def audio_lookahead_s(cfg: AudioConfig) -> float:
+    """Seconds of audio after a frame's presentation time that its window reads, at most.
+
+    The window's last mel frame lies ``context_frames // 2`` hops after its centre, which is within
+    half a hop of the frame's time, and that mel frame's STFT reads ``win_length / 2`` samples past
+    its own centre.
+    """
+    return (cfg.context_frames // 2 + 0.5) * cfg.hop_s + cfg.win_length / (2 * cfg.sample_rate)
+
+
+def causal_audio_delay(cfg: AudioConfig, fps: float) -> int:
+    """Video frames by which to delay the audio embeddings so that none reads audio after its frame's time."""
+    if not (np.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be a positive number, got {fps}")
+    # a hair below the ceiling absorbs float error when the look-ahead is a whole number of frames
+    return int(np.ceil(audio_lookahead_s(cfg) * fps - 1e-9))

@@ -15,7 +15,9 @@ For each video:
    window and stride from its metadata), exactly as ``evaluate`` runs it on the cache: that face's
    embeddings on the frames it was followed in, a zero embedding flagged "no face" elsewhere, the
    shared audio; embeddings pass through float16 like the cached ones, and the same
-   :class:`~pipeline.inference.sequence.SequenceRunner` builds the input and averages the windows.
+   :class:`~pipeline.inference.sequence.SequenceRunner` builds the input and averages the windows;
+   with ``low_latency``, the causal mode (:mod:`pipeline.inference.causal`) instead predicts frame ``t``
+   from frames ``<= t`` only.
 
 The three models are loaded and run by :mod:`pipeline.inference`, as in ``embed-visual``,
 ``embed-audio`` and ``evaluate``.
@@ -64,19 +66,21 @@ import csv
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
 
-from pipeline.audio.windows import video_audio
+from pipeline.audio.windows import causal_audio_delay, video_audio
 from pipeline.data.video import decode_frames
 from pipeline.faces.align import CROP_SIZE
 from pipeline.faces.detect import DetectorConfig, FaceDetector
 from pipeline.faces.track import FaceTracker, TrackerConfig
 from pipeline.fsio import atomic_path
 from pipeline.inference.audio import AudioEmbedder
+from pipeline.inference.causal import causal_logits
 from pipeline.inference.sequence import SequenceRunner, load_sequence_runner
 from pipeline.inference.visual import VisualEmbedder
 from pipeline.labels import AU_NAMES, EMBEDDING_DIM, EXPR_NAMES
@@ -96,6 +100,8 @@ CSV_COLUMNS: tuple[str, ...] = (
     "frame", "timestamp", *FACE_COLUMNS, *AU_NAMES, *EXPR_NAMES, "expression", "face_present", "audio_present",
     "low_confidence",
 )
+# SequenceRunner.video_logits or the causal mode: (visual, audio, face_present, audio_present, batch_size) -> logits
+SequenceLogits = Callable[..., tuple[np.ndarray, np.ndarray]]
 
 
 
@@ -158,6 +164,8 @@ def predict_video(
     overlay: str | Path | None = None,
     timelines: bool = False,
     progress: ProgressCallback | None = None,
+    low_latency: bool = False,
+    causal_audio: bool = False,
 ) -> PredictSummary:
     """Write the per-frame CSV of one video; pass ``models`` to reuse loaded sessions across videos.
 
@@ -165,11 +173,17 @@ def predict_video(
     ``timelines``: also write ``<stem>_face<id>.png`` next to the CSV (:mod:`pipeline.predict.timelines`);
     ``progress`` is called after every frame of each pass (:mod:`pipeline.predict.progress`). The CSV
     is written first, then the timelines, then the overlay.
+    ``low_latency``: the sequence model's causal mode, frame ``t`` predicted from frames ``<= t``
+    (:func:`pipeline.inference.causal.causal_logits`), with the audio window centred on ``t`` (a
+    look-ahead of :func:`~pipeline.audio.windows.audio_lookahead_s`), or, with ``causal_audio``,
+    the audio delayed so that no frame reads audio after its time.
     """
     start = time.perf_counter()
     video_path, out_csv = Path(video_path), Path(out_csv)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if causal_audio and not low_latency:
+        raise ValueError("causal_audio is an option of the low-latency mode; set low_latency too")
     if models is None:
         if visual_onnx is None or sequence_onnx is None:
             raise ValueError("give visual_onnx and sequence_onnx (and audio_onnx for audio), or loaded models")
@@ -186,7 +200,12 @@ def predict_video(
     if models.audio is not None:
         audio = video_audio(video_path, n, frames.fps, models.audio.audio_config)
         audio_embedding, audio_present = models.audio.embed(audio, batch_size).astype(np.float16), audio.present
-    predictions, any_face = _predict_faces(frames, models.sequence, audio_embedding, audio_present, batch_size)
+    logits = models.sequence.video_logits
+    if low_latency:
+        delay = causal_audio_delay(models.audio.audio_config, frames.fps) if causal_audio and models.audio else 0
+        logits = partial(causal_logits, models.sequence, audio_delay=delay)
+    predictions, any_face = _predict_faces(frames, logits, audio_embedding, audio_present, batch_size,
+                                           causal=low_latency)
     write_csv(out_csv, frames.timestamps, audio_present, predictions)
     if timelines:
         write_timelines(out_csv.parent, video_path.stem, predictions, n, frames.fps)
@@ -212,6 +231,8 @@ def predict_videos(
     overlay: str | Path | None = None,
     timelines: bool = False,
     progress: ProgressCallback | None = None,
+    low_latency: bool = False,
+    causal_audio: bool = False,
 ) -> tuple[list[PredictSummary], dict[str, str]]:
     """Predict every video into ``out_dir/<stem>.csv``; a failing video is reported, the others still run.
 
@@ -239,7 +260,8 @@ def predict_videos(
             return PredictSummary(str(video), str(out_csv), 0, 0, 0, 0, 0.0, skipped=True)
         crops = crops_for(video, crops_root, single=len(videos) == 1)
         return predict_video(video, out_csv, crops_dir=crops, config=config, batch_size=batch_size, models=models,
-                             overlay=overlay_path, timelines=timelines, progress=progress)
+                             overlay=overlay_path, timelines=timelines, progress=progress,
+                             low_latency=low_latency, causal_audio=causal_audio)
 
     return for_each_video(videos, predict_one)
 
@@ -372,9 +394,13 @@ def _add(face: _FollowedFace, frame: int, face_id: int, crop: np.ndarray, owners
     batch.append(crop)
 
 
-def _predict_faces(frames: _VisualPass, sequence: SequenceRunner, audio_embedding: np.ndarray,
-                   audio_present: np.ndarray, batch_size: int) -> tuple[list[FacePrediction], np.ndarray]:
+def _predict_faces(frames: _VisualPass, logits: SequenceLogits, audio_embedding: np.ndarray,
+                   audio_present: np.ndarray, batch_size: int,
+                   causal: bool = False) -> tuple[list[FacePrediction], np.ndarray]:
     """Run the sequence model once per face id, over the whole video, with that face's own embeddings.
+
+    ``logits`` is :meth:`SequenceRunner.video_logits` or (``causal``) the causal mode; a causal run
+    takes a faceless frame from the face seen most in the frames up to it, not in the whole video.
 
     Each face id is a sequence of its own: its embeddings on the frames it was followed in, zeros and
     "no face" elsewhere, and the shared audio (one soundtrack for everyone). Frames where no face was
@@ -386,6 +412,7 @@ def _predict_faces(frames: _VisualPass, sequence: SequenceRunner, audio_embeddin
     any_face = np.zeros(n, bool)
     predictions: list[FacePrediction] = []
     reference: tuple[np.ndarray, np.ndarray] | None = None
+    runs: dict[int, tuple[np.ndarray, np.ndarray]] = {}     # causal: every face's probabilities
     main = max(frames.faces, key=lambda face_id: (len(frames.faces[face_id].frames), -face_id), default=None)
     for face_id in sorted(frames.faces):
         face = frames.faces[face_id]
@@ -393,10 +420,12 @@ def _predict_faces(frames: _VisualPass, sequence: SequenceRunner, audio_embeddin
         present[face.frames] = True
         embedding = np.zeros((n, EMBEDDING_DIM), np.float16)
         embedding[face.frames] = face.embedding
-        au, expr = sequence.video_logits(embedding, audio_embedding, present, audio_present, batch_size)
+        au, expr = logits(embedding, audio_embedding, present, audio_present, batch_size)
         au, expr = _sigmoid(au), _softmax(expr)
         if face_id == main:
             reference = (au, expr)
+        if causal:
+            runs[face_id] = (au, expr)
         any_face |= present
         index = np.asarray(face.frames, np.int64)
         predictions.append(FacePrediction(
@@ -408,11 +437,29 @@ def _predict_faces(frames: _VisualPass, sequence: SequenceRunner, audio_embeddin
     faceless = np.flatnonzero(~any_face)
     if len(faceless):
         if reference is None:
-            au, expr = sequence.video_logits(np.zeros((n, EMBEDDING_DIM), np.float16), audio_embedding,
-                                             np.zeros(n, bool), audio_present, batch_size)
+            au, expr = logits(np.zeros((n, EMBEDDING_DIM), np.float16), audio_embedding,
+                              np.zeros(n, bool), audio_present, batch_size)
             reference = (_sigmoid(au), _softmax(expr))
-        predictions.append(FacePrediction(None, faceless, reference[0][faceless], reference[1][faceless]))
+        if causal and len(runs) > 1:
+            predictions.append(_faceless_causal(frames, runs, faceless))
+        else:
+            predictions.append(FacePrediction(None, faceless, reference[0][faceless], reference[1][faceless]))
     return predictions, any_face
+
+
+def _faceless_causal(frames: _VisualPass, runs: dict[int, tuple[np.ndarray, np.ndarray]],
+                     faceless: np.ndarray) -> FacePrediction:
+    """The faceless frames, each from the run of the face seen most in the frames up to it (ties: the
+    lower id; before any face, the lowest id's run, which up to then saw no face, as a faceless run)."""
+    ids = sorted(runs)
+    n = len(frames.timestamps)
+    seen = np.zeros((len(ids), n), np.int64)
+    for k, face_id in enumerate(ids):
+        seen[k, frames.faces[face_id].frames] = 1
+    pick = np.cumsum(seen, axis=1)[:, faceless].argmax(axis=0)   # argmax takes the first, the lower id
+    au = np.stack([runs[face_id][0] for face_id in ids])[pick, faceless]
+    expr = np.stack([runs[face_id][1] for face_id in ids])[pick, faceless]
+    return FacePrediction(None, faceless, au, expr)
 
 
 def _crop_from_folder(folder: Path, index: int) -> np.ndarray | None:

@@ -267,3 +267,37 @@ def int8_visual(record: dict[str, Any]) -> str:
                 f"{r['calibration_crops']} calibration crops, batch {r['batch_size']}, onnxruntime {r['onnxruntime']}.")
     header = ("model", "faces/s (median)", "faces/s per round", "model file")
     return table(header, rows) + "\n\n" + settings + " " + measured_on(record, "benchmarks/results/int8_visual.json")
+
+
+def low_latency(record: dict[str, Any]) -> str:
+    """docs/predict.md: demo scores of the causal modes against the offline one, and their latency."""
+    r = record["results"]
+    lat = r["latency"]
+    modes = {
+        "offline": "offline (default): overlapping windows averaged over the whole video",
+        "causal_pad": "`--low-latency`: window ending on t, first frames padded",
+        "causal_short": "causal, first frames run on their history [0, t] alone",
+        "causal_pad_causal_audio": "`--low-latency --causal-audio`: audio delayed",
+    }
+    scores = r["scores"]["sequence.onnx"]
+    rows = [[label, *(f"{scores[mode][frames][task]['score']:.4f}" for frames in ("face_frames", "all_frames")
+                      for task in ("au", "expr"))] for mode, label in modes.items()]
+    heading = ("sequence mode", "AU score (face frames)", "EXPR score (face frames)", "AU score (all frames)",
+               "EXPR score (all frames)")
+    delays = ", ".join(f"{frames} frames at {fps} fps" for fps, frames in lat["causal_audio_delay_frames"].items())
+    video_ahead = lat["video_lookahead_frames"]
+    equal = {True: "equals", False: "does not equal", None: "was not compared with"}[r["offline_equals_metrics_json"]]
+    notes = (
+        f"{r['subjects']} validation subjects, {count(r['frames'])} frames; window {r['window']}, stride "
+        f"{r['stride']}, modalities `{r['modalities']}`. The offline score of `evaluate`'s own path (`model.pt`) "
+        f"{equal} `{r['metrics_json']}`. Look-ahead: offline, {video_ahead['offline']} frames and the audio's; "
+        f"causal, {video_ahead['causal']} frames and the audio window's {1000 * lat['audio_lookahead_s']:.1f} ms "
+        f"(none with `--causal-audio`, which delays the audio by {delays}). One causal step (compose the new "
+        f"frame, one window of `sequence.onnx`, batch 1; the frame's visual and audio embeddings not included): "
+        f"**{lat['causal_step_ms_median']:.2f} ms median**, {lat['causal_step_ms_p90']:.2f} ms at the 90th "
+        f"percentile, over {lat['steps_timed']} frames. Whole videos: the causal mode runs "
+        f"{r['throughput']['causal_over_offline_time']:.1f}× the offline mode's time "
+        f"({rate(r['throughput']['causal_fps'])} against {rate(r['throughput']['offline_fps'])} frames/s, "
+        f"medians of {r['throughput']['rounds']} alternating rounds)."
+    )
+    return table(heading, rows) + "\n\n" + notes + " " + measured_on(record, "benchmarks/results/low_latency.json")

@@ -25,6 +25,7 @@ RENDERERS: dict[str, Renderer] = build_registry([
                                        "benchmarks/results/face_identities_workers2.json"), bench_tables.face_identities),
     Renderer("bench-margin-memory", ("benchmarks/results/margin_memory.json",), bench_tables.margin_memory),
     Renderer("bench-int8-visual", ("benchmarks/results/int8_visual.json",), bench_tables.int8_visual),
+    Renderer("bench-low-latency", ("benchmarks/results/low_latency.json",), bench_tables.low_latency),
     Renderer("ablation-draws", ("benchmarks/results/ablation_draws.json",), ablation_tables.draw_table),
     Renderer("ablation-pretrain", ("benchmarks/results/ablation_pretrain.json",), ablation_tables.draw_table),
     Renderer("ablation-training-seeds", ("benchmarks/results/ablation_training_seeds.json",), ablation_tables.seed_band),

@@ -174,3 +174,15 @@ def test_progress_is_a_bar_on_a_terminal_and_occasional_lines_elsewhere():
     # only the end of the pass and the total: no line per frame, no terminal control characters
     assert len(lines) == 2 and lines[0].startswith("[1/1] clip.mp4 faces: 50/50 frames, ")
     assert lines[1].startswith("predict: 50 frames in ") and "\r" not in log.getvalue()
+
+def test_predict_low_latency_writes_the_same_columns(cache, videos, tmp_path: Path):
+    args = ["predict", str(videos[0]), "--models-dir", str(cache), "--device", "cpu"]
+    offline = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "offline")])
+    causal = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "causal"), "--low-latency"])
+    assert offline.exit_code == 0 and causal.exit_code == 0, causal.output
+    offline_lines = (tmp_path / "offline" / "a.csv").read_text().splitlines()
+    causal_lines = (tmp_path / "causal" / "a.csv").read_text().splitlines()
+    assert causal_lines[0] == offline_lines[0] and len(causal_lines) == len(offline_lines) == 1 + 8
+    assert causal_lines[1:] != offline_lines[1:]
+    alone = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "x"), "--causal-audio"])
+    assert alone.exit_code == 2 and "--causal-audio is an option of --low-latency" in alone.output
