@@ -213,7 +213,8 @@ def measure_rates(plans: list[Profile], params: Path, sizes: Sizes, threads: int
     with tempfile.TemporaryDirectory(prefix="full-size-bill-") as tmp:
         work = Path(tmp)
         rates["probe_cpu_s_per_video_hour"] = timed("probe", measure_probe, work, sizes)
-        rates.update(timed("frames", measure_frames, work, sizes, threads))
+        # one packing process for tiny inputs: starting a pool would cost more than the packing
+        rates.update(timed("frames", measure_frames, work, sizes, threads if sizes.crop_frames >= 100 else 1))
         for plan in plans:
             if plan.visual not in rates["visual"]:
                 rates["visual"][plan.visual] = timed(f"visual {plan.visual}", measure_visual, plan.backbone,
