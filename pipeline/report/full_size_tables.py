@@ -1,8 +1,8 @@
 """Renderers of the full-size bill (``benchmarks/results/full_size_bill.json``, ``benchmarks/full_size_bill.py``).
 
 Example:
-    >>> [duration(s) for s in (42, 600, 7200, 3 * 86400)]
-    ['42 s', '10 min', '2.0 h', '3.0 days']
+    >>> [duration(s) for s in (42, 600, 7200, 3 * 86400, 1234.5 * 86400)]
+    ['42 s', '10 min', '2.0 h', '3.0 days', '1,234 days']
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ def duration(seconds: float) -> str:
         return f"{seconds / 60:.0f} min"
     if seconds < 2 * 86400:
         return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"
+    days = seconds / 86400
+    return f"{days:.1f} days" if days < 100 else f"{days:,.0f} days"
 
 
 def size(n_bytes: float) -> str:
@@ -57,6 +58,10 @@ def bill_table(record: dict[str, Any]) -> str:
               f"paper profile ({profiles['paper']['visual']}), 2 CPU cores", "GPU", "disk written (demo / paper)")
     quick = " **A `--quick` record: tiny inputs and the demo's models in both columns; not for planning.**" \
         if r["quick"] else ""
+    if record["busy"]:
+        quick += (" These rates were measured while other processes shared the cores, so every time here is longer "
+                  "than an idle machine's: rerun `python benchmarks/full_size_bill.py` on an idle one, then "
+                  "`mmaffect report`.")
     caption = (f"For {_workload_line(r)}. Wall time = work ÷ the rate measured on this machine; the "
                f"GPU column is empty because no GPU machine was available to measure it. Disk excludes the "
                f"dataset itself.{quick}")
@@ -96,7 +101,9 @@ def bill_inputs(record: dict[str, Any]) -> str:
     formula_rows = [[f"`{d['stage']}`", d["formula"], _inputs(d["inputs"]), _inputs(p["inputs"])]
                     for d, p in zip(demo, paper)]
     formula_table = table(("stage", "seconds =", "demo inputs", "paper inputs"), formula_rows)
-    return (rate_table + "\n\n" + f"Bytes per frame read from `{disk['cache']}`:\n\n" + disk_table + "\n\n"
+    parts = ", ".join(f"{part} {seconds:.0f} s" for part, seconds in rates["seconds"].items())
+    took = f"The measurement took {r['measure_seconds']:.0f} s of wall time ({parts})."
+    return (rate_table + "\n\n" + took + "\n\n" + f"Bytes per frame read from `{disk['cache']}`:\n\n" + disk_table + "\n\n"
             + formula_table + "\n\n" + measured_on(record, SOURCE))
 
 

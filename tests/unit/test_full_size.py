@@ -25,6 +25,7 @@ def _rates() -> dict:
                            "embed_onnxruntime_faces_per_s": 400.0, "export_s": 12.0, "onnx_bytes": 2e6, "batch": 16}},
         "tdnn": {"8-16": {"train_frames_per_s": 500.0, "embed_frames_per_s": 2000.0}},
         "sequence": {"d8-h2-b4": {"train_windows_per_s": 20.0, "infer_windows_per_s": 80.0}},
+        "seconds": {"probe": 1.0, "visual r@1": 20.0},
     }
 
 
@@ -98,7 +99,7 @@ def _record() -> dict:
         "visual.*.embed_*_faces_per_s", "visual.*.export_s", "visual.*.onnx_bytes", "logmel_audio_s_per_s",
         "tdnn.*.train_frames_per_s", "tdnn.*.embed_frames_per_s", "sequence.*.*_windows_per_s")}
     results = {
-        "quick": False,
+        "quick": False, "measure_seconds": 30.0,
         "workload": {"videos": 10, "frames": 36_000, "fps": 30.0, "train_share": 0.75, "audio_hours": 1 / 3},
         "profiles": {name: {"visual": plan.visual} for name, plan in profiles.items()},
         "rates": rates, "rate_units": units,
