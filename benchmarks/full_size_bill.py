@@ -37,10 +37,13 @@ from pipeline.config import load_section
 from pipeline.data.manifest import read_manifest
 from pipeline.data.pack_frames import PackConfig, pack_frames
 from pipeline.data.video import probe_video
-from pipeline.full_size import Profile, Workload, stage_bill, total
+from pipeline.full_size import Profile, Workload, stage_bill, total, visual_key
 from pipeline.inference.features import feature_dim
+from pipeline.models.multitask import build_model
 from pipeline.models.sequence import SequenceArch, SequenceModel
 from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record
+from pipeline.train.alternating import multitask_step
+from pipeline.train.losses import au_bce_loss
 
 # The paper's count of Aff-Wild2 (method paper, section 4.1: "548 videos with 2,813,201 frames").
 PAPER_VIDEOS = 548
@@ -62,9 +65,10 @@ class Sizes:
     audio_seconds: float = 20.0
     audio_batch_segments: int | None = None   # None: train_audio.batch_segments of the params
     min_seconds: float = 2.0
+    thread_rounds: int = 3
 
 
-QUICK = Sizes(video_seconds=2.0, crop_subjects=1, crop_frames=16, read_batches=2, visual_batch=2,
+QUICK = Sizes(thread_rounds=1, video_seconds=2.0, crop_subjects=1, crop_frames=16, read_batches=2, visual_batch=2,
               visual_min_iters=1, audio_seconds=2.0, audio_batch_segments=2, min_seconds=0.0)
 
 
@@ -128,6 +132,34 @@ def measure_visual(backbone: str, width_mult: float, work: Path, sizes: Sizes, t
                               threads=threads, parity_rtol=1e-3)
     result = visual_throughput.bench_backbone(backbone, torch.device("cpu"), "cpu", args, work, width_mult)
     return {**result, "batch": sizes.visual_batch}
+
+
+def thread_check(backbone: str, width_mult: float, threads: int, rounds: int, seconds: float) -> dict[str, Any]:
+    """Training images/s of one visual model at 1 thread and at ``threads``, in alternating rounds.
+
+    On a machine whose cores other processes also use, more threads than free cores can make torch
+    slower, not faster; this ratio, measured side by side, says whether that happened during the run.
+    """
+    torch.manual_seed(0)
+    model = build_model({"backbone": backbone, "width_mult": width_mult, "dropout": 0.0})
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    images, targets = torch.randn(16, 3, 112, 112), torch.randint(0, 2, (16, 12))
+    pos_weight = torch.full((12,), 2.0)
+
+    def step() -> None:
+        au, _ = model(images)
+        multitask_step(model, optimizer, "au", au_bce_loss(au, targets, pos_weight))
+
+    per_round: dict[str, list[float]] = {"1": [], str(threads): []}
+    for _ in range(rounds):
+        for count in per_round:
+            torch.set_num_threads(int(count))
+            per_round[count].append(rate(step, len(images), seconds))
+    torch.set_num_threads(threads)
+    medians = {count: sorted(values)[len(values) // 2] for count, values in per_round.items()}
+    return {"model": visual_key(backbone, width_mult), "images_per_s": per_round, "median_images_per_s": medians,
+            "ratio": medians[str(threads)] / medians["1"], "threads": threads}
 
 
 def measure_tdnn(channels: tuple[int, ...], audio: dict[str, Any], sizes: Sizes) -> dict[str, Any]:
@@ -223,6 +255,8 @@ def measure_rates(plans: list[Profile], params: Path, sizes: Sizes, threads: int
                 rates["tdnn"][plan.tdnn] = timed(f"tdnn {plan.tdnn}", measure_tdnn, plan.tdnn_channels, audio, sizes)
             if plan.sequence not in rates["sequence"]:
                 rates["sequence"][plan.sequence] = timed(f"sequence {plan.sequence}", measure_sequence, plan, seq, sizes)
+        rates["thread_check"] = timed("thread check", thread_check, plans[0].backbone, plans[0].width_mult, threads,
+                                      sizes.thread_rounds, sizes.min_seconds / 2)
     # The log-mel front end is the same for every TDNN: keep the first profile's measurement.
     rates["logmel_audio_s_per_s"] = rates["tdnn"][plans[0].tdnn]["logmel_audio_s_per_s"]
     rates["seconds"] = seconds
