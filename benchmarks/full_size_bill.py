@@ -45,7 +45,7 @@ from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, 
 from pipeline.train.alternating import multitask_step
 from pipeline.train.losses import au_bce_loss
 
-# The paper's count of Aff-Wild2 (method paper, section 4.1: "548 videos with 2,813,201 frames").
+# The paper's count of Aff-Wild2 (method paper, section 1: "548 videos with 2,813,201 frames").
 PAPER_VIDEOS = 548
 PAPER_FRAMES = 2_813_201
 # speechbrain's x-vector TDNN sizes: README's suggestion for a full-size run (the paper states only 512-d).
@@ -298,7 +298,7 @@ def main(argv: list[str]) -> dict[str, Any]:
         "measure_seconds": round(time.perf_counter() - started, 1),
         "workload": {**dataclasses.asdict(work), "faces": work.faces, "train_frames": work.train_frames,
                      "eval_frames": work.eval_frames, "audio_hours": work.audio_seconds / 3600},
-        "workload_sources": {"videos, frames": "paper (section 4.1): 548 videos, 2,813,201 frames",
+        "workload_sources": {"videos, frames": "paper (section 1): 548 videos, 2,813,201 frames",
                              "fps, face_share, train_share": "our assumption (docs/full_size.md)"},
         "profiles": {plan.name: {**dataclasses.asdict(plan), "visual": plan.visual, "tdnn": plan.tdnn,
                                  "sequence": plan.sequence} for plan in plans},
