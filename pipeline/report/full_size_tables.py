@@ -58,6 +58,7 @@ def bill_table(record: dict[str, Any]) -> str:
               f"paper profile ({profiles['paper']['visual']}), 2 CPU cores", "GPU", "disk written (demo / paper)")
     quick = " **A `--quick` record: tiny inputs and the demo's models in both columns; not for planning.**" \
         if r["quick"] else ""
+    quick += _threads_line(r["rates"]["thread_check"])
     if record["busy"]:
         quick += (" These rates were measured while other processes shared the cores, so every time here is longer "
                   "than an idle machine's: rerun `python benchmarks/full_size_bill.py` on an idle one, then "
@@ -66,6 +67,19 @@ def bill_table(record: dict[str, Any]) -> str:
                f"GPU column is empty because no GPU machine was available to measure it. Disk excludes the "
                f"dataset itself.{quick}")
     return table(header, rows) + "\n\n" + caption + " " + measured_on(record, SOURCE)
+
+
+def _threads_line(check: dict[str, Any]) -> str:
+    """What the side-by-side thread check says about the run's rates."""
+    threads, ratio = check["threads"], check["ratio"]
+    if threads == 1:
+        return ""
+    line = (f" In alternating rounds during the run, {threads} threads trained `{check['model']}` at {ratio:.2f}× "
+            f"the rate of 1 thread")
+    if ratio < 1:
+        return line + (": the cores were oversubscribed, and threads waiting on each other slowed every "
+                       "multi-threaded rate far more than the load average alone suggests.")
+    return line + "."
 
 
 def bill_inputs(record: dict[str, Any]) -> str:
@@ -89,6 +103,10 @@ def bill_inputs(record: dict[str, Any]) -> str:
     for key, v in rates["sequence"].items():
         rows += [[f"sequence `{key}` train / infer", f"{rate(v['train_windows_per_s'])} / {rate(v['infer_windows_per_s'])}",
                   units["sequence.*.*_windows_per_s"]]]
+    check = rates["thread_check"]
+    medians = " / ".join(rate(v) for v in check["median_images_per_s"].values())
+    rows.append([f"`{check['model']}` train at {' / '.join(check['median_images_per_s'])} thread(s)", medians,
+                 f"images per second, median of alternating rounds (batch 16); ratio {check['ratio']:.2f}"])
     rate_table = table(("rate", "measured", "unit"), rows)
 
     disk = r["disk"]

@@ -46,6 +46,7 @@ def test_quick_run_writes_every_rate_the_disk_and_both_bills(tmp_path: Path) -> 
     rates = r["rates"]
     for key in ("probe_cpu_s_per_video_hour", "pack_faces_per_s", "read_faces_per_s", "logmel_audio_s_per_s"):
         assert rates[key] > 0, key
+    assert set(rates["thread_check"]["median_images_per_s"]) == {"1", "2"} and rates["thread_check"]["ratio"] > 0
     for name, plan in r["profiles"].items():
         assert set(rates["visual"][plan["visual"]]) >= {"train_images_per_s", "embed_torch_faces_per_s",
                                                          "embed_onnxruntime_faces_per_s", "export_s", "onnx_bytes"}

@@ -26,6 +26,8 @@ def _rates() -> dict:
         "tdnn": {"8-16": {"train_frames_per_s": 500.0, "embed_frames_per_s": 2000.0}},
         "sequence": {"d8-h2-b4": {"train_windows_per_s": 20.0, "infer_windows_per_s": 80.0}},
         "seconds": {"probe": 1.0, "visual r@1": 20.0},
+        "thread_check": {"model": "r@1", "threads": 2, "ratio": 0.25,
+                         "median_images_per_s": {"1": 40.0, "2": 10.0}},
     }
 
 
@@ -121,6 +123,7 @@ def test_the_readme_table_has_every_stage_both_profiles_and_an_unmeasured_gpu() 
     assert finetune[2].strip() == duration(3 * (2 * 500 * 0.03 + 9_000 * 0.015))
     assert finetune[3].strip() == duration(3 * (2 * 27_000 * 0.03 + 9_000 * 0.015))
     assert "36,000 frames" in text and "load average" in text
+    assert "2 threads trained `r@1` at 0.25× the rate of 1 thread: the cores were oversubscribed" in text
 
 
 def test_the_blocks_render_into_a_readme_and_a_docs_page(tmp_path: Path) -> None:
@@ -135,4 +138,4 @@ def test_the_blocks_render_into_a_readme_and_a_docs_page(tmp_path: Path) -> None
     assert "| `embed-audio` |" in readme.read_text()
     assert "`pretrain-face` | epochs × images" in docs.read_text()
     assert render_docs(tmp_path, [readme, docs], RENDERERS, check=True) == []
-    assert "r@1" in bill_inputs(_record())
+    assert "| `r@1` train at 1 / 2 thread(s) | 40 / 10 |" in bill_inputs(_record())
