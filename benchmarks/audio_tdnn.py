@@ -31,6 +31,71 @@ from timing import rate   # benchmarks/timing.py (this script's folder is on sys
 from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record
 
 
+def measure(channels: list[int], context_s: float = 0.5, fps: float = 30.0, segment_frames: int = 4,
+            batch_segments: int = 64, batch_size: int = 256, min_seconds: float = 3.0,
+            seconds: float = 60.0, baselines: bool = True) -> dict:
+    """Log-mel, TDNN inference and TDNN training rates on ``seconds`` of synthetic audio (see the module doc).
+
+    ``baselines=False`` skips the window-by-window inference and one-frame-segment training rates
+    (the paths the stages do not take), and reports those two as ``None``.
+    """
+    torch.manual_seed(0)
+    cfg = AudioConfig(context_s=context_s)
+    n = len(channels)
+    tdnn_cfg = TDNNConfig(channels=tuple(channels), kernel_sizes=(5, 3, 3, 1, 1, 1, 1)[:n],
+                          dilations=(1, 2, 3, 1, 1, 1, 1)[:n])
+    model = TDNN(tdnn_cfg)
+    samples = (np.random.default_rng(0).normal(size=int(seconds * 16000)) * 0.1).astype(np.float32)
+    logmel = LogMel(cfg)
+    mel_rate = rate(lambda: logmel(torch.from_numpy(samples)), int(seconds), min_seconds)
+    audio = track_audio(AudioTrack(samples, 16000, 0.0), int(seconds * fps), fps, cfg, logmel)
+    frames = audio.n_frames
+
+    model.eval()
+    windows = torch.from_numpy(audio.windows().mel)
+
+    def per_window() -> None:
+        with torch.no_grad():
+            for i in range(0, frames, batch_size):
+                model(windows[i:i + batch_size])
+
+    infer_window = rate(per_window, frames, min_seconds) if baselines else None
+    infer_span = rate(lambda: embed_frames(model, audio, chunk_frames=256), frames, min_seconds)
+
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def train_step(segment: int) -> Callable[[], None]:
+        count = max(1, (segment_frames * batch_segments) // segment)
+        starts = np.random.default_rng(1).integers(0, frames - segment, size=count)
+        batch = span_batch([(audio, np.arange(s, s + segment)) for s in starts])
+
+        def step() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            encode_spans(model, batch).pow(2).mean().backward()
+            optimizer.step()
+
+        return step
+
+    batch_frames = segment_frames * batch_segments
+    return {
+        "tdnn": {"channels": list(channels), "receptive_field": model.receptive_field,
+                 "parameters": sum(p.numel() for p in model.parameters())},
+        "context_frames": cfg.context_frames,
+        "fps": fps,
+        "logmel_audio_seconds_per_s": round(mel_rate, 1),
+        "inference_frames_per_s": {"per_window": _rounded(infer_window), "shared_spans": round(infer_span, 1)},
+        "training_frames_per_s": {
+            f"segments_of_{segment_frames}": round(rate(train_step(segment_frames), batch_frames, min_seconds), 1),
+            "segments_of_1": _rounded(rate(train_step(1), batch_frames, min_seconds) if baselines else None),
+        },
+    }
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--channels", type=int, nargs="+", default=[128, 128, 128, 128, 256])
@@ -45,61 +110,8 @@ def main() -> None:
     args = parser.parse_args()
     load_before = load_average()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-
-    cfg = AudioConfig(context_s=args.context_s)
-    n = len(args.channels)
-    tdnn_cfg = TDNNConfig(channels=tuple(args.channels), kernel_sizes=(5, 3, 3, 1, 1, 1, 1)[:n],
-                          dilations=(1, 2, 3, 1, 1, 1, 1)[:n])
-    model = TDNN(tdnn_cfg)
-    seconds = 60.0
-    samples = (np.random.default_rng(0).normal(size=int(seconds * 16000)) * 0.1).astype(np.float32)
-    logmel = LogMel(cfg)
-    mel_rate = rate(lambda: logmel(torch.from_numpy(samples)), int(seconds), args.min_seconds)
-    audio = track_audio(AudioTrack(samples, 16000, 0.0), int(seconds * args.fps), args.fps, cfg, logmel)
-    frames = audio.n_frames
-
-    model.eval()
-    windows = torch.from_numpy(audio.windows().mel)
-
-    def per_window() -> None:
-        with torch.no_grad():
-            for i in range(0, frames, args.batch_size):
-                model(windows[i:i + args.batch_size])
-
-    infer_window = rate(per_window, frames, args.min_seconds)
-    infer_span = rate(lambda: embed_frames(model, audio, chunk_frames=256), frames, args.min_seconds)
-
-    model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-
-    def train_step(segment: int) -> Callable[[], None]:
-        count = max(1, (args.segment_frames * args.batch_segments) // segment)
-        starts = np.random.default_rng(1).integers(0, frames - segment, size=count)
-        batch = span_batch([(audio, np.arange(s, s + segment)) for s in starts])
-
-        def step() -> None:
-            optimizer.zero_grad(set_to_none=True)
-            encode_spans(model, batch).pow(2).mean().backward()
-            optimizer.step()
-
-        return step
-
-    batch_frames = args.segment_frames * args.batch_segments
-    results = {
-        "threads": args.threads,
-        "tdnn": {"channels": args.channels, "receptive_field": model.receptive_field,
-                 "parameters": sum(p.numel() for p in model.parameters())},
-        "context_frames": cfg.context_frames,
-        "fps": args.fps,
-        "logmel_audio_seconds_per_s": round(mel_rate, 1),
-        "inference_frames_per_s": {"per_window": round(infer_window, 1), "shared_spans": round(infer_span, 1)},
-        "training_frames_per_s": {
-            f"segments_of_{args.segment_frames}": round(rate(train_step(args.segment_frames), batch_frames,
-                                                              args.min_seconds), 1),
-            "segments_of_1": round(rate(train_step(1), batch_frames, args.min_seconds), 1),
-        },
-    }
+    results = {"threads": args.threads, **measure(args.channels, args.context_s, args.fps, args.segment_frames,
+                                                  args.batch_segments, args.batch_size, args.min_seconds)}
     record = benchmark_record("audio_tdnn", results, sys.argv, args.threads, load_before)
     write_record(record, args.out)
     print(json.dumps(record, indent=2))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.report import ablation_tables, bench_tables, metrics_tables
+from pipeline.report import ablation_tables, bench_tables, full_size_tables, metrics_tables
 from pipeline.report.registry import Renderer, build_registry
 
 RENDERERS: dict[str, Renderer] = build_registry([
@@ -30,4 +30,6 @@ RENDERERS: dict[str, Renderer] = build_registry([
     Renderer("ablation-pretrain", ("benchmarks/results/ablation_pretrain.json",), ablation_tables.draw_table),
     Renderer("ablation-training-seeds", ("benchmarks/results/ablation_training_seeds.json",), ablation_tables.seed_band),
     Renderer("repro-time", ("benchmarks/results/repro_time.json",), bench_tables.repro_time),
+    Renderer("full-size-bill", (full_size_tables.SOURCE,), full_size_tables.bill_table),
+    Renderer("full-size-inputs", (full_size_tables.SOURCE,), full_size_tables.bill_inputs),
 ])
