@@ -1,10 +1,14 @@
-"""int8 CPU inference: onnxruntime static quantization of ``visual.onnx``, calibrated on stored crops.
+"""int8 CPU inference: onnxruntime static quantization of ``visual.onnx`` and ``tdnn.onnx``.
 
 The int8 model is QDQ (QuantizeLinear/DequantizeLinear pairs around each quantized operator), with
 per-channel int8 weights and uint8 activations (U8S8, which onnxruntime recommends on AVX2) whose
-ranges come from running the float model over face crops drawn from the frame store. It keeps the
-float model's inputs, outputs and metadata, and adds a ``quantization`` entry that records how it was
-made and exactly which crops calibrated it, so a later reader can rebuild or question it.
+ranges come from running the float model over calibration inputs: face crops drawn from the frame
+store for the visual model, log-mel windows of the training videos' soundtracks for the TDNN. It
+keeps the float model's inputs, outputs and metadata (the TDNN's audio config included), and adds
+a ``quantization`` entry that records how it was made and exactly which crops or windows calibrated
+it, so a later reader can rebuild or question it. Only the TDNN's convolutions are quantized: its
+statistics pooling and projection stay float32, so ``pipeline.inference.audio`` can still split
+the graph at the pooling, and they are a small share of its work.
 
 Example (a stand-in model; any ``visual.onnx`` and ``frames.h5`` work the same way)::
 
@@ -20,19 +24,21 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import onnx
 
+from pipeline.audio.windows import VideoAudio
 from pipeline.data.frame_store import FrameStore
 from pipeline.export import METADATA_KEY, make_session, read_metadata
 from pipeline.fsio import atomic_path, file_sha256
 from pipeline.models.preprocess import to_model_input
+from pipeline.precision import precision_path
 
 log = logging.getLogger(__name__)
 
-INT8_SUFFIX = ".int8.onnx"
+Feed = dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -50,8 +56,7 @@ class CalibrationConfig:
 
 def int8_path(float_path: str | Path) -> Path:
     """Where the int8 model of ``float_path`` lives: ``visual.onnx`` -> ``visual.int8.onnx`` beside it."""
-    path = Path(float_path)
-    return path.with_name(path.name.removesuffix(".onnx") + INT8_SUFFIX)
+    return precision_path(float_path, "int8")
 
 
 def calibration_crops(frames_path: str | Path, n_crops: int, seed: int) -> list[tuple[str, int]]:
@@ -67,24 +72,14 @@ def calibration_crops(frames_path: str | Path, n_crops: int, seed: int) -> list[
     return [faces[i] for i in sorted(picked)]
 
 
-class _CropReader:
-    """onnxruntime's calibration data reader: the chosen crops as ``image`` batches, model-normalised."""
-
-    def __init__(self, frames_path: str | Path, crops: list[tuple[str, int]], batch_size: int, input_name: str) -> None:
-        self.batches = self._batches(frames_path, crops, batch_size, input_name)
-
-    @staticmethod
-    def _batches(frames_path: str | Path, crops: list[tuple[str, int]], batch_size: int,
-                 input_name: str) -> Iterator[dict[str, np.ndarray]]:
-        with FrameStore(frames_path) as store:
-            for start in range(0, len(crops), batch_size):
-                chunk = crops[start:start + batch_size]
-                images = np.concatenate([store.read(name, [frame]) for name, frame in chunk])
-                yield {input_name: to_model_input(images).numpy()}
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        """The next batch, or None when all crops were fed."""
-        return next(self.batches, None)
+def _crop_batches(frames_path: str | Path, crops: Sequence[tuple[str, int]], batch_size: int,
+                  input_name: str) -> Iterator[Feed]:
+    """The chosen crops as ``input_name`` batches, model-normalised."""
+    with FrameStore(frames_path) as store:
+        for start in range(0, len(crops), batch_size):
+            chunk = crops[start:start + batch_size]
+            images = np.concatenate([store.read(name, [frame]) for name, frame in chunk])
+            yield {input_name: to_model_input(images).numpy()}
 
 
 def quantize_visual(
@@ -99,30 +94,90 @@ def quantize_visual(
     it gives finite outputs on the calibration crops. Returns the ``quantization`` metadata plus
     ``max_abs_diff`` per output against the float model on those crops.
     """
+    float_path = Path(float_path)
+    input_name = make_session(float_path, "cpu", threads=1).get_inputs()[0].name
+    crops = calibration_crops(frames_path, config.n_crops, config.seed)
+    calibration = {"frames": str(frames_path), "frames_sha256": file_sha256(frames_path), "seed": config.seed,
+                   "method": "minmax", "n_crops": len(crops), "crops": [[name, frame] for name, frame in crops]}
+    return _quantize(float_path, out_path, calibration,
+                     lambda size: _crop_batches(frames_path, crops, size, input_name),
+                     config.batch_size, op_types=None)
+
+
+def calibration_windows(audios: Mapping[str, VideoAudio], n_windows: int, seed: int) -> list[tuple[str, int]]:
+    """``n_windows`` (video, frame) pairs drawn without replacement from the frames with audio, in name order.
+
+    Fewer when the videos hold fewer such frames; raises ``ValueError`` when none has audio.
+    """
+    frames = [(name, int(i)) for name in sorted(audios) for i in np.flatnonzero(audios[name].present)]
+    if not frames:
+        raise ValueError(f"no frame with audio in videos {sorted(audios)} to calibrate the TDNN on")
+    picked = np.random.default_rng(seed).choice(len(frames), size=min(n_windows, len(frames)), replace=False)
+    return [frames[i] for i in sorted(picked)]
+
+
+def _window_batches(audios: Mapping[str, VideoAudio], windows: Sequence[tuple[str, int]],
+                    batch_size: int) -> Iterator[Feed]:
+    """The chosen frames' log-mel windows (B, n_mels, context) as ``mel`` batches."""
+    for start in range(0, len(windows), batch_size):
+        chunk = windows[start:start + batch_size]
+        yield {"mel": np.concatenate([audios[name].windows([frame]).mel for name, frame in chunk])}
+
+
+def quantize_tdnn(
+    float_path: str | Path,
+    audios: Mapping[str, VideoAudio],
+    out_path: str | Path | None = None,
+    config: CalibrationConfig = CalibrationConfig(),
+) -> dict[str, Any]:
+    """Write the int8 QDQ model of ``tdnn.onnx`` (default :func:`int8_path`), calibrated on ``audios``.
+
+    ``audios`` maps video names to their soundtracks' log-mel (the training videos); ``config.n_crops``
+    windows are drawn from their frames with audio and recorded by (video, frame) in the metadata.
+    Only the convolutions are quantized (see the module docstring). Returns the ``quantization``
+    metadata plus ``max_abs_diff`` of ``embedding`` against the float model on those windows.
+    """
+    windows = calibration_windows(audios, config.n_crops, config.seed)
+    calibration = {"videos": sorted({name for name, _ in windows}), "seed": config.seed, "method": "minmax",
+                   "n_windows": len(windows), "windows": [[name, frame] for name, frame in windows]}
+    return _quantize(Path(float_path), out_path, calibration, lambda size: _window_batches(audios, windows, size),
+                     config.batch_size, op_types=["Conv"])
+
+
+class _BatchReader:
+    """onnxruntime's calibration data reader over an iterator of feeds."""
+
+    def __init__(self, batches: Iterator[Feed]) -> None:
+        self.batches = batches
+
+    def get_next(self) -> Feed | None:
+        """The next batch, or None when all were fed."""
+        return next(self.batches, None)
+
+
+def _quantize(float_path: Path, out_path: str | Path | None, calibration: dict[str, Any], batches: Any,
+              batch_size: int, op_types: list[str] | None) -> dict[str, Any]:
+    """Quantize ``float_path`` on ``batches(batch_size)``, record ``calibration``, check and publish atomically.
+
+    ``op_types``: the operator types quantized (None: onnxruntime's default set).
+    """
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    float_path = Path(float_path)
     out_path = int8_path(float_path) if out_path is None else Path(out_path)
     metadata = read_metadata(float_path)
-    session = make_session(float_path, "cpu", threads=1)
-    input_name = session.get_inputs()[0].name
-    crops = calibration_crops(frames_path, config.n_crops, config.seed)
-    quantization = {
-        "format": "QDQ", "weights": "int8 per channel", "activations": "uint8",
-        "float_model_sha256": file_sha256(float_path),
-        "calibration": {"frames": str(frames_path), "frames_sha256": file_sha256(frames_path),
-                        "seed": config.seed, "method": "minmax", "n_crops": len(crops),
-                        "crops": [[name, frame] for name, frame in crops]},
-    }
+    quantization = {"format": "QDQ", "weights": "int8 per channel", "activations": "uint8",
+                    "operators": op_types or "onnxruntime default", "float_model_sha256": file_sha256(float_path),
+                    "calibration": calibration}
     with atomic_path(out_path) as tmp:
         quantize_static(
-            str(float_path), str(tmp), _CropReader(frames_path, crops, config.batch_size, input_name),
+            str(float_path), str(tmp), _BatchReader(batches(batch_size)),
             quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8, op_types_to_quantize=op_types,
         )
         _set_metadata(tmp, {**metadata, "quantization": quantization})
-        diffs = _compare(session, make_session(tmp, "cpu", threads=1), frames_path, crops, input_name, out_path)
-    log.info("quantized %s -> %s on %d crops (max abs diff %s)", float_path, out_path, len(crops), diffs)
+        diffs = _compare(make_session(float_path, "cpu", threads=1), make_session(tmp, "cpu", threads=1),
+                         batches(64), out_path)
+    log.info("quantized %s -> %s (max abs diff %s)", float_path, out_path, diffs)
     return {**quantization, "max_abs_diff": diffs}
 
 
@@ -137,15 +192,13 @@ def _set_metadata(path: Path, metadata: dict[str, Any]) -> None:
     onnx.save(proto, str(path))
 
 
-def _compare(float_session: Any, int8_session: Any, frames_path: str | Path, crops: list[tuple[str, int]],
-             input_name: str, where: Path) -> dict[str, float]:
-    """Max abs difference per output on the calibration crops; ``ValueError`` when int8 gives non-finite values."""
-    reader = _CropReader(frames_path, crops, 64, input_name)
+def _compare(float_session: Any, int8_session: Any, batches: Iterator[Feed], where: Path) -> dict[str, float]:
+    """Max abs difference per output on the calibration batches; ``ValueError`` when int8 gives non-finite values."""
     names = [o.name for o in float_session.get_outputs()]
     diffs = dict.fromkeys(names, 0.0)
-    while (feed := reader.get_next()) is not None:
+    for feed in batches:
         for name, ref, got in zip(names, float_session.run(None, feed), int8_session.run(None, feed)):
             if not np.isfinite(got).all():
-                raise ValueError(f"{where}: the int8 model gives non-finite {name} on calibration crops")
+                raise ValueError(f"{where}: the int8 model gives non-finite {name} on calibration inputs")
             diffs[name] = max(diffs[name], float(np.abs(got - ref).max()))
     return diffs
