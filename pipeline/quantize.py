@@ -54,6 +54,39 @@ class CalibrationConfig:
             raise ValueError(f"calibration crops and batch size must be >= 1, got {self.n_crops} and {self.batch_size}")
 
 
+@dataclass(frozen=True)
+class QuantSettings:
+    """How onnxruntime quantizes: the defaults are the published models' (QDQ, per-channel int8 weights,
+    uint8 activations); the others exist so ``benchmarks/int8.py`` can compare them on this CPU."""
+
+    format: str = "QDQ"              # QDQ (Q/DQ pairs, fused at load) | QOperator (QLinearConv... in the file)
+    per_channel: bool = True         # one weight scale per output channel, or one per tensor
+    activations: str = "uint8"       # uint8 | int8
+    weights: str = "int8"            # int8 | uint8
+    reduce_range: bool = False       # 7-bit weights: avoids int16 overflow of u8s8 products without VNNI
+    operators: tuple[str, ...] | None = None   # operator types quantized (None: onnxruntime's default set)
+    preprocess: bool = False         # onnxruntime's quant_pre_process first (shape inference, Conv+BN folding)
+
+    def __post_init__(self) -> None:
+        if self.format not in ("QDQ", "QOperator"):
+            raise ValueError(f"format must be QDQ or QOperator, got {self.format!r}")
+        for name in ("activations", "weights"):
+            if getattr(self, name) not in ("uint8", "int8"):
+                raise ValueError(f"{name} must be uint8 or int8, got {getattr(self, name)!r}")
+
+    def record(self) -> dict[str, Any]:
+        """The settings as the model's ``quantization`` metadata states them."""
+        return {"format": self.format,
+                "weights": f"{self.weights} per {'channel' if self.per_channel else 'tensor'}",
+                "activations": self.activations, "reduce_range": self.reduce_range,
+                "operators": list(self.operators) if self.operators else "onnxruntime default",
+                "preprocess": self.preprocess}
+
+
+# the TDNN keeps its pooling and projection in float32 (see the module docstring)
+TDNN_SETTINGS = QuantSettings(operators=("Conv",))
+
+
 def int8_path(float_path: str | Path) -> Path:
     """Where the int8 model of ``float_path`` lives: ``visual.onnx`` -> ``visual.int8.onnx`` beside it."""
     return precision_path(float_path, "int8")
@@ -87,6 +120,7 @@ def quantize_visual(
     frames_path: str | Path,
     out_path: str | Path | None = None,
     config: CalibrationConfig = CalibrationConfig(),
+    settings: QuantSettings = QuantSettings(),
 ) -> dict[str, Any]:
     """Write the int8 QDQ model of ``float_path`` (default :func:`int8_path`), calibrated on ``frames_path``.
 
@@ -101,7 +135,7 @@ def quantize_visual(
                    "method": "minmax", "n_crops": len(crops), "crops": [[name, frame] for name, frame in crops]}
     return _quantize(float_path, out_path, calibration,
                      lambda size: _crop_batches(frames_path, crops, size, input_name),
-                     config.batch_size, op_types=None)
+                     config.batch_size, settings)
 
 
 def calibration_windows(audios: Mapping[str, VideoAudio], n_windows: int, seed: int) -> list[tuple[str, int]]:
@@ -129,19 +163,20 @@ def quantize_tdnn(
     audios: Mapping[str, VideoAudio],
     out_path: str | Path | None = None,
     config: CalibrationConfig = CalibrationConfig(),
+    settings: QuantSettings = TDNN_SETTINGS,
 ) -> dict[str, Any]:
     """Write the int8 QDQ model of ``tdnn.onnx`` (default :func:`int8_path`), calibrated on ``audios``.
 
     ``audios`` maps video names to their soundtracks' log-mel (the training videos); ``config.n_crops``
     windows are drawn from their frames with audio and recorded by (video, frame) in the metadata.
-    Only the convolutions are quantized (see the module docstring). Returns the ``quantization``
+    By default only the convolutions are quantized (see the module docstring). Returns the ``quantization``
     metadata plus ``max_abs_diff`` of ``embedding`` against the float model on those windows.
     """
     windows = calibration_windows(audios, config.n_crops, config.seed)
     calibration = {"videos": sorted({name for name, _ in windows}), "seed": config.seed, "method": "minmax",
                    "n_windows": len(windows), "windows": [[name, frame] for name, frame in windows]}
     return _quantize(Path(float_path), out_path, calibration, lambda size: _window_batches(audios, windows, size),
-                     config.batch_size, op_types=["Conv"])
+                     config.batch_size, settings)
 
 
 class _BatchReader:
@@ -156,24 +191,31 @@ class _BatchReader:
 
 
 def _quantize(float_path: Path, out_path: str | Path | None, calibration: dict[str, Any], batches: Any,
-              batch_size: int, op_types: list[str] | None) -> dict[str, Any]:
-    """Quantize ``float_path`` on ``batches(batch_size)``, record ``calibration``, check and publish atomically.
-
-    ``op_types``: the operator types quantized (None: onnxruntime's default set).
-    """
+              batch_size: int, settings: QuantSettings) -> dict[str, Any]:
+    """Quantize ``float_path`` on ``batches(batch_size)``, record ``calibration``, check and publish atomically."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
+    types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
     out_path = int8_path(float_path) if out_path is None else Path(out_path)
     metadata = read_metadata(float_path)
-    quantization = {"format": "QDQ", "weights": "int8 per channel", "activations": "uint8",
-                    "operators": op_types or "onnxruntime default", "float_model_sha256": file_sha256(float_path),
-                    "calibration": calibration}
+    quantization = {**settings.record(), "float_model_sha256": file_sha256(float_path), "calibration": calibration}
     with atomic_path(out_path) as tmp:
-        quantize_static(
-            str(float_path), str(tmp), _BatchReader(batches(batch_size)),
-            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8, op_types_to_quantize=op_types,
-        )
+        source = tmp.with_name(tmp.name + ".pre.onnx") if settings.preprocess else float_path
+        try:
+            if settings.preprocess:
+                from onnxruntime.quantization.shape_inference import quant_pre_process
+
+                quant_pre_process(str(float_path), str(source))
+            quantize_static(
+                str(source), str(tmp), _BatchReader(batches(batch_size)),
+                quant_format=QuantFormat.QDQ if settings.format == "QDQ" else QuantFormat.QOperator,
+                per_channel=settings.per_channel, reduce_range=settings.reduce_range,
+                activation_type=types[settings.activations], weight_type=types[settings.weights],
+                op_types_to_quantize=list(settings.operators) if settings.operators else None,
+            )
+        finally:
+            if source != float_path:
+                source.unlink(missing_ok=True)
         _set_metadata(tmp, {**metadata, "quantization": quantization})
         diffs = _compare(make_session(float_path, "cpu", threads=1), make_session(tmp, "cpu", threads=1),
                          batches(64), out_path)
