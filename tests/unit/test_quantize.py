@@ -17,7 +17,9 @@ from pipeline.data.frame_store import FrameStore
 from pipeline.export import make_session, read_metadata
 from pipeline.fsio import file_sha256
 from pipeline.models.preprocess import to_model_input
-from pipeline.quantize import CalibrationConfig, QuantSettings, calibration_crops, int8_path, quantize_visual
+from pipeline.audio.windows import VideoAudio
+from pipeline.quantize import (CalibrationConfig, QuantSettings, calibration_crops, calibration_windows, int8_path,
+                               quantize_visual)
 from pipeline.store import EmbeddingStore
 from stages.embed_visual import command as embed_visual
 
@@ -161,3 +163,16 @@ def test_settings_are_recorded_and_checked(quantized: tuple[Path, dict]) -> None
         QuantSettings(format="QLinear")
     with pytest.raises(ValueError, match="activations"):
         QuantSettings(activations="int4")
+
+
+def test_calibration_windows_draw_frames_with_audio_only() -> None:
+    present = np.zeros(40, bool)
+    present[10:30] = True
+    audio = VideoAudio(np.ones((64, 400), np.float32), np.arange(0, 400, 10)[:40] % 300, present, 101)
+    silent = VideoAudio(np.zeros((64, 0), np.float32), np.zeros(5, np.int64), np.zeros(5, bool), 101)
+    picks = calibration_windows({"b": audio, "a": silent}, 8, seed=0)
+    assert len(picks) == len(set(picks)) == 8 and all(name == "b" and present[i] for name, i in picks)
+    assert calibration_windows({"b": audio}, 8, seed=0) == picks != calibration_windows({"b": audio}, 8, seed=1)
+    assert len(calibration_windows({"b": audio}, 100, seed=0)) == 20
+    with pytest.raises(ValueError, match="no frame with audio"):
+        calibration_windows({"a": silent}, 8, seed=0)
