@@ -35,6 +35,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -59,15 +60,17 @@ from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, 
 from pipeline.store import EmbeddingStore, fingerprint
 from timing import rate
 
+FULL_RANGE = QuantSettings(reduce_range=False)
 VARIANTS: dict[str, QuantSettings] = {
-    "qdq_u8s8_channel": QuantSettings(),                       # what the pipeline writes
-    "qdq_u8s8_tensor": QuantSettings(per_channel=False),
-    "qdq_u8s8_reduce_range": QuantSettings(reduce_range=True),
-    "qdq_s8s8_channel": QuantSettings(activations="int8"),
-    "qdq_u8u8_channel": QuantSettings(weights="uint8"),
-    "qoperator_u8s8_channel": QuantSettings(format="QOperator"),
-    "qdq_conv_only": QuantSettings(operators=("Conv",)),
-    "qdq_preprocessed": QuantSettings(preprocess=True),
+    "qdq_u8s8_channel_7bit": QuantSettings(),                  # what the pipeline writes
+    "qdq_u8s8_channel": FULL_RANGE,
+    "qdq_u8s8_tensor": replace(FULL_RANGE, per_channel=False),
+    "qdq_s8s8_channel": replace(FULL_RANGE, activations="int8"),
+    "qdq_u8u8_channel": replace(FULL_RANGE, weights="uint8"),
+    "qoperator_u8s8_channel": replace(FULL_RANGE, format="QOperator"),
+    "qoperator_u8s8_channel_7bit": QuantSettings(format="QOperator"),
+    "qdq_conv_only": replace(FULL_RANGE, operators=("Conv",)),
+    "qdq_preprocessed": replace(FULL_RANGE, preprocess=True),
 }
 
 
@@ -93,7 +96,7 @@ def visual_part(float_path: Path, frames: Path, work: Path, variants: list[str],
     images = decoded_faces(frames, args.faces)
     sessions = {"float32": make_session(float_path, "cpu", args.threads)}
     for name in variants:
-        out = work / f"{float_path.stem}.{name}.onnx"
+        out = float_path.parent / f"{float_path.stem}.{name}.onnx"
         quantize_visual(float_path, frames, out, CalibrationConfig(n_crops=args.crops), VARIANTS[name])
         sessions[name] = make_session(out, "cpu", args.threads)
     runs = {name: (lambda s=session: run_all(s, images, args.batch_size)) for name, session in sessions.items()}
@@ -167,7 +170,7 @@ def scores_part(cache: Path, onnx_dir: Path, audio_dir: Path, work: Path, args: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", type=Path, required=True, help="the demo pipeline's cache folder (read only)")
-    parser.add_argument("--variants", default="qdq_u8s8_channel", help=f"comma-separated, of {sorted(VARIANTS)}")
+    parser.add_argument("--variants", default="qdq_u8s8_channel_7bit,qdq_u8s8_channel", help=f"comma-separated, of {sorted(VARIANTS)}")
     parser.add_argument("--paper-width", type=float, default=1.0, help="width_mult of the random IResNet18 (0: skip)")
     parser.add_argument("--crops", type=int, default=256, help="calibration crops")
     parser.add_argument("--faces", type=int, default=128, help="faces timed per call")

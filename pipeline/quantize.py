@@ -1,7 +1,9 @@
 """int8 CPU inference: onnxruntime static quantization of ``visual.onnx`` and ``tdnn.onnx``.
 
 The int8 model is QDQ (QuantizeLinear/DequantizeLinear pairs around each quantized operator), with
-per-channel int8 weights and uint8 activations (U8S8, which onnxruntime recommends on AVX2) whose
+per-channel int8 weights kept to 7 bits (``reduce_range``, against the int16 saturation of
+onnxruntime's u8s8 kernels on CPUs without VNNI) and uint8 activations (U8S8, which onnxruntime
+recommends on AVX2) whose
 ranges come from running the float model over calibration inputs: face crops drawn from the frame
 store for the visual model, log-mel windows of the training videos' soundtracks for the TDNN. It
 keeps the float model's inputs, outputs and metadata (the TDNN's audio config included), and adds
@@ -56,14 +58,17 @@ class CalibrationConfig:
 
 @dataclass(frozen=True)
 class QuantSettings:
-    """How onnxruntime quantizes: the defaults are the published models' (QDQ, per-channel int8 weights,
-    uint8 activations); the others exist so ``benchmarks/int8.py`` can compare them on this CPU."""
+    """How onnxruntime quantizes: the defaults are the published models' (QDQ, per-channel 7-bit int8
+    weights, uint8 activations); the others exist so ``benchmarks/int8.py`` can compare them."""
 
     format: str = "QDQ"              # QDQ (Q/DQ pairs, fused at load) | QOperator (QLinearConv... in the file)
     per_channel: bool = True         # one weight scale per output channel, or one per tensor
     activations: str = "uint8"       # uint8 | int8
     weights: str = "int8"            # int8 | uint8
-    reduce_range: bool = False       # 7-bit weights: avoids int16 overflow of u8s8 products without VNNI
+    # 7-bit weights: without VNNI (AVX2 only) onnxruntime's u8s8 kernels add pairs of u8*s8 products
+    # in int16, which saturates with 8-bit weights; on the test CPU 7 bits were both closer to float32
+    # and no slower (benchmarks/int8.py)
+    reduce_range: bool = True
     operators: tuple[str, ...] | None = None   # operator types quantized (None: onnxruntime's default set)
     preprocess: bool = False         # onnxruntime's quant_pre_process first (shape inference, Conv+BN folding)
 
