@@ -3,9 +3,8 @@
 The int8 model is QDQ (QuantizeLinear/DequantizeLinear pairs around each quantized operator), with
 per-channel int8 weights kept to 7 bits (``reduce_range``, against the int16 saturation of
 onnxruntime's u8s8 kernels on CPUs without VNNI) and uint8 activations (U8S8, which onnxruntime
-recommends on AVX2) whose
-ranges come from running the float model over calibration inputs: face crops drawn from the frame
-store for the visual model, log-mel windows of the training videos' soundtracks for the TDNN. It
+recommends on AVX2) whose ranges come from running the float model over calibration inputs: face
+crops drawn from the frame store for the visual model, log-mel windows of the training videos' soundtracks for the TDNN. It
 keeps the float model's inputs, outputs and metadata (the TDNN's audio config included), and adds
 a ``quantization`` entry that records how it was made and exactly which crops or windows calibrated
 it, so a later reader can rebuild or question it. Only the TDNN's convolutions are quantized: its
