@@ -61,11 +61,13 @@ class ParityError(ValueError):
 
 @dataclass(frozen=True)
 class ExportConfig:
-    """``export_onnx`` params: ONNX opset, parity tolerance (relative), and the example batch size traced."""
+    """``export_onnx`` params: ONNX opset, parity tolerance (relative), the example batch size traced,
+    and the face crops calibrating the int8 model (when one is written)."""
 
     opset: int = 17
     parity_rtol: float = 1e-4
     example_batch: int = 2
+    int8_crops: int = 256
 
     def __post_init__(self) -> None:
         if not 13 <= self.opset <= 21:
@@ -73,6 +75,8 @@ class ExportConfig:
         check_parity_rtol(self.parity_rtol)
         if self.example_batch < 1:
             raise ConfigError(f"must be >= 1, got {self.example_batch}", key="example_batch")
+        if self.int8_crops < 1:
+            raise ConfigError(f"must be >= 1, got {self.int8_crops}", key="int8_crops")
 
 
 def export_onnx(

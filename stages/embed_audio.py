@@ -27,7 +27,7 @@ def command(prepared_dir: Path, audio_model_dir: Path, out_zarr: Path, params_pa
     (zeros where no audio covers the frame) and `audio_present`, one dask task per video. The store
     is built in --work-dir (complete videos survive an interruption and are not recomputed) and
     moved onto OUT_ZARR when every video is done. Exits 1 naming the videos that failed. Params:
-    the `embed_audio` section of --params.
+    the `embed_audio` section of --params; `precision: int8` runs AUDIO_MODEL_DIR/tdnn.int8.onnx.
     """
     setup_logging()
     cfg = load_config(params_path, "embed_audio", EmbedAudioConfig)

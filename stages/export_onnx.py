@@ -17,10 +17,9 @@ from stages.common import load_config, params_option, run_or_exit, setup_logging
 @params_option
 @click.option("--int8-calibration", "frames_h5", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, metavar="FRAMES_H5",
-              help="Also write the int8 model (<OUT_ONNX stem>.int8.onnx), calibrated on crops of FRAMES_H5.")
-@click.option("--int8-crops", type=click.IntRange(min=1), default=256, show_default=True,
-              help="Face crops drawn (seed 0) from FRAMES_H5 to calibrate the int8 activation ranges.")
-def command(model_pt: Path, out_onnx: Path, params_path: Path, frames_h5: Path | None, int8_crops: int) -> None:
+              help="Also write the int8 model (<OUT_ONNX stem>.int8.onnx), calibrated on export_onnx.int8_crops "
+                   "face crops of FRAMES_H5 (drawn with seed 0).")
+def command(model_pt: Path, out_onnx: Path, params_path: Path, frames_h5: Path | None) -> None:
     """Export MODEL_PT (cache/visual/model.pt) to OUT_ONNX (cache/onnx/visual.onnx).
 
     The ONNX model takes `image` float32 (B,3,112,112), normalised (x/255-0.5)/0.5, and returns
@@ -28,12 +27,12 @@ def command(model_pt: Path, out_onnx: Path, params_path: Path, frames_h5: Path |
     checked with onnx.checker and compared with torch on onnxruntime's CPU provider (max abs diff
     <= parity_rtol * max(1, max|torch output|), per output) before it is renamed onto OUT_ONNX; on
     failure nothing is written. Params: the `export_onnx` section of --params (opset, parity_rtol,
-    example_batch).
+    example_batch, int8_crops).
 
     With --int8-calibration, also writes the onnxruntime static quantization of OUT_ONNX (QDQ,
     per-channel int8 weights, uint8 activations) next to it, with the calibration crops recorded in
-    its metadata; OUT_ONNX itself is the same as without the option. `embed-visual` uses it when
-    given it as VISUAL_ONNX.
+    its metadata; OUT_ONNX itself is the same as without the option. `embed-visual` runs it with
+    `embed_visual.precision: int8`, `predict` with `--precision int8`.
     """
     setup_logging()
     cfg = load_config(params_path, "export_onnx", ExportConfig)
@@ -42,7 +41,7 @@ def command(model_pt: Path, out_onnx: Path, params_path: Path, frames_h5: Path |
     click.echo(f"exported {model_pt} -> {out_onnx} (opset {report['opset']}; max abs diff vs torch: {diffs})")
     if frames_h5 is not None:
         quantized = run_or_exit(quantize_visual, out_onnx, frames_h5, int8_path(out_onnx),
-                                CalibrationConfig(n_crops=int8_crops))
+                                CalibrationConfig(n_crops=cfg.int8_crops))
         diffs = ", ".join(f"{name} {diff:.2e}" for name, diff in quantized["max_abs_diff"].items())
         click.echo(f"quantized {out_onnx} -> {int8_path(out_onnx)} on {quantized['calibration']['n_crops']} crops "
                    f"(max abs diff vs float32: {diffs})")

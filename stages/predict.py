@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from pipeline.faces.crop import videos_in
+from pipeline.precision import DEFAULT_PRECISION, PRECISIONS
 from pipeline.predict.video import PredictConfig, load_models, predict_videos
 from stages.common import exit_on_failed_videos, device_option, load_config, run_or_exit, setup_logging
 from stages.progress import FrameProgressDisplay
@@ -40,6 +41,9 @@ DEMO_MODELS_NOTE = (
 @device_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Faces, audio windows and sequence windows per model call.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=DEFAULT_PRECISION, show_default=True,
+              help="Run the visual and audio models at this precision: int8 takes visual.int8.onnx and "
+                   "tdnn.int8.onnx beside them (written by export-onnx and train-audio).")
 @click.option("--redo", is_flag=True, default=False,
               help="Predict again videos whose OUT/<stem>.csv already exists (skipped otherwise).")
 @click.option("--overlay", type=click.Path(path_type=Path), default=None,
@@ -54,8 +58,8 @@ DEMO_MODELS_NOTE = (
               help="With --low-latency: delay the audio so that no frame reads audio after its time (scores lower).")
 def command(videos: tuple[Path, ...], out_dir: Path, models_dir: Path, visual_onnx: Path | None,
             audio_onnx: Path | None, sequence_onnx: Path | None, crops_root: Path | None,
-            params_path: Path | None, device: str, batch_size: int, redo: bool, overlay: Path | None,
-            timelines: bool, low_latency: bool, causal_audio: bool) -> None:
+            params_path: Path | None, device: str, batch_size: int, precision: str, redo: bool,
+            overlay: Path | None, timelines: bool, low_latency: bool, causal_audio: bool) -> None:
     """Predict every frame of VIDEOS (files, or folders of .mp4/.avi videos) into OUT/<stem>.csv.
 
     One row per frame per face. Columns: frame, timestamp (s), face_id, confidence (detector score),
@@ -80,7 +84,7 @@ def command(videos: tuple[Path, ...], out_dir: Path, models_dir: Path, visual_on
         visual_onnx or models_dir / "onnx" / "visual.onnx",
         audio_onnx or models_dir / "audio" / "tdnn.onnx",
         sequence_onnx or models_dir / "sequence" / "sequence.onnx",
-        device,
+        device, precision=precision,
     )
     click.echo(DEMO_MODELS_NOTE, err=True)
     # a folder stands for its videos; a missing or bad file is left to fail by name while the others run

@@ -30,7 +30,9 @@ def command(prepared_dir: Path, visual_zarr: Path, out_dir: Path, metrics_json: 
 
     Writes OUT_DIR/model.pt ({"tdnn_arch", "tdnn", "fusion_arch", "fusion", "audio_config"} of the
     epoch the `selection` section keeps), OUT_DIR/tdnn.onnx (input `mel` (B, 64, C), output
-    `embedding` (B, 512), the audio config in its metadata) and METRICS_JSON ({"validation",
+    `embedding` (B, 512), the audio config in its metadata), OUT_DIR/tdnn.int8.onnx (its int8
+    quantization, calibrated on `int8_windows` windows of the training videos, recorded in its
+    metadata; `embed-audio` runs it at `precision: int8`) and METRICS_JSON ({"validation",
     "visual_only", "selection", "epochs", "best_epoch"}: the fused model next to the visual model's
     own logits on the same validation frames, on face_frames and all_frames). Params: the
     `train_audio` and `selection` sections.

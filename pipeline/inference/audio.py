@@ -44,20 +44,28 @@ from pipeline.audio.windows import VideoAudio
 from pipeline.config import from_dict
 from pipeline.inference.loading import read_checkpoint, read_onnx_metadata
 from pipeline.labels import EMBEDDING_DIM
+from pipeline.precision import DEFAULT_PRECISION, precision_model
 
 ONNX_NAME = "tdnn.onnx"
 CHECKPOINT_NAME = "model.pt"
 BACKEND_FILES: dict[str, str] = {"onnx": ONNX_NAME, "torch": CHECKPOINT_NAME}
 STAGE = "train-audio"
+INT8_HOW = "train-audio writes it next to tdnn.onnx; re-run train-audio"
 # the split ONNX path may differ from the whole graph by float32 rounding of the pooling, no more
 SPLIT_RTOL = 1e-4
 
 
-def audio_model_path(model_dir: str | Path, backend: str) -> Path:
-    """The ``train-audio`` output file a backend runs: ``tdnn.onnx`` (onnx) or ``model.pt`` (torch)."""
+def audio_model_path(model_dir: str | Path, backend: str, precision: str = DEFAULT_PRECISION) -> Path:
+    """The ``train-audio`` output file a backend runs: ``tdnn.onnx`` (onnx; ``tdnn.int8.onnx`` at
+    precision int8, checked to exist) or ``model.pt`` (torch, float32 only)."""
     if backend not in BACKEND_FILES:
         raise ValueError(f"audio backend must be one of {sorted(BACKEND_FILES)}, got {backend!r}")
-    return Path(model_dir) / BACKEND_FILES[backend]
+    path = Path(model_dir) / BACKEND_FILES[backend]
+    if precision == DEFAULT_PRECISION:
+        return path
+    if backend != "onnx":
+        raise ValueError(f"audio backend {backend!r} runs {path.name} in float32 only, got precision {precision!r}")
+    return precision_model(path, precision, INT8_HOW)
 
 
 def load_audio_config(path: str | Path) -> AudioConfig:

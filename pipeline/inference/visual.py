@@ -33,6 +33,8 @@ from pipeline.labels import EMBEDDING_DIM, NUM_AUS, NUM_EXPRS
 from pipeline.models.preprocess import to_model_input
 
 INPUT_NAME = "image"
+# how the int8 copy of visual.onnx is made, for the error that reports it missing
+INT8_HOW = "export-onnx writes it with --int8-calibration FRAMES_H5, as the pipeline's export-onnx stage does"
 OUTPUT_WIDTHS: dict[str, int] = {"embedding": EMBEDDING_DIM, "au_logits": NUM_AUS, "expr_logits": NUM_EXPRS}
 OUTPUT_NAMES: tuple[str, ...] = tuple(OUTPUT_WIDTHS)
 T = TypeVar("T")

@@ -79,12 +79,15 @@ from pipeline.faces.align import CROP_SIZE
 from pipeline.faces.detect import DetectorConfig, FaceDetector
 from pipeline.faces.track import FaceTracker, TrackerConfig
 from pipeline.fsio import atomic_path
+from pipeline.inference.audio import INT8_HOW as AUDIO_INT8_HOW
 from pipeline.inference.audio import AudioEmbedder
 from pipeline.inference.causal import causal_logits
 from pipeline.inference.sequence import SequenceRunner, load_sequence_runner
+from pipeline.inference.visual import INT8_HOW as VISUAL_INT8_HOW
 from pipeline.inference.visual import VisualEmbedder
 from pipeline.labels import AU_NAMES, EMBEDDING_DIM, EXPR_NAMES
 from pipeline.models.preprocess import to_model_input
+from pipeline.precision import DEFAULT_PRECISION, precision_model
 from pipeline.predict.overlay import write_overlay
 from pipeline.predict.progress import ProgressCallback, expected_frames, progress_reporter
 from pipeline.predict.timelines import timeline_path, write_timelines
@@ -138,16 +141,21 @@ class PredictSummary:
 
 
 def load_models(visual_onnx: str | Path, audio_onnx: str | Path | None, sequence_onnx: str | Path,
-                device: str = "auto", threads: int = 0) -> PredictModels:
-    """Open the ONNX models once; ``tdnn.onnx`` is needed only when the sequence model uses audio."""
+                device: str = "auto", threads: int = 0, precision: str = DEFAULT_PRECISION) -> PredictModels:
+    """Open the ONNX models once; ``tdnn.onnx`` is needed only when the sequence model uses audio.
+
+    ``precision`` picks the copies of ``visual.onnx`` and ``tdnn.onnx`` that run (e.g. their
+    ``.int8.onnx`` beside them, :mod:`pipeline.precision`); the sequence model runs in float32.
+    """
     sequence = load_sequence_runner(sequence_onnx, device, threads)
     audio = None
     if sequence.uses_audio():
         if audio_onnx is None:
             raise ValueError(f"{sequence_onnx}: the sequence model uses audio ({sequence.modalities!r}); "
                              f"give tdnn.onnx")
-        audio = AudioEmbedder.from_file(audio_onnx, device, threads)
-    return PredictModels(VisualEmbedder.from_onnx(visual_onnx, device, threads), audio, sequence)
+        audio = AudioEmbedder.from_file(precision_model(audio_onnx, precision, AUDIO_INT8_HOW), device, threads)
+    visual = VisualEmbedder.from_onnx(precision_model(visual_onnx, precision, VISUAL_INT8_HOW), device, threads)
+    return PredictModels(visual, audio, sequence)
 
 
 def predict_video(

@@ -54,7 +54,7 @@ def bill_table(record: dict[str, Any]) -> str:
                      "not measured", disk])
     rows.append(["**total**", f"**{duration(demo['total']['seconds'])}**", f"**{duration(paper['total']['seconds'])}**",
                  "not measured", f"**{size(demo['total']['disk_bytes'])} / {size(paper['total']['disk_bytes'])}**"])
-    header = (f"stage", f"demo profile ({profiles['demo']['visual']}), 2 CPU cores",
+    header = ("stage", f"demo profile ({profiles['demo']['visual']}), 2 CPU cores",
               f"paper profile ({profiles['paper']['visual']}), 2 CPU cores", "GPU", "disk written (demo / paper)")
     quick = " **A `--quick` record: tiny inputs and the demo's models in both columns; not for planning.**" \
         if r["quick"] else ""

@@ -18,7 +18,8 @@ labelled frame: the fusion head also predicts the faceless ones), next to the vi
 cached logits on the same frames (``visual_only``). The kept epoch is chosen by the ``selection``
 mode (:mod:`pipeline.train.selection`; default: the held-out training videos' ``face_frames``).
 State after each epoch goes to ``work_dir/state.pt`` so a killed run resumes. ``out_dir`` finally
-receives ``model.pt`` and ``tdnn.onnx`` together.
+receives ``model.pt``, ``tdnn.onnx`` and ``tdnn.int8.onnx`` (calibrated on the training videos'
+soundtracks, :func:`pipeline.quantize.quantize_tdnn`) together.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 import numpy as np
 import torch
@@ -43,6 +44,7 @@ from pipeline.fsio import atomic_path, write_json
 from pipeline.labels import TASKS
 from pipeline.models.fusion import FusionConfig, FusionHead
 from pipeline.models.tdnn import TDNN, TDNNConfig
+from pipeline.quantize import CalibrationConfig, int8_path, quantize_tdnn
 from pipeline.store import EmbeddingStore
 from pipeline.train.alternating import TaskSchedule
 from pipeline.train.epoch_plan import epoch_plan
@@ -57,6 +59,8 @@ log = logging.getLogger(__name__)
 
 SECTION = "train_audio"
 STATE_FILE = "state.pt"
+# params that shape only the exported files, not the training (kept out of the resume key)
+EXPORT_ONLY: tuple[str, ...] = ("parity_rtol", "int8_windows")
 VISUAL_ARRAYS: tuple[str, ...] = ("embedding", "face_present", "au", "expr", "au_logits", "expr_logits")
 
 
@@ -82,9 +86,12 @@ class AudioTrainConfig:
     sources: tuple[str, ...] = ("affwild2",)   # manifest sources whose subjects are used
     seed: int = 0
     parity_rtol: float = DEFAULT_PARITY_RTOL   # tdnn.onnx vs torch, relative to the output's scale
+    int8_windows: int = 256           # training log-mel windows (seed: ``seed``) calibrating tdnn.int8.onnx
 
     def __post_init__(self) -> None:
         check_parity_rtol(self.parity_rtol)
+        if self.int8_windows < 1:
+            raise ConfigError(f"must be >= 1, got {self.int8_windows}", key="int8_windows")
         for name in ("epochs", "segment_frames", "batch_segments"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"must be >= 1, got {getattr(self, name)}", key=name)
@@ -316,8 +323,8 @@ def fit(
     if mode == "holdout" and not selection_names:
         raise ValueError(f"{SECTION}: selection mode holdout but no held-out selection subject; raise "
                          f"selection.share or set selection.mode to validation or last")
-    # The export tolerance does not change training: loosening it after a failed check resumes.
-    key = {"config": {k: v for k, v in to_dict(config).items() if k != "parity_rtol"}, "mode": mode,
+    # The export tolerance and the int8 calibration do not change training: changing them resumes.
+    key = {"config": {k: v for k, v in to_dict(config).items() if k not in EXPORT_ONLY}, "mode": mode,
            "data": data_key}
     loop = LoopState.resume(Path(work_dir) / STATE_FILE, key, model, optimizer)
 
@@ -368,8 +375,13 @@ def onnx_metadata(model: AudioVisualModel, config: AudioTrainConfig) -> dict[str
     }
 
 
-def publish_outputs(model: AudioVisualModel, config: AudioTrainConfig, out_dir: str | Path) -> None:
-    """Write ``model.pt`` and ``tdnn.onnx`` (parity-checked) into ``out_dir``, both or neither."""
+def publish_outputs(model: AudioVisualModel, config: AudioTrainConfig, out_dir: str | Path,
+                    calibration: Mapping[str, VideoAudio] | None = None) -> None:
+    """Write ``model.pt`` and ``tdnn.onnx`` (parity-checked) into ``out_dir``, all or nothing.
+
+    With ``calibration`` (video name -> soundtrack, the training videos), also ``tdnn.int8.onnx``:
+    its static int8 quantization on ``config.int8_windows`` of their windows (:mod:`pipeline.quantize`).
+    """
     model = model.cpu().eval()
     generator = torch.Generator().manual_seed(config.seed)
     example = torch.randn(2, config.audio.n_mels, config.audio.context_frames, generator=generator) * 4.0 + 8.0
@@ -383,6 +395,9 @@ def publish_outputs(model: AudioVisualModel, config: AudioTrainConfig, out_dir: 
             metadata=onnx_metadata(model, config),
             rtol=config.parity_rtol, rtol_param="train_audio.parity_rtol",
         )
+        if calibration is not None:
+            quantize_tdnn(tmp / "tdnn.onnx", calibration, int8_path(tmp / "tdnn.onnx"),
+                          CalibrationConfig(n_crops=config.int8_windows, seed=config.seed))
 
 
 def train_audio(
@@ -419,6 +434,7 @@ def train_audio(
         "selection": selection_report(selection, held, result.history),
         "epochs": config.epochs, "best_epoch": result.best_epoch,
     }
-    publish_outputs(result.model, config, out_dir)
+    train_videos = {subjects[name].video: subjects[name].audio for task in TASKS for name in splits.train[task]}
+    publish_outputs(result.model, config, out_dir, calibration=train_videos)
     write_json(metrics_path, result.metrics)
     return result

@@ -128,3 +128,19 @@ def test_sequence_param_change_reruns_only_sequence_and_evaluate(repo: Path) -> 
     _set_params(repo, {"train_sequence": {"dropout": 0.2}})
     output = _run(["dvc", "repro"], repo)
     assert _ran_stages(output) == {"train-sequence", "evaluate"}, output
+
+
+@pytest.mark.slow
+def test_int8_precision_reembeds_from_the_declared_int8_models(repo: Path) -> None:
+    assert (repo / "cache" / "onnx" / "visual.int8.onnx").is_file()
+    assert (repo / "cache" / "audio" / "tdnn.int8.onnx").is_file()
+    before = (repo / "cache" / "embeddings" / "visual.zarr" / "zarr.json").read_text()
+    _set_params(repo, {"embed_visual": {"precision": "int8"}, "embed_audio": {"precision": "int8"}})
+    output = _run(["dvc", "repro"], repo)
+    # the int8 models are outputs of export-onnx and train-audio already: nothing upstream reruns
+    assert _ran_stages(output) == {"embed-visual", "train-audio", "embed-audio", "train-sequence", "evaluate"}, output
+    attrs = json.loads((repo / "cache" / "embeddings" / "visual.zarr" / "zarr.json").read_text())["attributes"]
+    assert attrs["model"]["quantization"]["format"] == "QDQ" and "precision" not in attrs["params"]
+    assert json.loads(before)["attributes"]["fingerprint"] != attrs["fingerprint"]
+    audio = json.loads((repo / "cache" / "embeddings" / "audio.zarr" / "zarr.json").read_text())["attributes"]
+    assert audio["model"]["path"] == "cache/audio/tdnn.int8.onnx"

@@ -15,9 +15,10 @@ from click.testing import CliRunner
 
 from _embed_inputs import build_prepared, tiny_audio_model_dir
 from pipeline.audio.features import AudioConfig
-from pipeline.audio.windows import video_audio_windows
+from pipeline.audio.windows import video_audio, video_audio_windows
 from pipeline.data.manifest import read_manifest
 from pipeline.models.fusion import load_tdnn
+from pipeline.quantize import CalibrationConfig, quantize_tdnn
 from pipeline.store import EmbeddingStore
 from pipeline.checkpoint import load_checkpoint
 from stages.embed_audio import command
@@ -95,6 +96,47 @@ def test_unreadable_video_fails_by_name_and_others_complete(inputs: dict[str, Pa
     assert "vidD" in result.output and "1 failed" in result.output
     assert EmbeddingStore.open_read(tmp_path / "work" / "audio.zarr").keys() == ["vidA", "vidB", "vidC"]
     assert not out.exists()
+
+
+def test_precision_int8_runs_tdnn_int8_into_the_same_layout(inputs: dict[str, Path], onnx_store: EmbeddingStore,
+                                                            tmp_path: Path) -> None:
+    models = tmp_path / "audio"
+    shutil.copytree(inputs["models"], models)
+    params = tmp_path / "int8.yaml"
+    params.write_text("embed_audio:\n  chunk_frames: 4\n  backend: onnx\n  precision: int8\n")
+    args = [str(inputs["prepared"]), str(models), str(tmp_path / "int8.zarr"), "--params", str(params),
+            "--device", "cpu", "--no-processes", "--batch-size", "4", "--work-dir", str(tmp_path / "work"),
+            "--no-progress"]
+    missing = CliRunner().invoke(command, args)
+    assert missing.exit_code == 1 and "Traceback" not in missing.output
+    assert str(models / "tdnn.int8.onnx") in missing.output and "train-audio" in missing.output
+    manifest = read_manifest(inputs["prepared"] / "manifest.json")
+    audios = {video: video_audio(records[0].video_path, records[0].n_frames, records[0].fps, AudioConfig())
+              for video, records in manifest.videos().items()}
+    quantize_tdnn(models / "tdnn.onnx", audios, config=CalibrationConfig(n_crops=32))
+    result = CliRunner().invoke(command, args)
+    assert result.exit_code == 0, result.output
+    store = EmbeddingStore.open_read(tmp_path / "int8.zarr")
+    assert store.attrs["model"]["path"] == str(models / "tdnn.int8.onnx")
+    assert store.attrs["params"] == onnx_store.attrs["params"] and store.keys() == onnx_store.keys()
+    for video in VIDEOS:
+        a, b = onnx_store.read(video), store.read(video)
+        assert {k: (v.shape, v.dtype) for k, v in a.items()} == {k: (v.shape, v.dtype) for k, v in b.items()}
+        np.testing.assert_array_equal(a["audio_present"], b["audio_present"])
+        present = a["audio_present"].astype(bool)
+        x, y = a["embedding"][present].astype(np.float64), b["embedding"][present].astype(np.float64)
+        assert not b["embedding"][~present].any()      # zeros where no audio, as in float32
+        if len(x):
+            cosine = (x * y).sum(1) / np.linalg.norm(x, axis=1) / np.linalg.norm(y, axis=1)
+            assert cosine.mean() >= 0.95, (video, cosine.mean())
+
+
+def test_torch_backend_has_no_int8(inputs: dict[str, Path], tmp_path: Path) -> None:
+    params = tmp_path / "bad.yaml"
+    params.write_text("embed_audio:\n  backend: torch\n  precision: int8\n")
+    result = CliRunner().invoke(command, [str(inputs["prepared"]), str(inputs["models"]), str(tmp_path / "o.zarr"),
+                                          "--params", str(params), "--no-progress"])
+    assert result.exit_code == 2 and "float32 only" in result.output
 
 
 def test_help_names_inputs_and_outputs() -> None:

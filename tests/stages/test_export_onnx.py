@@ -51,13 +51,13 @@ def test_export_onnx_help_names_inputs_and_outputs() -> None:
 def test_int8_option_adds_the_int8_model_and_leaves_the_float_one_as_it_was(tmp_path: Path, tiny_frames: Path) -> None:
     torch.manual_seed(0)
     torch.save(checkpoint_dict(build_model(ARCH).eval(), ARCH), tmp_path / "model.pt")
-    args = [str(tmp_path / "model.pt"), "--params", str(_params(tmp_path))]
+    args = [str(tmp_path / "model.pt"), "--params", str(_params(tmp_path, int8_crops=8))]
     plain = CliRunner().invoke(main, ["export-onnx", args[0], str(tmp_path / "a" / "visual.onnx"), *args[1:]])
     assert plain.exit_code == 0, plain.output
     assert not (tmp_path / "a" / "visual.int8.onnx").exists()
     out = tmp_path / "b" / "visual.onnx"
     result = CliRunner().invoke(main, ["export-onnx", args[0], str(out), *args[1:], "--int8-calibration",
-                                       str(tiny_frames), "--int8-crops", "8"])
+                                       str(tiny_frames)])
     assert result.exit_code == 0, result.output
     assert "on 8 crops" in result.output and "max abs diff vs float32" in result.output
     assert (tmp_path / "a" / "visual.onnx").read_bytes() == out.read_bytes()

@@ -4,9 +4,11 @@ failures, params, and the progress display on and off a terminal."""
 from __future__ import annotations
 
 import io
+import shutil
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 import skimage.data
 import yaml
@@ -14,6 +16,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from _predict_models import build_predict_models
+from pipeline.audio.features import AudioConfig
+from pipeline.audio.windows import VideoAudio
+from pipeline.quantize import CalibrationConfig, quantize_tdnn, quantize_visual
 from pipeline.predict.photo_video import write_photo_video
 from pipeline.predict.progress import FrameProgress
 from stages.cli import main
@@ -91,6 +96,28 @@ def test_predict_names_a_missing_model(videos, tmp_path: Path):
                                        str(tmp_path / "nocache")])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert str(tmp_path / "nocache" / "sequence" / "sequence.onnx") in result.output
+
+
+def test_predict_precision_int8_runs_the_int8_models_or_names_the_missing_one(cache, videos, tmp_path: Path,
+                                                                             tiny_frames: Path):
+    models = tmp_path / "cache"
+    shutil.copytree(cache, models)
+    args = ["predict", str(videos[0]), "--models-dir", str(models), "--device", "cpu"]
+    missing = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "none"), "--precision", "int8"])
+    assert missing.exit_code == 1 and "Traceback" not in missing.output
+    assert str(models / "audio" / "tdnn.int8.onnx") in missing.output and "train-audio" in missing.output
+    quantize_visual(models / "onnx" / "visual.onnx", tiny_frames, config=CalibrationConfig(n_crops=16))
+    mel = np.random.default_rng(0).normal(4.0, 2.0, size=(64, 600)).astype(np.float32)
+    starts = np.arange(0, 480, 16)
+    audio = VideoAudio(mel, starts, np.ones(len(starts), bool), AudioConfig().context_frames)
+    quantize_tdnn(models / "audio" / "tdnn.onnx", {"noise": audio}, config=CalibrationConfig(n_crops=16))
+    runs = {}
+    for precision in ("float32", "int8"):
+        result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / precision), "--precision", precision])
+        assert result.exit_code == 0, result.output
+        runs[precision] = (tmp_path / precision / "a.csv").read_text().splitlines()
+    assert runs["int8"][0] == runs["float32"][0] and len(runs["int8"]) == len(runs["float32"]) == 1 + 8
+    assert runs["int8"][1:] != runs["float32"][1:]     # other models ran
 
 
 def test_predict_reads_its_params_section(cache, videos, tmp_path: Path):

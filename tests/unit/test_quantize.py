@@ -1,12 +1,15 @@
-"""int8 static quantization of the visual model: file, metadata, calibration set, closeness, use by embed-visual."""
+"""int8 static quantization of the visual model: file, metadata, calibration set, closeness, embed-visual's precision."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 import pytest
+import zarr
 from click.testing import CliRunner
 
 from _embed_inputs import tiny_visual_onnx
@@ -14,7 +17,9 @@ from pipeline.data.frame_store import FrameStore
 from pipeline.export import make_session, read_metadata
 from pipeline.fsio import file_sha256
 from pipeline.models.preprocess import to_model_input
-from pipeline.quantize import CalibrationConfig, calibration_crops, int8_path, quantize_visual
+from pipeline.audio.windows import VideoAudio
+from pipeline.quantize import (CalibrationConfig, QuantSettings, calibration_crops, calibration_windows, int8_path,
+                               quantize_visual)
 from pipeline.store import EmbeddingStore
 from stages.embed_visual import command as embed_visual
 
@@ -93,23 +98,81 @@ def test_int8_outputs_stay_close_to_float32(quantized: tuple[Path, dict], tiny_f
     assert set(report["max_abs_diff"]) == {"embedding", "au_logits", "expr_logits"}
 
 
-def test_embed_visual_takes_the_int8_model(quantized: tuple[Path, dict], tiny_prepared: Path, tiny_frames: Path,
-                                           tmp_path: Path) -> None:
+def _zarr_layout(path: Path) -> dict[str, tuple]:
+    """Every array of a Zarr store by relative path: (shape, dtype, chunks)."""
+    root = zarr.open_group(str(path), mode="r")
+    return {name: (array.shape, str(array.dtype), array.chunks) for name, array in root.arrays()} | {
+        f"{group}/{name}": (array.shape, str(array.dtype), array.chunks)
+        for group, sub in root.groups() for name, array in sub.arrays()}
+
+
+def _embed(prepared: Path, frames: Path, model: Path, out: Path, params: Path) -> Any:
+    return CliRunner().invoke(embed_visual, [
+        str(prepared), str(frames), str(model), str(out), "--params", str(params), "--device", "cpu",
+        "--no-processes", "--batch-size", "16", "--work-dir", str(out.with_suffix(".work")), "--no-progress"])
+
+
+def test_embed_visual_precision_int8_takes_the_int8_model_into_the_same_layout(
+    quantized: tuple[Path, dict], tiny_prepared: Path, tiny_frames: Path, tmp_path: Path
+) -> None:
     float_path, _ = quantized
-    params = tmp_path / "params.yaml"
-    params.write_text("embed_visual:\n  chunk_frames: 8\n  sources: [affwild2]\n")
     stores = {}
-    for label, model in (("float", float_path), ("int8", int8_path(float_path))):
-        out = tmp_path / f"{label}.zarr"
-        result = CliRunner().invoke(embed_visual, [
-            str(tiny_prepared), str(tiny_frames), str(model), str(out), "--params", str(params), "--device", "cpu",
-            "--no-processes", "--batch-size", "16", "--work-dir", str(tmp_path / label), "--no-progress"])
+    for precision in ("float32", "int8"):
+        params = tmp_path / f"{precision}.yaml"
+        params.write_text(f"embed_visual:\n  chunk_frames: 8\n  sources: [affwild2]\n  precision: {precision}\n")
+        result = _embed(tiny_prepared, tiny_frames, float_path, tmp_path / f"{precision}.zarr", params)
         assert result.exit_code == 0, result.output
-        stores[label] = EmbeddingStore.open_read(out)
+        stores[precision] = EmbeddingStore.open_read(tmp_path / f"{precision}.zarr")
     assert stores["int8"].attrs["model"]["quantization"]["format"] == "QDQ"
-    assert stores["int8"].fingerprint != stores["float"].fingerprint
-    key = stores["float"].keys()[0]
-    a, b = stores["float"].read(key), stores["int8"].read(key)
+    assert "quantization" not in stores["float32"].attrs["model"]
+    assert stores["int8"].fingerprint != stores["float32"].fingerprint
+    # the precision is recorded by the model, not among the params (float32 stores stay as they were)
+    assert stores["int8"].attrs["params"] == stores["float32"].attrs["params"] == {"chunk_frames": 8,
+                                                                                   "sources": ["affwild2"]}
+    assert _zarr_layout(tmp_path / "int8.zarr") == _zarr_layout(tmp_path / "float32.zarr")
+    key = stores["float32"].keys()[0]
+    a, b = stores["float32"].read(key), stores["int8"].read(key)
     np.testing.assert_array_equal(a["face_present"], b["face_present"])
     faces = a["face_present"]
     assert faces.any() and _cosines(a["embedding"][faces], b["embedding"][faces]).min() >= 0.95
+
+
+def test_embed_visual_names_a_missing_int8_model_and_how_to_make_it(
+    quantized: tuple[Path, dict], tiny_prepared: Path, tiny_frames: Path, tmp_path: Path
+) -> None:
+    alone = tmp_path / "onnx" / "visual.onnx"
+    alone.parent.mkdir()
+    shutil.copy(quantized[0], alone)
+    params = tmp_path / "params.yaml"
+    params.write_text("embed_visual:\n  precision: int8\n")
+    result = _embed(tiny_prepared, tiny_frames, alone, tmp_path / "out.zarr", params)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert str(alone.with_name("visual.int8.onnx")) in result.output and "--int8-calibration" in result.output
+    assert not (tmp_path / "out.zarr").exists()
+    params.write_text("embed_visual:\n  precision: int4\n")
+    bad = _embed(tiny_prepared, tiny_frames, alone, tmp_path / "out.zarr", params)
+    assert bad.exit_code == 2 and "precision" in bad.output and "int4" in bad.output
+
+
+def test_settings_are_recorded_and_checked(quantized: tuple[Path, dict]) -> None:
+    _, report = quantized
+    assert report["weights"] == "int8 per channel" and report["activations"] == "uint8"
+    assert report["operators"] == "onnxruntime default" and report["preprocess"] is False
+    assert QuantSettings(per_channel=False, activations="int8").record()["weights"] == "int8 per tensor"
+    with pytest.raises(ValueError, match="format"):
+        QuantSettings(format="QLinear")
+    with pytest.raises(ValueError, match="activations"):
+        QuantSettings(activations="int4")
+
+
+def test_calibration_windows_draw_frames_with_audio_only() -> None:
+    present = np.zeros(40, bool)
+    present[10:30] = True
+    audio = VideoAudio(np.ones((64, 400), np.float32), np.arange(0, 400, 10)[:40] % 300, present, 101)
+    silent = VideoAudio(np.zeros((64, 0), np.float32), np.zeros(5, np.int64), np.zeros(5, bool), 101)
+    picks = calibration_windows({"b": audio, "a": silent}, 8, seed=0)
+    assert len(picks) == len(set(picks)) == 8 and all(name == "b" and present[i] for name, i in picks)
+    assert calibration_windows({"b": audio}, 8, seed=0) == picks != calibration_windows({"b": audio}, 8, seed=1)
+    assert len(calibration_windows({"b": audio}, 100, seed=0)) == 20
+    with pytest.raises(ValueError, match="no frame with audio"):
+        calibration_windows({"a": silent}, 8, seed=0)
