@@ -16,11 +16,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from pipeline.export import ParityError, export_visual, make_session, read_metadata
+from _visual_models import write_visual_models
+from pipeline.export import ParityError, make_session, read_metadata
 from pipeline.float16 import convert_float16, float16_path
 from pipeline.inference.binding import BoundRunner, session_device
 from pipeline.inference.visual import OUTPUT_NAMES, VisualEmbedder
-from pipeline.models.multitask import build_model, checkpoint_dict
 from pipeline.models.preprocess import to_model_input
 from stages.cli import main
 
@@ -28,12 +28,7 @@ from stages.cli import main
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``visual/model.pt`` of a seeded iresnet18 at width 1/16, its ``visual.onnx`` and ``visual.fp16.onnx``."""
-    root = tmp_path_factory.mktemp("device-paths")
-    torch.manual_seed(0)
-    arch = {"backbone": "iresnet18", "width_mult": 0.0625, "dropout": 0.0}
-    (root / "visual").mkdir()
-    torch.save(checkpoint_dict(build_model(arch).eval(), arch), root / "visual" / "model.pt")
-    export_visual(root / "visual" / "model.pt", root / "onnx" / "visual.onnx")
+    root = write_visual_models(tmp_path_factory.mktemp("device-paths"))
     convert_float16(root / "onnx" / "visual.onnx", float16_path(root / "onnx" / "visual.onnx"))
     return root
 
