@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 from typing import Any, ContextManager, Literal
 
@@ -31,6 +32,8 @@ import torch
 from torch import nn
 
 from pipeline.config import ConfigError, to_dict
+
+log = logging.getLogger(__name__)
 
 AmpMode = Literal["off", "bf16", "fp16"]
 AMP_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -96,6 +99,9 @@ class Precision:
     def __init__(self, amp: AmpMode, channels_last: bool, device: torch.device, section: str = "params") -> None:
         check_amp(amp, device, section)
         self.amp, self.channels_last, self.device = amp, channels_last, device
+        if channels_last and device.type == "cpu":
+            log.warning("%s.channels_last on the CPU: no speed-up there, and torch 2.14.1 has crashed in a float32 "
+                        "channels-last backward of a narrow network; it is meant for GPUs (docs/gpu.md)", section)
         # fp16's 5-bit exponent flushes small gradients to zero unless the loss is scaled up first
         self.scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
 
