@@ -26,10 +26,11 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Any, ContextManager, Literal
+from typing import Any, ContextManager, Iterator, Literal, Sequence
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
 from pipeline.config import ConfigError, to_dict
 
@@ -73,6 +74,31 @@ class LoaderConfig:
             kwargs["prefetch_factor"] = self.prefetch_factor
             kwargs["persistent_workers"] = self.persistent_workers
         return kwargs
+
+
+class EpochLoader:
+    """One ``DataLoader`` for all the epochs of a trainer, whose batches are set anew each epoch.
+
+    The trainers draw each epoch's batches themselves; handing them to one loader (this object is its
+    batch sampler, iterated in the training process) rather than building a loader per epoch is what
+    lets ``persistent_workers`` keep the worker processes from one epoch to the next.
+    """
+
+    def __init__(self, dataset: Dataset, loader: LoaderConfig, device: torch.device) -> None:
+        self.dataset = dataset
+        self._batches: list[list[int]] = []
+        self.loader = DataLoader(dataset, batch_sampler=self, **loader.dataloader_kwargs(device))
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self._batches)
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def epoch(self, batches: Sequence[Sequence[int]]) -> DataLoader:
+        """The loader, now yielding ``batches`` (lists of dataset indices) in order."""
+        self._batches = [list(batch) for batch in batches]
+        return self.loader
 
 
 def resume_config(cfg: Any) -> dict[str, Any]:

@@ -41,7 +41,7 @@ from typing import Any, Literal, Mapping
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from pipeline.config import ConfigError
@@ -62,7 +62,7 @@ from pipeline.train.face_data import (
 from pipeline.train.loop import TrainResult, check_weights, checked_step, run_epochs
 from pipeline.train.loop_state import LoopState
 from pipeline.train.optim import OptimConfig
-from pipeline.train.precision import AmpMode, LoaderConfig, Precision, resume_config
+from pipeline.train.precision import AmpMode, EpochLoader, LoaderConfig, Precision, resume_config
 from pipeline.verification import verification_scores
 
 log = logging.getLogger(__name__)
@@ -191,6 +191,7 @@ class PretrainRun:
         self.cfg, self.device, self.ctx = cfg, device, ctx
         self.precision = Precision(cfg.amp, cfg.channels_last, device, SECTION)
         self.loader = loader or cfg.loader
+        self.epoch_loader: EpochLoader | None = None
         torch.manual_seed(cfg.seed)
         backbone = create_backbone(cfg.backbone, width_mult=cfg.width_mult)
         if cfg.init is not None:
@@ -215,7 +216,7 @@ class PretrainRun:
         """The batches of ``batches`` from ``loop.batch`` on, checkpointing every ``checkpoint_every``."""
         cfg, ctx = self.cfg, self.ctx
         mine = [ddp.shard(b, ctx).tolist() for b in batches[loop.batch:]]
-        loader = DataLoader(dataset, batch_sampler=mine, **self.loader.dataloader_kwargs(self.device))
+        loader = self._epoch_loader(dataset).epoch(mine)
         self.net.train()
         bar = tqdm(total=len(batches), initial=loop.batch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
                    disable=not (progress and ctx.is_main), mininterval=1.0)
@@ -237,6 +238,12 @@ class PretrainRun:
         bar.close()
         ddp.sync_buffers(self.model, ctx)  # each rank's batches moved its own BatchNorm statistics
         return {TASK: losses}
+
+    def _epoch_loader(self, dataset: Dataset) -> EpochLoader:
+        """The training loader over ``dataset``, built once (its workers may persist across epochs)."""
+        if self.epoch_loader is None or self.epoch_loader.dataset is not dataset:
+            self.epoch_loader = EpochLoader(dataset, self.loader, self.device)
+        return self.epoch_loader
 
     def extra_state(self) -> dict[str, Any]:
         """The schedule, the fp16 loss scale and every rank's random streams (a collective call under DDP)."""

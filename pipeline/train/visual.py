@@ -45,7 +45,7 @@ from typing import Any, Callable, Literal, Mapping
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from pipeline.config import ConfigError, to_dict
@@ -74,7 +74,7 @@ from pipeline.train.loop import TrainResult, check_weights, checked_step, frame_
 from pipeline.train.loop_state import LoopState
 from pipeline.train.losses import compute_pos_weight, task_loss
 from pipeline.train.optim import OptimConfig
-from pipeline.train.precision import AmpMode, LoaderConfig, Precision, resume_config
+from pipeline.train.precision import AmpMode, EpochLoader, LoaderConfig, Precision, resume_config
 from pipeline.train.selection import SelectionConfig, SelectionSplit, selection_report, selection_split
 
 log = logging.getLogger(__name__)
@@ -288,6 +288,7 @@ class _VisualRun:
         self.cfg, self.device, self.ctx = cfg, device, ctx
         self.precision = Precision(cfg.amp, cfg.channels_last, device, SECTION)
         self.loader = loader or cfg.loader
+        self.epoch_loader: EpochLoader | None = None
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.arch())
         if cfg.pretrained is not None:
@@ -325,7 +326,7 @@ class _VisualRun:
         """The batches of ``plan`` from ``loop.batch`` on, checkpointing every ``checkpoint_every``."""
         cfg, ctx = self.cfg, self.ctx
         batches = [ddp.shard(idx + offsets[f"{task}_train"], ctx).tolist() for task, idx in plan[loop.batch:]]
-        loader = DataLoader(dataset, batch_sampler=batches, **self.loader.dataloader_kwargs(self.device))
+        loader = self._epoch_loader(dataset).epoch(batches)
         self.net.train()
         bar = tqdm(total=len(plan), initial=loop.batch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
                    disable=not (progress and ctx.is_main), mininterval=1.0)
@@ -341,6 +342,12 @@ class _VisualRun:
         bar.close()
         ddp.sync_buffers(self.model, ctx)  # each rank's last batch moved its own BatchNorm statistics
         return losses
+
+    def _epoch_loader(self, dataset: Dataset) -> EpochLoader:
+        """The training loader over ``dataset``, built once (its workers may persist across epochs)."""
+        if self.epoch_loader is None or self.epoch_loader.dataset is not dataset:
+            self.epoch_loader = EpochLoader(dataset, self.loader, self.device)
+        return self.epoch_loader
 
     def extra_state(self) -> dict[str, Any]:
         """The schedule, the fp16 loss scale and every rank's augmentation RNG (a collective call under DDP)."""

@@ -163,6 +163,22 @@ def test_pretrain_loads_with_worker_processes(faces: Path, tmp_path: Path) -> No
     np.testing.assert_array_equal(plain, workers)   # feeding changes speed, never the result
 
 
+def test_persistent_workers_outlive_an_epoch(faces: Path, tmp_path: Path) -> None:
+    cfg = PretrainConfig(**{**PRETRAIN, "loader": LoaderConfig(workers=1, persistent_workers=True)})
+    face_set = open_face_set(faces / "rec")
+    split = split_identities(face_set.labels, cfg.holdout_share, cfg.seed)
+    run = PretrainRun(cfg, split.train_identities, torch.device("cpu"), DistContext(), total_steps=4)
+    dataset = FaceImages(face_set, split.train_images, split.train_labels)
+    iterators = []
+    for epoch in range(2):
+        loop = LoopState(tmp_path / "state.pt", {}, writer=False)
+        batches = epoch_batches(len(split.train_images), epoch, cfg, 2)[:1]
+        assert len(run.train_epoch(loop, epoch, batches, dataset, 0, False)["face"]) == 1
+        iterators.append(run.epoch_loader.loader._iterator)
+    # one loader for both epochs, and its worker pool (the iterator holding it) was kept
+    assert iterators[0] is iterators[1] is not None
+
+
 # -- on a GPU ----------------------------------------------------------------------------------------
 
 @pytest.mark.cuda
