@@ -197,6 +197,7 @@ def test_fp16_scaler_state_is_saved_and_restored(faces: Path, tmp_path: Path) ->
     cfg = PretrainConfig(**{**PRETRAIN, "amp": "fp16"})
     run = PretrainRun(cfg, 8, torch.device("cuda"), DistContext(), total_steps=4)
     assert run.precision.scaler is not None
+    run.precision.scaler.scale(torch.ones((), device="cuda"))  # the scale tensor exists from the first use
     run.precision.scaler.update(1024.0)
     extra = run.extra_state()
     fresh = PretrainRun(cfg, 8, torch.device("cuda"), DistContext(), total_steps=4)
