@@ -44,7 +44,7 @@ import torch
 import yaml
 
 from pipeline.device import resolve_device
-from pipeline.export import VISUAL_INPUTS, VISUAL_OUTPUTS, VisualExportModule, export_onnx
+from pipeline.export import VISUAL_INPUTS, VISUAL_OUTPUTS, VisualExportModule, export_onnx, make_session
 from pipeline.float16 import convert_float16, float16_path
 from pipeline.inference.visual import VisualEmbedder
 from pipeline.models.multitask import build_model
@@ -149,7 +149,9 @@ def embedding_rates(name: str, args: argparse.Namespace, device: torch.device, w
         seconds = timed(lambda: embedder(feed), lambda: None, args.min_iters, args.min_seconds)
         results[key] = {"faces_per_s": round(args.embed_batch / seconds, 1),
                         **_distance(embedder(feed)["embedding"], reference)}
+    # what onnxruntime actually ran on (it falls back to the CPU when the CUDA provider cannot start)
     results["onnxruntime_device"] = ort_device
+    results["onnxruntime_session_providers"] = make_session(onnx_path, ort_device).get_providers()
     return results
 
 
