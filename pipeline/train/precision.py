@@ -8,7 +8,8 @@ channels-last layout for the model and its input batches. Weights stay float32 i
 
 :class:`LoaderConfig` is the ``loader`` block of a trainer's params: worker processes, pinned host
 memory (only ever used with CUDA), batches prefetched per worker and whether workers outlive an
-epoch. None of them changes what is computed; they decide how fast the batches arrive.
+epoch. None of them changes what is computed; they decide how fast the batches arrive. A trainer
+hands each epoch's batches to one :class:`EpochLoader`, so persistent workers do persist.
 
 Example:
     >>> import torch
