@@ -65,9 +65,9 @@ def main(argv: list[str]) -> dict:
         dataset = FaceImages(faces, np.arange(len(faces)), labels)
         batches = epoch_batches(len(faces), 0, cfg, 2)[:args.batches + 1]
         loop = LoopState(Path(tmp) / "state.pt", {}, writer=False)
-        run.train_epoch(loop, 0, batches[:1], dataset, 0, False, 0)   # warm-up
+        run.train_epoch(loop, 0, batches[:1], dataset, 0, False)   # warm-up
         loop.batch = 0
-        train_wall, train_cpu = _timed(lambda: run.train_epoch(loop, 0, batches[1:], dataset, 0, False, 0))
+        train_wall, train_cpu = _timed(lambda: run.train_epoch(loop, 0, batches[1:], dataset, 0, False))
         steps = len(batches) - 1
         embed_wall, embed_cpu = _timed(lambda: embed_images(run.model.backbone, dataset, cfg.batch_size,
                                                             torch.device("cpu"), DistContext()))

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from pipeline.export import ExportConfig, export_visual
+from pipeline.float16 import convert_float16, float16_path
 from pipeline.quantize import CalibrationConfig, int8_path, quantize_visual
 from stages.common import load_config, params_option, run_or_exit, setup_logging
 
@@ -19,7 +20,9 @@ from stages.common import load_config, params_option, run_or_exit, setup_logging
               default=None, metavar="FRAMES_H5",
               help="Also write the int8 model (<OUT_ONNX stem>.int8.onnx), calibrated on export_onnx.int8_crops "
                    "face crops of FRAMES_H5 (drawn with seed 0).")
-def command(model_pt: Path, out_onnx: Path, params_path: Path, frames_h5: Path | None) -> None:
+@click.option("--fp16", is_flag=True,
+              help="Also write the float16 copy (<OUT_ONNX stem>.fp16.onnx) for GPU inference (docs/gpu.md).")
+def command(model_pt: Path, out_onnx: Path, params_path: Path, frames_h5: Path | None, fp16: bool) -> None:
     """Export MODEL_PT (cache/visual/model.pt) to OUT_ONNX (cache/onnx/visual.onnx).
 
     The ONNX model takes `image` float32 (B,3,112,112), normalised (x/255-0.5)/0.5, and returns
@@ -33,6 +36,9 @@ def command(model_pt: Path, out_onnx: Path, params_path: Path, frames_h5: Path |
     per-channel int8 weights, uint8 activations) next to it, with the calibration crops recorded in
     its metadata; OUT_ONNX itself is the same as without the option. `embed-visual` runs it with
     `embed_visual.precision: int8`, `predict` with `--precision int8`.
+
+    With --fp16, also writes OUT_ONNX's float16 copy (float16 weights and compute, float32 inputs and
+    outputs), checked with onnx.checker and, where onnxruntime's CPU provider runs it, against OUT_ONNX.
     """
     setup_logging()
     cfg = load_config(params_path, "export_onnx", ExportConfig)
@@ -45,6 +51,12 @@ def command(model_pt: Path, out_onnx: Path, params_path: Path, frames_h5: Path |
         diffs = ", ".join(f"{name} {diff:.2e}" for name, diff in quantized["max_abs_diff"].items())
         click.echo(f"quantized {out_onnx} -> {int8_path(out_onnx)} on {quantized['calibration']['n_crops']} crops "
                    f"(max abs diff vs float32: {diffs})")
+    if fp16:
+        half = run_or_exit(convert_float16, out_onnx, float16_path(out_onnx))
+        check = half["cpu_check"]
+        said = (", ".join(f"{name} {diff:.2e}" for name, diff in check["max_abs_diff"].items()) if check["ran"]
+                else check["reason"])
+        click.echo(f"float16 copy {out_onnx} -> {half['path']} (max abs diff vs float32 on the CPU: {said})")
 
 
 if __name__ == "__main__":

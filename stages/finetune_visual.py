@@ -22,15 +22,16 @@ from stages.common import device_option, load_config, params_option, run_or_exit
 @click.argument("metrics_json", type=click.Path(dir_okay=False, path_type=Path))
 @params_option
 @device_option
-@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
-              help="DataLoader worker processes decoding frames (0 = in the training process).")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="DataLoader worker processes decoding frames (0 = in the training process); "
+                   "replaces finetune_visual.loader.workers [default: the params' value].")
 @work_dir_option("finetune-visual")
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=200, show_default=True,
               help="Also checkpoint every N batches within an epoch (0 = at epoch ends only).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def command(
     prepared_dir: Path, frames_h5: Path, out_dir: Path, metrics_json: Path, params_path: Path, device: str,
-    workers: int, work_dir: Path, checkpoint_every: int, progress: bool,
+    workers: int | None, work_dir: Path, checkpoint_every: int, progress: bool,
 ) -> None:
     """Train on PREPARED_DIR/{manifest.json,labels.h5} and the crops in FRAMES_H5.
 

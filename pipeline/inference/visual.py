@@ -50,14 +50,23 @@ class VisualEmbedder:
         self.source = source      # the model file, for error messages
 
     @classmethod
-    def from_onnx(cls, path: str | Path, device: str = "auto", threads: int = 0) -> VisualEmbedder:
-        """``visual.onnx`` through onnxruntime (``threads=0``: onnxruntime's default)."""
+    def from_onnx(cls, path: str | Path, device: str = "auto", threads: int = 0,
+                  io_binding: bool | None = None) -> VisualEmbedder:
+        """``visual.onnx`` (or its ``.fp16.onnx`` copy) through onnxruntime (``threads=0``: its default).
+
+        ``io_binding`` (default: when the session runs on CUDA) binds inputs and outputs on the
+        session's device (:class:`~pipeline.inference.binding.BoundRunner`) instead of ``session.run``.
+        """
         from pipeline.export import make_session
+        from pipeline.inference.binding import BoundRunner, session_device
 
         session = make_session(path, device, threads)
+        if io_binding is None:
+            io_binding = session_device(session) == "cuda"
+        bound = BoundRunner(session, INPUT_NAME, OUTPUT_NAMES) if io_binding else None
 
         def run(images: np.ndarray) -> dict[str, np.ndarray]:
-            values = session.run(list(OUTPUT_NAMES), {INPUT_NAME: images})
+            values = bound(images) if bound else session.run(list(OUTPUT_NAMES), {INPUT_NAME: images})
             return {name: np.asarray(value, dtype=np.float32) for name, value in zip(OUTPUT_NAMES, values)}
 
         return cls(run, str(path))

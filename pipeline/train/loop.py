@@ -87,11 +87,13 @@ def check_loss(value: float, section: str, epoch: int, batch: int, task: str,
 def checked_step(
     model: nn.Module, optimizer: torch.optim.Optimizer, task: str, loss: torch.Tensor, section: str, epoch: int,
     batch: int, *, max_grad_norm: float | None = None, heads: Mapping[str, nn.Module] | None = None,
-    ctx: DistContext | None = None,
+    ctx: DistContext | None = None, scaler: torch.amp.GradScaler | None = None,
 ) -> float:
-    """One :func:`~pipeline.train.alternating.multitask_step`, then :func:`check_loss` (under DDP on a
-    non-finite loss of any rank, so all processes stop together); returns this process's loss."""
-    value = float(multitask_step(model, optimizer, task, loss, heads=heads, max_grad_norm=max_grad_norm))
+    """One :func:`~pipeline.train.alternating.multitask_step` (through ``scaler`` with fp16 autocast),
+    then :func:`check_loss` (under DDP on a non-finite loss of any rank, so all processes stop
+    together); returns this process's loss."""
+    value = float(multitask_step(model, optimizer, task, loss, heads=heads, max_grad_norm=max_grad_norm,
+                                 scaler=scaler))
     check_loss(value if ctx is None else ddp.non_finite_of_any(value, ctx), section, epoch, batch, task,
                max_grad_norm)
     return value

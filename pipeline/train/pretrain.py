@@ -34,17 +34,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from pipeline.config import ConfigError, to_dict
+from pipeline.config import ConfigError
 from pipeline.data.faces.sets import FaceSet, open_face_set
 from pipeline.fsio import atomic_path, file_sha256, write_json
 from pipeline.labels import EMBEDDING_DIM
@@ -62,6 +62,7 @@ from pipeline.train.face_data import (
 from pipeline.train.loop import TrainResult, check_weights, checked_step, run_epochs
 from pipeline.train.loop_state import LoopState
 from pipeline.train.optim import OptimConfig
+from pipeline.train.precision import AmpMode, EpochLoader, LoaderConfig, Precision, resume_config
 from pipeline.verification import verification_scores
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,9 @@ class PretrainConfig:
     verification_pairs: int = 3000     # same-identity pairs, and as many different-identity pairs
     far: float = 1e-3                  # the false accept rate TAR is reported at
     seed: int = 0                      # identity split, pairs, init, image order, flips, class sampling
+    amp: AmpMode = "off"               # off (float32) | bf16 | fp16 (CUDA only, with loss scaling) autocast
+    channels_last: bool = False        # NHWC memory layout of the backbone and its batches
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
 
     def __post_init__(self) -> None:
         checks = [
@@ -150,26 +154,31 @@ def epoch_batches(n: int, epoch: int, cfg: PretrainConfig, min_batch: int) -> li
 
 @torch.no_grad()
 def embed_images(backbone: nn.Module, dataset: FaceImages, batch_size: int, device: torch.device,
-                 ctx: DistContext, num_workers: int = 0) -> np.ndarray:
-    """(len(dataset), 512) float32 embeddings (eval mode); each process embeds its share, every
-    process gets all rows."""
+                 ctx: DistContext, loader_cfg: LoaderConfig = LoaderConfig(),
+                 precision: Precision | None = None) -> np.ndarray:
+    """(len(dataset), 512) float32 embeddings (eval mode, in ``precision``'s autocast and layout when
+    given); each process embeds its share, every process gets all rows."""
+    precision = precision or Precision("off", False, device)
     n = len(dataset)
     mine = np.asarray(ddp.shard(np.arange(n), ctx))
     batches = [mine[i:i + batch_size].tolist() for i in range(0, len(mine), batch_size)]
     backbone.eval()
     parts = [np.zeros((0, EMBEDDING_DIM), np.float32)]
-    loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, pin_memory=device.type == "cuda")
+    loader = DataLoader(dataset, batch_sampler=batches, **loader_cfg.dataloader_kwargs(device))
     for images, _ in loader:
-        parts.append(backbone(to_model_input(images, device)).float().cpu().numpy())
+        with precision.autocast():
+            embedding = backbone(precision.batch(to_model_input(images, device)))
+        parts.append(embedding.float().cpu().numpy())
     return ddp.unshard(ddp.gather_objects(np.concatenate(parts), ctx), n)
 
 
 def verify(backbone: nn.Module, faces: FaceSet, pairs: VerificationPairs, cfg: PretrainConfig,
-           device: torch.device, ctx: DistContext, num_workers: int = 0) -> dict[str, float]:
+           device: torch.device, ctx: DistContext, loader_cfg: LoaderConfig = LoaderConfig(),
+           precision: Precision | None = None) -> dict[str, float]:
     """Pair accuracy (10 folds), its std, TAR at ``cfg.far`` and ``score`` (the accuracy, which selects
     the best epoch) of ``backbone`` on the held-out pairs."""
     dataset = FaceImages(faces, pairs.images, np.zeros(len(pairs.images), np.int64))
-    embeddings = embed_images(backbone, dataset, cfg.batch_size, device, ctx, num_workers)
+    embeddings = embed_images(backbone, dataset, cfg.batch_size, device, ctx, loader_cfg, precision)
     scores = verification_scores(embeddings, pairs.first, pairs.second, pairs.same, cfg.far)
     return {**scores, "score": scores["accuracy"]}
 
@@ -178,14 +187,18 @@ class PretrainRun:
     """One run's recogniser, DDP wrapper, optimiser, schedule and random streams."""
 
     def __init__(self, cfg: PretrainConfig, classes: int, device: torch.device, ctx: DistContext,
-                 total_steps: int) -> None:
+                 total_steps: int, loader: LoaderConfig | None = None) -> None:
         self.cfg, self.device, self.ctx = cfg, device, ctx
+        self.precision = Precision(cfg.amp, cfg.channels_last, device, SECTION)
+        self.loader = loader or cfg.loader
+        self.epoch_loader: EpochLoader | None = None
         torch.manual_seed(cfg.seed)
         backbone = create_backbone(cfg.backbone, width_mult=cfg.width_mult)
         if cfg.init is not None:
             load_backbone_state(backbone, cfg.init)
         head = MarginSoftmax(classes, margin=cfg.margin, s=cfg.s, m=cfg.m, sample_rate=cfg.sample_rate)
         self.model = FaceRecogniser(backbone, head).to(device)
+        self.precision.model(self.model)
         self.net: nn.Module = self.model
         if ctx.enabled:
             self.net = nn.parallel.DistributedDataParallel(
@@ -199,20 +212,22 @@ class PretrainRun:
         self.class_rng = torch.Generator().manual_seed(cfg.seed * 1000 + 500 + ctx.rank)
 
     def train_epoch(self, loop: LoopState, epoch: int, batches: list[np.ndarray], dataset: FaceImages,
-                    checkpoint_every: int, progress: bool, num_workers: int) -> dict[str, list[float]]:
+                    checkpoint_every: int, progress: bool) -> dict[str, list[float]]:
         """The batches of ``batches`` from ``loop.batch`` on, checkpointing every ``checkpoint_every``."""
         cfg, ctx = self.cfg, self.ctx
         mine = [ddp.shard(b, ctx).tolist() for b in batches[loop.batch:]]
-        loader = DataLoader(dataset, batch_sampler=mine, num_workers=num_workers, pin_memory=self.device.type == "cuda")
+        loader = self._epoch_loader(dataset).epoch(mine)
         self.net.train()
         bar = tqdm(total=len(batches), initial=loop.batch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
                    disable=not (progress and ctx.is_main), mininterval=1.0)
         losses: list[float] = []
         for images, labels in loader:
             x = to_model_input(augment_batch(images.to(self.device), self.augment, self.flip_rng))
-            loss = self.net(x, labels.to(self.device), self.class_rng)
+            with self.precision.autocast():
+                loss = self.net(self.precision.batch(x), labels.to(self.device), self.class_rng)
             losses.append(checked_step(self.net, self.optimizer, TASK, loss, SECTION, epoch + 1, loop.batch + 1,
-                                       heads={TASK: self.model.head}, max_grad_norm=cfg.max_grad_norm, ctx=ctx))
+                                       heads={TASK: self.model.head}, max_grad_norm=cfg.max_grad_norm, ctx=ctx,
+                                       scaler=self.precision.scaler))
             self.scheduler.step()
             loop.batch += 1
             bar.update(1)
@@ -224,16 +239,26 @@ class PretrainRun:
         ddp.sync_buffers(self.model, ctx)  # each rank's batches moved its own BatchNorm statistics
         return {TASK: losses}
 
+    def _epoch_loader(self, dataset: Dataset) -> EpochLoader:
+        """The training loader over ``dataset``, built once (its workers may persist across epochs)."""
+        if self.epoch_loader is None or self.epoch_loader.dataset is not dataset:
+            self.epoch_loader = EpochLoader(dataset, self.loader, self.device)
+        return self.epoch_loader
+
     def extra_state(self) -> dict[str, Any]:
-        """The schedule and every rank's random streams (a collective call under DDP)."""
+        """The schedule, the fp16 loss scale and every rank's random streams (a collective call under DDP)."""
         rngs = (self.flip_rng.get_state(), self.class_rng.get_state())
-        return {"scheduler": self.scheduler.state_dict(), "rngs": ddp.gather_objects(rngs, self.ctx)}
+        extra = {"scheduler": self.scheduler.state_dict(), "rngs": ddp.gather_objects(rngs, self.ctx)}
+        if self.precision.scaler is not None:  # only then: an amp-off state stays as it was
+            extra["grad_scaler"] = self.precision.state_dict()
+        return extra
 
     def load_extra(self, extra: Mapping[str, Any] | None) -> None:
         """Restore :meth:`extra_state` (with more processes than saved, extra ranks reuse the last)."""
         if extra is None:
             return
         self.scheduler.load_state_dict(extra["scheduler"])
+        self.precision.load_state_dict(extra.get("grad_scaler"))
         flip, classes = extra["rngs"][min(self.ctx.rank, len(extra["rngs"]) - 1)]
         self.flip_rng.set_state(flip)
         self.class_rng.set_state(classes)
@@ -252,7 +277,7 @@ def train_pretrain(
     work_dir: str | Path,
     cfg: PretrainConfig,
     device: torch.device | str = "cpu",
-    num_workers: int = 0,
+    num_workers: int | None = None,
     dist: DistContext | None = None,
     checkpoint_every: int = 50,
     progress: bool = True,
@@ -262,6 +287,7 @@ def train_pretrain(
 
     Under DDP (``dist`` with several processes, process group initialised) every process calls this;
     only rank 0 writes files. ``checkpoint_every`` (batches) adds mid-epoch checkpoints (0 = epoch ends).
+    ``num_workers`` replaces ``cfg.loader.workers`` when given.
     """
     ctx, device = dist or DistContext(), torch.device(device)
     faces = open_face_set(faces_path)
@@ -269,8 +295,9 @@ def train_pretrain(
     _check_data(split, faces_path, cfg, ctx)
     pairs = verification_pairs(split, cfg.verification_pairs, cfg.seed)
     plans = [epoch_batches(len(split.train_images), e, cfg, 2 * ctx.world_size) for e in range(cfg.epochs)]
-    run = PretrainRun(cfg, split.train_identities, device, ctx, sum(len(p) for p in plans))
-    initial = verify(run.model.backbone, faces, pairs, cfg, device, ctx, num_workers)
+    run = PretrainRun(cfg, split.train_identities, device, ctx, sum(len(p) for p in plans),
+                      cfg.loader.with_workers(num_workers))
+    initial = verify(run.model.backbone, faces, pairs, cfg, device, ctx, run.loader, run.precision)
     data = {"format": faces.format, **split.sizes(), "pairs": 2 * cfg.verification_pairs}
     if ctx.is_main:
         log.info("face set %s: %s; initial verification %s", faces_path, data, _rounded(initial))
@@ -280,15 +307,16 @@ def train_pretrain(
         resumed_from = None
     else:
         dataset = FaceImages(faces, split.train_images, split.train_labels)
-        key = {"config": to_dict(cfg), "data": ddp.broadcast(run_key(cfg, faces) if ctx.is_main else None, ctx)}
+        key = {"config": resume_config(cfg), "data": ddp.broadcast(run_key(cfg, faces) if ctx.is_main else None, ctx)}
         loop = LoopState.resume(Path(work_dir) / STATE_FILE, key, run.model, run.optimizer, writer=ctx.is_main)
         run.load_extra(loop.extra)
         if ctx.is_main and loop.resumed_from is not None:
             log.info("resuming from epoch %d batch %d (of %d epochs)", loop.epoch + 1, loop.batch, cfg.epochs)
         best = run_epochs(
             loop, SECTION, cfg.epochs, run.model, run.optimizer,
-            lambda e: run.train_epoch(loop, e, plans[e], dataset, checkpoint_every, progress, num_workers),
-            lambda: {"verification": verify(run.model.backbone, faces, pairs, cfg, device, ctx, num_workers)},
+            lambda e: run.train_epoch(loop, e, plans[e], dataset, checkpoint_every, progress),
+            lambda: {"verification": verify(run.model.backbone, faces, pairs, cfg, device, ctx, run.loader,
+                                            run.precision)},
             run.extra_state, cfg.max_grad_norm,
             criterion=lambda report: report["verification"]["score"],  # held-out identities' pair accuracy
         )
@@ -299,6 +327,7 @@ def train_pretrain(
         "history": [{"epoch": h["epoch"], "loss": h["loss"][TASK], **_public(h["metrics"]["verification"])}
                     for h in history],
     }
+    run.precision.standard_layout(run.model)
     if ctx.is_main:
         publish_backbone(run.model.backbone, cfg, best["epoch"], out_dir)
         write_json(metrics_path, metrics)

@@ -45,7 +45,7 @@ from typing import Any, Callable, Literal, Mapping
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from pipeline.config import ConfigError, to_dict
@@ -74,6 +74,7 @@ from pipeline.train.loop import TrainResult, check_weights, checked_step, frame_
 from pipeline.train.loop_state import LoopState
 from pipeline.train.losses import compute_pos_weight, task_loss
 from pipeline.train.optim import OptimConfig
+from pipeline.train.precision import AmpMode, EpochLoader, LoaderConfig, Precision, resume_config
 from pipeline.train.selection import SelectionConfig, SelectionSplit, selection_report, selection_split
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,9 @@ class VisualTrainConfig:
     max_frames_per_epoch: int | None = 2048              # per task; a fresh random subset every epoch
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = 0
+    amp: AmpMode = "off"              # off (float32) | bf16 | fp16 (CUDA only, with loss scaling) autocast
+    channels_last: bool = False       # NHWC memory layout of the model and its batches (faster convs on GPUs)
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
 
     def __post_init__(self) -> None:
         checks = [
@@ -251,20 +255,23 @@ def _lr_lambda(schedule: str, total_steps: int):
 @torch.no_grad()
 def predict_frames(
     model: MultiTaskModel, dataset: FrameDataset, offset: int, n: int, batch_size: int,
-    device: torch.device, ctx: DistContext, num_workers: int = 0,
+    device: torch.device, ctx: DistContext, loader_cfg: LoaderConfig = LoaderConfig(),
+    precision: Precision | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """AU decisions (n,12) int (sigmoid > 0.5) and expression argmax (n,) for ``dataset[offset:offset+n]``.
 
-    Each process predicts its share; the parts are gathered so every process gets all rows.
+    Each process predicts its share; the parts are gathered so every process gets all rows. With a
+    ``precision``, the forward pass runs in its autocast and layout, as training does.
     """
+    precision = precision or Precision("off", False, device)
     mine = np.asarray(ddp.shard(np.arange(n), ctx)) + offset
     batches = [mine[i:i + batch_size].tolist() for i in range(0, len(mine), batch_size)]
     au_parts, expr_parts = [np.zeros((0, NUM_AUS), np.int8)], [np.zeros(0, np.int64)]
     model.eval()
-    loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers,
-                        pin_memory=device.type == "cuda")
+    loader = DataLoader(dataset, batch_sampler=batches, **loader_cfg.dataloader_kwargs(device))
     for images, _, _ in loader:
-        au_logits, expr_logits = model(to_model_input(images, device))
+        with precision.autocast():
+            au_logits, expr_logits = model(precision.batch(to_model_input(images, device)))
         au_parts.append((torch.sigmoid(au_logits.float()) > 0.5).to(torch.int8).cpu().numpy())
         expr_parts.append(expr_logits.argmax(dim=1).cpu().numpy())
     au_all = ddp.unshard(ddp.gather_objects(np.concatenate(au_parts), ctx), n)
@@ -277,13 +284,16 @@ class _VisualRun:
     other trainers (data and model); the epoch loop is :func:`pipeline.train.loop.run_epochs`."""
 
     def __init__(self, cfg: VisualTrainConfig, device: torch.device, ctx: DistContext, total_steps: int,
-                 pos_weight: torch.Tensor) -> None:
+                 pos_weight: torch.Tensor, loader: LoaderConfig | None = None) -> None:
         self.cfg, self.device, self.ctx = cfg, device, ctx
+        self.precision = Precision(cfg.amp, cfg.channels_last, device, SECTION)
+        self.loader = loader or cfg.loader
+        self.epoch_loader: EpochLoader | None = None
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.arch())
         if cfg.pretrained is not None:
             load_pretrained_backbone(self.model, cfg.pretrained)
-        self.model.to(device)
+        self.precision.model(self.model.to(device))
         self.net: nn.Module = _ActiveHead(self.model)
         if ctx.enabled:
             self.net = nn.parallel.DistributedDataParallel(
@@ -302,22 +312,21 @@ class _VisualRun:
 
         ``epoch`` and ``batch`` (from 1) name the step in a divergence error."""
         x = to_model_input(augment_batch(images.to(self.device), self.cfg.augment, self.augment_rng))
-        logits = self.net(x, task)
         targets = au.to(self.device) if task == "au" else expr.to(self.device)
-        loss = task_loss(task, logits, targets, self.pos_weight, self.cfg.focal_gamma, self.alpha)
+        with self.precision.autocast():
+            logits = self.net(self.precision.batch(x), task)
+            loss = task_loss(task, logits, targets, self.pos_weight, self.cfg.focal_gamma, self.alpha)
         value = checked_step(self.net, self.optimizer, task, loss, SECTION, epoch, batch, heads=self.heads,
-                             max_grad_norm=self.cfg.max_grad_norm, ctx=self.ctx)
+                             max_grad_norm=self.cfg.max_grad_norm, ctx=self.ctx, scaler=self.precision.scaler)
         self.scheduler.step()
         return value
 
     def train_epoch(self, loop: LoopState, epoch: int, plan: list[tuple[str, np.ndarray]], dataset: FrameDataset,
-                    offsets: dict[str, int], checkpoint_every: int, progress: bool, num_workers: int,
-                    ) -> dict[str, list[float]]:
+                    offsets: dict[str, int], checkpoint_every: int, progress: bool) -> dict[str, list[float]]:
         """The batches of ``plan`` from ``loop.batch`` on, checkpointing every ``checkpoint_every``."""
         cfg, ctx = self.cfg, self.ctx
         batches = [ddp.shard(idx + offsets[f"{task}_train"], ctx).tolist() for task, idx in plan[loop.batch:]]
-        loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers,
-                            pin_memory=self.device.type == "cuda")
+        loader = self._epoch_loader(dataset).epoch(batches)
         self.net.train()
         bar = tqdm(total=len(plan), initial=loop.batch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
                    disable=not (progress and ctx.is_main), mininterval=1.0)
@@ -334,16 +343,26 @@ class _VisualRun:
         ddp.sync_buffers(self.model, ctx)  # each rank's last batch moved its own BatchNorm statistics
         return losses
 
+    def _epoch_loader(self, dataset: Dataset) -> EpochLoader:
+        """The training loader over ``dataset``, built once (its workers may persist across epochs)."""
+        if self.epoch_loader is None or self.epoch_loader.dataset is not dataset:
+            self.epoch_loader = EpochLoader(dataset, self.loader, self.device)
+        return self.epoch_loader
+
     def extra_state(self) -> dict[str, Any]:
-        """The schedule and every rank's augmentation RNG (a collective call under DDP)."""
-        return {"scheduler": self.scheduler.state_dict(),
-                "augment_rng": ddp.gather_objects(self.augment_rng.get_state(), self.ctx)}
+        """The schedule, the fp16 loss scale and every rank's augmentation RNG (a collective call under DDP)."""
+        extra = {"scheduler": self.scheduler.state_dict(),
+                 "augment_rng": ddp.gather_objects(self.augment_rng.get_state(), self.ctx)}
+        if self.precision.scaler is not None:  # only then: an amp-off state stays as it was
+            extra["grad_scaler"] = self.precision.state_dict()
+        return extra
 
     def load_extra(self, extra: Mapping[str, Any] | None) -> None:
         """Restore :meth:`extra_state` (with another process count, extra ranks reuse the last RNG state)."""
         if extra is None:
             return
         self.scheduler.load_state_dict(extra["scheduler"])
+        self.precision.load_state_dict(extra.get("grad_scaler"))
         rngs = extra["augment_rng"]
         self.augment_rng.set_state(rngs[min(self.ctx.rank, len(rngs) - 1)])
 
@@ -357,7 +376,7 @@ def train_visual(
     work_dir: str | Path,
     cfg: VisualTrainConfig,
     device: torch.device | str = "cpu",
-    num_workers: int = 0,
+    num_workers: int | None = None,
     dist: DistContext | None = None,
     checkpoint_every: int = 200,
     progress: bool = True,
@@ -368,6 +387,7 @@ def train_visual(
     Under DDP (``dist`` with several processes, process group already initialised) every process
     calls this; only rank 0 writes files. ``checkpoint_every`` (batches) adds mid-epoch checkpoints
     (0 = only at epoch ends). ``selection`` (default: holdout) says how the kept epoch is chosen.
+    ``num_workers`` replaces ``cfg.loader.workers`` when given.
     """
     ctx, device = dist or DistContext(), torch.device(device)
     selection = selection or SelectionConfig()
@@ -381,8 +401,9 @@ def train_visual(
     sizes = {"au": len(data.au_train), "expr": len(data.expr_train)}
     plans = [epoch_plan(TaskSchedule(cfg.alternation, tasks), e, sizes, cfg.batch_size, cfg.seed,
                         cfg.max_frames_per_epoch, min_batch=2 * ctx.world_size) for e in range(cfg.epochs)]
-    run = _VisualRun(cfg, device, ctx, sum(len(p) for p in plans), _pos_weight(cfg, data))
-    key = {"config": to_dict(cfg), "selection": to_dict(selection), "data": ddp.broadcast(
+    run = _VisualRun(cfg, device, ctx, sum(len(p) for p in plans), _pos_weight(cfg, data),
+                     cfg.loader.with_workers(num_workers))
+    key = {"config": resume_config(cfg), "selection": to_dict(selection), "data": ddp.broadcast(
         data_key(cfg, manifest, labels_path, frames_path) if ctx.is_main else None, ctx)}
     loop = LoopState.resume(Path(work_dir) / STATE_FILE, key, run.model, run.optimizer, writer=ctx.is_main)
     run.load_extra(loop.extra)
@@ -394,19 +415,20 @@ def train_visual(
     def scorer(part: str, faces: FrameSet, faceless: FrameSet) -> Callable[[], dict[str, Any]]:
         def score() -> dict[str, Any]:
             predictions = predict_frames(run.model, dataset, offsets[part], len(faces), cfg.batch_size, device,
-                                         ctx, num_workers)
+                                         ctx, run.loader, run.precision)
             return score_predictions(faces, faceless, *predictions)
         return score
 
     best = run_epochs(
         loop, SECTION, cfg.epochs, run.model, run.optimizer,
-        lambda e: run.train_epoch(loop, e, plans[e], dataset, offsets, checkpoint_every, progress, num_workers),
+        lambda e: run.train_epoch(loop, e, plans[e], dataset, offsets, checkpoint_every, progress),
         scorer("val", data.val, data.val_faceless), run.extra_state, cfg.max_grad_norm,
         mode=selection.mode, select=scorer("sel", data.sel, data.sel_faceless),
     )
     metrics = {"validation": best["metrics"], "baseline": baseline_metrics(data), "epochs": cfg.epochs,
                "best_epoch": best["epoch"], "selection": selection_report(selection, held, loop.history),
                "frames": data.sizes()}
+    run.precision.standard_layout(run.model)
     if ctx.is_main:
         _publish(run.model, cfg, best["epoch"], out_model, metrics, metrics_path)
     ddp.barrier(ctx)

@@ -6,24 +6,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from pipeline.export import export_visual
+from _visual_models import write_visual_models
 from pipeline.inference.visual import VisualEmbedder, embed_batches
-from pipeline.models.multitask import build_model, checkpoint_dict
 from pipeline.models.preprocess import to_model_input
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``visual/model.pt`` of a seeded iresnet18 at width 1/16 and its ``onnx/visual.onnx``."""
-    root = tmp_path_factory.mktemp("visual-embedder")
-    torch.manual_seed(0)
-    arch = {"backbone": "iresnet18", "width_mult": 0.0625, "dropout": 0.0}
-    (root / "visual").mkdir()
-    torch.save(checkpoint_dict(build_model(arch).eval(), arch), root / "visual" / "model.pt")
-    export_visual(root / "visual" / "model.pt", root / "onnx" / "visual.onnx")
-    return root
+    return write_visual_models(tmp_path_factory.mktemp("visual-embedder"))
 
 
 def _crops(n: int, seed: int = 0) -> np.ndarray:

@@ -1,0 +1,160 @@
+"""How a trainer computes and is fed: mixed precision, memory layout and DataLoader settings.
+
+:class:`Precision` turns the ``amp`` and ``channels_last`` params of a trainer into what the step
+needs: an autocast context (``bf16`` or ``fp16``; ``off`` is plain float32), a ``GradScaler`` for
+``fp16`` only (bf16 has float32's exponent range, so its gradients do not underflow), and the
+channels-last layout for the model and its input batches. Weights stay float32 in every mode
+(autocast casts per operation), so checkpoints and their readers do not change.
+
+:class:`LoaderConfig` is the ``loader`` block of a trainer's params: worker processes, pinned host
+memory (only ever used with CUDA), batches prefetched per worker and whether workers outlive an
+epoch. None of them changes what is computed; they decide how fast the batches arrive. A trainer
+hands each epoch's batches to one :class:`EpochLoader`, so persistent workers do persist.
+
+Example:
+    >>> import torch
+    >>> p = Precision("bf16", channels_last=False, device=torch.device("cpu"))
+    >>> with p.autocast():
+    ...     y = torch.nn.Linear(4, 2)(torch.ones(1, 4))
+    >>> y.dtype, p.scaler is None
+    (torch.bfloat16, True)
+    >>> LoaderConfig(workers=2, prefetch_factor=4).dataloader_kwargs(torch.device("cpu"))
+    {'num_workers': 2, 'pin_memory': False, 'prefetch_factor': 4, 'persistent_workers': False}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any, ContextManager, Iterator, Literal, Sequence
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from pipeline.config import ConfigError, to_dict
+
+log = logging.getLogger(__name__)
+
+AmpMode = Literal["off", "bf16", "fp16"]
+AMP_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    """DataLoader feeding of a trainer (its ``loader`` params block); the defaults load in the
+    training process itself."""
+
+    workers: int = 0                   # worker processes decoding JPEG crops (0 = in the training process)
+    pin_memory: bool = True            # page-locked host batches when the device is CUDA (ignored on the CPU)
+    prefetch_factor: int | None = None  # batches each worker loads ahead; None = torch's default (2)
+    persistent_workers: bool = False   # keep the workers between epochs (needs workers >= 1)
+
+    def __post_init__(self) -> None:
+        if self.workers < 0:
+            raise ConfigError(f"must be >= 0, got {self.workers}", key="workers")
+        if self.prefetch_factor is not None and (self.prefetch_factor < 1 or self.workers == 0):
+            raise ConfigError(f"must be >= 1 and needs workers >= 1 (or null), got {self.prefetch_factor} "
+                              f"with workers {self.workers}", key="prefetch_factor")
+        if self.persistent_workers and self.workers == 0:
+            raise ConfigError("needs workers >= 1, got workers 0", key="persistent_workers")
+
+    def with_workers(self, workers: int | None) -> LoaderConfig:
+        """This config with ``workers`` replaced (``None``: unchanged), checked again."""
+        if workers is None:
+            return self
+        return LoaderConfig(workers, self.pin_memory, self.prefetch_factor if workers else None,
+                            self.persistent_workers and workers > 0)
+
+    def dataloader_kwargs(self, device: torch.device) -> dict[str, Any]:
+        """The ``DataLoader`` keyword arguments for batches bound for ``device``."""
+        kwargs: dict[str, Any] = {"num_workers": self.workers,
+                                  "pin_memory": self.pin_memory and device.type == "cuda"}
+        if self.workers:
+            kwargs["prefetch_factor"] = self.prefetch_factor
+            kwargs["persistent_workers"] = self.persistent_workers
+        return kwargs
+
+
+class EpochLoader:
+    """One ``DataLoader`` for all the epochs of a trainer, whose batches are set anew each epoch.
+
+    The trainers draw each epoch's batches themselves; handing them to one loader (this object is its
+    batch sampler, iterated in the training process) rather than building a loader per epoch is what
+    lets ``persistent_workers`` keep the worker processes from one epoch to the next.
+    """
+
+    def __init__(self, dataset: Dataset, loader: LoaderConfig, device: torch.device) -> None:
+        self.dataset = dataset
+        self._batches: list[list[int]] = []
+        self.loader = DataLoader(dataset, batch_sampler=self, **loader.dataloader_kwargs(device))
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self._batches)
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def epoch(self, batches: Sequence[Sequence[int]]) -> DataLoader:
+        """The loader, now yielding ``batches`` (lists of dataset indices) in order."""
+        self._batches = [list(batch) for batch in batches]
+        return self.loader
+
+
+def resume_config(cfg: Any) -> dict[str, Any]:
+    """A trainer config as it keys a resumable state: without ``loader``, which changes how fast
+    batches arrive, not what is computed (a run resumed with more workers continues the same run)."""
+    return {key: value for key, value in to_dict(cfg).items() if key != "loader"}
+
+
+def check_amp(amp: str, device: torch.device, section: str) -> None:
+    """Raise ``ValueError`` when ``device`` cannot train in ``amp``, naming the param and what to use."""
+    if amp not in ("off", *AMP_DTYPES):
+        raise ValueError(f"{section}.amp must be one of off, bf16, fp16; got {amp!r}")
+    if amp == "fp16" and device.type != "cuda":
+        raise ValueError(f"{section}.amp fp16 needs a CUDA device (training runs on {device}): float16 autocast "
+                         f"with loss scaling is a GPU mode; use amp: bf16 on the CPU, or amp: off")
+    if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"{section}.amp bf16 is not supported by {torch.cuda.get_device_name(device)} "
+                         f"(it needs compute capability 8.0 or later); use amp: fp16 or amp: off")
+
+
+class Precision:
+    """A trainer's autocast, gradient scaler and memory layout, from its ``amp`` and ``channels_last`` params."""
+
+    def __init__(self, amp: AmpMode, channels_last: bool, device: torch.device, section: str = "params") -> None:
+        check_amp(amp, device, section)
+        self.amp, self.channels_last, self.device = amp, channels_last, device
+        if channels_last and device.type == "cpu":
+            log.warning("%s.channels_last on the CPU: no speed-up there, and torch 2.14.1 has crashed in a float32 "
+                        "channels-last backward of a narrow network; it is meant for GPUs (docs/gpu.md)", section)
+        # fp16's 5-bit exponent flushes small gradients to zero unless the loss is scaled up first
+        self.scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
+
+    def autocast(self) -> ContextManager[Any]:
+        """The forward pass's context: autocast to bf16/fp16, or nothing for ``off``."""
+        if self.amp == "off":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=AMP_DTYPES[self.amp])
+
+    def model(self, model: nn.Module) -> nn.Module:
+        """``model`` in the training layout (channels-last when asked; float32 weights either way)."""
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def standard_layout(self, model: nn.Module) -> nn.Module:
+        """``model`` back in the default (contiguous NCHW) layout, as checkpoints are written."""
+        return model.to(memory_format=torch.contiguous_format) if self.channels_last else model
+
+    def batch(self, x: torch.Tensor) -> torch.Tensor:
+        """An input batch (B, C, H, W) in the training layout."""
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """The scaler's state for a resumable checkpoint (``None`` without a scaler)."""
+        return None if self.scaler is None else self.scaler.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        """Restore :meth:`state_dict` (a state saved without a scaler leaves the scaler fresh)."""
+        if self.scaler is not None and state:
+            self.scaler.load_state_dict(state)
