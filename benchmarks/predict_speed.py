@@ -10,11 +10,15 @@ models and ``--threads`` onnxruntime threads:
   the landmarks of the faces it finds), ``landmarks_alignment`` (the rest of :meth:`FaceTracker.update`:
   following faces by their landmarks, aligning crops, associating ids), ``embedding`` (``visual.onnx``
   on batches), ``audio`` (decoding, log-mel and ``tdnn.onnx``) and ``sequence`` (``sequence.onnx``);
-  each as frames/s of the video and as its share of the summed time;
+  each as frames/s of the video and as its share of the summed time, and as ``cpu_fps``: frames per
+  second of CPU time of the calling thread, which a loaded machine changes little (for the parts
+  dlib runs in the calling thread, the idle-machine rate; for decoding, which FFmpeg spreads over
+  threads, and the onnxruntime parts an upper bound, their other threads' work is not counted);
 * ``end_to_end``: :func:`~pipeline.predict.video.predict_video` with the default settings and with
   ``--baseline`` settings (a full-resolution search every 5 frames, as before the search was
   downscaled), run in alternating rounds so the ratio survives a shared machine's load; the median
-  frames/s of each and their ratio;
+  frames/s of each and their ratio, by wall time and by the process's CPU time (all its threads:
+  on 2 idle cores the wall rate lies between ``cpu_fps`` and twice it);
 * ``frames_with_face`` of the default settings (the face is in every frame).
 
 On a 4K video (``--memory-frames`` N and 3N frames) the peak resident memory of a fresh process running
@@ -70,32 +74,52 @@ def write_video(path: Path, height: int, n_frames: int, max_angle: float) -> Pat
     return write_frames_video(path, (render([(photo, m)], size) for m in matrices), fps=FPS)
 
 
+class _Clock:
+    """Wall seconds and this thread's CPU seconds spent in each part."""
+
+    def __init__(self) -> None:
+        self.wall: dict[str, float] = defaultdict(float)
+        self.cpu: dict[str, float] = defaultdict(float)
+        self._started: list[tuple[float, float]] = []
+
+    def start(self) -> None:
+        self._started.append((time.perf_counter(), time.thread_time()))
+
+    def stop(self, part: str) -> None:
+        wall, cpu = self._started.pop()
+        self.wall[part] += time.perf_counter() - wall
+        self.cpu[part] += time.thread_time() - cpu
+
+
 def time_parts(video: Path, models: PredictModels, config: PredictConfig, batch_size: int) -> dict[str, Any]:
-    """Run the predict path on ``video`` part by part and time each part (seconds) and what it found."""
-    seconds: dict[str, float] = defaultdict(float)
+    """Run the predict path on ``video`` part by part and time each part and what it found."""
+    clock = _Clock()
     detector = FaceDetector(config.detector)
     tracker = FaceTracker(config.tracking, detector)
-    detector.detect = _timed(detector.detect, seconds, "detection")   # type: ignore[method-assign]
-    searches = [0]
+    detector.detect = _timed(detector.detect, clock, "detection")   # type: ignore[method-assign]
+    searches = 0
     frames_with_face, fps, n = 0, float(FPS), 0
     crops: dict[int, list[np.ndarray]] = defaultdict(list)
     present: dict[int, list[int]] = defaultdict(list)
     embeddings: dict[int, list[np.ndarray]] = defaultdict(list)
 
     def embed(face_id: int) -> None:
-        start = time.perf_counter()
+        clock.start()
         images = to_model_input(np.stack(crops[face_id])).numpy()
         embeddings[face_id].append(models.visual(images)["embedding"].astype(np.float16))
-        seconds["embedding"] += time.perf_counter() - start
+        clock.stop("embedding")
         crops[face_id].clear()
 
-    for i, (_, fps, image) in enumerate(_timed_iter(decode_frames(video), seconds, "decode")):
+    for i, (_, fps, image) in enumerate(_timed_iter(decode_frames(video), clock, "decode")):
         n = i + 1
-        before = seconds["detection"]
-        start = time.perf_counter()
+        wall, cpu = clock.wall["detection"], clock.cpu["detection"]
+        clock.start()
         faces = tracker.update(image)
-        seconds["landmarks_alignment"] += time.perf_counter() - start - (seconds["detection"] - before)
-        searches[0] += seconds["detection"] > before
+        clock.stop("landmarks_alignment")
+        # the search inside update is counted as detection, not twice
+        clock.wall["landmarks_alignment"] -= clock.wall["detection"] - wall
+        clock.cpu["landmarks_alignment"] -= clock.cpu["detection"] - cpu
+        searches += clock.wall["detection"] > wall
         frames_with_face += bool(faces)
         for face in faces:
             crops[face.face_id].append(face.crop)
@@ -106,78 +130,87 @@ def time_parts(video: Path, models: PredictModels, config: PredictConfig, batch_
         if crops[face_id]:
             embed(face_id)
 
-    start = time.perf_counter()
+    clock.start()
     audio_embedding, audio_present = np.zeros((n, EMBEDDING_DIM), np.float16), np.zeros(n, bool)
     if models.audio is not None:
         audio = video_audio(video, n, fps, models.audio.audio_config)
         audio_embedding, audio_present = models.audio.embed(audio, batch_size).astype(np.float16), audio.present
-    seconds["audio"] = time.perf_counter() - start
+    clock.stop("audio")
 
-    start = time.perf_counter()
+    clock.start()
     for face_id, frames in present.items():
         mask = np.zeros(n, bool)
         mask[frames] = True
         visual = np.zeros((n, EMBEDDING_DIM), np.float16)
         visual[frames] = np.concatenate(embeddings[face_id])
         models.sequence.video_logits(visual, audio_embedding, mask, audio_present, batch_size)
-    seconds["sequence"] = time.perf_counter() - start
-    return {"frames": n, "seconds": dict(seconds), "searches": searches[0], "frames_with_face": frames_with_face,
-            "face_ids": len(present)}
+    clock.stop("sequence")
+    return {"frames": n, "wall": dict(clock.wall), "cpu": dict(clock.cpu), "searches": searches,
+            "frames_with_face": frames_with_face, "face_ids": len(present)}
 
 
-def _timed(fn: Callable[..., Any], seconds: dict[str, float], key: str) -> Callable[..., Any]:
+def _timed(fn: Callable[..., Any], clock: _Clock, part: str) -> Callable[..., Any]:
     def call(*args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
+        clock.start()
         try:
             return fn(*args, **kwargs)
         finally:
-            seconds[key] += time.perf_counter() - start
+            clock.stop(part)
     return call
 
 
-def _timed_iter(items: Iterator[Any], seconds: dict[str, float], key: str) -> Iterator[Any]:
+def _timed_iter(items: Iterator[Any], clock: _Clock, part: str) -> Iterator[Any]:
     while True:
-        start = time.perf_counter()
+        clock.start()
         try:
             item = next(items)
         except StopIteration:
             return
         finally:
-            seconds[key] += time.perf_counter() - start
+            clock.stop(part)
         yield item
 
 
 def parts_record(timed: dict[str, Any]) -> dict[str, Any]:
-    """Frames/s and share of the summed time of every part."""
-    total = sum(timed["seconds"].values())
+    """Per part: frames/s of wall time, its share of the summed wall time, and frames/s of this thread's CPU time."""
     n = timed["frames"]
+    wall, cpu = timed["wall"], timed["cpu"]
+
+    def per_s(seconds: float) -> float | None:
+        return round(n / seconds, 1) if seconds > 0 else None
+
     return {
-        "parts": {part: {"fps": round(n / timed["seconds"][part], 1) if timed["seconds"][part] > 0 else None,
-                         "share": round(timed["seconds"][part] / total, 3)} for part in PARTS},
-        "parts_fps": round(n / total, 1),
+        "parts": {part: {"fps": per_s(wall[part]), "share": round(wall[part] / sum(wall.values()), 3),
+                         "cpu_fps": per_s(cpu[part])} for part in PARTS},
+        "parts_fps": per_s(sum(wall.values())), "parts_cpu_fps": per_s(sum(cpu.values())),
         "searches": timed["searches"], "frames_with_face": timed["frames_with_face"], "face_ids": timed["face_ids"],
     }
 
 
 def end_to_end(video: Path, models: PredictModels, configs: dict[str, PredictConfig], rounds: int,
                batch_size: int, work: Path) -> dict[str, Any]:
-    """Median frames/s of ``predict_video`` per config, the configs run in alternating rounds."""
+    """Median frames/s of ``predict_video`` with each of two configs, run in alternating rounds, and their ratio."""
     fps: dict[str, list[float]] = defaultdict(list)
+    cpu_fps: dict[str, list[float]] = defaultdict(list)
     faces: dict[str, int] = {}
     for r in range(rounds):
         for name, config in configs.items():
             out = work / f"{video.stem}-{name}-{r}.csv"
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             summary = predict_video(video, out, config=config, batch_size=batch_size, models=models)
-            fps[name].append(summary.frames / (time.perf_counter() - start))
+            fps[name].append(summary.frames / (time.perf_counter() - wall))
+            cpu_fps[name].append(summary.frames / (time.process_time() - cpu))
             faces[name] = summary.faces
             out.unlink()
-    result: dict[str, Any] = {name: {"fps": round(statistics.median(v), 1), "rounds_fps": [round(x, 1) for x in v],
-                                     "frames_with_face": faces[name]} for name, v in fps.items()}
-    names = list(configs)
-    if len(names) == 2:
-        ratios = [a / b for a, b in zip(fps[names[0]], fps[names[1]])]
-        result[f"{names[0]}_over_{names[1]}"] = round(statistics.median(ratios), 2)
+    result: dict[str, Any] = {
+        name: {"fps": round(statistics.median(v), 1), "rounds_fps": [round(x, 1) for x in v],
+               "cpu_fps": round(statistics.median(cpu_fps[name]), 1), "frames_with_face": faces[name]}
+        for name, v in fps.items()
+    }
+    first, second = list(configs)
+    result[f"{first}_over_{second}"] = round(statistics.median(a / b for a, b in zip(fps[first], fps[second])), 2)
+    result[f"{first}_over_{second}_cpu"] = round(statistics.median(
+        a / b for a, b in zip(cpu_fps[first], cpu_fps[second])), 2)
     return result
 
 
