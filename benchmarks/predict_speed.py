@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -226,19 +225,24 @@ def peak_rss(video: Path, args: argparse.Namespace) -> dict[str, Any]:
 def rss_of(video: Path, args: argparse.Namespace) -> None:
     """Print this process's resident memory after loading the models and its peak after predicting ``video``."""
     models = load_models(args.visual, args.audio, args.sequence, "cpu", args.threads)
-    loaded = _rss_mib()
+    loaded = _status_mib("VmRSS")
     with tempfile.TemporaryDirectory() as work:
         summary = predict_video(video, Path(work) / "out.csv", models=models, batch_size=args.batch_size)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"frames": summary.frames, "models_loaded_mib": round(loaded), "peak_mib": round(peak)}))
+    print(json.dumps({"frames": summary.frames, "models_loaded_mib": round(loaded),
+                      "peak_mib": round(_status_mib("VmHWM"))}))
 
 
-def _rss_mib() -> float:
+def _status_mib(field: str) -> float:
+    """A memory figure of this process from /proc/self/status, in MiB.
+
+    The peak is read as ``VmHWM``, not ``ru_maxrss``: Linux carries ``ru_maxrss`` over from the parent
+    across fork and exec, so a child of a large process would report the parent's size.
+    """
     with open("/proc/self/status") as fh:
         for line in fh:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
-    return float("nan")
+    raise ValueError(f"/proc/self/status has no {field} line")
 
 
 def main() -> None:

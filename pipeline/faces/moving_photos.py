@@ -81,16 +81,11 @@ def moving_photo(
     return np.stack([render([(photo, matrix)], size) for matrix in matrices]), matrices
 
 
-def moving_photo_matrices(
-    centre: tuple[float, float],
-    n_frames: int = 40,
-    size: tuple[int, int] = (320, 240),
-    max_angle: float = 30.0,
-    zoom: tuple[float, float] = (1.0, 1.3),
-    max_shift: float = 30.0,
-) -> np.ndarray:
-    """The (N, 2, 3) photo-to-frame matrices of :func:`moving_photo`; render frame ``i`` with
-    ``render([(photo, matrices[i])], size)`` to make a long or large video one frame at a time."""
+def moving_photo_matrices(centre: tuple[float, float], n_frames: int = 40, size: tuple[int, int] = (320, 240),
+                          max_angle: float = 30.0, zoom: tuple[float, float] = (1.0, 1.3),
+                          max_shift: float = 30.0) -> np.ndarray:
+    """The (N, 2, 3) photo-to-frame matrices of :func:`moving_photo` (same arguments); render frame ``i``
+    with ``render([(photo, matrices[i])], size)`` to make a long or large video one frame at a time."""
     if n_frames < 1:
         raise ValueError(f"n_frames must be >= 1, got {n_frames}")
     matrices = []
