@@ -63,7 +63,7 @@ _PREDICT_PARTS = {
 def predict_speed(record: dict[str, Any]) -> str:
     """docs/predict.md: frames/s and share of each part of predict at 720p and 1080p, end to end, memory on 4K."""
     r = record["results"]
-    sizes = [key for key in r if key.endswith("p") and "parts" in r[key]]
+    sizes = sorted((key for key in r if key.endswith("p") and "parts" in r[key]), key=lambda key: int(key[:-1]))
     heading = ["part"] + [f"{size} {what}" for size in sizes for what in ("frames/s", "share", "CPU frames/s")]
     rows = [[label] + [cell for size in sizes for cell in (
         rate(r[size]["parts"][part]["fps"]), f"{100 * r[size]['parts'][part]['share']:.0f} %",
@@ -87,11 +87,11 @@ def predict_speed(record: dict[str, Any]) -> str:
             f"end to end now / before = {e2e['default_over_baseline']:.2f} by wall time, "
             f"{e2e['default_over_baseline_cpu']:.2f} by CPU time (medians of {len(e2e['default']['rounds_fps'])} "
             f"alternating rounds).")
-    memory = r.get("2160p_memory", {})
+    memory = sorted(r.get("2160p_memory", {}).values(), key=lambda m: m["frames"])
     if memory:
         notes.append("3840×2160: peak resident memory of a process predicting " + "; ".join(
-            f"{m['frames']} frames: {count(m['peak_mib'])} MiB" for m in memory.values())
-            + f" ({count(next(iter(memory.values()))['models_loaded_mib'])} MiB once the models are loaded).")
+            f"{m['frames']} frames: {count(m['peak_mib'])} MiB" for m in memory)
+            + f" ({count(memory[0]['models_loaded_mib'])} MiB once the models are loaded).")
     return (table(heading, rows) + "\n\n" + " ".join(notes) + " "
             + measured_on(record, "benchmarks/results/predict_speed.json"))
 
