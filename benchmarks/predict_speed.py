@@ -256,7 +256,8 @@ def main() -> None:
     parser.add_argument("--heights", type=int, nargs="+", default=[720, 1080])
     parser.add_argument("--max-angle", type=float, default=15.0)
     parser.add_argument("--rounds", type=int, default=2, help="alternating end-to-end rounds per setting")
-    parser.add_argument("--memory-frames", type=int, default=40, help="N: the 4K video is run at N and 3N frames")
+    parser.add_argument("--memory-frames", type=int, default=80,
+                        help="N: the 4K video is run at N and 3N frames (N >= the batch size, so both embed full batches)")
     parser.add_argument("--rss-of", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "predict_speed.json", help="where the JSON record is written")
     args = parser.parse_args()
