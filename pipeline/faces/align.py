@@ -83,7 +83,18 @@ def warp_image(image: np.ndarray, matrix: np.ndarray, size: tuple[int, int]) -> 
     shift = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
     unshift = np.array([[1.0, 0.0, -0.5], [0.0, 1.0, -0.5], [0.0, 0.0, 1.0]])
     out_to_in = shift @ np.vstack([invert(matrix), [0.0, 0.0, 1.0]]) @ unshift
-    warped = Image.fromarray(image).transform(
+    # Only the part of the image the output samples is handed to PIL (copying a whole 4K frame into a
+    # PIL image costs more than the warp of a face): the output's corners bound it; a margin of 2 px keeps
+    # every bilinear neighbour of a sampled point inside the part, so the result does not change.
+    width, height = size
+    corners = out_to_in[:2] @ np.array([[0, width, 0, width], [0, 0, height, height], [1, 1, 1, 1]], np.float64)
+    x0, y0 = (max(0, int(np.floor(v)) - 2) for v in corners.min(axis=1))
+    x1 = min(image.shape[1], int(np.ceil(corners[0].max())) + 2)
+    y1 = min(image.shape[0], int(np.ceil(corners[1].max())) + 2)
+    if x1 <= x0 or y1 <= y0:   # the output shows nothing of the image
+        return np.zeros((height, width, image.shape[2]), np.uint8)
+    out_to_in = np.array([[1.0, 0.0, -x0], [0.0, 1.0, -y0], [0.0, 0.0, 1.0]]) @ out_to_in
+    warped = Image.fromarray(np.ascontiguousarray(image[y0:y1, x0:x1])).transform(
         size, Image.Transform.AFFINE, tuple(out_to_in[:2].ravel()), Image.Resampling.BILINEAR
     )
     return np.asarray(warped, dtype=np.uint8)

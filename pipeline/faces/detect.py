@@ -104,10 +104,15 @@ class DetectorConfig:
 
     min_face_px: int = 80      # smallest face side searched, in frame pixels (frames are rescaled by 80 / this)
     min_score: float = 0.0     # detections scoring below this are dropped (dlib's own threshold is 0)
+    # smallest face side searched as a share of the frame's height, when that is more than min_face_px:
+    # large frames are searched downscaled (the HOG cost goes with the pixels), small ones unchanged
+    min_face_fraction: float = 0.15
 
     def __post_init__(self) -> None:
         if not 20 <= self.min_face_px <= 2000:
             raise ConfigError(f"must be in [20, 2000], got {self.min_face_px}", key="min_face_px")
+        if not 0.0 <= self.min_face_fraction <= 0.5:
+            raise ConfigError(f"must be in [0, 0.5], got {self.min_face_fraction}", key="min_face_fraction")
         if not -2.0 <= self.min_score <= 5.0:
             raise ConfigError(f"must be in [-2, 5], got {self.min_score}", key="min_score")
 
@@ -163,7 +168,7 @@ class FaceDetector:
     def detect(self, frame: np.ndarray) -> list[Face]:
         """Detect the faces of an (H, W, 3) uint8 RGB frame, most confident first."""
         frame = check_frame(frame)
-        scale = HOG_WINDOW_PX / self.config.min_face_px
+        scale = self.search_scale(frame.shape[0])
         search = frame
         if scale != 1.0:
             height, width = frame.shape[:2]
@@ -175,6 +180,12 @@ class FaceDetector:
             box = Box(rect.left() / scale, rect.top() / scale, rect.width() / scale, rect.height() / scale)
             faces.append(Face(box, float(score), self.landmarks(frame, box)))
         return faces
+
+    def search_scale(self, height: int) -> float:
+        """The factor a frame ``height`` pixels high is resized by before the HOG search: the smallest face
+        searched (``min_face_px``, or ``min_face_fraction`` of the height if larger) becomes dlib's 80 px window."""
+        smallest = max(float(self.config.min_face_px), self.config.min_face_fraction * height)
+        return HOG_WINDOW_PX / smallest
 
     def landmarks(self, frame: np.ndarray, box: Box) -> np.ndarray:
         """The five landmarks (insightface order, (5, 2)) of the face in ``box`` of ``frame``: fitted in the

@@ -77,17 +77,25 @@ def moving_photo(
     linearly from ``zoom[0]`` to ``zoom[1]``, and ``centre`` lands ``max_shift * (sin(2 pi t), sin(pi t) / 2)``
     pixels from the frame's centre. Returns (N, H, W, 3) uint8 frames and (N, 2, 3) matrices.
     """
+    matrices = moving_photo_matrices(centre, n_frames, size, max_angle, zoom, max_shift)
+    return np.stack([render([(photo, matrix)], size) for matrix in matrices]), matrices
+
+
+def moving_photo_matrices(centre: tuple[float, float], n_frames: int = 40, size: tuple[int, int] = (320, 240),
+                          max_angle: float = 30.0, zoom: tuple[float, float] = (1.0, 1.3),
+                          max_shift: float = 30.0) -> np.ndarray:
+    """The (N, 2, 3) photo-to-frame matrices of :func:`moving_photo` (same arguments); render frame ``i``
+    with ``render([(photo, matrices[i])], size)`` to make a long or large video one frame at a time."""
     if n_frames < 1:
         raise ValueError(f"n_frames must be >= 1, got {n_frames}")
-    frames, matrices = [], []
+    matrices = []
     for i in range(n_frames):
         t = i / max(n_frames - 1, 1)
         target = (size[0] / 2 + max_shift * math.sin(2 * math.pi * t),
                   size[1] / 2 + max_shift * math.sin(math.pi * t) / 2)
-        matrix = similarity(max_angle * math.sin(2 * math.pi * t), zoom[0] + (zoom[1] - zoom[0]) * t, centre, target)
-        frames.append(render([(photo, matrix)], size))
-        matrices.append(matrix)
-    return np.stack(frames), np.stack(matrices)
+        matrices.append(similarity(max_angle * math.sin(2 * math.pi * t), zoom[0] + (zoom[1] - zoom[0]) * t,
+                                   centre, target))
+    return np.stack(matrices)
 
 
 def crossing_photos(

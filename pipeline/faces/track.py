@@ -50,7 +50,7 @@ _TEMPLATE_BOX_CENTRE, _TEMPLATE_BOX_SIDE = np.array([[56.0, 76.0]]), 82.0
 class TrackerConfig:
     """Settings of face following and identities (the ``predict.tracking`` params)."""
 
-    detect_every: int = 5          # full detection every this many frames; faces are followed between
+    detect_every: int = 10         # full detection every this many frames; faces are followed between
     min_similarity: float = 0.5    # a followed face is lost when its crop correlates less with its last detection
     min_iou: float = 0.3           # box overlap by which a detection continues the one followed face it overlaps
     max_distance: float = 0.5      # identity-descriptor distance under which a detection continues a face

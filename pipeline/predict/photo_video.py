@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
+from typing import Iterable
 
 import av
 import numpy as np
@@ -51,33 +52,42 @@ def write_photo_video(
 
 def write_frames_video(
     path: str | Path,
-    frames: np.ndarray,
+    frames: np.ndarray | Iterable[np.ndarray],
     fps: int = 25,
     audio_hz: float | None = 220.0,
     sample_rate: int = 16000,
 ) -> Path:
     """Write (N, H, W, 3) uint8 RGB ``frames`` as an H.264 MP4 (odd sides cropped by one pixel), atomically,
-    plus an AAC tone of the video's length unless ``audio_hz`` is None."""
+    plus an AAC tone of the video's length unless ``audio_hz`` is None.
+
+    ``frames`` may also be any iterable of (H, W, 3) frames of one size, encoded as they come: a long or
+    large video need not be held in memory.
+    """
     path = Path(path)
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8 or len(frames) < 1:
-        raise ValueError(f"frames must be (N >= 1, H, W, 3) uint8 RGB, got {frames.shape} {frames.dtype}")
-    n_frames = len(frames)
-    height, width = frames.shape[1:3]
-    if height % 2 or width % 2:
-        frames = frames[:, : height - height % 2, : width - width % 2]
+    n_frames = 0
     with atomic_path(path) as tmp:
         with av.open(str(tmp), mode="w", format="mp4") as container:
-            video = container.add_stream("libx264", rate=fps)
-            video.width, video.height = frames.shape[2], frames.shape[1]
-            video.pix_fmt = "yuv420p"
-            audio = None
-            if audio_hz is not None:
-                audio = container.add_stream("aac", rate=sample_rate, layout="mono")
+            video, audio = None, None
             for frame in frames:
-                container.mux(video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+                frame = np.asarray(frame)
+                if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+                    raise ValueError(f"{path}: frame {n_frames} must be (H, W, 3) uint8 RGB, got {frame.shape} {frame.dtype}")
+                height, width = frame.shape[0] - frame.shape[0] % 2, frame.shape[1] - frame.shape[1] % 2
+                if video is None:
+                    video = container.add_stream("libx264", rate=fps)
+                    video.width, video.height = width, height
+                    video.pix_fmt = "yuv420p"
+                    if audio_hz is not None:   # every stream is added before the first packet is written
+                        audio = container.add_stream("aac", rate=sample_rate, layout="mono")
+                elif (height, width) != (video.height, video.width):
+                    raise ValueError(f"{path}: frame {n_frames} is {frame.shape[:2]}, the first was "
+                                     f"{(video.height, video.width)}")
+                container.mux(video.encode(av.VideoFrame.from_ndarray(frame[:height, :width], format="rgb24")))
+                n_frames += 1
+            if video is None:
+                raise ValueError(f"{path}: frames must be (N >= 1, H, W, 3) uint8 RGB, got no frame")
             container.mux(video.encode())
-            if audio is not None:
+            if audio is not None and audio_hz is not None:
                 _write_tone(container, audio, audio_hz, n_frames / fps, sample_rate)
     return path
 

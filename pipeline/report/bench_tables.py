@@ -50,6 +50,52 @@ def face_alignment(record: dict[str, Any]) -> str:
     return table(heading, rows) + "\n\n" + measured_on(record, "benchmarks/results/face_alignment.json")
 
 
+_PREDICT_PARTS = {
+    "decode": "decode (PyAV, to RGB)",
+    "detection": "face detection (HOG search and the landmarks of what it finds)",
+    "landmarks_alignment": "landmarks + alignment (faces followed between searches, crops, ids)",
+    "embedding": "embedding (`visual.onnx`)",
+    "audio": "audio (decode, log-mel, `tdnn.onnx`)",
+    "sequence": "sequence (`sequence.onnx`)",
+}
+
+
+def predict_speed(record: dict[str, Any]) -> str:
+    """docs/predict.md: frames/s and share of each part of predict at 720p and 1080p, end to end, memory on 4K."""
+    r = record["results"]
+    sizes = sorted((key for key in r if key.endswith("p") and "parts" in r[key]), key=lambda key: int(key[:-1]))
+    heading = ["part"] + [f"{size} {what}" for size in sizes for what in ("frames/s", "share", "CPU frames/s")]
+    rows = [[label] + [cell for size in sizes for cell in (
+        rate(r[size]["parts"][part]["fps"]), f"{100 * r[size]['parts'][part]['share']:.0f} %",
+        rate(r[size]["parts"][part]["cpu_fps"]))] for part, label in _PREDICT_PARTS.items()]
+    rows.append(["all parts"] + [cell for size in sizes
+                                 for cell in (rate(r[size]["parts_fps"]), "100 %", rate(r[size]["parts_cpu_fps"]))])
+    for name, label in (("default", "end to end, `predict_video`"),
+                        ("baseline", "end to end, before (full-resolution search every 5 frames)")):
+        rows.append([label] + [cell for size in sizes for cell in (
+            rate(r[size]["end_to_end"][name]["fps"]), "", rate(r[size]["end_to_end"][name]["cpu_fps"]))])
+    settings, baseline = r["settings"], r["baseline_settings"]
+    notes = [
+        f"{r['frames']} frames at {r['fps']} fps per video, the face {100 * r['face_share_of_height']:.0f} % of the "
+        f"frame's height turning by up to {r['max_angle']:g}°; settings `min_face_fraction: "
+        f"{settings['min_face_fraction']:g}`, `detect_every: {settings['detect_every']}` (before: "
+        f"{baseline['min_face_fraction']:g}, {baseline['detect_every']}); onnxruntime threads: {r['threads']}."]
+    for size in sizes:
+        e2e = r[size]["end_to_end"]
+        notes.append(
+            f"{size}: face found in {r[size]['frames_with_face']}/{r['frames']} frames, {r[size]['searches']} searches; "
+            f"end to end now / before = {e2e['default_over_baseline']:.2f} by wall time, "
+            f"{e2e['default_over_baseline_cpu']:.2f} by CPU time (medians of {len(e2e['default']['rounds_fps'])} "
+            f"alternating rounds).")
+    memory = sorted(r.get("2160p_memory", {}).values(), key=lambda m: m["frames"])
+    if memory:
+        notes.append("3840×2160: peak resident memory of a process predicting " + "; ".join(
+            f"{m['frames']} frames: {count(m['peak_mib'])} MiB" for m in memory)
+            + f" ({count(memory[0]['models_loaded_mib'])} MiB once the models are loaded).")
+    return (table(heading, rows) + "\n\n" + " ".join(notes) + " "
+            + measured_on(record, "benchmarks/results/predict_speed.json"))
+
+
 def audio_tdnn(record: dict[str, Any]) -> str:
     """docs/audio.md: TDNN inference and training rates, and the log-mel rate."""
     r = record["results"]

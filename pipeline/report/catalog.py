@@ -14,6 +14,7 @@ RENDERERS: dict[str, Renderer] = build_registry([
     Renderer("bench-audio-tdnn", ("benchmarks/results/audio_tdnn.json",), bench_tables.audio_tdnn),
     Renderer("bench-face-alignment", ("benchmarks/results/face_alignment.json",), bench_tables.face_alignment),
     Renderer("bench-face-tracking", ("benchmarks/results/face_tracking.json",), bench_tables.face_tracking),
+    Renderer("bench-predict-speed", ("benchmarks/results/predict_speed.json",), bench_tables.predict_speed),
     Renderer("bench-synth", ("benchmarks/results/synth.json",), bench_tables.synth),
     Renderer("bench-pack-frames", ("benchmarks/results/pack_frames.json",), bench_tables.pack_frames),
     Renderer("bench-probe-video", ("benchmarks/results/probe_video.json",), bench_tables.probe_video),

@@ -8,7 +8,7 @@ import pytest
 from pipeline.config import ConfigError
 from pipeline.faces.detect import DetectorConfig, FaceDescriber, FaceDetector, five_points, model_file
 from pipeline.faces.measure import alignment_errors
-from pipeline.faces.moving_photos import astronaut, grace_hopper, moving_photo
+from pipeline.faces.moving_photos import astronaut, grace_hopper, moving_photo, render, similarity
 
 @pytest.fixture(scope="module")
 def detector() -> FaceDetector:
@@ -32,6 +32,28 @@ def test_landmarks_sit_on_the_eyes_nose_and_mouth(detector: FaceDetector) -> Non
     assert max(left_eye[1], right_eye[1]) < nose[1] < min(mouth_left[1], mouth_right[1])
     box = face.box
     assert (box.x < face.landmarks[:, 0]).all() and (face.landmarks[:, 0] < box.x + box.w).all()
+
+
+def test_downscaled_search_maps_the_face_back_to_full_resolution(detector: FaceDetector) -> None:
+    # a 180 px face in a 640x720 frame: searched at 80 / (0.25 * 720) = 0.44 of the frame's size
+    photo = astronaut()
+    face = detector.detect(photo)[0]
+    frame = render([(photo, similarity(10.0, 180.0 / face.box.w, tuple(face.landmarks.mean(axis=0)), (400.0, 300.0)))],
+                   (640, 720))
+    downscaled = FaceDetector(DetectorConfig(min_face_fraction=0.25))
+    assert downscaled.search_scale(720) == pytest.approx(80 / 180)
+    (full,) = detector.detect(frame)
+    (small,) = downscaled.detect(frame)
+    assert small.box.iou(full.box) > 0.7 and 150 < small.box.w < 230, (small.box, full.box)
+    # the landmarks are fitted in the full-resolution frame either way
+    assert np.abs(small.landmarks - full.landmarks).max() < 2.0
+
+
+def test_small_frames_are_not_searched_downscaled() -> None:
+    detector = FaceDetector(DetectorConfig(min_face_px=80, min_face_fraction=0.15))
+    assert detector.search_scale(240) == 1.0                   # 0.15 x 240 = 36 px < 80 px: unchanged
+    assert detector.search_scale(1080) == pytest.approx(80 / 162)
+    assert FaceDetector(DetectorConfig(min_face_fraction=0.0)).search_scale(2160) == 1.0
 
 
 def test_no_face_in_a_blank_frame(detector: FaceDetector) -> None:
@@ -64,7 +86,8 @@ def test_missing_model_file_names_the_package() -> None:
         model_file("no_such_model.dat")
 
 
-@pytest.mark.parametrize("field, value", [("min_face_px", 10), ("min_score", 9.0)])
+@pytest.mark.parametrize("field, value", [("min_face_px", 10), ("min_score", 9.0), ("min_face_fraction", -0.1),
+                                          ("min_face_fraction", 0.6)])
 def test_bad_detector_settings_are_refused(field: str, value: float) -> None:
     with pytest.raises(ConfigError, match=field):
         DetectorConfig(**{field: value})

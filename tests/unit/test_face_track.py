@@ -47,6 +47,20 @@ def test_tracking_keeps_a_moving_face_between_detections(detector: FaceDetector)
     assert crops.shape == (30, 112, 112, 3) and crops.dtype == np.uint8
 
 
+def test_default_settings_find_a_moving_face_in_every_frame_of_a_larger_video(detector: FaceDetector) -> None:
+    # 800x640, a 120 px face turning by up to 30 degrees: searched downscaled, every 10th frame only
+    image = astronaut()
+    face = detector.detect(image)[0]
+    zoom = 120.0 / face.box.w
+    frames, _ = moving_photo(image, tuple(face.landmarks.mean(axis=0)), n_frames=30, size=(800, 640),
+                             zoom=(zoom, 1.3 * zoom), max_shift=60.0)
+    config = TrackerConfig()
+    assert config.detect_every > 1 and FaceDetector(DetectorConfig()).search_scale(640) < 1.0
+    per_frame = list(track_video(frames, config))
+    assert all(len(faces) == 1 and faces[0].face_id == 0 for faces in per_frame)
+    assert sum(faces[0].detected for faces in per_frame) == len(frames) // config.detect_every
+
+
 def test_a_face_that_leaves_is_not_followed_onto_the_background(detector: FaceDetector) -> None:
     image = astronaut()
     tracker = FaceTracker(TrackerConfig(detect_every=10), detector)
