@@ -27,6 +27,13 @@ RESULTS_DIR = Path("benchmarks/results")
 BUSY_LOAD_PER_CORE = 0.5
 
 
+def is_busy(load_before: float, load_after: float, threads: int, cores: int) -> bool:
+    """Whether other processes shared the cores: the load before the run, or the load after it beyond
+    the benchmark's own ``threads`` (which it raised itself), exceeds :data:`BUSY_LOAD_PER_CORE` of the cores."""
+    limit = BUSY_LOAD_PER_CORE * cores
+    return load_before > limit or load_after - threads > limit
+
+
 def cpu_model() -> str:
     """The CPU's model name (from /proc/cpuinfo on Linux), else what ``platform`` knows."""
     cpuinfo = Path("/proc/cpuinfo")
@@ -62,7 +69,7 @@ def benchmark_record(
             "load_average_before": before,
             "load_average_after": after,
         },
-        "busy": max(before[0], after[0]) > BUSY_LOAD_PER_CORE * cores,
+        "busy": is_busy(before[0], after[0], int(threads), cores),
         "python": sys.version.split()[0],
         "results": results,
     }

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from pipeline.report.blocks import BlockError, find_blocks, replace_blocks
 from pipeline.report.catalog import RENDERERS
 from pipeline.report.metrics_tables import results_gains, results_table
-from pipeline.report.record import benchmark_record, write_record
+from pipeline.report.record import benchmark_record, is_busy, write_record
 from pipeline.report.registry import Renderer, build_registry
 from pipeline.report.run import render_docs
 from stages.report import command as report_command
@@ -114,6 +114,14 @@ def test_benchmark_record_says_command_machine_and_load(tmp_path: Path) -> None:
     assert len(record["machine"]["load_average_after"]) == 3 and record["date"].endswith("Z")
     path = write_record(record, tmp_path / "results" / "demo.json")
     assert json.loads(path.read_text()) == record
+
+
+def test_a_benchmarks_own_threads_do_not_make_it_busy() -> None:
+    # two threads on two cores leave a load of about 2 behind them: the benchmark's own, not a busy machine
+    assert not is_busy(0.2, 1.9, threads=2, cores=2)
+    assert is_busy(0.2, 3.5, threads=2, cores=2)     # more than its own threads: someone else ran too
+    assert is_busy(1.5, 0.1, threads=1, cores=2)     # already loaded when it started
+    assert not is_busy(0.9, 0.9, threads=0, cores=2)
 
 
 def test_command_exits_1_naming_the_stale_block(tmp_path: Path) -> None:
