@@ -19,8 +19,8 @@ subject, median and 90th percentile; the embeddings of the new frame (visual and
 not in it (see ``embed_visual.json``, ``audio_tdnn.json``). The whole-video throughput of the
 causal and the offline mode is measured side by side in alternating rounds.
 
-    OMP_NUM_THREADS=2 python benchmarks/low_latency.py --cache /work/main/cache \\
-        --metrics /work/main/metrics/evaluate.json --params /work/main/params.yaml
+    OMP_NUM_THREADS=2 python benchmarks/low_latency.py --cache cache --metrics metrics/evaluate.json \\
+        --params params.yaml
 """
 
 from __future__ import annotations

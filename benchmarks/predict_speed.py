@@ -24,8 +24,8 @@ models and ``--threads`` onnxruntime threads:
 On a 4K video (``--memory-frames`` N and 3N frames) the peak resident memory of a fresh process running
 ``predict_video`` on it, to show it does not grow with the video's length.
 
-    OMP_NUM_THREADS=2 python benchmarks/predict_speed.py --visual /work/main/cache/onnx/visual.onnx \\
-        --audio /work/main/cache/audio/tdnn.onnx --sequence /work/main/cache/sequence/sequence.onnx
+    OMP_NUM_THREADS=2 python benchmarks/predict_speed.py --visual cache/onnx/visual.onnx \\
+        --audio cache/audio/tdnn.onnx --sequence cache/sequence/sequence.onnx
 """
 
 from __future__ import annotations
