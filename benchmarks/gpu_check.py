@@ -6,7 +6,8 @@ limit still leaves what it measured):
 - ``cuda_tests``: the summary of the ``pytest -m cuda`` run the shell script made (``--pytest-junit``);
 - ``training``: per backbone, training images/s (forward + AU BCE + backward + SGD step, through the
   trainers' :class:`~pipeline.train.precision.Precision`) for each ``amp`` mode (off = fp32, bf16,
-  fp16) in the default and the channels-last layout; fp16 off a GPU is recorded as not run;
+  fp16) in the default and the channels-last layout; fp16 off a GPU is recorded as not run, and so is
+  channels-last (the trainers ignore it on the CPU);
 - ``embedding``: per backbone, faces/s of (embedding, AU and expression logits) in torch fp32, torch
   under fp16 autocast (bf16 on the CPU), onnxruntime fp32 and onnxruntime float16
   (``visual.fp16.onnx``), both through :class:`~pipeline.inference.visual.VisualEmbedder` with I/O
@@ -92,6 +93,10 @@ def training_rates(name: str, args: argparse.Namespace, device: torch.device) ->
                 precision = Precision(amp, channels_last, device, "gpu_check")  # type: ignore[arg-type]
             except ValueError as exc:
                 rates[amp][layout] = {"not_run": str(exc)}
+                continue
+            if precision.channels_last != channels_last:
+                rates[amp][layout] = {"not_run": f"channels_last is ignored on the {device.type.upper()} "
+                                                 f"(the trainers use the standard layout there)"}
                 continue
             torch.manual_seed(0)
             model = precision.model(build_model({"backbone": name, "width_mult": args.width_mult,
@@ -234,7 +239,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "gpu_check.json")
     args = parser.parse_args(argv)
     if args.tiny:
-        # width 1/8: at 1/16 (4-channel layers) torch 2.14.1 crashed in a float32 channels-last backward on the CPU
         args.width_mult, args.batch, args.embed_batch, args.min_iters, args.min_seconds = 0.125, 4, 4, 1, 0.0
     return args
 

@@ -3,7 +3,8 @@
 :class:`Precision` turns the ``amp`` and ``channels_last`` params of a trainer into what the step
 needs: an autocast context (``bf16`` or ``fp16``; ``off`` is plain float32), a ``GradScaler`` for
 ``fp16`` only (bf16 has float32's exponent range, so its gradients do not underflow), and the
-channels-last layout for the model and its input batches. Weights stay float32 in every mode
+channels-last layout for the model and its input batches (on CUDA; the CPU keeps the standard
+layout). Weights stay float32 in every mode
 (autocast casts per operation), so checkpoints and their readers do not change.
 
 :class:`LoaderConfig` is the ``loader`` block of a trainer's params: worker processes, pinned host
@@ -121,14 +122,21 @@ def check_amp(amp: str, device: torch.device, section: str) -> None:
 
 
 class Precision:
-    """A trainer's autocast, gradient scaler and memory layout, from its ``amp`` and ``channels_last`` params."""
+    """A trainer's autocast, gradient scaler and memory layout, from its ``amp`` and ``channels_last`` params.
+
+    ``channels_last`` takes effect on CUDA only; :attr:`channels_last` is the layout actually used.
+    """
 
     def __init__(self, amp: AmpMode, channels_last: bool, device: torch.device, section: str = "params") -> None:
         check_amp(amp, device, section)
-        self.amp, self.channels_last, self.device = amp, channels_last, device
-        if channels_last and device.type == "cpu":
-            log.warning("%s.channels_last on the CPU: no speed-up there, and torch 2.14.1 has crashed in a float32 "
-                        "channels-last backward of a narrow network; it is meant for GPUs (docs/gpu.md)", section)
+        self.amp, self.device = amp, device
+        # On the CPU the layout brings no speed, and torch 2.14.1's channels-last backward of an IResNet
+        # crashes the process there (segfault or heap corruption, float32 and bf16 alike): a GPU setting
+        # left on in params.yaml must not kill a CPU run, so the CPU trains in the standard layout.
+        self.channels_last = channels_last and device.type != "cpu"
+        if channels_last and not self.channels_last:
+            log.warning("%s.channels_last is ignored on the CPU (standard layout used): it brings no speed there "
+                        "and torch 2.14.1 crashes in its backward pass; it is meant for GPUs (docs/gpu.md)", section)
         # fp16's 5-bit exponent flushes small gradients to zero unless the loss is scaled up first
         self.scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
 

@@ -6,6 +6,7 @@ without a GPU, run by ``benchmarks/gpu_check.sh``) train in fp16 with loss scali
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -125,33 +126,55 @@ def test_fp16_on_the_cpu_fails_the_stage_naming_the_param(tiny_prepared: Path, t
 # -- training on the CPU -------------------------------------------------------------------------
 
 def test_precision_autocasts_and_lays_out_channels_last() -> None:
-    p = Precision("bf16", True, torch.device("cpu"))
+    # the layout is asked for a CUDA run; amp off builds no scaler, so no GPU is needed to check it
+    p = Precision("off", True, torch.device("cuda"))
     conv = p.model(torch.nn.Conv2d(3, 4, 3))
+    assert p.channels_last
     assert conv.weight.is_contiguous(memory_format=torch.channels_last) and conv.weight.dtype == torch.float32
     x = p.batch(torch.ones(2, 3, 8, 8))
     assert x.is_contiguous(memory_format=torch.channels_last)
-    with p.autocast():
-        assert conv(x).dtype == torch.bfloat16
     assert p.standard_layout(conv).weight.is_contiguous()
+    bf16 = Precision("bf16", False, torch.device("cpu"))
+    with bf16.autocast():
+        assert conv(x).dtype == torch.bfloat16
     off = Precision("off", False, torch.device("cpu"))
     with off.autocast():
         assert conv(x).dtype == torch.float32
     assert off.scaler is None and off.state_dict() is None
 
 
-def test_visual_trainer_trains_in_bf16_channels_last_on_the_cpu(tiny_prepared: Path, tiny_frames: Path,
-                                                                tmp_path: Path) -> None:
-    result = _train_visual(tiny_prepared, tiny_frames, tmp_path, amp="bf16", channels_last=True)
+CPU_LAYOUT_WARNING = "channels_last is ignored on the CPU (standard layout used)"
+
+
+def test_channels_last_is_ignored_on_the_cpu_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="pipeline.train.precision"):
+        p = Precision("bf16", True, torch.device("cpu"), "finetune_visual")
+    assert f"finetune_visual.{CPU_LAYOUT_WARNING}" in caplog.text
+    assert not p.channels_last
+    assert p.model(torch.nn.Conv2d(3, 4, 3)).weight.is_contiguous()
+    assert p.batch(torch.ones(2, 3, 8, 8).contiguous(memory_format=torch.channels_last)).is_contiguous(
+        memory_format=torch.channels_last)  # a batch is passed on as it came, not converted
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pipeline.train.precision"):
+        Precision("bf16", False, torch.device("cpu"))
+    assert CPU_LAYOUT_WARNING not in caplog.text
+
+
+def test_visual_trainer_trains_in_bf16_on_the_cpu_with_channels_last_left_on(
+        tiny_prepared: Path, tiny_frames: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="pipeline.train.precision"):
+        result = _train_visual(tiny_prepared, tiny_frames, tmp_path, amp="bf16", channels_last=True)
+    assert f"finetune_visual.{CPU_LAYOUT_WARNING}" in caplog.text
     losses = [v for record in result.history for v in record["loss"].values() if v is not None]
     assert losses and all(math.isfinite(v) for v in losses)
     state = torch.load(tmp_path / "model.pt", weights_only=True)["state_dict"]
     conv = next(v for v in state.values() if v.ndim == 4)
-    # published in float32 and the standard layout, whatever the training layout was
+    # published in float32 and the standard layout
     assert conv.dtype == torch.float32 and conv.is_contiguous()
     assert result.metrics["validation"]["face_frames"]["score"] is not None
 
 
-def test_pretrain_trains_in_bf16_channels_last_on_the_cpu(faces: Path, tmp_path: Path) -> None:
+def test_pretrain_trains_in_bf16_on_the_cpu_with_channels_last_left_on(faces: Path, tmp_path: Path) -> None:
     losses = _pretrain_losses(faces, tmp_path, amp="bf16", channels_last=True)
     assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
 
