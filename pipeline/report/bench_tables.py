@@ -18,7 +18,9 @@ def measured_on(record: dict[str, Any], source: str) -> str:
     load = f"1-minute load average {before:.2f} before, {after:.2f} after"
     busy = (": a busy machine, other processes shared the cores, so these are not idle-machine figures"
             if record["busy"] else "")
-    return (f"Measured {record['date']} with `{record['command']}` on {machine['cpu_model']} "
+    # records written before the features were kept name the model only
+    features = f" [{', '.join(machine['cpu_features'])}]" if machine.get("cpu_features") else ""
+    return (f"Measured {record['date']} with `{record['command']}` on {machine['cpu_model']}{features} "
             f"({machine['cpu_count']} cores, threads: {machine['threads']}; {load}{busy}). "
             f"Record: `{source}`.")
 

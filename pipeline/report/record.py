@@ -6,7 +6,7 @@ average before and after the measurement, saved with it, says which one it is.
 Example:
     >>> record = benchmark_record("face_tracking", {"fps": 3.4}, ["benchmarks/face_tracking.py"], threads=1)
     >>> sorted(record["machine"])
-    ['cpu_count', 'cpu_model', 'load_average_after', 'load_average_before', 'threads']
+    ['cpu_count', 'cpu_features', 'cpu_model', 'load_average_after', 'load_average_before', 'threads']
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ from pipeline.fsio import write_json
 RESULTS_DIR = Path("benchmarks/results")
 # A 1-minute load average above this share of the cores marks the figures as measured on a busy machine.
 BUSY_LOAD_PER_CORE = 0.5
+# The SIMD features that decide how fast float32, bf16 and int8 kernels run: a model name such as
+# "AMD EPYC" covers CPUs from AVX2-only to AVX-512 with VNNI, whose int8 speed-ups differ.
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_int8")
 
 
 def is_busy(load_before: float, load_after: float, threads: int, cores: int) -> bool:
@@ -42,6 +45,18 @@ def cpu_model() -> str:
             if line.lower().startswith(("model name", "hardware")):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine() or "unknown"
+
+
+def cpu_features() -> list[str]:
+    """Which of :data:`SIMD_FLAGS` this CPU has (from /proc/cpuinfo; empty where it cannot be read)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        return []
+    for line in cpuinfo.read_text(errors="replace").splitlines():
+        if line.startswith("flags"):
+            present = set(line.split(":", 1)[1].split())
+            return [flag for flag in SIMD_FLAGS if flag in present]
+    return []
 
 
 def load_average() -> list[float]:
@@ -64,6 +79,7 @@ def benchmark_record(
         "date": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": {
             "cpu_model": cpu_model(),
+            "cpu_features": cpu_features(),
             "cpu_count": cores,
             "threads": int(threads),
             "load_average_before": before,

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from pipeline.report.bench_tables import measured_on
 from pipeline.report.blocks import BlockError, find_blocks, replace_blocks
 from pipeline.report.catalog import RENDERERS
 from pipeline.report.metrics_tables import results_gains, results_table
-from pipeline.report.record import benchmark_record, is_busy, write_record
+from pipeline.report.record import SIMD_FLAGS, benchmark_record, is_busy, write_record
 from pipeline.report.registry import Renderer, build_registry
 from pipeline.report.run import render_docs
 from stages.report import command as report_command
@@ -110,10 +111,19 @@ def test_benchmark_record_says_command_machine_and_load(tmp_path: Path) -> None:
                               load_before=[100.0, 1.0, 1.0])
     assert record["command"].endswith("python benchmarks/x.py --frames 6")
     assert record["machine"]["threads"] == 2 and record["machine"]["cpu_model"]
+    assert set(record["machine"]["cpu_features"]) <= set(SIMD_FLAGS)
     assert record["busy"] is True   # a load of 100 on any machine of this suite is a busy one
     assert len(record["machine"]["load_average_after"]) == 3 and record["date"].endswith("Z")
     path = write_record(record, tmp_path / "results" / "demo.json")
     assert json.loads(path.read_text()) == record
+
+
+def test_the_provenance_line_names_the_cpus_simd_features_when_recorded() -> None:
+    record = benchmark_record("demo", {"fps": 3.0}, ["benchmarks/x.py"], threads=2, load_before=[0.1, 0.1, 0.1])
+    record["machine"].update(cpu_model="AMD EPYC", cpu_features=["avx2", "fma", "avx512_vnni"])
+    assert "on AMD EPYC [avx2, fma, avx512_vnni] (" in measured_on(record, "r.json")
+    del record["machine"]["cpu_features"]   # a record written before the features were kept
+    assert "on AMD EPYC (" in measured_on(record, "r.json")
 
 
 def test_a_benchmarks_own_threads_do_not_make_it_busy() -> None:
