@@ -136,3 +136,24 @@ def audio_demo(audio: dict[str, Any]) -> str:
         gains.append(f"{au} (AU), {expr} (EXPR) on {label}")
     return (table(SCORE_HEADER, rows) + f"\n\nFusion minus visual-only: {'; '.join(gains)}. Kept epoch: "
             f"{SELECTION_LABELS[selection_mode(audio)]}.")
+
+
+def cross_cpu(record: dict[str, Any]) -> str:
+    """README: the demo's committed scores beside a rerun of the same commit on another CPU model
+    (``benchmarks/cross_cpu.py``), on the frames with a face."""
+    committed, reproduced = (record["results"][key]["face_frames"] for key in ("committed", "reproduced"))
+    rows = []
+    for variant, label in (("baseline", "trivial baseline"), *VARIANT_LABELS):
+        cells = [label]
+        for task in ("au", "expr"):
+            before, after = committed[variant][task]["score"], reproduced[variant][task]["score"]
+            cells += [score(before), score(after), signed_gain(after - before)]
+        rows.append(cells)
+    machine = record["machine"]
+    here = f"{machine['cpu_model']} [{', '.join(machine['cpu_features'])}]"
+    header = ("variant (face frames)", "AU, committed", "AU, rerun", "change", "EXPR, committed", "EXPR, rerun",
+              "change")
+    return (table(header, rows) + f"\n\nCommitted: `metrics/evaluate.json` of commit {record['commit'][:7]}, "
+            f"written on {record['reference_machine']}. Rerun: `make repro` of the same commit in a fresh clone on "
+            f"{here} ({machine['cpu_count']} cores), recorded {record['date']} with `{record['command']}`. "
+            f"Record: `benchmarks/results/cross_cpu.json`.")
