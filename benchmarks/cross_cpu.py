@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pipeline.report.record import RESULTS_DIR, cpu_features, cpu_model, write_record
+from pipeline.report.record import RESULTS_DIR, machine_identity, write_record
 
 EVALUATE = "metrics/evaluate.json"
 
@@ -45,7 +44,7 @@ def cross_cpu_record(clone: Path, reference_machine: str, command: str) -> dict[
         "command": command,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "commit": _git(clone, "rev-parse", "HEAD").strip(),
-        "machine": {"cpu_model": cpu_model(), "cpu_features": cpu_features(), "cpu_count": os.cpu_count() or 1},
+        "machine": machine_identity(),
         "reference_machine": reference_machine,
         "results": {"committed": committed, "reproduced": reproduced},
     }

@@ -11,6 +11,12 @@ from typing import Any
 from pipeline.report.markdown import count, rate, table
 
 
+def cpu_label(machine: dict[str, Any]) -> str:
+    """A record's CPU: its model, with its SIMD features where the record keeps them (older ones do not)."""
+    features = machine.get("cpu_features")
+    return f"{machine['cpu_model']} [{', '.join(features)}]" if features else machine["cpu_model"]
+
+
 def measured_on(record: dict[str, Any], source: str) -> str:
     """The provenance line of a benchmark record: command, date, CPU, threads, load, file."""
     machine = record["machine"]
@@ -18,9 +24,7 @@ def measured_on(record: dict[str, Any], source: str) -> str:
     load = f"1-minute load average {before:.2f} before, {after:.2f} after"
     busy = (": a busy machine, other processes shared the cores, so these are not idle-machine figures"
             if record["busy"] else "")
-    # records written before the features were kept name the model only
-    features = f" [{', '.join(machine['cpu_features'])}]" if machine.get("cpu_features") else ""
-    return (f"Measured {record['date']} with `{record['command']}` on {machine['cpu_model']}{features} "
+    return (f"Measured {record['date']} with `{record['command']}` on {cpu_label(machine)} "
             f"({machine['cpu_count']} cores, threads: {machine['threads']}; {load}{busy}). "
             f"Record: `{source}`.")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.labels import EXPR_NAMES
+from pipeline.report.bench_tables import cpu_label
 from pipeline.report.markdown import count, score, signed_gain, table
 
 SCORE_HEADER = ("variant", "AU F1", "AU acc", "AU score", "EXPR F1", "EXPR acc", "EXPR score")
@@ -150,10 +151,9 @@ def cross_cpu(record: dict[str, Any]) -> str:
             cells += [score(before), score(after), signed_gain(after - before)]
         rows.append(cells)
     machine = record["machine"]
-    here = f"{machine['cpu_model']} [{', '.join(machine['cpu_features'])}]"
     header = ("variant (face frames)", "AU, committed", "AU, rerun", "change", "EXPR, committed", "EXPR, rerun",
               "change")
     return (table(header, rows) + f"\n\nCommitted: `metrics/evaluate.json` of commit {record['commit'][:7]}, "
             f"written on {record['reference_machine']}. Rerun: `make repro` of the same commit in a fresh clone on "
-            f"{here} ({machine['cpu_count']} cores), recorded {record['date']} with `{record['command']}`. "
+            f"{cpu_label(machine)} ({machine['cpu_count']} cores), recorded {record['date']} with `{record['command']}`. "
             f"Record: `benchmarks/results/cross_cpu.json`.")

@@ -59,6 +59,11 @@ def cpu_features() -> list[str]:
     return []
 
 
+def machine_identity() -> dict[str, Any]:
+    """What names this machine in a record: the CPU's model, its SIMD features and its core count."""
+    return {"cpu_model": cpu_model(), "cpu_features": cpu_features(), "cpu_count": os.cpu_count() or 1}
+
+
 def load_average() -> list[float]:
     """The 1, 5 and 15-minute load averages, rounded to 2 decimals."""
     return [round(v, 2) for v in os.getloadavg()]
@@ -72,20 +77,18 @@ def benchmark_record(
     started = started or datetime.now(timezone.utc)
     before = list(load_before) if load_before is not None else load_average()
     after = load_average()
-    cores = os.cpu_count() or 1
+    identity = machine_identity()
     return {
         "benchmark": name,
         "command": shlex.join([*_thread_env(), "python", *argv]),
         "date": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": {
-            "cpu_model": cpu_model(),
-            "cpu_features": cpu_features(),
-            "cpu_count": cores,
+            **identity,
             "threads": int(threads),
             "load_average_before": before,
             "load_average_after": after,
         },
-        "busy": is_busy(before[0], after[0], int(threads), cores),
+        "busy": is_busy(before[0], after[0], int(threads), identity["cpu_count"]),
         "python": sys.version.split()[0],
         "results": results,
     }
