@@ -33,7 +33,7 @@ def command(source: Path, out: Path, params_path: Path | None, min_frames: int) 
     setup_logging()
     cfg = load_config(params_path, "predict", PredictConfig) if params_path else PredictConfig()
     videos = run_or_exit(videos_in, source)
-    done, failed = run_or_exit(crop_videos, videos, out, cfg.detector, cfg.tracking, min_frames)
+    done, failed = run_or_exit(crop_videos, videos, out, cfg.detector, cfg.tracking, min_frames, cfg.limits)
     for summary in done:
         folders = ", ".join(f"{name}/ ({n} crops)" for name, n in summary.folders.items()) or "no face"
         state = "already complete" if summary.skipped else f"{summary.frames} frames"
