@@ -60,8 +60,10 @@ class MediaLimits:
     """Bounds on what one media file may hold (the ``predict.limits`` params section; defaults elsewhere).
 
     The defaults admit 8K UHD (7680x4320) in either orientation and three hours: a movie-length clip
-    from any current camera, while one decoded RGB frame stays under 100 MB and a predict run's
-    per-frame arrays (about 1 KB per frame and face, and 64 KB per second of 16 kHz audio) under 1 GB.
+    from any current camera. What they bound: one decoded RGB frame stays under 100 MB (99.5 MB at
+    8K), and the soundtrack the audio stages hold whole stays under 0.7 GB (16 kHz float32 is 64 KB
+    a second: 0.69 GB for three hours, plus 0.55 GB of log-mels), where a crafted header could
+    otherwise ask for gigabytes per frame.
     """
 
     max_pixels: int = 7680 * 4320     # width x height of one picture

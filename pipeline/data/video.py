@@ -298,10 +298,11 @@ def display_rotation(frame: av.VideoFrame) -> int:
     return int(round(float(frame.rotation or 0) / 90.0)) % 4 * 90
 
 
-def first_frame_rotation(video_path: str | Path) -> int:
+def first_frame_rotation(video_path: str | Path, limits: MediaLimits = MediaLimits()) -> int:
     """The :func:`display_rotation` of ``video_path``'s first frame (0 for a file without a decodable frame),
-    for writers that must size their output before the frames arrive."""
+    for writers that must size their output before the frames arrive; a header beyond ``limits`` is refused."""
     with open_media(video_path) as container:
+        check_header(video_path, container, limits)
         if not container.streams.video:
             return 0
         for frame in container.decode(container.streams.video[0]):

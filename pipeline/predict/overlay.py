@@ -10,8 +10,8 @@ The video is decoded a second time, after the whole video's predictions exist, a
 frame (memory does not grow with the video's length). The picture is written as a viewer sees the
 input: a clip stored sideways with a display matrix (a phone's portrait video) is turned upright, as
 ``predict`` turned it to find the faces, and written without a display matrix. It is re-encoded as
-H.264 at the input's frame rate, frame count and timestamps (an odd width or height loses its last pixel column or row:
-H.264's 4:2:0 needs even sides); the audio stream is copied as it is when MP4 can hold its codec and
+H.264 at the input's frame rate, frame count and timestamps (an odd width or height loses its last
+pixel column or row: H.264's 4:2:0 needs even sides); the audio stream is copied as it is when MP4 can hold its codec and
 re-encoded as AAC otherwise. The file appears under its name only once complete.
 
 Example:
@@ -34,7 +34,7 @@ import av
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from pipeline.data.media_open import MediaLimits, check_frame_size, check_header, open_media
+from pipeline.data.media_open import MediaLimits, check_frame_size, open_media
 from pipeline.data.video import display_image, first_frame_rotation
 from pipeline.fsio import atomic_path
 from pipeline.labels import AU_NAMES, EXPR_NAMES, NUM_AUS, NUM_EXPRS
@@ -143,17 +143,16 @@ def write_overlay(video_path: str | Path, out_path: str | Path, predictions: Ite
     """Write ``out_path`` (MP4): ``video_path`` re-encoded with ``predictions`` drawn, its audio kept.
 
     ``predictions`` are the video's :class:`~pipeline.predict.video.FacePrediction` (frame indices in
-    decoding order, as ``predict`` counts them; boxes in display orientation). Written to a temporary and renamed, so a failed or
-    killed run leaves no ``out_path``.
+    decoding order, as ``predict`` counts them; boxes in display orientation). Written to a temporary
+    and renamed, so a failed or killed run leaves no ``out_path``.
     """
     video_path, out_path = Path(video_path), Path(out_path)
     if out_path.resolve() == video_path.resolve():
         raise ValueError(f"{video_path}: the overlay would overwrite its own video; choose another path")
     marks = marks_by_frame(predictions)
     frame_done = progress_reporter(progress, video_path, "overlay", expected_frames(video_path))
-    rotation = first_frame_rotation(video_path)
+    rotation = first_frame_rotation(video_path, limits)
     with open_media(video_path) as source, atomic_path(out_path) as tmp:
-        check_header(video_path, source, limits)
         with av.open(str(tmp), mode="w", format="mp4") as target:
             _transcode(video_path, source, target, marks, frame_done, rotation, limits)
     log.info("%s: overlay -> %s", video_path, out_path)
