@@ -128,3 +128,15 @@ def test_predict_boxes_are_in_display_orientation(onnx_models, located, tmp_path
         known = matrices[int(row["frame"])] @ np.array([*centre, 1.0])   # the face centre as a viewer sees it
         x, y, w, h = (float(row[k]) for k in ("x", "y", "w", "h"))
         assert x <= known[0] <= x + w and y <= known[1] <= y + h, (row["frame"], known, (x, y, w, h))
+
+
+def test_crop_writes_the_same_bytes_whatever_ran_before(located, tmp_path: Path) -> None:
+    video, _ = write_moving_photo_video(tmp_path / "wide.mp4", located[1], (854, 480), N_FRAMES)
+    other, _ = write_moving_photo_video(tmp_path / "other.mp4", located[0], (640, 360), N_FRAMES,
+                                        display_rotation=90)
+    crop_video(video, tmp_path / "a", min_frames=1)
+    crop_video(other, tmp_path / "b", min_frames=1)
+    crop_video(video, tmp_path / "c", min_frames=1)
+    first, again = ({p.relative_to(tmp_path / d): p.read_bytes() for p in (tmp_path / d / "wide").iterdir()}
+                    for d in ("a", "c"))
+    assert len(first) >= 0.95 * N_FRAMES and first == again
