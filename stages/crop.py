@@ -15,7 +15,7 @@ from stages.common import exit_on_failed_videos, load_config, run_or_exit, setup
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--params", "params_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="YAML file whose `predict` section sets the detector and tracking (defaults otherwise).")
+              help="YAML file whose `predict` section sets the detector, tracking and limits on a video (defaults otherwise).")
 @click.option("--min-frames", type=click.IntRange(min=1), default=10, show_default=True,
               help="Faces seen in fewer frames are left out.")
 def command(source: Path, out: Path, params_path: Path | None, min_frames: int) -> None:
