@@ -63,7 +63,7 @@ def decode_audio(path: str | Path, sample_rate: int = 16000,
     if not path.is_file():
         raise FileNotFoundError(f"media file not found: {path}")
     try:
-        with open_media(path) as container:
+        with open_media(path, limits) as container:
             check_header(path, container, limits)
             if not container.streams.audio:
                 return None

@@ -76,20 +76,27 @@ class MediaLimits:
             raise ConfigError(f"must be in (0, 604800] seconds, got {self.max_duration_s}", key="max_duration_s")
 
 
-def open_media(path: str | Path) -> av.container.InputContainer:
+def open_media(path: str | Path, limits: MediaLimits = MediaLimits()) -> av.container.InputContainer:
     """Open ``path`` for reading with PyAV: the local file only, through one of :data:`DEMUXERS`.
 
-    A file FFmpeg would open only through another demuxer or protocol (a playlist, a list of files)
-    is a :class:`MediaOpenError` naming it; any other failure stays PyAV's error (``av.FFmpegError``,
-    ``OSError``), which callers report as a corrupt or missing file.
+    FFmpeg's decoders are told ``limits.max_pixels`` (their ``max_pixels`` option), both while the
+    file is opened (FFmpeg decodes a first frame to learn a stream's parameters) and for every frame
+    decoded later, so no picture above the limit is ever allocated; :func:`check_header` then names
+    the file and the limit. A file FFmpeg would open only through another demuxer or protocol (a
+    playlist, a list of files) is a :class:`MediaOpenError` naming it; any other failure stays PyAV's
+    error (``av.FFmpegError``, ``OSError``), which callers report as a corrupt or missing file.
     """
+    decoder_options = {"max_pixels": str(limits.max_pixels)}
     try:
-        return av.open(str(path), container_options=dict(_OPEN_OPTIONS))
+        container = av.open(str(path), container_options=dict(_OPEN_OPTIONS), options=decoder_options)
     except av.error.ArgumentError as exc:   # EINVAL: what FFmpeg returns for a demuxer off the whitelist
         raise MediaOpenError(
             f"{path}: not a video or audio container the pipeline reads (FFmpeg: {exc.strerror or exc}); "
             "playlists and lists of other files (hls, concat, ...) are never followed, only local media files"
         ) from exc
+    for stream in container.streams.video:
+        stream.codec_context.options = dict(decoder_options)
+    return container
 
 
 def check_header(path: str | Path, container: av.container.InputContainer, limits: MediaLimits) -> None:

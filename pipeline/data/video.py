@@ -106,14 +106,14 @@ def probe_video(path: str | Path, frame_count: str = "demux", limits: MediaLimit
     if not path.is_file():
         raise FileNotFoundError(f"video not found: {path}")
     try:
-        with open_media(path) as container:
+        with open_media(path, limits) as container:
             check_header(path, container, limits)
             info = _describe(path, container)
             reading = None
             if frame_count == "header" and info.header_frames > 0:
                 reading = _read_tail(path, container, info)
         if reading is None:
-            with open_media(path) as container:
+            with open_media(path, limits) as container:
                 reading = _read_all(path, container, decode_video=frame_count == "decode")
             n_frames = reading.frames
             _check_counted(path, info.header_frames, n_frames)
@@ -262,7 +262,7 @@ def decode_frames(video_path: str | Path, need_pixels: bool = True,
     """
     video_path = Path(video_path)
     try:
-        with open_media(video_path) as container:
+        with open_media(video_path, limits) as container:
             if is_still_image(container):
                 raise VideoError(
                     f"{video_path}: a still image ({container.format.name}), not a video; only videos are read "
@@ -301,7 +301,7 @@ def display_rotation(frame: av.VideoFrame) -> int:
 def first_frame_rotation(video_path: str | Path, limits: MediaLimits = MediaLimits()) -> int:
     """The :func:`display_rotation` of ``video_path``'s first frame (0 for a file without a decodable frame),
     for writers that must size their output before the frames arrive; a header beyond ``limits`` is refused."""
-    with open_media(video_path) as container:
+    with open_media(video_path, limits) as container:
         check_header(video_path, container, limits)
         if not container.streams.video:
             return 0

@@ -152,7 +152,7 @@ def write_overlay(video_path: str | Path, out_path: str | Path, predictions: Ite
     marks = marks_by_frame(predictions)
     frame_done = progress_reporter(progress, video_path, "overlay", expected_frames(video_path))
     rotation = first_frame_rotation(video_path, limits)
-    with open_media(video_path) as source, atomic_path(out_path) as tmp:
+    with open_media(video_path, limits) as source, atomic_path(out_path) as tmp:
         with av.open(str(tmp), mode="w", format="mp4") as target:
             _transcode(video_path, source, target, marks, frame_done, rotation, limits)
     log.info("%s: overlay -> %s", video_path, out_path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import av
@@ -110,3 +112,22 @@ def test_limits_come_from_the_predict_params() -> None:
     assert config.limits == MediaLimits(1920 * 1080, 600.0)
     with pytest.raises(ConfigError, match=r"params\.limits\.max_pixels: must be in"):
         from_dict(PredictConfig, {"limits": {"max_pixels": 0}})
+
+
+def test_a_picture_above_the_limit_is_never_decoded(tmp_path: Path) -> None:
+    # one 7680x4352 frame: just above 8K UHD; decoded to RGB it would take 100 MB
+    video = write_frames_video(tmp_path / "huge.mp4", [np.zeros((4352, 7680, 3), np.uint8)], audio_hz=None)
+    child = (
+        "import resource, sys\n"
+        "from pipeline.data.video import decode_frames\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "try:\n"
+        "    list(decode_frames(sys.argv[1]))\n"
+        "except ValueError as exc:\n"
+        "    print(exc)\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n"   # KiB -> MiB
+    )
+    out = subprocess.run([sys.executable, "-c", child, str(video)], capture_output=True, text=True, check=True)
+    message, grown_mib = out.stdout.splitlines()
+    assert message == f"{video}: video stream 0 is 7680x4352 pixels, above the limit of 33177600 (max_pixels)"
+    assert int(grown_mib) < 40, out.stdout   # not even the 50 MB of the frame's YUV planes was allocated
