@@ -19,7 +19,6 @@ Example (not run here: it needs the pipeline's prepared manifest and crops)::
 from __future__ import annotations
 
 import errno
-import io
 import json
 import logging
 import os
@@ -33,15 +32,15 @@ from typing import Any, Literal
 import h5py
 import numpy as np
 from h5py import h5s, h5t
-from PIL import Image
 from tqdm import tqdm
 
 from pipeline import config
 from pipeline.data.crops import crop_paths
-from pipeline.data.frame_store import DECODE_ERRORS, IMAGE_SIZE, JPEG_DTYPE, CorruptCropError
+from pipeline.data.frame_store import IMAGE_SIZE, JPEG_DTYPE, CorruptCropError
 from pipeline.data.manifest import Manifest, SubjectRecord
 from pipeline.data.partial_store import PartialStore, seal_path
 from pipeline.fsio import publish, remove_dead_temporaries
+from pipeline.jpeg import ImageError, check_jpeg
 
 log = logging.getLogger(__name__)
 
@@ -263,8 +262,8 @@ def _load_crop(path: Path, frame: int, name: str, cfg: PackConfig) -> _Crop:
     # An empty file is never a face: it is checked (and dropped or refused) even with verify: none.
     if cfg.verify != "none" or not data:
         try:
-            size = _check_jpeg(data, decode=cfg.verify == "decode")
-        except DECODE_ERRORS as exc:
+            size = check_jpeg(data, decode=cfg.verify == "decode")
+        except ImageError as exc:
             message = f"{path}: frame {frame} of subject {name!r}: corrupt JPEG crop ({exc})"
             if cfg.on_corrupt == "error":
                 raise CorruptCropError(message) from exc
@@ -272,18 +271,6 @@ def _load_crop(path: Path, frame: int, name: str, cfg: PackConfig) -> _Crop:
             return _Crop(_EMPTY, present=False, dropped=True)
         resized = size != (IMAGE_SIZE, IMAGE_SIZE)
     return _Crop(np.frombuffer(data, dtype=np.uint8), present=True, resized=resized)
-
-
-def _check_jpeg(data: bytes, decode: bool) -> tuple[int, int]:
-    """Return the image size of JPEG ``data``; raise a Pillow/ValueError when it is not a valid JPEG."""
-    if not data:
-        raise ValueError("the file is empty (0 bytes)")
-    with Image.open(io.BytesIO(data)) as image:
-        if image.format != "JPEG":
-            raise ValueError(f"the file is {image.format}, not JPEG")
-        if decode:
-            image.load()
-        return image.size
 
 
 def _publish(partial: Path, out_path: Path) -> None:
