@@ -332,3 +332,14 @@ def _write_big_record(root: Path, parts: int, part_bytes: int) -> tuple[Path, Pa
         fh.truncate()
     idx.write_text("0\t0\n")
     return rec, idx
+
+
+def test_heads_read_single_and_multi_part_records_alike(tmp_path: Path) -> None:
+    payloads = [b"first", b"abcd" + MAGIC_BYTES + b"efgh" + MAGIC_BYTES + b"xy", b"last!"]
+    with RecordWriter(tmp_path / "x.rec", tmp_path / "x.idx") as writer:
+        for key, payload in enumerate(payloads):
+            writer.write(key, payload)
+    reader = RecordReader(tmp_path / "x.rec", tmp_path / "x.idx")
+    for size in (3, 10, 100):
+        assert list(reader.heads(np.array([2, 1, 0]), size)) == [(k, payloads[k][:size]) for k in (2, 1, 0)]
+        assert [reader.read_head(k, size) for k in range(3)] == [p[:size] for p in payloads]

@@ -27,7 +27,7 @@ import struct
 import warnings
 from pathlib import Path
 from types import TracebackType
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 import numpy as np
 
@@ -201,6 +201,25 @@ class RecordReader:
                 break
             head += os.pread(fd, min(length, size - len(head)), pos + 8) + (b"" if last else _MAGIC_BYTES)
         return head[:size]
+
+    def heads(self, keys: np.ndarray, size: int) -> Iterator[tuple[int, bytes]]:
+        """``(key, first size bytes of its payload)`` for each of ``keys``, every record's framing
+        checked as :meth:`read_head` does; one positional read per single-part record (the usual kind),
+        so checking a 17-million-record file costs 17 million small reads and no image decoding."""
+        fd = self._fd()
+        for key in keys.tolist():
+            offset = self.index.offset(key)
+            if offset is None:
+                raise KeyError(f"{self.rec_path}: no record {key} in the index")
+            block = os.pread(fd, 8 + size, offset) if 0 <= offset else b""
+            if len(block) >= 8:
+                magic, word = struct.unpack_from("<II", block)
+                length = word & _LENGTH_MASK
+                if (magic == MAGIC and word >> _LENGTH_BITS == WHOLE and 0 < length <= MAX_RECORD_BYTES
+                        and offset + 8 + ((length + 3) & ~3) <= self.size):
+                    yield key, block[8:8 + min(length, size)]
+                    continue
+            yield key, self.read_head(key, size)   # several parts, or a fault: the full check names it
 
     def _parts(self, offset: int, where: str) -> list[tuple[int, int, bool]]:
         """``(position, length, is_last)`` of each part of the record at ``offset``, every part header

@@ -100,8 +100,8 @@ class PackedFaceSet:
     def check(self) -> None:
         """Check every image record (framing, IRHeader, label, JPEG start) and, with a header, every
         identity record; one read of :data:`_HEAD_BYTES` per record, no image decoded."""
-        for key in self.keys.tolist():
-            header, image = self._head(key)
+        for key, head in self.reader.heads(self.keys, _HEAD_BYTES):
+            header, image = self._unpack_head(key, head)
             if not image.startswith(JPEG_START):
                 raise RecordIOError(f"{self.rec_path}: record {key}: not a JPEG (starts with "
                                     f"{image[:4].hex() or 'nothing'})")
@@ -155,7 +155,11 @@ class PackedFaceSet:
 
     def _head(self, key: int) -> tuple[IRHeader, bytes]:
         """Record ``key``'s IRHeader and the first bytes after it, without reading the whole image."""
-        head = self.reader.read_head(key, _HEAD_BYTES)
+        return self._unpack_head(key, self.reader.read_head(key, _HEAD_BYTES))
+
+    def _unpack_head(self, key: int, head: bytes) -> tuple[IRHeader, bytes]:
+        """The IRHeader and following bytes of record ``key`` from its first :data:`_HEAD_BYTES`
+        (read again, longer, when its label array runs past them)."""
         flag = struct.unpack_from("<I", head)[0] if len(head) >= 4 else 0
         if len(head) == _HEAD_BYTES and IR_SIZE + 4 * flag + len(JPEG_START) > _HEAD_BYTES:
             head = self.reader.read_head(key, IR_SIZE + 4 * flag + len(JPEG_START))  # a long label array
