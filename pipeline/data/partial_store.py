@@ -139,10 +139,8 @@ class PartialStore:
             try:
                 write_json(seal_path(self.path), {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
                                                   "config": self.fingerprint})
-            except OSError as exc:
-                if not failing:
-                    raise
-                log.warning("%s: could not seal the partial store (%s); the next run starts over", name, exc)
+            except OSError as exc:  # a full disk, say: the store itself is whole, only its resumption is lost
+                log.warning("%s: could not seal the partial store (%s); a rerun would start over", name, exc)
 
 
 def _sealed(path: Path, seal: Path, fingerprint: str) -> bool:
