@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -216,7 +217,7 @@ def _refuse_room_after(monkeypatch: pytest.MonkeyPatch, grants: int) -> None:
 
 
 def test_a_full_disk_is_caught_before_hdf5_and_the_rerun_resumes_in_place(
-    setup: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    setup: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The room of each chunk is reserved first: a refusal stops the run with the file closed cleanly
     and sealed, and the rerun continues in it, growing it no more than a fresh pack would."""
@@ -224,6 +225,7 @@ def test_a_full_disk_is_caught_before_hdf5_and_the_rerun_resumes_in_place(
     reference = tmp_path / "reference.h5"
     assert _invoke(prepared, reference, params, tmp_path / "reference-work").exit_code == 0
     work, out = tmp_path / "work", tmp_path / "frames.h5"
+    caplog.set_level(logging.INFO, logger="pipeline.data.pack_frames")
     _refuse_room_after(monkeypatch, grants=4)  # vidA's 10 frames (3 chunks of 4), then 1 chunk of vidB
     failed = _invoke(prepared, out, params, work)
     monkeypatch.undo()
@@ -237,6 +239,7 @@ def test_a_full_disk_is_caught_before_hdf5_and_the_rerun_resumes_in_place(
     rerun = _invoke(prepared, out, params, work)
     assert rerun.exit_code == 0, rerun.output
     assert json.loads(rerun.output[rerun.output.index("{"):])["resumed_subjects"] == 1
+    assert caplog.messages.count("vidB: resuming at frame 4 of 12") == 1
     # no carried-over copy: at most the heap blocks HDF5 does not refill after a reopen (two crops' size)
     largest = max(p.stat().st_size for p in (prepared.parent / "affwild2/cropped_aligned").rglob("*.jpg"))
     assert out.stat().st_size <= reference.stat().st_size + 2 * largest
@@ -327,3 +330,23 @@ def test_the_rerun_after_a_full_disk_needs_no_more_room_than_a_fresh_pack(
         rerun = _invoke(prepared, out, params, work)
         assert rerun.exit_code == 0, rerun.output
         _same_content(out, reference)
+
+
+def test_a_half_written_subject_whose_crops_changed_is_packed_again(
+    setup: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from PIL import Image
+
+    root, prepared, params = setup
+    work, out = tmp_path / "work", tmp_path / "frames.h5"
+    caplog.set_level(logging.INFO, logger="pipeline.data.pack_frames")
+    _refuse_room_after(monkeypatch, grants=4)  # vidA, then vidB's frames 0..3
+    assert _invoke(prepared, out, params, work).exit_code == 1
+    monkeypatch.undo()
+    crop = root / "cropped_aligned/vidB/00002.jpg"
+    with Image.open(crop) as image:
+        image.rotate(90).save(crop, quality=40)  # one of the frames already written changed
+    rerun = _invoke(prepared, out, params, work)
+    assert rerun.exit_code == 0, rerun.output
+    assert "vidB: resuming" not in caplog.text
+    assert bytes(FrameStore(out).read_jpeg("vidB", [1])[0]) == crop.read_bytes()
