@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.faces.align import warp_image
+from pipeline.jpeg import read_jpeg
 
 
 def astronaut() -> np.ndarray:
@@ -36,8 +37,7 @@ def grace_hopper() -> np.ndarray:
     path = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: matplotlib's sample photograph is missing; reinstall matplotlib")
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return read_jpeg(path)
 
 
 def similarity(angle_deg: float, zoom: float, source: tuple[float, float], target: tuple[float, float]) -> np.ndarray:

@@ -73,7 +73,6 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-from PIL import Image
 
 from pipeline.audio.windows import causal_audio_delay, video_audio
 from pipeline.data.media_open import MediaLimits
@@ -88,6 +87,7 @@ from pipeline.inference.causal import causal_logits
 from pipeline.inference.sequence import SequenceRunner, load_sequence_runner
 from pipeline.inference.visual import INT8_HOW as VISUAL_INT8_HOW
 from pipeline.inference.visual import VisualEmbedder
+from pipeline.jpeg import ImageError, read_jpeg
 from pipeline.labels import AU_NAMES, EMBEDDING_DIM, EXPR_NAMES
 from pipeline.models.preprocess import to_model_input
 from pipeline.precision import DEFAULT_PRECISION, precision_model
@@ -481,12 +481,8 @@ def _crop_from_folder(folder: Path, index: int) -> np.ndarray | None:
     if not path.is_file():
         return None
     try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            if image.size != (CROP_SIZE, CROP_SIZE):
-                image = image.resize((CROP_SIZE, CROP_SIZE), Image.Resampling.BILINEAR)
-            return np.asarray(image, dtype=np.uint8)
-    except OSError as exc:
+        return read_jpeg(path, size=CROP_SIZE)
+    except (ImageError, OSError) as exc:
         raise ValueError(f"{path}: unreadable face crop ({exc})") from exc
 
 

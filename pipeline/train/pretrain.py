@@ -291,6 +291,7 @@ def train_pretrain(
     """
     ctx, device = dist or DistContext(), torch.device(device)
     faces = open_face_set(faces_path)
+    faces.check()  # a damaged record fails here, in one line, not in a DataLoader worker hours in
     split = split_identities(faces.labels, cfg.holdout_share, cfg.seed)
     _check_data(split, faces_path, cfg, ctx)
     pairs = verification_pairs(split, cfg.verification_pairs, cfg.seed)
