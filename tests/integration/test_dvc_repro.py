@@ -144,3 +144,82 @@ def test_int8_precision_reembeds_from_the_declared_int8_models(repo: Path) -> No
     assert json.loads(before)["attributes"]["fingerprint"] != attrs["fingerprint"]
     audio = json.loads((repo / "cache" / "embeddings" / "audio.zarr" / "zarr.json").read_text())["attributes"]
     assert audio["model"]["path"] == "cache/audio/tdnn.int8.onnx"
+
+
+# --- experiments the DVC way: -S on every stage section, the headline, the plots ---------------------
+
+# One key of every params section a DAG stage reads, each set to a new value, so that every stage
+# reruns under params.yaml as `dvc exp run -S` writes it back (`amp: "off"` loses its quotes).
+EVERY_SECTION = {
+    "synth.seed": 1, "synth_faces.seed": 1, "pretrain_face.seed": 1, "prepare.frame_tolerance": 6,
+    "pack_frames.chunk_frames": 128, "selection.seed": 1, "finetune_visual.seed": 1, "export_onnx.example_batch": 3,
+    "embed_visual.chunk_frames": 256, "train_audio.seed": 1, "embed_audio.chunk_frames": 256,
+    "train_sequence.seed": 1, "evaluate.seed": 1,
+}
+COLUMN_BUDGET = 30   # columns of one screen of `dvc exp show` / `dvc metrics show`
+
+
+def _commit(repo: Path, message: str) -> None:
+    """Commit the workspace (not the stages' work directories): the baseline experiments start from."""
+    ignore = repo / ".gitignore"
+    if "/cache/work/" not in (ignore.read_text() if ignore.is_file() else ""):
+        with ignore.open("a") as f:
+            f.write("/cache/work/\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    _run([*git, "add", "-A"], repo)
+    _run([*git, "commit", "-q", "--allow-empty", "-m", message], repo)
+
+
+def _md_table(output: str) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the Markdown table `dvc ... --md` prints."""
+    lines = [line for line in output.splitlines() if line.startswith("|")]
+    cells = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines]
+    return cells[0], [row for row in cells[2:]]
+
+
+@pytest.mark.slow
+def test_every_section_takes_dvc_exp_run_set_param(repo: Path) -> None:
+    assert {key.split(".")[0] for key in EVERY_SECTION} == {
+        section for stage in yaml.safe_load((repo / "dvc.yaml").read_text())["stages"].values()
+        for section in stage.get("params", [])}
+    _commit(repo, "tiny pipeline")
+    sets = [word for key, value in EVERY_SECTION.items() for word in ("-S", f"{key}={value}")]
+    output = _run(["dvc", "exp", "run", "-n", "every-section", *sets], repo)
+    assert _ran_stages(output) == set(yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]), output
+    # what made the visual stages fail before: DVC's writer drops the quotes of "off"
+    assert yaml.safe_load((repo / "params.yaml").read_text())["finetune_visual"]["amp"] is False
+    _run(["git", "checkout", "params.yaml", "dvc.lock", "metrics"], repo)
+    _run(["dvc", "checkout", "-q"], repo)
+
+
+@pytest.mark.slow
+def test_an_experiment_shows_on_one_screen_and_plots_against_the_baseline(repo: Path, tmp_path: Path) -> None:
+    _commit(repo, "tiny pipeline")
+    _run(["dvc", "exp", "run", "-n", "visual-only", "-S", "train_sequence.modalities=visual"], repo)
+
+    header, rows = _md_table(_run(["dvc", "exp", "show", "--md", "--only-changed"], repo))
+    assert len(header) <= COLUMN_BUDGET, header
+    assert "train_sequence.modalities" in header, header
+    # rows: workspace, the baseline commit (its branch name), "└── <sha> [visual-only]"
+    by_name = {(re.search(r"\[(.+)\]", row[0]) or re.search(r"(\S+)$", row[0])).group(1): row for row in rows}
+    assert len(by_name) == 3, rows
+    for name in ("visual-only", next(n for n in by_name if n not in ("workspace", "visual-only"))):
+        for column in ("sequence.au.score", "sequence.expr.score"):
+            assert by_name[name][header.index(column)] not in ("", "-"), (name, column, rows)
+    metrics_header, _ = _md_table(_run(["dvc", "metrics", "show", "--md"], repo))
+    assert len(metrics_header) <= COLUMN_BUDGET and "verification.accuracy" in metrics_header, metrics_header
+
+    # every plots entry of dvc.yaml renders, with the data of both runs in one plot
+    rendered = json.loads(_run(["dvc", "plots", "diff", "HEAD", "visual-only", "--json", "-o", str(tmp_path / "j")],
+                               repo))["data"]
+    declared = {next(iter(entry)) if isinstance(entry, dict) else entry
+                for entry in yaml.safe_load((repo / "dvc.yaml").read_text())["plots"]}
+    data_plots = {name for name in declared if not name.endswith("/")}
+    assert data_plots <= set(rendered), data_plots - set(rendered)
+    for name in data_plots:
+        [plot] = rendered[name]
+        revs = {row["rev"] for row in plot["content"]["data"]["values"]}
+        assert plot["type"] == "vega" and revs == {"HEAD", "visual-only"}, (name, revs)
+    assert any(name.startswith("cache/evaluation/plots/") and name.endswith(".png") for name in rendered)
+    _run(["dvc", "plots", "diff", "HEAD", "visual-only", "-o", str(tmp_path / "html")], repo)
+    assert (tmp_path / "html" / "index.html").is_file()
