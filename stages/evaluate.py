@@ -9,9 +9,7 @@ import click
 from pipeline.data.manifest import read_manifest
 from pipeline.evaluate.run import BASELINE, FRAME_SETS, VARIANTS, EvaluateConfig, evaluate, headline_scores
 from pipeline.fsio import write_json
-from stages.common import (
-    device_option, headline_option, load_config, params_option, run_or_exit, setup_logging,
-)
+from stages.common import device_option, headline_option, load_config, params_option, run_or_exit, setup_logging
 
 _DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 
@@ -44,7 +42,8 @@ def command(prepared_dir: Path, visual_zarr: Path, audio_zarr: Path, audio_dir: 
     for the variants visual, fusion, sequence and the trivial baseline, on face_frames (frames with a
     face crop, as the paper scores) and all_frames (every labelled frame), and the face_frames scores
     again at the top as <variant>.<au|expr>.{f1,acc,score}. OUT_DIR gets per-class F1 tables (CSV,
-    Markdown), PNG plots with their data as CSV in OUT_DIR/plot_data/, and ABAW submission files submission/<variant>/{AU_Set,EXPR_Set}/<subject>.txt.
+    Markdown), PNG plots with their data as CSV in OUT_DIR/plot_data/, and ABAW submission files
+    submission/<variant>/{AU_Set,EXPR_Set}/<subject>.txt.
     --headline gets the AU and EXPR scores of each variant on face frames alone.
     Params: the `evaluate` section of --params.
     """
@@ -63,7 +62,7 @@ def command(prepared_dir: Path, visual_zarr: Path, audio_zarr: Path, audio_dir: 
             click.echo(f"{frames} {variant}: {scores}")
     if headline_json is not None:
         run_or_exit(write_json, headline_json, headline_scores(metrics))
-    click.echo(f"wrote {metrics_json} and {out_dir}/{{tables,plots,submission}}")
+    click.echo(f"wrote {metrics_json} and {out_dir}/{{tables,plots,plot_data,submission}}")
 
 
 if __name__ == "__main__":

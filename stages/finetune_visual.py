@@ -42,8 +42,8 @@ def command(
     Writes OUT_DIR/model.pt ({"arch", "state_dict"} of the epoch the `selection` section keeps:
     by default the best mean of the ABAW AU and EXPR scores on held-out training videos) and
     METRICS_JSON (that epoch's validation report on face_frames and all_frames, the trivial
-    baselines, the selection record, epochs, best_epoch); --curves the per-epoch losses and scores. Params: the `finetune_visual` and
-    `selection` sections of --params. Multi-GPU: launch with
+    baselines, the selection record, epochs, best_epoch); --curves the per-epoch losses and scores.
+    Params: the `finetune_visual` and `selection` sections of --params. Multi-GPU: launch with
     `torchrun --nproc_per_node N -m stages.finetune_visual ...`; rank 0 writes the files.
     """
     setup_logging()

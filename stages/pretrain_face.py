@@ -46,8 +46,9 @@ def command(
     finetune_visual.pretrained), OUT_DIR/backbone.json (backbone, width_mult, input contract) and
     METRICS_JSON (held-out pair accuracy and TAR@FAR of the best epoch and of the initial weights,
     per-epoch history); --curves the per-epoch loss and verification scores, --headline the best
-    epoch's verification accuracy and TAR@FAR. Params: the `pretrain_face` section of --params. Multi-GPU: launch with
-    `torchrun --nproc_per_node N -m stages.pretrain_face ...`; rank 0 writes the files.
+    epoch's verification accuracy and TAR@FAR. Params: the `pretrain_face` section of --params.
+    Multi-GPU: launch with `torchrun --nproc_per_node N -m stages.pretrain_face ...`; rank 0 writes
+    the files.
     """
     setup_logging()
     cfg = load_config(params_path, "pretrain_face", PretrainConfig)

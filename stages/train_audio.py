@@ -38,8 +38,8 @@ def command(prepared_dir: Path, visual_zarr: Path, out_dir: Path, metrics_json: 
     quantization, calibrated on `int8_windows` windows of the training videos, recorded in its
     metadata; `embed-audio` runs it at `precision: int8`) and METRICS_JSON ({"validation",
     "visual_only", "selection", "epochs", "best_epoch"}: the fused model next to the visual model's
-    own logits on the same validation frames, on face_frames and all_frames); --curves the per-epoch losses and scores. Params: the
-    `train_audio` and `selection` sections.
+    own logits on the same validation frames, on face_frames and all_frames); --curves the per-epoch
+    losses and scores. Params: the `train_audio` and `selection` sections.
     """
     setup_logging()
     cfg = load_config(params_path, "train_audio", AudioTrainConfig)

@@ -31,7 +31,8 @@ _DIR = click.Path(exists=True, file_okay=False, path_type=Path)
               help="Windows per batch when scoring the validation videos.")
 @curves_option
 def command(prepared_dir: Path, visual_zarr: Path, audio_zarr: Path, out_dir: Path, metrics_json: Path,
-            params_path: Path, device: str, work_dir: Path, eval_batch_size: int, curves_csv: Path | None) -> None:
+            params_path: Path, device: str, work_dir: Path, eval_batch_size: int,
+            curves_csv: Path | None) -> None:
     """Train on the windows of VISUAL_ZARR and AUDIO_ZARR, split by PREPARED_DIR/manifest.json.
 
     Writes OUT_DIR/model.pt ({"arch", "state_dict", "modalities", "window", "stride"} of the epoch
