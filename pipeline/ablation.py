@@ -12,7 +12,7 @@ Example:
     >>> len(points), points[0]
     (4, {'train_sequence.modalities': 'visual', 'train_sequence.window': 10})
     >>> " ".join(exp_run_command(points[0]))
-    'dvc exp run -n seq-visual-w10 -S train_sequence.modalities=visual -S train_sequence.window=10'
+    'dvc exp run -n visual-w10 -S train_sequence.modalities=visual -S train_sequence.window=10'
 
 Repeats: ``plan_repeats`` turns the arms into runs over training seeds and synthetic draws,
 ``run_repeats`` runs them, ``summarize_runs`` gives each arm's mean ± sd and the paired differences
@@ -98,15 +98,16 @@ def arm_params(point: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def experiment_name(point: Mapping[str, Any]) -> str:
-    """A short, git-ref-safe experiment name, e.g. ``seq-both-w30-l1``."""
+    """A short, git-ref-safe name of a grid point, e.g. ``both-w30-l1``: its arm's name, which is also its
+    DVC experiment's (repeats add ``-d<draw>-s<seed>``), so ``dvc exp show`` lists the arms the tables name."""
     if ARM_KEY in point:
         return "".join(c if c.isalnum() or c == "-" else "_" for c in str(point[ARM_KEY]))
-    parts = ["seq"]
+    parts = []
     for key, value in point.items():
         name = key.split(".")[-1]
         text = str(value).lower().replace(".", "p").replace("-", "m")
         parts.append(text if name == "modalities" else f"{_ABBREVIATIONS.get(name, name)}{text}")
-    return "-".join("".join(c if c.isalnum() else "_" for c in part) for part in parts)
+    return "-".join("".join(c if c.isalnum() else "_" for c in part) for part in parts) or "baseline"
 
 
 def exp_run_command(point: Mapping[str, Any], name: str | None = None, temp: bool = False,
@@ -252,8 +253,8 @@ _METRIC_TITLES = {"au.score": "AU score", "expr.score": "EXPR score", "mean_scor
 
 
 def arm_name(point: Mapping[str, Any]) -> str:
-    """The label of one arm of a grid: its experiment name without ``seq-`` (``both-w30``, ``visual``)."""
-    return experiment_name(point).removeprefix("seq-") or "baseline"
+    """The label of one arm of a grid (``both-w30``, ``visual``): the name of its DVC experiments."""
+    return experiment_name(point)
 
 
 def default_seed_keys(points: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -307,7 +308,7 @@ def plan_repeats(
         >>> runs = plan_repeats([{"train_sequence.modalities": "both"}], seeds=[0, 1],
         ...                     seed_keys=["train_sequence.seed"], data_seeds=[3])
         >>> [(r["experiment"], r["params"]["train_sequence.seed"], r["params"]["synth.seed"]) for r in runs]
-        [('seq-both-d3-s0', 0, 3), ('seq-both-d3-s1', 1, 3)]
+        [('both-d3-s0', 0, 3), ('both-d3-s1', 1, 3)]
     """
     if not points:
         raise ValueError("an ablation needs at least one arm")

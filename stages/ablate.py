@@ -122,11 +122,11 @@ def _provenance(ctx: click.Context) -> dict[str, Any]:
 @click.option("--stage", "stages", multiple=True,
               help="Reproduce only this stage and the stages it depends on (dvc exp run STAGE; repeatable), e.g. "
                    "finetune-visual with --metrics metrics/visual.json [default: the whole pipeline].")
-@click.option("--metrics", "metrics_path", default="metrics/evaluate.json", show_default=True,
-              help="Metrics file read for each experiment.")
+@click.option("--metrics", "metrics_path", default="metrics/headline/evaluate.json", show_default=True,
+              help="Metrics file read for each experiment (--show and --temp: one dvc.yaml declares as metrics).")
 @click.option("--variant", default="sequence", show_default=True,
               help="Key of the metrics file holding the scores, dotted for nesting: 'sequence' (evaluate's "
-                   "headline, the frames with a face), 'all_frames.sequence', a trainer's "
+                   "headline, the frames with a face), 'all_frames.sequence' of metrics/evaluate.json, a trainer's "
                    "'validation.face_frames', or '' for a file with au/expr at the top.")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the per-experiment table as Markdown here.")

@@ -367,3 +367,9 @@ def _public(scores: Mapping[str, float]) -> dict[str, float]:
 
 def _rounded(scores: Mapping[str, float]) -> dict[str, float]:
     return {k: round(v, 4) for k, v in _public(scores).items()}
+
+
+def verification_headline(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The kept epoch's held-out pair accuracy and TAR@FAR: what ``dvc exp show`` lists of a pretraining."""
+    verification = metrics["verification"]
+    return {"verification": {"accuracy": verification["accuracy"], "tar_at_far": verification["tar_at_far"]}}

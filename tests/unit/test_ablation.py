@@ -38,7 +38,7 @@ def test_commands_set_each_param_and_dotted_names_pass_through() -> None:
     point = expand_grid({"modalities": ["audio"], "window": [30], "evaluate.au_threshold": [0.4],
                          "input_projection": [False]})[0]
     argv = exp_run_command(point)
-    assert argv[:5] == ["dvc", "exp", "run", "-n", "seq-audio-w30-au_threshold0p4-input_projectionfalse"]
+    assert argv[:5] == ["dvc", "exp", "run", "-n", "audio-w30-au_threshold0p4-input_projectionfalse"]
     assert argv[5:] == ["-S", "train_sequence.modalities=audio", "-S", "train_sequence.window=30",
                         "-S", "evaluate.au_threshold=0.4", "-S", "train_sequence.input_projection=false"]
     assert "--temp" in exp_run_command(point, temp=True)
@@ -67,7 +67,7 @@ def test_run_repeats_reads_each_experiments_metrics_after_its_run() -> None:
     runs = run_repeats(plan_repeats(points), ran.append, lambda: next(results), on_done=saved.append)
     assert [len(done) for done in saved] == [1, 2] and saved[-1] == runs
     rows = experiment_rows(runs)
-    assert [argv[4] for argv in ran] == ["seq-w10", "seq-w30"]
+    assert [argv[4] for argv in ran] == ["w10", "w30"]
     assert rows[1]["train_sequence.window"] == 30 and rows[1]["au.score"] == 0.6
     assert rows[1]["mean_score"] == pytest.approx(0.7)
 
@@ -97,8 +97,8 @@ def test_rows_from_real_dvc_exp_show_output() -> None:
                               "metrics/evaluate.json")
     names = [row["experiment"] for row in rows]
     assert "workspace" not in names and names[0] == "master"
-    assert set(names) >= {"seq-visual-w10-l2", "seq-both-w20-l3"}
-    row = next(r for r in rows if r["experiment"] == "seq-visual-w10-l2")
+    assert set(names) >= {"visual-w10-l2", "both-w20-l3"}
+    row = next(r for r in rows if r["experiment"] == "visual-w10-l2")
     assert (row["train_sequence.modalities"], row["train_sequence.window"], row["train_sequence.layers"]) == ("visual", 10, 2)
     assert row["au.f1"] == pytest.approx(0.1) and row["expr.f1"] == pytest.approx(0.2)
 
@@ -109,9 +109,9 @@ def test_tables_sort_best_first_and_agree() -> None:
                                        lambda: next(results)))
     markdown = format_markdown(rows).splitlines()
     assert markdown[0].startswith("| experiment | layers | au.f1")
-    assert markdown[2].startswith("| seq-l2 | 2 |") and markdown[3].startswith("| seq-l1 | 1 |")
+    assert markdown[2].startswith("| l2 | 2 |") and markdown[3].startswith("| l1 | 1 |")
     parsed = list(csv.DictReader(io.StringIO(format_csv(rows))))
-    assert [r["experiment"] for r in parsed] == ["seq-l2", "seq-l1"]
+    assert [r["experiment"] for r in parsed] == ["l2", "l1"]
     assert float(parsed[0]["mean_score"]) == pytest.approx(0.9)
 
 
@@ -121,7 +121,7 @@ def test_stage_dry_run_prints_the_commands() -> None:
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert len(lines) == 4
-    assert lines[0] == ("dvc exp run -n seq-visual-w10-l1 -S train_sequence.modalities=visual "
+    assert lines[0] == ("dvc exp run -n visual-w10-l1 -S train_sequence.modalities=visual "
                         "-S train_sequence.window=10 -S train_sequence.layers=1")
 
 
@@ -145,8 +145,8 @@ def test_stage_runs_the_grid_and_writes_tables(tmp_path: Path, monkeypatch: pyte
             "--csv", str(tmp_path / "t.csv")]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert [argv[4] for argv in calls] == ["seq-w10", "seq-w30"]
-    assert (tmp_path / "t.md").read_text().splitlines()[2].startswith("| seq-w30 | 30 | 0.3000")
+    assert [argv[4] for argv in calls] == ["w10", "w30"]
+    assert (tmp_path / "t.md").read_text().splitlines()[2].startswith("| w30 | 30 | 0.3000")
     assert (tmp_path / "t.csv").read_text().startswith("experiment,train_sequence.window,au.f1")
 
 
@@ -222,11 +222,11 @@ def test_plan_repeats_runs_each_draw_once_then_its_arms_and_seeds() -> None:
     points = expand_grid({"modalities": ["visual", "both"]})
     runs = plan_repeats(points, seeds=[0, 1], seed_keys=default_seed_keys(points), data_seeds=[5, 6])
     assert default_seed_keys(points) == ["train_sequence.seed"]
-    assert [r["experiment"] for r in runs[:4]] == ["seq-visual-d5-s0", "seq-visual-d5-s1", "seq-both-d5-s0",
-                                                 "seq-both-d5-s1"]
+    assert [r["experiment"] for r in runs[:4]] == ["visual-d5-s0", "visual-d5-s1", "both-d5-s0",
+                                                 "both-d5-s1"]
     assert [r["draw"] for r in runs] == [5] * 4 + [6] * 4
     assert runs[-1]["params"] == {"train_sequence.modalities": "both", "synth.seed": 6, "train_sequence.seed": 1}
-    assert [r["experiment"] for r in plan_repeats(points)] == ["seq-visual", "seq-both"]
+    assert [r["experiment"] for r in plan_repeats(points)] == ["visual", "both"]
     with pytest.raises(ValueError, match="repeat"):
         plan_repeats(points, data_seeds=[1, 1])
     with pytest.raises(ValueError, match="seed param"):
@@ -272,8 +272,8 @@ def test_listed_arms_may_be_named_and_the_name_is_not_a_param(tmp_path: Path) ->
 def test_attach_metrics_of_named_experiments_from_exp_show() -> None:
     runs = plan_repeats(expand_grid({"modalities": ["visual"], "window": [10], "layers": [2]}))
     [run] = attach_exp_show_metrics(runs, json.loads(EXP_SHOW.read_text()), "metrics/evaluate.json")
-    assert run["experiment"] == "seq-visual-w10-l2" and run["metrics"]["au.f1"] == pytest.approx(0.1)
-    with pytest.raises(ValueError, match="seq-audio"):
+    assert run["experiment"] == "visual-w10-l2" and run["metrics"]["au.f1"] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="audio"):
         attach_exp_show_metrics(plan_repeats(expand_grid({"modalities": ["audio"]})),
                                 json.loads(EXP_SHOW.read_text()), "metrics/evaluate.json")
 
@@ -301,7 +301,7 @@ def test_stage_repeats_seeds_and_writes_the_summary_json(tmp_path: Path, monkeyp
             str(metrics), "--json", str(out)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert len(calls) == 6 and calls[1][4] == "seq-visual-s1"
+    assert len(calls) == 6 and calls[1][4] == "visual-s1"
     assert "| both − visual (paired) | 3 pairs | +0.100 ± 0.000 |" in result.output
     assert "| visual | 3 | 0.510 ± 0.010 |" in result.output
     document = json.loads(out.read_text())
@@ -350,17 +350,28 @@ def test_stage_sets_params_some_arms_leave_unset_from_the_params_file(tmp_path: 
                                        "--dry-run"])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
-        "dvc exp run -n seq-both-d4 -S train_sequence.window=30 -S train_sequence.modalities=both -S synth.seed=4",
-        "dvc exp run -n seq-both-w1-d4 -S train_sequence.modalities=both -S train_sequence.window=1 -S synth.seed=4"]
+        "dvc exp run -n both-d4 -S train_sequence.window=30 -S train_sequence.modalities=both -S synth.seed=4",
+        "dvc exp run -n both-w1-d4 -S train_sequence.modalities=both -S train_sequence.window=1 -S synth.seed=4"]
 
 
 def test_stage_limits_each_experiment_to_the_named_stages() -> None:
     result = CliRunner().invoke(main, ["ablate", "--modalities", "visual", "--stage", "finetune-visual", "--dry-run"])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
-        "dvc exp run -n seq-visual -S train_sequence.modalities=visual finetune-visual"]
+        "dvc exp run -n visual -S train_sequence.modalities=visual finetune-visual"]
 
 
 def test_stage_refuses_a_reference_that_is_not_an_arm() -> None:
     result = CliRunner().invoke(main, ["ablate", "--modalities", "visual,both", "--reference", "audio", "--dry-run"])
     assert result.exit_code == 2 and "audio" in result.output
+
+
+def test_every_run_is_the_dvc_experiment_named_by_its_arm() -> None:
+    """The tables name arms; `dvc exp show` names experiments: the two names are one."""
+    points = expand_grid({"modalities": ["visual", "both"], "window": [10, 30]})
+    assert [(r["experiment"], r["arm"]) for r in plan_repeats(points)][:2] == [("visual-w10", "visual-w10"),
+                                                                             ("visual-w30", "visual-w30")]
+    assert all(r["experiment"] == r["arm"] for r in plan_repeats(points))
+    repeated = plan_repeats(points, seeds=[0, 1], seed_keys=["train_sequence.seed"], data_seeds=[2])
+    assert all(r["experiment"] == f"{r['arm']}-d2-s{r['seed']}" for r in repeated)
+    assert arm_name({}) == experiment_name({}) == "baseline"
