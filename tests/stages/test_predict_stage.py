@@ -183,7 +183,13 @@ class _Terminal(io.StringIO):
         return True
 
 
-def test_progress_is_a_bar_on_a_terminal_and_occasional_lines_elsewhere():
+def test_progress_is_a_bar_on_a_terminal_and_occasional_lines_elsewhere(monkeypatch: pytest.MonkeyPatch):
+    import itertools
+
+    import stages.progress
+
+    ticks = itertools.count()
+    monkeypatch.setattr(stages.progress.time, "perf_counter", lambda: next(ticks) * 0.1)   # a frame per 0.1 s
     events = [FrameProgress("clip.mp4", "faces", done, 50) for done in range(1, 51)]
     terminal = _Terminal()
     display = FrameProgressDisplay(["clip.mp4"], terminal)
@@ -201,6 +207,34 @@ def test_progress_is_a_bar_on_a_terminal_and_occasional_lines_elsewhere():
     # only the end of the pass and the total: no line per frame, no terminal control characters
     assert len(lines) == 2 and lines[0].startswith("[1/1] clip.mp4 faces: 50/50 frames, ")
     assert lines[1].startswith("predict: 50 frames in ") and "\r" not in log.getvalue()
+
+
+def test_progress_of_a_one_frame_video_shows_no_rate(monkeypatch: pytest.MonkeyPatch):
+    import stages.progress
+
+    clock = iter([10.0, 10.0, 10.0, 10.0, 10.0])   # the frame and the end read the same instant
+    monkeypatch.setattr(stages.progress.time, "perf_counter", lambda: next(clock))
+    for stream in (io.StringIO(), _Terminal()):
+        display = FrameProgressDisplay(["one.mp4"], stream, every_s=3600.0)
+        display(FrameProgress("one.mp4", "faces", 1, 1))
+        display.close()
+        shown = stream.getvalue()
+        assert "frames/s" not in shown, shown
+        assert "predict: 1 frames in 0.0 s" in shown
+
+
+def test_progress_rate_counts_the_frames_after_the_clock_started(monkeypatch: pytest.MonkeyPatch):
+    import stages.progress
+
+    clock = iter([0.0, 2.0, 2.0, 2.0])
+    monkeypatch.setattr(stages.progress.time, "perf_counter", lambda: next(clock))
+    log = io.StringIO()
+    display = FrameProgressDisplay(["clip.mp4"], log, every_s=3600.0)
+    display(FrameProgress("clip.mp4", "faces", 1, 21))
+    display(FrameProgress("clip.mp4", "faces", 21, 21))
+    display.close()
+    assert "clip.mp4 faces: 21/21 frames, 10.0 frames/s" in log.getvalue()
+
 
 def test_predict_low_latency_writes_the_same_columns(cache, videos, tmp_path: Path):
     args = ["predict", str(videos[0]), "--models-dir", str(cache), "--device", "cpu"]
