@@ -28,6 +28,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from pipeline.error_words import error_words
+
 
 class AudioDecodeError(ValueError):
     """A file's audio stream cannot be decoded; the message names the file."""
@@ -63,7 +65,7 @@ def decode_audio(path: str | Path, sample_rate: int = 16000) -> AudioTrack | Non
             return _decode(container, sample_rate)
     except (av.FFmpegError, OSError) as exc:
         raise AudioDecodeError(
-            f"{path}: cannot decode the audio stream ({exc}); the file is corrupt or truncated"
+            f"{path}: cannot decode the audio stream ({error_words(exc, path)}); the file is corrupt or truncated"
         ) from exc
 
 

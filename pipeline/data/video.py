@@ -37,6 +37,8 @@ from typing import Iterator
 import av
 import numpy as np
 
+from pipeline.error_words import error_words
+
 FRAME_COUNT_MODES: tuple[str, ...] = ("header", "demux", "decode")
 # "header" mode reads the packets of this last stretch of the declared duration (plus back to the
 # keyframe before it); a second covers the final packets of any common container and stays cheap.
@@ -116,7 +118,8 @@ def probe_video(path: str | Path, frame_count: str = "demux") -> VideoInfo:
         else:
             n_frames = info.header_frames
     except (av.FFmpegError, OSError) as exc:
-        raise VideoError(f"{path}: cannot read video ({exc}); the file is corrupt or truncated") from exc
+        raise VideoError(f"{path}: cannot read video ({error_words(exc, path)}); the file is corrupt or truncated"
+                         ) from exc
     return dataclasses.replace(info, n_frames=n_frames, audio_start_s=reading.audio_start_s,
                                audio_end_s=reading.audio_end_s)
 
@@ -180,7 +183,7 @@ def _read_all(path: Path, container: av.container.InputContainer, decode_video: 
                 try:
                     reading.frames += len(packet.decode())
                 except av.FFmpegError as exc:
-                    raise VideoError(f"{path}: frame {reading.frames}: cannot decode the picture ({exc}); "
+                    raise VideoError(f"{path}: frame {reading.frames}: cannot decode the picture ({error_words(exc, path)}); "
                                      "the file is corrupt or truncated") from exc
             elif packet.size > 0 or packet.pts is not None:
                 # An empty packet with a timestamp is a repeated frame (AVI); the flush packet has neither.
@@ -196,7 +199,7 @@ def _decode_audio_packet(path: Path, packet: av.Packet, origin: float, reading: 
         frames = packet.decode()
     except av.FFmpegError as exc:
         at = f" at {float(packet.pts * packet.time_base) - origin:.2f} s" if packet.pts is not None else ""
-        raise VideoError(f"{path}: audio{at}: cannot decode the sound ({exc}); "
+        raise VideoError(f"{path}: audio{at}: cannot decode the sound ({error_words(exc, path)}); "
                          "the file is corrupt or truncated") from exc
     for frame in frames:
         if frame.time is not None and frame.sample_rate:
@@ -269,7 +272,7 @@ def decode_frames(video_path: str | Path, need_pixels: bool = True) -> Iterator[
             if count == 0:
                 raise VideoError(f"{video_path}: the video stream holds no frames")
     except av.FFmpegError as exc:
-        raise VideoError(f"{video_path}: cannot decode video ({exc})") from exc
+        raise VideoError(f"{video_path}: cannot decode video ({error_words(exc, video_path)})") from exc
 
 
 def is_still_image(container: av.container.InputContainer) -> bool:

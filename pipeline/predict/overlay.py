@@ -32,6 +32,7 @@ import av
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from pipeline.error_words import error_words
 from pipeline.fsio import atomic_path
 from pipeline.labels import AU_NAMES, EXPR_NAMES, NUM_AUS, NUM_EXPRS
 from pipeline.predict.progress import ProgressCallback, expected_frames, progress_reporter
@@ -196,7 +197,8 @@ def _decode(video_path: Path, packet: av.Packet) -> Iterator[av.VideoFrame]:
     try:
         yield from packet.decode()
     except av.FFmpegError as exc:
-        raise ValueError(f"{video_path}: cannot decode a video packet at pts {packet.pts} ({exc})") from exc
+        raise ValueError(f"{video_path}: cannot decode a video packet at pts {packet.pts} "
+                         f"({error_words(exc, video_path)})") from exc
 
 
 def _encode_frame(target: av.container.OutputContainer, stream: av.VideoStream, frame: av.VideoFrame, index: int,

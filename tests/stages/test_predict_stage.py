@@ -77,6 +77,10 @@ def test_predict_reports_a_bad_video_and_still_writes_the_others(cache, videos, 
     result = CliRunner().invoke(main, args)   # output holds stdout and stderr
     assert result.exit_code == 1
     assert f"FAILED: {broken}" in result.output and "1 of 2 videos failed" in result.output
+    # once, in words: no log line repeating it, no FFmpeg error number
+    failure = [line for line in result.output.splitlines() if str(broken) in line]
+    assert len(failure) == 1 and "Errno" not in failure[0], result.output
+    assert "Invalid data found when processing input" in failure[0]
     assert sorted(p.name for p in out.iterdir()) == ["b.csv"]
 
 
