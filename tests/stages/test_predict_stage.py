@@ -95,6 +95,43 @@ def test_predict_refuses_a_still_image_by_name(cache, videos, tmp_path: Path):
     assert sorted(p.name for p in out.iterdir()) == ["b.csv"]
 
 
+@pytest.fixture
+def nothing_computed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any video's work fails the test: the checks under test must come before it."""
+    import pipeline.predict.video
+
+    def computed(video_path, *args, **kwargs):
+        raise AssertionError(f"{video_path} was computed")
+
+    monkeypatch.setattr(pipeline.predict.video, "_visual_pass", computed)
+
+
+def test_predict_refuses_an_output_folder_it_cannot_write_before_any_video(cache, videos, tmp_path: Path,
+                                                                          nothing_computed):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = CliRunner().invoke(main, ["predict", str(videos[0]), "--out", str(blocker / "out"),
+                                       "--models-dir", str(cache), "--device", "cpu"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert f"Error: {blocker / 'out'}: the output folder (--out) cannot be written" in result.output
+
+
+def test_predict_refuses_an_overlay_that_is_the_input_before_any_video(cache, videos, tmp_path: Path,
+                                                                      nothing_computed):
+    source = tmp_path / "clip.mp4"
+    shutil.copyfile(videos[1], source)
+    before = source.read_bytes()
+    result = CliRunner().invoke(main, ["predict", str(source), "--out", str(tmp_path / "out"), "--models-dir",
+                                       str(cache), "--device", "cpu", "--overlay", str(source)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert f"Error: {source}: the overlay {source} would overwrite the input video itself" in result.output
+    # a folder of videos as its own overlay folder: the same refusal
+    result = CliRunner().invoke(main, ["predict", str(tmp_path), "--out", str(tmp_path / "out"), "--models-dir",
+                                       str(cache), "--device", "cpu", "--overlay", str(tmp_path)])
+    assert result.exit_code == 1 and "would overwrite the input video itself" in result.output
+    assert source.read_bytes() == before
+
+
 def test_predict_names_a_missing_model(videos, tmp_path: Path):
     result = CliRunner().invoke(main, ["predict", str(videos[0]), "--out", str(tmp_path), "--models-dir",
                                        str(tmp_path / "nocache")])
