@@ -63,6 +63,18 @@ class ClusterOptions:
                 f"workers and threads must be >= 1, got {self.n_workers} workers x {self.threads_per_worker} threads"
             )
 
+    def check_cores(self) -> None:
+        """Refuse a local cluster of more task slots (workers x threads) than this process has cores.
+
+        A stage calls it before it takes its work directory, so bad options leave nothing behind.
+        """
+        cores = available_cores()
+        if self.scheduler is None and self.n_workers * self.threads_per_worker > cores:
+            raise ValueError(
+                f"{self.n_workers} workers x {self.threads_per_worker} threads exceeds the {cores} "
+                "cores available; lower --workers or --threads"
+            )
+
 
 @dataclass(frozen=True)
 class InferenceOptions:

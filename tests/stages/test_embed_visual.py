@@ -118,7 +118,8 @@ def test_another_model_rebuilds_the_work_store(inputs: dict[str, Path], tmp_path
     assert not np.array_equal(a.read("vidB")["embedding"], b.read("vidB")["embedding"])
 
 
-def test_bad_inputs_give_one_line_errors(inputs: dict[str, Path], tmp_path: Path) -> None:
+def test_bad_inputs_give_one_line_errors(inputs: dict[str, Path], tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     result = _invoke(inputs, tmp_path / "v.zarr", tmp_path / "work", prepared=empty)
@@ -127,10 +128,15 @@ def test_bad_inputs_give_one_line_errors(inputs: dict[str, Path], tmp_path: Path
     not_onnx.write_bytes(b"not a model")
     result = _invoke(inputs, tmp_path / "v.zarr", tmp_path / "work", onnx=not_onnx)
     assert result.exit_code == 1 and "not an ONNX model" in result.output
+    # the default --work-dir is relative: run where a leftover would show, never in the checkout
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
     result = CliRunner().invoke(command, [str(inputs["prepared"]), str(inputs["frames"]), str(inputs["onnx"]),
                                           str(tmp_path / "v.zarr"), "--params", str(inputs["params"]),
                                           "--workers", "64", "--no-processes"])
     assert result.exit_code == 1 and "cores available" in result.output
+    assert list(cwd.iterdir()) == []   # options refused before the work directory was taken
 
 
 def test_help_names_inputs_and_outputs() -> None:
