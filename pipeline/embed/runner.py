@@ -19,6 +19,7 @@ Example (threads in this process, no worker start-up cost):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -174,15 +175,22 @@ def run_tasks(
     if todo:
         # Unique task names: a long-lived scheduler must never hand back a previous run's result.
         token = uuid.uuid4().hex[:8]
-        with dask_client(options) as client:
+        with contextlib.ExitStack() as quiet, dask_client(options) as client:
             futures = {
                 client.submit(_guarded, task, key, jobs[key], key=f"{desc}-{key}-{token}", pure=False, retries=0): key
                 for key in todo
             }
             bar = tqdm(as_completed(futures), total=len(futures), desc=desc, unit="entry",
                        disable=None if progress is None else not progress)
+            stopped = False
             for future in bar:
                 _collect(report, futures[future], future, desc)
+                if report.disk_full and not stopped:
+                    stopped = True
+                    # Every other write would meet the same full disk: start no more tasks, and let the
+                    # cluster shut down without its own complaints; the one line is DiskFullError's.
+                    client.cancel([f for f in futures if not f.done()])
+                    quiet.enter_context(_silenced("distributed"))
     report.computed.sort()
     report.seconds = time.perf_counter() - start
     if report.disk_full:
@@ -238,6 +246,20 @@ def run_and_publish(
     return report
 
 
+@contextmanager
+def _silenced(package: str) -> Iterator[None]:
+    """Log nothing below CRITICAL from ``package``'s loggers (this process) for the ``with`` block."""
+    names = [package, *(name for name in logging.root.manager.loggerDict if name.startswith(f"{package}."))]
+    levels = {name: logging.getLogger(name).level for name in names}
+    for name in names:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
 def _guarded(task: Callable[[str, Any], Any], key: str, job: Any) -> Any:
     """Run ``task(key, job)``, returning input errors as a :class:`TaskError`."""
     try:
@@ -264,4 +286,8 @@ def _collect(report: RunReport, key: str, future: Any, desc: str) -> None:
     report.failed[key] = message
     if disk_full:
         report.disk_full.append(key)
+    if disk_full or (future.status == "cancelled" and report.disk_full):
+        # the run ends in one line naming the store (DiskFullError), not a line per key
+        log.debug("%s: %s not written: %s", desc, key, message)
+        return
     log.error("%s: %s failed: %s", desc, key, message)

@@ -110,8 +110,21 @@ def test_a_full_disk_stops_the_run_naming_the_store(tmp_path: Path, scheduler: s
     from pipeline.fsio import DiskFullError
 
     store = _store(tmp_path)
+    run_tasks(store, {"v1": 3}, partial(_write, store.path), ClusterOptions(scheduler=scheduler), progress=False)
     jobs = {"v1": 3, "full_v2": 4}
     with pytest.raises(DiskFullError) as info:
         run_tasks(store, jobs, partial(_write, store.path), ClusterOptions(scheduler=scheduler), progress=False)
     assert str(info.value).startswith(f"{store.path}: no space left on device")
     assert store.keys() == ["v1"]  # complete entries stay for the rerun
+
+
+def test_a_full_disk_is_one_error_not_a_line_per_key(tmp_path: Path, scheduler: str,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    from pipeline.fsio import DiskFullError
+
+    store = _store(tmp_path)
+    jobs = {f"full_v{k}": 2 for k in range(9)} | {f"v{k}": 2 for k in range(20)}
+    with caplog.at_level(logging.INFO), pytest.raises(DiskFullError):
+        run_tasks(store, jobs, partial(_write, store.path), ClusterOptions(scheduler=scheduler), progress=False)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert logging.getLogger("distributed").level != logging.CRITICAL   # quiet only while the run ends
