@@ -26,7 +26,7 @@ import time
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 import h5py
 import numpy as np
@@ -35,7 +35,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from pipeline import config
-from pipeline.data.crops import crop_paths
+from pipeline.data.crops import crop_paths, present_mask
+from pipeline.data.faults import join_faults
 from pipeline.data.frame_store import DECODE_ERRORS, IMAGE_SIZE, JPEG_DTYPE, STORE_VERSION, CorruptCropError
 from pipeline.data.manifest import Manifest, SubjectRecord
 from pipeline.fsio import publish, remove_dead_temporaries
@@ -44,6 +45,10 @@ log = logging.getLogger(__name__)
 
 _EMPTY = np.zeros(0, dtype=np.uint8)
 
+
+
+class MissingCropError(FileNotFoundError):
+    """Face crops that prepare found (labels.h5's face_present) are gone; the message names them."""
 
 
 @dataclass(frozen=True)
@@ -74,10 +79,25 @@ def pack_frames(
     work_dir: str | Path | None = None,
     workers: int = 1,
     progress: bool = False,
+    face_present: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """Pack every manifest subject's crops into ``out_path``; return size and speed statistics."""
+    """Pack every manifest subject's crops into ``out_path``; return size and speed statistics.
+
+    ``face_present`` (subject -> (N,) bool, prepare's ``labels.h5``) says which crops prepare found:
+    one that is gone since is a :class:`MissingCropError` naming them all before anything is packed,
+    or with ``on_corrupt: drop`` a face-absent frame counted in ``dropped``, as a corrupt crop is.
+    """
     out_path = Path(out_path)
     started = time.perf_counter()
+    gone = _gone_crops(manifest, face_present or {})
+    if gone and cfg.on_corrupt == "error":
+        faults = [f"{path} (frame {frame} of {name!r})" for name, crops in gone.items() for frame, path in crops]
+        raise MissingCropError(f"{len(faults)} face crop(s) that prepare found are missing: "
+                               f"{join_faults(faults, 'missing crops')}; run prepare again, or set "
+                               "pack_frames.on_corrupt: drop to store them as face-absent")
+    for name, crops in gone.items():
+        log.warning("%s: %d face crop(s) that prepare found are missing (first: %s); stored as face-absent and "
+                    "counted as dropped", name, len(crops), crops[0][1])
     resumable = work_dir is not None
     partial = Path(work_dir) / f"{out_path.name}.partial" if resumable else out_path.with_name(
         f".{out_path.name}.partial-{os.getpid()}"
@@ -104,7 +124,7 @@ def pack_frames(
                 else:
                     if record.name in subjects:
                         del subjects[record.name]
-                    _pack_subject(subjects, record, cfg, pool, bar)
+                    _pack_subject(subjects, record, cfg, pool, bar, gone=len(gone.get(record.name, ())))
                     fh.flush()
                 attrs = subjects[record.name].attrs
                 for key in ("frames", "faces", "source_bytes", "dropped", "resized"):
@@ -244,10 +264,28 @@ def _crop_bytes(record: SubjectRecord) -> int:
     return total
 
 
+def _gone_crops(manifest: Manifest, face_present: Mapping[str, np.ndarray]) -> dict[str, list[tuple[int, Path]]]:
+    """``{subject: [(frame, crop path)]}`` of the crops ``face_present`` (prepare's) has that are gone now."""
+    gone = {}
+    for record in manifest.subjects:
+        expected = face_present.get(record.name)
+        if expected is None or not expected.any():
+            continue
+        paths = crop_paths(record)
+        if len(expected) != len(paths):
+            raise ValueError(f"{record.name}: labels.h5 has {len(expected)} frames but the manifest {len(paths)}; "
+                             "run prepare again")
+        lost = np.flatnonzero(expected & ~present_mask(paths))
+        if len(lost):
+            gone[record.name] = [(int(i), paths[i]) for i in lost]
+    return gone
+
+
 def _pack_subject(
-    subjects: h5py.Group, record: SubjectRecord, cfg: PackConfig, pool: Executor, bar: tqdm
+    subjects: h5py.Group, record: SubjectRecord, cfg: PackConfig, pool: Executor, bar: tqdm, gone: int = 0
 ) -> None:
-    """Write one subject's crops chunk by chunk; mark its group complete last."""
+    """Write one subject's crops chunk by chunk; mark its group complete last. ``gone``: crops prepare
+    found that are missing now, counted as dropped."""
     paths = crop_paths(record)
     n = len(paths)
     group = subjects.create_group(record.name)
@@ -255,7 +293,8 @@ def _pack_subject(
         "jpeg", shape=(n,), dtype=JPEG_DTYPE, chunks=(min(n, cfg.chunk_frames),) if n else None
     )
     face = np.zeros(n, dtype=bool)
-    source_bytes = dropped = resized = 0
+    source_bytes = resized = 0
+    dropped = gone
     for start in range(0, n, cfg.chunk_frames):
         stop = min(n, start + cfg.chunk_frames)
         crops = list(pool.map(lambda i: _load_crop(paths[i], i, record.name, cfg), range(start, stop)))

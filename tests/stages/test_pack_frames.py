@@ -72,6 +72,30 @@ def test_corrupt_crop_is_a_one_line_error_and_nothing_is_published(
     assert not out.exists()
 
 
+def test_crops_deleted_after_prepare_are_named_or_dropped_and_counted(
+    setup: tuple[Path, Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root, prepared, params = setup
+    gone = [root / "cropped_aligned/vidB/00003.jpg", root / "cropped_aligned/vidB/00005.jpg"]
+    for crop in gone:
+        crop.unlink()
+    out = tmp_path / "frames.h5"
+    result = _invoke(prepared, out, params, tmp_path / "work")
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    [line] = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert line.startswith("Error: 2 face crop(s) that prepare found are missing: ")
+    assert f"{gone[0]} (frame 2 of 'vidB'); {gone[1]} (frame 4 of 'vidB')" in line
+    assert not out.exists()
+
+    params.write_text(PARAMS.replace("on_corrupt: error", "on_corrupt: drop"))
+    result = _invoke(prepared, out, params, tmp_path / "work")
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.output[result.output.index("{"):])
+    assert stats["dropped"] == 2
+    assert not FrameStore(out).face_present("vidB")[[2, 4]].any()
+    assert any("vidB: 2 face crop(s) that prepare found are missing" in r.getMessage() for r in caplog.records)
+
+
 def test_missing_manifest_is_a_one_line_error(tmp_path: Path) -> None:
     params = tmp_path / "params.yaml"
     params.write_text(PARAMS)
