@@ -35,6 +35,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from pipeline import config
+from pipeline.data.crop_stamps import CropStamps, crop_stamp
 from pipeline.data.crops import crop_paths, present_mask
 from pipeline.data.faults import join_faults
 from pipeline.data.frame_store import DECODE_ERRORS, IMAGE_SIZE, JPEG_DTYPE, STORE_VERSION, CorruptCropError
@@ -89,19 +90,13 @@ def pack_frames(
     """
     out_path = Path(out_path)
     started = time.perf_counter()
-    gone = _gone_crops(manifest, face_present or {})
-    if gone and cfg.on_corrupt == "error":
-        faults = [f"{path} (frame {frame} of {name!r})" for name, crops in gone.items() for frame, path in crops]
-        raise MissingCropError(f"{len(faults)} face crop(s) that prepare found are missing: "
-                               f"{join_faults(faults, 'missing crops')}; run prepare again, or set "
-                               "pack_frames.on_corrupt: drop to store them as face-absent")
-    for name, crops in gone.items():
-        log.warning("%s: %d face crop(s) that prepare found are missing (first: %s); stored as face-absent and "
-                    "counted as dropped", name, len(crops), crops[0][1])
+    gone = _check_gone_crops(manifest, face_present or {}, cfg)
     resumable = work_dir is not None
     partial = Path(work_dir) / f"{out_path.name}.partial" if resumable else out_path.with_name(
         f".{out_path.name}.partial-{os.getpid()}"
     )
+    # what the crops of each packed subject looked like; a subject is resumed only from the same crops
+    stamps = CropStamps(partial.with_name(f"{partial.name}.stamps.json")) if resumable else None
     fingerprint = json.dumps(config.to_dict(cfg), sort_keys=True)
     for kind in ("partial", "staged"):  # what killed runs of this stage left next to the output
         remove_dead_temporaries(out_path.parent, f".{out_path.name}.{kind}-")
@@ -118,12 +113,16 @@ def pack_frames(
             total=total, desc="pack-frames", unit="frame", disable=not progress
         ) as bar:
             for record in manifest.subjects:
-                if _is_done(subjects, record):
+                stamp = crop_stamp(crop_paths(record))
+                if _is_done(subjects, record) and stamps is not None and stamps.matches(record.name, stamp):
                     totals["resumed_subjects"] += 1
                     bar.update(record.n_frames)
                 else:
                     if record.name in subjects:
                         del subjects[record.name]
+                    if stamps is not None:
+                        # before the subject: a stamp only counts for a subject the store marks complete
+                        stamps.record(record.name, stamp)
                     _pack_subject(subjects, record, cfg, pool, bar, gone=len(gone.get(record.name, ())))
                     fh.flush()
                 attrs = subjects[record.name].attrs
@@ -137,6 +136,8 @@ def pack_frames(
         if not finished and not resumable:
             partial.unlink(missing_ok=True)
     _publish(partial, out_path)
+    if stamps is not None:
+        stamps.remove()
     seconds = time.perf_counter() - started
     store_bytes = out_path.stat().st_size
     return {
@@ -262,6 +263,22 @@ def _crop_bytes(record: SubjectRecord) -> int:
         except FileNotFoundError:
             pass  # a frame without a crop: stored as face-absent
     return total
+
+
+def _check_gone_crops(manifest: Manifest, face_present: Mapping[str, np.ndarray],
+                      cfg: PackConfig) -> dict[str, list[tuple[int, Path]]]:
+    """The crops prepare found that are gone (:func:`_gone_crops`): with ``on_corrupt: error`` a
+    :class:`MissingCropError` naming them, else a warning per subject (they are counted as dropped)."""
+    gone = _gone_crops(manifest, face_present)
+    if gone and cfg.on_corrupt == "error":
+        faults = [f"{path} (frame {frame} of {name!r})" for name, crops in gone.items() for frame, path in crops]
+        raise MissingCropError(f"{len(faults)} face crop(s) that prepare found are missing: "
+                               f"{join_faults(faults, 'missing crops')}; run prepare again, or set "
+                               "pack_frames.on_corrupt: drop to store them as face-absent")
+    for name, crops in gone.items():
+        log.warning("%s: %d face crop(s) that prepare found are missing (first: %s); stored as face-absent and "
+                    "counted as dropped", name, len(crops), crops[0][1])
+    return gone
 
 
 def _gone_crops(manifest: Manifest, face_present: Mapping[str, np.ndarray]) -> dict[str, list[tuple[int, Path]]]:

@@ -150,8 +150,10 @@ def test_disk_full_is_one_line_and_the_rerun_completes(
         failed = _invoke(prepared, out, params, work)
         assert failed.exit_code == 1 and "Traceback" not in failed.output
         error = [line for line in failed.output.splitlines() if line.startswith("Error: ")]
-        assert error == [f"Error: {work / 'frames.h5.partial'}: no space left on device; free some space "
-                         "(or point the output elsewhere) and rerun"]
+        # the partial store, or the crop stamps kept beside it (frames.h5.partial.stamps.json)
+        assert len(error) == 1 and error[0].startswith(f"Error: {work / 'frames.h5.partial'}"), error
+        assert error[0].endswith(": no space left on device; free some space (or point the output elsewhere) "
+                                 "and rerun")
         assert not out.exists()
         if mounted:
             grow(tmp_path / "small", "10m")
@@ -219,3 +221,37 @@ def test_a_yaml_syntax_error_in_params_is_one_line(setup: tuple[Path, Path, Path
     result = _invoke(prepared, tmp_path / "frames.h5", params, tmp_path / "work")
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert result.output.strip().splitlines()[-1].startswith(f"Error: {params}:3:2: invalid YAML: ")
+
+
+def test_a_partial_store_is_not_reused_after_a_checkout_of_same_size_crops(
+    setup: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    import pipeline.data.pack_frames as packer
+    from PIL import Image
+
+    root, prepared, params = setup
+    work, out = tmp_path / "work", tmp_path / "frames.h5"
+    crop = root / "cropped_aligned/vidB/00003.jpg"
+    with Image.open(crop) as image:
+        pixels = image.copy()
+    pixels.save(crop, quality=90, comment=b"draw 1")
+
+    def fail_to_publish(partial: Path, out_path: Path) -> None:
+        raise OSError(f"{out_path}: publishing interrupted")
+
+    monkeypatch.setattr(packer, "_publish", fail_to_publish)
+    assert _invoke(prepared, out, params, work).exit_code == 1
+    monkeypatch.undo()
+    assert (work / "frames.h5.partial").is_file()   # every subject complete in it, as after a failed run
+    size, mtime = crop.stat().st_size, crop.stat().st_mtime_ns
+    # `dvc checkout` of another version: the file is rewritten with other bytes of the same size
+    pixels.save(crop, quality=90, comment=b"draw 2")
+    os.utime(crop, ns=(mtime + 10**9, mtime + 10**9))
+    assert crop.stat().st_size == size
+    result = _invoke(prepared, out, params, work)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output[result.output.index("{"):])["resumed_subjects"] == 4
+    assert bytes(FrameStore(out).read_jpeg("vidB", [2])[0]) == crop.read_bytes()
+    assert sorted(p.name for p in work.iterdir()) == [".lock"]   # the stamps went with the partial store
