@@ -286,8 +286,6 @@ def _collect(report: RunReport, key: str, future: Any, desc: str) -> None:
     report.failed[key] = message
     if disk_full:
         report.disk_full.append(key)
-    if disk_full or (future.status == "cancelled" and report.disk_full):
-        # the run ends in one line naming the store (DiskFullError), not a line per key
-        log.debug("%s: %s not written: %s", desc, key, message)
-        return
-    log.error("%s: %s failed: %s", desc, key, message)
+    # Said once, where the run ends: the report's summary lists each failed key with its error, and a
+    # full disk ends the run in one line naming the store (DiskFullError), not a line per key.
+    log.debug("%s: %s not written: %s", desc, key, message)

@@ -45,10 +45,15 @@ def _store(tmp_path: Path) -> EmbeddingStore:
     return EmbeddingStore.open_for_write(tmp_path / "s.zarr", FINGERPRINT, {"model": "m", "params": {}, "dim": 2})
 
 
-def test_failing_task_is_reported_by_key_and_others_stay_complete(tmp_path: Path, scheduler: str) -> None:
+def test_failing_task_is_reported_by_key_and_others_stay_complete(tmp_path: Path, scheduler: str,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
     store = _store(tmp_path)
     jobs = {"v1": 3, "bad_v2": 4, "v3": 5}
-    report = run_tasks(store, jobs, partial(_write, store.path), ClusterOptions(scheduler=scheduler), progress=False)
+    with caplog.at_level(logging.INFO):
+        report = run_tasks(store, jobs, partial(_write, store.path), ClusterOptions(scheduler=scheduler),
+                           progress=False)
+    # said once, by the summary the stage prints, not also by a log line
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
     assert not report.ok
     assert report.computed == ["v1", "v3"]
