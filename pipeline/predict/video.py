@@ -2,7 +2,9 @@
 
 For each video:
 
-1. frames are decoded with PyAV (frame ``i`` in decoding order, its timestamp from the frame's pts);
+1. frames are decoded with PyAV (frame ``i`` in decoding order, its timestamp from the frame's pts), as a
+   viewer sees them (a display matrix applied: :func:`pipeline.data.video.decode_frames`), so boxes and
+   landmarks are in display orientation; a video beyond ``PredictConfig.limits`` is refused by name;
 2. the faces of frame ``i`` are ``{i+1:05d}.jpg`` of a given crops folder (Aff-Wild2 ``cropped_aligned``
    style; one face, id 0, place unknown), or every face is found and followed with a stable id by
    :mod:`pipeline.faces.track` (dlib detection, five landmarks) and aligned to the arcface 112x112
@@ -75,6 +77,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.audio.windows import causal_audio_delay, video_audio
+from pipeline.data.media_open import MediaLimits
 from pipeline.data.video import decode_frames
 from pipeline.error_words import error_words
 from pipeline.faces.align import CROP_SIZE
@@ -112,10 +115,12 @@ SequenceLogits = Callable[..., tuple[np.ndarray, np.ndarray]]
 
 @dataclass(frozen=True)
 class PredictConfig:
-    """Face detection and following for raw videos (the ``predict`` params section, also read by ``crop``)."""
+    """Face detection and following for raw videos, and the bounds on what a video may hold (the ``predict``
+    params section, also read by ``crop``)."""
 
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     tracking: TrackerConfig = field(default_factory=TrackerConfig)
+    limits: MediaLimits = field(default_factory=MediaLimits)
 
 
 @dataclass(frozen=True)
@@ -208,7 +213,7 @@ def predict_video(
     audio_embedding = np.zeros((n, EMBEDDING_DIM), np.float16)
     audio_present = np.zeros(n, bool)
     if models.audio is not None:
-        audio = video_audio(video_path, n, frames.fps, models.audio.audio_config)
+        audio = video_audio(video_path, n, frames.fps, models.audio.audio_config, limits=config.limits)
         audio_embedding, audio_present = models.audio.embed(audio, batch_size).astype(np.float16), audio.present
     logits = models.sequence.video_logits
     if low_latency:
@@ -220,7 +225,7 @@ def predict_video(
     if timelines:
         write_timelines(out_csv.parent, video_path.stem, predictions, n, frames.fps)
     if overlay is not None:
-        write_overlay(video_path, overlay, predictions, progress)
+        write_overlay(video_path, overlay, predictions, progress, config.limits)
     summary = PredictSummary(str(video_path), str(out_csv), n, int(any_face.sum()),
                              int(audio_present.sum()), int((~any_face & ~audio_present).sum()),
                              round(time.perf_counter() - start, 3), face_ids=len(frames.faces))
@@ -391,7 +396,8 @@ def _visual_pass(video_path: Path, models: PredictModels, config: PredictConfig,
 
     owners: list[int] = []     # face id of each embedded crop, in order
     fps = 0.0
-    for i, (timestamp, fps, image) in enumerate(decode_frames(video_path, need_pixels=tracker is not None)):
+    for i, (timestamp, fps, image) in enumerate(decode_frames(video_path, need_pixels=tracker is not None,
+                                                                 limits=config.limits)):
         timestamps.append(timestamp)
         if tracker is not None:
             for tracked in tracker.update(image):
