@@ -113,8 +113,8 @@ def pack_frames(
             total=total, desc="pack-frames", unit="frame", disable=not progress
         ) as bar:
             for record in manifest.subjects:
-                stamp = crop_stamp(crop_paths(record))
-                if _is_done(subjects, record) and stamps is not None and stamps.matches(record.name, stamp):
+                stamp = crop_stamp(crop_paths(record)) if stamps is not None else ""
+                if stamps is not None and _is_done(subjects, record) and stamps.matches(record.name, stamp):
                     totals["resumed_subjects"] += 1
                     bar.update(record.n_frames)
                 else:
