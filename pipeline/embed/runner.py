@@ -190,6 +190,7 @@ def run_tasks(
                     # Every other write would meet the same full disk: start no more tasks, and let the
                     # cluster shut down without its own complaints; the one line is DiskFullError's.
                     client.cancel([f for f in futures if not f.done()])
+                    _wait_until_idle(client)
                     quiet.enter_context(_silenced("distributed"))
     report.computed.sort()
     report.seconds = time.perf_counter() - start
@@ -244,6 +245,21 @@ def run_and_publish(
         publish(store.path, out_path)
         report.store = str(out_path)
     return report
+
+
+def _executing(dask_worker: Any) -> int:
+    """Tasks a worker is running, cancelled ones included (run on the worker by ``client.run``)."""
+    return int(dask_worker.state.executing_count)
+
+
+def _wait_until_idle(client: Any, poll_s: float = 0.2) -> None:
+    """Wait for the workers to finish the tasks they were running when theirs were cancelled.
+
+    A cancelled task runs on in its worker's thread; a cluster closed under it leaves the worker
+    failing its heartbeat to the scheduler that went away, with a traceback on stderr.
+    """
+    while any(client.run(_executing).values()):
+        time.sleep(poll_s)
 
 
 @contextmanager
