@@ -448,3 +448,13 @@ def test_a_failed_experiment_leaves_the_workspace_as_the_last_good_one(
     assert lock.read_text() == "lock: w10\n" and out.read_text() == "model: w10"
     assert json.loads(metrics.read_text()) == evaluate_json(0.5, 0.5)
     assert calls[-1] == ["checkout", "--force"]
+
+
+def test_every_params_section_has_the_config_its_stage_builds() -> None:
+    from pipeline.config import from_section
+    from stages.ablate import SECTION_CONFIGS, _config_classes
+
+    params = yaml.safe_load(PARAMS.read_text())
+    assert set(SECTION_CONFIGS) == set(params) - {"data"}   # data: read by dvc.yaml only
+    for section, cls in _config_classes(set(params)).items():
+        from_section(cls, params[section], where=f"params.yaml:{section}")
