@@ -3,7 +3,6 @@ synthetic draws, and tabulate them (per experiment, and per arm as mean ± sd wi
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
@@ -17,93 +16,15 @@ import yaml
 from click.core import ParameterSource
 
 from pipeline.ablation import (
-    DATA_SEED_KEY, EXAMPLE_GRID, arm_name, attach_exp_show_metrics, check_runs, default_seed_keys, expand_grid,
+    DATA_SEED_KEY, EXAMPLE_GRID, arm_name, attach_exp_show_metrics, default_seed_keys, expand_grid,
     exp_run_command, experiment_rows, format_csv, format_markdown, load_points, lookup_params, missing_keys,
     param_key, plan_repeats, render_ablation_table, run_repeats, summarize_runs,
 )
-from pipeline.config import ConfigError, read_yaml
 from pipeline.fsio import atomic_path
 from pipeline.report.record import cpu_model
 from stages.common import run_or_exit
-
-
-# The config dataclass each params section is built into by its stage ("module:Class"), to check a grid's
-# values before any experiment runs. `data` has none: only dvc.yaml reads it.
-SECTION_CONFIGS: dict[str, str] = {
-    "synth": "pipeline.data.synth:SynthConfig",
-    "synth_faces": "pipeline.data.synth.identities:FaceIdentityConfig",
-    "pretrain_face": "pipeline.train.pretrain:PretrainConfig",
-    "prepare": "pipeline.data.prepare:PrepareConfig",
-    "pack_frames": "pipeline.data.pack_frames:PackConfig",
-    "selection": "pipeline.train.selection:SelectionConfig",
-    "finetune_visual": "pipeline.train.visual:VisualTrainConfig",
-    "export_onnx": "pipeline.export:ExportConfig",
-    "embed_visual": "pipeline.embed.visual:EmbedVisualConfig",
-    "train_audio": "pipeline.train.audio:AudioTrainConfig",
-    "embed_audio": "pipeline.embed.audio:EmbedAudioConfig",
-    "train_sequence": "pipeline.train.sequence:SequenceTrainConfig",
-    "evaluate": "pipeline.evaluate.run:EvaluateConfig",
-    "predict": "pipeline.predict.video:PredictConfig",
-}
-
-# What `dvc exp run` changes in the workspace besides the DVC-cached outputs: restored as they were
-# before a failed experiment (the metrics files, outs with `cache: false`, are added from dvc.yaml).
-WORKSPACE_FILES: tuple[str, ...] = ("params.yaml", "dvc.lock")
-
-
-def _config_classes(sections: set[str]) -> dict[str, type]:
-    """The config dataclasses of ``sections`` (imported only for the sections a grid changes)."""
-    classes = {}
-    for section in sections & set(SECTION_CONFIGS):
-        module, name = SECTION_CONFIGS[section].split(":")
-        classes[section] = getattr(importlib.import_module(module), name)
-    return classes
-
-
-def _check_grid(planned: list[dict[str, Any]], params_path: Path, where: str) -> None:
-    """Every planned run's values checked against its sections' config dataclasses (one line on failure)."""
-    if not params_path.is_file():
-        raise click.UsageError(f"{params_path} not found: the grid's values are checked against its sections")
-    try:
-        params = read_yaml(params_path)
-        sections = {key.split(".")[0] for run in planned for key in run["params"]}
-        check_runs(planned, params, _config_classes(sections), where)
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from exc
-
-
-def _cache_false_outs(dvc_yaml: Path) -> list[str]:
-    """The outs and metrics of ``dvc_yaml`` that DVC does not cache (``dvc checkout`` cannot restore them)."""
-    if not dvc_yaml.is_file():
-        return []
-    paths = []
-    for stage in (read_yaml(dvc_yaml).get("stages") or {}).values():
-        for entry in [*(stage.get("outs") or []), *(stage.get("metrics") or [])]:
-            if isinstance(entry, dict):
-                paths += [path for path, flags in entry.items() if (flags or {}).get("cache", True) is False]
-    return paths
-
-
-class Workspace:
-    """The workspace files a workspace experiment changes, kept so a failed one can be undone."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.paths = [root / name for name in (*WORKSPACE_FILES, *_cache_false_outs(root / "dvc.yaml"))]
-        self.saved: dict[Path, bytes | None] = {}
-
-    def save(self) -> None:
-        """Remember the files as they are now: the last good state."""
-        self.saved = {path: path.read_bytes() if path.is_file() else None for path in self.paths}
-
-    def restore(self) -> None:
-        """Put the saved files back, then let ``dvc checkout`` bring the cached outputs in line with dvc.lock."""
-        for path, data in self.saved.items():
-            if data is None:
-                path.unlink(missing_ok=True)
-            else:
-                _write(path, data)
-        _run(["dvc", "checkout", "--force"])
+from stages.experiment_workspace import Workspace
+from stages.grid_check import check_grid
 
 
 def _values(text: str | None) -> list[Any] | None:
@@ -135,12 +56,9 @@ def _run(argv: list[str]) -> None:
         raise click.ClickException(f"{' '.join(argv[:5])} failed with exit status {result.returncode}")
 
 
-def _write(path: Path, content: str | bytes) -> None:
+def _write(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
-        if isinstance(content, bytes):
-            tmp.write_bytes(content)
-        else:
-            tmp.write_text(content)
+        tmp.write_text(text)
 
 
 def _undoing_failures(workspace: Workspace) -> Callable[[list[str]], None]:
@@ -266,7 +184,7 @@ def command(ctx: click.Context, grid_path: Path | None, modalities: str | None, 
     arms = [arm_name(point) for point in points]
     if unknown := [ref for ref in references if ref not in arms]:
         raise click.BadParameter(f"{unknown} are not arms of this grid; the arms are {arms}", param_hint="--reference")
-    _check_grid(planned, params_path, str(grid_path) if grid_path is not None else "--modalities/--window/--layers")
+    check_grid(planned, params_path, str(grid_path) if grid_path is not None else "--modalities/--window/--layers")
     if dry_run:
         for run in planned:
             click.echo(" ".join(exp_run_command(run["params"], run["experiment"], temp=temp, stages=stages)))
@@ -289,7 +207,7 @@ def command(ctx: click.Context, grid_path: Path | None, modalities: str | None, 
         runs = run_or_exit(attach_exp_show_metrics, planned, _exp_show(), metrics_path, variant or None)
     else:
         read = lambda: json.loads(Path(metrics_path).read_text())  # noqa: E731
-        runs = run_repeats(planned, _run if temp else _undoing_failures(Workspace(Path.cwd())), read, variant or None,
+        runs = run_repeats(planned, _run if temp else _undoing_failures(Workspace(Path.cwd(), _run)), read, variant or None,
                            temp=temp, on_done=None if temp else lambda done: save(done, complete=False), stages=stages)
         if temp:  # --temp results stay out of the workspace: read them back from DVC
             runs = run_or_exit(attach_exp_show_metrics, planned, _exp_show(), metrics_path, variant or None)

@@ -440,7 +440,7 @@ def test_a_failed_experiment_leaves_the_workspace_as_the_last_good_one(
         return Result(0)
 
     monkeypatch.setattr(ablate.subprocess, "run", fake_dvc)
-    monkeypatch.setattr(ablate, "_check_grid", lambda *args: None)   # window 0 is refused before running
+    monkeypatch.setattr(ablate, "check_grid", lambda *args: None)   # window 0 is refused before running
     result = CliRunner().invoke(main, ["ablate", "--window", "10,0", "--metrics", str(metrics)])
     assert result.exit_code == 1
     assert "Error: dvc exp run -n seq-w0 failed with exit status 1; the workspace is back" in result.output
@@ -452,9 +452,9 @@ def test_a_failed_experiment_leaves_the_workspace_as_the_last_good_one(
 
 def test_every_params_section_has_the_config_its_stage_builds() -> None:
     from pipeline.config import from_section
-    from stages.ablate import SECTION_CONFIGS, _config_classes
+    from stages.grid_check import SECTION_CONFIGS, config_classes
 
     params = yaml.safe_load(PARAMS.read_text())
     assert set(SECTION_CONFIGS) == set(params) - {"data"}   # data: read by dvc.yaml only
-    for section, cls in _config_classes(set(params)).items():
+    for section, cls in config_classes(set(params)).items():
         from_section(cls, params[section], where=f"params.yaml:{section}")
