@@ -186,8 +186,8 @@ def _read_all(path: Path, container: av.container.InputContainer, decode_video: 
                 try:
                     reading.frames += len(packet.decode())
                 except av.FFmpegError as exc:
-                    raise VideoError(f"{path}: frame {reading.frames}: cannot decode the picture ({error_words(exc, path)}); "
-                                     "the file is corrupt or truncated") from exc
+                    raise VideoError(f"{path}: frame {reading.frames}: cannot decode the picture "
+                                     f"({error_words(exc, path)}); the file is corrupt or truncated") from exc
             elif packet.size > 0 or packet.pts is not None:
                 # An empty packet with a timestamp is a repeated frame (AVI); the flush packet has neither.
                 reading.frames += 1
