@@ -21,13 +21,14 @@ against reference arms, and ``render_ablation_table`` renders that summary as Ma
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import itertools
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from pipeline.config import read_yaml
+from pipeline.config import ConfigError, from_section, read_yaml
 
 SECTION = "train_sequence"
 EXAMPLE_GRID: dict[str, list[Any]] = {"modalities": ["visual", "audio", "both"], "window": [10, 30], "layers": [1, 2]}
@@ -341,6 +342,41 @@ def plan_repeats(
                 runs.append({"experiment": experiment_name(point) + suffix, "arm": arm, "draw": draw, "seed": seed,
                              "params": params})
     return runs
+
+
+def check_runs(
+    runs: Iterable[Mapping[str, Any]],
+    params: Mapping[str, Any],
+    configs: Mapping[str, type],
+    where: str,
+) -> None:
+    """Check every run's ``-S`` values against the config dataclass of its params section, before any runs.
+
+    Each section a run changes is built from the params file's section (``params``) with the run's
+    values over it, as the stage will build it (``configs``: section -> dataclass; a section without
+    one, such as ``data``, which only dvc.yaml reads, is not checked). An unknown section or key, or
+    a bad value, is a :class:`~pipeline.config.ConfigError` on one line naming ``where`` (the grid),
+    the arm and the key: ``grid.yaml: arm w0: train_sequence.window: must be >= 1, got 0``.
+    """
+    for run in runs:
+        sections: dict[str, dict[str, Any]] = {}
+        for key, value in run["params"].items():
+            section, *path = key.split(".")
+            if section not in params or not isinstance(params[section], Mapping):
+                raise ConfigError(f"{where}: arm {run['arm']}: {key}: no params section {section!r} "
+                                  f"(sections: {', '.join(sorted(params))})")
+            if not path:
+                raise ConfigError(f"{where}: arm {run['arm']}: {key}: names a section, not a param in it")
+            data = sections.setdefault(section, copy.deepcopy(dict(params[section])))
+            for part in path[:-1]:  # a nested section's key, e.g. predict.detector.upsample
+                child = data.get(part)
+                if not isinstance(child, dict):
+                    child = data[part] = {}
+                data = child
+            data[path[-1]] = value
+        for section, data in sections.items():
+            if section in configs:
+                from_section(configs[section], data, where=f"{where}: arm {run['arm']}: {section}")
 
 
 def run_repeats(

@@ -29,6 +29,7 @@ import av
 import numpy as np
 
 from pipeline.data.media_open import MediaLimits, check_elapsed, check_header, open_media
+from pipeline.error_words import error_words
 
 
 class AudioDecodeError(ValueError):
@@ -70,7 +71,7 @@ def decode_audio(path: str | Path, sample_rate: int = 16000,
             return _decode(path, container, sample_rate, limits)
     except (av.FFmpegError, OSError) as exc:
         raise AudioDecodeError(
-            f"{path}: cannot decode the audio stream ({exc}); the file is corrupt or truncated"
+            f"{path}: cannot decode the audio stream ({error_words(exc, path)}); the file is corrupt or truncated"
         ) from exc
 
 

@@ -5,7 +5,8 @@ partial file that is renamed onto the output only when complete. With a ``work_d
 file survives a failure: when the run closed it cleanly (a corrupt crop, a full disk caught before
 HDF5 wrote onto it, an interrupt) the next run resumes in place, after the last chunk written;
 otherwise (a kill, a write that failed inside HDF5) it is deleted unopened and everything is packed
-again (see :mod:`pipeline.data.partial_store` for why).
+again (see :mod:`pipeline.data.partial_store` for why). A subject in it, complete or half-written, is
+kept only while the crops written into it are the same files (:mod:`pipeline.data.crop_stamps`).
 
 Example (not run here: it needs the pipeline's prepared manifest and crops)::
 
@@ -27,7 +28,7 @@ import time
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 import h5py
 import numpy as np
@@ -35,7 +36,9 @@ from h5py import h5s, h5t
 from tqdm import tqdm
 
 from pipeline import config
-from pipeline.data.crops import crop_paths
+from pipeline.data.crop_stamps import CropStamp
+from pipeline.data.crops import crop_paths, present_mask
+from pipeline.data.faults import join_faults
 from pipeline.data.frame_store import IMAGE_SIZE, JPEG_DTYPE, CorruptCropError
 from pipeline.data.manifest import Manifest, SubjectRecord
 from pipeline.data.partial_store import PartialStore, seal_path
@@ -46,6 +49,10 @@ log = logging.getLogger(__name__)
 
 _EMPTY = np.zeros(0, dtype=np.uint8)
 _METADATA_ROOM = 64 << 10  # heap collection, chunk index and attribute blocks
+
+
+class MissingCropError(FileNotFoundError):
+    """Face crops that prepare found (labels.h5's face_present) are gone; the message names them."""
 
 
 @dataclass(frozen=True)
@@ -76,10 +83,17 @@ def pack_frames(
     work_dir: str | Path | None = None,
     workers: int = 1,
     progress: bool = False,
+    face_present: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """Pack every manifest subject's crops into ``out_path``; return size and speed statistics."""
+    """Pack every manifest subject's crops into ``out_path``; return size and speed statistics.
+
+    ``face_present`` (subject -> (N,) bool, prepare's ``labels.h5``) says which crops prepare found:
+    one that is gone since is a :class:`MissingCropError` naming them all before anything is packed,
+    or with ``on_corrupt: drop`` a face-absent frame counted in ``dropped``, as a corrupt crop is.
+    """
     out_path = Path(out_path)
     started = time.perf_counter()
+    gone = _check_gone_crops(manifest, face_present or {}, cfg)
     resumable = work_dir is not None
     partial = Path(work_dir) / f"{out_path.name}.partial" if resumable else out_path.with_name(
         f".{out_path.name}.partial-{os.getpid()}"
@@ -96,16 +110,17 @@ def pack_frames(
             wanted = set(manifest.names())
             for stale in [name for name in subjects if name not in wanted]:
                 del subjects[stale]
+                store.stamps.pop(stale, None)
         total = sum(r.n_frames for r in manifest.subjects)
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, tqdm(
             total=total, desc="pack-frames", unit="frame", disable=not progress
         ) as bar:
             for record in manifest.subjects:
-                if _is_done(subjects, record):
+                if _is_done(store, subjects, record):
                     totals["resumed_subjects"] += 1
                     bar.update(record.n_frames)
                 else:
-                    _pack_subject(store, subjects, record, cfg, pool, bar)
+                    _pack_subject(store, subjects, record, cfg, pool, bar, gone.get(record.name, frozenset()))
                 attrs = subjects[record.name].attrs
                 for key in ("frames", "faces", "source_bytes", "dropped", "resized"):
                     totals[key] += int(attrs[key])
@@ -131,13 +146,12 @@ def pack_frames(
     }
 
 
-def _is_done(subjects: h5py.Group, record: SubjectRecord) -> bool:
-    """Whether ``record`` was completely packed by an earlier run from the same crops.
+def _is_done(store: PartialStore, subjects: h5py.Group, record: SubjectRecord) -> bool:
+    """Whether ``record`` was completely packed by an earlier run from the same crop files.
 
-    Same folder, same frame count and the same total crop size: a partial store that outlived its
-    inputs (a failed run, then a DVC checkout of other data in the same layout) is not reused for
-    crops that have since changed. A subject whose corrupt crops were dropped stores fewer bytes than
-    its files hold, so it is packed again.
+    Same folder, same frame count and the same stamp (each crop's name, size and mtime): a partial
+    store that outlived its inputs (a failed run, then a DVC checkout of other data in the same
+    layout, which rewrites every crop it changes even at the same size) is not reused for them.
     """
     if record.name not in subjects:
         return False
@@ -146,50 +160,78 @@ def _is_done(subjects: h5py.Group, record: SubjectRecord) -> bool:
         bool(attrs.get("complete", False))
         and int(attrs.get("frames", -1)) == record.n_frames
         and attrs.get("crops_dir") == (record.crops_dir or "")
-        and int(attrs.get("source_bytes", -1)) == _crop_bytes(crop_paths(record))
+        and store.stamps.get(record.name) == CropStamp().add(crop_paths(record)).hexdigest()
     )
 
 
-def _crop_bytes(paths: list[Path]) -> int:
-    """Total size of the crop files ``paths`` on disk (missing crops count 0)."""
-    total = 0
-    for path in paths:
-        try:
-            total += path.stat().st_size
-        except FileNotFoundError:
-            pass  # a frame without a crop: stored as face-absent
-    return total
+def _check_gone_crops(manifest: Manifest, face_present: Mapping[str, np.ndarray],
+                      cfg: PackConfig) -> dict[str, frozenset[int]]:
+    """The frames whose crops prepare found and that are gone (:func:`_gone_crops`): with
+    ``on_corrupt: error`` a :class:`MissingCropError` naming them, else a warning per subject (they
+    are counted as dropped)."""
+    gone = _gone_crops(manifest, face_present)
+    if gone and cfg.on_corrupt == "error":
+        faults = [f"{path} (frame {frame} of {name!r})" for name, crops in gone.items() for frame, path in crops]
+        raise MissingCropError(f"{len(faults)} face crop(s) that prepare found are missing: "
+                               f"{join_faults(faults, 'missing crops')}; run prepare again, or set "
+                               "pack_frames.on_corrupt: drop to store them as face-absent")
+    for name, crops in gone.items():
+        log.warning("%s: %d face crop(s) that prepare found are missing (first: %s); stored as face-absent and "
+                    "counted as dropped", name, len(crops), crops[0][1])
+    return {name: frozenset(frame for frame, _ in crops) for name, crops in gone.items()}
+
+
+def _gone_crops(manifest: Manifest, face_present: Mapping[str, np.ndarray]) -> dict[str, list[tuple[int, Path]]]:
+    """``{subject: [(frame, crop path)]}`` of the crops ``face_present`` (prepare's) has that are gone now."""
+    gone = {}
+    for record in manifest.subjects:
+        expected = face_present.get(record.name)
+        if expected is None or not expected.any():
+            continue
+        paths = crop_paths(record)
+        if len(expected) != len(paths):
+            raise ValueError(f"{record.name}: labels.h5 has {len(expected)} frames but the manifest {len(paths)}; "
+                             "run prepare again")
+        lost = np.flatnonzero(expected & ~present_mask(paths))
+        if len(lost):
+            gone[record.name] = [(int(i), paths[i]) for i in lost]
+    return gone
 
 
 def _pack_subject(
-    store: PartialStore, subjects: h5py.Group, record: SubjectRecord, cfg: PackConfig, pool: Executor, bar: tqdm
+    store: PartialStore, subjects: h5py.Group, record: SubjectRecord, cfg: PackConfig, pool: Executor, bar: tqdm,
+    gone: frozenset[int],
 ) -> None:
     """Write one subject's crops chunk by chunk, continuing after the frames an earlier run wrote;
-    mark its group complete last.
+    mark its group complete last. ``gone``: frames whose crops prepare found and that are missing
+    now, counted as dropped.
 
     Each chunk's room is reserved before HDF5 writes it, and the file is flushed after it, so a full
     disk stops the run between chunks with everything written so far on disk and accounted for in
-    the group's attrs (``written`` frames and the counters).
+    the group's attrs (``written`` frames and the counters) and in the store's crop stamps.
     """
     paths = crop_paths(record)
     n = len(paths)
-    group = _subject_group(store, subjects, record, paths, cfg)
+    group, stamp = _subject_group(store, subjects, record, paths, cfg)
     first = int(group.attrs["written"])
     bar.update(first)
     for start in range(first, n, cfg.chunk_frames):
         stop = min(n, start + cfg.chunk_frames)
+        stamp.add(paths[start:stop])  # before the reads: a crop rewritten meanwhile shows a new stamp
         crops = list(pool.map(lambda i: _load_crop(paths[i], i, record.name, cfg), range(start, stop)))
         data = [crop.data for crop in crops]
+        lost = sum(1 for i, crop in zip(range(start, stop), crops) if i in gone and not crop.present)
         store.reserve(_room_for(data))
         with store.writing() as fh:
             _write_vlen(group["jpeg"], start, data)
             group["face_present"][start:stop] = [crop.present for crop in crops]
             counts = {"faces": sum(c.present for c in crops), "source_bytes": sum(c.data.size for c in crops),
-                      "dropped": sum(c.dropped for c in crops), "resized": sum(c.resized for c in crops)}
+                      "dropped": sum(c.dropped for c in crops) + lost, "resized": sum(c.resized for c in crops)}
             for key, value in counts.items():
                 group.attrs[key] = int(group.attrs[key]) + value
             group.attrs["written"] = stop
             fh.flush()
+        store.stamps[record.name] = stamp.hexdigest()  # in step with ``written``: the seal saves both
         bar.update(stop - start)
     with store.writing():
         group.attrs["complete"] = True
@@ -197,9 +239,10 @@ def _pack_subject(
 
 def _subject_group(
     store: PartialStore, subjects: h5py.Group, record: SubjectRecord, paths: list[Path], cfg: PackConfig
-) -> h5py.Group:
-    """The group to pack ``record`` into: the one an earlier run left half-written when it was made
-    from the same crops (its ``written`` frames are kept), else a new, empty one."""
+) -> tuple[h5py.Group, CropStamp]:
+    """The group to pack ``record`` into and the stamp of the crops already in it: the group an
+    earlier run left half-written when the crops it holds are the same files (its ``written`` frames
+    are kept), else a new, empty one."""
     n = len(paths)
     if record.name in subjects:
         attrs = subjects[record.name].attrs
@@ -209,10 +252,11 @@ def _subject_group(
             and attrs.get("crops_dir") == (record.crops_dir or "")
             and not attrs.get("complete", False)
             and 0 <= written <= n
-            and int(attrs.get("source_bytes", -1)) == _crop_bytes(paths[:written])
         ):
-            log.info("%s: resuming at frame %d of %d", record.name, written, n)
-            return subjects[record.name]
+            stamp = CropStamp().add(paths[:written])
+            if store.stamps.get(record.name) == stamp.hexdigest():
+                log.info("%s: resuming at frame %d of %d", record.name, written, n)
+                return subjects[record.name], stamp
         # the space its JPEG bytes take is not reused (HDF5 does not free variable-length data)
         with store.writing():
             del subjects[record.name]
@@ -226,7 +270,9 @@ def _subject_group(
             "frames": n, "written": 0, "faces": 0, "source_bytes": 0, "dropped": 0, "resized": 0,
             "crops_dir": record.crops_dir or "", "source": record.source, "complete": False,
         })
-    return group
+    stamp = CropStamp()
+    store.stamps[record.name] = stamp.hexdigest()  # no crops written yet
+    return group, stamp
 
 
 def _room_for(arrays: list[np.ndarray]) -> int:

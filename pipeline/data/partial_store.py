@@ -6,7 +6,9 @@ and h5py's C code then crashes the process (exit 139, nothing printed) instead o
 partial store is reopened only when its last writer closed it cleanly and said so in a seal written
 after the close (``<partial>.sealed``: the file's size, mtime and config); any other partial file is
 deleted unopened and the subjects are packed again. The seal is removed before the file is written
-again, so a file being written never looks sealed.
+again, so a file being written never looks sealed. The seal also carries :attr:`PartialStore.stamps`,
+each subject's stamp of the crops written into it (:mod:`pipeline.data.crop_stamps`): kept beside the
+store rather than in it, and trusted exactly as far as the store is.
 
 A full disk must not reach HDF5 either. Before each batch of frames is written, :meth:`PartialStore.reserve`
 has the filesystem allocate the room that batch can need (``fallocate`` without changing the file's
@@ -22,9 +24,12 @@ Example:
     >>> store = PartialStore.open(path, fingerprint="{}", resumable=True)
     >>> with store.writing():
     ...     _ = store.fh.require_group("subjects")
+    >>> store.stamps["vidA"] = "3f2a"
     >>> store.close(failing=False)
-    >>> PartialStore.open(path, fingerprint="{}", resumable=True).resumed
-    True
+    >>> again = PartialStore.open(path, fingerprint="{}", resumable=True)
+    >>> again.resumed, again.stamps
+    (True, {'vidA': '3f2a'})
+    >>> again.close(failing=False)
 """
 
 from __future__ import annotations
@@ -62,12 +67,16 @@ class PartialStore:
     """An open partial frame store (``fh``) and the guards around its writes.
 
     ``resumed`` says whether it was reopened from an earlier run's sealed file. ``damaged`` becomes
-    true when a write inside :meth:`writing` fails; a damaged store is never sealed.
+    true when a write inside :meth:`writing` fails; a damaged store is never sealed. ``stamps`` maps
+    each subject to the stamp of the crops written into it; the writer keeps it in step with the
+    store, and the seal saves it.
     """
 
-    def __init__(self, path: Path, fh: h5py.File, fingerprint: str, resumable: bool, resumed: bool) -> None:
+    def __init__(self, path: Path, fh: h5py.File, fingerprint: str, resumable: bool,
+                 stamps: dict[str, str] | None = None) -> None:
         self.path, self.fh, self.fingerprint = path, fh, fingerprint
-        self.resumable, self.resumed = resumable, resumed
+        self.resumable, self.resumed = resumable, stamps is not None
+        self.stamps: dict[str, str] = dict(stamps or {})
         self.damaged = False
         self._fd = os.open(path, os.O_RDWR)  # for reserving room; HDF5 keeps its own descriptor
 
@@ -77,10 +86,11 @@ class PartialStore:
         there (deleting, unopened, any file that is not sealed)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         seal = seal_path(path)
-        if resumable and _sealed(path, seal, fingerprint):
+        stamps = _sealed_stamps(path, seal, fingerprint) if resumable else None
+        if stamps is not None:
             seal.unlink()  # from here on the file is being written: not sealed until closed again
             try:
-                return cls(path, h5py.File(path, "r+"), fingerprint, resumable, resumed=True)
+                return cls(path, h5py.File(path, "r+"), fingerprint, resumable, stamps)
             except OSError as exc:  # sealed and still unreadable: not ours to repair
                 log.warning("%s: cannot reopen the partial store (%s); starting over", path, exc)
         elif path.exists():
@@ -90,7 +100,7 @@ class PartialStore:
         fh = h5py.File(path, "w")
         fh.attrs.update({"version": STORE_VERSION, "image_size": IMAGE_SIZE, "config": fingerprint,
                          "complete": False})
-        return cls(path, fh, fingerprint, resumable, resumed=False)
+        return cls(path, fh, fingerprint, resumable)
 
     @contextmanager
     def writing(self) -> Iterator[h5py.File]:
@@ -138,16 +148,24 @@ class PartialStore:
             stat = self.path.stat()
             try:
                 write_json(seal_path(self.path), {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-                                                  "config": self.fingerprint})
+                                                  "config": self.fingerprint, "stamps": self.stamps})
             except OSError as exc:  # a full disk, say: the store itself is whole, only its resumption is lost
                 log.warning("%s: could not seal the partial store (%s); a rerun would start over", name, exc)
 
 
-def _sealed(path: Path, seal: Path, fingerprint: str) -> bool:
-    """Whether ``path`` is the file its seal describes (same size, mtime and config)."""
+def _sealed_stamps(path: Path, seal: Path, fingerprint: str) -> dict[str, str] | None:
+    """The crop stamps in the seal of ``path`` when it is the file the seal describes (same size,
+    mtime and config), else None."""
     try:
         mark = json.loads(seal.read_text())
         stat = path.stat()
     except (OSError, ValueError):
-        return False
-    return mark == {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "config": fingerprint}
+        return None
+    if not isinstance(mark, dict):
+        return None
+    stamps = mark.pop("stamps", None)
+    if mark != {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "config": fingerprint}:
+        return None
+    if not isinstance(stamps, dict) or not all(isinstance(v, str) for v in stamps.values()):
+        return None
+    return {str(name): stamp for name, stamp in stamps.items()}

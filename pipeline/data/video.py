@@ -38,6 +38,7 @@ import av
 import numpy as np
 
 from pipeline.data.media_open import MediaLimits, check_elapsed, check_frame_size, check_header, open_media
+from pipeline.error_words import error_words
 
 FRAME_COUNT_MODES: tuple[str, ...] = ("header", "demux", "decode")
 # "header" mode reads the packets of this last stretch of the declared duration (plus back to the
@@ -120,7 +121,8 @@ def probe_video(path: str | Path, frame_count: str = "demux", limits: MediaLimit
         else:
             n_frames = info.header_frames
     except (av.FFmpegError, OSError) as exc:
-        raise VideoError(f"{path}: cannot read video ({exc}); the file is corrupt or truncated") from exc
+        raise VideoError(f"{path}: cannot read video ({error_words(exc, path)}); the file is corrupt or truncated"
+                         ) from exc
     return dataclasses.replace(info, n_frames=n_frames, audio_start_s=reading.audio_start_s,
                                audio_end_s=reading.audio_end_s)
 
@@ -184,8 +186,8 @@ def _read_all(path: Path, container: av.container.InputContainer, decode_video: 
                 try:
                     reading.frames += len(packet.decode())
                 except av.FFmpegError as exc:
-                    raise VideoError(f"{path}: frame {reading.frames}: cannot decode the picture ({exc}); "
-                                     "the file is corrupt or truncated") from exc
+                    raise VideoError(f"{path}: frame {reading.frames}: cannot decode the picture "
+                                     f"({error_words(exc, path)}); the file is corrupt or truncated") from exc
             elif packet.size > 0 or packet.pts is not None:
                 # An empty packet with a timestamp is a repeated frame (AVI); the flush packet has neither.
                 reading.frames += 1
@@ -200,7 +202,7 @@ def _decode_audio_packet(path: Path, packet: av.Packet, origin: float, reading: 
         frames = packet.decode()
     except av.FFmpegError as exc:
         at = f" at {float(packet.pts * packet.time_base) - origin:.2f} s" if packet.pts is not None else ""
-        raise VideoError(f"{path}: audio{at}: cannot decode the sound ({exc}); "
+        raise VideoError(f"{path}: audio{at}: cannot decode the sound ({error_words(exc, path)}); "
                          "the file is corrupt or truncated") from exc
     for frame in frames:
         if frame.time is not None and frame.sample_rate:
@@ -285,7 +287,7 @@ def decode_frames(video_path: str | Path, need_pixels: bool = True,
             if count == 0:
                 raise VideoError(f"{video_path}: the video stream holds no frames")
     except av.FFmpegError as exc:
-        raise VideoError(f"{video_path}: cannot decode video ({exc})") from exc
+        raise VideoError(f"{video_path}: cannot decode video ({error_words(exc, video_path)})") from exc
 
 
 def display_rotation(frame: av.VideoFrame) -> int:

@@ -229,7 +229,7 @@ def predict_subject(
         "fusion": _fusion_logits(fusion, visual["embedding"], audio["embedding"], device, batch_size),
     }
     logits["sequence"] = sequence.video_logits(
-        visual["embedding"], audio["embedding"], visual["face_present"], audio["audio_present"]
+        visual["embedding"], audio["embedding"], visual["face_present"], audio["audio_present"], batch_size
     )
     au_true = visual["au"] if record.au_split == "validation" else np.full((n, NUM_AUS), UNLABELLED, np.int8)
     expr_true = visual["expr"] if record.expr_split == "validation" else np.full(n, UNLABELLED, np.int8)

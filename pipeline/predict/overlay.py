@@ -36,6 +36,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.data.media_open import MediaLimits, check_frame_size, open_media
 from pipeline.data.video import display_image, first_frame_rotation
+from pipeline.error_words import error_words
 from pipeline.fsio import atomic_path
 from pipeline.labels import AU_NAMES, EXPR_NAMES, NUM_AUS, NUM_EXPRS
 from pipeline.predict.progress import ProgressCallback, expected_frames, progress_reporter
@@ -207,7 +208,8 @@ def _decode(video_path: Path, packet: av.Packet) -> Iterator[av.VideoFrame]:
     try:
         yield from packet.decode()
     except av.FFmpegError as exc:
-        raise ValueError(f"{video_path}: cannot decode a video packet at pts {packet.pts} ({exc})") from exc
+        raise ValueError(f"{video_path}: cannot decode a video packet at pts {packet.pts} "
+                         f"({error_words(exc, video_path)})") from exc
 
 
 def _encode_frame(target: av.container.OutputContainer, stream: av.VideoStream, frame: av.VideoFrame, index: int,

@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import tempfile
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -77,6 +78,7 @@ import numpy as np
 from pipeline.audio.windows import causal_audio_delay, video_audio
 from pipeline.data.media_open import MediaLimits
 from pipeline.data.video import decode_frames
+from pipeline.error_words import error_words
 from pipeline.faces.align import CROP_SIZE
 from pipeline.faces.detect import DetectorConfig, FaceDetector
 from pipeline.faces.track import FaceTracker, TrackerConfig
@@ -258,10 +260,12 @@ def predict_videos(
     a rename only once complete, so its existence means done.
 
     Returns the summaries of the videos that succeeded and ``{video: error message}`` of the others.
+    Destinations that cannot be written (:func:`check_destinations`) raise before any video runs.
     Crops of video ``<stem>`` are read from ``crops_root/<stem>/`` (``cropped_aligned`` layout), or
     from ``crops_root`` itself when it holds the crops of a single given video.
     """
     check_unique_stems(videos, "{stem}.csv")
+    check_destinations(videos, out_dir, overlay)
 
     def predict_one(video: Path) -> PredictSummary:
         out_csv = Path(out_dir) / f"{video.stem}.csv"
@@ -286,6 +290,27 @@ def overlay_path_for(video: Path, overlay: str | Path, single: bool) -> Path:
     if single and overlay.suffix.lower() == ".mp4" and not overlay.is_dir():
         return overlay
     return overlay / f"{video.stem}.mp4"
+
+
+def check_destinations(videos: Sequence[str | Path], out_dir: str | Path, overlay: str | Path | None) -> None:
+    """Refuse, before any video is computed, an ``out_dir`` (or overlay folder) that cannot be written
+    and an overlay that would be one of the input videos: both would otherwise fail, or destroy the
+    input, only after a whole video's work. Creates the folders, as writing the outputs would."""
+    folders = {Path(out_dir): "output folder (--out)"}
+    if overlay is not None:
+        for video in videos:
+            target = overlay_path_for(Path(video), overlay, single=len(videos) == 1)
+            if target.resolve() == Path(video).resolve():
+                raise ValueError(f"{video}: the overlay {target} would overwrite the input video itself; "
+                                 "choose another path for --overlay")
+            folders.setdefault(target.parent, "overlay folder (--overlay)")
+    for folder, what in folders.items():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+                pass
+        except OSError as exc:
+            raise ValueError(f"{folder}: the {what} cannot be written ({error_words(exc, folder)})") from exc
 
 
 def outputs_complete(out_csv: Path, overlay: Path | None, timelines: bool) -> bool:

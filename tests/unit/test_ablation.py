@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from pipeline.ablation import (
@@ -18,6 +19,7 @@ from pipeline.ablation import (
 )
 from stages.cli import main
 
+PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 EXP_SHOW = Path(__file__).parent / "data" / "dvc_exp_show.json"  # written by `dvc exp show --json` (DVC 3.67)
 
 
@@ -342,10 +344,18 @@ def test_stage_saves_a_partial_record_before_the_reference_arm_has_run(
     assert json.loads(out.read_text())["differences"][0]["reference"] == "both"
 
 
+def _params_file(path: Path, **train_sequence) -> Path:
+    """The repository's params.yaml with ``train_sequence`` values changed."""
+    params = yaml.safe_load(PARAMS.read_text())
+    params["train_sequence"].update(train_sequence)
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
 def test_stage_sets_params_some_arms_leave_unset_from_the_params_file(tmp_path: Path) -> None:
     arms, params = tmp_path / "arms.yaml", tmp_path / "params.yaml"
     arms.write_text("- {modalities: both}\n- {modalities: both, window: 1}\n")
-    params.write_text("train_sequence: {window: 30, modalities: both}\n")
+    _params_file(params, window=30, modalities="both")
     result = CliRunner().invoke(main, ["ablate", "--grid", str(arms), "--params", str(params), "--data-seeds", "4",
                                        "--dry-run"])
     assert result.exit_code == 0, result.output
@@ -375,3 +385,87 @@ def test_every_run_is_the_dvc_experiment_named_by_its_arm() -> None:
     repeated = plan_repeats(points, seeds=[0, 1], seed_keys=["train_sequence.seed"], data_seeds=[2])
     assert all(r["experiment"] == f"{r['arm']}-d2-s{r['seed']}" for r in repeated)
     assert arm_name({}) == experiment_name({}) == "baseline"
+
+
+@pytest.mark.parametrize(
+    ("grid", "message"),
+    [
+        ("window: [10, 0]\n", "grid.yaml: arm w0: train_sequence.window: "),
+        ("- {modalities: both, windw: 10}\n", "grid.yaml: arm both-windw10: train_sequence: unknown key(s) ['windw']"),
+        ("- {modalities: sound}\n", "grid.yaml: arm sound: train_sequence.modalities: "),
+        ("- {modalities: both, trainer.lr: 0.1}\n", "grid.yaml: arm both-lr0p1: trainer.lr: no params section 'trainer'"),
+        ("- {finetune_visual.epochs: many}\n", "grid.yaml: arm epochsmany: finetune_visual.epochs: "),
+    ],
+)
+def test_dry_run_checks_the_grid_against_the_configs(tmp_path: Path, grid: str, message: str) -> None:
+    path = tmp_path / "grid.yaml"
+    path.write_text(grid)
+    result = CliRunner().invoke(main, ["ablate", "--grid", str(path), "--params", str(PARAMS), "--dry-run"])
+    assert result.exit_code == 2, result.output
+    [line] = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert line.startswith(f"Error: {tmp_path / message}"), line
+    assert "dvc exp run" not in result.output
+
+
+def test_dry_run_checks_the_seeds_it_sets_too(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["ablate", "--modalities", "both", "--seeds", "2", "--seed-param",
+                                       "train_sequence.sed", "--params", str(PARAMS), "--dry-run"])
+    assert result.exit_code == 2, result.output
+    assert "Error: --modalities/--window/--layers: arm both: train_sequence: unknown key(s) ['sed']" in result.output
+
+
+def test_a_failed_experiment_leaves_the_workspace_as_the_last_good_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import stages.ablate as ablate
+
+    monkeypatch.chdir(tmp_path)
+    params = _params_file(tmp_path / "params.yaml", window=30)
+    (tmp_path / "dvc.yaml").write_text("stages:\n  evaluate:\n    cmd: x\n    metrics:\n"
+                                       "      - metrics/evaluate.json:\n          cache: false\n")
+    metrics = tmp_path / "metrics" / "evaluate.json"
+    metrics.parent.mkdir()
+    lock, out = tmp_path / "dvc.lock", tmp_path / "model.pt"
+    lock.write_text("lock: start\n")
+    out.write_text("model: start")
+    calls = []
+
+    class Result:
+        def __init__(self, code: int) -> None:
+            self.returncode = code
+
+    def fake_dvc(argv, check=False, **kwargs):
+        calls.append(argv[1:3])
+        if argv[1:3] == ["checkout", "--force"]:   # the outputs dvc.lock names, from the cache
+            out.write_text(lock.read_text().strip().replace("lock", "model"))
+            return Result(0)
+        # what `dvc exp run -S train_sequence.window=W` does to the workspace
+        window = argv[-1].split("=")[1]
+        text = params.read_text().replace("window: 30", f"window: {window}")
+        params.write_text(text)
+        out.unlink()
+        if window == "0":
+            return Result(1)   # failed mid-pipeline: its params set, outputs deleted
+        lock.write_text(f"lock: w{window}\n")
+        out.write_text(f"model: w{window}")
+        metrics.write_text(json.dumps(evaluate_json(0.5, 0.5)))
+        return Result(0)
+
+    monkeypatch.setattr(ablate.subprocess, "run", fake_dvc)
+    monkeypatch.setattr(ablate, "check_grid", lambda *args: None)   # window 0 is refused before running
+    result = CliRunner().invoke(main, ["ablate", "--window", "10,0", "--metrics", str(metrics)])
+    assert result.exit_code == 1
+    assert "Error: dvc exp run -n w0 failed with exit status 1; the workspace is back" in result.output
+    assert "window: 10" in params.read_text()   # the last good experiment's params, not the failed one's
+    assert lock.read_text() == "lock: w10\n" and out.read_text() == "model: w10"
+    assert json.loads(metrics.read_text()) == evaluate_json(0.5, 0.5)
+    assert calls[-1] == ["checkout", "--force"]
+
+
+def test_every_params_section_has_the_config_its_stage_builds() -> None:
+    from pipeline.config import from_section
+    from stages.grid_check import SECTION_CONFIGS, config_classes
+
+    params = yaml.safe_load(PARAMS.read_text())
+    assert set(SECTION_CONFIGS) == set(params) - {"data"}   # data: read by dvc.yaml only
+    for section, cls in config_classes(set(params)).items():
+        from_section(cls, params[section], where=f"params.yaml:{section}")

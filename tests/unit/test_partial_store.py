@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import json
 import os
 from pathlib import Path
 
@@ -30,7 +31,35 @@ def test_a_sealed_store_is_reopened_with_its_contents(tmp_path: Path) -> None:
     store.close(failing=False)
 
 
-@pytest.mark.parametrize("change", ["appended", "other config", "no seal"])
+def test_the_crop_stamps_are_kept_in_the_seal(tmp_path: Path) -> None:
+    path = tmp_path / "frames.h5.partial"
+    store = PartialStore.open(path, "a", resumable=True)
+    store.stamps.update({"vidA": "1f", "vidB": "2e"})
+    store.close(failing=False)
+    again = PartialStore.open(path, "a", resumable=True)
+    assert again.resumed and again.stamps == {"vidA": "1f", "vidB": "2e"}
+    again.close(failing=False)
+
+
+def test_a_seal_that_cannot_be_written_leaves_the_store_whole_and_unsealed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "frames.h5.partial"
+    store = PartialStore.open(path, "a", resumable=True)
+
+    def full(target: Path, data: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+
+    monkeypatch.setattr(partial_store, "write_json", full)
+    store.close(failing=False)  # a complete store is still published: the seal only serves a rerun
+    monkeypatch.undo()
+    assert path.is_file() and not seal_path(path).exists()
+    reopened = PartialStore.open(path, "a", resumable=True)
+    assert not reopened.resumed
+    reopened.close(failing=False)
+
+
+@pytest.mark.parametrize("change", ["appended", "other config", "seal without stamps", "no seal"])
 def test_a_store_its_seal_does_not_describe_is_started_over(tmp_path: Path, change: str) -> None:
     path = tmp_path / "frames.h5.partial"
     _sealed_store(path)
@@ -40,6 +69,10 @@ def test_a_store_its_seal_does_not_describe_is_started_over(tmp_path: Path, chan
             fh.write(b"\0" * 8)
     elif change == "other config":
         fingerprint = "b"
+    elif change == "seal without stamps":
+        mark = json.loads(seal_path(path).read_text())
+        del mark["stamps"]
+        seal_path(path).write_text(json.dumps(mark))
     else:
         seal_path(path).unlink()
     store = PartialStore.open(path, fingerprint, resumable=True)
