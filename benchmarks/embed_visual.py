@@ -50,9 +50,11 @@ from pipeline.data.synth import SynthConfig, generate_dataset
 from pipeline.embed.audio import EmbedAudioConfig, embed_audio
 from pipeline.embed.runner import ClusterOptions, InferenceOptions
 from pipeline.embed.visual import EmbedVisualConfig, embed_visual, run_visual
-from pipeline.export import export_onnx, export_visual, make_session
+from pipeline.model_files.onnx_export import export_onnx, make_session
+from pipeline.model_files.visual import export_visual
 from pipeline.inference.visual import VisualEmbedder
-from pipeline.models.multitask import build_model, checkpoint_dict
+from pipeline.model_files.visual import checkpoint_dict
+from pipeline.models.multitask import build_model
 from pipeline.models.preprocess import to_model_input
 from pipeline.models.tdnn import TDNN, TDNNConfig
 from pipeline.store import EmbeddingStore

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from pipeline.faces.crop import videos_in
-from pipeline.precision import DEFAULT_PRECISION, PRECISIONS
-from pipeline.predict.video import PredictConfig, load_models, predict_videos
+from pipeline.model_files.precision import DEFAULT_PRECISION
+from pipeline.predict.video import PRECISIONS, PredictConfig, load_models, predict_videos
 from stages.common import exit_on_failed_videos, device_option, load_config, run_or_exit, setup_logging
 from stages.progress import FrameProgressDisplay
 

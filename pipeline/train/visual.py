@@ -50,9 +50,11 @@ from tqdm import tqdm
 
 from pipeline.config import ConfigError, to_dict
 from pipeline.data.manifest import Manifest
-from pipeline.fsio import atomic_path, file_sha256, write_json
+from pipeline.fsio import file_sha256, write_json
 from pipeline.labels import NUM_AUS, NUM_EXPRS
-from pipeline.models.multitask import MultiTaskModel, build_model, checkpoint_dict, load_pretrained_backbone
+from pipeline.model_files import visual as visual_files
+from pipeline.model_files.backbone import load_backbone_state
+from pipeline.models.multitask import MultiTaskModel, build_model
 from pipeline.models.preprocess import to_model_input
 from pipeline.train import ddp
 from pipeline.train.alternating import TaskSchedule
@@ -292,7 +294,7 @@ class _VisualRun:
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.arch())
         if cfg.pretrained is not None:
-            load_pretrained_backbone(self.model, cfg.pretrained)
+            load_backbone_state(self.model.backbone, cfg.pretrained)
         self.precision.model(self.model.to(device))
         self.net: nn.Module = _ActiveHead(self.model)
         if ctx.enabled:
@@ -463,8 +465,7 @@ def _check_data(data: TrainData, labels_path: str | Path, cfg: VisualTrainConfig
 def _publish(model: MultiTaskModel, cfg: VisualTrainConfig, best_epoch: int, out_model: str | Path,
              metrics: dict[str, Any], metrics_path: str | Path) -> None:
     """Write the best epoch's model (loaded in ``model``) and then the metrics, each atomically."""
-    with atomic_path(out_model) as tmp:
-        torch.save(checkpoint_dict(model, cfg.arch(), {"epoch": best_epoch}), tmp)
+    visual_files.save_checkpoint(out_model, model, cfg.arch(), {"epoch": best_epoch})
     write_json(metrics_path, metrics)
     log.info("published %s and %s (kept epoch %d, validation score on face frames %.4f)", out_model,
              metrics_path, metrics["best_epoch"], metrics["validation"]["face_frames"]["score"])

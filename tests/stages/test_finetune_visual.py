@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from _finetune_params import PARAMS, write_params as _params
 from _kill import kill_after_checkpoint
-from pipeline.models.multitask import build_from_checkpoint
+from pipeline.model_files.visual import build_from_checkpoint
 from stages.cli import main
 
 

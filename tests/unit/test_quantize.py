@@ -14,12 +14,13 @@ from click.testing import CliRunner
 
 from _embed_inputs import tiny_visual_onnx
 from pipeline.data.frame_store import FrameStore
-from pipeline.export import make_session, read_metadata
+from pipeline.model_files.onnx_export import make_session, read_metadata
 from pipeline.fsio import file_sha256
 from pipeline.models.preprocess import to_model_input
 from pipeline.audio.windows import VideoAudio
-from pipeline.quantize import (CalibrationConfig, QuantSettings, calibration_crops, calibration_windows, int8_path,
-                               quantize_visual)
+from pipeline.model_files.audio import calibration_windows
+from pipeline.model_files.int8 import CalibrationConfig, QuantSettings, int8_path
+from pipeline.model_files.visual import calibration_crops, quantize_visual
 from pipeline.store import EmbeddingStore
 from stages.embed_visual import command as embed_visual
 
