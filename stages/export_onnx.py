@@ -1,4 +1,8 @@
-"""``mmaffect export-onnx``: the fine-tuned visual model to ONNX, published only after a parity check."""
+"""``mmaffect export-onnx``: a visual ``model.pt`` to ONNX, published only after a parity check.
+
+Not a stage of the DAG: there ``finetune-visual --onnx`` exports the model it trains, with the same
+library call. This command re-exports a ``model.pt`` by hand, e.g. with ``--fp16`` for a GPU.
+"""
 
 from __future__ import annotations
 

@@ -43,7 +43,7 @@ DEMO_MODELS_NOTE = (
               help="Faces, audio windows and sequence windows per model call.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=DEFAULT_PRECISION, show_default=True,
               help="Run the visual and audio models at this precision: int8 takes visual.int8.onnx and "
-                   "tdnn.int8.onnx beside them (written by export-onnx and train-audio).")
+                   "tdnn.int8.onnx beside them (written by finetune-visual and train-audio).")
 @click.option("--redo", is_flag=True, default=False,
               help="Predict again videos whose OUT/<stem>.csv already exists (skipped otherwise).")
 @click.option("--overlay", type=click.Path(path_type=Path), default=None,

@@ -3,7 +3,8 @@
 - ``cache/visual/model.pt`` (``finetune-visual``): ``{"arch": {...}, "state_dict": {...}, "epoch"}``
   in plain containers and tensors (``weights_only`` loadable): :func:`save_checkpoint` writes it,
   :func:`load_model` rebuilds the :class:`~pipeline.models.multitask.MultiTaskModel` from it.
-- ``cache/onnx/visual.onnx`` (``export-onnx``, :func:`export_visual`): input ``image`` float32
+- ``cache/onnx/visual.onnx`` (``finetune-visual --onnx``, :func:`publish_onnx`; ``export-onnx``
+  re-exports a ``model.pt``, :func:`export_visual`): input ``image`` float32
   (B,3,112,112) normalised; outputs ``embedding`` (B,512), ``au_logits`` (B,12), ``expr_logits``
   (B,7); metadata ``model``, ``arch``, ``preprocessing``, ``inputs``, ``outputs``, the label names
   and ``checkpoint_sha256``.
@@ -44,7 +45,7 @@ from pipeline.model_files import checkpoint
 from pipeline.model_files.checkpoint import check_state_dict, cpu_state
 from pipeline.model_files.float16 import convert_float16
 from pipeline.model_files.loading import read_checkpoint
-from pipeline.model_files.int8 import CalibrationConfig, Feed, QuantSettings, quantize_onnx
+from pipeline.model_files.int8 import CalibrationConfig, Feed, QuantSettings, int8_path, quantize_onnx
 from pipeline.model_files.onnx_export import check_parity_rtol, export_onnx, make_session
 from pipeline.model_files.precision import DEFAULT_PRECISION, precision_model, precision_path
 from pipeline.models.multitask import MultiTaskModel, build_model
@@ -56,8 +57,8 @@ STAGE = "finetune-visual"
 INPUTS: tuple[str, ...] = ("image",)
 OUTPUTS: tuple[str, ...] = ("embedding", "au_logits", "expr_logits")
 # the lower-precision copies of visual.onnx, and how each is made (for the error that reports one missing)
-INT8_HOW = "export-onnx writes it with --int8-calibration FRAMES_H5, as the pipeline's export-onnx stage does"
-FLOAT16_HOW = "export-onnx writes it with --fp16"
+INT8_HOW = "finetune-visual writes it with --onnx, as the pipeline's finetune-visual stage does"
+FLOAT16_HOW = "export-onnx writes it with --fp16 (docs/gpu.md)"
 COPIES: dict[str, str] = {"float16": FLOAT16_HOW, "int8": INT8_HOW}
 PRECISIONS: tuple[str, ...] = (DEFAULT_PRECISION, *COPIES)
 
@@ -165,6 +166,16 @@ def export_visual(checkpoint_path: str | Path, out_path: str | Path, config: Exp
     )
     log.info("exported %s -> %s (max abs diff %s)", checkpoint_path, out_path, report["max_abs_diff"])
     return report
+
+
+def publish_onnx(checkpoint_path: str | Path, onnx_path: str | Path, frames_path: str | Path,
+                 config: ExportConfig = ExportConfig()) -> dict[str, Any]:
+    """Export ``model.pt`` as ``visual.onnx`` and write its int8 copy beside it, calibrated on
+    ``config.int8_crops`` face crops of ``frames_path`` (seed 0); return both reports
+    (``{"export": ..., "int8": ...}``). Each file is published atomically after its checks."""
+    report = export_visual(checkpoint_path, onnx_path, config)
+    quantized = quantize_visual(onnx_path, frames_path, int8_path(onnx_path), CalibrationConfig(n_crops=config.int8_crops))
+    return {"export": report, "int8": quantized}
 
 
 # -- the float16 and int8 copies ---------------------------------------------------------------------

@@ -62,7 +62,7 @@ def test_float16_is_one_of_the_precision_tags() -> None:
 def test_each_model_says_which_copies_it_has_and_how_each_is_made(tmp_path: Path) -> None:
     assert visual_files.PRECISIONS == ("float32", "float16", "int8")
     assert audio_files.PRECISIONS == ("float32", "int8")
-    with pytest.raises(FileNotFoundError, match=r"float16 model not found: .*visual\.fp16\.onnx \(export-onnx writes it with --fp16\)"):
+    with pytest.raises(FileNotFoundError, match=r"float16 model not found: .*visual\.fp16\.onnx \(export-onnx writes it with --fp16"):
         visual_files.onnx_model(tmp_path / "visual.onnx", "float16")
     with pytest.raises(FileNotFoundError, match=r"int8 model not found: .*tdnn\.int8\.onnx \(train-audio writes it"):
         audio_files.onnx_model(tmp_path / "tdnn.onnx", "int8")
