@@ -15,8 +15,9 @@ This module is the shared mechanics (:func:`quantize_onnx`); which inputs calibr
 and its settings, live in the model's module (:mod:`pipeline.model_files.visual`,
 :mod:`pipeline.model_files.audio`).
 
-Example (a stand-in model; any ``visual.onnx`` and ``frames.h5`` work the same way)::
+Example (through the visual model's module; any ``visual.onnx`` and ``frames.h5`` work the same way)::
 
+    from pipeline.model_files.visual import quantize_visual
     report = quantize_visual("cache/onnx/visual.onnx", "cache/frames/frames.h5",
                              "cache/onnx/visual.int8.onnx", CalibrationConfig(n_crops=256))
     read_metadata("cache/onnx/visual.int8.onnx")["quantization"]["calibration"]["crops"][:2]
