@@ -25,7 +25,7 @@ FINGERPRINT = "e" * 64
 def scheduler() -> Iterator[str]:
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0",
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None,
                       silence_logs=logging.WARNING) as cluster:
         yield cluster.scheduler_address
 
@@ -115,3 +115,44 @@ def test_a_full_disk_stops_the_run_naming_the_store(tmp_path: Path, scheduler: s
         run_tasks(store, jobs, partial(_write, store.path), ClusterOptions(scheduler=scheduler), progress=False)
     assert str(info.value).startswith(f"{store.path}: no space left on device")
     assert store.keys() == ["v1"]  # complete entries stay for the rerun
+
+
+
+def _listening_ips() -> set[str]:
+    import psutil
+
+    procs = [psutil.Process(), *psutil.Process().children(recursive=True)]
+    return {conn.laddr.ip for proc in procs for conn in proc.net_connections(kind="inet")
+            if conn.status == psutil.CONN_LISTEN}
+
+
+@pytest.mark.parametrize("processes", [True, False], ids=["processes", "threads"])
+def test_own_local_cluster_listens_on_loopback_over_tls_without_a_dashboard(processes: bool) -> None:
+    import urllib.request
+
+    from pipeline.embed.runner import dask_client
+
+    before = _listening_ips()
+    with dask_client(ClusterOptions(n_workers=1, threads_per_worker=1, processes=processes)) as client:
+        info = client.scheduler_info()
+        opened = _listening_ips()
+        http = f"http://127.0.0.1:{info['services']['dashboard']}"
+        assert urllib.request.urlopen(f"{http}/health", timeout=10).read() == b"ok"
+        with pytest.raises(urllib.error.HTTPError):  # the pages that list workers and task keys
+            urllib.request.urlopen(f"{http}/json/identity.json", timeout=10)
+    addresses = [info["address"], *info["workers"]]
+    assert all(address.startswith("tls://127.0.0.1:") for address in addresses), addresses
+    assert opened - before <= {"127.0.0.1"}, opened
+
+
+def test_own_local_cluster_refuses_a_client_without_its_key() -> None:
+    from distributed import Client, Security
+
+    from pipeline.embed.runner import dask_client
+
+    with dask_client(ClusterOptions(n_workers=1, threads_per_worker=1, processes=False)) as client:
+        address = client.scheduler.address
+        with pytest.raises((OSError, TimeoutError)):
+            Client(address.replace("tls://", "tcp://"), timeout=3)
+        with pytest.raises((OSError, TimeoutError)):  # TLS, but a key of its own
+            Client(address, security=Security.temporary(), timeout=3)
