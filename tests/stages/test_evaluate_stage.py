@@ -10,6 +10,7 @@ import yaml
 from click.testing import CliRunner
 
 from _evaluation_inputs import EvaluationInputs, build_evaluation_inputs
+from pipeline.fsio import OUTPUT_MARKER
 from stages.cli import main
 
 PARAMS = {"evaluate": {"au_threshold": 0.5, "metric_variant": "abaw2", "timeline_videos": 0,
@@ -44,7 +45,7 @@ def test_evaluate_stage_writes_metrics_and_outputs(inputs, tmp_path: Path):
     assert sorted(metrics["sequence"]["expr"]) == ["acc", "f1", "score"]
     assert sorted(metrics["all_frames"]) == ["baseline", "frames", "fusion", "sequence", "visual"]
     out = tmp_path / "evaluation"
-    assert sorted(p.name for p in out.iterdir()) == ["plots", "submission", "tables"]
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER, "plots", "submission", "tables"]
     assert not list((out / "plots").glob("timeline_*.png"))   # timeline_videos: 0
     assert (out / "plots" / "confusion_sequence.png").is_file()
     assert (out / "submission" / "sequence" / "EXPR_Set" / "vidB_right.txt").is_file()
