@@ -138,3 +138,10 @@ def test_help_names_inputs_and_outputs() -> None:
     assert result.exit_code == 0
     for word in ("FRAMES_H5", "VISUAL_ONNX", "OUT_ZARR", "--scheduler", "--work-dir", "embed_visual"):
         assert word in result.output
+
+
+def test_scheduler_help_says_what_a_scheduler_can_do() -> None:
+    result = CliRunner().invoke(command, ["--help"])
+    text = " ".join(result.output.split())
+    assert "can run code in this process" in text and "use TLS or a private network" in text
+    assert "127.0.0.1 only" in text

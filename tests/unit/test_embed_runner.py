@@ -156,3 +156,56 @@ def test_own_local_cluster_refuses_a_client_without_its_key() -> None:
             Client(address.replace("tls://", "tcp://"), timeout=3)
         with pytest.raises((OSError, TimeoutError)):  # TLS, but a key of its own
             Client(address, security=Security.temporary(), timeout=3)
+
+
+def _write_tls_files(folder: Path) -> dict[str, str]:
+    """A CA and one certificate it signed, as PEM files (what docs/cluster.md has every machine use)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def name(text: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(name("mmaffect-ca")).issuer_name(name("mmaffect-ca"))
+          .public_key(ca_key.public_key()).serial_number(1).not_valid_before(now)
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    cert = (x509.CertificateBuilder().subject_name(name("127.0.0.1")).issuer_name(ca.subject)
+            .public_key(key.public_key()).serial_number(2).not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=1)).sign(ca_key, hashes.SHA256()))
+    paths = {"ca": folder / "ca.pem", "cert": folder / "node.pem", "key": folder / "node-key.pem"}
+    paths["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths["key"].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+    return {k: str(v) for k, v in paths.items()}
+
+
+def test_scheduler_option_speaks_tls_from_the_dask_config(tmp_path: Path) -> None:
+    """The TLS set-up of docs/cluster.md: the stage's client takes its certificate from dask's config."""
+    import dask
+    from distributed import LocalCluster, Security
+
+    tls = _write_tls_files(tmp_path)
+    security = Security(tls_ca_file=tls["ca"], tls_scheduler_cert=tls["cert"], tls_scheduler_key=tls["key"],
+                        tls_worker_cert=tls["cert"], tls_worker_key=tls["key"], tls_client_cert=tls["cert"],
+                        tls_client_key=tls["key"], require_encryption=True)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, host="127.0.0.1", protocol="tls://",
+                      security=security, dashboard_address=None, silence_logs=logging.WARNING) as cluster:
+        store = _store(tmp_path)
+        options = ClusterOptions(scheduler=cluster.scheduler_address)
+        with pytest.raises(TypeError, match="TLS expects"):  # dask's words when no certificate is configured
+            run_tasks(store, {"a": 1}, partial(_write, store.path), options, progress=False)
+        config = {"distributed.comm.require-encryption": True, "distributed.comm.tls.ca-file": tls["ca"],
+                  "distributed.comm.tls.client.cert": tls["cert"], "distributed.comm.tls.client.key": tls["key"]}
+        with dask.config.set(config):
+            report = run_tasks(store, {"a": 1}, partial(_write, store.path), options, progress=False)
+    assert cluster.scheduler_address.startswith("tls://127.0.0.1:")
+    assert report.ok and report.computed == ["a"]
