@@ -257,3 +257,19 @@ def test_a_pickled_reader_opens_its_own_file(faces: Path) -> None:
     packed[0]
     copy = pickle.loads(pickle.dumps(packed))
     assert copy.reader._handle is None and copy.jpeg(5) == packed.jpeg(5)
+
+
+def test_record_writer_never_writes_through_a_planted_link(tmp_path: Path) -> None:
+    import os
+
+    from pipeline.data.faces.recordio import RecordReader, RecordWriter
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    for name in ("train.rec", "train.idx"):  # the names the writer used to pick
+        (tmp_path / f".{name}.tmp-{os.getpid()}").symlink_to(victim)
+    with RecordWriter(tmp_path / "train.rec", tmp_path / "train.idx") as writer:
+        writer.write(0, b"payload")
+    assert victim.read_text() == "keep"
+    assert RecordReader(tmp_path / "train.rec", tmp_path / "train.idx").read(0) == b"payload"
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.is_symlink()) == ["train.idx", "train.rec", "victim.txt"]
