@@ -44,7 +44,8 @@ LOCK_FILE = ".lock"
 # whole; a directory with files and without it is someone else's and is never deleted.
 OUTPUT_MARKER = ".mmaffect-output"
 MARKER_TEXT = "written by mmaffect: the stage that wrote this folder replaces it whole when it reruns\n"
-# This machine's name as temporaries carry it (a shared filesystem sees several machines' writers)
+# This machine's name as temporaries carry it (a shared filesystem sees several machines' writers);
+# without "-", which separates it from the pid
 HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "localhost"
 
 
@@ -141,10 +142,15 @@ def publish(tmp: str | Path, target: str | Path) -> None:
         (tmp / OUTPUT_MARKER).write_text(MARKER_TEXT)
         check_replaceable(target)
         holder = make_temporary_dir(target.parent, f".{target.name}.old-")
+        earlier = holder / target.name
+        if target.exists() or target.is_symlink():
+            os.replace(target, earlier)
         try:
-            if target.exists() or target.is_symlink():
-                os.replace(target, holder / target.name)
             os.replace(tmp, target)
+        except BaseException:
+            if earlier.exists() or earlier.is_symlink():  # put the earlier output back
+                os.replace(earlier, target)
+            raise
         finally:
             _remove(holder)
     else:
@@ -262,13 +268,15 @@ def remove_dead_temporaries(directory: str | Path, prefix: str) -> list[Path]:
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    pattern = re.compile(re.escape(prefix) + r"(?:(?P<host>.+)-)?(?P<pid>\d+)(?:-[a-z0-9_]+)?")
+    # host names carry no "-" (see HOST), so host, pid and the random part split one way only
+    current = re.compile(re.escape(prefix) + r"(?P<host>[A-Za-z0-9._]+)-(?P<pid>\d+)-[a-z0-9_]+")
+    legacy = re.compile(re.escape(prefix) + r"(?P<host>)(?P<pid>\d+)")  # before names carried the host
     removed = []
     for entry in sorted(directory.iterdir()):
-        match = pattern.fullmatch(entry.name)
+        match = current.fullmatch(entry.name) or legacy.fullmatch(entry.name)
         if not match:
             continue
-        if match["host"] is not None and match["host"] != HOST:
+        if match["host"] not in ("", HOST):
             log.info("leaving %s: written from %s, whose processes this machine cannot see", entry, match["host"])
             continue
         if not pid_alive(int(match["pid"])):

@@ -145,12 +145,14 @@ def test_temporaries_of_dead_processes_are_removed_and_live_ones_kept(tmp_path: 
 
     (tmp_path / f".syn.tmp-{HOST}-{dead_pid}-ab12cd_3").mkdir()   # this host, dead
     (tmp_path / f".syn.tmp-{HOST}-{os.getpid()}-x9y8z7w6").mkdir()  # this host, alive
-    (tmp_path / f".syn.tmp-node-7.other-{dead_pid}-ab12cd_3").mkdir()  # another host: its writer may run
+    (tmp_path / f".syn.tmp-{HOST}-{os.getpid()}-12345678").mkdir()  # alive, a random part of digits
+    (tmp_path / f".syn.tmp-node7.other-{dead_pid}-ab12cd_3").mkdir()  # another host: its writer may run
     removed = remove_dead_temporaries(tmp_path, ".syn.tmp-")
     assert sorted(p.name for p in removed) == sorted([f".syn.tmp-{dead_pid}", f".syn.tmp-{HOST}-{dead_pid}-ab12cd_3"])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [f".syn.tmp-{os.getpid()}", f".other.tmp-{dead_pid}", ".syn.tmp-notapid",
-         f".syn.tmp-{HOST}-{os.getpid()}-x9y8z7w6", f".syn.tmp-node-7.other-{dead_pid}-ab12cd_3"]
+         f".syn.tmp-{HOST}-{os.getpid()}-x9y8z7w6", f".syn.tmp-{HOST}-{os.getpid()}-12345678",
+         f".syn.tmp-node7.other-{dead_pid}-ab12cd_3"]
     )
 
 
@@ -213,3 +215,22 @@ def test_a_checkpoint_onto_a_full_disk_names_its_path(tmp_path: Path, monkeypatc
             save_checkpoint(target, {"w": torch.zeros(100_000)})
         assert info.value.filename == str(target) and info.value.errno == errno.ENOSPC
         assert list((tmp_path / "small").iterdir()) == []  # the partial temporary is gone
+
+
+def test_a_failed_rename_puts_the_earlier_output_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipeline.fsio as fsio
+
+    target = tmp_path / "out"
+    _publish_dir(target, "old.txt")
+    real_replace = os.replace
+
+    def failing_replace(src: object, dst: object) -> None:
+        if Path(str(src)).parent.name.startswith(".out.tmp-") and Path(str(dst)) == target:  # the new one
+            raise OSError(5, "Input/output error")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(fsio.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="Input/output error"):
+        _publish_dir(target, "new.txt")
+    assert sorted(p.name for p in target.iterdir()) == [OUTPUT_MARKER, "old.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
