@@ -17,10 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-import av
-
 from pipeline.data.synth import SynthConfig, generate_dataset
 from pipeline.data.synth.plan import plan_videos
+from pipeline.data.video import decode_frames
 from pipeline.fsio import scratch_dir
 from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record
 
@@ -35,13 +34,12 @@ def _detection_rate(root: Path, cfg: SynthConfig, every: int) -> float:
     detector = FaceDetector(DetectorConfig())
     found = total = 0
     for plan in plan_videos(cfg):
-        with av.open(str(root / plan.relpath)) as container:
-            for i, frame in enumerate(container.decode(video=0)):
-                if i % every:
-                    continue
-                faces = detector.detect(frame.to_ndarray(format="rgb24"))
-                found += min(len(faces), len(plan.subjects))
-                total += len(plan.subjects)
+        for i, (_, _, image) in enumerate(decode_frames(root / plan.relpath)):
+            if i % every:
+                continue
+            faces = detector.detect(image)
+            found += min(len(faces), len(plan.subjects))
+            total += len(plan.subjects)
     return found / max(total, 1)
 
 

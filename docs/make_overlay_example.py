@@ -17,10 +17,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import av
 import numpy as np
 from PIL import Image
 
+from pipeline.data.video import decode_frames
 from pipeline.faces.moving_photos import astronaut, grace_hopper, located_faces, side_by_side_photos
 from pipeline.predict.photo_video import write_frames_video
 
@@ -36,13 +36,12 @@ def make_video(path: Path) -> Path:
 
 def save_frame(video: Path, index: int, png: Path) -> Path:
     """Save frame ``index`` of ``video`` as a palette PNG (small enough to commit)."""
-    with av.open(str(video)) as container:
-        for i, frame in enumerate(container.decode(video=0)):
-            if i == index:
-                image = frame.to_image()
-                break
-        else:
-            raise ValueError(f"{video}: no frame {index}")
+    for i, (_, _, pixels) in enumerate(decode_frames(video)):
+        if i == index:
+            image = Image.fromarray(pixels)
+            break
+    else:
+        raise ValueError(f"{video}: no frame {index}")
     png.parent.mkdir(parents=True, exist_ok=True)
     image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(png, optimize=True)
     return png
@@ -78,10 +77,9 @@ def main() -> None:
 def _changed_share(video: Path, overlay: Path, index: int) -> float:
     """Share of the frame's pixels the overlay changed by more than re-encoding does (a check the faces were drawn)."""
     def frame(path: Path) -> np.ndarray:
-        with av.open(str(path)) as container:
-            for i, decoded in enumerate(container.decode(video=0)):
-                if i == index:
-                    return decoded.to_ndarray(format="rgb24").astype(int)
+        for i, (_, _, pixels) in enumerate(decode_frames(path)):
+            if i == index:
+                return pixels.astype(int)
         raise ValueError(f"{path}: no frame {index}")
 
     return round(float((np.abs(frame(video) - frame(overlay)).sum(axis=2) > 60).mean()), 4)

@@ -12,7 +12,7 @@ Example:
     >>> len(points), points[0]
     (4, {'train_sequence.modalities': 'visual', 'train_sequence.window': 10})
     >>> " ".join(exp_run_command(points[0]))
-    'dvc exp run -n seq-visual-w10 -S train_sequence.modalities=visual -S train_sequence.window=10'
+    'dvc exp run -n visual-w10 -S train_sequence.modalities=visual -S train_sequence.window=10'
 
 Repeats: ``plan_repeats`` turns the arms into runs over training seeds and synthetic draws,
 ``run_repeats`` runs them, ``summarize_runs`` gives each arm's mean ± sd and the paired differences
@@ -21,13 +21,14 @@ against reference arms, and ``render_ablation_table`` renders that summary as Ma
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import itertools
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from pipeline.config import read_yaml
+from pipeline.config import ConfigError, from_section, read_yaml
 
 SECTION = "train_sequence"
 EXAMPLE_GRID: dict[str, list[Any]] = {"modalities": ["visual", "audio", "both"], "window": [10, 30], "layers": [1, 2]}
@@ -98,15 +99,16 @@ def arm_params(point: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def experiment_name(point: Mapping[str, Any]) -> str:
-    """A short, git-ref-safe experiment name, e.g. ``seq-both-w30-l1``."""
+    """A short, git-ref-safe name of a grid point, e.g. ``both-w30-l1``: its arm's name, which is also its
+    DVC experiment's (repeats add ``-d<draw>-s<seed>``), so ``dvc exp show`` lists the arms the tables name."""
     if ARM_KEY in point:
         return "".join(c if c.isalnum() or c == "-" else "_" for c in str(point[ARM_KEY]))
-    parts = ["seq"]
+    parts = []
     for key, value in point.items():
         name = key.split(".")[-1]
         text = str(value).lower().replace(".", "p").replace("-", "m")
         parts.append(text if name == "modalities" else f"{_ABBREVIATIONS.get(name, name)}{text}")
-    return "-".join("".join(c if c.isalnum() else "_" for c in part) for part in parts)
+    return "-".join("".join(c if c.isalnum() else "_" for c in part) for part in parts) or "baseline"
 
 
 def exp_run_command(point: Mapping[str, Any], name: str | None = None, temp: bool = False,
@@ -252,8 +254,8 @@ _METRIC_TITLES = {"au.score": "AU score", "expr.score": "EXPR score", "mean_scor
 
 
 def arm_name(point: Mapping[str, Any]) -> str:
-    """The label of one arm of a grid: its experiment name without ``seq-`` (``both-w30``, ``visual``)."""
-    return experiment_name(point).removeprefix("seq-") or "baseline"
+    """The label of one arm of a grid (``both-w30``, ``visual``): the name of its DVC experiments."""
+    return experiment_name(point)
 
 
 def default_seed_keys(points: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -307,7 +309,7 @@ def plan_repeats(
         >>> runs = plan_repeats([{"train_sequence.modalities": "both"}], seeds=[0, 1],
         ...                     seed_keys=["train_sequence.seed"], data_seeds=[3])
         >>> [(r["experiment"], r["params"]["train_sequence.seed"], r["params"]["synth.seed"]) for r in runs]
-        [('seq-both-d3-s0', 0, 3), ('seq-both-d3-s1', 1, 3)]
+        [('both-d3-s0', 0, 3), ('both-d3-s1', 1, 3)]
     """
     if not points:
         raise ValueError("an ablation needs at least one arm")
@@ -340,6 +342,41 @@ def plan_repeats(
                 runs.append({"experiment": experiment_name(point) + suffix, "arm": arm, "draw": draw, "seed": seed,
                              "params": params})
     return runs
+
+
+def check_runs(
+    runs: Iterable[Mapping[str, Any]],
+    params: Mapping[str, Any],
+    configs: Mapping[str, type],
+    where: str,
+) -> None:
+    """Check every run's ``-S`` values against the config dataclass of its params section, before any runs.
+
+    Each section a run changes is built from the params file's section (``params``) with the run's
+    values over it, as the stage will build it (``configs``: section -> dataclass; a section without
+    one, such as ``data``, which only dvc.yaml reads, is not checked). An unknown section or key, or
+    a bad value, is a :class:`~pipeline.config.ConfigError` on one line naming ``where`` (the grid),
+    the arm and the key: ``grid.yaml: arm w0: train_sequence.window: must be >= 1, got 0``.
+    """
+    for run in runs:
+        sections: dict[str, dict[str, Any]] = {}
+        for key, value in run["params"].items():
+            section, *path = key.split(".")
+            if section not in params or not isinstance(params[section], Mapping):
+                raise ConfigError(f"{where}: arm {run['arm']}: {key}: no params section {section!r} "
+                                  f"(sections: {', '.join(sorted(params))})")
+            if not path:
+                raise ConfigError(f"{where}: arm {run['arm']}: {key}: names a section, not a param in it")
+            data = sections.setdefault(section, copy.deepcopy(dict(params[section])))
+            for part in path[:-1]:  # a nested section's key, e.g. predict.detector.upsample
+                child = data.get(part)
+                if not isinstance(child, dict):
+                    child = data[part] = {}
+                data = child
+            data[path[-1]] = value
+        for section, data in sections.items():
+            if section in configs:
+                from_section(configs[section], data, where=f"{where}: arm {run['arm']}: {section}")
 
 
 def run_repeats(

@@ -31,6 +31,11 @@ T = TypeVar("T")
 # wants a dot and a signed exponent, so `1e-3` and `1.0e3` arrive as text. A quoted "2" stays text.
 _SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
+# Words YAML 1.1 (PyYAML) reads as booleans when unquoted. `dvc exp run -S` rewrites params.yaml with
+# a YAML 1.2 writer, which drops the quotes around them (`amp: "off"` becomes `amp: off`, read back as
+# false); a choice among strings that offers one of these words takes the boolean as that word.
+_YAML11_WORDS = {False: ("off", "no", "n", "false"), True: ("on", "yes", "y", "true")}
+
 
 class ConfigError(ValueError):
     """A params section does not match the stage's configuration dataclass.
@@ -142,6 +147,9 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
                 errors.append(str(exc))
         raise ConfigError(errors[0] if errors else f"{where}: value {value!r} does not match {hint}")
     if origin is typing.Literal:
+        if isinstance(value, bool):
+            value = next((word for word in args if isinstance(word, str) and word.lower() in _YAML11_WORDS[value]),
+                         value)
         if value not in args:
             raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
         return value

@@ -11,13 +11,12 @@ Example:
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
 import av
 
-log = logging.getLogger(__name__)
+from pipeline.error_words import error_words
 
 T = TypeVar("T")
 
@@ -36,8 +35,10 @@ def check_unique_stems(videos: Sequence[str | Path], writes: str) -> None:
 def for_each_video(videos: Sequence[str | Path], work: Callable[[Path], T]) -> tuple[list[T], dict[str, str]]:
     """``work(video)`` for every video, in order; return the results and ``{video: message}`` of the failures.
 
-    A video's bad input (ValueError, OSError, an FFmpeg error) is logged and recorded, naming the
-    video, and the next video runs; any other exception is a bug and stops the run.
+    A video's bad input (ValueError, OSError, an FFmpeg error) is recorded as one message naming
+    the video, in words (:func:`~pipeline.error_words.error_words`: no errno), and the next video
+    runs; any other exception is a bug and stops the run. Nothing is logged here: the caller prints
+    each failure once.
     """
     done: list[T] = []
     failed: dict[str, str] = {}
@@ -45,7 +46,6 @@ def for_each_video(videos: Sequence[str | Path], work: Callable[[Path], T]) -> t
         try:
             done.append(work(Path(video)))
         except (ValueError, OSError, av.FFmpegError) as exc:
-            message = str(exc) if str(video) in str(exc) else f"{video}: {exc}"
-            log.error("%s", message)
-            failed[str(video)] = message
+            words = error_words(exc, shown=video)
+            failed[str(video)] = words if str(video) in words else f"{video}: {words}"
     return done, failed

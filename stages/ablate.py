@@ -9,7 +9,7 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 import yaml
@@ -23,6 +23,8 @@ from pipeline.ablation import (
 from pipeline.fsio import atomic_path
 from pipeline.report.record import cpu_model
 from stages.common import run_or_exit
+from stages.experiment_workspace import Workspace
+from stages.grid_check import check_grid
 
 
 def _values(text: str | None) -> list[Any] | None:
@@ -57,6 +59,22 @@ def _run(argv: list[str]) -> None:
 def _write(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def _undoing_failures(workspace: Workspace) -> Callable[[list[str]], None]:
+    """``_run`` for workspace experiments: a failed one leaves params.yaml, dvc.lock, the metrics and the
+    outputs as the last good experiment (or the start) left them, not holding its params and deleted outputs."""
+
+    def run(argv: list[str]) -> None:
+        workspace.save()
+        try:
+            _run(argv)
+        except click.ClickException as exc:
+            workspace.restore()
+            raise click.ClickException(f"{exc.message}; the workspace is back as it was before it "
+                                       "(params.yaml, dvc.lock, metrics and outputs)") from exc
+
+    return run
 
 
 def _exp_show() -> list[dict[str, Any]]:
@@ -122,11 +140,11 @@ def _provenance(ctx: click.Context) -> dict[str, Any]:
 @click.option("--stage", "stages", multiple=True,
               help="Reproduce only this stage and the stages it depends on (dvc exp run STAGE; repeatable), e.g. "
                    "finetune-visual with --metrics metrics/visual.json [default: the whole pipeline].")
-@click.option("--metrics", "metrics_path", default="metrics/evaluate.json", show_default=True,
-              help="Metrics file read for each experiment.")
+@click.option("--metrics", "metrics_path", default="metrics/headline/evaluate.json", show_default=True,
+              help="Metrics file read for each experiment (--show and --temp: one dvc.yaml declares as metrics).")
 @click.option("--variant", default="sequence", show_default=True,
               help="Key of the metrics file holding the scores, dotted for nesting: 'sequence' (evaluate's "
-                   "headline, the frames with a face), 'all_frames.sequence', a trainer's "
+                   "headline, the frames with a face), 'all_frames.sequence' of metrics/evaluate.json, a trainer's "
                    "'validation.face_frames', or '' for a file with au/expr at the top.")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the per-experiment table as Markdown here.")
@@ -166,6 +184,7 @@ def command(ctx: click.Context, grid_path: Path | None, modalities: str | None, 
     arms = [arm_name(point) for point in points]
     if unknown := [ref for ref in references if ref not in arms]:
         raise click.BadParameter(f"{unknown} are not arms of this grid; the arms are {arms}", param_hint="--reference")
+    check_grid(planned, params_path, str(grid_path) if grid_path is not None else "--modalities/--window/--layers")
     if dry_run:
         for run in planned:
             click.echo(" ".join(exp_run_command(run["params"], run["experiment"], temp=temp, stages=stages)))
@@ -188,8 +207,8 @@ def command(ctx: click.Context, grid_path: Path | None, modalities: str | None, 
         runs = run_or_exit(attach_exp_show_metrics, planned, _exp_show(), metrics_path, variant or None)
     else:
         read = lambda: json.loads(Path(metrics_path).read_text())  # noqa: E731
-        runs = run_repeats(planned, _run, read, variant or None, temp=temp,
-                           on_done=None if temp else lambda done: save(done, complete=False), stages=stages)
+        runs = run_repeats(planned, _run if temp else _undoing_failures(Workspace(Path.cwd(), _run)), read, variant or None,
+                           temp=temp, on_done=None if temp else lambda done: save(done, complete=False), stages=stages)
         if temp:  # --temp results stay out of the workspace: read them back from DVC
             runs = run_or_exit(attach_exp_show_metrics, planned, _exp_show(), metrics_path, variant or None)
     save(runs, complete=True)

@@ -28,6 +28,16 @@ device_option = click.option(
 )
 
 
+curves_option = click.option(
+    "--curves", "curves_csv", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Also write each epoch's training loss and validation scores here (CSV; dvc.yaml plots it).",
+)
+headline_option = click.option(
+    "--headline", "headline_json", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Also write the few scores a run is compared by here (dvc.yaml declares it as the metrics).",
+)
+
+
 def work_dir_option(stage: str) -> Callable[[F], F]:
     """Add ``--work-dir`` (default ``cache/work/<stage>``) and ``--wait``, and run the command
     holding an exclusive lock on the work directory.

@@ -15,7 +15,7 @@ from stages.common import exit_on_failed_videos, load_config, run_or_exit, setup
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--params", "params_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="YAML file whose `predict` section sets the detector and tracking (defaults otherwise).")
+              help="YAML file whose `predict` section sets the detector, tracking and limits on a video (defaults otherwise).")
 @click.option("--min-frames", type=click.IntRange(min=1), default=10, show_default=True,
               help="Faces seen in fewer frames are left out.")
 def command(source: Path, out: Path, params_path: Path | None, min_frames: int) -> None:
@@ -33,7 +33,7 @@ def command(source: Path, out: Path, params_path: Path | None, min_frames: int) 
     setup_logging()
     cfg = load_config(params_path, "predict", PredictConfig) if params_path else PredictConfig()
     videos = run_or_exit(videos_in, source)
-    done, failed = run_or_exit(crop_videos, videos, out, cfg.detector, cfg.tracking, min_frames)
+    done, failed = run_or_exit(crop_videos, videos, out, cfg.detector, cfg.tracking, min_frames, cfg.limits)
     for summary in done:
         folders = ", ".join(f"{name}/ ({n} crops)" for name, n in summary.folders.items()) or "no face"
         state = "already complete" if summary.skipped else f"{summary.frames} frames"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any, Callable
 
@@ -31,6 +32,7 @@ def embed_options(stage: str) -> Callable[[F], F]:
                           "Whoever reaches that scheduler can run code on its workers, and the scheduler can run "
                           "code in this process (dask sends pickled tasks and results): use TLS or a private "
                           "network (docs/cluster.md). A local cluster listens on 127.0.0.1 only, over TLS."),
+        _cores_checked_first,
         work_dir_option(stage),
         click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar."),
     ]
@@ -41,6 +43,22 @@ def embed_options(stage: str) -> Callable[[F], F]:
         return fn
 
     return decorate
+
+
+def _cores_checked_first(fn: F) -> F:
+    """Check --workers x --threads against the cores before the work directory is locked (and made)."""
+
+    @functools.wraps(fn)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        options = ClusterOptions(n_workers=kwargs["workers"], threads_per_worker=kwargs["threads"],
+                                 scheduler=kwargs["scheduler"])
+        try:
+            options.check_cores()
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+        return fn(*args, **kwargs)
+
+    return checked  # type: ignore[return-value]
 
 
 def runtime(device: str, batch_size: int, workers: int, threads: int, processes: bool,

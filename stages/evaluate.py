@@ -7,8 +7,9 @@ from pathlib import Path
 import click
 
 from pipeline.data.manifest import read_manifest
-from pipeline.evaluate.run import BASELINE, FRAME_SETS, VARIANTS, EvaluateConfig, evaluate
-from stages.common import device_option, load_config, params_option, run_or_exit, setup_logging
+from pipeline.evaluate.run import BASELINE, FRAME_SETS, VARIANTS, EvaluateConfig, evaluate, headline_scores
+from pipeline.fsio import write_json
+from stages.common import device_option, headline_option, load_config, params_option, run_or_exit, setup_logging
 
 _DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 
@@ -29,9 +30,10 @@ _DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
               help="Frames per fusion-head batch and windows per sequence-model batch.")
+@headline_option
 def command(prepared_dir: Path, visual_zarr: Path, audio_zarr: Path, audio_dir: Path, sequence_dir: Path,
             out_dir: Path, metrics_json: Path, params_path: Path, device: str, backend: str,
-            batch_size: int) -> None:
+            batch_size: int, headline_json: Path | None) -> None:
     """Score the validation subjects and write METRICS_JSON and OUT_DIR/{tables,plots,submission}/.
 
     Reads PREPARED_DIR/manifest.json (who is in the AU/EXPR validation splits), the cached logits,
@@ -40,7 +42,9 @@ def command(prepared_dir: Path, visual_zarr: Path, audio_zarr: Path, audio_dir: 
     for the variants visual, fusion, sequence and the trivial baseline, on face_frames (frames with a
     face crop, as the paper scores) and all_frames (every labelled frame), and the face_frames scores
     again at the top as <variant>.<au|expr>.{f1,acc,score}. OUT_DIR gets per-class F1 tables (CSV,
-    Markdown), PNG plots and ABAW submission files submission/<variant>/{AU_Set,EXPR_Set}/<subject>.txt.
+    Markdown), PNG plots with their data as CSV in OUT_DIR/plot_data/, and ABAW submission files
+    submission/<variant>/{AU_Set,EXPR_Set}/<subject>.txt.
+    --headline gets the AU and EXPR scores of each variant on face frames alone.
     Params: the `evaluate` section of --params.
     """
     setup_logging()
@@ -56,7 +60,9 @@ def command(prepared_dir: Path, visual_zarr: Path, audio_zarr: Path, audio_dir: 
             scores = ", ".join(f"{task.upper()} {metrics[frames][variant][task]['score']:.4f}"
                                for task in ("au", "expr") if task in metrics[frames][variant])
             click.echo(f"{frames} {variant}: {scores}")
-    click.echo(f"wrote {metrics_json} and {out_dir}/{{tables,plots,submission}}")
+    if headline_json is not None:
+        run_or_exit(write_json, headline_json, headline_scores(metrics))
+    click.echo(f"wrote {metrics_json} and {out_dir}/{{tables,plots,plot_data,submission}}")
 
 
 if __name__ == "__main__":

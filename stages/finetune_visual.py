@@ -10,9 +10,12 @@ import click
 from pipeline.data.manifest import read_manifest
 from pipeline.device import resolve_device
 from pipeline.train import ddp
+from pipeline.train.curves import write_curves
 from pipeline.train.selection import SelectionConfig
 from pipeline.train.visual import VisualTrainConfig, train_visual
-from stages.common import device_option, load_config, params_option, run_or_exit, setup_logging, work_dir_option
+from stages.common import (
+    curves_option, device_option, load_config, params_option, run_or_exit, setup_logging, work_dir_option,
+)
 
 
 @click.command(name="finetune-visual")
@@ -28,18 +31,19 @@ from stages.common import device_option, load_config, params_option, run_or_exit
 @work_dir_option("finetune-visual")
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=200, show_default=True,
               help="Also checkpoint every N batches within an epoch (0 = at epoch ends only).")
+@curves_option
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def command(
     prepared_dir: Path, frames_h5: Path, out_dir: Path, metrics_json: Path, params_path: Path, device: str,
-    workers: int | None, work_dir: Path, checkpoint_every: int, progress: bool,
+    workers: int | None, work_dir: Path, checkpoint_every: int, curves_csv: Path | None, progress: bool,
 ) -> None:
     """Train on PREPARED_DIR/{manifest.json,labels.h5} and the crops in FRAMES_H5.
 
     Writes OUT_DIR/model.pt ({"arch", "state_dict"} of the epoch the `selection` section keeps:
     by default the best mean of the ABAW AU and EXPR scores on held-out training videos) and
     METRICS_JSON (that epoch's validation report on face_frames and all_frames, the trivial
-    baselines, the selection record, epochs, best_epoch). Params: the `finetune_visual` and
-    `selection` sections of --params. Multi-GPU: launch with
+    baselines, the selection record, epochs, best_epoch); --curves the per-epoch losses and scores.
+    Params: the `finetune_visual` and `selection` sections of --params. Multi-GPU: launch with
     `torchrun --nproc_per_node N -m stages.finetune_visual ...`; rank 0 writes the files.
     """
     setup_logging()
@@ -57,6 +61,8 @@ def command(
         summary = {k: result.metrics[k] for k in ("validation", "best_epoch", "epochs")}
         summary["selection"] = result.metrics["selection"]["mode"]
         click.echo(json.dumps(summary, indent=2))
+        if curves_csv is not None:
+            run_or_exit(write_curves, curves_csv, result.history)
 
 
 if __name__ == "__main__":

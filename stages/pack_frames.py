@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from pipeline.data.pack_frames import PackConfig, pack_frames
+from pipeline.data.labels_store import read_all_labels
 from pipeline.data.manifest import read_manifest
 from stages.common import load_config, params_option, run_or_exit, setup_logging, work_dir_option
 
@@ -25,6 +26,9 @@ def command(
 ) -> None:
     """Read MANIFEST_DIR/manifest.json and the crops it names; write OUT_H5.
 
+    A crop that prepare found (MANIFEST_DIR/labels.h5) and that is gone now fails the run naming
+    every such file, or with `on_corrupt: drop` is stored face-absent and counted in `dropped`.
+
     OUT_H5 holds /subjects/<name>/jpeg (the original JPEG bytes of each frame's crop, empty when
     there is none) and /subjects/<name>/face_present. Every crop is checked as a JPEG; the store is
     built under --work-dir and renamed onto OUT_H5 only when complete. Params: the `pack_frames`
@@ -33,7 +37,9 @@ def command(
     setup_logging()
     cfg = load_config(params_path, "pack_frames", PackConfig)
     manifest = run_or_exit(read_manifest, manifest_dir / "manifest.json")
-    stats = run_or_exit(pack_frames, manifest, out_h5, cfg, work_dir=work_dir, workers=workers, progress=progress)
+    labels = run_or_exit(read_all_labels, manifest_dir / "labels.h5")
+    stats = run_or_exit(pack_frames, manifest, out_h5, cfg, work_dir=work_dir, workers=workers, progress=progress,
+                        face_present={name: item.face_present for name, item in labels.items()})
     click.echo(json.dumps(stats, indent=2))
 
 

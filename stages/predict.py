@@ -37,7 +37,7 @@ DEMO_MODELS_NOTE = (
               help="Face crops instead of the detector: CROPS/<video stem>/00001.jpg... (cropped_aligned "
                    "layout), or CROPS/00001.jpg... for a single video.")
 @click.option("--params", "params_path", type=_FILE, default=None,
-              help="YAML file whose `predict` section sets the detector and crop margin (defaults otherwise).")
+              help="YAML file whose `predict` section sets the detector, tracking and limits on a video (defaults otherwise).")
 @device_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Faces, audio windows and sequence windows per model call.")

@@ -8,9 +8,14 @@ from pathlib import Path
 import click
 
 from pipeline.device import resolve_device
+from pipeline.fsio import write_json
 from pipeline.train import ddp
-from pipeline.train.pretrain import PretrainConfig, train_pretrain
-from stages.common import device_option, load_config, params_option, run_or_exit, setup_logging, work_dir_option
+from pipeline.train.curves import write_curves
+from pipeline.train.pretrain import PretrainConfig, train_pretrain, verification_headline
+from stages.common import (
+    curves_option, device_option, headline_option, load_config, params_option, run_or_exit, setup_logging,
+    work_dir_option,
+)
 
 
 @click.command(name="pretrain-face")
@@ -25,10 +30,12 @@ from stages.common import device_option, load_config, params_option, run_or_exit
 @work_dir_option("pretrain-face")
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=50, show_default=True,
               help="Also checkpoint every N batches within an epoch (0 = at epoch ends only).")
+@curves_option
+@headline_option
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def command(
     faces: Path, out_dir: Path, metrics_json: Path, params_path: Path, device: str, workers: int | None,
-    work_dir: Path, checkpoint_every: int, progress: bool,
+    work_dir: Path, checkpoint_every: int, curves_csv: Path | None, headline_json: Path | None, progress: bool,
 ) -> None:
     """Train on the face-identity set FACES; publish the backbone of the best verification epoch.
 
@@ -38,8 +45,10 @@ def command(
     Writes OUT_DIR/backbone.pth (a plain state dict in arcface_torch key format, for
     finetune_visual.pretrained), OUT_DIR/backbone.json (backbone, width_mult, input contract) and
     METRICS_JSON (held-out pair accuracy and TAR@FAR of the best epoch and of the initial weights,
-    per-epoch history). Params: the `pretrain_face` section of --params. Multi-GPU: launch with
-    `torchrun --nproc_per_node N -m stages.pretrain_face ...`; rank 0 writes the files.
+    per-epoch history); --curves the per-epoch loss and verification scores, --headline the best
+    epoch's verification accuracy and TAR@FAR. Params: the `pretrain_face` section of --params.
+    Multi-GPU: launch with `torchrun --nproc_per_node N -m stages.pretrain_face ...`; rank 0 writes
+    the files.
     """
     setup_logging()
     cfg = load_config(params_path, "pretrain_face", PretrainConfig)
@@ -52,6 +61,10 @@ def command(
     if ctx.is_main:
         summary = {k: result.metrics[k] for k in ("verification", "initial", "best_epoch", "epochs")}
         click.echo(json.dumps(summary, indent=2))
+        if curves_csv is not None:
+            run_or_exit(write_curves, curves_csv, result.history)
+        if headline_json is not None:
+            run_or_exit(write_json, headline_json, verification_headline(result.metrics))
 
 
 if __name__ == "__main__":

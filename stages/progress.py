@@ -16,6 +16,16 @@ import click
 
 from pipeline.predict.progress import FrameProgress
 
+# A rate over a shorter time is the timer's noise, not a speed (a 1-frame video would show 1e9 frames/s).
+MIN_RATE_SECONDS = 0.05
+
+
+def rate_text(frames: int, seconds: float) -> str:
+    """``"12.5 frames/s"``, or ``""`` when ``frames`` over ``seconds`` is too few to be a rate."""
+    if frames < 1 or seconds < MIN_RATE_SECONDS:
+        return ""
+    return f"{frames / seconds:.1f} frames/s"
+
 
 class FrameProgressDisplay:
     """Callable receiving :class:`~pipeline.predict.progress.FrameProgress` events; :meth:`close` ends it."""
@@ -30,6 +40,7 @@ class FrameProgressDisplay:
         self.bar: Any = None
         self.started = self.last_print = self.last_event = 0.0
         self.shown = 0                 # frames of the current pass already shown on its bar
+        self.first_done = 0            # frames the pass had done at its first event (the clock starts there)
         self.event: FrameProgress | None = None
         self.frames = 0                # frames of every finished pass, all videos
         self.first: float | None = None
@@ -42,6 +53,7 @@ class FrameProgressDisplay:
         if (event.video, event.phase) != self.key:
             self._end_pass()
             self.key, self.started, self.last_print, self.shown = (event.video, event.phase), now, now, 0
+            self.first_done = event.done
             if self.interactive:
                 self.bar = click.progressbar(length=max(event.total, 1), label=self._label(event), file=self.stream,
                                              show_pos=True, show_eta=True, item_show_func=lambda rate: rate)
@@ -51,7 +63,7 @@ class FrameProgressDisplay:
             # past a wrong header's count the bar stays full
             step = min(event.done, self.bar.length) - self.shown
             self.shown += step
-            self.bar.update(step, f"{self._rate(event, now):.1f} frames/s")
+            self.bar.update(step, self._rate(event, now))
         elif now - self.last_print >= self.every_s:
             self.last_print = now
             self._line(event, now)
@@ -61,8 +73,9 @@ class FrameProgressDisplay:
         self._end_pass()
         if self.first is not None and self.frames:
             seconds = time.perf_counter() - self.first
-            click.echo(f"predict: {self.frames} frames in {seconds:.1f} s ({self.frames / max(seconds, 1e-9):.1f} "
-                       f"frames/s over all videos and passes)", file=self.stream)
+            rate = rate_text(self.frames, seconds)
+            over_all = f" ({rate} over all videos and passes)" if rate else ""
+            click.echo(f"predict: {self.frames} frames in {seconds:.1f} s{over_all}", file=self.stream)
 
     def _end_pass(self) -> None:
         if self.event is None:
@@ -80,10 +93,12 @@ class FrameProgressDisplay:
         position = f"[{self.order[event.video]}/{self.count}] " if event.video in self.order else ""
         return f"{position}{event.video} {event.phase}"
 
-    def _rate(self, event: FrameProgress, now: float) -> float:
-        return event.done / max(now - self.started, 1e-9)
+    def _rate(self, event: FrameProgress, now: float) -> str:
+        # the clock starts at the pass's first event, so the frames done before it are not counted
+        return rate_text(event.done - self.first_done, now - self.started)
 
     def _line(self, event: FrameProgress, now: float) -> None:
         total = f"/{event.total}" if event.total else ""
-        click.echo(f"{self._label(event)}: {event.done}{total} frames, {self._rate(event, now):.1f} frames/s",
+        rate = self._rate(event, now)
+        click.echo(f"{self._label(event)}: {event.done}{total} frames{', ' + rate if rate else ''}",
                    file=self.stream)

@@ -9,8 +9,11 @@ import click
 
 from pipeline.device import resolve_device
 from pipeline.train.audio import AudioTrainConfig, train_audio
+from pipeline.train.curves import write_curves
 from pipeline.train.selection import SelectionConfig
-from stages.common import device_option, load_config, params_option, run_or_exit, setup_logging, work_dir_option
+from stages.common import (
+    curves_option, device_option, load_config, params_option, run_or_exit, setup_logging, work_dir_option,
+)
 
 _DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 
@@ -23,8 +26,9 @@ _DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 @params_option
 @device_option
 @work_dir_option("train-audio")
+@curves_option
 def command(prepared_dir: Path, visual_zarr: Path, out_dir: Path, metrics_json: Path, params_path: Path,
-            device: str, work_dir: Path) -> None:
+            device: str, work_dir: Path, curves_csv: Path | None) -> None:
     """Train on the soundtracks of the videos in PREPARED_DIR/manifest.json and the frozen visual
     model's embeddings in VISUAL_ZARR.
 
@@ -34,8 +38,8 @@ def command(prepared_dir: Path, visual_zarr: Path, out_dir: Path, metrics_json: 
     quantization, calibrated on `int8_windows` windows of the training videos, recorded in its
     metadata; `embed-audio` runs it at `precision: int8`) and METRICS_JSON ({"validation",
     "visual_only", "selection", "epochs", "best_epoch"}: the fused model next to the visual model's
-    own logits on the same validation frames, on face_frames and all_frames). Params: the
-    `train_audio` and `selection` sections.
+    own logits on the same validation frames, on face_frames and all_frames); --curves the per-epoch
+    losses and scores. Params: the `train_audio` and `selection` sections.
     """
     setup_logging()
     cfg = load_config(params_path, "train_audio", AudioTrainConfig)
@@ -46,6 +50,8 @@ def command(prepared_dir: Path, visual_zarr: Path, out_dir: Path, metrics_json: 
         selection=selection,
     )
     click.echo(json.dumps(result.metrics, indent=2))
+    if curves_csv is not None:
+        run_or_exit(write_curves, curves_csv, result.history)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ vidA and 00001.jpg of vidC_right are missing.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import av
@@ -195,4 +196,22 @@ def garble_file(source: Path, path: Path, start: float = 0.4, length: float = 0.
     first, count = int(len(data) * start), int(len(data) * length)
     data[first:first + count] = np.random.default_rng(seed).bytes(count)
     path.write_bytes(bytes(data))
+    return path
+
+
+def jpeg_claiming_size(width: int, height: int) -> bytes:
+    """A 16x16 JPEG whose frame header is patched to announce ``width`` x ``height`` pixels: what a
+    crafted file looks like to a reader that trusts the header."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (90, 120, 150)).save(buffer, "JPEG")
+    data = bytearray(buffer.getvalue())
+    sof = data.index(b"\xff\xc0")  # baseline frame header: length (2), precision (1), height (2), width (2)
+    data[sof + 5:sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+def write_large_jpeg(path: Path, side: int) -> Path:
+    """A real, flat grey ``side`` x ``side`` JPEG (small on disk, ``side``² bytes once decoded)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("L", (side, side), 128).save(path, quality=30)
     return path

@@ -28,6 +28,9 @@ from pathlib import Path
 import av
 import numpy as np
 
+from pipeline.data.media_open import MediaLimits, check_elapsed, check_header, open_media
+from pipeline.error_words import error_words
+
 
 class AudioDecodeError(ValueError):
     """A file's audio stream cannot be decoded; the message names the file."""
@@ -49,21 +52,26 @@ class AudioTrack:
         return len(self.samples) / self.sample_rate
 
 
-def decode_audio(path: str | Path, sample_rate: int = 16000) -> AudioTrack | None:
-    """Decode the first audio stream of ``path`` to mono float32 at ``sample_rate``; ``None`` if there is none."""
+def decode_audio(path: str | Path, sample_rate: int = 16000,
+                 limits: MediaLimits = MediaLimits()) -> AudioTrack | None:
+    """Decode the first audio stream of ``path`` to mono float32 at ``sample_rate``; ``None`` if there is none.
+
+    A file whose header, or whose decoded sound, runs past ``limits.max_duration_s`` is refused (the
+    samples are held in memory: 64 KB per second at 16 kHz)."""
     path = Path(path)
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
     if not path.is_file():
         raise FileNotFoundError(f"media file not found: {path}")
     try:
-        with av.open(str(path)) as container:
+        with open_media(path, limits) as container:
+            check_header(path, container, limits)
             if not container.streams.audio:
                 return None
-            return _decode(container, sample_rate)
+            return _decode(path, container, sample_rate, limits)
     except (av.FFmpegError, OSError) as exc:
         raise AudioDecodeError(
-            f"{path}: cannot decode the audio stream ({exc}); the file is corrupt or truncated"
+            f"{path}: cannot decode the audio stream ({error_words(exc, path)}); the file is corrupt or truncated"
         ) from exc
 
 
@@ -73,7 +81,8 @@ def _stream_start(stream: av.stream.Stream) -> float | None:
     return float(stream.start_time * stream.time_base)
 
 
-def _decode(container: av.container.InputContainer, sample_rate: int) -> AudioTrack:
+def _decode(path: Path, container: av.container.InputContainer, sample_rate: int,
+            limits: MediaLimits) -> AudioTrack:
     audio = container.streams.audio[0]
     video = container.streams.video[0] if container.streams.video else None
     origin = (_stream_start(video) if video is not None else None) or 0.0
@@ -81,6 +90,7 @@ def _decode(container: av.container.InputContainer, sample_rate: int) -> AudioTr
     chunks: list[np.ndarray] = []
     video_pts: list[int] = []
     first_time: float | None = None
+    n_samples = 0
     streams = (audio, video) if video is not None else (audio,)
     for packet in container.demux(*streams):
         if packet.stream.type == "video":
@@ -92,6 +102,10 @@ def _decode(container: av.container.InputContainer, sample_rate: int) -> AudioTr
             if first_time is None and frame.time is not None:
                 first_time = float(frame.time)
             chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(frame))
+            n_samples += frame.samples
+            if frame.sample_rate:
+                # bounded by the samples decoded, not the timestamps: a crafted stream may hold them still
+                check_elapsed(path, n_samples / frame.sample_rate, limits, f"the audio at sample {n_samples}")
     chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
     if first_time is None:
         first_time = _stream_start(audio)

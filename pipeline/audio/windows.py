@@ -29,6 +29,7 @@ import torch
 
 from pipeline.audio.align import frame_times, gather_windows, window_present, window_starts
 from pipeline.audio.decode import AudioTrack, decode_audio
+from pipeline.data.media_open import MediaLimits
 from pipeline.audio.features import AudioConfig, LogMel
 
 
@@ -93,10 +94,12 @@ def track_audio(
 
 
 def video_audio(
-    video_path: str | Path, n_frames: int, fps: float, cfg: AudioConfig, logmel: LogMel | None = None
+    video_path: str | Path, n_frames: int, fps: float, cfg: AudioConfig, logmel: LogMel | None = None,
+    limits: MediaLimits = MediaLimits(),
 ) -> VideoAudio:
-    """Decode ``video_path``'s audio and return its :class:`VideoAudio` (no audio stream: zeros, absent)."""
-    track = decode_audio(video_path, cfg.sample_rate)
+    """Decode ``video_path``'s audio (within ``limits``) and return its :class:`VideoAudio` (no audio stream:
+    zeros, absent)."""
+    track = decode_audio(video_path, cfg.sample_rate, limits)
     return track_audio(track, n_frames, fps, cfg, logmel)
 
 

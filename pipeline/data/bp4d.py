@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.annotations import AnnotationError, read_text_lines
+from pipeline.data.faults import join_faults
 from pipeline.labels import AU_NAMES, NUM_AUS, UNLABELLED
 
 AU_OCC_DIR = "AU_OCC"
@@ -67,7 +68,11 @@ def find_au_occ(bp4d_root: str | Path) -> list[Path]:
 
 
 def read_au_occ(path: str | Path) -> AUOccurrence:
-    """Read one AU occurrence CSV and map it onto the 12 ABAW AUs."""
+    """Read one AU occurrence CSV and map it onto the 12 ABAW AUs.
+
+    Every bad row is found before failing, so one :class:`AnnotationError` lists them all (the first
+    :data:`~pipeline.data.faults.MAX_LISTED` in full, the rest counted).
+    """
     path = Path(path)
     lines = read_text_lines(path, "BP4D AU file")
     if not lines:
@@ -79,32 +84,40 @@ def read_au_occ(path: str | Path) -> AUOccurrence:
     source = [columns.index(n) if n in columns else -1 for n in _ABAW_AU_NUMBERS]
     frames = np.empty(len(lines) - 1, dtype=np.int64)
     au = np.full((len(lines) - 1, NUM_AUS), UNLABELLED, dtype=np.int8)
+    faults: list[str] = []
+    previous: int | None = None  # the last frame number read, which the next must exceed
     for row, line in enumerate(lines[1:]):
-        number = row + 2
-        tokens = [t.strip() for t in line.split(",")]
-        if len(tokens) != len(columns) + 1:
-            raise AnnotationError(
-                f"{path}: line {number}: expected {len(columns) + 1} values, found {len(tokens)} in {line!r}"
-            )
-        if not tokens[0].isdigit():
-            raise AnnotationError(
-                f"{path}: line {number}: frame number must be a non-negative integer, found {tokens[0]!r}"
-            )
-        frames[row] = int(tokens[0])
-        if row and frames[row] <= frames[row - 1]:
-            raise AnnotationError(
-                f"{path}: line {number}: frame {frames[row]} does not follow frame {frames[row - 1]}"
-            )
-        values = []
-        for token in tokens[1:]:
-            value = _VALUES.get(token)
-            if value is None:
-                raise AnnotationError(f"{path}: line {number}: AU values must be 0, 1 or {NOT_CODED}, found {token!r}")
-            values.append(value)
+        frame, values, fault = _parse_row(line, len(columns), previous)
+        previous = frame if frame is not None else previous
+        if fault is not None:
+            faults.append(f"line {row + 2}: {fault}")
+            continue
+        frames[row] = frame
         for k, col in enumerate(source):
             if col >= 0:
                 au[row, k] = values[col]
+    if faults:
+        raise AnnotationError(f"{path}: {join_faults(faults, 'bad lines')}")
     return AUOccurrence(stem=path.stem, path=path, frames=frames, au=au)
+
+
+def _parse_row(line: str, n_aus: int, previous: int | None) -> tuple[int | None, list[int], str | None]:
+    """One row's frame number (``None`` when unreadable), its AU values, and what is wrong with the
+    row (``None`` when nothing); the frame number is returned even for a bad row, so the next row's
+    order is checked against it."""
+    tokens = [t.strip() for t in line.split(",")]
+    if len(tokens) != n_aus + 1:
+        return None, [], f"expected {n_aus + 1} values, found {len(tokens)} in {line!r}"
+    if not tokens[0].isdigit():
+        return None, [], f"frame number must be a non-negative integer, found {tokens[0]!r}"
+    frame = int(tokens[0])
+    if previous is not None and frame <= previous:
+        return frame, [], f"frame {frame} does not follow frame {previous}"
+    values = [_VALUES.get(token, UNLABELLED - 1) for token in tokens[1:]]
+    bad = [token for token, value in zip(tokens[1:], values) if value < UNLABELLED]
+    if bad:
+        return frame, [], f"AU values must be 0, 1 or {NOT_CODED}, found {bad[0]!r}"
+    return frame, values, None
 
 
 def _parse_header(path: Path, line: str) -> list[int]:

@@ -19,20 +19,18 @@ Example (not run here: it needs the pipeline's packed frame store)::
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import h5py
 import numpy as np
-from PIL import Image
+
+from pipeline.jpeg import ImageError, read_jpeg
 
 STORE_VERSION = 1
 IMAGE_SIZE = 112
 JPEG_DTYPE = h5py.vlen_dtype(np.uint8)
-# Exceptions Pillow raises on bytes that are not a whole, valid image.
-DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 class CorruptCropError(ValueError):
@@ -40,15 +38,12 @@ class CorruptCropError(ValueError):
 
 
 def decode_crop(data: np.ndarray | bytes, where: str = "crop") -> np.ndarray:
-    """Decode JPEG bytes to uint8 (112, 112, 3) RGB, resizing only when the crop has another size."""
+    """Decode JPEG bytes to uint8 (112, 112, 3) RGB, resizing only when the crop has another size
+    (through :func:`pipeline.jpeg.read_jpeg`: JPEG only, the size checked before decoding)."""
     try:
-        with Image.open(io.BytesIO(bytes(data))) as image:
-            rgb = image.convert("RGB")
-    except DECODE_ERRORS as exc:
+        return read_jpeg(data, size=IMAGE_SIZE)
+    except ImageError as exc:
         raise CorruptCropError(f"{where}: cannot decode the stored JPEG ({exc})") from exc
-    if rgb.size != (IMAGE_SIZE, IMAGE_SIZE):
-        rgb = rgb.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
-    return np.asarray(rgb, dtype=np.uint8)
 
 
 class FrameStore:

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from pipeline import config
@@ -46,6 +45,7 @@ from pipeline.data.manifest import Manifest, SubjectRecord, write_manifest
 from pipeline.data.protocol import apply_protocol, labelled_frames
 from pipeline.data.video import VideoInfo, probe_video
 from pipeline.fsio import atomic_path, write_json
+from pipeline.jpeg import ImageError, jpeg_size
 from pipeline.labels import NUM_AUS, TASKS, UNLABELLED
 
 log = logging.getLogger(__name__)
@@ -296,11 +296,10 @@ def _faces(record: SubjectRecord, paths: list[Path], cfg: PrepareConfig) -> np.n
 def _jpeg_header_fault(path: Path, frame: int) -> str | None:
     """What is wrong with the crop ``path`` of ``frame`` as a JPEG, or ``None``."""
     try:
-        with Image.open(path) as image:
-            fmt = image.format
-    except (OSError, UnidentifiedImageError, SyntaxError) as exc:
+        jpeg_size(path)  # the header only: JPEG, and no larger than a face crop may be
+    except (ImageError, OSError) as exc:
         return f"{path}: frame {frame}: not a readable JPEG crop ({exc})"
-    return None if fmt == "JPEG" else f"{path}: frame {frame}: crop is {fmt}, not JPEG"
+    return None
 
 
 def _audio_fault(video: Path, info: VideoInfo, cfg: PrepareConfig) -> str | None:

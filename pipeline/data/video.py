@@ -37,6 +37,9 @@ from typing import Iterator
 import av
 import numpy as np
 
+from pipeline.data.media_open import MediaLimits, check_elapsed, check_frame_size, check_header, open_media
+from pipeline.error_words import error_words
+
 FRAME_COUNT_MODES: tuple[str, ...] = ("header", "demux", "decode")
 # "header" mode reads the packets of this last stretch of the declared duration (plus back to the
 # keyframe before it); a second covers the final packets of any common container and stays cheap.
@@ -60,7 +63,7 @@ class VideoInfo:
     header_frames: int      # frame count the container declares (0 when it declares none)
     has_audio: bool
     sample_rate: int | None
-    width: int
+    width: int              # the stored picture's size (before any display rotation)
     height: int
     # the audio's first and last instant (s) on the video clock (0 = first frame); None without audio
     audio_start_s: float | None = None
@@ -95,28 +98,31 @@ class _Reading:
         self.audio_end_s = end_s if self.audio_end_s is None else max(self.audio_end_s, end_s)
 
 
-def probe_video(path: str | Path, frame_count: str = "demux") -> VideoInfo:
-    """Return the :class:`VideoInfo` of ``path``, counting frames as ``frame_count`` says."""
+def probe_video(path: str | Path, frame_count: str = "demux", limits: MediaLimits = MediaLimits()) -> VideoInfo:
+    """Return the :class:`VideoInfo` of ``path``, counting frames as ``frame_count`` says; a file whose header
+    declares more than ``limits`` is refused before anything is read."""
     path = Path(path)
     if frame_count not in FRAME_COUNT_MODES:
         raise ValueError(f"frame_count must be one of {FRAME_COUNT_MODES}, got {frame_count!r}")
     if not path.is_file():
         raise FileNotFoundError(f"video not found: {path}")
     try:
-        with av.open(str(path)) as container:
+        with open_media(path, limits) as container:
+            check_header(path, container, limits)
             info = _describe(path, container)
             reading = None
             if frame_count == "header" and info.header_frames > 0:
                 reading = _read_tail(path, container, info)
         if reading is None:
-            with av.open(str(path)) as container:
+            with open_media(path, limits) as container:
                 reading = _read_all(path, container, decode_video=frame_count == "decode")
             n_frames = reading.frames
             _check_counted(path, info.header_frames, n_frames)
         else:
             n_frames = info.header_frames
     except (av.FFmpegError, OSError) as exc:
-        raise VideoError(f"{path}: cannot read video ({exc}); the file is corrupt or truncated") from exc
+        raise VideoError(f"{path}: cannot read video ({error_words(exc, path)}); the file is corrupt or truncated"
+                         ) from exc
     return dataclasses.replace(info, n_frames=n_frames, audio_start_s=reading.audio_start_s,
                                audio_end_s=reading.audio_end_s)
 
@@ -180,8 +186,8 @@ def _read_all(path: Path, container: av.container.InputContainer, decode_video: 
                 try:
                     reading.frames += len(packet.decode())
                 except av.FFmpegError as exc:
-                    raise VideoError(f"{path}: frame {reading.frames}: cannot decode the picture ({exc}); "
-                                     "the file is corrupt or truncated") from exc
+                    raise VideoError(f"{path}: frame {reading.frames}: cannot decode the picture "
+                                     f"({error_words(exc, path)}); the file is corrupt or truncated") from exc
             elif packet.size > 0 or packet.pts is not None:
                 # An empty packet with a timestamp is a repeated frame (AVI); the flush packet has neither.
                 reading.frames += 1
@@ -196,7 +202,7 @@ def _decode_audio_packet(path: Path, packet: av.Packet, origin: float, reading: 
         frames = packet.decode()
     except av.FFmpegError as exc:
         at = f" at {float(packet.pts * packet.time_base) - origin:.2f} s" if packet.pts is not None else ""
-        raise VideoError(f"{path}: audio{at}: cannot decode the sound ({exc}); "
+        raise VideoError(f"{path}: audio{at}: cannot decode the sound ({error_words(exc, path)}); "
                          "the file is corrupt or truncated") from exc
     for frame in frames:
         if frame.time is not None and frame.sample_rate:
@@ -247,29 +253,78 @@ def _read_tail(path: Path, container: av.container.InputContainer, info: VideoIn
     return reading
 
 
-def decode_frames(video_path: str | Path, need_pixels: bool = True) -> Iterator[tuple[float, float, np.ndarray | None]]:
+def decode_frames(video_path: str | Path, need_pixels: bool = True,
+                  limits: MediaLimits = MediaLimits()) -> Iterator[tuple[float, float, np.ndarray | None]]:
     """Yield ``(timestamp s from the first frame, fps, (H, W, 3) uint8 RGB frame or None)`` for every decoded
-    frame, in decoding order; a still image, an empty or undecodable video is a :class:`VideoError` naming it."""
+    frame, in decoding order; a still image, an empty or undecodable video, or one beyond ``limits`` is a
+    :class:`VideoError` (or :class:`~pipeline.data.media_open.MediaLimitError`) naming it.
+
+    Each frame is as a viewer sees it (:func:`display_image`: the display matrix applied) and contiguous,
+    so every reader of pixels (predict, crop, the benchmarks) gets the same picture from here.
+    """
     video_path = Path(video_path)
     try:
-        with av.open(str(video_path)) as container:
+        with open_media(video_path, limits) as container:
             if is_still_image(container):
                 raise VideoError(
                     f"{video_path}: a still image ({container.format.name}), not a video; only videos are read "
                     f"(make one from a photograph with pipeline.predict.photo_video.write_photo_video)"
                 )
+            check_header(video_path, container, limits)
             stream, fps = video_stream(video_path, container)
             first: float | None = None
             count = 0
             for count, frame in enumerate(container.decode(stream), start=1):
+                where = f"frame {count - 1}"
+                check_frame_size(video_path, frame.width, frame.height, limits, where)
+                # a count past max_duration_s at the declared rate bounds a stream whose timestamps stand still
+                check_elapsed(video_path, (count - 1) / fps, limits, where)
                 t = frame.time if frame.time is not None else (count - 1) / fps
                 first = t if first is None else first
-                image = frame.to_ndarray(format="rgb24") if need_pixels else None
+                check_elapsed(video_path, t - first, limits, where)
+                image = display_image(frame) if need_pixels else None
                 yield t - first, fps, image
             if count == 0:
                 raise VideoError(f"{video_path}: the video stream holds no frames")
     except av.FFmpegError as exc:
-        raise VideoError(f"{video_path}: cannot decode video ({exc})") from exc
+        raise VideoError(f"{video_path}: cannot decode video ({error_words(exc, video_path)})") from exc
+
+
+def display_rotation(frame: av.VideoFrame) -> int:
+    """The counter-clockwise turn (0, 90, 180 or 270 degrees) that shows ``frame`` as its display matrix says.
+
+    Phones store a portrait clip as landscape pictures plus a display matrix (``-90``: turn clockwise);
+    PyAV reports its angle as ``frame.rotation``. An angle between quarter turns is rounded to the
+    nearest one, as players do.
+    """
+    return int(round(float(frame.rotation or 0) / 90.0)) % 4 * 90
+
+
+def first_frame_rotation(video_path: str | Path, limits: MediaLimits = MediaLimits()) -> int:
+    """The :func:`display_rotation` of ``video_path``'s first frame (0 for a file without a decodable frame),
+    for writers that must size their output before the frames arrive; a header beyond ``limits`` is refused."""
+    with open_media(video_path, limits) as container:
+        check_header(video_path, container, limits)
+        if not container.streams.video:
+            return 0
+        for frame in container.decode(container.streams.video[0]):
+            return display_rotation(frame)
+    return 0
+
+
+def display_image(frame: av.VideoFrame) -> np.ndarray:
+    """``frame`` as a viewer sees it: (H, W, 3) uint8 RGB, turned by its display matrix, C-contiguous.
+
+    ``to_ndarray`` returns a view with FFmpeg's padded row stride (an 854-pixel-wide frame has rows of
+    2,592 bytes, not 2,562); dlib's detector reads such an array as if it were unpadded, so the same
+    frame would give detections that depend on the padding bytes. A contiguous copy is what every
+    consumer gets.
+    """
+    image = frame.to_ndarray(format="rgb24")
+    turns = display_rotation(frame) // 90
+    if turns:
+        image = np.rot90(image, turns)   # np.rot90 turns counter-clockwise, as the display matrix's angle
+    return np.ascontiguousarray(image)
 
 
 def is_still_image(container: av.container.InputContainer) -> bool:

@@ -19,6 +19,7 @@ Example (threads in this process, no worker start-up cost):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -66,6 +67,18 @@ class ClusterOptions:
         if self.n_workers < 1 or self.threads_per_worker < 1:
             raise ValueError(
                 f"workers and threads must be >= 1, got {self.n_workers} workers x {self.threads_per_worker} threads"
+            )
+
+    def check_cores(self) -> None:
+        """Refuse a local cluster of more task slots (workers x threads) than this process has cores.
+
+        A stage calls it before it takes its work directory, so bad options leave nothing behind.
+        """
+        cores = available_cores()
+        if self.scheduler is None and self.n_workers * self.threads_per_worker > cores:
+            raise ValueError(
+                f"{self.n_workers} workers x {self.threads_per_worker} threads exceeds the {cores} "
+                "cores available; lower --workers or --threads"
             )
 
 
@@ -182,15 +195,23 @@ def run_tasks(
     if todo:
         # Unique task names: a long-lived scheduler must never hand back a previous run's result.
         token = uuid.uuid4().hex[:8]
-        with dask_client(options) as client:
+        with contextlib.ExitStack() as quiet, dask_client(options) as client:
             futures = {
                 client.submit(_guarded, task, key, jobs[key], key=f"{desc}-{key}-{token}", pure=False, retries=0): key
                 for key in todo
             }
             bar = tqdm(as_completed(futures), total=len(futures), desc=desc, unit="entry",
                        disable=None if progress is None else not progress)
+            stopped = False
             for future in bar:
                 _collect(report, futures[future], future, desc)
+                if report.disk_full and not stopped:
+                    stopped = True
+                    # Every other write would meet the same full disk: start no more tasks, and let the
+                    # cluster shut down without its own complaints; the one line is DiskFullError's.
+                    client.cancel([f for f in futures if not f.done()])
+                    _wait_until_idle(client)
+                    quiet.enter_context(_silenced("distributed"))
     report.computed.sort()
     report.seconds = time.perf_counter() - start
     if report.disk_full:
@@ -246,6 +267,35 @@ def run_and_publish(
     return report
 
 
+def _executing(dask_worker: Any) -> int:
+    """Tasks a worker is running, cancelled ones included (run on the worker by ``client.run``)."""
+    return int(dask_worker.state.executing_count)
+
+
+def _wait_until_idle(client: Any, poll_s: float = 0.2) -> None:
+    """Wait for the workers to finish the tasks they were running when theirs were cancelled.
+
+    A cancelled task runs on in its worker's thread; a cluster closed under it leaves the worker
+    failing its heartbeat to the scheduler that went away, with a traceback on stderr.
+    """
+    while any(client.run(_executing).values()):
+        time.sleep(poll_s)
+
+
+@contextmanager
+def _silenced(package: str) -> Iterator[None]:
+    """Log nothing below CRITICAL from ``package``'s loggers (this process) for the ``with`` block."""
+    names = [package, *(name for name in logging.root.manager.loggerDict if name.startswith(f"{package}."))]
+    levels = {name: logging.getLogger(name).level for name in names}
+    for name in names:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
 def _guarded(task: Callable[[str, Any], Any], key: str, job: Any) -> Any:
     """Run ``task(key, job)``, returning input errors as a :class:`TaskError`."""
     try:
@@ -272,4 +322,6 @@ def _collect(report: RunReport, key: str, future: Any, desc: str) -> None:
     report.failed[key] = message
     if disk_full:
         report.disk_full.append(key)
-    log.error("%s: %s failed: %s", desc, key, message)
+    # Said once, where the run ends: the report's summary lists each failed key with its error, and a
+    # full disk ends the run in one line naming the store (DiskFullError), not a line per key.
+    log.debug("%s: %s not written: %s", desc, key, message)

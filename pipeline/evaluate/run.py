@@ -36,6 +36,8 @@ Outputs::
                                             columns <frame set>.<variant>
     <out_dir>/plots/confusion_<variant>.png, au_f1.png, expr_f1.png   (face frames)
     <out_dir>/plots/timeline_<subject>.png
+    <out_dir>/plot_data/confusion_<variant>.csv   actual,predicted expression of every face frame (DVC's
+                                                  confusion template); au_f1_<variant>.csv: au,f1 (bars)
     <out_dir>/submission/<variant>/{AU_Set,EXPR_Set}/<subject>.txt   (every variant)
 
 Example (not run here: it needs the pipeline's stores and models)::
@@ -55,7 +57,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 import numpy as np
 import torch
@@ -148,6 +150,7 @@ def evaluate(
     with atomic_path(out_dir) as tmp:
         write_tables(tmp / "tables", by_frames, per_class)
         write_plots(tmp / "plots", results, per_class[HEADLINE], cfg)
+        write_plot_data(tmp / "plot_data", results, per_class[HEADLINE])
         write_submissions(tmp / "submission", results)
     metrics = metrics_document(by_frames)
     write_json(metrics_path, metrics)
@@ -160,6 +163,13 @@ def metrics_document(by_frames: dict[str, dict[str, Any]]) -> dict[str, Any]:
     ``dvc exp show`` and ``mmaffect ablate --variant sequence`` read)."""
     headline = by_frames[HEADLINE]
     return {**by_frames, **{name: headline[name] for name in (*VARIANTS, BASELINE)}}
+
+
+def headline_scores(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Each variant's AU and EXPR score on the headline frame set (``<variant>.<task>.score``): the few
+    numbers ``dvc exp show`` lists for a run, read from :func:`metrics_document`'s top level."""
+    return {variant: {task: {"score": metrics[variant][task]["score"]} for task in ("au", "expr")
+                      if task in metrics[variant]} for variant in VARIANTS}
 
 
 def training_majority(manifest: Manifest, visual_store: EmbeddingStore) -> dict[str, int]:
@@ -219,7 +229,7 @@ def predict_subject(
         "fusion": _fusion_logits(fusion, visual["embedding"], audio["embedding"], device, batch_size),
     }
     logits["sequence"] = sequence.video_logits(
-        visual["embedding"], audio["embedding"], visual["face_present"], audio["audio_present"]
+        visual["embedding"], audio["embedding"], visual["face_present"], audio["audio_present"], batch_size
     )
     au_true = visual["au"] if record.au_split == "validation" else np.full((n, NUM_AUS), UNLABELLED, np.int8)
     expr_true = visual["expr"] if record.expr_split == "validation" else np.full(n, UNLABELLED, np.int8)
@@ -378,6 +388,25 @@ def write_plots(folder: Path, results: list[SubjectResult], per_class: dict[str,
             folder / f"timeline_{result.record.name}.png", fps=result.record.fps, au_variant=v,
             face_present=result.face_present,
         )
+
+
+def write_plot_data(folder: Path, results: list[SubjectResult], per_class: dict[str, dict[str, np.ndarray]]) -> None:
+    """The data of the confusion matrices and the per-AU F1 bars as CSV, for ``dvc plots`` (the
+    headline frame set, as the PNGs beside): ``confusion_<variant>.csv`` has one row per labelled face
+    frame (``actual``, ``predicted`` expression names), ``au_f1_<variant>.csv`` one row per AU."""
+    folder.mkdir(parents=True, exist_ok=True)
+    expr_subjects = [r for r in results if r.record.expr_split == "validation"]
+    if expr_subjects:
+        masks = [frame_mask(r, HEADLINE) & (r.expr_true != UNLABELLED) for r in expr_subjects]
+        expr_true = np.concatenate([r.expr_true[m] for r, m in zip(expr_subjects, masks)])
+        for variant in VARIANTS:
+            expr_pred = np.concatenate([r.expr_pred[variant][m] for r, m in zip(expr_subjects, masks)])
+            rows = [[EXPR_NAMES[t], EXPR_NAMES[p]] for t, p in zip(expr_true, expr_pred)]
+            (folder / f"confusion_{variant}.csv").write_text(_csv_text(["actual", "predicted"], rows))
+    for variant, f1 in per_class["au"].items():
+        if variant in VARIANTS:
+            rows = [[name, f"{value:.6f}"] for name, value in zip(AU_NAMES, f1)]
+            (folder / f"au_f1_{variant}.csv").write_text(_csv_text(["au", "f1"], rows))
 
 
 def timeline_subjects(results: list[SubjectResult], count: int, seed: int) -> list[SubjectResult]:

@@ -8,7 +8,8 @@ For a video ``<stem>.mp4`` the writer produces, under the output folder::
 
 Crop ``{i+1:05d}.jpg`` is frame ``i`` (0-based, decoding order), as
 :func:`pipeline.data.affwild2.crop_name` names Aff-Wild2's crops; a frame where a face is not found
-has no file, as in Aff-Wild2. Faces come from :mod:`pipeline.faces.track` and are aligned by
+has no file, as in Aff-Wild2. Frames are read as a viewer sees them (a phone clip's display matrix
+applied, :func:`pipeline.data.video.decode_frames`). Faces come from :mod:`pipeline.faces.track` and are aligned by
 :func:`pipeline.faces.align.align_face`, the alignment ``predict`` uses. Faces seen in fewer than
 ``min_frames`` frames are left out (passers-by, false detections); of more than two faces, the two
 seen in the most frames are kept (Aff-Wild2 names at most two), and the others are counted in the
@@ -40,6 +41,7 @@ from typing import Sequence
 from PIL import Image
 
 from pipeline.data.affwild2 import VIDEO_EXTENSIONS, crop_name, find_videos
+from pipeline.data.media_open import MediaLimits
 from pipeline.data.video import decode_frames
 from pipeline.faces.detect import DetectorConfig, FaceDetector
 from pipeline.faces.track import FaceTracker, TrackerConfig
@@ -86,6 +88,7 @@ def crop_video(
     detector: DetectorConfig = DetectorConfig(),
     tracking: TrackerConfig = TrackerConfig(),
     min_frames: int = 10,
+    limits: MediaLimits = MediaLimits(),
 ) -> CropSummary:
     """Write the aligned crops of every face of ``video`` under ``out_root`` (see the module doc)."""
     start = time.perf_counter()
@@ -105,7 +108,7 @@ def crop_video(
     remove_dead_temporaries(out_root, f".{stem}.tmp-")
     staging = make_temporary_dir(out_root, f".{stem}.tmp-")
     try:
-        frames, counts, centres = _write_crops(video, staging, detector, tracking)
+        frames, counts, centres = _write_crops(video, staging, detector, tracking, limits)
         folders, dropped = _names(stem, counts, centres, min_frames)
         for name in folders:
             if (out_root / name).exists():
@@ -132,20 +135,21 @@ def crop_videos(
     detector: DetectorConfig = DetectorConfig(),
     tracking: TrackerConfig = TrackerConfig(),
     min_frames: int = 10,
+    limits: MediaLimits = MediaLimits(),
 ) -> tuple[list[CropSummary], dict[str, str]]:
     """Crop every video; one that fails is reported (``{video: message}``) while the others complete."""
     check_unique_stems(videos, "{stem}/")
-    return for_each_video(videos, lambda video: crop_video(video, out_root, detector, tracking, min_frames))
+    return for_each_video(videos, lambda video: crop_video(video, out_root, detector, tracking, min_frames, limits))
 
 
-def _write_crops(video: Path, staging: Path, detector: DetectorConfig,
-                 tracking: TrackerConfig) -> tuple[int, dict[int, int], dict[int, float]]:
+def _write_crops(video: Path, staging: Path, detector: DetectorConfig, tracking: TrackerConfig,
+                 limits: MediaLimits) -> tuple[int, dict[int, int], dict[int, float]]:
     """Decode, track and write each face's crops to ``staging/face<id>/``; frames, crops and mean x per face."""
     tracker = FaceTracker(tracking, FaceDetector(detector))
     counts: dict[int, int] = {}
     x_sums: dict[int, float] = {}
     frames = 0
-    for i, (_, _, image) in enumerate(decode_frames(video)):
+    for i, (_, _, image) in enumerate(decode_frames(video, limits=limits)):
         frames = i + 1
         for face in tracker.update(image):
             folder = staging / f"face{face.face_id}"

@@ -150,11 +150,15 @@ def _models() -> tuple[Any, Any]:
 
 
 def check_frame(frame: np.ndarray) -> np.ndarray:
-    """``frame`` as an (H, W, 3) uint8 RGB array, or a ValueError saying what it is."""
+    """``frame`` as a C-contiguous (H, W, 3) uint8 RGB array, or a ValueError saying what it is.
+
+    dlib reads an image as packed rows: given a view with padded rows (what PyAV's ``to_ndarray``
+    returns for many widths) or a strided slice, it would search pixels that are not the frame's.
+    """
     frame = np.asarray(frame)
     if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
         raise ValueError(f"frame must be (H, W, 3) uint8 RGB, got {frame.shape} {frame.dtype}")
-    return frame
+    return np.ascontiguousarray(frame)
 
 
 class FaceDetector:

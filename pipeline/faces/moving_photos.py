@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.faces.align import warp_image
+from pipeline.jpeg import read_jpeg
 
 
 def astronaut() -> np.ndarray:
@@ -36,8 +37,7 @@ def grace_hopper() -> np.ndarray:
     path = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: matplotlib's sample photograph is missing; reinstall matplotlib")
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return read_jpeg(path)
 
 
 def similarity(angle_deg: float, zoom: float, source: tuple[float, float], target: tuple[float, float]) -> np.ndarray:
@@ -172,3 +172,33 @@ def located_faces(photos: Sequence[np.ndarray]) -> list[tuple[np.ndarray, tuple[
             raise ValueError(f"photograph {k} ({photo.shape}): no face detected")
         located.append((photo, tuple(float(v) for v in faces[0].landmarks.mean(axis=0)), float(faces[0].box.w)))
     return located
+
+
+def write_moving_photo_video(
+    path: str | Path,
+    located: tuple[np.ndarray, tuple[float, float], float],
+    size: tuple[int, int],
+    n_frames: int = 30,
+    face_share: float = 0.25,
+    max_angle: float = 15.0,
+    display_rotation: int = 0,
+) -> tuple[Path, np.ndarray]:
+    """An MP4 of a located photograph (:func:`located_faces`) moving as :func:`moving_photo` moves it, seen at
+    ``size`` (width, height) by a viewer, its face ``face_share`` of the frame's height; and the (N, 2, 3)
+    photo-to-viewed-frame matrices.
+
+    With ``display_rotation`` (degrees counter-clockwise, a multiple of 90) the pictures are stored turned
+    the other way with that display matrix, as a phone stores a portrait clip (``-90``): decoded and
+    turned upright, they are the frames a viewer sees at ``size``.
+    """
+    from pipeline.predict.photo_video import write_frames_video
+
+    if display_rotation % 90:
+        raise ValueError(f"display_rotation must be a multiple of 90 degrees, got {display_rotation}")
+    photo, centre, side = located
+    zoom = face_share * size[1] / side
+    matrices = moving_photo_matrices(centre, n_frames, size, max_angle, (zoom, 1.2 * zoom), max_shift=size[0] / 20)
+    # stored = viewed turned back by the display rotation, so that applying it gives the viewed frame
+    stored = (np.rot90(render([(photo, matrix)], size), -display_rotation // 90) for matrix in matrices)
+    video = write_frames_video(path, stored, audio_hz=None, display_rotation=display_rotation)
+    return video, matrices

@@ -7,9 +7,11 @@ folder) gets the label and bars in the frame's top-left corner. Frames without a
 unchanged.
 
 The video is decoded a second time, after the whole video's predictions exist, and streamed frame by
-frame (memory does not grow with the video's length). The picture is re-encoded as H.264 at the input's
-frame rate, frame count and timestamps (an odd width or height loses its last pixel column or row:
-H.264's 4:2:0 needs even sides); the audio stream is copied as it is when MP4 can hold its codec and
+frame (memory does not grow with the video's length). The picture is written as a viewer sees the
+input: a clip stored sideways with a display matrix (a phone's portrait video) is turned upright, as
+``predict`` turned it to find the faces, and written without a display matrix. It is re-encoded as
+H.264 at the input's frame rate, frame count and timestamps (an odd width or height loses its last
+pixel column or row: H.264's 4:2:0 needs even sides); the audio stream is copied as it is when MP4 can hold its codec and
 re-encoded as AAC otherwise. The file appears under its name only once complete.
 
 Example:
@@ -32,6 +34,9 @@ import av
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from pipeline.data.media_open import MediaLimits, check_frame_size, open_media
+from pipeline.data.video import display_image, first_frame_rotation
+from pipeline.error_words import error_words
 from pipeline.fsio import atomic_path
 from pipeline.labels import AU_NAMES, EXPR_NAMES, NUM_AUS, NUM_EXPRS
 from pipeline.predict.progress import ProgressCallback, expected_frames, progress_reporter
@@ -135,33 +140,39 @@ def _draw_au_bars(draw: ImageDraw.ImageDraw, font: ImageFont.FreeTypeFont | Imag
 
 
 def write_overlay(video_path: str | Path, out_path: str | Path, predictions: Iterable[object],
-                  progress: ProgressCallback | None = None) -> Path:
+                  progress: ProgressCallback | None = None, limits: MediaLimits = MediaLimits()) -> Path:
     """Write ``out_path`` (MP4): ``video_path`` re-encoded with ``predictions`` drawn, its audio kept.
 
     ``predictions`` are the video's :class:`~pipeline.predict.video.FacePrediction` (frame indices in
-    decoding order, as ``predict`` counts them). Written to a temporary and renamed, so a failed or
-    killed run leaves no ``out_path``.
+    decoding order, as ``predict`` counts them; boxes in display orientation). Written to a temporary
+    and renamed, so a failed or killed run leaves no ``out_path``.
     """
     video_path, out_path = Path(video_path), Path(out_path)
     if out_path.resolve() == video_path.resolve():
         raise ValueError(f"{video_path}: the overlay would overwrite its own video; choose another path")
     marks = marks_by_frame(predictions)
     frame_done = progress_reporter(progress, video_path, "overlay", expected_frames(video_path))
-    with av.open(str(video_path)) as source, atomic_path(out_path) as tmp:
+    rotation = first_frame_rotation(video_path, limits)
+    with open_media(video_path, limits) as source, atomic_path(out_path) as tmp:
         with av.open(str(tmp), mode="w", format="mp4") as target:
-            _transcode(video_path, source, target, marks, frame_done)
+            _transcode(video_path, source, target, marks, frame_done, rotation, limits)
     log.info("%s: overlay -> %s", video_path, out_path)
     return out_path
 
 
 def _transcode(video_path: Path, source: av.container.InputContainer, target: av.container.OutputContainer,
-               marks: dict[int, list[FaceMark]], frame_done: Callable[[], None]) -> None:
-    """Decode ``source``'s first video stream, draw, encode; pass its first audio stream through."""
+               marks: dict[int, list[FaceMark]], frame_done: Callable[[], None], rotation: int,
+               limits: MediaLimits) -> None:
+    """Decode ``source``'s first video stream, turn it upright (``rotation``: its first frame's display turn),
+    draw, encode; pass its first audio stream through."""
     if not source.streams.video:
         raise ValueError(f"{video_path}: no video stream")
     video_in = source.streams.video[0]
     rate = video_in.average_rate or video_in.guessed_rate or Fraction(25)
-    width, height = video_in.codec_context.width // 2 * 2, video_in.codec_context.height // 2 * 2
+    width, height = video_in.codec_context.width, video_in.codec_context.height
+    if rotation in (90, 270):
+        width, height = height, width
+    width, height = width // 2 * 2, height // 2 * 2
     video_out = target.add_stream("libx264", rate=rate, options=X264_OPTIONS)
     video_out.width, video_out.height, video_out.pix_fmt = width, height, "yuv420p"
     video_out.codec_context.time_base = 1 / Fraction(rate)
@@ -180,6 +191,7 @@ def _transcode(video_path: Path, source: av.container.InputContainer, target: av
     for packet in source.demux(*streams):
         if packet.stream is video_in:
             for frame in _decode(video_path, packet):
+                check_frame_size(video_path, frame.width, frame.height, limits, f"frame {index}")
                 _encode_frame(target, video_out, frame, index, marks.get(index), (width, height))
                 index += 1
                 frame_done()
@@ -196,20 +208,21 @@ def _decode(video_path: Path, packet: av.Packet) -> Iterator[av.VideoFrame]:
     try:
         yield from packet.decode()
     except av.FFmpegError as exc:
-        raise ValueError(f"{video_path}: cannot decode a video packet at pts {packet.pts} ({exc})") from exc
+        raise ValueError(f"{video_path}: cannot decode a video packet at pts {packet.pts} "
+                         f"({error_words(exc, video_path)})") from exc
 
 
 def _encode_frame(target: av.container.OutputContainer, stream: av.VideoStream, frame: av.VideoFrame, index: int,
                   marks: list[FaceMark] | None, size: tuple[int, int]) -> None:
-    """Encode decoded frame ``index`` at ``index / rate``, with its faces drawn when it has any."""
+    """Encode decoded frame ``index`` upright at ``index / rate``, with its faces drawn when it has any."""
     width, height = size
     if marks:
-        image = draw_marks(frame.to_ndarray(format="rgb24")[:height, :width], marks)
+        image = draw_marks(display_image(frame)[:height, :width], marks)
         out = av.VideoFrame.from_ndarray(image, format="rgb24")
-    elif (frame.width, frame.height) != size:
-        out = av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24")[:height, :width], format="rgb24")
+    elif (frame.width, frame.height) != size or frame.rotation:
+        out = av.VideoFrame.from_ndarray(display_image(frame)[:height, :width], format="rgb24")
     else:
-        out = frame   # unchanged picture: the encoder converts it to yuv420p itself
+        out = frame   # unchanged upright picture: the encoder converts it to yuv420p itself
     # the encoder's clock is 1/rate: the frame count and rate are the input's, each frame kept once
     out.pts = index
     out.time_base = stream.codec_context.time_base

@@ -56,9 +56,14 @@ def write_frames_video(
     fps: int = 25,
     audio_hz: float | None = 220.0,
     sample_rate: int = 16000,
+    display_rotation: int = 0,
 ) -> Path:
     """Write (N, H, W, 3) uint8 RGB ``frames`` as an H.264 MP4 (odd sides cropped by one pixel), atomically,
     plus an AAC tone of the video's length unless ``audio_hz`` is None.
+
+    ``display_rotation`` (degrees counter-clockwise, as PyAV's ``VideoFrame.rotation`` reads it back)
+    stores a display matrix, as phones do: ``-90`` with frames turned a quarter counter-clockwise is
+    how a phone stores a portrait clip, shown upright by players.
 
     ``frames`` may also be any iterable of (H, W, 3) frames of one size, encoded as they come: a long or
     large video need not be held in memory.
@@ -77,6 +82,8 @@ def write_frames_video(
                     video = container.add_stream("libx264", rate=fps)
                     video.width, video.height = width, height
                     video.pix_fmt = "yuv420p"
+                    if display_rotation:
+                        video.set_display_rotation(display_rotation)
                     if audio_hz is not None:   # every stream is added before the first packet is written
                         audio = container.add_stream("aac", rate=sample_rate, layout="mono")
                 elif (height, width) != (video.height, video.width):

@@ -20,6 +20,8 @@ from typing import Callable
 
 import av
 
+from pipeline.data.media_open import open_media
+
 # The passes over a video's frames, in order: decode, find and embed the faces; then (only with an
 # overlay) decode again, draw and encode.
 PHASES: tuple[str, ...] = ("faces", "overlay")
@@ -61,7 +63,7 @@ def progress_reporter(callback: ProgressCallback | None, video: str | Path, phas
 def expected_frames(video_path: str | Path) -> int:
     """The frame count the header of ``video_path`` declares, else duration x frame rate, else 0 (unknown)."""
     try:
-        with av.open(str(video_path)) as container:
+        with open_media(video_path) as container:
             if not container.streams.video:
                 return 0
             stream = container.streams.video[0]
@@ -72,6 +74,6 @@ def expected_frames(video_path: str | Path) -> int:
                 return int(round(float(stream.duration * stream.time_base) * float(rate)))
             if rate and container.duration:
                 return int(round(container.duration / av.time_base * float(rate)))
-    except (av.FFmpegError, OSError):
+    except (av.FFmpegError, OSError, ValueError):   # MediaOpenError too
         return 0   # the decoding pass reports the broken video by name; progress only loses its total
     return 0

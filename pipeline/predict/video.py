@@ -2,7 +2,9 @@
 
 For each video:
 
-1. frames are decoded with PyAV (frame ``i`` in decoding order, its timestamp from the frame's pts);
+1. frames are decoded with PyAV (frame ``i`` in decoding order, its timestamp from the frame's pts), as a
+   viewer sees them (a display matrix applied: :func:`pipeline.data.video.decode_frames`), so boxes and
+   landmarks are in display orientation; a video beyond ``PredictConfig.limits`` is refused by name;
 2. the faces of frame ``i`` are ``{i+1:05d}.jpg`` of a given crops folder (Aff-Wild2 ``cropped_aligned``
    style; one face, id 0, place unknown), or every face is found and followed with a stable id by
    :mod:`pipeline.faces.track` (dlib detection, five landmarks) and aligned to the arcface 112x112
@@ -64,6 +66,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import tempfile
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -71,10 +74,11 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-from PIL import Image
 
 from pipeline.audio.windows import causal_audio_delay, video_audio
+from pipeline.data.media_open import MediaLimits
 from pipeline.data.video import decode_frames
+from pipeline.error_words import error_words
 from pipeline.faces.align import CROP_SIZE
 from pipeline.faces.detect import DetectorConfig, FaceDetector
 from pipeline.faces.track import FaceTracker, TrackerConfig
@@ -85,6 +89,7 @@ from pipeline.inference.causal import causal_logits
 from pipeline.inference.sequence import SequenceRunner, load_sequence_runner
 from pipeline.inference.visual import INT8_HOW as VISUAL_INT8_HOW
 from pipeline.inference.visual import VisualEmbedder
+from pipeline.jpeg import ImageError, read_jpeg
 from pipeline.labels import AU_NAMES, EMBEDDING_DIM, EXPR_NAMES
 from pipeline.models.preprocess import to_model_input
 from pipeline.precision import DEFAULT_PRECISION, precision_model
@@ -110,10 +115,12 @@ SequenceLogits = Callable[..., tuple[np.ndarray, np.ndarray]]
 
 @dataclass(frozen=True)
 class PredictConfig:
-    """Face detection and following for raw videos (the ``predict`` params section, also read by ``crop``)."""
+    """Face detection and following for raw videos, and the bounds on what a video may hold (the ``predict``
+    params section, also read by ``crop``)."""
 
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     tracking: TrackerConfig = field(default_factory=TrackerConfig)
+    limits: MediaLimits = field(default_factory=MediaLimits)
 
 
 @dataclass(frozen=True)
@@ -206,7 +213,7 @@ def predict_video(
     audio_embedding = np.zeros((n, EMBEDDING_DIM), np.float16)
     audio_present = np.zeros(n, bool)
     if models.audio is not None:
-        audio = video_audio(video_path, n, frames.fps, models.audio.audio_config)
+        audio = video_audio(video_path, n, frames.fps, models.audio.audio_config, limits=config.limits)
         audio_embedding, audio_present = models.audio.embed(audio, batch_size).astype(np.float16), audio.present
     logits = models.sequence.video_logits
     if low_latency:
@@ -218,7 +225,7 @@ def predict_video(
     if timelines:
         write_timelines(out_csv.parent, video_path.stem, predictions, n, frames.fps)
     if overlay is not None:
-        write_overlay(video_path, overlay, predictions, progress)
+        write_overlay(video_path, overlay, predictions, progress, config.limits)
     summary = PredictSummary(str(video_path), str(out_csv), n, int(any_face.sum()),
                              int(audio_present.sum()), int((~any_face & ~audio_present).sum()),
                              round(time.perf_counter() - start, 3), face_ids=len(frames.faces))
@@ -253,10 +260,12 @@ def predict_videos(
     a rename only once complete, so its existence means done.
 
     Returns the summaries of the videos that succeeded and ``{video: error message}`` of the others.
+    Destinations that cannot be written (:func:`check_destinations`) raise before any video runs.
     Crops of video ``<stem>`` are read from ``crops_root/<stem>/`` (``cropped_aligned`` layout), or
     from ``crops_root`` itself when it holds the crops of a single given video.
     """
     check_unique_stems(videos, "{stem}.csv")
+    check_destinations(videos, out_dir, overlay)
 
     def predict_one(video: Path) -> PredictSummary:
         out_csv = Path(out_dir) / f"{video.stem}.csv"
@@ -281,6 +290,27 @@ def overlay_path_for(video: Path, overlay: str | Path, single: bool) -> Path:
     if single and overlay.suffix.lower() == ".mp4" and not overlay.is_dir():
         return overlay
     return overlay / f"{video.stem}.mp4"
+
+
+def check_destinations(videos: Sequence[str | Path], out_dir: str | Path, overlay: str | Path | None) -> None:
+    """Refuse, before any video is computed, an ``out_dir`` (or overlay folder) that cannot be written
+    and an overlay that would be one of the input videos: both would otherwise fail, or destroy the
+    input, only after a whole video's work. Creates the folders, as writing the outputs would."""
+    folders = {Path(out_dir): "output folder (--out)"}
+    if overlay is not None:
+        for video in videos:
+            target = overlay_path_for(Path(video), overlay, single=len(videos) == 1)
+            if target.resolve() == Path(video).resolve():
+                raise ValueError(f"{video}: the overlay {target} would overwrite the input video itself; "
+                                 "choose another path for --overlay")
+            folders.setdefault(target.parent, "overlay folder (--overlay)")
+    for folder, what in folders.items():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+                pass
+        except OSError as exc:
+            raise ValueError(f"{folder}: the {what} cannot be written ({error_words(exc, folder)})") from exc
 
 
 def outputs_complete(out_csv: Path, overlay: Path | None, timelines: bool) -> bool:
@@ -366,7 +396,8 @@ def _visual_pass(video_path: Path, models: PredictModels, config: PredictConfig,
 
     owners: list[int] = []     # face id of each embedded crop, in order
     fps = 0.0
-    for i, (timestamp, fps, image) in enumerate(decode_frames(video_path, need_pixels=tracker is not None)):
+    for i, (timestamp, fps, image) in enumerate(decode_frames(video_path, need_pixels=tracker is not None,
+                                                                 limits=config.limits)):
         timestamps.append(timestamp)
         if tracker is not None:
             for tracked in tracker.update(image):
@@ -475,12 +506,8 @@ def _crop_from_folder(folder: Path, index: int) -> np.ndarray | None:
     if not path.is_file():
         return None
     try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            if image.size != (CROP_SIZE, CROP_SIZE):
-                image = image.resize((CROP_SIZE, CROP_SIZE), Image.Resampling.BILINEAR)
-            return np.asarray(image, dtype=np.uint8)
-    except OSError as exc:
+        return read_jpeg(path, size=CROP_SIZE)
+    except (ImageError, OSError) as exc:
         raise ValueError(f"{path}: unreadable face crop ({exc})") from exc
 
 

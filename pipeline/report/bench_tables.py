@@ -56,6 +56,21 @@ def face_alignment(record: dict[str, Any]) -> str:
     return table(heading, rows) + "\n\n" + measured_on(record, "benchmarks/results/face_alignment.json")
 
 
+def face_orientation(record: dict[str, Any]) -> str:
+    """docs/predict.md: frames with the face per viewed size and display rotation, now and as frames were searched before."""
+    r = record["results"]
+    cells: dict[tuple[str, int], list[int]] = {}
+    for video in r["videos"]:
+        found = cells.setdefault((video["size"], video["display_rotation"]), [0, 0, 0])
+        found[0] += video["found"]
+        found[1] += video["found_as_stored"]
+        found[2] += video["frames"]
+    rows = [[size.replace("x", "×"), "none" if rotation == 0 else f"{rotation}°", f"{now}/{frames}",
+             f"{before}/{frames}"] for (size, rotation), (now, before, frames) in cells.items()]
+    heading = ("viewed size", "display rotation", "frames with the face", "PyAV's array as stored (before)")
+    return table(heading, rows) + "\n\n" + measured_on(record, "benchmarks/results/face_orientation.json")
+
+
 _PREDICT_PARTS = {
     "decode": "decode (PyAV, to RGB)",
     "detection": "face detection (HOG search and the landmarks of what it finds)",

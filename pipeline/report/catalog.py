@@ -13,6 +13,7 @@ RENDERERS: dict[str, Renderer] = build_registry([
     Renderer("bench-visual-throughput", ("benchmarks/results/visual_throughput.json",), bench_tables.visual_throughput),
     Renderer("bench-audio-tdnn", ("benchmarks/results/audio_tdnn.json",), bench_tables.audio_tdnn),
     Renderer("bench-face-alignment", ("benchmarks/results/face_alignment.json",), bench_tables.face_alignment),
+    Renderer("bench-face-orientation", ("benchmarks/results/face_orientation.json",), bench_tables.face_orientation),
     Renderer("bench-face-tracking", ("benchmarks/results/face_tracking.json",), bench_tables.face_tracking),
     Renderer("bench-predict-speed", ("benchmarks/results/predict_speed.json",), bench_tables.predict_speed),
     Renderer("bench-synth", ("benchmarks/results/synth.json",), bench_tables.synth),

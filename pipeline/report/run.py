@@ -49,7 +49,7 @@ def render_docs(root: Path, paths: Iterable[Path], registry: dict[str, Renderer]
 
     Returns the blocks whose text differed from their rendering (rewritten unless ``check``). An
     unknown block name, a missing or unreadable source file, or a bad marker raises an error naming
-    the file and line.
+    the file and line, and so does a source file that lacks a value its block shows.
     """
     stale: list[StaleBlock] = []
     for path in paths:
@@ -60,7 +60,7 @@ def render_docs(root: Path, paths: Iterable[Path], registry: dict[str, Renderer]
             if block.name not in registry:
                 raise ValueError(f"{where}: unknown report block '{block.name}'; registered: {', '.join(sorted(registry))}")
             renderer = registry[block.name]
-            new = render(renderer, load_sources(root, renderer, where)).strip("\n")
+            new = _render_block(renderer, load_sources(root, renderer, where), where)
             rendered[block.name] = new
             if new != block.body.strip("\n"):
                 stale.append(StaleBlock(path, block.line, block.name, renderer.sources))
@@ -69,3 +69,17 @@ def render_docs(root: Path, paths: Iterable[Path], registry: dict[str, Renderer]
             with atomic_path(path) as tmp:
                 tmp.write_text(updated)
     return stale
+
+
+def _render_block(renderer: Renderer, loaded: dict[str, Any], where: str) -> str:
+    """The Markdown of one block; a source file without a value the block needs is a ValueError
+    naming the block, its files and the missing key (a renderer indexes the JSON directly)."""
+    try:
+        return render(renderer, loaded).strip("\n")
+    except KeyError as err:
+        missing = err.args[0] if err.args else "?"
+        raise ValueError(f"{where}: block '{renderer.name}': {', '.join(renderer.sources)} has no key "
+                         f"{missing!r}; rerun the command that writes it, or fix the file") from err
+    except (IndexError, TypeError) as err:
+        raise ValueError(f"{where}: block '{renderer.name}': {', '.join(renderer.sources)} does not have the "
+                         f"layout the block reads ({type(err).__name__}: {err})") from err

@@ -292,6 +292,7 @@ def train_pretrain(
     """
     ctx, device = dist or DistContext(), torch.device(device)
     faces = open_face_set(faces_path)
+    faces.check()  # a damaged record fails here, in one line, not in a DataLoader worker hours in
     split = split_identities(faces.labels, cfg.holdout_share, cfg.seed)
     _check_data(split, faces_path, cfg, ctx)
     pairs = verification_pairs(split, cfg.verification_pairs, cfg.seed)
@@ -368,3 +369,9 @@ def _public(scores: Mapping[str, float]) -> dict[str, float]:
 
 def _rounded(scores: Mapping[str, float]) -> dict[str, float]:
     return {k: round(v, 4) for k, v in _public(scores).items()}
+
+
+def verification_headline(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The kept epoch's held-out pair accuracy and TAR@FAR: what ``dvc exp show`` lists of a pretraining."""
+    verification = metrics["verification"]
+    return {"verification": {"accuracy": verification["accuracy"], "tar_at_far": verification["tar_at_far"]}}

@@ -33,7 +33,7 @@ SHELL_LANGUAGES = ("bash", "sh", "shell", "console")
 COMMAND_WORDS = ("make", "source", "dvc", "mmaffect", "python", "torchrun")
 ACTIVATE = "source .venv/bin/activate"
 # Shown commands that read only what the repository holds: run as written in the temporary copy.
-CHEAP = ("dvc metrics show", "dvc exp show", "mmaffect ablate --dry-run")
+CHEAP = ("dvc metrics show", "dvc exp show --only-changed", "mmaffect ablate --dry-run")
 FENCE = re.compile(r"^```(\w*)")
 OPTION = re.compile(r"^\[?(--?[A-Za-z][\w-]*)")
 

@@ -32,3 +32,16 @@ def test_crop_reads_the_predict_params_section(tmp_path: Path) -> None:
     params.write_text(yaml.safe_dump({"predict": {"tracking": {"detect_every": 0}}}))
     result = CliRunner().invoke(main, ["crop", str(video), str(tmp_path / "out"), "--params", str(params)])
     assert result.exit_code == 2 and "detect_every" in result.output and "Traceback" not in result.output
+
+
+def test_crop_refuses_a_crafted_file_and_a_video_beyond_the_params_limits(tmp_path: Path) -> None:
+    videos = tmp_path / "videos"
+    talk = write_photo_video(videos / "talk.mp4", astronaut(), n_frames=4, audio_hz=None)
+    # a concat list posing as a video: FFmpeg would read talk.mp4 (or any file it names) through it
+    (videos / "list.mp4").write_text(f"ffconcat version 1.0\nfile '{talk}'\n")
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"predict": {"limits": {"max_pixels": 1000}}}))
+    result = CliRunner().invoke(main, ["crop", str(videos), str(tmp_path / "out"), "--params", str(params)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"FAILED: {videos / 'list.mp4'}: not a video or audio container the pipeline reads" in result.output
+    assert f"FAILED: {talk}: video stream 0 is 512x512 pixels, above the limit of 1000 (max_pixels)" in result.output

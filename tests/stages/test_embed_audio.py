@@ -135,7 +135,8 @@ def test_torch_backend_has_no_int8(inputs: dict[str, Path], tmp_path: Path) -> N
     params = tmp_path / "bad.yaml"
     params.write_text("embed_audio:\n  backend: torch\n  precision: int8\n")
     result = CliRunner().invoke(command, [str(inputs["prepared"]), str(inputs["models"]), str(tmp_path / "o.zarr"),
-                                          "--params", str(params), "--no-progress"])
+                                          "--params", str(params), "--work-dir", str(tmp_path / "work"),
+                                          "--no-progress"])
     assert result.exit_code == 2 and "float32 only" in result.output
 
 

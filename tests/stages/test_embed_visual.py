@@ -1,7 +1,8 @@
 """``mmaffect embed-visual`` on a five-subject dataset with a tiny stand-in ``visual.onnx``.
 
 Runs use dask workers as threads of the test process (``--no-processes``): worker processes cost
-seconds to start and import torch; the kill-and-resume test runs the stage with worker processes.
+seconds to start and import torch; the kill-and-resume test and the full-disk test run the stage
+with worker processes.
 """
 
 from __future__ import annotations
@@ -118,7 +119,8 @@ def test_another_model_rebuilds_the_work_store(inputs: dict[str, Path], tmp_path
     assert not np.array_equal(a.read("vidB")["embedding"], b.read("vidB")["embedding"])
 
 
-def test_bad_inputs_give_one_line_errors(inputs: dict[str, Path], tmp_path: Path) -> None:
+def test_bad_inputs_give_one_line_errors(inputs: dict[str, Path], tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     result = _invoke(inputs, tmp_path / "v.zarr", tmp_path / "work", prepared=empty)
@@ -127,10 +129,15 @@ def test_bad_inputs_give_one_line_errors(inputs: dict[str, Path], tmp_path: Path
     not_onnx.write_bytes(b"not a model")
     result = _invoke(inputs, tmp_path / "v.zarr", tmp_path / "work", onnx=not_onnx)
     assert result.exit_code == 1 and "not an ONNX model" in result.output
+    # the default --work-dir is relative: run where a leftover would show, never in the checkout
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
     result = CliRunner().invoke(command, [str(inputs["prepared"]), str(inputs["frames"]), str(inputs["onnx"]),
                                           str(tmp_path / "v.zarr"), "--params", str(inputs["params"]),
                                           "--workers", "64", "--no-processes"])
     assert result.exit_code == 1 and "cores available" in result.output
+    assert list(cwd.iterdir()) == []   # options refused before the work directory was taken
 
 
 def test_help_names_inputs_and_outputs() -> None:
@@ -145,3 +152,26 @@ def test_scheduler_help_says_what_a_scheduler_can_do() -> None:
     text = " ".join(result.output.split())
     assert "can run code in this process" in text and "use TLS or a private network" in text
     assert "127.0.0.1 only" in text
+
+
+def test_a_full_disk_is_the_one_line_with_worker_processes(inputs: dict[str, Path], tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from _fs import small_filesystem
+
+    root = Path(__file__).resolve().parents[2]
+    with small_filesystem(tmp_path / "small", "60k") as mounted:
+        if not mounted:
+            pytest.skip("needs a tmpfs to fill (root and mount)")
+        work = tmp_path / "small" / "work"
+        # worker processes, as dvc repro runs the stage: their own logs reach stderr too
+        result = subprocess.run(
+            [sys.executable, "-m", "stages.cli", "embed-visual", str(inputs["prepared"]), str(inputs["frames"]),
+             str(inputs["onnx"]), str(tmp_path / "small" / "out" / "v.zarr"), "--params", str(inputs["params"]),
+             "--device", "cpu", "--workers", "2", "--threads", "1", "--work-dir", str(work), "--no-progress"],
+            cwd=root, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    said = [line for line in result.stderr.splitlines() if " INFO " not in line and line.strip()]
+    assert said == [f"Error: {work / 'v.zarr'}: no space left on device; free some space (or point the output "
+                    "elsewhere) and rerun"], result.stderr

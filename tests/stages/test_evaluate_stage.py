@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from _evaluation_inputs import EvaluationInputs, build_evaluation_inputs
 from pipeline.fsio import OUTPUT_MARKER
+from pipeline.labels import AU_NAMES, EXPR_NAMES
 from stages.cli import main
 
 PARAMS = {"evaluate": {"au_threshold": 0.5, "metric_variant": "abaw2", "timeline_videos": 0,
@@ -36,7 +37,9 @@ def _args(inputs: EvaluationInputs, out: Path) -> list[str]:
 
 def test_evaluate_stage_writes_metrics_and_outputs(inputs, tmp_path: Path):
     params = _params(tmp_path, PARAMS)
-    result = CliRunner().invoke(main, _args(inputs, tmp_path) + ["--params", str(params), "--device", "cpu"])
+    headline = tmp_path / "metrics" / "headline" / "evaluate.json"
+    result = CliRunner().invoke(main, _args(inputs, tmp_path) + ["--params", str(params), "--device", "cpu",
+                                                                 "--headline", str(headline)])
     assert result.exit_code == 0, result.output
     assert "face_frames visual: AU 1.0000, EXPR 1.0000" in result.output
     assert "all_frames baseline: AU " in result.output
@@ -45,7 +48,17 @@ def test_evaluate_stage_writes_metrics_and_outputs(inputs, tmp_path: Path):
     assert sorted(metrics["sequence"]["expr"]) == ["acc", "f1", "score"]
     assert sorted(metrics["all_frames"]) == ["baseline", "frames", "fusion", "sequence", "visual"]
     out = tmp_path / "evaluation"
-    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER, "plots", "submission", "tables"]
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER, "plot_data", "plots", "submission", "tables"]
+    # the headline: each variant's AU and EXPR score on face frames, nothing else
+    assert json.loads(headline.read_text()) == {
+        variant: {task: {"score": metrics[variant][task]["score"]} for task in ("au", "expr")}
+        for variant in ("visual", "fusion", "sequence")}
+    # the plots' data beside the PNGs: one row per labelled face frame, one per AU
+    confusion = (out / "plot_data" / "confusion_sequence.csv").read_text().splitlines()
+    assert confusion[0] == "actual,predicted" and len(confusion) - 1 == metrics["face_frames"]["frames"]["expr"]
+    assert all(set(line.split(",")) <= set(EXPR_NAMES) for line in confusion[1:])
+    au_f1 = (out / "plot_data" / "au_f1_visual.csv").read_text().splitlines()
+    assert au_f1[0] == "au,f1" and [line.split(",")[0] for line in au_f1[1:]] == list(AU_NAMES)
     assert not list((out / "plots").glob("timeline_*.png"))   # timeline_videos: 0
     assert (out / "plots" / "confusion_sequence.png").is_file()
     assert (out / "submission" / "sequence" / "EXPR_Set" / "vidB_right.txt").is_file()

@@ -40,3 +40,29 @@ def test_a_broken_record_file_exits_1_naming_it(faces: Path, tmp_path: Path) -> 
     result = CliRunner().invoke(main, ["faces-info", str(tmp_path)])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert f"{tmp_path / 'train.rec'}: record 0 at offset 0: wrong magic 0x04030201" in result.output
+
+
+def test_a_set_with_garbage_mid_file_exits_1_naming_the_record(faces: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from pipeline.data.faces.recordio import RecordReader
+
+    root = Path(shutil.copytree(faces / "rec", tmp_path / "rec"))
+    offset = RecordReader(root / "train.rec", root / "train.idx").index.offset(4)
+    with (root / "train.rec").open("r+b") as fh:
+        fh.seek(offset)
+        fh.write(b"\x00" * 4096)
+    result = CliRunner().invoke(main, ["faces-info", str(root)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output == f"Error: {root / 'train.rec'}: record 4 at offset {offset}: wrong magic 0x00000000 " \
+                            "(expected 0xced7230a)\n"
+
+
+def test_a_crafted_identity_range_exits_1_with_one_line(tmp_path: Path) -> None:
+    from pipeline.data.faces.recordio import IRHeader, encode_record, pack_record
+
+    (tmp_path / "train.rec").write_bytes(encode_record(pack_record(IRHeader(0, [3e9, 3e9], 0, 0), b"")))
+    (tmp_path / "train.idx").write_text("0\t0\n")
+    result = CliRunner().invoke(main, ["faces-info", str(tmp_path)])
+    assert result.exit_code == 1 and len(result.output.splitlines()) == 1
+    assert result.output.startswith(f"Error: {tmp_path / 'train.rec'}: record 0 holds the identity range (3e+09, 3e+09)")

@@ -77,6 +77,10 @@ def test_predict_reports_a_bad_video_and_still_writes_the_others(cache, videos, 
     result = CliRunner().invoke(main, args)   # output holds stdout and stderr
     assert result.exit_code == 1
     assert f"FAILED: {broken}" in result.output and "1 of 2 videos failed" in result.output
+    # once, in words: no log line repeating it, no FFmpeg error number
+    failure = [line for line in result.output.splitlines() if str(broken) in line]
+    assert len(failure) == 1 and "Errno" not in failure[0], result.output
+    assert "Invalid data found when processing input" in failure[0]
     assert sorted(p.name for p in out.iterdir()) == ["b.csv"]
 
 
@@ -89,6 +93,43 @@ def test_predict_refuses_a_still_image_by_name(cache, videos, tmp_path: Path):
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert f"FAILED: {photo}: a still image" in result.output
     assert sorted(p.name for p in out.iterdir()) == ["b.csv"]
+
+
+@pytest.fixture
+def nothing_computed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any video's work fails the test: the checks under test must come before it."""
+    import pipeline.predict.video
+
+    def computed(video_path, *args, **kwargs):
+        raise AssertionError(f"{video_path} was computed")
+
+    monkeypatch.setattr(pipeline.predict.video, "_visual_pass", computed)
+
+
+def test_predict_refuses_an_output_folder_it_cannot_write_before_any_video(cache, videos, tmp_path: Path,
+                                                                          nothing_computed):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = CliRunner().invoke(main, ["predict", str(videos[0]), "--out", str(blocker / "out"),
+                                       "--models-dir", str(cache), "--device", "cpu"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert f"Error: {blocker / 'out'}: the output folder (--out) cannot be written" in result.output
+
+
+def test_predict_refuses_an_overlay_that_is_the_input_before_any_video(cache, videos, tmp_path: Path,
+                                                                      nothing_computed):
+    source = tmp_path / "clip.mp4"
+    shutil.copyfile(videos[1], source)
+    before = source.read_bytes()
+    result = CliRunner().invoke(main, ["predict", str(source), "--out", str(tmp_path / "out"), "--models-dir",
+                                       str(cache), "--device", "cpu", "--overlay", str(source)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert f"Error: {source}: the overlay {source} would overwrite the input video itself" in result.output
+    # a folder of videos as its own overlay folder: the same refusal
+    result = CliRunner().invoke(main, ["predict", str(tmp_path), "--out", str(tmp_path / "out"), "--models-dir",
+                                       str(cache), "--device", "cpu", "--overlay", str(tmp_path)])
+    assert result.exit_code == 1 and "would overwrite the input video itself" in result.output
+    assert source.read_bytes() == before
 
 
 def test_predict_names_a_missing_model(videos, tmp_path: Path):
@@ -183,7 +224,13 @@ class _Terminal(io.StringIO):
         return True
 
 
-def test_progress_is_a_bar_on_a_terminal_and_occasional_lines_elsewhere():
+def test_progress_is_a_bar_on_a_terminal_and_occasional_lines_elsewhere(monkeypatch: pytest.MonkeyPatch):
+    import itertools
+
+    import stages.progress
+
+    ticks = itertools.count()
+    monkeypatch.setattr(stages.progress.time, "perf_counter", lambda: next(ticks) * 0.1)   # a frame per 0.1 s
     events = [FrameProgress("clip.mp4", "faces", done, 50) for done in range(1, 51)]
     terminal = _Terminal()
     display = FrameProgressDisplay(["clip.mp4"], terminal)
@@ -201,6 +248,34 @@ def test_progress_is_a_bar_on_a_terminal_and_occasional_lines_elsewhere():
     # only the end of the pass and the total: no line per frame, no terminal control characters
     assert len(lines) == 2 and lines[0].startswith("[1/1] clip.mp4 faces: 50/50 frames, ")
     assert lines[1].startswith("predict: 50 frames in ") and "\r" not in log.getvalue()
+
+
+def test_progress_of_a_one_frame_video_shows_no_rate(monkeypatch: pytest.MonkeyPatch):
+    import stages.progress
+
+    clock = iter([10.0, 10.0, 10.0, 10.0, 10.0])   # the frame and the end read the same instant
+    monkeypatch.setattr(stages.progress.time, "perf_counter", lambda: next(clock))
+    for stream in (io.StringIO(), _Terminal()):
+        display = FrameProgressDisplay(["one.mp4"], stream, every_s=3600.0)
+        display(FrameProgress("one.mp4", "faces", 1, 1))
+        display.close()
+        shown = stream.getvalue()
+        assert "frames/s" not in shown, shown
+        assert "predict: 1 frames in 0.0 s" in shown
+
+
+def test_progress_rate_counts_the_frames_after_the_clock_started(monkeypatch: pytest.MonkeyPatch):
+    import stages.progress
+
+    clock = iter([0.0, 2.0, 2.0, 2.0])
+    monkeypatch.setattr(stages.progress.time, "perf_counter", lambda: next(clock))
+    log = io.StringIO()
+    display = FrameProgressDisplay(["clip.mp4"], log, every_s=3600.0)
+    display(FrameProgress("clip.mp4", "faces", 1, 21))
+    display(FrameProgress("clip.mp4", "faces", 21, 21))
+    display.close()
+    assert "clip.mp4 faces: 21/21 frames, 10.0 frames/s" in log.getvalue()
+
 
 def test_predict_low_latency_writes_the_same_columns(cache, videos, tmp_path: Path):
     args = ["predict", str(videos[0]), "--models-dir", str(cache), "--device", "cpu"]

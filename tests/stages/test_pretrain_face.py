@@ -132,3 +132,21 @@ def test_killed_stage_resumes_from_its_last_checkpoint(
     assert metrics["epochs"] == 3 and [h["epoch"] for h in metrics["history"]] == [1, 2, 3]
     assert 1 <= summary["best_epoch"] == metrics["best_epoch"] <= 3
     assert (tmp_path / "pretrain/backbone.pth").is_file()
+
+
+def test_a_damaged_record_fails_before_training_in_one_line(faces: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from pipeline.data.faces.recordio import RecordReader
+
+    root = Path(shutil.copytree(faces / "rec", tmp_path / "rec"))
+    key = len(RecordReader(root / "train.rec", root / "train.idx").index) // 2
+    offset = RecordReader(root / "train.rec", root / "train.idx").index.offset(key)
+    with (root / "train.rec").open("r+b") as fh:
+        fh.seek(offset)
+        fh.write(b"\x00" * 64)
+    result = CliRunner().invoke(main, ["pretrain-face", *_args(root, tmp_path, write_params(tmp_path))])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.splitlines()[-1] == (f"Error: {root / 'train.rec'}: record {key} at offset {offset}: "
+                                              "wrong magic 0x00000000 (expected 0xced7230a)")
+    assert not (tmp_path / "pretrain").exists() and not (tmp_path / "work" / "state.pt").exists()

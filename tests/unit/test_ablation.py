@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from pipeline.ablation import (
@@ -18,6 +19,7 @@ from pipeline.ablation import (
 )
 from stages.cli import main
 
+PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 EXP_SHOW = Path(__file__).parent / "data" / "dvc_exp_show.json"  # written by `dvc exp show --json` (DVC 3.67)
 
 
@@ -38,7 +40,7 @@ def test_commands_set_each_param_and_dotted_names_pass_through() -> None:
     point = expand_grid({"modalities": ["audio"], "window": [30], "evaluate.au_threshold": [0.4],
                          "input_projection": [False]})[0]
     argv = exp_run_command(point)
-    assert argv[:5] == ["dvc", "exp", "run", "-n", "seq-audio-w30-au_threshold0p4-input_projectionfalse"]
+    assert argv[:5] == ["dvc", "exp", "run", "-n", "audio-w30-au_threshold0p4-input_projectionfalse"]
     assert argv[5:] == ["-S", "train_sequence.modalities=audio", "-S", "train_sequence.window=30",
                         "-S", "evaluate.au_threshold=0.4", "-S", "train_sequence.input_projection=false"]
     assert "--temp" in exp_run_command(point, temp=True)
@@ -67,7 +69,7 @@ def test_run_repeats_reads_each_experiments_metrics_after_its_run() -> None:
     runs = run_repeats(plan_repeats(points), ran.append, lambda: next(results), on_done=saved.append)
     assert [len(done) for done in saved] == [1, 2] and saved[-1] == runs
     rows = experiment_rows(runs)
-    assert [argv[4] for argv in ran] == ["seq-w10", "seq-w30"]
+    assert [argv[4] for argv in ran] == ["w10", "w30"]
     assert rows[1]["train_sequence.window"] == 30 and rows[1]["au.score"] == 0.6
     assert rows[1]["mean_score"] == pytest.approx(0.7)
 
@@ -97,8 +99,8 @@ def test_rows_from_real_dvc_exp_show_output() -> None:
                               "metrics/evaluate.json")
     names = [row["experiment"] for row in rows]
     assert "workspace" not in names and names[0] == "master"
-    assert set(names) >= {"seq-visual-w10-l2", "seq-both-w20-l3"}
-    row = next(r for r in rows if r["experiment"] == "seq-visual-w10-l2")
+    assert set(names) >= {"visual-w10-l2", "both-w20-l3"}
+    row = next(r for r in rows if r["experiment"] == "visual-w10-l2")
     assert (row["train_sequence.modalities"], row["train_sequence.window"], row["train_sequence.layers"]) == ("visual", 10, 2)
     assert row["au.f1"] == pytest.approx(0.1) and row["expr.f1"] == pytest.approx(0.2)
 
@@ -109,9 +111,9 @@ def test_tables_sort_best_first_and_agree() -> None:
                                        lambda: next(results)))
     markdown = format_markdown(rows).splitlines()
     assert markdown[0].startswith("| experiment | layers | au.f1")
-    assert markdown[2].startswith("| seq-l2 | 2 |") and markdown[3].startswith("| seq-l1 | 1 |")
+    assert markdown[2].startswith("| l2 | 2 |") and markdown[3].startswith("| l1 | 1 |")
     parsed = list(csv.DictReader(io.StringIO(format_csv(rows))))
-    assert [r["experiment"] for r in parsed] == ["seq-l2", "seq-l1"]
+    assert [r["experiment"] for r in parsed] == ["l2", "l1"]
     assert float(parsed[0]["mean_score"]) == pytest.approx(0.9)
 
 
@@ -121,7 +123,7 @@ def test_stage_dry_run_prints_the_commands() -> None:
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert len(lines) == 4
-    assert lines[0] == ("dvc exp run -n seq-visual-w10-l1 -S train_sequence.modalities=visual "
+    assert lines[0] == ("dvc exp run -n visual-w10-l1 -S train_sequence.modalities=visual "
                         "-S train_sequence.window=10 -S train_sequence.layers=1")
 
 
@@ -145,8 +147,8 @@ def test_stage_runs_the_grid_and_writes_tables(tmp_path: Path, monkeypatch: pyte
             "--csv", str(tmp_path / "t.csv")]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert [argv[4] for argv in calls] == ["seq-w10", "seq-w30"]
-    assert (tmp_path / "t.md").read_text().splitlines()[2].startswith("| seq-w30 | 30 | 0.3000")
+    assert [argv[4] for argv in calls] == ["w10", "w30"]
+    assert (tmp_path / "t.md").read_text().splitlines()[2].startswith("| w30 | 30 | 0.3000")
     assert (tmp_path / "t.csv").read_text().startswith("experiment,train_sequence.window,au.f1")
 
 
@@ -222,11 +224,11 @@ def test_plan_repeats_runs_each_draw_once_then_its_arms_and_seeds() -> None:
     points = expand_grid({"modalities": ["visual", "both"]})
     runs = plan_repeats(points, seeds=[0, 1], seed_keys=default_seed_keys(points), data_seeds=[5, 6])
     assert default_seed_keys(points) == ["train_sequence.seed"]
-    assert [r["experiment"] for r in runs[:4]] == ["seq-visual-d5-s0", "seq-visual-d5-s1", "seq-both-d5-s0",
-                                                 "seq-both-d5-s1"]
+    assert [r["experiment"] for r in runs[:4]] == ["visual-d5-s0", "visual-d5-s1", "both-d5-s0",
+                                                 "both-d5-s1"]
     assert [r["draw"] for r in runs] == [5] * 4 + [6] * 4
     assert runs[-1]["params"] == {"train_sequence.modalities": "both", "synth.seed": 6, "train_sequence.seed": 1}
-    assert [r["experiment"] for r in plan_repeats(points)] == ["seq-visual", "seq-both"]
+    assert [r["experiment"] for r in plan_repeats(points)] == ["visual", "both"]
     with pytest.raises(ValueError, match="repeat"):
         plan_repeats(points, data_seeds=[1, 1])
     with pytest.raises(ValueError, match="seed param"):
@@ -272,8 +274,8 @@ def test_listed_arms_may_be_named_and_the_name_is_not_a_param(tmp_path: Path) ->
 def test_attach_metrics_of_named_experiments_from_exp_show() -> None:
     runs = plan_repeats(expand_grid({"modalities": ["visual"], "window": [10], "layers": [2]}))
     [run] = attach_exp_show_metrics(runs, json.loads(EXP_SHOW.read_text()), "metrics/evaluate.json")
-    assert run["experiment"] == "seq-visual-w10-l2" and run["metrics"]["au.f1"] == pytest.approx(0.1)
-    with pytest.raises(ValueError, match="seq-audio"):
+    assert run["experiment"] == "visual-w10-l2" and run["metrics"]["au.f1"] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="audio"):
         attach_exp_show_metrics(plan_repeats(expand_grid({"modalities": ["audio"]})),
                                 json.loads(EXP_SHOW.read_text()), "metrics/evaluate.json")
 
@@ -301,7 +303,7 @@ def test_stage_repeats_seeds_and_writes_the_summary_json(tmp_path: Path, monkeyp
             str(metrics), "--json", str(out)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert len(calls) == 6 and calls[1][4] == "seq-visual-s1"
+    assert len(calls) == 6 and calls[1][4] == "visual-s1"
     assert "| both − visual (paired) | 3 pairs | +0.100 ± 0.000 |" in result.output
     assert "| visual | 3 | 0.510 ± 0.010 |" in result.output
     document = json.loads(out.read_text())
@@ -342,25 +344,128 @@ def test_stage_saves_a_partial_record_before_the_reference_arm_has_run(
     assert json.loads(out.read_text())["differences"][0]["reference"] == "both"
 
 
+def _params_file(path: Path, **train_sequence) -> Path:
+    """The repository's params.yaml with ``train_sequence`` values changed."""
+    params = yaml.safe_load(PARAMS.read_text())
+    params["train_sequence"].update(train_sequence)
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
 def test_stage_sets_params_some_arms_leave_unset_from_the_params_file(tmp_path: Path) -> None:
     arms, params = tmp_path / "arms.yaml", tmp_path / "params.yaml"
     arms.write_text("- {modalities: both}\n- {modalities: both, window: 1}\n")
-    params.write_text("train_sequence: {window: 30, modalities: both}\n")
+    _params_file(params, window=30, modalities="both")
     result = CliRunner().invoke(main, ["ablate", "--grid", str(arms), "--params", str(params), "--data-seeds", "4",
                                        "--dry-run"])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
-        "dvc exp run -n seq-both-d4 -S train_sequence.window=30 -S train_sequence.modalities=both -S synth.seed=4",
-        "dvc exp run -n seq-both-w1-d4 -S train_sequence.modalities=both -S train_sequence.window=1 -S synth.seed=4"]
+        "dvc exp run -n both-d4 -S train_sequence.window=30 -S train_sequence.modalities=both -S synth.seed=4",
+        "dvc exp run -n both-w1-d4 -S train_sequence.modalities=both -S train_sequence.window=1 -S synth.seed=4"]
 
 
 def test_stage_limits_each_experiment_to_the_named_stages() -> None:
     result = CliRunner().invoke(main, ["ablate", "--modalities", "visual", "--stage", "finetune-visual", "--dry-run"])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
-        "dvc exp run -n seq-visual -S train_sequence.modalities=visual finetune-visual"]
+        "dvc exp run -n visual -S train_sequence.modalities=visual finetune-visual"]
 
 
 def test_stage_refuses_a_reference_that_is_not_an_arm() -> None:
     result = CliRunner().invoke(main, ["ablate", "--modalities", "visual,both", "--reference", "audio", "--dry-run"])
     assert result.exit_code == 2 and "audio" in result.output
+
+
+def test_every_run_is_the_dvc_experiment_named_by_its_arm() -> None:
+    """The tables name arms; `dvc exp show` names experiments: the two names are one."""
+    points = expand_grid({"modalities": ["visual", "both"], "window": [10, 30]})
+    assert [(r["experiment"], r["arm"]) for r in plan_repeats(points)][:2] == [("visual-w10", "visual-w10"),
+                                                                             ("visual-w30", "visual-w30")]
+    assert all(r["experiment"] == r["arm"] for r in plan_repeats(points))
+    repeated = plan_repeats(points, seeds=[0, 1], seed_keys=["train_sequence.seed"], data_seeds=[2])
+    assert all(r["experiment"] == f"{r['arm']}-d2-s{r['seed']}" for r in repeated)
+    assert arm_name({}) == experiment_name({}) == "baseline"
+
+
+@pytest.mark.parametrize(
+    ("grid", "message"),
+    [
+        ("window: [10, 0]\n", "grid.yaml: arm w0: train_sequence.window: "),
+        ("- {modalities: both, windw: 10}\n", "grid.yaml: arm both-windw10: train_sequence: unknown key(s) ['windw']"),
+        ("- {modalities: sound}\n", "grid.yaml: arm sound: train_sequence.modalities: "),
+        ("- {modalities: both, trainer.lr: 0.1}\n", "grid.yaml: arm both-lr0p1: trainer.lr: no params section 'trainer'"),
+        ("- {finetune_visual.epochs: many}\n", "grid.yaml: arm epochsmany: finetune_visual.epochs: "),
+    ],
+)
+def test_dry_run_checks_the_grid_against_the_configs(tmp_path: Path, grid: str, message: str) -> None:
+    path = tmp_path / "grid.yaml"
+    path.write_text(grid)
+    result = CliRunner().invoke(main, ["ablate", "--grid", str(path), "--params", str(PARAMS), "--dry-run"])
+    assert result.exit_code == 2, result.output
+    [line] = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert line.startswith(f"Error: {tmp_path / message}"), line
+    assert "dvc exp run" not in result.output
+
+
+def test_dry_run_checks_the_seeds_it_sets_too(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["ablate", "--modalities", "both", "--seeds", "2", "--seed-param",
+                                       "train_sequence.sed", "--params", str(PARAMS), "--dry-run"])
+    assert result.exit_code == 2, result.output
+    assert "Error: --modalities/--window/--layers: arm both: train_sequence: unknown key(s) ['sed']" in result.output
+
+
+def test_a_failed_experiment_leaves_the_workspace_as_the_last_good_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import stages.ablate as ablate
+
+    monkeypatch.chdir(tmp_path)
+    params = _params_file(tmp_path / "params.yaml", window=30)
+    (tmp_path / "dvc.yaml").write_text("stages:\n  evaluate:\n    cmd: x\n    metrics:\n"
+                                       "      - metrics/evaluate.json:\n          cache: false\n")
+    metrics = tmp_path / "metrics" / "evaluate.json"
+    metrics.parent.mkdir()
+    lock, out = tmp_path / "dvc.lock", tmp_path / "model.pt"
+    lock.write_text("lock: start\n")
+    out.write_text("model: start")
+    calls = []
+
+    class Result:
+        def __init__(self, code: int) -> None:
+            self.returncode = code
+
+    def fake_dvc(argv, check=False, **kwargs):
+        calls.append(argv[1:3])
+        if argv[1:3] == ["checkout", "--force"]:   # the outputs dvc.lock names, from the cache
+            out.write_text(lock.read_text().strip().replace("lock", "model"))
+            return Result(0)
+        # what `dvc exp run -S train_sequence.window=W` does to the workspace
+        window = argv[-1].split("=")[1]
+        text = params.read_text().replace("window: 30", f"window: {window}")
+        params.write_text(text)
+        out.unlink()
+        if window == "0":
+            return Result(1)   # failed mid-pipeline: its params set, outputs deleted
+        lock.write_text(f"lock: w{window}\n")
+        out.write_text(f"model: w{window}")
+        metrics.write_text(json.dumps(evaluate_json(0.5, 0.5)))
+        return Result(0)
+
+    monkeypatch.setattr(ablate.subprocess, "run", fake_dvc)
+    monkeypatch.setattr(ablate, "check_grid", lambda *args: None)   # window 0 is refused before running
+    result = CliRunner().invoke(main, ["ablate", "--window", "10,0", "--metrics", str(metrics)])
+    assert result.exit_code == 1
+    assert "Error: dvc exp run -n w0 failed with exit status 1; the workspace is back" in result.output
+    assert "window: 10" in params.read_text()   # the last good experiment's params, not the failed one's
+    assert lock.read_text() == "lock: w10\n" and out.read_text() == "model: w10"
+    assert json.loads(metrics.read_text()) == evaluate_json(0.5, 0.5)
+    assert calls[-1] == ["checkout", "--force"]
+
+
+def test_every_params_section_has_the_config_its_stage_builds() -> None:
+    from pipeline.config import from_section
+    from stages.grid_check import SECTION_CONFIGS, config_classes
+
+    params = yaml.safe_load(PARAMS.read_text())
+    assert set(SECTION_CONFIGS) == set(params) - {"data"}   # data: read by dvc.yaml only
+    for section, cls in config_classes(set(params)).items():
+        from_section(cls, params[section], where=f"params.yaml:{section}")

@@ -67,6 +67,24 @@ def test_bad_csv_names_file_and_line(tmp_path: Path, text: str, pattern: str) ->
         bp4d.read_au_occ(_csv(tmp_path, text))
 
 
+def test_every_bad_line_is_named_not_only_the_first(tmp_path: Path) -> None:
+    text = "0,1,2\n1,0,0\n2,0\n3,0,7\nx,0,0\n4,1,1\n4,1,1\n"
+    with pytest.raises(AnnotationError) as info:
+        bp4d.read_au_occ(_csv(tmp_path, text))
+    message = str(info.value)
+    assert "\n" not in message
+    assert message == (f"{tmp_path / 'AU_OCC' / 'M002_T3.csv'}: line 3: expected 3 values, found 2 in '2,0'; "
+                       "line 4: AU values must be 0, 1 or 9, found '7'; line 5: frame number must be a "
+                       "non-negative integer, found 'x'; line 7: frame 4 does not follow frame 4")
+
+
+def test_a_file_bad_on_every_line_lists_the_first_ten_and_counts_the_rest(tmp_path: Path) -> None:
+    text = "0,1,2\n" + "".join(f"{n},0,5\n" for n in range(1, 31))
+    with pytest.raises(AnnotationError) as info:
+        bp4d.read_au_occ(_csv(tmp_path, text))
+    assert str(info.value).count("AU values must be") == 10 and str(info.value).endswith("and 20 more bad lines")
+
+
 def test_crlf_and_trailing_spaces(tmp_path: Path) -> None:
     occ = bp4d.read_au_occ(_csv(tmp_path, "0,1,2 \r\n5,1,0 \r\n6,9,1\r\n\r\n"))
     assert occ.frames.tolist() == [5, 6]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -132,3 +133,20 @@ def test_yaml_syntax_error_is_one_line_with_file_line_column(tmp_path: Path) -> 
     message = str(info.value)
     assert message.startswith(f"{params}:3:")
     assert "invalid YAML" in message and "\n" not in message
+
+
+@dataclass(frozen=True)
+class Choice:
+    amp: Literal["off", "bf16", "fp16"]
+    answer: Literal["yes", "no", "maybe"] = "maybe"
+
+
+def test_a_choice_word_that_yaml_reads_as_a_boolean_is_taken_as_that_word(tmp_path: Path) -> None:
+    """`dvc exp run -S` writes params.yaml back without the quotes of `amp: "off"`: YAML then reads false."""
+    path = tmp_path / "params.yaml"
+    path.write_text("demo:\n  amp: off\n  answer: yes\n")
+    assert from_dict(Choice, load_section(path, "demo")) == Choice(amp="off", answer="yes")
+    assert from_dict(Choice, {"amp": False, "answer": False}) == Choice(amp="off", answer="no")
+    # a boolean with no word of its value among the choices is still an error, naming the value
+    with pytest.raises(ConfigError, match=r"params.yaml:demo.amp: True is not one of \['off', 'bf16', 'fp16'\]"):
+        from_dict(Choice, {"amp": True}, where="params.yaml:demo")

@@ -45,10 +45,15 @@ def _store(tmp_path: Path) -> EmbeddingStore:
     return EmbeddingStore.open_for_write(tmp_path / "s.zarr", FINGERPRINT, {"model": "m", "params": {}, "dim": 2})
 
 
-def test_failing_task_is_reported_by_key_and_others_stay_complete(tmp_path: Path, scheduler: str) -> None:
+def test_failing_task_is_reported_by_key_and_others_stay_complete(tmp_path: Path, scheduler: str,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
     store = _store(tmp_path)
     jobs = {"v1": 3, "bad_v2": 4, "v3": 5}
-    report = run_tasks(store, jobs, partial(_write, store.path), ClusterOptions(scheduler=scheduler), progress=False)
+    with caplog.at_level(logging.INFO):
+        report = run_tasks(store, jobs, partial(_write, store.path), ClusterOptions(scheduler=scheduler),
+                           progress=False)
+    # said once, by the summary the stage prints, not also by a log line
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
     assert not report.ok
     assert report.computed == ["v1", "v3"]
@@ -110,12 +115,24 @@ def test_a_full_disk_stops_the_run_naming_the_store(tmp_path: Path, scheduler: s
     from pipeline.fsio import DiskFullError
 
     store = _store(tmp_path)
+    run_tasks(store, {"v1": 3}, partial(_write, store.path), ClusterOptions(scheduler=scheduler), progress=False)
     jobs = {"v1": 3, "full_v2": 4}
     with pytest.raises(DiskFullError) as info:
         run_tasks(store, jobs, partial(_write, store.path), ClusterOptions(scheduler=scheduler), progress=False)
     assert str(info.value).startswith(f"{store.path}: no space left on device")
     assert store.keys() == ["v1"]  # complete entries stay for the rerun
 
+
+def test_a_full_disk_is_one_error_not_a_line_per_key(tmp_path: Path, scheduler: str,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    from pipeline.fsio import DiskFullError
+
+    store = _store(tmp_path)
+    jobs = {f"full_v{k}": 2 for k in range(9)} | {f"v{k}": 2 for k in range(20)}
+    with caplog.at_level(logging.INFO), pytest.raises(DiskFullError):
+        run_tasks(store, jobs, partial(_write, store.path), ClusterOptions(scheduler=scheduler), progress=False)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert logging.getLogger("distributed").level != logging.CRITICAL   # quiet only while the run ends
 
 
 def _listening_ips() -> set[str]:

@@ -318,3 +318,24 @@ def test_config_from_params():
         from_dict(EvaluateConfig, {"metric_variant": "abaw9"})
     with pytest.raises(ValueError, match="au_threshold"):
         EvaluateConfig(au_threshold=1.0)
+
+
+def test_batch_size_reaches_the_sequence_model(inputs):
+    device = torch.device("cpu")
+    fusion = load_fusion(inputs.audio_model, device)
+    sequence = load_sequence_runner(inputs.sequence_model, "cpu")
+    batches: list[int] = []
+
+    def counted(batch: np.ndarray):
+        batches.append(len(batch))
+        return sequence.run_fn(batch)
+
+    counting = dataclasses.replace(sequence, run_fn=counted)
+    visual, audio = EmbeddingStore.open_read(inputs.visual), EmbeddingStore.open_read(inputs.audio)
+    record = validation_subjects(inputs.manifest)[0]
+    one = predict_subject(record, visual, audio, fusion, counting, EvaluateConfig(), device, batch_size=1)
+    assert batches and set(batches) == {1}
+    batches.clear()
+    many = predict_subject(record, visual, audio, fusion, counting, EvaluateConfig(), device, batch_size=1000)
+    assert len(batches) == 1 and batches[0] > 1
+    np.testing.assert_array_equal(one.expr_pred["sequence"], many.expr_pred["sequence"])

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import pickle
-from concurrent.futures import ThreadPoolExecutor
+import shutil
 import struct
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from pipeline.data.faces.recordio import (
     MAGIC, IRHeader, RecordIOError, RecordReader, RecordWriter, encode_record, pack_record, unpack_record,
@@ -204,12 +207,13 @@ def test_identity_records_must_cover_the_images(tmp_path: Path, span: tuple[int,
 
 
 def test_a_set_without_header_reads_every_key_as_an_image(tmp_path: Path) -> None:
+    """insightface's MXFaceDataset: when record 0's flag is 0, every index key is an image, 0 included."""
     with RecordWriter(tmp_path / "train.rec", tmp_path / "train.idx") as writer:
-        writer.write(0, pack_record(IRHeader(0, 0.0, 0, 0), b""))
-        for key, label in ((1, 4.0), (2, 4.0), (3, 9.0)):
+        for key, label in ((0, 7.0), (1, 4.0), (2, 4.0), (3, 9.0)):
             writer.write(key, pack_record(IRHeader(0, label, key, 0), b"\xff\xd8\xff"))
     faces = PackedFaceSet(tmp_path / "train.rec")
-    assert len(faces) == 3 and faces.identities == 2 and faces.labels.tolist() == [4, 4, 9]
+    assert len(faces) == 4 and faces.identities == 3 and faces.labels.tolist() == [7, 4, 4, 9]
+    assert face_set_info(tmp_path) == {"format": "rec", "identities": 3, "images": 4}
 
 
 def test_an_index_with_keys_out_of_order_finds_each_record(tmp_path: Path) -> None:
@@ -257,6 +261,88 @@ def test_a_pickled_reader_opens_its_own_file(faces: Path) -> None:
     packed[0]
     copy = pickle.loads(pickle.dumps(packed))
     assert copy.reader._handle is None and copy.jpeg(5) == packed.jpeg(5)
+
+
+def test_an_index_with_a_non_numeric_line_names_file_and_line(tmp_path: Path) -> None:
+    rec, idx = _write_raw(tmp_path, [encode_record(b"abcd"), encode_record(b"efgh")])
+    idx.write_text("0\t0\n1\tabc\n")
+    with pytest.raises(RecordIOError, match=r"train\.idx:2: expected 'key<TAB>offset', got '1\\tabc'"):
+        RecordReader(rec, idx)
+
+
+def _garble(path: Path, offset: int, length: int = 16) -> None:
+    with path.open("r+b") as fh:
+        fh.seek(offset)
+        fh.write(b"\x5a" * length)
+
+
+def test_check_finds_garbage_mid_file_naming_the_record(faces: Path, tmp_path: Path) -> None:
+    """faces-info checks every record's framing, IRHeader and JPEG start, not only record 0's."""
+    root = Path(shutil.copytree(faces / "rec", tmp_path / "rec"))
+    reader = RecordReader(root / "train.rec", root / "train.idx")
+    _garble(root / "train.rec", reader.index.offset(7))
+    with pytest.raises(RecordIOError, match=r"train\.rec: record 7 at offset \d+: wrong magic 0x5a5a5a5a"):
+        face_set_info(root)
+    root = Path(shutil.copytree(faces / "rec", tmp_path / "image"))
+    _garble(root / "train.rec", reader.index.offset(9) + 8 + 24, 4)  # the JPEG's first bytes
+    with pytest.raises(RecordIOError, match=r"train\.rec: record 9: not a JPEG \(starts with 5a5a5a5a\)"):
+        face_set_info(root)
+
+
+def test_check_finds_a_label_that_is_no_class_number(tmp_path: Path) -> None:
+    with RecordWriter(tmp_path / "train.rec", tmp_path / "train.idx") as writer:
+        writer.write(0, pack_record(IRHeader(0, 1.0, 0, 0), b"\xff\xd8\xff"))
+        writer.write(1, pack_record(IRHeader(0, float("nan"), 1, 0), b"\xff\xd8\xff"))
+    with pytest.raises(RecordIOError, match=r"train\.rec: record 1: label nan is not a class number"):
+        face_set_info(tmp_path)
+
+
+def test_check_finds_a_folder_image_that_is_not_a_jpeg(faces: Path, tmp_path: Path) -> None:
+    root = Path(shutil.copytree(faces / "folder", tmp_path / "folder"))
+    image = sorted(root.rglob("*.jpg"))[5]
+    buffer = io.BytesIO()
+    Image.new("RGB", (112, 112)).save(buffer, "PNG")
+    image.write_bytes(buffer.getvalue())
+    with pytest.raises(RecordIOError, match=rf"{image}: not a JPEG \(starts with 89504e47\)"):
+        face_set_info(root)
+
+
+def test_record_0_claiming_more_records_than_the_index_lists_is_refused(tmp_path: Path) -> None:
+    with RecordWriter(tmp_path / "train.rec", tmp_path / "train.idx") as writer:
+        writer.write(0, pack_record(IRHeader(0, np.array([2e8, 2e8]), 0, 0), b""))
+    with pytest.raises(RecordIOError, match=r"identity range \(2e\+08, 2e\+08\), expected 1 <= start <= stop "
+                                            r"<= 1, the records .*train\.idx lists"):
+        PackedFaceSet(tmp_path / "train.rec")
+
+
+def test_a_record_longer_than_the_cap_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    rec, idx = _write_big_record(tmp_path, parts=3, part_bytes=8 << 20)
+    with pytest.raises(RecordIOError, match=r"record 0 at offset 0: more than 16777216 bytes in one record"):
+        RecordReader(rec, idx).read(0)
+
+
+def _write_big_record(root: Path, parts: int, part_bytes: int) -> tuple[Path, Path]:
+    """Record 0 as ``parts`` continuation parts of ``part_bytes`` zeros each (a sparse file)."""
+    rec, idx = root / "train.rec", root / "train.idx"
+    with rec.open("wb") as fh:
+        for n in range(parts):
+            flag = 1 if n == 0 else 3 if n == parts - 1 else 2
+            fh.write(struct.pack("<II", MAGIC, (flag << 29) | part_bytes))
+            fh.seek(part_bytes, 1)
+        fh.truncate()
+    idx.write_text("0\t0\n")
+    return rec, idx
+
+
+def test_heads_read_single_and_multi_part_records_alike(tmp_path: Path) -> None:
+    payloads = [b"first", b"abcd" + MAGIC_BYTES + b"efgh" + MAGIC_BYTES + b"xy", b"last!"]
+    with RecordWriter(tmp_path / "x.rec", tmp_path / "x.idx") as writer:
+        for key, payload in enumerate(payloads):
+            writer.write(key, payload)
+    reader = RecordReader(tmp_path / "x.rec", tmp_path / "x.idx")
+    for size in (3, 10, 100):
+        assert list(reader.heads(np.array([2, 1, 0]), size)) == [(k, payloads[k][:size]) for k in (2, 1, 0)]
+        assert [reader.read_head(k, size) for k in range(3)] == [p[:size] for p in payloads]
 
 
 def test_record_writer_never_writes_through_a_planted_link(tmp_path: Path) -> None:

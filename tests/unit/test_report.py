@@ -67,6 +67,22 @@ def test_unknown_block_missing_source_and_bad_markers_are_named(tmp_path: Path) 
         find_blocks("see <!-- report:a --> here\n", "f.md")
 
 
+def test_a_source_missing_a_key_is_one_line_naming_block_file_and_key(tmp_path: Path) -> None:
+    doc = _repo(tmp_path, "gain 0.50")
+    (tmp_path / "m.json").write_text(json.dumps({"a": 0.25}))
+    with pytest.raises(ValueError, match=r"doc.md:4: block 'gain': m.json has no key 'b'"):
+        render_docs(tmp_path, [doc], _registry(), check=True)
+    (tmp_path / "metrics").mkdir()
+    evaluate = _evaluate_json()
+    del evaluate["all_frames"]["fusion"]
+    (tmp_path / "metrics" / "evaluate.json").write_text(json.dumps(evaluate))
+    (tmp_path / "README.md").write_text("<!-- report:results-gains -->\nold\n<!-- /report:results-gains -->\n")
+    result = CliRunner().invoke(report_command, ["--root", str(tmp_path), "--check"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert "block 'results-gains': metrics/evaluate.json has no key 'fusion'" in result.output
+
+
 def test_replace_keeps_blocks_it_was_not_given() -> None:
     text = "<!-- report:a -->\nold a\n<!-- /report:a -->\n<!-- report:b -->\nold b\n<!-- /report:b -->\n"
     assert replace_blocks(text, {"b": "new b"}, "f.md") == text.replace("old b", "new b")

@@ -4,12 +4,18 @@
   MS1MV2/MS1MV3 and WebFace are distributed in). Record 0 is a header whose label array
   ``(a, b)`` says that records ``1 .. a-1`` are images and records ``a .. b-1`` are identity
   headers, one per identity, each labelled with the range ``(start, stop)`` of its images. A file
-  whose record 0 has no label array is read as images only, every index key but 0 being one.
+  whose record 0 has no label array is read as images only, every index key (0 included) being one,
+  as insightface's ``MXFaceDataset`` reads it.
 - ``FolderFaceSet``: a directory of ``<identity>/<image>.jpg`` aligned faces; identities are the
   subdirectories in sorted order (label = position).
 
 Both are map-style datasets: ``len(s)`` images, ``s[i]`` is ``(image (H, W, 3) uint8 RGB, label)``,
 safe to hand to DataLoader workers. ``open_face_set`` chooses the reader by what the path holds.
+Counts read from a file (record 0's identity range) are checked against the index before anything is
+allocated, and images are decoded through :mod:`pipeline.jpeg` (JPEG only, at most
+:data:`pipeline.jpeg.MAX_SIDE` pixels a side, checked before decoding). ``s.check()`` checks every
+image without decoding any: a packed set's record framing, IRHeader, label and JPEG start (one small
+read per record), a folder's JPEG headers (Pillow reads the header only).
 
     >>> import tempfile
     >>> from pipeline.data.synth.identities import FaceIdentityConfig, generate_face_identities
@@ -24,18 +30,19 @@ safe to hand to DataLoader workers. ``open_face_set`` chooses the reader by what
 
 from __future__ import annotations
 
-import io
+import math
+import struct
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from pipeline.data.faces.recordio import IRHeader, RecordIOError, RecordReader, unpack_record
+from pipeline.data.faces.recordio import IR_SIZE, IRHeader, RecordIOError, RecordReader, unpack_record
+from pipeline.jpeg import JPEG_START, ImageError, jpeg_size, read_jpeg
 
 REC_NAME, IDX_NAME = "train.rec", "train.idx"
 IMAGE_SUFFIXES = (".jpg", ".jpeg")
-_JPEG_START = b"\xff\xd8\xff"
+_HEAD_BYTES = 64  # read per record by check(): the IRHeader, a short label array and the JPEG start
 
 
 class FaceSetFormatError(ValueError):
@@ -43,14 +50,12 @@ class FaceSetFormatError(ValueError):
 
 
 def decode_jpeg(data: bytes, where: str) -> np.ndarray:
-    """Decode JPEG bytes to (H, W, 3) uint8 RGB; ``where`` (file, record) names them in errors."""
-    if not data.startswith(_JPEG_START):
-        raise RecordIOError(f"{where}: not a JPEG (starts with {data[:4].hex() or 'nothing'})")
+    """Decode JPEG bytes to (H, W, 3) uint8 RGB (:func:`pipeline.jpeg.read_jpeg`); ``where`` (file,
+    record) names them in errors."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            return np.array(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as exc:
-        raise RecordIOError(f"{where}: broken JPEG ({exc})") from exc
+        return read_jpeg(data)
+    except ImageError as exc:
+        raise RecordIOError(f"{where}: {exc}") from exc
 
 
 class PackedFaceSet:
@@ -68,22 +73,43 @@ class PackedFaceSet:
             if header.flag < 2:
                 raise RecordIOError(f"{self.rec_path}: record 0 holds {header.flag} label, expected the 2 "
                                     "of the identity range")
-            first_identity, stop = int(header.label[0]), int(header.label[1])
-            if not 1 <= first_identity <= stop:
-                raise RecordIOError(f"{self.rec_path}: record 0 holds the identity range "
-                                    f"({first_identity}, {stop}), expected 1 <= start <= stop")
-            self.header0 = (first_identity, stop)
-            self.keys = np.arange(1, first_identity, dtype=np.int64)
+            self.header0 = self._identity_range(header.label[:2])
+            self.keys = np.arange(1, self.header0[0], dtype=np.int64)
         else:
-            keys = self.reader.keys()
-            self.keys = keys[keys != 0]
+            self.keys = self.reader.keys().copy()
         for key in self.keys[[0, -1]] if len(self.keys) else ():
             if int(key) not in self.reader.index:
                 raise RecordIOError(f"{self.rec_path}: record 0 announces image record {int(key)}, "
                                     "which the index lacks")
 
+    def _identity_range(self, values: np.ndarray) -> tuple[int, int]:
+        """Record 0's ``(first identity record, stop)``, checked against the index before the image keys
+        it implies are allocated: every record it counts must be one the index lists."""
+        n = len(self.reader.index)
+        where = f"{self.rec_path}: record 0 holds the identity range ({values[0]:g}, {values[1]:g})"
+        if not all(math.isfinite(v) and v == int(v) for v in values.tolist()):
+            raise RecordIOError(f"{where}, not two record numbers")
+        first_identity, stop = int(values[0]), int(values[1])
+        # float32 labels round record numbers above 2**24 (Glint360K's) to a neighbour: allow that much
+        rounding = int(np.spacing(np.float32(stop)))
+        if not 1 <= first_identity <= stop <= n + rounding:
+            raise RecordIOError(f"{where}, expected 1 <= start <= stop <= {n}, the records {self.idx_path} lists")
+        return first_identity, stop
+
     def __len__(self) -> int:
         return len(self.keys)
+
+    def check(self) -> None:
+        """Check every image record (framing, IRHeader, label, JPEG start) and, with a header, every
+        identity record; one read of :data:`_HEAD_BYTES` per record, no image decoded."""
+        for key, head in self.reader.heads(self.keys, _HEAD_BYTES):
+            header, image = self._unpack_head(key, head)
+            if not image.startswith(JPEG_START):
+                raise RecordIOError(f"{self.rec_path}: record {key}: not a JPEG (starts with "
+                                    f"{image[:4].hex() or 'nothing'})")
+            _stored_label(header, f"{self.rec_path}: record {key}")
+        if self.header0 is not None:
+            self.labels  # reads and checks every identity record
 
     @property
     def identities(self) -> int:
@@ -117,21 +143,37 @@ class PackedFaceSet:
     def jpeg(self, i: int) -> tuple[bytes, int]:
         """The JPEG bytes and the label stored in image ``i``'s record (0-based ``i``)."""
         key = int(self.keys[i])
-        header, data = unpack_record(self.reader.read(key), f"{self.rec_path}: record {key}")
-        return data, _stored_label(header)
+        where = f"{self.rec_path}: record {key}"
+        header, data = unpack_record(self.reader.read(key), where)
+        return data, _stored_label(header, where)
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
         data, label = self.jpeg(i)
         return decode_jpeg(data, f"{self.rec_path}: record {int(self.keys[i])}"), label
 
     def _label(self, key: int) -> int:
-        header, _ = unpack_record(self.reader.read(key), f"{self.rec_path}: record {key}")
-        return _stored_label(header)
+        header, _ = self._head(key)
+        return _stored_label(header, f"{self.rec_path}: record {key}")
+
+    def _head(self, key: int) -> tuple[IRHeader, bytes]:
+        """Record ``key``'s IRHeader and the first bytes after it, without reading the whole image."""
+        return self._unpack_head(key, self.reader.read_head(key, _HEAD_BYTES))
+
+    def _unpack_head(self, key: int, head: bytes) -> tuple[IRHeader, bytes]:
+        """The IRHeader and following bytes of record ``key`` from its first :data:`_HEAD_BYTES`
+        (read again, longer, when its label array runs past them)."""
+        flag = struct.unpack_from("<I", head)[0] if len(head) >= 4 else 0
+        if len(head) == _HEAD_BYTES and IR_SIZE + 4 * flag + len(JPEG_START) > _HEAD_BYTES:
+            head = self.reader.read_head(key, IR_SIZE + 4 * flag + len(JPEG_START))  # a long label array
+        return unpack_record(head, f"{self.rec_path}: record {key}")
 
 
-def _stored_label(header: IRHeader) -> int:
-    """An image record's class: its scalar label, or the first of its label array."""
-    return int(header.label if np.ndim(header.label) == 0 else header.label[0])
+def _stored_label(header: IRHeader, where: str) -> int:
+    """An image record's class: its scalar label, or the first of its label array; a class number."""
+    value = float(header.label if np.ndim(header.label) == 0 else header.label[0])
+    if not (math.isfinite(value) and value >= 0 and value == int(value)):
+        raise RecordIOError(f"{where}: label {value:g} is not a class number")
+    return int(value)
 
 
 class FolderFaceSet:
@@ -158,6 +200,14 @@ class FolderFaceSet:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def check(self) -> None:
+        """Check that every image is a JPEG of an accepted size, reading its header only."""
+        for path in self.paths:
+            try:
+                jpeg_size(path)
+            except (ImageError, OSError) as exc:
+                raise RecordIOError(f"{path}: {exc}") from exc
 
     @property
     def identities(self) -> int:
@@ -192,8 +242,10 @@ def open_face_set(path: str | Path) -> FaceSet:
 
 
 def face_set_info(path: str | Path) -> dict[str, object]:
-    """``{"format", "identities", "images"}`` of the face set at ``path`` (see :func:`open_face_set`)."""
+    """``{"format", "identities", "images"}`` of the face set at ``path`` (see :func:`open_face_set`),
+    after checking every image it counts (``check``)."""
     faces = open_face_set(path)
+    faces.check()
     return {"format": faces.format, "identities": int(faces.identities), "images": len(faces)}
 
 
