@@ -140,7 +140,14 @@ def dask_client(options: ClusterOptions) -> Iterator[Any]:
     from distributed import Client, LocalCluster, Security
 
     if options.scheduler:
-        with Client(options.scheduler) as client:
+        try:
+            client = Client(options.scheduler)
+        except TypeError as exc:  # dask's word for a tls:// address without certificates configured
+            raise ValueError(
+                f"--scheduler {options.scheduler}: no TLS certificates in dask's config for it ({exc}); "
+                "see docs/cluster.md, 'Who can reach the cluster'"
+            ) from exc
+        with client:
             yield client
         return
     cores = available_cores()
