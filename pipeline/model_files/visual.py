@@ -57,7 +57,7 @@ STAGE = "finetune-visual"
 INPUTS: tuple[str, ...] = ("image",)
 OUTPUTS: tuple[str, ...] = ("embedding", "au_logits", "expr_logits")
 # the lower-precision copies of visual.onnx, and how each is made (for the error that reports one missing)
-INT8_HOW = "finetune-visual writes it with --onnx, as the pipeline's finetune-visual stage does"
+INT8_HOW = "finetune-visual --onnx writes it, as the pipeline does; or export-onnx --int8-calibration FRAMES_H5"
 FLOAT16_HOW = "export-onnx writes it with --fp16 (docs/gpu.md)"
 COPIES: dict[str, str] = {"float16": FLOAT16_HOW, "int8": INT8_HOW}
 PRECISIONS: tuple[str, ...] = (DEFAULT_PRECISION, *COPIES)
