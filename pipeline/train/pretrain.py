@@ -331,8 +331,8 @@ def train_pretrain(
     }
     run.precision.standard_layout(run.model)
     if ctx.is_main:
-        publish_backbone(run.model.backbone, cfg.arch(), {"epoch": best["epoch"], "init": cfg.init, "margin": cfg.margin},
-                         out_dir)
+        made = {"epoch": best["epoch"], "init": cfg.init, "margin": cfg.margin}   # what backbone.json records
+        publish_backbone(run.model.backbone, cfg.arch(), made, out_dir)
         write_json(metrics_path, metrics)
         log.info("published %s and %s (best epoch %d, pair accuracy %.4f)", Path(out_dir) / BACKBONE_FILE,
                  metrics_path, best["epoch"], metrics["verification"]["accuracy"])
