@@ -44,8 +44,8 @@ from pipeline.labels import AU_NAMES, EXPR_NAMES
 from pipeline.model_files import checkpoint
 from pipeline.model_files.checkpoint import check_state_dict, cpu_state
 from pipeline.model_files.float16 import convert_float16
-from pipeline.model_files.loading import read_checkpoint
 from pipeline.model_files.int8 import CalibrationConfig, Feed, QuantSettings, int8_path, quantize_onnx
+from pipeline.model_files.loading import read_checkpoint
 from pipeline.model_files.onnx_export import check_parity_rtol, export_onnx, make_session
 from pipeline.model_files.precision import DEFAULT_PRECISION, precision_model, precision_path
 from pipeline.models.multitask import MultiTaskModel, build_model
