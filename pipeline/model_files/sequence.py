@@ -22,12 +22,11 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 
 from pipeline.fsio import atomic_path
-from pipeline.inference.features import feature_dim, feature_layout
 from pipeline.labels import EMBEDDING_DIM
 from pipeline.model_files.onnx_export import export_onnx
 from pipeline.models.sequence import SequenceArch, SequenceModel, arch_to_dict
@@ -66,22 +65,26 @@ def build_from_checkpoint(ckpt: Mapping[str, Any]) -> SequenceModel:
     return model.eval()
 
 
-def onnx_metadata(modalities: str, window: int, stride: int) -> dict[str, Any]:
-    """What ``sequence.onnx`` needs to be used without the params: modalities, window, stride, layout."""
+def onnx_metadata(modalities: str, window: int, stride: int, feature_dim: int,
+                  feature_layout: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What ``sequence.onnx`` needs to be used without the params: modalities, window, stride, and the
+    input's width and blocks (:func:`pipeline.inference.features.feature_layout`, the input contract)."""
     return {
         "modalities": modalities,
         "window": window,
         "stride": stride,
-        "feature_dim": feature_dim(modalities),  # type: ignore[arg-type]  # checked by the params
+        "feature_dim": feature_dim,
         "embedding_dim": EMBEDDING_DIM,
-        "feature_layout": feature_layout(modalities),  # type: ignore[arg-type]
+        "feature_layout": [dict(block) for block in feature_layout],
     }
 
 
-def publish(out_dir: str | Path, model: SequenceModel, config: Mapping[str, Any], parity_rtol: float) -> None:
+def publish(out_dir: str | Path, model: SequenceModel, config: Mapping[str, Any], parity_rtol: float,
+            feature_layout: Sequence[Mapping[str, Any]]) -> None:
     """Write ``model.pt`` and ``sequence.onnx`` (parity-checked, tolerance ``train_sequence.parity_rtol``)
     into ``out_dir``, both or neither. ``config`` is the training params (``modalities``, ``window``,
-    ``stride`` and ``seed`` among them)."""
+    ``stride`` and ``seed`` among them); ``feature_layout`` the blocks of the model's input, which the
+    caller takes from the input contract (:mod:`pipeline.inference.features`, which reads these files)."""
     model = model.cpu().eval()
     modalities, window, stride = config["modalities"], int(config["window"]), int(config["stride"])
     generator = torch.Generator().manual_seed(int(config["seed"]))
@@ -96,6 +99,6 @@ def publish(out_dir: str | Path, model: SequenceModel, config: Mapping[str, Any]
             model, (example,), tmp / ONNX_NAME,
             input_names=["features"], output_names=["au_logits", "expr_logits"],
             dynamic_axes={"features": axes, "au_logits": axes, "expr_logits": axes},
-            metadata=onnx_metadata(modalities, window, stride),
+            metadata=onnx_metadata(modalities, window, stride, model.arch.input_dim, feature_layout),
             rtol=parity_rtol, rtol_param="train_sequence.parity_rtol",
         )

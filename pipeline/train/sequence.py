@@ -30,7 +30,7 @@ import torch
 from pipeline.config import ConfigError, to_dict
 from pipeline.data.manifest import read_manifest
 from pipeline.fsio import write_json
-from pipeline.inference.features import feature_dim
+from pipeline.inference.features import feature_dim, feature_layout
 from pipeline.inference.sequence import sliding_window_logits, torch_run_fn
 from pipeline.labels import TASKS
 from pipeline.model_files import sequence as sequence_files
@@ -245,7 +245,7 @@ def validate(
 def publish_outputs(model: SequenceModel, config: SequenceTrainConfig, out_dir: str | Path) -> None:
     """Write ``model.pt`` and ``sequence.onnx`` into ``out_dir``, both or neither
     (:func:`pipeline.model_files.sequence.publish`)."""
-    sequence_files.publish(out_dir, model, to_dict(config), config.parity_rtol)
+    sequence_files.publish(out_dir, model, to_dict(config), config.parity_rtol, feature_layout(config.modalities))
 
 
 def _data_key(visual_path: str | Path, audio_path: str | Path, splits: Splits) -> dict[str, Any]:
