@@ -52,6 +52,15 @@ def test_the_models_know_nothing_of_their_files() -> None:
         assert not {m for m in modules if m.startswith(("pipeline.model_files", "pipeline.audio"))}, path.name
 
 
+def test_the_model_files_import_none_of_their_readers_and_writers() -> None:
+    """Trainers, inference, embedding, evaluation and prediction go through pipeline.model_files: no arrow back."""
+    readers = ("pipeline.train", "pipeline.inference", "pipeline.embed", "pipeline.evaluate", "pipeline.predict")
+    for path in sorted((ROOT / "pipeline" / "model_files").glob("*.py")):
+        modules = {node.module for node in ast.walk(ast.parse(path.read_text()))
+                   if isinstance(node, ast.ImportFrom) and node.module}
+        assert not {m for m in modules if m.startswith(readers)}, path.name
+
+
 def test_float16_is_one_of_the_precision_tags() -> None:
     assert list(PRECISION_TAGS) == ["float32", "float16", "int8"]
     onnx = Path("cache/onnx/visual.onnx")
