@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
+from pipeline.config import check_fields
 from pipeline.device import DEVICE_CHOICES
 from pipeline.fsio import DiskFullError, disk_full_path, publish
 from pipeline.store import EmbeddingStore
@@ -59,10 +60,8 @@ class ClusterOptions:
     scheduler: str | None = None  # e.g. "tcp://10.0.0.5:8786"; the other fields are then unused
 
     def __post_init__(self) -> None:
-        if self.n_workers < 1 or self.threads_per_worker < 1:
-            raise ValueError(
-                f"workers and threads must be >= 1, got {self.n_workers} workers x {self.threads_per_worker} threads"
-            )
+        check_fields([(self.n_workers >= 1, "n_workers", f"must be >= 1, got {self.n_workers}"),
+                      (self.threads_per_worker >= 1, "threads_per_worker", f"must be >= 1, got {self.threads_per_worker}")])
 
     def check_cores(self) -> None:
         """Refuse a local cluster of more task slots (workers x threads) than this process has cores.
@@ -85,10 +84,8 @@ class InferenceOptions:
     batch_size: int = 64
 
     def __post_init__(self) -> None:
-        if self.device not in DEVICE_CHOICES:
-            raise ValueError(f"device must be one of {DEVICE_CHOICES}, got {self.device!r}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+        check_fields([(self.device in DEVICE_CHOICES, "device", f"must be one of {DEVICE_CHOICES}, got {self.device!r}"),
+                      (self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")])
 
 
 @dataclass

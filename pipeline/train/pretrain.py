@@ -44,7 +44,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from pipeline.config import ConfigError
+from pipeline.config import check_fields
 from pipeline.data.faces.sets import FaceSet, open_face_set
 from pipeline.fsio import atomic_path, file_sha256, write_json
 from pipeline.labels import EMBEDDING_DIM
@@ -119,9 +119,7 @@ class PretrainConfig:
              f"must be >= 10 (10 folds), got {self.verification_pairs}"),
             (0.0 < self.far < 1.0, "far", f"must be in (0, 1), got {self.far}"),
         ]
-        for ok, key, message in checks:
-            if not ok:
-                raise ConfigError(message, key=key)
+        check_fields(checks)
         self.optim()
 
     def optim(self) -> OptimConfig:

@@ -48,7 +48,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from pipeline.config import ConfigError, to_dict
+from pipeline.config import check_fields, to_dict
 from pipeline.data.manifest import Manifest
 from pipeline.fsio import atomic_path, file_sha256, write_json
 from pipeline.labels import NUM_AUS, NUM_EXPRS
@@ -126,9 +126,7 @@ class VisualTrainConfig:
             (self.max_frames_per_epoch is None or self.max_frames_per_epoch >= 1,
              "max_frames_per_epoch", f"must be >= 1 or null, got {self.max_frames_per_epoch}"),
         ]
-        for ok, key, message in checks:
-            if not ok:
-                raise ConfigError(message, key=key)
+        check_fields(checks)
         self.optim()
 
     def optim(self) -> OptimConfig:
