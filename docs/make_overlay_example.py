@@ -22,7 +22,7 @@ from PIL import Image
 
 from pipeline.data.video import decode_frames
 from pipeline.faces.moving_photos import astronaut, grace_hopper, located_faces, side_by_side_photos
-from pipeline.predict.photo_video import write_frames_video
+from pipeline.data.synth.photo_video import write_frames_video
 
 N_FRAMES, FPS, SIZE = 50, 25, (640, 360)
 

@@ -50,7 +50,7 @@ frames done of each pass (:mod:`pipeline.predict.progress`).
 
 A still image (JPEG, PNG, ... opened as a one-frame "video") is refused with a
 :class:`~pipeline.data.video.VideoError` naming it: the models read a face over time, and
-:func:`pipeline.predict.photo_video.write_photo_video` turns a photograph into a video when that is
+:func:`pipeline.data.synth.photo_video.write_photo_video` turns a photograph into a video when that is
 what is wanted.
 
 Example (not run here: it needs the exported models; tests/unit/test_predict.py runs it on tiny ones)::

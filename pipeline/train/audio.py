@@ -9,7 +9,7 @@ recomputed; a TDNN on log-mel windows (:mod:`pipeline.models.tdnn`) and a fusion
 Every video's soundtrack is decoded and turned into one log-mel once per run and kept in memory
 (about 51 KB per second of audio). A training sample is a frame: its visual embedding, its mel
 window and its labels. Frames are drawn in *segments* of ``segment_frames`` consecutive frames of
-one subject, so the windows of a segment share the TDNN's convolutions (:mod:`pipeline.audio.encode`).
+one subject, so the windows of a segment share the TDNN's convolutions (:mod:`pipeline.models.tdnn_spans`).
 Frames without a face are kept (their visual embedding is zero), so the audio has to carry them.
 
 After every epoch the validation subjects (the leakage-free protocol's) are scored with the ABAW
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.audio.encode import SpanBatch, embed_frames, encode_spans, span_batch
+from pipeline.models.tdnn_spans import SpanBatch, embed_frames, encode_spans, span_batch
 from pipeline.audio.features import AudioConfig, LogMel
 from pipeline.audio.windows import VideoAudio, track_audio, video_audio
 from pipeline.config import ConfigError, to_dict

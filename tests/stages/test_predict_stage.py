@@ -19,7 +19,7 @@ from _predict_models import build_predict_models
 from pipeline.audio.features import AudioConfig
 from pipeline.audio.windows import VideoAudio
 from pipeline.quantize import CalibrationConfig, quantize_tdnn, quantize_visual
-from pipeline.predict.photo_video import write_photo_video
+from pipeline.data.synth.photo_video import write_photo_video
 from pipeline.predict.progress import FrameProgress
 from stages.cli import main
 from stages.progress import FrameProgressDisplay
