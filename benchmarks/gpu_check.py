@@ -5,7 +5,7 @@ limit still leaves what it measured):
 
 - ``cuda_tests``: the summary of the ``pytest -m cuda`` run the shell script made (``--pytest-junit``);
 - ``training``: per backbone, training images/s (forward + AU BCE + backward + SGD step, through the
-  trainers' :class:`~pipeline.train.precision.Precision`) for each ``amp`` mode (off = fp32, bf16,
+  trainers' :class:`~pipeline.train.amp.Precision`) for each ``amp`` mode (off = fp32, bf16,
   fp16) in the default and the channels-last layout; fp16 off a GPU is recorded as not run, and so is
   channels-last (the trainers ignore it on the CPU);
 - ``embedding``: per backbone, faces/s of (embedding, AU and expression logits) in torch fp32, torch
@@ -52,7 +52,7 @@ from pipeline.models.multitask import build_model
 from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record
 from pipeline.train.alternating import multitask_step
 from pipeline.train.losses import au_bce_loss
-from pipeline.train.precision import Precision
+from pipeline.train.amp import Precision
 from visual_throughput import calibrate_batchnorm, timed
 
 ROOT = Path(__file__).resolve().parents[1]

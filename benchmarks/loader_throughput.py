@@ -1,7 +1,7 @@
 """How many DataLoader workers feed a GPU: JPEG decode and augmentation images/s from a frame store.
 
 The visual trainer's batches are read from ``frames.h5`` and JPEG-decoded by the DataLoader (in its
-worker processes when ``finetune_visual.loader.workers`` > 0), then augmented and normalised on the
+worker processes when ``finetune-visual --workers`` > 0), then augmented and normalised on the
 training device. For each worker count this measures, over the same seeded face frames:
 
 - ``decode_images_per_s``: batches out of the DataLoader (HDF5 read + JPEG decode + collate);
@@ -40,7 +40,7 @@ from pipeline.models.preprocess import to_model_input
 from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record
 from pipeline.train.augment import AugmentConfig, augment_batch
 from pipeline.train.frames_dataset import FrameDataset, FrameSet
-from pipeline.train.precision import LoaderConfig
+from pipeline.train.loader import LoaderConfig
 
 
 def face_frames(path: Path, n: int, seed: int) -> FrameSet:

@@ -34,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
@@ -44,7 +44,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from pipeline.config import check_fields
+from pipeline.config import check_fields, to_dict
 from pipeline.data.faces.sets import FaceSet, open_face_set
 from pipeline.fsio import atomic_path, file_sha256, write_json
 from pipeline.labels import EMBEDDING_DIM
@@ -62,7 +62,8 @@ from pipeline.train.face_data import (
 from pipeline.train.loop import TrainResult, check_weights, checked_step, run_epochs
 from pipeline.train.loop_state import LoopState
 from pipeline.train.optim import OptimConfig
-from pipeline.train.precision import AmpMode, EpochLoader, LoaderConfig, Precision, resume_config
+from pipeline.train.amp import AmpMode, Precision
+from pipeline.train.loader import EpochLoader, LoaderConfig
 from pipeline.verification import verification_scores
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,6 @@ class PretrainConfig:
     seed: int = 0                      # identity split, pairs, init, image order, flips, class sampling
     amp: AmpMode = "off"               # off (float32) | bf16 | fp16 (CUDA only, with loss scaling) autocast
     channels_last: bool = False        # NHWC memory layout of the backbone and its batches
-    loader: LoaderConfig = field(default_factory=LoaderConfig)
 
     def __post_init__(self) -> None:
         checks = [
@@ -185,10 +185,10 @@ class PretrainRun:
     """One run's recogniser, DDP wrapper, optimiser, schedule and random streams."""
 
     def __init__(self, cfg: PretrainConfig, classes: int, device: torch.device, ctx: DistContext,
-                 total_steps: int, loader: LoaderConfig | None = None) -> None:
+                 total_steps: int, loader: LoaderConfig = LoaderConfig()) -> None:
         self.cfg, self.device, self.ctx = cfg, device, ctx
         self.precision = Precision(cfg.amp, cfg.channels_last, device, SECTION)
-        self.loader = loader or cfg.loader
+        self.loader = loader
         self.epoch_loader: EpochLoader | None = None
         torch.manual_seed(cfg.seed)
         backbone = create_backbone(cfg.backbone, width_mult=cfg.width_mult)
@@ -275,7 +275,7 @@ def train_pretrain(
     work_dir: str | Path,
     cfg: PretrainConfig,
     device: torch.device | str = "cpu",
-    num_workers: int | None = None,
+    loader: LoaderConfig = LoaderConfig(),
     dist: DistContext | None = None,
     checkpoint_every: int = 50,
     progress: bool = True,
@@ -285,7 +285,7 @@ def train_pretrain(
 
     Under DDP (``dist`` with several processes, process group initialised) every process calls this;
     only rank 0 writes files. ``checkpoint_every`` (batches) adds mid-epoch checkpoints (0 = epoch ends).
-    ``num_workers`` replaces ``cfg.loader.workers`` when given.
+    ``loader`` says how batches are fed (speed only).
     """
     ctx, device = dist or DistContext(), torch.device(device)
     faces = open_face_set(faces_path)
@@ -294,8 +294,7 @@ def train_pretrain(
     _check_data(split, faces_path, cfg, ctx)
     pairs = verification_pairs(split, cfg.verification_pairs, cfg.seed)
     plans = [epoch_batches(len(split.train_images), e, cfg, 2 * ctx.world_size) for e in range(cfg.epochs)]
-    run = PretrainRun(cfg, split.train_identities, device, ctx, sum(len(p) for p in plans),
-                      cfg.loader.with_workers(num_workers))
+    run = PretrainRun(cfg, split.train_identities, device, ctx, sum(len(p) for p in plans), loader)
     initial = verify(run.model.backbone, faces, pairs, cfg, device, ctx, run.loader, run.precision)
     data = {"format": faces.format, **split.sizes(), "pairs": 2 * cfg.verification_pairs}
     if ctx.is_main:
@@ -306,7 +305,7 @@ def train_pretrain(
         resumed_from = None
     else:
         dataset = FaceImages(faces, split.train_images, split.train_labels)
-        key = {"config": resume_config(cfg), "data": ddp.broadcast(run_key(cfg, faces) if ctx.is_main else None, ctx)}
+        key = {"config": to_dict(cfg), "data": ddp.broadcast(run_key(cfg, faces) if ctx.is_main else None, ctx)}
         loop = LoopState.resume(Path(work_dir) / STATE_FILE, key, run.model, run.optimizer, writer=ctx.is_main)
         run.load_extra(loop.extra)
         if ctx.is_main and loop.resumed_from is not None:
