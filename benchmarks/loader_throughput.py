@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from pipeline.data.frame_store import FrameStore
+from pipeline.storage.frame_store import FrameStore
 from pipeline.device import resolve_device
 from pipeline.labels import NUM_AUS
 from pipeline.models.preprocess import to_model_input

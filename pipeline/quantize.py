@@ -31,7 +31,7 @@ import numpy as np
 import onnx
 
 from pipeline.audio.windows import VideoAudio
-from pipeline.data.frame_store import FrameStore
+from pipeline.storage.frame_store import FrameStore
 from pipeline.config import check_fields
 from pipeline.export import METADATA_KEY, make_session, read_metadata
 from pipeline.fsio import atomic_path, file_sha256

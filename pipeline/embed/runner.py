@@ -6,7 +6,7 @@ is missing. A failing task does not stop the others; its error is collected by k
 
 Example (threads in this process, no worker start-up cost):
     >>> import numpy as np, tempfile, pathlib
-    >>> from pipeline.store import EmbeddingStore
+    >>> from pipeline.storage.embedding_store import EmbeddingStore
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "demo.zarr"
     >>> store = EmbeddingStore.open_for_write(path, "0" * 64, {"model": "m", "params": {}, "dim": 1})
     >>> def task(key, n):
@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator, Mapping
 from pipeline.config import check_fields
 from pipeline.device import DEVICE_CHOICES
 from pipeline.fsio import DiskFullError, disk_full_path, publish
-from pipeline.store import EmbeddingStore
+from pipeline.storage.embedding_store import EmbeddingStore
 
 log = logging.getLogger(__name__)
 

@@ -45,7 +45,7 @@ from pipeline.labels import TASKS
 from pipeline.models.fusion import FusionConfig, FusionHead
 from pipeline.models.tdnn import TDNN, TDNNConfig
 from pipeline.quantize import CalibrationConfig, int8_path, quantize_tdnn
-from pipeline.store import EmbeddingStore
+from pipeline.storage.embedding_store import EmbeddingStore
 from pipeline.train.alternating import TaskSchedule
 from pipeline.train.epoch_plan import epoch_plan
 from pipeline.train.loop import TrainResult, checked_step, run_epochs, subject_metrics

@@ -35,7 +35,7 @@ from pipeline.inference.features import feature_dim, feature_layout
 from pipeline.inference.sequence import sliding_window_logits, torch_run_fn
 from pipeline.labels import EMBEDDING_DIM, TASKS
 from pipeline.models.sequence import SequenceArch, SequenceModel, arch_to_dict
-from pipeline.store import EmbeddingStore
+from pipeline.storage.embedding_store import EmbeddingStore
 from pipeline.train.alternating import TaskSchedule, alternating_batches
 from pipeline.train.loop import TrainResult, checked_step, run_epochs, subject_metrics
 from pipeline.train.loop_state import LoopState

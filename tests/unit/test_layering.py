@@ -19,7 +19,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # foundations: no project imports
     ("labels", "config", "fsio", "device", "error_words", "jpeg", "precision", "verification"),
     # small helpers on the foundations
-    ("metrics", "checkpoint", "store", "video_batch", "ablation", "full_size"),
+    ("metrics", "checkpoint", "storage", "video_batch", "ablation", "full_size"),
     # datasets, media readers, the frame store, synthetic data and test media
     ("data",),
     # frontends: log-mel audio features, face detection and alignment

@@ -17,7 +17,7 @@ from pipeline.faces.moving_photos import astronaut, crossing_photos, grace_hoppe
 from pipeline.predict import overlay as overlay_module
 from pipeline.predict.overlay import FaceMark, draw_marks, write_overlay
 from pipeline.data.synth.photo_video import panned_frames, write_frames_video
-from pipeline.predict.progress import FrameProgress
+from pipeline.predict.pass_progress import FrameProgress
 from pipeline.predict.video import FacePrediction, load_models, predict_video
 
 FPS = 25

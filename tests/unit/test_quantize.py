@@ -14,14 +14,14 @@ from click.testing import CliRunner
 
 from _embed_inputs import tiny_visual_onnx
 from pipeline.config import ConfigError
-from pipeline.data.frame_store import FrameStore
+from pipeline.storage.frame_store import FrameStore
 from pipeline.export import make_session, read_metadata
 from pipeline.fsio import file_sha256
 from pipeline.models.preprocess import to_model_input
 from pipeline.audio.windows import VideoAudio
 from pipeline.quantize import (CalibrationConfig, QuantSettings, calibration_crops, calibration_windows, int8_path,
                                quantize_visual)
-from pipeline.store import EmbeddingStore
+from pipeline.storage.embedding_store import EmbeddingStore
 from stages.embed_visual import command as embed_visual
 
 

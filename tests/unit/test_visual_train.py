@@ -17,7 +17,7 @@ from _baselines import trivial_au_score, trivial_expr_score
 
 from _torchrun_finetune import state_digest as _digest
 from pipeline.config import ConfigError
-from pipeline.data.frame_store import FrameStore
+from pipeline.storage.frame_store import FrameStore
 from pipeline.data.labels_store import read_all_labels
 from pipeline.data.manifest import read_manifest
 from pipeline.metrics import au_metrics, expr_metrics
