@@ -59,7 +59,7 @@ from pipeline.train.epoch_plan import split_batches
 from pipeline.train.face_data import (
     FaceImages, IdentitySplit, VerificationPairs, face_set_digest, split_identities, verification_pairs,
 )
-from pipeline.train.loop import TrainResult, check_weights, checked_step, run_epochs
+from pipeline.train.loop import TrainResult, Trainer, check_weights, checked_step, run_epochs
 from pipeline.train.loop_state import LoopState
 from pipeline.train.optim import OptimConfig
 from pipeline.train.amp import AmpMode, Precision
@@ -262,6 +262,31 @@ class PretrainRun:
         self.class_rng.set_state(classes)
 
 
+class _PretrainTrainer(Trainer):
+    """The run's steps over each epoch's batches, verified on the held-out identities' pairs."""
+
+    def __init__(self, run: PretrainRun, plans: list[list[np.ndarray]], dataset: FaceImages, faces: FaceSet,
+                 pairs: VerificationPairs, checkpoint_every: int, progress: bool) -> None:
+        self.run, self.model, self.optimizer = run, run.model, run.optimizer
+        self.plans, self.dataset, self.faces, self.pairs = plans, dataset, faces, pairs
+        self.checkpoint_every, self.progress = checkpoint_every, progress
+
+    def fit_epoch(self, loop: LoopState, epoch: int) -> dict[str, list[float]]:
+        """The epoch's batches from ``loop.batch`` on."""
+        return self.run.train_epoch(loop, epoch, self.plans[epoch], self.dataset, self.checkpoint_every,
+                                    self.progress)
+
+    def validate(self) -> dict[str, Any]:
+        """Verification on the held-out identities' pairs."""
+        run = self.run
+        return {"verification": verify(run.model.backbone, self.faces, self.pairs, run.cfg, run.device, run.ctx,
+                                       run.loader, run.precision)}
+
+    def extra_state(self) -> dict[str, Any]:
+        """The run's schedule, loss scale and random streams."""
+        return self.run.extra_state()
+
+
 def run_key(cfg: PretrainConfig, faces: FaceSet) -> str:
     """A digest of what the run trains on: the face set and the ``init`` file."""
     payload = {"faces": face_set_digest(faces), "init": file_sha256(cfg.init) if cfg.init else None}
@@ -310,14 +335,9 @@ def train_pretrain(
         run.load_extra(loop.extra)
         if ctx.is_main and loop.resumed_from is not None:
             log.info("resuming from epoch %d batch %d (of %d epochs)", loop.epoch + 1, loop.batch, cfg.epochs)
-        best = run_epochs(
-            loop, SECTION, cfg.epochs, run.model, run.optimizer,
-            lambda e: run.train_epoch(loop, e, plans[e], dataset, checkpoint_every, progress),
-            lambda: {"verification": verify(run.model.backbone, faces, pairs, cfg, device, ctx, run.loader,
-                                            run.precision)},
-            run.extra_state, cfg.max_grad_norm,
-            criterion=lambda report: report["verification"]["score"],  # held-out identities' pair accuracy
-        )
+        trainer = _PretrainTrainer(run, plans, dataset, faces, pairs, checkpoint_every, progress)
+        best = run_epochs(loop, SECTION, cfg.epochs, trainer, cfg.max_grad_norm,
+                          criterion=lambda report: report["verification"]["score"])  # held-out identities' pair accuracy
         history, resumed_from = loop.history, loop.resumed_from
     metrics = {
         "verification": _public(best["metrics"]["verification"]), "initial": _public(initial),

@@ -40,7 +40,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Literal, Mapping
 
 import numpy as np
 import torch
@@ -70,7 +70,7 @@ from pipeline.train.frames_dataset import (
     select_subject_frames,
     select_validation_frames,
 )
-from pipeline.train.loop import TrainResult, check_weights, checked_step, frame_set_metrics, run_epochs
+from pipeline.train.loop import TrainResult, Trainer, check_weights, checked_step, frame_set_metrics, run_epochs
 from pipeline.train.loop_state import LoopState
 from pipeline.train.losses import compute_pos_weight, task_loss
 from pipeline.train.optim import OptimConfig
@@ -369,6 +369,39 @@ class _VisualRun:
         self.augment_rng.set_state(rngs[min(self.ctx.rank, len(rngs) - 1)])
 
 
+class _VisualTrainer(Trainer):
+    """The run's steps over each epoch's plan, scored on the validation and the held-out frames."""
+
+    def __init__(self, run: _VisualRun, plans: list[list[tuple[str, np.ndarray]]], dataset: FrameDataset,
+                 offsets: dict[str, int], data: TrainData, checkpoint_every: int, progress: bool) -> None:
+        self.run, self.model, self.optimizer = run, run.model, run.optimizer
+        self.plans, self.dataset, self.offsets, self.data = plans, dataset, offsets, data
+        self.checkpoint_every, self.progress = checkpoint_every, progress
+
+    def fit_epoch(self, loop: LoopState, epoch: int) -> dict[str, list[float]]:
+        """The epoch's plan from ``loop.batch`` on."""
+        return self.run.train_epoch(loop, epoch, self.plans[epoch], self.dataset, self.offsets,
+                                    self.checkpoint_every, self.progress)
+
+    def validate(self) -> dict[str, Any]:
+        """The report on the validation frames."""
+        return self._score("val", self.data.val, self.data.val_faceless)
+
+    def select(self) -> dict[str, Any]:
+        """The report on the held-out selection frames."""
+        return self._score("sel", self.data.sel, self.data.sel_faceless)
+
+    def extra_state(self) -> dict[str, Any]:
+        """The run's schedule, loss scale and augmentation RNGs."""
+        return self.run.extra_state()
+
+    def _score(self, part: str, faces: FrameSet, faceless: FrameSet) -> dict[str, Any]:
+        run = self.run
+        predictions = predict_frames(run.model, self.dataset, self.offsets[part], len(faces), run.cfg.batch_size,
+                                     run.device, run.ctx, run.loader, run.precision)
+        return score_predictions(faces, faceless, *predictions)
+
+
 def train_visual(
     manifest: Manifest,
     labels_path: str | Path,
@@ -420,19 +453,8 @@ def train_visual(
         if loop.resumed_from is not None:
             log.info("resuming from epoch %d batch %d (of %d epochs)", loop.epoch + 1, loop.batch, cfg.epochs)
 
-    def scorer(part: str, faces: FrameSet, faceless: FrameSet) -> Callable[[], dict[str, Any]]:
-        def score() -> dict[str, Any]:
-            predictions = predict_frames(run.model, dataset, offsets[part], len(faces), cfg.batch_size, device,
-                                         ctx, run.loader, run.precision)
-            return score_predictions(faces, faceless, *predictions)
-        return score
-
-    best = run_epochs(
-        loop, SECTION, cfg.epochs, run.model, run.optimizer,
-        lambda e: run.train_epoch(loop, e, plans[e], dataset, offsets, checkpoint_every, progress),
-        scorer("val", data.val, data.val_faceless), run.extra_state, cfg.max_grad_norm,
-        mode=selection.mode, select=scorer("sel", data.sel, data.sel_faceless),
-    )
+    trainer = _VisualTrainer(run, plans, dataset, offsets, data, checkpoint_every, progress)
+    best = run_epochs(loop, SECTION, cfg.epochs, trainer, cfg.max_grad_norm, mode=selection.mode)
     metrics = {"validation": best["metrics"], "baseline": baseline_metrics(data), "epochs": cfg.epochs,
                "best_epoch": best["epoch"], "selection": selection_report(selection, held, loop.history),
                "frames": data.sizes()}
