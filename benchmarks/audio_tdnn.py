@@ -6,16 +6,12 @@ of consecutive frames (``pipeline.models.tdnn_spans.embed_frames``), in eval mod
 step's cost per frame is measured for the ``train_audio`` segment shape and for one-frame
 segments (plain per-window training). Also prints the log-mel rate. Prints one JSON object.
 
-    python benchmarks/audio_tdnn.py
-    python benchmarks/audio_tdnn.py --channels 512 512 512 512 1500 --context-s 0.5 --threads 2
+    python -m benchmarks.audio_tdnn
+    python -m benchmarks.audio_tdnn --channels 512 512 512 512 1500 --context-s 0.5 --threads 2
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -26,9 +22,8 @@ from pipeline.models.tdnn_spans import embed_frames, encode_spans, span_batch
 from pipeline.audio.features import AudioConfig, LogMel
 from pipeline.audio.windows import track_audio
 from pipeline.models.tdnn import TDNN, TDNNConfig
-from timing import rate   # benchmarks/timing.py (this script's folder is on sys.path)
-
-from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record
+from tooling.bench import harness
+from tooling.bench.timing import rate
 
 
 def measure(channels: list[int], context_s: float = 0.5, fps: float = 30.0, segment_frames: int = 4,
@@ -97,7 +92,7 @@ def _rounded(value: float | None) -> float | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = harness.parser("audio_tdnn", __doc__)
     parser.add_argument("--channels", type=int, nargs="+", default=[128, 128, 128, 128, 256])
     parser.add_argument("--context-s", type=float, default=0.5)
     parser.add_argument("--fps", type=float, default=30.0)
@@ -106,15 +101,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256, help="windows per forward, per-window path")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--min-seconds", type=float, default=3.0)
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "audio_tdnn.json", help="where the JSON record is written")
     args = parser.parse_args()
-    load_before = load_average()
+    bench = harness.start("audio_tdnn")
     torch.set_num_threads(args.threads)
     results = {"threads": args.threads, **measure(args.channels, args.context_s, args.fps, args.segment_frames,
                                                   args.batch_segments, args.batch_size, args.min_seconds)}
-    record = benchmark_record("audio_tdnn", results, sys.argv, args.threads, load_before)
-    write_record(record, args.out)
-    print(json.dumps(record, indent=2))
+    bench.publish(results, args.threads, args.out)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,11 @@ commit on another CPU writes other scores than the committed ``metrics/evaluate.
 run's ``metrics/evaluate.json`` and the one its commit holds), the commit, and this CPU's model and
 SIMD features.
 
-    python benchmarks/cross_cpu.py --clone . --reference-machine "AMD EPYC [avx2, fma] (Zen 3)"
+    python -m benchmarks.cross_cpu --clone . --reference-machine "AMD EPYC [avx2, fma] (Zen 3)"
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import subprocess
@@ -20,7 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pipeline.report.record import RESULTS_DIR, machine_identity, write_record
+from tooling.bench import harness
+from tooling.bench.record import machine_identity
 
 EVALUATE = "metrics/evaluate.json"
 
@@ -52,17 +52,13 @@ def cross_cpu_record(clone: Path, reference_machine: str, command: str) -> dict[
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Write and print the record."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser("cross_cpu", __doc__)
     parser.add_argument("--clone", type=Path, default=Path("."), help="a clone after `make repro` on this machine")
     parser.add_argument("--reference-machine", required=True,
                         help="the CPU that wrote the committed metrics (model and SIMD features)")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "cross_cpu.json", help="where the record is written")
     args = parser.parse_args(argv)
-    command = shlex.join(["python", "benchmarks/cross_cpu.py", *(sys.argv[1:] if argv is None else argv)])
-    record = cross_cpu_record(args.clone, args.reference_machine, command)
-    write_record(record, args.out)
-    print(json.dumps(record, indent=2))
-    return record
+    command = shlex.join(["python", *harness.start("cross_cpu", argv).command_args()])
+    return harness.emit(cross_cpu_record(args.clone, args.reference_machine, command), args.out)
 
 
 if __name__ == "__main__":

@@ -10,15 +10,12 @@ as each embed-audio task uses. Also reports the largest difference between (a) a
 float16 cast the store applies, in float16 steps. Prints the JSON record and writes it to ``--out``
 (default ``benchmarks/results/embed_audio.json``, rendered into docs/embeddings.md).
 
-    python benchmarks/embed_audio.py
-    python benchmarks/embed_audio.py --seconds 60 --channels 512 512 512 512 1500
+    python -m benchmarks.embed_audio
+    python -m benchmarks.embed_audio --seconds 60 --channels 512 512 512 512 1500
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -35,8 +32,8 @@ from pipeline.inference.audio import AudioEmbedder
 from pipeline.models.fusion import FusionConfig, FusionHead
 from pipeline.models.tdnn import TDNN, TDNNConfig
 from pipeline.checkpoint import save_checkpoint
-from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record
-from timing import rate   # benchmarks/timing.py (this script's folder is on sys.path)
+from tooling.bench import harness
+from tooling.bench.timing import rate
 
 
 def _write_models(folder: Path, tdnn: TDNN, cfg: AudioConfig) -> None:
@@ -70,15 +67,14 @@ def _float16_steps(new: np.ndarray, old: np.ndarray) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = harness.parser("embed_audio", __doc__)
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the video")
     parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--channels", type=int, nargs="+", default=[128, 128, 128, 128, 256])
     parser.add_argument("--batch-size", type=int, default=64, help="embed-audio's --batch-size")
     parser.add_argument("--min-seconds", type=float, default=3.0)
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "embed_audio.json", help="where the JSON record is written")
     args = parser.parse_args()
-    load_before = load_average()
+    bench = harness.start("embed_audio")
     torch.set_num_threads(1)
     torch.manual_seed(0)
 
@@ -113,12 +109,10 @@ def main() -> None:
             "speedup": round(new_rate / old_rate, 2),
             "max_diff_float16_steps": _float16_steps(new, old),
         }
-    record = benchmark_record("embed_audio", {
+    bench.publish({
         "frames": frames, "fps": args.fps, "context_frames": cfg.context_frames, "batch_size": args.batch_size,
         "tdnn_channels": args.channels, "receptive_field": tdnn.receptive_field, "threads": 1, **results,
-    }, sys.argv, threads=1, load_before=load_before)
-    write_record(record, args.out)
-    print(json.dumps(record, indent=2))
+    }, threads=1, out=args.out)
 
 
 if __name__ == "__main__":

@@ -20,16 +20,13 @@ randomly initialised IResNet exported like ``export-onnx`` does (``--onnx`` uses
 The audio store comes from a small random TDNN: its bytes per frame do not depend on the TDNN's
 width, only on the 512-d float16 output. Prints one JSON object.
 
-    python benchmarks/embed_visual.py --backbone iresnet18 --width-mult 0.5 --copies 4
-    python benchmarks/embed_visual.py --device cuda --backbone iresnet50 --batch-size 256 --copies 40
+    python -m benchmarks.embed_visual --backbone iresnet18 --width-mult 0.5 --copies 4
+    python -m benchmarks.embed_visual --device cuda --backbone iresnet50 --batch-size 256 --copies 40
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -56,7 +53,7 @@ from pipeline.models.multitask import build_model, checkpoint_dict
 from pipeline.models.preprocess import to_model_input
 from pipeline.models.tdnn import TDNN, TDNNConfig
 from pipeline.storage.embedding_store import EmbeddingStore
-from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record
+from tooling.bench import harness
 
 
 def build_inputs(base: Path, copies: int, seed: int) -> tuple[Path, Path, Path]:
@@ -215,7 +212,7 @@ def layout_read_back(path: Path, entries: int, frames: int, seed: int) -> dict[s
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.parser("embed_visual", __doc__, full_doc=True)
     parser.add_argument("--prepared", type=Path, help="an existing prepare output (with --frames)")
     parser.add_argument("--frames", type=Path, help="its frames.h5")
     parser.add_argument("--onnx", type=Path, help="an exported visual.onnx instead of a random backbone")
@@ -230,9 +227,8 @@ def main() -> None:
     parser.add_argument("--max-interleaved-faces", type=int, default=512, help="faces of the interleaved comparison")
     parser.add_argument("--entry-frames", type=int, default=5100, help="frames per entry of the layout read-back")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "embed_visual.json", help="where the JSON record is written")
     args = parser.parse_args()
-    load_before = load_average()
+    bench = harness.start("embed_visual")
     if (args.prepared is None) != (args.frames is None):
         parser.error("--prepared and --frames go together")
 
@@ -282,9 +278,7 @@ def main() -> None:
             "visual_read_back": read_back(base / "visual.zarr"), "audio_read_back": read_back(base / "audio.zarr"),
             "layout_read_back": layout_read_back(base / "layout.zarr", 4, args.entry_frames, args.seed),
         }
-    record = benchmark_record("embed_visual", result, sys.argv, args.threads, load_before)
-    write_record(record, args.out)
-    print(json.dumps(record, indent=2))
+    bench.publish(result, args.threads, args.out)
 
 
 if __name__ == "__main__":

@@ -4,32 +4,26 @@ For each photograph shipped with an installed package (scikit-image's astronaut,
 Hopper): frames where the face was found, and the per-frame alignment error in 112x112 crop pixels
 (:mod:`pipeline.faces.measure`), as ``tests/unit/test_face_detect.py`` checks them.
 
-    python benchmarks/face_alignment.py
+    python -m benchmarks.face_alignment
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import sys
-from pathlib import Path
 
 import numpy as np
 
 from pipeline.faces.detect import DetectorConfig, FaceDetector
 from pipeline.faces.measure import alignment_errors
 from pipeline.faces.moving_photos import astronaut, grace_hopper
-from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record
+from tooling.bench import harness
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser("face_alignment", __doc__)
     parser.add_argument("--frames", type=int, default=40)
     parser.add_argument("--max-angle", type=float, default=30.0)
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "face_alignment.json", help="where the JSON record is written")
     args = parser.parse_args()
-    load_before = load_average()
+    bench = harness.start("face_alignment")
     detector = FaceDetector(DetectorConfig())
     results = {"frames": args.frames, "max_angle": args.max_angle, "face_px": [100, 130], "frame_size": [240, 320]}
     for name, photo in (("astronaut", astronaut), ("grace_hopper", grace_hopper)):
@@ -39,9 +33,7 @@ def main() -> None:
             "max_error_px": round(float(r.errors_px.max()), 2), "within_3px": int((r.errors_px <= 3.0).sum()),
             "template_residual_px": round(r.template_residual_px, 2),
         }
-    record = benchmark_record("face_alignment", results, sys.argv, int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)), load_before)
-    write_record(record, args.out)
-    print(json.dumps(record, indent=2))
+    bench.publish(results, harness.env_threads(), args.out)
 
 
 if __name__ == "__main__":

@@ -6,26 +6,24 @@ images): every image costs the same, being drawn from its own seed. Prints the J
 writes it to ``--out`` (default ``benchmarks/results/face_identities.json``, or
 ``face_identities_workers2.json`` with ``--workers 2``; rendered into docs/pretrain.md).
 
-    python benchmarks/face_identities.py --identities 50 --images 12
-    python benchmarks/face_identities.py --identities 50 --images 12 --workers 2
+    python -m benchmarks.face_identities --identities 50 --images 12
+    python -m benchmarks.face_identities --identities 50 --images 12 --workers 2
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
 from pipeline.data.synth.identities import FaceIdentityConfig, generate_face_identities
 from pipeline.fsio import scratch_dir
-from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record
+from tooling.bench import harness
+from tooling.bench.record import RESULTS_DIR
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser("face_identities", __doc__, out=False)
     parser.add_argument("--identities", type=int, default=50)
     parser.add_argument("--images", type=int, default=12)
     parser.add_argument("--target", type=int, default=1000, help="identities to extrapolate to")
@@ -36,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     suffix = "" if args.workers == 1 else f"_workers{args.workers}"
     out = args.out or RESULTS_DIR / f"face_identities{suffix}.json"
-    load_before = load_average()
+    bench = harness.start("face_identities")
     cfg = FaceIdentityConfig(identities=args.identities, images_per_identity=args.images, seed=args.seed)
     scratch = scratch_dir("mmaffect-faces-bench-")
     try:
@@ -46,15 +44,13 @@ def main() -> None:
         folder_bytes = sum(p.stat().st_size for p in (scratch / "faces" / "folder").rglob("*.jpg"))
         per_image = wall / summary["images"]
         scale = args.target / args.identities
-        record = benchmark_record("face_identities", {
+        bench.publish({
             **summary, "images_per_identity": args.images, "workers": args.workers, "seconds_wall": round(wall, 2),
             "seconds_cpu": round(cpu, 2), "ms_per_image_wall": round(1000 * per_image, 2),
             "bytes_folder": folder_bytes, "target_identities": args.target,
             "target_seconds_wall_extrapolated": round(wall * scale, 1),
             "target_bytes_rec_extrapolated": int(summary["bytes_rec"] * scale),
-        }, sys.argv, threads=args.workers, load_before=load_before)
-        write_record(record, out)
-        print(json.dumps(record, indent=2))
+        }, threads=args.workers, out=out)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

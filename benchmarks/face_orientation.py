@@ -10,16 +10,12 @@ height (:func:`pipeline.faces.moving_photos.write_moving_photo_video`). Two coun
 - ``found_as_stored``: the same detector on PyAV's own array of the stored picture (padded rows, not
   turned), as frames were searched before ``decode_frames`` made them so.
 
-    python benchmarks/face_orientation.py --frames 40
+    python -m benchmarks.face_orientation --frames 40
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import shutil
-import sys
 from pathlib import Path
 
 import av
@@ -28,7 +24,7 @@ from pipeline.data.video import decode_frames
 from pipeline.faces.detect import DetectorConfig, FaceDetector
 from pipeline.faces.moving_photos import astronaut, grace_hopper, located_faces, write_moving_photo_video
 from pipeline.fsio import scratch_dir
-from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record
+from tooling.bench import harness
 
 SIZES = ((854, 480), (640, 360), (480, 854))
 ROTATIONS = (0, -90, 90, 180)
@@ -49,12 +45,10 @@ def _found_as_stored(detector: FaceDetector, video: Path) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser("face_orientation", __doc__)
     parser.add_argument("--frames", type=int, default=40)
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "face_orientation.json",
-                        help="where the JSON record is written")
     args = parser.parse_args()
-    load_before = load_average()
+    bench = harness.start("face_orientation")
     detector = FaceDetector(DetectorConfig())
     photos = dict(zip(("astronaut", "grace_hopper"), located_faces([astronaut(), grace_hopper()])))
     rows = []
@@ -78,10 +72,7 @@ def main() -> None:
         "found_share_min": round(min(row["found"] / row["frames"] for row in rows), 4),
         "found_as_stored_share": round(sum(row["found_as_stored"] for row in rows) / total, 4),
     }
-    record = benchmark_record("face_orientation", results, sys.argv,
-                              int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)), load_before)
-    write_record(record, args.out)
-    print(json.dumps(record, indent=2))
+    bench.publish(results, harness.env_threads(), args.out)
 
 
 if __name__ == "__main__":

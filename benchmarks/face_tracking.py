@@ -5,35 +5,29 @@ shifting (:func:`pipeline.faces.moving_photos.moving_photo`), 320x240 by default
 detection with five landmarks on every frame with the tracker (detection every ``detect_every``
 frames, landmarks re-fitted between), and reports how many frames had the face.
 
-    OMP_NUM_THREADS=1 python benchmarks/face_tracking.py --frames 60
+    OMP_NUM_THREADS=1 python -m benchmarks.face_tracking --frames 60
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 from pipeline.faces.detect import DetectorConfig, FaceDetector
 from pipeline.faces.moving_photos import astronaut, moving_photo
 from pipeline.faces.track import FaceTracker, TrackerConfig
-from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record
+from tooling.bench import harness
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser("face_tracking", __doc__)
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--detect-every", type=int, default=TrackerConfig().detect_every)
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "face_tracking.json", help="where the JSON record is written")
     args = parser.parse_args()
-    load_before = load_average()
+    bench = harness.start("face_tracking")
     detector = FaceDetector(DetectorConfig())
     photo = astronaut()
     face = detector.detect(photo)[0]
@@ -60,9 +54,7 @@ def main() -> None:
         "speedup": round(full_s / tracked_s, 2),
         "tracked_face_side_px": round(float(np.mean([faces[0].box.w for faces in tracked if faces])), 1),
     }
-    record = benchmark_record("face_tracking", results, sys.argv, int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)), load_before)
-    write_record(record, args.out)
-    print(json.dumps(record, indent=2))
+    bench.publish(results, harness.env_threads(), args.out)
 
 
 if __name__ == "__main__":

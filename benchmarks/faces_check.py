@@ -6,12 +6,11 @@ record's framing, IRHeader, label and JPEG start, or every folder image's JPEG h
 times and keeps the fastest. The files were just written, so they are read from the page cache: a
 cold disk adds its read time (one small read per record, one file open per folder image). Prints JSON.
 
-    python benchmarks/faces_check.py --images 20000
+    python -m benchmarks.faces_check --images 20000
 """
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import tempfile
@@ -23,6 +22,7 @@ from PIL import Image
 
 from pipeline.data.faces.sets import face_set_info
 from pipeline.data.faces.writers import FolderFaceSetWriter, PackedFaceSetWriter
+from tooling.bench import harness
 
 
 def jpegs(n: int, seed: int = 0) -> list[bytes]:
@@ -60,7 +60,7 @@ def fastest(path: Path, repeats: int) -> float:
 
 def main() -> None:
     """Parse the options, write the sets, time the checks, print the JSON figures."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser("faces_check", __doc__, out=False)
     parser.add_argument("--images", type=int, default=20000)
     parser.add_argument("--per-identity", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)

@@ -4,21 +4,19 @@ Measures, in one run and with small timed inputs, the rate of every piece a stag
 (probing videos, packing and reading crops, training and embedding the visual model of each
 profile, its ONNX export, log-mels, the TDNN, the sequence model), reads the bytes per frame of the
 stores a finished run wrote (``--cache``: frames.h5, labels, the two Zarr stores; only sizes are
-read), and extrapolates them with ``pipeline.full_size`` to ``--frames`` frames of ``--videos``
+read), and extrapolates them with ``tooling.full_size`` to ``--frames`` frames of ``--videos``
 videos for two profiles: ``demo`` (params.yaml as it is) and ``paper`` (README "The paper profile"
 plus its suggestions for a full-size run). Method and assumptions: docs/full_size.md. Prints the
 JSON record and writes it to ``--out``.
 
-    python benchmarks/full_size_bill.py --cache cache
-    python benchmarks/full_size_bill.py --quick --out /tmp/bill.json   # seconds: checks, not figures
+    python -m benchmarks.full_size_bill --cache cache
+    python -m benchmarks.full_size_bill --quick --out /tmp/bill.json   # seconds: checks, not figures
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,23 +25,21 @@ from typing import Any
 import torch
 from torch import nn
 
-import audio_tdnn      # benchmarks/ (this script's folder is on sys.path)
-import visual_throughput
-from pack_frames import make_crops, read_rate
-from probe_video import write_video
-from timing import rate
-
+from benchmarks import audio_tdnn, visual_throughput
+from benchmarks.pack_frames import make_crops, read_rate
+from benchmarks.probe_video import write_video
 from pipeline.config import load_section
 from pipeline.data.manifest import read_manifest
 from pipeline.data.pack_frames import PackConfig, pack_frames
 from pipeline.data.video import probe_video
-from pipeline.full_size import Profile, Workload, stage_bill, total, visual_key
 from pipeline.inference.features import feature_dim
 from pipeline.models.multitask import build_model
 from pipeline.models.sequence import SequenceArch, SequenceModel
-from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record
 from pipeline.train.alternating import multitask_step
 from pipeline.train.losses import au_bce_loss
+from tooling.full_size import Profile, Workload, stage_bill, total, visual_key
+from tooling.bench import harness
+from tooling.bench.timing import rate
 
 # The paper's count of Aff-Wild2 (method paper, section 1: "548 videos with 2,813,201 frames").
 PAPER_VIDEOS = 548
@@ -263,9 +259,9 @@ def measure_rates(plans: list[Profile], params: Path, sizes: Sizes, threads: int
     return rates
 
 
-def main(argv: list[str]) -> dict[str, Any]:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Parse the options, measure, extrapolate, print and write the record; returns it."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser("full_size_bill", __doc__)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--cache", type=Path, default=Path("cache"), help="a finished run's cache folder (sizes are read)")
     parser.add_argument("--videos", type=int, default=PAPER_VIDEOS)
@@ -276,9 +272,8 @@ def main(argv: list[str]) -> dict[str, Any]:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="tiny inputs and the demo's models for both "
                         "profiles: checks the script in seconds; its figures are not for planning")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "full_size_bill.json", help="where the JSON record is written")
-    args = parser.parse_args(argv[1:])
-    load_before = load_average()
+    args = parser.parse_args(argv)
+    bench = harness.start("full_size_bill", argv)
     torch.set_num_threads(args.threads)
     work = Workload(videos=args.videos, frames=args.frames, fps=args.fps, face_share=args.face_share,
                     train_share=args.train_share)
@@ -318,11 +313,8 @@ def main(argv: list[str]) -> dict[str, Any]:
         "bill": {name: {"stages": rows, "total": total(rows)} for name, rows in bills.items()},
         "gpu": "not measured (no GPU machine was available)",
     }
-    record = benchmark_record("full_size_bill", results, argv, args.threads, load_before)
-    write_record(record, args.out)
-    print(json.dumps(record, indent=2))
-    return record
+    return bench.publish(results, args.threads, args.out)
 
 
 if __name__ == "__main__":
-    main(sys.argv)
+    main()

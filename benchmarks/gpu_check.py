@@ -1,4 +1,4 @@
-"""The measurements of ``benchmarks/gpu_check.sh``: training and embedding rates on a GPU, and the tiny pipeline.
+"""The measurements of ``.ci/gpu_check.sh``: training and embedding rates on a GPU, and the tiny pipeline.
 
 One run, one JSON record (written to ``--out`` after every section, so a run stopped by its time
 limit still leaves what it measured):
@@ -19,8 +19,8 @@ limit still leaves what it measured):
 Models have random weights (BatchNorm statistics calibrated on the random batch); inputs are random
 normalised images. ``torch.backends.cudnn.benchmark`` is on for the GPU rates.
 
-    python benchmarks/gpu_check.py --device cuda --pipeline --out benchmarks/results/gpu_check.json
-    python benchmarks/gpu_check.py --device cpu --tiny --out /tmp/gpu_check.json   # the CPU rehearsal
+    python -m benchmarks.gpu_check --device cuda --pipeline --out benchmarks/results/gpu_check.json
+    python -m benchmarks.gpu_check --device cpu --tiny --out /tmp/gpu_check.json   # the CPU rehearsal
 
 Prints the record as JSON.
 """
@@ -44,16 +44,16 @@ import onnxruntime as ort
 import torch
 import yaml
 
+from benchmarks.visual_throughput import calibrate_batchnorm, timed
 from pipeline.device import resolve_device
 from pipeline.export import VISUAL_INPUTS, VISUAL_OUTPUTS, VisualExportModule, export_onnx, make_session
 from pipeline.float16 import convert_float16, float16_path
 from pipeline.inference.visual import VisualEmbedder
 from pipeline.models.multitask import build_model
-from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record
 from pipeline.train.alternating import multitask_step
 from pipeline.train.losses import au_bce_loss
 from pipeline.train.amp import Precision
-from visual_throughput import calibrate_batchnorm, timed
+from tooling.bench import harness
 
 ROOT = Path(__file__).resolve().parents[1]
 AMP_MODES = ("off", "bf16", "fp16")
@@ -221,7 +221,7 @@ def run_pipeline(device: str, workdir: Path) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser("gpu_check", __doc__)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cuda")
     parser.add_argument("--backbones", default="iresnet50,iresnet100")
     parser.add_argument("--width-mult", type=float, default=1.0)
@@ -238,7 +238,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pipeline", action="store_true", help="also dvc repro the tiny pipeline on --device")
     parser.add_argument("--pytest-junit", type=Path, default=None, help="the cuda tests' junit XML to summarise")
     parser.add_argument("--pytest-rc", type=int, default=None, help="the cuda tests' pytest exit status")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "gpu_check.json")
     args = parser.parse_args(argv)
     if args.tiny:
         args.width_mult, args.batch, args.embed_batch, args.min_iters, args.min_seconds = 0.125, 4, 4, 1, 0.0
@@ -248,7 +247,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Measure every section, writing the record after each; print and return it."""
     args = parse_args(argv)
-    load_before = load_average()
+    bench = harness.start("gpu_check", argv)
     device = resolve_device(args.device)
     torch.backends.cudnn.benchmark = device.type == "cuda"
     results: dict[str, Any] = {
@@ -258,12 +257,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ort.get_available_providers(), "cuda_tests": pytest_summary(args.pytest_junit, args.pytest_rc),
         "training": {}, "embedding": {}, "pipeline": {"not_run": "run with --pipeline"},
     }
-    argv_used = [sys.argv[0], *(argv if argv is not None else sys.argv[1:])]
 
-    def publish() -> dict[str, Any]:
-        record = benchmark_record("gpu_check", results, argv_used, torch.get_num_threads(), load_before)
-        write_record(record, args.out)
-        return record
+    def publish(echo: bool = False) -> dict[str, Any]:
+        return bench.publish(results, torch.get_num_threads(), args.out, echo)
 
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
         for name in args.backbones.split(","):
@@ -274,9 +270,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             publish()
         if args.pipeline:
             results["pipeline"] = run_pipeline(device.type, Path(tmp))
-    record = publish()
-    print(json.dumps(record, indent=2))
-    return record
+    return publish(echo=True)
 
 
 if __name__ == "__main__":

@@ -23,17 +23,15 @@ changes into it and writes only to a temporary folder and ``--out``). The load a
 after is recorded. Prints the JSON record and writes it to ``--out``
 (default ``benchmarks/results/int8.json``)::
 
-    python benchmarks/int8.py --cache /path/to/the/demo/cache --threads 2
+    python -m benchmarks.int8 --cache /path/to/the/demo/cache --threads 2
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -42,8 +40,8 @@ from typing import Any, Callable
 import numpy as np
 import onnxruntime
 
-from embed_visual import export_backbone
-from int8_visual import agreement, decoded_faces, run_all
+from benchmarks.embed_visual import export_backbone
+from benchmarks.int8_visual import agreement, decoded_faces, run_all
 from pipeline.audio.windows import video_audio
 from pipeline.config import to_dict
 from pipeline.data.manifest import read_manifest
@@ -56,9 +54,9 @@ from pipeline.inference.audio import AudioEmbedder, load_audio_config
 from pipeline.precision import recorded_params
 from pipeline.quantize import CalibrationConfig, QuantSettings, int8_path, quantize_tdnn, quantize_visual
 from pipeline.models.preprocess import PREPROCESSING
-from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record
 from pipeline.storage.embedding_store import EmbeddingStore, fingerprint
-from timing import rate
+from tooling.bench import harness
+from tooling.bench.timing import rate
 
 FULL_RANGE = QuantSettings(reduce_range=False)
 VARIANTS: dict[str, QuantSettings] = {
@@ -168,7 +166,7 @@ def scores_part(cache: Path, onnx_dir: Path, audio_dir: Path, work: Path, args: 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.parser("int8", __doc__, full_doc=True)
     parser.add_argument("--cache", type=Path, required=True, help="the demo pipeline's cache folder (read only)")
     parser.add_argument("--variants", default="qdq_u8s8_channel_7bit,qdq_u8s8_channel", help=f"comma-separated, of {sorted(VARIANTS)}")
     parser.add_argument("--paper-width", type=float, default=1.0, help="width_mult of the random IResNet18 (0: skip)")
@@ -180,7 +178,6 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating timing rounds")
     parser.add_argument("--min-seconds", type=float, default=3.0, help="per timing")
     parser.add_argument("--skip", default="", help="comma-separated parts to leave out: visual, tdnn, scores")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "int8.json", help="where the JSON record is written")
     args = parser.parse_args()
     variants = [v for v in args.variants.split(",") if v]
     unknown = sorted(set(variants) - set(VARIANTS))
@@ -191,7 +188,7 @@ def main() -> None:
     args.cache, args.out = args.cache.resolve(), args.out.resolve()
     os.chdir(args.cache.parent)
 
-    load_before = load_average()
+    bench = harness.start("int8")
     results: dict[str, Any] = {"threads": args.threads, "batch_size": args.batch_size,
                                "onnxruntime": onnxruntime.__version__, "calibration_crops": args.crops}
     with tempfile.TemporaryDirectory() as tmp:
@@ -216,9 +213,7 @@ def main() -> None:
             results["tdnn"] = tdnn_part(audio_dir, audios, args)
         if "scores" not in skip:
             results["scores"] = scores_part(args.cache, onnx_dir, audio_dir, work, args)
-    record = benchmark_record("int8", results, sys.argv, threads=args.threads, load_before=load_before)
-    write_record(record, args.out)
-    print(json.dumps(record, indent=2))
+    bench.publish(results, args.threads, args.out)
 
 
 if __name__ == "__main__":

@@ -11,15 +11,12 @@ scores). The load average before and after is recorded: other processes slow bot
 Without ``--frames`` it generates the tiny synthetic dataset. Prints the JSON record and writes it to
 ``--out`` (default ``benchmarks/results/int8_visual.json``; rendered into docs/visual.md).
 
-    python benchmarks/int8_visual.py --backbone iresnet18 --width-mult 1.0 --threads 2
+    python -m benchmarks.int8_visual --backbone iresnet18 --width-mult 1.0 --threads 2
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,7 +24,7 @@ from typing import Any
 import numpy as np
 import onnxruntime
 
-from embed_visual import export_backbone
+from benchmarks.embed_visual import export_backbone
 from pipeline.storage.frame_store import FrameStore
 from pipeline.data.pack_frames import PackConfig, pack_frames
 from pipeline.data.manifest import read_manifest
@@ -36,8 +33,8 @@ from pipeline.data.synth import SynthConfig, generate_dataset
 from pipeline.export import make_session
 from pipeline.models.preprocess import to_model_input
 from pipeline.quantize import CalibrationConfig, int8_path, quantize_visual
-from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record
-from timing import rate
+from tooling.bench import harness
+from tooling.bench.timing import rate
 
 
 def synthetic_frames(base: Path, seed: int) -> Path:
@@ -82,7 +79,7 @@ def agreement(ref: list[np.ndarray], got: list[np.ndarray]) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.parser("int8_visual", __doc__, full_doc=True)
     parser.add_argument("--frames", type=Path, help="a frames.h5 (default: the tiny synthetic dataset's)")
     parser.add_argument("--onnx", type=Path, help="an exported visual.onnx instead of a random backbone")
     parser.add_argument("--backbone", default="iresnet18")
@@ -94,8 +91,6 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating float32/int8 timing rounds")
     parser.add_argument("--min-seconds", type=float, default=3.0, help="per timing")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "int8_visual.json",
-                        help="where the JSON record is written")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -103,7 +98,7 @@ def main() -> None:
         frames = args.frames or synthetic_frames(base, args.seed)
         float_path = args.onnx or export_backbone(base / "visual.onnx", args.backbone, args.width_mult, args.seed)
         out = int8_path(base / float_path.name)
-        load_before = load_average()
+        bench = harness.start("int8_visual")
         report = quantize_visual(float_path, frames, out, CalibrationConfig(n_crops=args.crops, seed=args.seed))
         images = decoded_faces(frames, args.faces)
         sessions = {"float32": make_session(float_path, "cpu", args.threads), "int8": make_session(out, "cpu", args.threads)}
@@ -114,7 +109,7 @@ def main() -> None:
                                         args.min_seconds))
         outputs = {name: run_all(session, images, args.batch_size) for name, session in sessions.items()}
         medians = {name: statistics.median(values) for name, values in rates.items()}
-        record = benchmark_record("int8_visual", {
+        results = {
             "model": str(args.onnx) if args.onnx else {"backbone": args.backbone, "width_mult": args.width_mult},
             "faces": len(images), "batch_size": args.batch_size, "threads": args.threads,
             "faces_per_s": {name: round(value, 2) for name, value in medians.items()},
@@ -124,9 +119,8 @@ def main() -> None:
             "calibration_crops": report["calibration"]["n_crops"],
             "file_mb": {"float32": round(float_path.stat().st_size / 1e6, 2), "int8": round(out.stat().st_size / 1e6, 2)},
             "onnxruntime": onnxruntime.__version__,
-        }, sys.argv, threads=args.threads, load_before=load_before)
-    write_record(record, args.out)
-    print(json.dumps(record, indent=2))
+        }
+    bench.publish(results, args.threads, args.out)
 
 
 if __name__ == "__main__":

@@ -14,18 +14,15 @@ batch of every loader (worker start-up) is not timed. ``per_worker_decode_images
 fast as a GPU trains at each of ``--train-rates`` images/s (workers only help while there are free
 cores: on a machine with few cores the rate stops growing with workers, which the table shows).
 
-    python benchmarks/loader_throughput.py --frames cache/frames/frames.h5 --workers 0,1,2 --batch 64 --batches 30
+    python -m benchmarks.loader_throughput --frames cache/frames/frames.h5 --workers 0,1,2 --batch 64 --batches 30
 
 Prints one JSON object (and writes it to ``--out``).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -37,10 +34,10 @@ from pipeline.storage.frame_store import FrameStore
 from pipeline.device import resolve_device
 from pipeline.labels import NUM_AUS
 from pipeline.models.preprocess import to_model_input
-from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record
 from pipeline.train.augment import AugmentConfig, augment_batch
 from pipeline.train.frames_dataset import FrameDataset, FrameSet
 from pipeline.train.loader import LoaderConfig
+from tooling.bench import harness
 
 
 def face_frames(path: Path, n: int, seed: int) -> FrameSet:
@@ -126,7 +123,7 @@ def measure(frames: Path, workers: list[int], batch: int, n_batches: int, device
 
 def main(argv: list[str] | None = None) -> dict:
     """Parse the options, measure, write and print the record."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser("loader_throughput", __doc__)
     parser.add_argument("--frames", type=Path, default=Path("cache/frames/frames.h5"), help="a pack-frames store")
     parser.add_argument("--workers", default="0,1,2", help="comma-separated DataLoader worker counts")
     parser.add_argument("--batch", type=int, default=64)
@@ -136,18 +133,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--train-rates", default="500,1000,2000,4000",
                         help="training images/s to size workers for (comma-separated)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the main process")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "loader_throughput.json")
     args = parser.parse_args(argv)
-    load_before = load_average()
+    bench = harness.start("loader_throughput", argv)
     torch.set_num_threads(args.threads)
     results = measure(args.frames, [int(w) for w in args.workers.split(",")], args.batch, args.batches + 1,
                       resolve_device(args.device), args.prefetch_factor,
                       [float(r) for r in args.train_rates.split(",")])
-    record = benchmark_record("loader_throughput", results, [sys.argv[0], *(argv or sys.argv[1:])], args.threads,
-                              load_before)
-    write_record(record, args.out)
-    print(json.dumps(record, indent=2))
-    return record
+    return bench.publish(results, args.threads, args.out)
 
 
 if __name__ == "__main__":

@@ -19,16 +19,14 @@ subject, median and 90th percentile; the embeddings of the new frame (visual and
 not in it (see ``embed_visual.json``, ``audio_tdnn.json``). The whole-video throughput of the
 causal and the offline mode is measured side by side in alternating rounds.
 
-    OMP_NUM_THREADS=2 python benchmarks/low_latency.py --cache cache --metrics metrics/evaluate.json \\
+    OMP_NUM_THREADS=2 python -m benchmarks.low_latency --cache cache --metrics metrics/evaluate.json \\
         --params params.yaml
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import time
 from copy import copy
 from pathlib import Path
@@ -47,8 +45,8 @@ from pipeline.evaluate.scoring import (
 from pipeline.inference.audio import load_audio_config
 from pipeline.inference.causal import CausalStream, causal_logits
 from pipeline.inference.sequence import SequenceRunner, load_sequence_runner
-from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record
 from pipeline.storage.embedding_store import EmbeddingStore
+from tooling.bench import harness
 
 FRAME_SETS = ("face_frames", "all_frames")
 Inputs = dict[str, np.ndarray]
@@ -121,7 +119,7 @@ def throughput(runner: SequenceRunner, subjects: list[Inputs], rounds: int) -> d
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser("low_latency", __doc__)
     parser.add_argument("--cache", type=Path, default=Path("cache"), help="the pipeline's cache folder")
     parser.add_argument("--metrics", type=Path, default=Path("metrics/evaluate.json"),
                         help="evaluate's metrics, which the offline score must equal")
@@ -130,9 +128,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating throughput rounds")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "0")),
                         help="onnxruntime threads (0: its default)")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "low_latency.json", help="where the JSON record is written")
     args = parser.parse_args()
-    load_before = load_average()
+    bench = harness.start("low_latency")
     cfg = from_dict(EvaluateConfig, load_section(args.params, "evaluate"), where=f"{args.params}:evaluate")
     manifest = read_manifest(args.cache / "prepared" / "manifest.json")
     visual_store = EmbeddingStore.open_read(args.cache / "embeddings" / "visual.zarr")
@@ -199,10 +196,7 @@ def main() -> None:
         "throughput": throughput(runner, inputs, args.rounds),
         "onnx_threads": args.threads,
     }
-    record = benchmark_record("low_latency", results_doc, sys.argv, args.threads or (os.cpu_count() or 1),
-                              load_before)
-    write_record(record, args.out)
-    print(json.dumps(record, indent=2))
+    bench.publish(results_doc, args.threads or (os.cpu_count() or 1), args.out)
 
 
 if __name__ == "__main__":

@@ -9,21 +9,17 @@ The smallest class count is then allocated for real (one SGD step on the CPU) an
 sizes are compared with the computed ones. Prints the JSON record and writes it to ``--out``
 (default ``benchmarks/results/margin_memory.json``, rendered into docs/pretrain.md).
 
-    python benchmarks/margin_memory.py
-    python benchmarks/margin_memory.py --batch 128 --sample-rate 0.1 --dim 512
+    python -m benchmarks.margin_memory
+    python -m benchmarks.margin_memory --batch 128 --sample-rate 0.1 --dim 512
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-from pathlib import Path
 
 import torch
 
 from pipeline.models.margin import MarginSoftmax
-from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record
+from tooling.bench import harness
 
 FLOAT = 4
 MIB = 1 << 20
@@ -61,13 +57,12 @@ def measured(classes: int, dim: int, batch: int, sample_rate: float) -> dict[str
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser("margin_memory", __doc__)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--sample-rate", type=float, default=0.1)
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "margin_memory.json", help="where the JSON record is written")
     args = parser.parse_args()
-    load_before = load_average()
+    bench = harness.start("margin_memory")
     rows = [computed(c, args.dim, args.batch, args.sample_rate) for c in (10_000, 100_000, 360_000)]
     check = {}
     for mode, rate in (("full", 1.0), ("sampled", args.sample_rate)):
@@ -75,11 +70,8 @@ def main() -> None:
         expected = {**{k: rows[0][k] for k in ("weights_bytes", "grad_bytes", "momentum_bytes")},
                     "logits_bytes": rows[0][mode]["logits_bytes"], "scored_classes": rows[0][mode]["scored_classes"]}
         check[mode] = {"measured": real, "matches_computed": real == expected}
-    record = benchmark_record("margin_memory", {"dim": args.dim, "batch": args.batch, "sample_rate": args.sample_rate,
-                                                "dtype": "float32", "rows": rows, "check_10k": check},
-                              sys.argv, threads=torch.get_num_threads(), load_before=load_before)
-    write_record(record, args.out)
-    print(json.dumps(record, indent=2))
+    bench.publish({"dim": args.dim, "batch": args.batch, "sample_rate": args.sample_rate,
+                 "dtype": "float32", "rows": rows, "check_10k": check}, torch.get_num_threads(), args.out)
 
 
 if __name__ == "__main__":

@@ -4,15 +4,12 @@ Without ``--prepared`` it builds a crop set in a temporary folder (``--subjects`
 112x112 face-like JPEGs of about the size of Aff-Wild2's crops, a few missing); with
 ``--prepared DIR`` it packs the subjects of an existing ``prepare`` output. Prints one JSON object.
 
-    python benchmarks/pack_frames.py --subjects 20 --frames 1000
-    python benchmarks/pack_frames.py --prepared cache/prepared
+    python -m benchmarks.pack_frames --subjects 20 --frames 1000
+    python -m benchmarks.pack_frames --prepared cache/prepared
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +20,7 @@ from PIL import Image
 from pipeline.storage.frame_store import FrameStore
 from pipeline.data.pack_frames import PackConfig, pack_frames
 from pipeline.data.manifest import Manifest, SubjectRecord, read_manifest
-from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record
+from tooling.bench import harness
 
 
 def make_crops(root: Path, subjects: int, frames: int, seed: int = 0) -> Manifest:
@@ -60,7 +57,7 @@ def read_rate(path: Path, manifest: Manifest, batches: int, batch: int, seed: in
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.parser("pack_frames", __doc__, full_doc=True)
     parser.add_argument("--prepared", type=Path, help="a prepare output folder to pack instead of generated crops")
     parser.add_argument("--subjects", type=int, default=20)
     parser.add_argument("--frames", type=int, default=1000)
@@ -68,9 +65,8 @@ def main() -> None:
     parser.add_argument("--verify", default="decode", choices=["decode", "header", "none"])
     parser.add_argument("--read-batches", type=int, default=200)
     parser.add_argument("--read-batch", type=int, default=64)
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "pack_frames.json", help="where the JSON record is written")
     args = parser.parse_args()
-    load_before = load_average()
+    bench = harness.start("pack_frames")
     with tempfile.TemporaryDirectory(prefix="pack-bench-") as tmp:
         tmp_path = Path(tmp)
         if args.prepared:
@@ -98,9 +94,7 @@ def main() -> None:
             "random_read_frames_per_s": read_rate(out, manifest, args.read_batches, args.read_batch),
             "random_read_batch": args.read_batch,
         }
-    record = benchmark_record("pack_frames", result, sys.argv, args.workers, load_before)
-    write_record(record, args.out)
-    print(json.dumps(record, indent=2))
+    bench.publish(result, args.workers, args.out)
 
 
 if __name__ == "__main__":

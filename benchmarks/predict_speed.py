@@ -24,7 +24,7 @@ models and ``--threads`` onnxruntime threads:
 On a 4K video (``--memory-frames`` N and 3N frames) the peak resident memory of a fresh process running
 ``predict_video`` on it, to show it does not grow with the video's length.
 
-    OMP_NUM_THREADS=2 python benchmarks/predict_speed.py --visual cache/onnx/visual.onnx \\
+    OMP_NUM_THREADS=2 python -m benchmarks.predict_speed --visual cache/onnx/visual.onnx \\
         --audio cache/audio/tdnn.onnx --sequence cache/sequence/sequence.onnx
 """
 
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -53,7 +52,7 @@ from pipeline.labels import EMBEDDING_DIM
 from pipeline.models.preprocess import to_model_input
 from pipeline.data.synth.photo_video import write_frames_video
 from pipeline.predict.video import PredictConfig, PredictModels, load_models, predict_video
-from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record
+from tooling.bench import harness
 
 FPS = 30
 FACE_SHARE = 0.25   # the face's side as a share of the frame's height
@@ -215,7 +214,7 @@ def end_to_end(video: Path, models: PredictModels, configs: dict[str, PredictCon
 
 def peak_rss(video: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Peak resident memory (MiB) of a fresh process predicting ``video`` (this script in ``--rss-of`` mode)."""
-    command = [sys.executable, __file__, "--rss-of", str(video), "--visual", str(args.visual), "--audio",
+    command = [sys.executable, "-m", "benchmarks.predict_speed", "--rss-of", str(video), "--visual", str(args.visual), "--audio",
                str(args.audio), "--sequence", str(args.sequence), "--threads", str(args.threads),
                "--batch-size", str(args.batch_size)]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
@@ -246,7 +245,7 @@ def _status_mib(field: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser("predict_speed", __doc__)
     parser.add_argument("--visual", type=Path, default=Path("cache/onnx/visual.onnx"))
     parser.add_argument("--audio", type=Path, default=Path("cache/audio/tdnn.onnx"))
     parser.add_argument("--sequence", type=Path, default=Path("cache/sequence/sequence.onnx"))
@@ -259,12 +258,11 @@ def main() -> None:
     parser.add_argument("--memory-frames", type=int, default=80,
                         help="N: the 4K video is run at N and 3N frames (N >= the batch size, so both embed full batches)")
     parser.add_argument("--rss-of", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "predict_speed.json", help="where the JSON record is written")
     args = parser.parse_args()
     if args.rss_of is not None:
         rss_of(args.rss_of, args)
         return
-    load_before = load_average()
+    bench = harness.start("predict_speed")
     models = load_models(args.visual, args.audio, args.sequence, "cpu", args.threads)
     default = PredictConfig()
     results: dict[str, Any] = {
@@ -291,9 +289,7 @@ def main() -> None:
             memory[str(n)] = peak_rss(video, args)
             video.unlink()
         results["2160p_memory"] = memory
-    record = benchmark_record("predict_speed", results, sys.argv, args.threads, load_before)
-    write_record(record, args.out)
-    print(json.dumps(record, indent=2))
+    bench.publish(results, args.threads, args.out)
 
 
 if __name__ == "__main__":

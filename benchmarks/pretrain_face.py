@@ -10,16 +10,13 @@ by the params' counts (``synth_faces``: identities x images; ``pretrain_face``: 
 ``images_per_epoch``, and one verification pass per epoch plus the initial one).
 Prints the JSON record and writes it to ``--out`` (default ``benchmarks/results/pretrain_face.json``).
 
-    python benchmarks/pretrain_face.py --params params.yaml
+    python -m benchmarks.pretrain_face --params params.yaml
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +25,11 @@ import torch
 from pipeline.config import from_dict, load_section
 from pipeline.data.faces.sets import open_face_set
 from pipeline.data.synth.identities import FaceIdentityConfig, generate_face_identities
-from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record
 from pipeline.train.ddp import DistContext
 from pipeline.train.face_data import FaceImages
 from pipeline.train.loop_state import LoopState
 from pipeline.train.pretrain import PretrainConfig, PretrainRun, embed_images, epoch_batches
+from tooling.bench import harness
 
 
 def _timed(fn) -> tuple[float, float]:
@@ -42,18 +39,17 @@ def _timed(fn) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def main(argv: list[str]) -> dict:
+def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark; return the record."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser("pretrain_face", __doc__)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--identities", type=int, default=100, help="identities generated and timed on")
     parser.add_argument("--batches", type=int, default=8, help="training steps timed (after one warm-up step)")
     parser.add_argument("--workers", type=int, default=2, help="synth-faces worker processes")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "pretrain_face.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    started, load_before = datetime.now(timezone.utc), load_average()
+    bench = harness.start("pretrain_face", argv)
     demo_faces = from_dict(FaceIdentityConfig, load_section(args.params, "synth_faces"))
     cfg = from_dict(PretrainConfig, load_section(args.params, "pretrain_face"))
     small = FaceIdentityConfig(identities=args.identities, images_per_identity=demo_faces.images_per_identity)
@@ -93,13 +89,8 @@ def main(argv: list[str]) -> dict:
         "extrapolated_train_s_cpu_per_thread": round(idle_train, 1),
         "extrapolated_verification_s_cpu_per_thread": round(idle_verify, 1),
     }
-    record = benchmark_record("pretrain_face", results, ["benchmarks/pretrain_face.py", *argv], args.threads,
-                              load_before, started)
-    write_record(record, args.out)
-    return record
+    return bench.publish(results, args.threads, args.out)
 
 
 if __name__ == "__main__":
-    import json
-
-    print(json.dumps(main(sys.argv[1:]), indent=2))
+    main()

@@ -10,15 +10,11 @@ macro F1 over the 7 expressions. A backbone that discarded expression (as a reco
 ignore it may) scores lower than the random one. Prints the JSON record and writes it to ``--out``
 (default ``benchmarks/results/pretrain_probe.json``).
 
-    python benchmarks/pretrain_probe.py --backbone-file cache/pretrain/backbone.pth
+    python -m benchmarks.pretrain_probe --backbone-file cache/pretrain/backbone.pth
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +26,10 @@ from pipeline.metrics import expr_metrics
 from pipeline.models.multitask import load_backbone_state
 from pipeline.models.preprocess import to_model_input
 from pipeline.models.registry import create_backbone
-from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record
 from pipeline.train.frames_dataset import (
     FrameDataset, FrameSet, has_labels, read_frame_labels, select_frames, select_validation_frames,
 )
+from tooling.bench import harness
 
 
 def _frames(frames_path: Path, frame_set: FrameSet, n: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
@@ -59,9 +55,9 @@ def linear_probe(train: np.ndarray, y_train: np.ndarray, test: np.ndarray, y_tes
     return {"acc": round(scores["acc"], 4), "f1": round(scores["f1"], 4)}
 
 
-def main(argv: list[str]) -> dict:
+def main(argv: list[str] | None = None) -> dict:
     """Run the probe; return the record."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser("pretrain_probe", __doc__)
     parser.add_argument("--backbone-file", type=Path, required=True)
     parser.add_argument("--backbone", default="iresnet18")
     parser.add_argument("--width-mult", type=float, default=0.125)
@@ -71,10 +67,9 @@ def main(argv: list[str]) -> dict:
     parser.add_argument("--val", type=int, default=768, help="EXPR validation frames scored")
     parser.add_argument("--seed", type=int, default=0, help="frame draw and the random backbone's init")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "pretrain_probe.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    started, load_before = datetime.now(timezone.utc), load_average()
+    bench = harness.start("pretrain_probe", argv)
     manifest = read_manifest(args.prepared / "manifest.json")
     labels = read_frame_labels(args.prepared / "labels.h5", args.frames)
     val = select_validation_frames(manifest, labels)
@@ -89,11 +84,8 @@ def main(argv: list[str]) -> dict:
         if name == "pretrained":
             load_backbone_state(backbone, args.backbone_file)
         results[name] = linear_probe(_embed(backbone, x_train), y_train, _embed(backbone, x_val), y_val)
-    record = benchmark_record("pretrain_probe", results, ["benchmarks/pretrain_probe.py", *argv], args.threads,
-                              load_before, started)
-    write_record(record, args.out)
-    return record
+    return bench.publish(results, args.threads, args.out)
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1:]), indent=2))
+    main()

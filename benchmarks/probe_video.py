@@ -5,15 +5,12 @@ an existing file), probes it ``--repeats`` times in each mode and keeps the fast
 time, which a loaded machine distorts less than wall time). Prints the JSON record and writes it to
 ``--out`` (default ``benchmarks/results/probe_video.json``, rendered into docs/data.md).
 
-    python benchmarks/probe_video.py --seconds 120
-    python benchmarks/probe_video.py --video data/synthetic/videos/batch1/video1.mp4
+    python -m benchmarks.probe_video --seconds 120
+    python -m benchmarks.probe_video --video data/synthetic/videos/batch1/video1.mp4
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +19,7 @@ import numpy as np
 
 from pipeline.data.synth.media import VideoWriter
 from pipeline.data.video import FRAME_COUNT_MODES, probe_video
-from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record
+from tooling.bench import harness
 
 
 def write_video(path: Path, seconds: float, fps: float = 30.0, size: int = 128, sample_rate: int = 44100) -> Path:
@@ -50,13 +47,12 @@ def time_modes(path: Path, repeats: int) -> dict[str, float]:
 
 def main() -> None:
     """Parse the options, time the modes, print and write the JSON record."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser("probe_video", __doc__)
     parser.add_argument("--seconds", type=float, default=120.0, help="length of the synthetic video")
     parser.add_argument("--video", type=Path, default=None, help="time this file instead")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "probe_video.json", help="where the JSON record is written")
     args = parser.parse_args()
-    load_before = load_average()
+    bench = harness.start("probe_video")
     with tempfile.TemporaryDirectory() as tmp:
         path = args.video or write_video(Path(tmp) / "probe.mp4", args.seconds)
         info = probe_video(path)
@@ -68,9 +64,7 @@ def main() -> None:
             "cpu_s_per_video_hour": {m: round(t / hours, 2) for m, t in cpu.items()},
         }
     # One process and one Python thread; CPU time counts any decoder threads FFmpeg adds, so it is the cost.
-    record = benchmark_record("probe_video", results, sys.argv, threads=1, load_before=load_before)
-    write_record(record, args.out)
-    print(json.dumps(record, indent=2))
+    bench.publish(results, threads=1, out=args.out)
 
 
 if __name__ == "__main__":

@@ -5,23 +5,20 @@ pipeline's order), so each stage recomputes its outputs from its inputs and is t
 Meant for an otherwise idle machine: the record keeps the load average before and after, and marks
 itself ``busy`` when other processes were using the cores.
 
-    python benchmarks/repro_time.py                  # from the repository root, after `make repro` once
-    python benchmarks/repro_time.py --stages finetune-visual,evaluate
+    python -m benchmarks.repro_time                  # from the repository root, after `make repro` once
+    python -m benchmarks.repro_time --stages finetune-visual,evaluate
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import yaml
 
-from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record
+from tooling.bench import harness
 
 
 def pipeline_stages(dvc_yaml: Path) -> list[str]:
@@ -40,13 +37,12 @@ def time_stage(stage: str, dvc: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser("repro_time", __doc__)
     parser.add_argument("--dvc-yaml", type=Path, default=Path("dvc.yaml"))
     parser.add_argument("--stages", help="comma list of stages to time (default: all, in dvc.yaml order)")
     parser.add_argument("--dvc", default="dvc", help="the dvc executable")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "repro_time.json", help="where the JSON record is written")
     args = parser.parse_args()
-    load_before = load_average()
+    bench = harness.start("repro_time")
     stages = args.stages.split(",") if args.stages else pipeline_stages(args.dvc_yaml)
     timed = [{"stage": stage, "seconds": round(time_stage(stage, args.dvc), 1)} for stage in stages]
     results = {
@@ -55,9 +51,7 @@ def main() -> None:
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
     }
     threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
-    record = benchmark_record("repro_time", results, sys.argv, threads, load_before)
-    write_record(record, args.out)
-    print(json.dumps(record, indent=2))
+    bench.publish(results, threads, args.out)
 
 
 if __name__ == "__main__":

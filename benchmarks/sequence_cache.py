@@ -13,16 +13,14 @@ Parts (``--part``, default all):
   embeddings written to Zarr under ``--work``: generation time, store size, load time, resident
   memory against the estimate, and an epoch's training time extrapolated from timed steps.
 
-Run: ``OMP_NUM_THREADS=2 python benchmarks/sequence_cache.py --part all --scale 1.0``
+Run: ``OMP_NUM_THREADS=2 python -m benchmarks.sequence_cache --part all --scale 1.0``
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -31,22 +29,20 @@ from typing import Any
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pipeline.audio.features import AudioConfig, LogMel  # noqa: E402
-from pipeline.data.manifest import read_manifest  # noqa: E402
-from pipeline.models import iresnet  # noqa: E402
-from pipeline.models.preprocess import to_model_input  # noqa: E402
-from pipeline.models.sequence import SequenceModel  # noqa: E402
-from pipeline.models.tdnn import TDNN, TDNNConfig  # noqa: E402
-from pipeline.train.alternating import TaskSchedule, alternating_batches, multitask_step  # noqa: E402
-from pipeline.train.losses import compute_pos_weight  # noqa: E402
-from pipeline.train.sequence import SequenceTrainConfig, batch_loss, fit, task_splits  # noqa: E402
-from pipeline.train.sequence_data import (  # noqa: E402
+from pipeline.audio.features import AudioConfig, LogMel
+from pipeline.data.manifest import read_manifest
+from pipeline.models import iresnet
+from pipeline.models.preprocess import to_model_input
+from pipeline.models.sequence import SequenceModel
+from pipeline.models.tdnn import TDNN, TDNNConfig
+from pipeline.train.alternating import TaskSchedule, alternating_batches, multitask_step
+from pipeline.train.losses import compute_pos_weight
+from pipeline.train.sequence import SequenceTrainConfig, batch_loss, fit, task_splits
+from pipeline.train.sequence_data import (
     WindowLoader, estimate_manifest_memory, load_sequence_cache,
 )
-from pipeline.train.sequence_synth import SyntheticCacheConfig, write_synthetic_cache  # noqa: E402
-from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record  # noqa: E402
+from pipeline.train.sequence_synth import SyntheticCacheConfig, write_synthetic_cache
+from tooling.bench import harness
 
 AFFWILD2_VIDEOS = 548
 AFFWILD2_FRAMES = 2_800_000
@@ -262,7 +258,7 @@ def _time_training_steps(cache, splits, config: SequenceTrainConfig, steps: int,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.parser("sequence_cache", __doc__, full_doc=True)
     parser.add_argument("--part", choices=("all", "cache_vs_recompute", "loader", "scale"), default="all")
     parser.add_argument("--work", type=Path, default=Path("/tmp/mmaffect-sequence-bench"))
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of Aff-Wild2's 548 videos to generate")
@@ -272,9 +268,8 @@ def main() -> None:
     parser.add_argument("--recompute-frames", type=int, default=64)
     parser.add_argument("--loader-batches", type=int, default=200)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "sequence_cache.json", help="where the JSON record is written")
     args = parser.parse_args()
-    load_before = load_average()
+    bench = harness.start("sequence_cache")
     args.work.mkdir(parents=True, exist_ok=True)
     device = torch.device(args.device)
     config = SequenceTrainConfig()   # the params.yaml demo defaults (window 30, stride 10, d_model 128)
@@ -288,9 +283,7 @@ def main() -> None:
         out["loader"] = bench_loader(args.work, config, args.loader_batches)
     if args.part in ("all", "scale"):
         out["scale"] = bench_scale(args.work, config, args.scale, args.steps, device)
-    record = benchmark_record("sequence_cache", out, sys.argv, torch.get_num_threads(), load_before)
-    write_record(record, args.out)
-    print(json.dumps(record, indent=2))
+    bench.publish(out, torch.get_num_threads(), args.out)
 
 
 if __name__ == "__main__":

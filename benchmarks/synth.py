@@ -4,16 +4,13 @@ Generates a preset into a scratch directory (wall and process CPU time, bytes by
 cost), then runs the ``predict`` stage's frame detector (scikit-image LBP cascade) on every
 ``--detect-every``-th frame of each video and reports the share of faces found. Prints one JSON object.
 
-    python benchmarks/synth.py --preset tiny
-    python benchmarks/synth.py --preset demo --workers 2 --detect-every 10
+    python -m benchmarks.synth --preset tiny
+    python -m benchmarks.synth --preset demo --workers 2 --detect-every 10
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -21,7 +18,7 @@ from pipeline.data.synth import SynthConfig, generate_dataset
 from pipeline.data.synth.plan import plan_videos
 from pipeline.data.video import decode_frames
 from pipeline.fsio import scratch_dir
-from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record
+from tooling.bench import harness
 
 
 def _bytes(root: Path, pattern: str) -> int:
@@ -44,14 +41,13 @@ def _detection_rate(root: Path, cfg: SynthConfig, every: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser("synth", __doc__)
     parser.add_argument("--preset", default="tiny", choices=["tiny", "demo"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--detect-every", type=int, default=5, help="0 skips the detector check")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "synth.json", help="where the JSON record is written")
     args = parser.parse_args()
-    load_before = load_average()
+    bench = harness.start("synth")
 
     cfg = SynthConfig.from_preset(args.preset, seed=args.seed)
     scratch = scratch_dir("mmaffect-synth-bench-")
@@ -70,9 +66,7 @@ def main() -> None:
         }
         if args.detect_every > 0:
             result["detector_face_rate"] = round(_detection_rate(root, cfg, args.detect_every), 3)
-        record = benchmark_record("synth", result, sys.argv, args.workers, load_before)
-        write_record(record, args.out)
-        print(json.dumps(record, indent=2))
+        bench.publish(result, args.workers, args.out)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

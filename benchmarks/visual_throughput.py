@@ -6,8 +6,8 @@ backward + SGD momentum step through ``multitask_step``), torch eager inference 
 model exported by ``pipeline.export.export_onnx``. Inputs are random normalised images; timings use
 fp32, ``torch.set_num_threads(threads)`` and ORT ``intra_op_num_threads = threads``.
 
-    python benchmarks/visual_throughput.py --device cpu --threads 2 --batch 32
-    python benchmarks/visual_throughput.py --device cuda --min-seconds 5
+    python -m benchmarks.visual_throughput --device cpu --threads 2 --batch 32
+    python -m benchmarks.visual_throughput --device cuda --min-seconds 5
 
 Prints one JSON object.
 """
@@ -15,10 +15,8 @@ Prints one JSON object.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,9 +29,9 @@ from torch import nn
 from pipeline.device import resolve_device
 from pipeline.export import VISUAL_INPUTS, VISUAL_OUTPUTS, VisualExportModule, export_onnx, make_session
 from pipeline.models.multitask import MultiTaskModel, build_model
-from pipeline.report.record import RESULTS_DIR, benchmark_record, load_average, write_record
 from pipeline.train.alternating import multitask_step
 from pipeline.train.losses import au_bce_loss
+from tooling.bench import harness
 
 
 def timed(step: Callable[[], None], sync: Callable[[], None], min_iters: int, min_seconds: float) -> float:
@@ -116,7 +114,7 @@ def bench_backbone(name: str, device: torch.device, ort_device: str, args: argpa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser("visual_throughput", __doc__)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
     parser.add_argument("--backbones", default="iresnet18,iresnet50")
     parser.add_argument("--batch", type=int, default=32)
@@ -124,9 +122,8 @@ def main() -> None:
     parser.add_argument("--min-iters", type=int, default=3)
     parser.add_argument("--min-seconds", type=float, default=0.0)
     parser.add_argument("--parity-rtol", type=float, default=1e-3, help="parity tolerance of the export, relative to each output's scale (random weights)")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "visual_throughput.json", help="where the JSON record is written")
     args = parser.parse_args()
-    load_before = load_average()
+    bench = harness.start("visual_throughput")
 
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -146,9 +143,7 @@ def main() -> None:
         "onnxruntime": ort.__version__,
         "results": per_backbone,
     }
-    record = benchmark_record("visual_throughput", results, sys.argv, args.threads, load_before)
-    write_record(record, args.out)
-    print(json.dumps(record, indent=2))
+    bench.publish(results, args.threads, args.out)
 
 
 if __name__ == "__main__":

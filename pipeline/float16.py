@@ -7,7 +7,7 @@ a ``float16`` entry naming the model it was made from. It is checked with ``onnx
 when onnxruntime's CPU provider can run it, its outputs are compared with the float32 model's on
 seeded random inputs and the copy is published only when each output agrees within ``rtol`` of its
 scale, ``max(1, max|float32 output|)``. Where the CPU provider cannot run a float16 graph the
-report says so and the comparison is left to a GPU (``benchmarks/gpu_check.sh`` makes it).
+report says so and the comparison is left to a GPU (``.ci/gpu_check.sh`` makes it).
 
 Example (not run here: it needs an exported model)::
 

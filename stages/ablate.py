@@ -21,7 +21,7 @@ from pipeline.ablation import (
     param_key, plan_repeats, render_ablation_table, run_repeats, summarize_runs,
 )
 from pipeline.fsio import atomic_path
-from pipeline.report.record import cpu_model
+from tooling.bench.record import cpu_model
 from stages.common import run_or_exit
 from stages.experiment_workspace import Workspace
 from stages.grid_check import check_grid

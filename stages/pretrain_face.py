@@ -42,7 +42,7 @@ def command(
     FACES: insightface's packed set (a directory with train.rec + train.idx, or the .rec file), or a
            folder of <identity>/<image>.jpg aligned 112x112 faces (see `mmaffect faces-info`).
     Writes OUT_DIR/backbone.pth (a plain state dict in arcface_torch key format, for
-    finetune_visual.pretrained), OUT_DIR/backbone.json (backbone, width_mult, input contract) and
+    finetune-visual --pretrained), OUT_DIR/backbone.json (backbone, width_mult, input contract) and
     METRICS_JSON (held-out pair accuracy and TAR@FAR of the best epoch and of the initial weights,
     per-epoch history); --curves the per-epoch loss and verification scores, --headline the best
     epoch's verification accuracy and TAR@FAR. Params: the `pretrain_face` section of --params.

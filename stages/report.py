@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from pipeline.report.catalog import RENDERERS
-from pipeline.report.run import doc_files, render_docs
+from tooling.report.catalog import RENDERERS
+from tooling.report.run import doc_files, render_docs
 
 
 @click.command(name="report")
@@ -18,7 +18,7 @@ from pipeline.report.run import doc_files, render_docs
 def command(root: Path, check: bool) -> None:
     """Rewrite every <!-- report:NAME --> block of README.md and docs/*.md from its JSON file.
 
-    Block names and their source files are listed in pipeline/report/catalog.py. Sources are the
+    Block names and their source files are listed in tooling/report/catalog.py. Sources are the
     stages' metrics/*.json and the benchmark records in benchmarks/results/.
     """
     try:

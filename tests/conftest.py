@@ -12,7 +12,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip the tests marked ``cuda`` when torch sees no CUDA device (they run in benchmarks/gpu_check.sh)."""
+    """Skip the tests marked ``cuda`` when torch sees no CUDA device (they run in .ci/gpu_check.sh)."""
     marked = [item for item in items if "cuda" in item.keywords]
     if not marked:
         return
@@ -20,7 +20,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
     if torch.cuda.is_available():
         return
-    skip = pytest.mark.skip(reason="needs a CUDA device (benchmarks/gpu_check.sh runs it on a GPU)")
+    skip = pytest.mark.skip(reason="needs a CUDA device (.ci/gpu_check.sh runs it on a GPU)")
     for item in marked:
         item.add_marker(skip)
 

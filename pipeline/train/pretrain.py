@@ -17,7 +17,7 @@ The epoch loop, resume after a kill and divergence checks are those every traine
 (:mod:`pipeline.train.loop`); the state lives in ``work_dir/state.pt``, keyed by the config and
 a digest of the face set. What is published is the backbone alone, as a plain state dict with
 insightface arcface_torch's key names (``OUT_DIR/backbone.pth``), beside ``OUT_DIR/backbone.json``
-(its arch and input contract), so ``finetune_visual.pretrained`` loads it as it loads a Glint360K
+(its arch and input contract), so ``finetune-visual --pretrained`` loads it as it loads a Glint360K
 ``backbone.pth``. With ``epochs: 0`` and ``init`` set, nothing is trained: the ``init`` checkpoint is
 checked, scored and published as it is (the way to use a real Glint360K checkpoint in the DAG).
 
@@ -167,7 +167,7 @@ def embed_images(backbone: nn.Module, dataset: FaceImages, batch_size: int, devi
         with precision.autocast():
             embedding = backbone(precision.batch(to_model_input(images, device)))
         parts.append(embedding.float().cpu().numpy())
-    return ddp.unshard(ddp.gather_objects(np.concatenate(parts), ctx), n)
+    return ddp.unshard(ddp.gather_rows(np.concatenate(parts), ctx), n)
 
 
 def verify(backbone: nn.Module, faces: FaceSet, pairs: VerificationPairs, cfg: PretrainConfig,
@@ -245,8 +245,9 @@ class PretrainRun:
 
     def extra_state(self) -> dict[str, Any]:
         """The schedule, the fp16 loss scale and every rank's random streams (a collective call under DDP)."""
-        rngs = (self.flip_rng.get_state(), self.class_rng.get_state())
-        extra = {"scheduler": self.scheduler.state_dict(), "rngs": ddp.gather_objects(rngs, self.ctx)}
+        flips = ddp.gather_tensors(self.flip_rng.get_state(), self.ctx)
+        classes = ddp.gather_tensors(self.class_rng.get_state(), self.ctx)
+        extra = {"scheduler": self.scheduler.state_dict(), "rngs": list(zip(flips, classes))}
         if self.precision.scaler is not None:  # only then: an amp-off state stays as it was
             extra["grad_scaler"] = self.precision.state_dict()
         return extra
@@ -330,7 +331,8 @@ def train_pretrain(
         resumed_from = None
     else:
         dataset = FaceImages(faces, split.train_images, split.train_labels)
-        key = {"config": to_dict(cfg), "data": ddp.broadcast(run_key(cfg, faces) if ctx.is_main else None, ctx)}
+        digest = ddp.broadcast_digest(run_key(cfg, faces) if ctx.is_main else None, ctx)
+        key = {"config": to_dict(cfg), "data": digest}
         loop = LoopState.resume(Path(work_dir) / STATE_FILE, key, run.model, run.optimizer, writer=ctx.is_main)
         run.load_extra(loop.extra)
         if ctx.is_main and loop.resumed_from is not None:

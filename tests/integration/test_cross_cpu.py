@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.report.metrics_tables import cross_cpu
+from tooling.report.metrics_tables import cross_cpu
 
 ROOT = Path(__file__).resolve().parents[2]
 EVALUATE = "metrics/evaluate.json"
@@ -36,7 +36,7 @@ def _clone_with_scores(repo: Path) -> dict:
 
 
 def _run(repo: Path, out: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "benchmarks/cross_cpu.py", "--clone", str(repo), "--reference-machine",
+    return subprocess.run([sys.executable, "-m", "benchmarks.cross_cpu", "--clone", str(repo), "--reference-machine",
                            "CPU A [avx2]", "--out", str(out)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, timeout=120)
 

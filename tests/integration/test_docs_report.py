@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.report.blocks import find_blocks
-from pipeline.report.catalog import RENDERERS
-from pipeline.report.run import doc_files, render_docs
+from tooling.report.blocks import find_blocks
+from tooling.report.catalog import RENDERERS
+from tooling.report.run import doc_files, render_docs
 
 ROOT = Path(__file__).resolve().parents[2]
 

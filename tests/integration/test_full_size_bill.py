@@ -1,4 +1,4 @@
-"""``benchmarks/full_size_bill.py --quick``: one run writes a record with every rate, the disk and both bills."""
+"""``python -m benchmarks.full_size_bill --quick``: one run writes a record with every rate, the disk and both bills."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from pipeline.data.manifest import Manifest, SubjectRecord, write_manifest
-from pipeline.report.full_size_tables import bill_table
+from tooling.report.full_size_tables import bill_table
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = ["prepare", "pack-frames", "pretrain-face", "finetune-visual", "export-onnx", "embed-visual",
@@ -36,7 +36,7 @@ def test_quick_run_writes_every_rate_the_disk_and_both_bills(tmp_path: Path) -> 
     cache, out = _cache(tmp_path / "cache"), tmp_path / "bill.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     # one thread: on CI's 2 shared cores two torch threads can be many times slower, and the keys are the same
-    proc = subprocess.run([sys.executable, "benchmarks/full_size_bill.py", "--quick", "--threads", "1", "--cache",
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.full_size_bill", "--quick", "--threads", "1", "--cache",
                            str(cache), "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""``benchmarks/gpu_check.sh`` and ``benchmarks/loader_throughput.py`` without a GPU.
+"""``.ci/gpu_check.sh`` and ``benchmarks/loader_throughput.py`` without a GPU.
 
 Without CUDA the check exits 2 with a clear message and writes nothing; its ``--dry-run`` (the CPU
 rehearsal) runs the same measurements at tiny sizes and writes the one JSON record with every section.
@@ -27,17 +27,17 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: the check would run")
 def test_without_a_gpu_the_check_says_so_and_measures_nothing(tmp_path: Path) -> None:
-    proc = _run(["bash", str(ROOT / "benchmarks/gpu_check.sh"), "--out", "gpu.json"], tmp_path)
+    proc = _run(["bash", str(ROOT / ".ci/gpu_check.sh"), "--out", "gpu.json"], tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert "torch sees no CUDA device here" in proc.stderr and "--dry-run" in proc.stderr
     assert not (tmp_path / "gpu.json").exists()
-    bad = _run(["bash", str(ROOT / "benchmarks/gpu_check.sh"), "--fast"], tmp_path)
+    bad = _run(["bash", str(ROOT / ".ci/gpu_check.sh"), "--fast"], tmp_path)
     assert bad.returncode == 2 and "unknown argument '--fast'" in bad.stderr
 
 
 @pytest.mark.slow
 def test_dry_run_writes_one_record_with_every_section(tmp_path: Path) -> None:
-    proc = _run(["bash", str(ROOT / "benchmarks/gpu_check.sh"), "--dry-run", "--out", "gpu.json", "--",
+    proc = _run(["bash", str(ROOT / ".ci/gpu_check.sh"), "--dry-run", "--out", "gpu.json", "--",
                  "--backbones", "iresnet18"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = json.loads((tmp_path / "gpu.json").read_text())
@@ -63,7 +63,7 @@ def test_dry_run_writes_one_record_with_every_section(tmp_path: Path) -> None:
 
 
 def test_loader_benchmark_reports_rates_per_worker_count(tiny_frames: Path, tmp_path: Path) -> None:
-    proc = _run([sys.executable, str(ROOT / "benchmarks/loader_throughput.py"), "--frames", str(tiny_frames),
+    proc = _run([sys.executable, "-m", "benchmarks.loader_throughput", "--frames", str(tiny_frames),
                  "--workers", "0,1", "--batch", "4", "--batches", "2", "--train-rates", "100,1000",
                  "--out", str(tmp_path / "loader.json")], ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -27,6 +27,7 @@ from stages.cli import STAGES
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
+HARNESS = ROOT / "tooling" / "bench" / "harness.py"
 SHELL_LANGUAGES = ("bash", "sh", "shell", "console")
 # First words of a shell command; a code block starting with one must be a `bash` block, so that
 # every command the docs show is one this module checks.
@@ -223,9 +224,14 @@ def test_python_commands_name_what_exists(shown: Shown) -> None:
     if args[0] == "-c":
         compile(args[1], shown.where, "exec")
         return
+    if args[0] == "-m":
+        # a benchmark: `python -m benchmarks.NAME`, run from the repository root
+        args = [args[1].replace(".", "/") + ".py", *args[2:]]
     script = ROOT / args[0]
     assert script.is_file(), f"{shown.where}: no {args[0]}"
     source = script.read_text()
+    if "from tooling.bench import harness" in source:
+        source += HARNESS.read_text()   # options every benchmark shares (--out) are defined there
     unknown = [opt for opt in _options(args[1:]) if f'"{opt}"' not in source]
     assert not unknown, f"{shown.where}: {args[0]} defines no {unknown}"
 

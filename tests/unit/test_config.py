@@ -162,7 +162,7 @@ def test_check_fields_raises_the_first_failed_check_with_its_key() -> None:
 def _library_configs() -> list[tuple[type, dict, str]]:
     from pipeline.data.synth.identities import FaceIdentityConfig
     from pipeline.embed.runner import ClusterOptions, InferenceOptions
-    from pipeline.full_size import Workload
+    from tooling.full_size import Workload
     from pipeline.quantize import CalibrationConfig, QuantSettings
     from pipeline.train.ddp import DistContext
     return [

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.full_size import Profile, Workload, stage_bill, total
-from pipeline.report.catalog import RENDERERS
-from pipeline.report.full_size_tables import SOURCE, bill_inputs, bill_table, duration
-from pipeline.report.record import benchmark_record
-from pipeline.report.run import render_docs
+from tooling.full_size import Profile, Workload, stage_bill, total
+from tooling.report.catalog import RENDERERS
+from tooling.report.full_size_tables import SOURCE, bill_inputs, bill_table, duration
+from tooling.bench.record import benchmark_record
+from tooling.report.run import render_docs
 
 DISK = {"frames_h5": 4000.0, "labels": 30.0, "visual_zarr": 1000.0, "audio_zarr": 900.0}
 

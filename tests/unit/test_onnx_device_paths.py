@@ -1,7 +1,7 @@
 """The GPU inference paths of the visual model: I/O binding and the float16 copy of ``visual.onnx``.
 
 On the CPU the I/O-binding path must give exactly what ``session.run`` gives, and the float16 copy
-must pass the checker and stay close to float32; the ``cuda`` tests (run by benchmarks/gpu_check.sh)
+must pass the checker and stay close to float32; the ``cuda`` tests (run by .ci/gpu_check.sh)
 check the same on onnxruntime's CUDA provider.
 """
 

@@ -1,7 +1,7 @@
 """Mixed precision, channels-last and DataLoader feeding in the visual and pretraining trainers.
 
 The CPU tests train tiny models in bf16 autocast and channels-last; the ``cuda`` tests (skipped
-without a GPU, run by ``benchmarks/gpu_check.sh``) train in fp16 with loss scaling and bf16 on the GPU.
+without a GPU, run by ``.ci/gpu_check.sh``) train in fp16 with loss scaling and bf16 on the GPU.
 """
 
 from __future__ import annotations

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pipeline.report.bench_tables import measured_on
-from pipeline.report.blocks import BlockError, find_blocks, replace_blocks
-from pipeline.report.catalog import RENDERERS
-from pipeline.report.metrics_tables import results_gains, results_table
-from pipeline.report.record import SIMD_FLAGS, benchmark_record, is_busy, write_record
-from pipeline.report.registry import Renderer, build_registry
-from pipeline.report.run import render_docs
+from tooling.report.bench_tables import measured_on
+from tooling.report.blocks import BlockError, find_blocks, replace_blocks
+from tooling.report.catalog import RENDERERS
+from tooling.report.metrics_tables import results_gains, results_table
+from tooling.bench.record import SIMD_FLAGS, benchmark_record, is_busy, write_record
+from tooling.report.registry import Renderer, build_registry
+from tooling.report.run import render_docs
 from stages.report import command as report_command
 
 
@@ -271,7 +271,7 @@ def test_int8_visual_table_gives_both_rates_the_ratio_and_the_agreement() -> Non
 
 def test_seed_band_gives_each_arms_range_over_its_runs() -> None:
     from pipeline.ablation import summarize_runs
-    from pipeline.report.ablation_tables import seed_band
+    from tooling.report.ablation_tables import seed_band
 
     runs = [{"arm": arm, "draw": None, "seed": seed, "params": {},
              "metrics": {"au.score": au, "expr.score": expr, "mean": (au + expr) / 2}}
@@ -291,7 +291,7 @@ def test_seed_band_gives_each_arms_range_over_its_runs() -> None:
 
 def test_draw_table_shows_each_arm_draw_by_draw_and_the_verdicts() -> None:
     from pipeline.ablation import summarize_runs
-    from pipeline.report.ablation_tables import draw_table
+    from tooling.report.ablation_tables import draw_table
 
     runs = [{"arm": arm, "draw": draw, "seed": None, "params": {},
              "metrics": {"au.score": au, "expr.score": expr, "mean": (au + expr) / 2}}
@@ -309,7 +309,7 @@ def test_draw_table_shows_each_arm_draw_by_draw_and_the_verdicts() -> None:
 
 
 def test_noise_verdict_follows_the_paired_t_limit() -> None:
-    from pipeline.report.ablation_tables import noise_verdict
+    from tooling.report.ablation_tables import noise_verdict
 
     # t(0.975, 2) = 4.303: with sd 0.01 over 3 pairs the limit is 0.0248
     assert noise_verdict(0.026, 0.01, 3) == "beyond the noise"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pipeline.report import ablation_tables, bench_tables, full_size_tables, metrics_tables
-from pipeline.report.registry import Renderer, build_registry
+from tooling.report import ablation_tables, bench_tables, full_size_tables, metrics_tables
+from tooling.report.registry import Renderer, build_registry
 
 RENDERERS: dict[str, Renderer] = build_registry([
     Renderer("results", ("metrics/evaluate.json",), metrics_tables.results_table),

@@ -1,4 +1,4 @@
-"""Timing helper shared by the benchmark scripts (imported as ``timing`` when a script runs)."""
+"""Timing helper shared by the benchmark scripts."""
 
 from __future__ import annotations
 

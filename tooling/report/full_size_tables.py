@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.report.bench_tables import measured_on
-from pipeline.report.markdown import count, rate, table
+from tooling.report.bench_tables import measured_on
+from tooling.report.markdown import count, rate, table
 
 SOURCE = "benchmarks/results/full_size_bill.json"
 
@@ -61,7 +61,7 @@ def bill_table(record: dict[str, Any]) -> str:
     quick += _threads_line(r["rates"]["thread_check"])
     if record["busy"]:
         quick += (" These rates were measured while other processes shared the cores, so every time here is longer "
-                  "than an idle machine's: rerun `python benchmarks/full_size_bill.py` on an idle one, then "
+                  "than an idle machine's: rerun `python -m benchmarks.full_size_bill` on an idle one, then "
                   "`mmaffect report`.")
     caption = (f"For {_workload_line(r)}. Wall time = work ÷ the rate measured on this machine; the "
                f"GPU column is empty because no GPU machine was available to measure it. Disk excludes the "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.ablation import render_ablation_table
-from pipeline.report.markdown import score
+from tooling.report.markdown import score
 
 _TASKS = (("au.score", "AU"), ("expr.score", "EXPR"))
 

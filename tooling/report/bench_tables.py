@@ -1,4 +1,4 @@
-"""Renderers of benchmark records (``benchmarks/results/*.json``, see :mod:`pipeline.report.record`).
+"""Renderers of benchmark records (``benchmarks/results/*.json``, see :mod:`tooling.bench.record`).
 
 Every table ends with the line that says how, when and on what machine it was measured, and whether
 other processes were using the cores at the time.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.report.markdown import count, rate, table
+from tooling.report.markdown import count, rate, table
 
 
 def cpu_label(machine: dict[str, Any]) -> str:

@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.labels import EXPR_NAMES
-from pipeline.report.bench_tables import cpu_label
-from pipeline.report.markdown import count, score, signed_gain, table
+from tooling.report.bench_tables import cpu_label
+from tooling.report.markdown import count, score, signed_gain, table
 
 SCORE_HEADER = ("variant", "AU F1", "AU acc", "AU score", "EXPR F1", "EXPR acc", "EXPR score")
 FRAME_LABELS = {"face_frames": "face frames", "all_frames": "all frames"}

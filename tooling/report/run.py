@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from pipeline.fsio import atomic_path
-from pipeline.report.blocks import find_blocks, replace_blocks
-from pipeline.report.registry import Renderer, render
+from tooling.report.blocks import find_blocks, replace_blocks
+from tooling.report.registry import Renderer, render
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ A figure measured while other processes shared the cores is not an idle-machine 
 average before and after the measurement, saved with it, says which one it is.
 
 Example:
-    >>> record = benchmark_record("face_tracking", {"fps": 3.4}, ["benchmarks/face_tracking.py"], threads=1)
+    >>> record = benchmark_record("face_tracking", {"fps": 3.4}, ["-m", "benchmarks.face_tracking"], threads=1)
     >>> sorted(record["machine"])
     ['cpu_count', 'cpu_features', 'cpu_model', 'load_average_after', 'load_average_before', 'threads']
 """

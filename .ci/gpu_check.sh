@@ -6,9 +6,9 @@
 #   - the tiny pipeline end to end (dvc repro in a temporary copy, stages given --device cuda).
 # See docs/gpu.md. Run from anywhere, with the project's Python first on PATH (or PYTHON=...):
 #
-#   benchmarks/gpu_check.sh [--out FILE]      # on a GPU machine (default FILE: benchmarks/results/gpu_check.json)
-#   benchmarks/gpu_check.sh --dry-run [--out FILE]   # the CPU rehearsal: tiny sizes, no pipeline
-#   benchmarks/gpu_check.sh ... -- --backbones iresnet18    # after --, options for benchmarks/gpu_check.py
+#   .ci/gpu_check.sh [--out FILE]      # on a GPU machine (default FILE: benchmarks/results/gpu_check.json)
+#   .ci/gpu_check.sh --dry-run [--out FILE]   # the CPU rehearsal: tiny sizes, no pipeline
+#   .ci/gpu_check.sh ... -- --backbones iresnet18    # after --, options for python -m benchmarks.gpu_check
 #
 # Exit status: 0 all ran and the CUDA tests passed; 1 a CUDA test or a measurement failed (the JSON
 # holds what was measured); 2 no CUDA device (nothing measured, no JSON) or a bad argument.
@@ -55,7 +55,7 @@ timeout "$tests_limit" "$python" -m pytest -q -p no:cacheprovider -m cuda --juni
 tests_rc=$?
 tail -3 "$work/pytest.log" >&2
 # 2. the measurements (and the tiny pipeline on the GPU), into one JSON at $out
-timeout "$measure_limit" "$python" benchmarks/gpu_check.py --device "$device" "${sizes[@]}" \
+timeout "$measure_limit" "$python" -m benchmarks.gpu_check --device "$device" "${sizes[@]}" \
     --pytest-junit "$work/cuda.xml" --pytest-rc "$tests_rc" --out "$out" "$@" >"$work/measure.log" 2>&1
 measure_rc=$?
 if [ "$measure_rc" != 0 ]; then
