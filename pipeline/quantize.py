@@ -73,9 +73,11 @@ class QuantSettings:
     preprocess: bool = False         # onnxruntime's quant_pre_process first (shape inference, Conv+BN folding)
 
     def __post_init__(self) -> None:
-        check_fields([(self.format in ("QDQ", "QOperator"), "format", f"must be QDQ or QOperator, got {self.format!r}"),
-                      *((getattr(self, name) in ("uint8", "int8"), name, f"must be uint8 or int8, got {getattr(self, name)!r}")
-                        for name in ("activations", "weights"))])
+        check_fields([
+            (self.format in ("QDQ", "QOperator"), "format", f"must be QDQ or QOperator, got {self.format!r}"),
+            *((getattr(self, name) in ("uint8", "int8"), name, f"must be uint8 or int8, got {getattr(self, name)!r}")
+              for name in ("activations", "weights")),
+        ])
 
     def record(self) -> dict[str, Any]:
         """The settings as the model's ``quantization`` metadata states them."""

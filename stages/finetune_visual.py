@@ -46,8 +46,9 @@ def command(
     by default the best mean of the ABAW AU and EXPR scores on held-out training videos) and
     METRICS_JSON (that epoch's validation report on face_frames and all_frames, the trivial
     baselines, the selection record, epochs, best_epoch); --curves the per-epoch losses and scores.
-    Params: the `finetune_visual` and `selection` sections of --params. Multi-GPU: launch with
-    `torchrun --nproc_per_node N -m stages.finetune_visual ...`; rank 0 writes the files.
+    Params: the `finetune_visual` and `selection` sections of --params; with
+    `finetune_visual.backbone_init: pretrained` the backbone starts from --pretrained. Multi-GPU:
+    launch with `torchrun --nproc_per_node N -m stages.finetune_visual ...`; rank 0 writes the files.
     """
     setup_logging()
     cfg = load_config(params_path, "finetune_visual", VisualTrainConfig)

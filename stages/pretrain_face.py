@@ -34,7 +34,8 @@ from stages.loader_options import loader_config, loader_options
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def command(
     faces: Path, out_dir: Path, metrics_json: Path, params_path: Path, device: str, workers: int,
-    pin_memory: bool, prefetch_factor: int | None, persistent_workers: bool, work_dir: Path, checkpoint_every: int, curves_csv: Path | None, headline_json: Path | None, progress: bool,
+    pin_memory: bool, prefetch_factor: int | None, persistent_workers: bool, work_dir: Path, checkpoint_every: int,
+    curves_csv: Path | None, headline_json: Path | None, progress: bool,
 ) -> None:
     """Train on the face-identity set FACES; publish the backbone of the best verification epoch.
 

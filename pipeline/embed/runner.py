@@ -65,8 +65,10 @@ class ClusterOptions:
     scheduler: str | None = None  # e.g. "tcp://10.0.0.5:8786"; the other fields are then unused
 
     def __post_init__(self) -> None:
-        check_fields([(self.n_workers >= 1, "n_workers", f"must be >= 1, got {self.n_workers}"),
-                      (self.threads_per_worker >= 1, "threads_per_worker", f"must be >= 1, got {self.threads_per_worker}")])
+        check_fields([
+            (self.n_workers >= 1, "n_workers", f"must be >= 1, got {self.n_workers}"),
+            (self.threads_per_worker >= 1, "threads_per_worker", f"must be >= 1, got {self.threads_per_worker}"),
+        ])
 
     def check_cores(self) -> None:
         """Refuse a local cluster of more task slots (workers x threads) than this process has cores.
@@ -89,8 +91,10 @@ class InferenceOptions:
     batch_size: int = 64
 
     def __post_init__(self) -> None:
-        check_fields([(self.device in DEVICE_CHOICES, "device", f"must be one of {DEVICE_CHOICES}, got {self.device!r}"),
-                      (self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")])
+        check_fields([
+            (self.device in DEVICE_CHOICES, "device", f"must be one of {DEVICE_CHOICES}, got {self.device!r}"),
+            (self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}"),
+        ])
 
 
 @dataclass

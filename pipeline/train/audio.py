@@ -361,13 +361,13 @@ class _AudioTrainer(Trainer):
 
     def validate(self) -> dict[str, dict[str, Any]]:
         """The report on the validation subjects."""
-        return score(predict_subjects(self.model, self.subjects, self.validation_names, self.device), self.subjects,
-                     self.splits.validation)
+        predicted = predict_subjects(self.model, self.subjects, self.validation_names, self.device)
+        return score(predicted, self.subjects, self.splits.validation)
 
     def select(self) -> dict[str, dict[str, Any]]:
         """The report on the held-out selection subjects."""
-        return score(predict_subjects(self.model, self.subjects, self.selection_names, self.device), self.subjects,
-                     self.splits.selection)
+        predicted = predict_subjects(self.model, self.subjects, self.selection_names, self.device)
+        return score(predicted, self.subjects, self.splits.selection)
 
 
 # -- outputs -----------------------------------------------------------------------------------------

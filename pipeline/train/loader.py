@@ -36,8 +36,10 @@ class LoaderConfig:
         check_fields([
             (self.workers >= 0, "workers", f"must be >= 0, got {self.workers}"),
             (self.prefetch_factor is None or (self.prefetch_factor >= 1 and self.workers > 0), "prefetch_factor",
-             f"must be >= 1 and needs workers >= 1 (or unset), got {self.prefetch_factor} with workers {self.workers}"),
-            (not self.persistent_workers or self.workers > 0, "persistent_workers", "needs workers >= 1, got workers 0"),
+             f"must be >= 1 and needs workers >= 1 (or unset), got {self.prefetch_factor} "
+             f"with workers {self.workers}"),
+            (not self.persistent_workers or self.workers > 0, "persistent_workers",
+             "needs workers >= 1, got workers 0"),
         ])
 
     def dataloader_kwargs(self, device: torch.device) -> dict[str, Any]:

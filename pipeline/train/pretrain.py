@@ -53,17 +53,17 @@ from pipeline.models.multitask import load_backbone_state
 from pipeline.models.preprocess import PREPROCESSING, to_model_input
 from pipeline.models.registry import create_backbone
 from pipeline.train import ddp
+from pipeline.train.amp import AmpMode, Precision
 from pipeline.train.augment import AugmentConfig, augment_batch
 from pipeline.train.ddp import DistContext
 from pipeline.train.epoch_plan import split_batches
 from pipeline.train.face_data import (
     FaceImages, IdentitySplit, VerificationPairs, face_set_digest, split_identities, verification_pairs,
 )
+from pipeline.train.loader import EpochLoader, LoaderConfig
 from pipeline.train.loop import TrainResult, Trainer, check_weights, checked_step, run_epochs
 from pipeline.train.loop_state import LoopState
 from pipeline.train.optim import OptimConfig
-from pipeline.train.amp import AmpMode, Precision
-from pipeline.train.loader import EpochLoader, LoaderConfig
 from pipeline.verification import verification_scores
 
 log = logging.getLogger(__name__)
@@ -338,8 +338,9 @@ def train_pretrain(
         if ctx.is_main and loop.resumed_from is not None:
             log.info("resuming from epoch %d batch %d (of %d epochs)", loop.epoch + 1, loop.batch, cfg.epochs)
         trainer = _PretrainTrainer(run, plans, dataset, faces, pairs, checkpoint_every, progress)
+        # kept by the held-out identities' pair accuracy
         best = run_epochs(loop, SECTION, cfg.epochs, trainer, cfg.max_grad_norm,
-                          criterion=lambda report: report["verification"]["score"])  # held-out identities' pair accuracy
+                          criterion=lambda report: report["verification"]["score"])
         history, resumed_from = loop.history, loop.resumed_from
     metrics = {
         "verification": _public(best["metrics"]["verification"]), "initial": _public(initial),

@@ -180,8 +180,8 @@ def fit(
 class _SequenceTrainer(Trainer):
     """The sequence model's epochs over embedding windows, scored per subject on validation and held-out videos."""
 
-    def __init__(self, model: SequenceModel, optimizer: torch.optim.Optimizer, cache: SequenceCache, splits: Splits,
-                 config: SequenceTrainConfig, device: torch.device, loaders: dict[str, WindowLoader],
+    def __init__(self, model: SequenceModel, optimizer: torch.optim.Optimizer, cache: SequenceCache,
+                 splits: Splits, config: SequenceTrainConfig, device: torch.device, loaders: dict[str, WindowLoader],
                  schedule: TaskSchedule, pos_weight: torch.Tensor, eval_batch_size: int) -> None:
         self.model, self.optimizer = model, optimizer
         self.cache, self.splits, self.config, self.device = cache, splits, config, device
@@ -193,8 +193,8 @@ class _SequenceTrainer(Trainer):
         for loader in self.loaders.values():
             loader.set_epoch(epoch)
         active = {task: self.loaders[task] for task in self.schedule.tasks}
-        return train_batches(self.model, self.optimizer, self.schedule, epoch, active, self.pos_weight, self.config,
-                             self.device)
+        return train_batches(self.model, self.optimizer, self.schedule, epoch, active, self.pos_weight,
+                             self.config, self.device)
 
     def validate(self) -> dict[str, dict[str, Any]]:
         """The report on the validation subjects."""

@@ -56,6 +56,7 @@ from pipeline.models.multitask import MultiTaskModel, build_model, checkpoint_di
 from pipeline.models.preprocess import to_model_input
 from pipeline.train import ddp
 from pipeline.train.alternating import TaskSchedule
+from pipeline.train.amp import AmpMode, Precision
 from pipeline.train.augment import AugmentConfig, augment_batch
 from pipeline.train.ddp import DistContext
 from pipeline.train.epoch_plan import epoch_plan
@@ -70,12 +71,13 @@ from pipeline.train.frames_dataset import (
     select_subject_frames,
     select_validation_frames,
 )
-from pipeline.train.loop import TrainResult, Trainer, check_weights, checked_step, frame_set_metrics, run_epochs
+from pipeline.train.loader import EpochLoader, LoaderConfig
+from pipeline.train.loop import (
+    TrainResult, Trainer, check_weights, checked_step, frame_set_metrics, run_epochs,
+)
 from pipeline.train.loop_state import LoopState
 from pipeline.train.losses import compute_pos_weight, task_loss
 from pipeline.train.optim import OptimConfig
-from pipeline.train.amp import AmpMode, Precision
-from pipeline.train.loader import EpochLoader, LoaderConfig
 from pipeline.train.selection import SelectionConfig, SelectionSplit, selection_report, selection_split
 
 log = logging.getLogger(__name__)
