@@ -374,3 +374,35 @@ def low_latency(record: dict[str, Any]) -> str:
         f"medians of {r['throughput']['rounds']} alternating rounds)."
     )
     return table(heading, rows) + "\n\n" + notes + " " + measured_on(record, "benchmarks/results/low_latency.json")
+
+
+def pretrain_face_cost(record: dict[str, Any]) -> str:
+    """docs/pretrain.md: the pieces of `synth-faces` + `pretrain-face` at the demo params, per piece and per demo run."""
+    r = record["results"]
+    p = r["params"]
+    rows = [
+        ["training step (decode, flip, forward, backward, SGD)", f"{r['train_s_per_batch_cpu']:.2f} s",
+         f"{r['train_s_per_batch_wall']:.2f} s", f"{r['demo_batches']} batches",
+         f"{r['extrapolated_train_s_cpu_per_thread']:.0f} s"],
+        ["embedding a held-out image (verification)", f"{r['embed_ms_per_image_cpu']:.1f} ms",
+         f"{r['embed_ms_per_image_wall']:.1f} ms", f"{count(r['demo_verification_images'])} images",
+         f"{r['extrapolated_verification_s_cpu_per_thread']:.0f} s"],
+        ["rendering a synthetic face (wall only)", "—", f"{r['generation_ms_per_image_wall']:.1f} ms",
+         f"{count(p['identities'] * p['images_per_identity'])} images",
+         f"({r['extrapolated_generation_s_wall']:.0f} s wall)"],
+    ]
+    header = (f"piece (demo params, {p['backbone']} width {p['width_mult']:g}, batch {p['batch_size']})", "CPU",
+              "wall", "demo count", "CPU / threads")
+    return (table(header, rows) + f"\n\n{r['train_batches_timed']} training batches timed. "
+            + measured_on(record, "benchmarks/results/pretrain_face.json"))
+
+
+def pretrain_probe(record: dict[str, Any]) -> str:
+    """docs/pretrain.md: a linear expression probe of the frozen embedding, random against pretrained backbone."""
+    r = record["results"]
+    rows = [["random initialisation", f"{r['random']['acc']:.3f}", f"{r['random']['f1']:.3f}"],
+            ["pretrained on the synthetic identities", f"{r['pretrained']['acc']:.3f}", f"{r['pretrained']['f1']:.3f}"],
+            ["majority class alone", f"{r['val_majority_acc']:.3f}", "—"]]
+    return (table((f"frozen {r['backbone']} width {r['width_mult']:g}", "EXPR accuracy", "EXPR macro F1"), rows)
+            + f"\n\nRidge least squares on {count(r['train_frames'])} EXPR training frames, scored on "
+            f"{count(r['val_frames'])} validation frames. " + measured_on(record, "benchmarks/results/pretrain_probe.json"))

@@ -7,6 +7,7 @@ from tooling.report.registry import Renderer, build_registry
 
 RENDERERS: dict[str, Renderer] = build_registry([
     Renderer("results", ("metrics/evaluate.json",), metrics_tables.results_table),
+    Renderer("results-headline", ("metrics/evaluate.json",), metrics_tables.results_headline),
     Renderer("results-gains", ("metrics/evaluate.json",), metrics_tables.results_gains),
     Renderer("visual-demo", ("metrics/visual.json",), metrics_tables.visual_demo),
     Renderer("audio-demo", ("metrics/audio.json",), metrics_tables.audio_demo),
@@ -25,15 +26,18 @@ RENDERERS: dict[str, Renderer] = build_registry([
     Renderer("bench-sequence-loader", ("benchmarks/results/sequence_loader.json",), bench_tables.sequence_loader),
     Renderer("bench-face-identities", ("benchmarks/results/face_identities.json",
                                        "benchmarks/results/face_identities_workers2.json"), bench_tables.face_identities),
+    Renderer("bench-pretrain-face", ("benchmarks/results/pretrain_face.json",), bench_tables.pretrain_face_cost),
+    Renderer("bench-pretrain-probe", ("benchmarks/results/pretrain_probe.json",), bench_tables.pretrain_probe),
     Renderer("bench-margin-memory", ("benchmarks/results/margin_memory.json",), bench_tables.margin_memory),
     Renderer("bench-int8-visual", ("benchmarks/results/int8_visual.json",), bench_tables.int8_visual),
     Renderer("bench-low-latency", ("benchmarks/results/low_latency.json",), bench_tables.low_latency),
-    Renderer("ablation-draws", ("benchmarks/results/ablation_draws.json",), ablation_tables.draw_table),
+    Renderer("ablation-draws", ("benchmarks/results/ablation_draws.json",), ablation_tables.draw_table_sequence),
     Renderer("ablation-pretrain", ("benchmarks/results/ablation_pretrain.json",), ablation_tables.draw_table),
-    Renderer("ablation-training-seeds", ("benchmarks/results/ablation_training_seeds.json",), ablation_tables.seed_band),
+    Renderer("ablation-training-seeds", ("benchmarks/results/ablation_training_seeds.json",), ablation_tables.seed_band_sequence),
     Renderer("cross-cpu", ("benchmarks/results/cross_cpu.json",), metrics_tables.cross_cpu),
     Renderer("repro-time", ("benchmarks/results/repro_time.json",), bench_tables.repro_time,
              missing=bench_tables.REPRO_TIME_MISSING),
     Renderer("full-size-bill", (full_size_tables.SOURCE,), full_size_tables.bill_table),
+    Renderer("full-size-summary", (full_size_tables.SOURCE,), full_size_tables.bill_summary),
     Renderer("full-size-inputs", (full_size_tables.SOURCE,), full_size_tables.bill_inputs),
 ])
