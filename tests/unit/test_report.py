@@ -362,3 +362,17 @@ def test_trainer_blocks_show_both_frame_sets_and_how_the_epoch_was_kept() -> Non
               "best_epoch": 2, "epochs": 4}
     text = RENDERERS["audio-demo"].render(legacy)
     assert "on all frames" in text and "face frames" not in text and "optimistic" in text
+
+
+def test_visual_throughput_of_a_busy_machine_shows_no_rates() -> None:
+    backbone = {"params_million": 24.0, "train_images_per_s": 0.48, "embed_torch_faces_per_s": 1.35,
+                "embed_onnxruntime_faces_per_s": 1.61, "onnx_max_abs_diff": 1.1e-5}
+    results = {"results": {"iresnet18": backbone}, "batch": 32, "dtype": "float32", "torch": "2", "onnxruntime": "1",
+               "device": "cpu"}
+    busy = benchmark_record("visual_throughput", results, ["-m", "benchmarks.visual_throughput"], threads=2,
+                            load_before=[16.5, 9.0, 5.0])
+    assert busy["busy"]
+    text = RENDERERS["bench-visual-throughput"].render(busy)
+    assert "Not measured on an idle machine yet" in text and "16.50" in text and "1.61" not in text
+    idle = {**busy, "busy": False}   # the load after the run is this machine's, so set the verdict
+    assert "| iresnet18 | 24.0 M | 0.48 |" in RENDERERS["bench-visual-throughput"].render(idle)

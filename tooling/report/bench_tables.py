@@ -219,8 +219,19 @@ def _largest(diff: float | dict[str, float]) -> float:
 
 
 def visual_throughput(record: dict[str, Any]) -> str:
-    """docs/visual.md: training and embedding rates per backbone, torch eager and onnxruntime."""
+    """docs/visual.md: training and embedding rates per backbone, torch eager and onnxruntime.
+
+    Rates only mean something measured on an idle machine (a busy one slowed them many times over), so
+    a busy record renders as a line saying so and how to measure them, not as a table.
+    """
     r = record["results"]
+    if record["busy"]:
+        machine = record["machine"]
+        return (f"Not measured on an idle machine yet: the committed record "
+                f"(`benchmarks/results/visual_throughput.json`, {record['date']}) was taken while other processes "
+                f"shared the cores (1-minute load average {machine['load_average_before'][0]:.2f} before on "
+                f"{machine['cpu_count']} cores), so its rates are not shown. Rerun the command above on an idle "
+                "machine, then `mmaffect report`.")
     rows = [[name, f"{b['params_million']:.1f} M", rate(b["train_images_per_s"]), rate(b["embed_torch_faces_per_s"]),
              rate(b["embed_onnxruntime_faces_per_s"]), f"{_largest(b['onnx_max_abs_diff']):.1e}"]
             for name, b in r["results"].items()]
@@ -406,3 +417,62 @@ def pretrain_probe(record: dict[str, Any]) -> str:
     return (table((f"frozen {r['backbone']} width {r['width_mult']:g}", "EXPR accuracy", "EXPR macro F1"), rows)
             + f"\n\nRidge least squares on {count(r['train_frames'])} EXPR training frames, scored on "
             f"{count(r['val_frames'])} validation frames. " + measured_on(record, "benchmarks/results/pretrain_probe.json"))
+
+
+INT8_MODELS = (("width_1.0", "width 1.0"), ("demo", "demo (0.125)"))
+INT8_PIPELINE_VARIANT = "qdq_u8s8_channel_7bit"
+
+
+def _int8_speed_rows(visual: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for key, label in INT8_MODELS:
+        model = visual[key]
+        for variant, per_s in model["per_s"].items():
+            rounds = ", ".join(f"{v:,.2f}" for v in model["rounds"][variant])
+            if variant == "float32":
+                rows.append([label, "float32", f"{per_s:,.2f}", rounds, "1", "", "", ""])
+                continue
+            agree = model["agreement"][variant]
+            ratio = f"{model['vs_float32'][variant]:.2f}"
+            name = f"`{variant}`" + (" (the pipeline's)" if variant == INT8_PIPELINE_VARIANT else "")
+            rows.append([label, name, f"{per_s:,.2f}", rounds,
+                         f"**{ratio}**" if variant == INT8_PIPELINE_VARIANT else ratio,
+                         f"{agree['embedding_cosine_mean']:.4f} ({agree['embedding_cosine_min']:.4f})",
+                         f"{agree['au_decisions_kept']:.3f}", f"{agree['expr_argmax_kept']:.3f}"])
+    return rows
+
+
+def _int8_score_rows(scores: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for frames in ("face_frames", "all_frames"):
+        for model in ("sequence", "fusion", "visual"):
+            cells = [frames, model]
+            for task in ("au", "expr"):
+                s = scores[frames][model][task]
+                cells += [f"{s['float32']:.4f}", f"{s['int8']:.4f}", f"{s['change']:+.4f}"]
+            rows.append(cells)
+    return rows
+
+
+def int8(record: dict[str, Any], source: str = "benchmarks/results/int8.json") -> str:
+    """docs/visual.md: float32 against each int8 variant (speed, agreement), the TDNN, and the demo's scores
+    from int8 stores with the same trained heads; one ``benchmarks/int8.py`` record."""
+    r = record["results"]
+    speed = table(("model", "variant", "faces/s (median)", "per round", "× float32", "embedding cosine mean (min)",
+                   "AU decisions kept", "EXPR argmax kept"), _int8_speed_rows(r["visual"]))
+    tdnn = r["tdnn"]
+    tdnn_line = (f"TDNN: {tdnn['per_s']['float32']:,.0f} windows/s in float32, {tdnn['per_s']['int8']:,.0f} in int8 "
+                 f"(**{tdnn['vs_float32']['int8']:.2f}×**), embedding cosine {tdnn['embedding_cosine_mean']:.3f} "
+                 f"mean, {tdnn['embedding_cosine_min']:.3f} at worst, over {count(tdnn['windows'])} windows.")
+    scores = table(("frames", "model", "AU float32", "AU int8", "change", "EXPR float32", "EXPR int8", "change"),
+                   _int8_score_rows(r["scores"]))
+    settings = (f"{r['visual']['demo']['faces']} faces, batch {r['batch_size']}, {r['threads']} onnxruntime threads, "
+                f"onnxruntime {r['onnxruntime']}, {r['calibration_crops']} calibration crops.")
+    return (speed + "\n\n" + tdnn_line + "\n\n" + "The demo's validation scores from int8 stores (same trained "
+            "fusion head and sequence model), change int8 − float32:\n\n" + scores + "\n\n" + settings + " "
+            + measured_on(record, source))
+
+
+def int8_avx512(record: dict[str, Any]) -> str:
+    """docs/visual.md: :func:`int8` of the run on a CPU with AVX-512 VNNI."""
+    return int8(record, "benchmarks/results/int8_avx512.json")

@@ -29,6 +29,8 @@ RENDERERS: dict[str, Renderer] = build_registry([
     Renderer("bench-pretrain-face", ("benchmarks/results/pretrain_face.json",), bench_tables.pretrain_face_cost),
     Renderer("bench-pretrain-probe", ("benchmarks/results/pretrain_probe.json",), bench_tables.pretrain_probe),
     Renderer("bench-margin-memory", ("benchmarks/results/margin_memory.json",), bench_tables.margin_memory),
+    Renderer("bench-int8", ("benchmarks/results/int8.json",), bench_tables.int8),
+    Renderer("bench-int8-avx512", ("benchmarks/results/int8_avx512.json",), bench_tables.int8_avx512),
     Renderer("bench-int8-visual", ("benchmarks/results/int8_visual.json",), bench_tables.int8_visual),
     Renderer("bench-low-latency", ("benchmarks/results/low_latency.json",), bench_tables.low_latency),
     Renderer("ablation-draws", ("benchmarks/results/ablation_draws.json",), ablation_tables.draw_table_sequence),
