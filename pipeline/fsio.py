@@ -1,9 +1,13 @@
 """Atomic publication of files and directories, so nothing half-written ever looks complete.
 
+Every directory the project publishes carries :data:`OUTPUT_MARKER`; a directory holding files
+without it is someone else's and is never replaced (:func:`check_replaceable`). Temporaries are
+made fresh by ``tempfile`` beside their target, named ``.<name>.tmp-<host>-<pid>-<random>``.
+
 Also the two guards a stage's work directory needs: an exclusive lock, so two runs never write one
 store at once (:func:`work_dir_lock`), and the removal of temporaries that killed processes left
-behind (:func:`remove_dead_temporaries`). Temporaries carry their writer's pid in their name
-(``.<name>.tmp-<pid>``), which is how a later run tells an abandoned one from a live one.
+behind (:func:`remove_dead_temporaries`): host and pid in a temporary's name are how a later run
+tells an abandoned one from a live one.
 
 Example:
     >>> import tempfile
@@ -26,6 +30,8 @@ import logging
 import os
 import re
 import shutil
+import socket
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,6 +40,13 @@ from typing import Any, Iterator
 log = logging.getLogger(__name__)
 
 LOCK_FILE = ".lock"
+# In every directory the project publishes: its presence says a later run may replace the directory
+# whole; a directory with files and without it is someone else's and is never deleted.
+OUTPUT_MARKER = ".mmaffect-output"
+MARKER_TEXT = "written by mmaffect: the stage that wrote this folder replaces it whole when it reruns\n"
+# This machine's name as temporaries carry it (a shared filesystem sees several machines' writers);
+# without "-", which separates it from the pid
+HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "localhost"
 
 
 # errno values meaning the filesystem cannot take more bytes
@@ -45,6 +58,10 @@ _HDF5_FILENAME = re.compile(r"filename = '([^']*)'")
 
 class WorkDirBusy(RuntimeError):
     """Another live process holds the lock on a work directory."""
+
+
+class ForeignOutputError(FileExistsError):
+    """An output directory holds files the project did not write; it is not replaced."""
 
 
 class DiskFullError(OSError):
@@ -83,41 +100,85 @@ def disk_full_path(exc: BaseException) -> str | None:
 
 @contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling path; on success rename it onto ``target`` (file or directory).
+    """Yield a temporary path beside ``target``; on success rename it onto ``target`` (file or directory).
 
-    On an exception the temporary path is removed and ``target`` is left untouched.
+    The temporary lives in a fresh directory of this process's own (``tempfile.mkdtemp``, mode
+    0o700, its name unpredictable and carrying this host and pid), so what the caller creates there
+    cannot be redirected by a link someone planted. On an exception it is removed and ``target`` is
+    left untouched. A directory ``target`` that holds files but no :data:`OUTPUT_MARKER` was not
+    written here and is refused (:class:`ForeignOutputError`) before anything is written.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    check_replaceable(target)
     for kind in ("tmp", "old"):  # what earlier writers of this target were killed holding
         remove_dead_temporaries(target.parent, f".{target.name}.{kind}-")
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    _remove(tmp)
+    holder = make_temporary_dir(target.parent, f".{target.name}.tmp-")
+    tmp = holder / target.name
     try:
         yield tmp
         publish(tmp, target)
     except BaseException as exc:
         write_error = isinstance(exc, (OSError, RuntimeError))
-        full = not isinstance(exc, DiskFullError) and (
+        full = not isinstance(exc, (DiskFullError, ForeignOutputError)) and (
             disk_full_path(exc) is not None or (write_error and _nearly_full(target.parent))
         )
-        _remove(tmp)
+        _remove(holder)
         if full:
             raise DiskFullError(target) from exc
         raise
+    _remove(holder)
 
 
 def publish(tmp: str | Path, target: str | Path) -> None:
-    """Replace ``target`` by ``tmp`` with a rename (atomic for files on one filesystem)."""
+    """Replace ``target`` by ``tmp`` with a rename (atomic for files on one filesystem).
+
+    A directory gets :data:`OUTPUT_MARKER` first, and replaces only an empty directory or one that
+    carries the marker (an earlier output of the project); any other is refused with
+    :class:`ForeignOutputError`. A file replaces only the file of that name.
+    """
     tmp, target = Path(tmp), Path(target)
-    if tmp.is_dir():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-        _remove(old)
+    if tmp.is_dir() and not tmp.is_symlink():
+        (tmp / OUTPUT_MARKER).write_text(MARKER_TEXT)
+        check_replaceable(target)
+        holder = make_temporary_dir(target.parent, f".{target.name}.old-")
+        earlier = holder / target.name
+        if target.exists() or target.is_symlink():
+            os.replace(target, earlier)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            if earlier.exists() or earlier.is_symlink():  # put the earlier output back
+                os.replace(earlier, target)
+            raise
+        finally:
+            _remove(holder)
     else:
         os.replace(tmp, target)
+
+
+def check_replaceable(target: str | Path) -> None:
+    """Raise :class:`ForeignOutputError` when ``target`` is a directory holding files but no
+    :data:`OUTPUT_MARKER`: replacing it would delete what someone else put there."""
+    target = Path(target)
+    if target.is_symlink() or not target.is_dir():
+        return
+    if (target / OUTPUT_MARKER).is_file() or not any(target.iterdir()):
+        return
+    raise ForeignOutputError(
+        f"{target}: exists, is not empty and was not written by mmaffect (no {OUTPUT_MARKER} in it); "
+        "move it away or choose another output path"
+    )
+
+
+def make_temporary_dir(parent: str | Path, prefix: str) -> Path:
+    """Create a fresh directory ``<parent>/<prefix><host>-<pid>-<random>`` (mode 0o700) and return it.
+
+    ``mkdtemp`` creates it exclusively with an unpredictable name, so no one can have planted a link
+    there; host and pid in the name let :func:`remove_dead_temporaries` tell an abandoned one from
+    one still being written, on this machine or another sharing the filesystem.
+    """
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{HOST}-{os.getpid()}-", dir=parent))
 
 
 def write_json(path: str | Path, data: Any) -> None:
@@ -149,7 +210,7 @@ def work_dir_lock(directory: str | Path, wait: bool = False) -> Iterator[Path]:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     lock_path = directory / LOCK_FILE
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_lock_file(lock_path)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -168,6 +229,24 @@ def work_dir_lock(directory: str | Path, wait: bool = False) -> Iterator[Path]:
         os.close(fd)  # releases the lock
 
 
+def _open_lock_file(lock_path: Path) -> int:
+    """Open (or create, mode 0o600) the lock file without following a link, and check it is a plain file.
+
+    The lock file is truncated and rewritten with the holder's pid: through a planted link that
+    would truncate whatever the link points at.
+    """
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ValueError(f"{lock_path}: is a symbolic link, not a lock file; remove it and rerun") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ValueError(f"{lock_path}: is not a plain file; remove it and rerun")
+    return fd
+
+
 def _lock_holder(lock_path: Path) -> str:
     """The pid recorded in a lock file, or "unknown" while the holder has not written it yet."""
     try:
@@ -178,20 +257,30 @@ def _lock_holder(lock_path: Path) -> str:
 
 
 def remove_dead_temporaries(directory: str | Path, prefix: str) -> list[Path]:
-    """Remove the entries of ``directory`` named ``<prefix><pid>`` whose process is no longer alive.
+    """Remove the entries of ``directory`` named ``<prefix><host>-<pid>-<random>`` (or the older
+    ``<prefix><pid>``) that this machine's processes left when they died. Returns the removed paths.
 
-    Writers name their temporaries with their pid so that a later run can tell the leftovers of a
-    killed process from the work of one still running. Returns the removed paths.
+    Writers name their temporaries with their host and pid so that a later run can tell the
+    leftovers of a killed process from the work of one still running. A temporary of another host
+    on a shared filesystem is left alone, however old: this machine cannot tell whether its writer
+    still runs (remove it by hand once that machine's run is over).
     """
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    pattern = re.compile(re.escape(prefix) + r"(\d+)")
+    # host names carry no "-" (see HOST), so host, pid and the random part split one way only
+    current = re.compile(re.escape(prefix) + r"(?P<host>[A-Za-z0-9._]+)-(?P<pid>\d+)-[a-z0-9_]+")
+    legacy = re.compile(re.escape(prefix) + r"(?P<host>)(?P<pid>\d+)")  # before names carried the host
     removed = []
     for entry in sorted(directory.iterdir()):
-        match = pattern.fullmatch(entry.name)
-        if match and not pid_alive(int(match.group(1))):
-            log.info("removing %s, left by process %s, which is no longer running", entry, match.group(1))
+        match = current.fullmatch(entry.name) or legacy.fullmatch(entry.name)
+        if not match:
+            continue
+        if match["host"] not in ("", HOST):
+            log.info("leaving %s: written from %s, whose processes this machine cannot see", entry, match["host"])
+            continue
+        if not pid_alive(int(match["pid"])):
+            log.info("removing %s, left by process %s, which is no longer running", entry, match["pid"])
             _remove(entry)
             removed.append(entry)
     return removed

@@ -63,8 +63,12 @@ class LazyGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> object:
         # A full disk can strike in any write of any stage; report it as one line, not a traceback.
+        from pipeline.fsio import ForeignOutputError
+
         try:
             return super().invoke(ctx)
+        except ForeignOutputError as exc:  # an output folder someone else filled: one line, kept as it is
+            raise click.ClickException(str(exc)) from exc
         except (OSError, RuntimeError) as exc:
             from stages.common import raise_if_disk_full
 

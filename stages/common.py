@@ -13,7 +13,7 @@ import click
 
 from pipeline.config import ConfigError, from_section, load_section
 from pipeline.device import DEVICE_CHOICES
-from pipeline.fsio import DiskFullError, WorkDirBusy, disk_full_path, work_dir_lock
+from pipeline.fsio import DiskFullError, ForeignOutputError, WorkDirBusy, disk_full_path, work_dir_lock
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -79,8 +79,26 @@ def load_config(params_path: Path, section: str, cls: type[T]) -> T:
         raise click.UsageError(str(exc)) from exc
 
 
+# What a stage creates is kept from other users of the machine: face crops, identity embeddings and
+# per-frame expressions are biometric data (docs/privacy.md). The caller's umask may only narrow it.
+PRIVATE_UMASK = 0o077
+
+
+def keep_outputs_private() -> int:
+    """Add :data:`PRIVATE_UMASK` to this process's umask (inherited by its workers); return the old one."""
+    old = os.umask(PRIVATE_UMASK)
+    os.umask(old | PRIVATE_UMASK)
+    return old
+
+
 def setup_logging(verbose: bool = False) -> None:
-    """Log INFO (or DEBUG) lines with a timestamp to stderr."""
+    """Log INFO (or DEBUG) lines with a timestamp to stderr, and keep the stage's outputs private.
+
+    Every stage calls this first, so it is where the process's umask is narrowed
+    (:func:`keep_outputs_private`): directories 0o700 and files 0o600 unless the caller's umask is
+    narrower still.
+    """
+    keep_outputs_private()
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -94,7 +112,7 @@ def run_or_exit(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     except KeyError as exc:
         # str(KeyError) wraps the message in quotes; show the message itself
         raise click.ClickException(str(exc.args[0]) if exc.args else repr(exc)) from exc
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, ForeignOutputError) as exc:
         raise click.ClickException(str(exc)) from exc
     except (OSError, RuntimeError) as exc:
         raise_if_disk_full(exc)

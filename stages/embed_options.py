@@ -28,7 +28,10 @@ def embed_options(stage: str) -> Callable[[F], F]:
         click.option("--processes/--no-processes", default=True, show_default=True,
                      help="Local workers as processes, or as threads of this process."),
         click.option("--scheduler", metavar="ADDRESS", default=None,
-                     help="Use the running dask cluster at ADDRESS (e.g. tcp://host:8786) instead of a local one."),
+                     help="Use the running dask cluster at ADDRESS (e.g. tls://host:8786) instead of a local one. "
+                          "Whoever reaches that scheduler can run code on its workers, and the scheduler can run "
+                          "code in this process (dask sends pickled tasks and results): use TLS or a private "
+                          "network (docs/cluster.md). A local cluster listens on 127.0.0.1 only, over TLS."),
         _cores_checked_first,
         work_dir_option(stage),
         click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar."),

@@ -22,7 +22,6 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import os
 import shutil
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -42,7 +41,7 @@ from pipeline.data.faults import join_faults
 from pipeline.data.frame_store import IMAGE_SIZE, JPEG_DTYPE, CorruptCropError
 from pipeline.data.manifest import Manifest, SubjectRecord
 from pipeline.data.partial_store import PartialStore, seal_path
-from pipeline.fsio import publish, remove_dead_temporaries
+from pipeline.fsio import make_temporary_dir, publish, remove_dead_temporaries
 from pipeline.jpeg import ImageError, check_jpeg
 
 log = logging.getLogger(__name__)
@@ -95,12 +94,13 @@ def pack_frames(
     started = time.perf_counter()
     gone = _check_gone_crops(manifest, face_present or {}, cfg)
     resumable = work_dir is not None
-    partial = Path(work_dir) / f"{out_path.name}.partial" if resumable else out_path.with_name(
-        f".{out_path.name}.partial-{os.getpid()}"
-    )
     fingerprint = json.dumps(config.to_dict(cfg), sort_keys=True)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     for kind in ("partial", "staged"):  # what killed runs of this stage left next to the output
         remove_dead_temporaries(out_path.parent, f".{out_path.name}.{kind}-")
+    # without a work dir the store is built in a private, unpredictably named folder beside the output
+    holder = None if resumable else make_temporary_dir(out_path.parent, f".{out_path.name}.partial-")
+    partial = Path(work_dir) / f"{out_path.name}.partial" if holder is None else holder / f"{out_path.name}.partial"
     store = PartialStore.open(partial, fingerprint, resumable)
     totals = {"frames": 0, "faces": 0, "source_bytes": 0, "dropped": 0, "resized": 0, "resumed_subjects": 0}
     finished = False
@@ -130,10 +130,14 @@ def pack_frames(
         finished = True
     finally:
         store.close(failing=not finished)
-        if not finished and not resumable:
-            partial.unlink(missing_ok=True)
-    _publish(partial, out_path)
-    seal_path(partial).unlink(missing_ok=True)  # it sealed a file that is now the output
+        if not finished and holder is not None:
+            shutil.rmtree(holder, ignore_errors=True)
+    try:
+        _publish(partial, out_path)
+        seal_path(partial).unlink(missing_ok=True)  # it sealed a file that is now the output
+    finally:
+        if holder is not None:
+            shutil.rmtree(holder, ignore_errors=True)
     seconds = time.perf_counter() - started
     store_bytes = out_path.stat().st_size
     return {
@@ -327,11 +331,10 @@ def _publish(partial: Path, out_path: Path) -> None:
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-        staged = out_path.with_name(f".{out_path.name}.staged-{os.getpid()}")
+        holder = make_temporary_dir(out_path.parent, f".{out_path.name}.staged-")
         try:
-            shutil.copyfile(partial, staged)
-            publish(staged, out_path)
-        except BaseException:
-            staged.unlink(missing_ok=True)
-            raise
+            shutil.copyfile(partial, holder / out_path.name)
+            publish(holder / out_path.name, out_path)
+        finally:
+            shutil.rmtree(holder, ignore_errors=True)
         partial.unlink()

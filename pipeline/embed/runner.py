@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 # Problems with one entry's inputs (a corrupt video, a missing crop store entry): the task returns
 # them as a TaskError so they are reported by key without dask logging a traceback. Anything else
 # is a bug and keeps dask's traceback; it is reported by key all the same.
+LOOPBACK = "127.0.0.1"  # where a local cluster's scheduler and workers listen
+# A local scheduler's HTTP server answers health checks only: its info and json pages list workers
+# and task keys, which name subjects and videos.
+SCHEDULER_HTTP_ROUTES = ["distributed.http.health"]
+
 INPUT_ERRORS: tuple[type[Exception], ...] = (ValueError, KeyError, OSError)
 
 
@@ -124,11 +129,25 @@ def available_cores() -> int:
 
 @contextmanager
 def dask_client(options: ClusterOptions) -> Iterator[Any]:
-    """Yield a ``distributed.Client`` on ``options.scheduler`` or on a new ``LocalCluster``."""
-    from distributed import Client, LocalCluster
+    """Yield a ``distributed.Client`` on ``options.scheduler`` or on a new ``LocalCluster``.
+
+    A local cluster listens on the loopback interface only, speaks TLS with a key made for this run
+    (so other users of the machine cannot submit work to it) and starts no dashboard. An external
+    scheduler is trusted with the stage's process: dask sends pickled tasks and results both ways
+    (see docs/cluster.md).
+    """
+    import dask
+    from distributed import Client, LocalCluster, Security
 
     if options.scheduler:
-        with Client(options.scheduler) as client:
+        try:
+            client = Client(options.scheduler)
+        except TypeError as exc:  # dask's word for a tls:// address without certificates configured
+            raise ValueError(
+                f"--scheduler {options.scheduler}: no TLS certificates in dask's config for it ({exc}); "
+                "see docs/cluster.md, 'Who can reach the cluster'"
+            ) from exc
+        with client:
             yield client
         return
     cores = available_cores()
@@ -137,13 +156,21 @@ def dask_client(options: ClusterOptions) -> Iterator[Any]:
             f"{options.n_workers} workers x {options.threads_per_worker} threads exceeds the {cores} "
             "cores available; lower --workers or --threads"
         )
-    cluster = LocalCluster(
-        n_workers=options.n_workers,
-        threads_per_worker=options.threads_per_worker,
-        processes=options.processes,
-        dashboard_address=":0",
-        silence_logs=logging.WARNING,
-    )
+    with dask.config.set({"distributed.scheduler.http.routes": SCHEDULER_HTTP_ROUTES}):
+        cluster = LocalCluster(
+            n_workers=options.n_workers,
+            threads_per_worker=options.threads_per_worker,
+            processes=options.processes,
+            # Every server on loopback, the HTTP one a scheduler starts even without a dashboard
+            # and worker threads' own included (by default they listen on every interface).
+            host=LOOPBACK,
+            dashboard_address=None,
+            scheduler_kwargs={"dashboard_address": f"{LOOPBACK}:0"},
+            # Loopback is reachable by every user of the machine, and whoever reaches the scheduler
+            # runs code in the workers: TLS with a key made for this run admits only our processes.
+            security=Security.temporary(),
+            silence_logs=logging.WARNING,
+        )
     with cluster, Client(cluster) as client:
         yield client
 

@@ -45,7 +45,7 @@ from pipeline.data.media_open import MediaLimits
 from pipeline.data.video import decode_frames
 from pipeline.faces.detect import DetectorConfig, FaceDetector
 from pipeline.faces.track import FaceTracker, TrackerConfig
-from pipeline.fsio import remove_dead_temporaries, write_json
+from pipeline.fsio import make_temporary_dir, remove_dead_temporaries, write_json
 from pipeline.video_batch import check_unique_stems, for_each_video
 
 log = logging.getLogger(__name__)
@@ -104,10 +104,9 @@ def crop_video(
     if not video.is_file():
         raise FileNotFoundError(f"video not found: {video}")
     _undo_interrupted(out_root, stem)
+    out_root.mkdir(parents=True, exist_ok=True)
     remove_dead_temporaries(out_root, f".{stem}.tmp-")
-    staging = out_root / f".{stem}.tmp-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging = make_temporary_dir(out_root, f".{stem}.tmp-")
     try:
         frames, counts, centres = _write_crops(video, staging, detector, tracking, limits)
         folders, dropped = _names(stem, counts, centres, min_frames)
@@ -177,11 +176,28 @@ def _names(stem: str, counts: dict[int, int], centres: dict[int, float],
 
 
 def _undo_interrupted(out_root: Path, stem: str) -> None:
-    """Remove the folders an interrupted run of this video had started to move into place."""
+    """Remove the folders an interrupted run of this video had started to move into place.
+
+    The pending file is read as data, not trusted: it may only name the folders crop writes for this
+    video (``<stem>``, ``<stem>_left``, ``<stem>_right``), directly under ``out_root``; anything else
+    is a ``ValueError`` and nothing is removed.
+    """
     pending = out_root / DONE_DIR / f"{stem}.pending"
     if not pending.is_file():
         return
-    for name in json.loads(pending.read_text()):
-        log.info("%s: removing %s, left by an interrupted run", pending, out_root / name)
-        shutil.rmtree(out_root / name, ignore_errors=True)
+    allowed = {stem, f"{stem}_left", f"{stem}_right"}
+    try:
+        names = json.loads(pending.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{pending}: not a list of folder names ({exc}); remove it and rerun") from None
+    if not isinstance(names, list) or not all(isinstance(name, str) and name in allowed for name in names):
+        raise ValueError(f"{pending}: names folders crop does not write for {stem!r} "
+                         f"(only {sorted(allowed)}): {names!r}; remove it and rerun")
+    for name in names:
+        folder = out_root / name
+        log.info("%s: removing %s, left by an interrupted run", pending, folder)
+        if folder.is_symlink():  # remove the link, never what it points at
+            folder.unlink()
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
     pending.unlink()

@@ -271,7 +271,7 @@ def predict_videos(
         out_csv = Path(out_dir) / f"{video.stem}.csv"
         overlay_path = None if overlay is None else overlay_path_for(video, overlay, single=len(videos) == 1)
         if skip_complete and outputs_complete(out_csv, overlay_path, timelines):
-            # write_csv publishes <stem>.csv only by renaming its finished temporary (.<stem>.csv.tmp-<pid>),
+            # write_csv publishes <stem>.csv only by renaming its finished temporary (in .<stem>.csv.tmp-*/),
             # so an existing <stem>.csv is complete; a killed run leaves only the temporary
             log.info("%s: %s is complete, skipped", video, out_csv)
             return PredictSummary(str(video), str(out_csv), 0, 0, 0, 0, 0.0, skipped=True)

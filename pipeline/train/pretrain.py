@@ -169,7 +169,7 @@ def embed_images(backbone: nn.Module, dataset: FaceImages, batch_size: int, devi
         with precision.autocast():
             embedding = backbone(precision.batch(to_model_input(images, device)))
         parts.append(embedding.float().cpu().numpy())
-    return ddp.unshard(ddp.gather_objects(np.concatenate(parts), ctx), n)
+    return ddp.unshard(ddp.gather_rows(np.concatenate(parts), ctx), n)
 
 
 def verify(backbone: nn.Module, faces: FaceSet, pairs: VerificationPairs, cfg: PretrainConfig,
@@ -247,8 +247,9 @@ class PretrainRun:
 
     def extra_state(self) -> dict[str, Any]:
         """The schedule, the fp16 loss scale and every rank's random streams (a collective call under DDP)."""
-        rngs = (self.flip_rng.get_state(), self.class_rng.get_state())
-        extra = {"scheduler": self.scheduler.state_dict(), "rngs": ddp.gather_objects(rngs, self.ctx)}
+        flips = ddp.gather_tensors(self.flip_rng.get_state(), self.ctx)
+        classes = ddp.gather_tensors(self.class_rng.get_state(), self.ctx)
+        extra = {"scheduler": self.scheduler.state_dict(), "rngs": list(zip(flips, classes))}
         if self.precision.scaler is not None:  # only then: an amp-off state stays as it was
             extra["grad_scaler"] = self.precision.state_dict()
         return extra
@@ -308,7 +309,8 @@ def train_pretrain(
         resumed_from = None
     else:
         dataset = FaceImages(faces, split.train_images, split.train_labels)
-        key = {"config": resume_config(cfg), "data": ddp.broadcast(run_key(cfg, faces) if ctx.is_main else None, ctx)}
+        digest = ddp.broadcast_digest(run_key(cfg, faces) if ctx.is_main else None, ctx)
+        key = {"config": resume_config(cfg), "data": digest}
         loop = LoopState.resume(Path(work_dir) / STATE_FILE, key, run.model, run.optimizer, writer=ctx.is_main)
         run.load_extra(loop.extra)
         if ctx.is_main and loop.resumed_from is not None:

@@ -274,8 +274,8 @@ def predict_frames(
             au_logits, expr_logits = model(precision.batch(to_model_input(images, device)))
         au_parts.append((torch.sigmoid(au_logits.float()) > 0.5).to(torch.int8).cpu().numpy())
         expr_parts.append(expr_logits.argmax(dim=1).cpu().numpy())
-    au_all = ddp.unshard(ddp.gather_objects(np.concatenate(au_parts), ctx), n)
-    expr_all = ddp.unshard(ddp.gather_objects(np.concatenate(expr_parts), ctx), n)
+    au_all = ddp.unshard(ddp.gather_rows(np.concatenate(au_parts), ctx), n)
+    expr_all = ddp.unshard(ddp.gather_rows(np.concatenate(expr_parts), ctx), n)
     return au_all, expr_all
 
 
@@ -352,7 +352,7 @@ class _VisualRun:
     def extra_state(self) -> dict[str, Any]:
         """The schedule, the fp16 loss scale and every rank's augmentation RNG (a collective call under DDP)."""
         extra = {"scheduler": self.scheduler.state_dict(),
-                 "augment_rng": ddp.gather_objects(self.augment_rng.get_state(), self.ctx)}
+                 "augment_rng": ddp.gather_tensors(self.augment_rng.get_state(), self.ctx)}
         if self.precision.scaler is not None:  # only then: an amp-off state stays as it was
             extra["grad_scaler"] = self.precision.state_dict()
         return extra
@@ -403,7 +403,7 @@ def train_visual(
                         cfg.max_frames_per_epoch, min_batch=2 * ctx.world_size) for e in range(cfg.epochs)]
     run = _VisualRun(cfg, device, ctx, sum(len(p) for p in plans), _pos_weight(cfg, data),
                      cfg.loader.with_workers(num_workers))
-    key = {"config": resume_config(cfg), "selection": to_dict(selection), "data": ddp.broadcast(
+    key = {"config": resume_config(cfg), "selection": to_dict(selection), "data": ddp.broadcast_digest(
         data_key(cfg, manifest, labels_path, frames_path) if ctx.is_main else None, ctx)}
     loop = LoopState.resume(Path(work_dir) / STATE_FILE, key, run.model, run.optimizer, writer=ctx.is_main)
     run.load_extra(loop.extra)

@@ -1,5 +1,11 @@
 """``finetune-visual`` and ``pretrain-face`` under ``torchrun --nproc_per_node 2`` on the CPU (gloo), as a user
-launches them."""
+launches them.
+
+``--standalone`` puts the rendezvous at ``localhost:0``, but torch's store binds every interface whatever
+the endpoint (docs/cluster.md, "Who can reach the cluster"): these tests expose it for their run, as any
+torchrun does. The in-process DDP tests (tests/unit/test_ddp.py, test_visual_train.py) meet through a file
+store instead and open no rendezvous socket.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ from pipeline.config import from_dict
 from pipeline.data.faces.sets import open_face_set
 from _torchrun_finetune import state_digest
 from pipeline.data.manifest import read_manifest
+from pipeline.fsio import OUTPUT_MARKER
 from pipeline.models.multitask import build_from_checkpoint, load_backbone_state
 from pipeline.models.registry import create_backbone
 from pipeline.train.ddp import DistContext
@@ -106,7 +113,7 @@ def test_pretrain_face_under_torchrun_publishes_a_backbone_whose_verification_it
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert proc.stdout.count('"best_epoch"') == 1  # rank 0 alone prints the summary
-    assert sorted(p.name for p in out.iterdir()) == ["backbone.json", "backbone.pth"]
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER, "backbone.json", "backbone.pth"]
 
     # the verification each rank did on its share, gathered, is the single-process one of the published backbone
     metrics = json.loads(metrics_path.read_text())

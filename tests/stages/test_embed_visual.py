@@ -147,6 +147,13 @@ def test_help_names_inputs_and_outputs() -> None:
         assert word in result.output
 
 
+def test_scheduler_help_says_what_a_scheduler_can_do() -> None:
+    result = CliRunner().invoke(command, ["--help"])
+    text = " ".join(result.output.split())
+    assert "can run code in this process" in text and "use TLS or a private network" in text
+    assert "127.0.0.1 only" in text
+
+
 def test_a_full_disk_is_the_one_line_with_worker_processes(inputs: dict[str, Path], tmp_path: Path) -> None:
     import subprocess
     import sys

@@ -10,6 +10,7 @@ import yaml
 from click.testing import CliRunner
 
 from _evaluation_inputs import EvaluationInputs, build_evaluation_inputs
+from pipeline.fsio import OUTPUT_MARKER
 from pipeline.labels import AU_NAMES, EXPR_NAMES
 from stages.cli import main
 
@@ -47,7 +48,7 @@ def test_evaluate_stage_writes_metrics_and_outputs(inputs, tmp_path: Path):
     assert sorted(metrics["sequence"]["expr"]) == ["acc", "f1", "score"]
     assert sorted(metrics["all_frames"]) == ["baseline", "frames", "fusion", "sequence", "visual"]
     out = tmp_path / "evaluation"
-    assert sorted(p.name for p in out.iterdir()) == ["plot_data", "plots", "submission", "tables"]
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER, "plot_data", "plots", "submission", "tables"]
     # the headline: each variant's AU and EXPR score on face frames, nothing else
     assert json.loads(headline.read_text()) == {
         variant: {task: {"score": metrics[variant][task]["score"]} for task in ("au", "expr")}

@@ -120,3 +120,36 @@ def test_missing_bp4d_root_is_a_usage_error(root: Path, params: Path, tmp_path: 
     args = ["prepare", str(root), str(tmp_path / "p"), "--bp4d-root", str(tmp_path / "nope"), "--params", str(params)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2 and "nope is not a directory" in result.output
+
+
+def test_an_output_folder_it_did_not_write_is_refused_in_one_line_and_kept(
+    root: Path, params: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "prepared"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    args = ["prepare", str(root), str(out), "--bp4d-root", str(root / "BP4D"), "--params", str(params)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1
+    errors = [line for line in result.output.splitlines() if line and not line.startswith("prepare:")]  # no bars
+    assert errors == [f"Error: {out}: exists, is not empty and was not written by mmaffect "
+                     "(no .mmaffect-output in it); move it away or choose another output path"]
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    out.joinpath("notes.txt").unlink()  # emptied, the folder is the stage's to fill; then its own to replace
+    for _ in range(2):
+        assert CliRunner().invoke(main, args).exit_code == 0
+    assert (out / ".mmaffect-output").is_file() and (out / "manifest.json").is_file()
+
+
+def test_outputs_are_kept_from_other_users(root: Path, params: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "prepared"
+    code = ("import os, sys; os.umask(0o022); from stages.cli import main; "
+            "sys.argv = ['mmaffect', *sys.argv[1:]]; main()")
+    subprocess.run([sys.executable, "-c", code, "prepare", str(root), str(out), "--bp4d-root", str(root / "BP4D"),
+                    "--params", str(params)], check=True, capture_output=True)
+    assert out.stat().st_mode & 0o777 == 0o700
+    assert {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()} == {
+        name: 0o600 for name in (".mmaffect-output", "labels.h5", "manifest.json", "report.json")}

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from pipeline.audio.windows import video_audio
 from pipeline.data.manifest import read_manifest
 from pipeline.export import read_metadata
-from pipeline.fsio import file_sha256
+from pipeline.fsio import OUTPUT_MARKER, file_sha256
 from pipeline.inference.audio import AudioEmbedder, load_audio_config
 from stages.cli import main
 from stages.train_audio import command
@@ -63,7 +63,7 @@ def test_writes_model_onnx_and_metrics(data: dict[str, Path]) -> None:
     result = CliRunner().invoke(command, _args(data))
     assert result.exit_code == 0, result.output
     out = data["base"] / "audio"
-    assert sorted(p.name for p in out.iterdir()) == ["model.pt", "tdnn.int8.onnx", "tdnn.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER, "model.pt", "tdnn.int8.onnx", "tdnn.onnx"]
     ckpt = torch.load(out / "model.pt", weights_only=True)
     assert set(ckpt) == {"tdnn_arch", "tdnn", "fusion_arch", "fusion", "audio_config"}
     metrics = json.loads((data["base"] / "metrics" / "audio.json").read_text())

@@ -10,6 +10,7 @@ import torch
 import yaml
 from click.testing import CliRunner
 
+from pipeline.fsio import OUTPUT_MARKER
 from pipeline.train.sequence_synth import SyntheticCacheConfig, write_synthetic_cache
 from stages.cli import main
 
@@ -47,7 +48,7 @@ def invoke(cache: Path, tmp_path: Path, params: Path):
 def test_train_sequence_writes_model_onnx_and_metrics(cache: Path, tmp_path: Path) -> None:
     result = invoke(cache, tmp_path, write_params(tmp_path / "params.yaml"))
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (tmp_path / "sequence").iterdir()) == ["model.pt", "sequence.onnx"]
+    assert sorted(p.name for p in (tmp_path / "sequence").iterdir()) == [OUTPUT_MARKER, "model.pt", "sequence.onnx"]
     metrics = json.loads((tmp_path / "metrics" / "sequence.json").read_text())
     assert set(metrics) == {"validation", "selection", "epochs", "best_epoch"}
     assert set(metrics["validation"]) == {"face_frames", "all_frames"}

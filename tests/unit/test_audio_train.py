@@ -18,6 +18,7 @@ from pipeline.audio.features import AudioConfig
 from pipeline.audio.windows import track_audio
 from pipeline.config import ConfigError, from_dict, to_dict
 from pipeline.export import ParityError, read_metadata
+from pipeline.fsio import OUTPUT_MARKER
 from pipeline.models.fusion import FusionConfig, load_audio_config, load_fusion_head, load_tdnn
 from pipeline.models.tdnn import TDNNConfig
 from pipeline.train.audio import (
@@ -182,7 +183,7 @@ def test_parity_tolerance_comes_from_train_audio_params(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="train_audio.parity_rtol"):
         from_dict(AudioTrainConfig, {"parity_rtol": 0}, where="train_audio")
     publish_outputs(build_model(tiny_config()), tiny_config(), tmp_path / "audio")
-    assert {p.name for p in (tmp_path / "audio").iterdir()} == {"model.pt", "tdnn.onnx"}
+    assert {p.name for p in (tmp_path / "audio").iterdir()} == {OUTPUT_MARKER, "model.pt", "tdnn.onnx"}
 
 
 def test_window_shorter_than_receptive_field_is_a_config_error() -> None:

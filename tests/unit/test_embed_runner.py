@@ -25,7 +25,7 @@ FINGERPRINT = "e" * 64
 def scheduler() -> Iterator[str]:
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0",
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None,
                       silence_logs=logging.WARNING) as cluster:
         yield cluster.scheduler_address
 
@@ -133,3 +133,105 @@ def test_a_full_disk_is_one_error_not_a_line_per_key(tmp_path: Path, scheduler: 
         run_tasks(store, jobs, partial(_write, store.path), ClusterOptions(scheduler=scheduler), progress=False)
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
     assert logging.getLogger("distributed").level != logging.CRITICAL   # quiet only while the run ends
+
+
+def _listening_ips() -> set[str]:
+    import psutil
+
+    procs = [psutil.Process(), *psutil.Process().children(recursive=True)]
+    return {conn.laddr.ip for proc in procs for conn in proc.net_connections(kind="inet")
+            if conn.status == psutil.CONN_LISTEN}
+
+
+@pytest.mark.parametrize("processes", [True, False], ids=["processes", "threads"])
+def test_own_local_cluster_listens_on_loopback_over_tls_without_a_dashboard(processes: bool) -> None:
+    import urllib.request
+
+    from pipeline.embed.runner import dask_client
+
+    before = _listening_ips()
+    with dask_client(ClusterOptions(n_workers=1, threads_per_worker=1, processes=processes)) as client:
+        info = client.scheduler_info()
+        opened = _listening_ips()
+        http = f"http://127.0.0.1:{info['services']['dashboard']}"
+        assert urllib.request.urlopen(f"{http}/health", timeout=10).read() == b"ok"
+        with pytest.raises(urllib.error.HTTPError):  # the pages that list workers and task keys
+            urllib.request.urlopen(f"{http}/json/identity.json", timeout=10)
+    addresses = [info["address"], *info["workers"]]
+    assert all(address.startswith("tls://127.0.0.1:") for address in addresses), addresses
+    assert opened - before <= {"127.0.0.1"}, opened
+
+
+def test_own_local_cluster_refuses_a_client_without_its_key() -> None:
+    import gc
+
+    from distributed import Client, Security
+
+    from pipeline.embed.runner import dask_client
+
+    with dask_client(ClusterOptions(n_workers=1, threads_per_worker=1, processes=False)) as client:
+        address = client.scheduler.address
+        with pytest.raises((OSError, TimeoutError)):
+            Client(address.replace("tls://", "tcp://"), timeout=3)
+        with pytest.raises((OSError, TimeoutError)):  # TLS, but a key of its own
+            Client(address, security=Security.temporary(), timeout=3)
+        gc.collect()  # the refused clients close themselves when collected: here, not while another starts
+
+
+def _write_tls_files(folder: Path) -> dict[str, str]:
+    """A CA and one certificate it signed, as PEM files (what docs/cluster.md has every machine use)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def name(text: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(name("mmaffect-ca")).issuer_name(name("mmaffect-ca"))
+          .public_key(ca_key.public_key()).serial_number(1).not_valid_before(now)
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    cert = (x509.CertificateBuilder().subject_name(name("127.0.0.1")).issuer_name(ca.subject)
+            .public_key(key.public_key()).serial_number(2).not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=1)).sign(ca_key, hashes.SHA256()))
+    paths = {"ca": folder / "ca.pem", "cert": folder / "node.pem", "key": folder / "node-key.pem"}
+    paths["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths["key"].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+    return {k: str(v) for k, v in paths.items()}
+
+
+def test_scheduler_option_speaks_tls_from_the_dask_config(tmp_path: Path) -> None:
+    """The TLS set-up of docs/cluster.md: the stage's client takes its certificate from dask's config."""
+    import gc
+
+    import dask
+    from distributed import LocalCluster, Security
+
+    tls = _write_tls_files(tmp_path)
+    security = Security(tls_ca_file=tls["ca"], tls_scheduler_cert=tls["cert"], tls_scheduler_key=tls["key"],
+                        tls_worker_cert=tls["cert"], tls_worker_key=tls["key"], tls_client_cert=tls["cert"],
+                        tls_client_key=tls["key"], require_encryption=True)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, host="127.0.0.1", protocol="tls://",
+                      security=security, dashboard_address=None, silence_logs=logging.WARNING) as cluster:
+        store = _store(tmp_path)
+        options = ClusterOptions(scheduler=cluster.scheduler_address)
+        config = {"distributed.comm.require-encryption": True, "distributed.comm.tls.ca-file": tls["ca"],
+                  "distributed.comm.tls.client.cert": tls["cert"], "distributed.comm.tls.client.key": tls["key"]}
+        with dask.config.set(config):
+            report = run_tasks(store, {"a": 1}, partial(_write, store.path), options, progress=False)
+        # without a certificate configured: one line naming the option, not dask's TypeError
+        with pytest.raises(ValueError, match=r"^--scheduler tls://127\.0\.0\.1:\d+: no TLS certificates"):
+            run_tasks(store, {"b": 1}, partial(_write, store.path), options, progress=False)
+        # The client that failed to start closes itself when collected, which deadlocks if that
+        # happens while another client starts its event loop: collect it here.
+        gc.collect()
+    assert cluster.scheduler_address.startswith("tls://127.0.0.1:")
+    assert report.ok and report.computed == ["a"]

@@ -84,6 +84,35 @@ def test_a_complete_video_is_skipped_and_an_interrupted_one_redone(one_face: Pat
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
 
 
+@pytest.mark.parametrize("names", [["../victim"], ["solo/../../victim"], ["/abs"], ["other_video"], "solo", [1]])
+def test_a_pending_list_naming_other_folders_removes_nothing(one_face: Path, tmp_path: Path, names: object) -> None:
+    out = tmp_path / "out"
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("keep")
+    (out / "other_video").mkdir(parents=True)
+    (out / DONE_DIR).mkdir()
+    pending = out / DONE_DIR / "solo.pending"
+    pending.write_text(json.dumps(names))
+    with pytest.raises(ValueError, match=rf"^{pending}: "):
+        crop_video(one_face, out, min_frames=3)
+    assert (victim / "keep.txt").read_text() == "keep" and (out / "other_video").is_dir()
+    assert pending.is_file()
+
+
+def test_a_pending_folder_that_is_a_link_loses_the_link_not_its_target(one_face: Path, tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("keep")
+    out = tmp_path / "out"
+    (out / DONE_DIR).mkdir(parents=True)
+    (out / "solo").symlink_to(victim)
+    (out / DONE_DIR / "solo.pending").write_text(json.dumps(["solo"]))
+    crop_video(one_face, out, min_frames=3)
+    assert (victim / "keep.txt").read_text() == "keep"
+    assert not (out / "solo").is_symlink() and (out / "solo" / "00001.jpg").is_file()
+
+
 def test_a_bad_video_is_reported_while_the_others_complete(one_face: Path, tmp_path: Path) -> None:
     broken = tmp_path / "in" / "broken.mp4"
     broken.parent.mkdir()

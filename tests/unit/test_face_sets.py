@@ -343,3 +343,19 @@ def test_heads_read_single_and_multi_part_records_alike(tmp_path: Path) -> None:
     for size in (3, 10, 100):
         assert list(reader.heads(np.array([2, 1, 0]), size)) == [(k, payloads[k][:size]) for k in (2, 1, 0)]
         assert [reader.read_head(k, size) for k in range(3)] == [p[:size] for p in payloads]
+
+
+def test_record_writer_never_writes_through_a_planted_link(tmp_path: Path) -> None:
+    import os
+
+    from pipeline.data.faces.recordio import RecordReader, RecordWriter
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    for name in ("train.rec", "train.idx"):  # the names the writer used to pick
+        (tmp_path / f".{name}.tmp-{os.getpid()}").symlink_to(victim)
+    with RecordWriter(tmp_path / "train.rec", tmp_path / "train.idx") as writer:
+        writer.write(0, b"payload")
+    assert victim.read_text() == "keep"
+    assert RecordReader(tmp_path / "train.rec", tmp_path / "train.idx").read(0) == b"payload"
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.is_symlink()) == ["train.idx", "train.rec", "victim.txt"]

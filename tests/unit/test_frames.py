@@ -211,3 +211,23 @@ def test_tiny_synthetic_dataset_packs(tiny_prepared: Path, tiny_frames: Path) ->
     expected = np.asarray(Image.open(Path(record.crops_dir) / f"{first + 1:05d}.jpg").convert("RGB"))
     np.testing.assert_array_equal(frames[0], expected)
     assert not frames[1].any()
+
+
+def test_without_a_work_dir_the_store_is_built_where_no_planted_link_reaches(
+    source: Path, tmp_path: Path
+) -> None:
+    """Built without a work dir, the partial store once had a predictable name beside the output
+    (``.frames.h5.partial-<pid>``); a link planted there redirected the write into its target."""
+    import os
+
+    manifest = _prepare(source, tmp_path / "prepared")
+    out = tmp_path / "out" / "frames.h5"
+    out.parent.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    planted = out.parent / f".frames.h5.partial-{os.getpid()}"
+    planted.symlink_to(victim)
+    pack_frames(manifest, out, PackConfig(chunk_frames=4))
+    assert victim.read_text() == "keep me"
+    assert planted.is_symlink()   # not followed, not removed: it is not ours
+    assert sorted(p.name for p in out.parent.iterdir()) == [planted.name, "frames.h5"]

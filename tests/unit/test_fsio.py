@@ -8,19 +8,89 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.fsio import atomic_path, write_json
+from pipeline.fsio import OUTPUT_MARKER, ForeignOutputError, atomic_path, write_json
 
 
-def test_directory_is_published_whole(tmp_path: Path) -> None:
+def _publish_dir(target: Path, name: str) -> None:
+    with atomic_path(target) as tmp:
+        tmp.mkdir()
+        (tmp / name).write_text(name)
+
+
+def test_directory_is_published_whole_over_an_earlier_output(tmp_path: Path) -> None:
     target = tmp_path / "out"
-    target.mkdir()
-    (target / "old.txt").write_text("old")
+    _publish_dir(target, "old.txt")
     with atomic_path(target) as tmp:
         tmp.mkdir()
         (tmp / "new.txt").write_text("new")
         assert not (target / "new.txt").exists()
-    assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
+    assert sorted(p.name for p in target.iterdir()) == [OUTPUT_MARKER, "new.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_a_folder_the_project_did_not_write_is_refused_and_kept(tmp_path: Path) -> None:
+    target = tmp_path / "d"
+    target.mkdir()
+    (target / "notes.txt").write_text("mine")
+    with pytest.raises(ForeignOutputError) as info:
+        _publish_dir(target, "plots.png")
+    message = str(info.value)
+    assert message.startswith(f"{target}: exists, is not empty and was not written by mmaffect") and "\n" not in message
+    assert (target / "notes.txt").read_text() == "mine" and sorted(p.name for p in target.iterdir()) == ["notes.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["d"]  # no temporary left
+
+
+def test_an_empty_folder_is_replaced(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    _publish_dir(tmp_path / "d", "a.txt")
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == [OUTPUT_MARKER, "a.txt"]
+
+
+def test_a_file_output_replaces_only_that_file(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    write_json(tmp_path / "m.json", {"a": 1})
+    write_json(tmp_path / "m.json", {"a": 2})
+    assert json.loads((tmp_path / "m.json").read_text()) == {"a": 2}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "notes.txt"]
+
+
+def test_temporaries_are_fresh_private_and_name_host_and_pid(tmp_path: Path) -> None:
+    from pipeline.fsio import HOST
+
+    seen = []
+    for _ in range(2):
+        with atomic_path(tmp_path / "out.bin") as tmp:
+            holder = tmp.parent
+            seen.append(holder.name)
+            assert holder.parent == tmp_path and holder.name.startswith(f".out.bin.tmp-{HOST}-{os.getpid()}-")
+            assert holder.stat().st_mode & 0o777 == 0o700
+            tmp.write_bytes(b"x")
+    assert seen[0] != seen[1]
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+
+
+def test_a_planted_temporary_name_is_never_written_through(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    # the name the writer used to pick: a link there once redirected its write
+    (tmp_path / f".out.bin.tmp-{os.getpid()}").symlink_to(victim)
+    with atomic_path(tmp_path / "out.bin") as tmp:
+        tmp.write_bytes(b"new")
+    assert victim.read_text() == "keep" and (tmp_path / "out.bin").read_bytes() == b"new"
+
+
+def test_a_symlinked_lock_file_is_refused_and_its_target_untouched(tmp_path: Path) -> None:
+    from pipeline.fsio import work_dir_lock
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / ".lock").symlink_to(victim)
+    with pytest.raises(ValueError, match=rf"^{work / '.lock'}: is a symbolic link"):
+        with work_dir_lock(work):
+            pass
+    assert victim.read_text() == "keep"
 
 
 def test_failure_leaves_target_and_no_temporary(tmp_path: Path) -> None:
@@ -71,10 +141,18 @@ def test_temporaries_of_dead_processes_are_removed_and_live_ones_kept(tmp_path: 
     (tmp_path / f".syn.tmp-{os.getpid()}").mkdir()           # this process: alive
     (tmp_path / f".other.tmp-{dead_pid}").write_text("x")   # another prefix: not ours to judge
     (tmp_path / ".syn.tmp-notapid").write_text("x")
+    from pipeline.fsio import HOST
+
+    (tmp_path / f".syn.tmp-{HOST}-{dead_pid}-ab12cd_3").mkdir()   # this host, dead
+    (tmp_path / f".syn.tmp-{HOST}-{os.getpid()}-x9y8z7w6").mkdir()  # this host, alive
+    (tmp_path / f".syn.tmp-{HOST}-{os.getpid()}-12345678").mkdir()  # alive, a random part of digits
+    (tmp_path / f".syn.tmp-node7.other-{dead_pid}-ab12cd_3").mkdir()  # another host: its writer may run
     removed = remove_dead_temporaries(tmp_path, ".syn.tmp-")
-    assert [p.name for p in removed] == [f".syn.tmp-{dead_pid}"]
+    assert sorted(p.name for p in removed) == sorted([f".syn.tmp-{dead_pid}", f".syn.tmp-{HOST}-{dead_pid}-ab12cd_3"])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [f".syn.tmp-{os.getpid()}", f".other.tmp-{dead_pid}", ".syn.tmp-notapid"]
+        [f".syn.tmp-{os.getpid()}", f".other.tmp-{dead_pid}", ".syn.tmp-notapid",
+         f".syn.tmp-{HOST}-{os.getpid()}-x9y8z7w6", f".syn.tmp-{HOST}-{os.getpid()}-12345678",
+         f".syn.tmp-node7.other-{dead_pid}-ab12cd_3"]
     )
 
 
@@ -87,7 +165,10 @@ def test_atomic_path_clears_what_a_killed_writer_left(tmp_path: Path) -> None:
             "    tmp.mkdir(); (tmp / 'half.jpg').write_bytes(b'x'); os._exit(9)")
     killed = subprocess.Popen([sys.executable, "-c", code])
     assert killed.wait() == 9
-    assert [p.name for p in tmp_path.iterdir()] == [f".syn.tmp-{killed.pid}"]
+    from pipeline.fsio import HOST
+
+    [left] = [p.name for p in tmp_path.iterdir()]
+    assert left.startswith(f".syn.tmp-{HOST}-{killed.pid}-")
     with atomic_path(tmp_path / "syn") as tmp:
         tmp.mkdir()
     assert [p.name for p in tmp_path.iterdir()] == ["syn"]
@@ -134,3 +215,22 @@ def test_a_checkpoint_onto_a_full_disk_names_its_path(tmp_path: Path, monkeypatc
             save_checkpoint(target, {"w": torch.zeros(100_000)})
         assert info.value.filename == str(target) and info.value.errno == errno.ENOSPC
         assert list((tmp_path / "small").iterdir()) == []  # the partial temporary is gone
+
+
+def test_a_failed_rename_puts_the_earlier_output_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipeline.fsio as fsio
+
+    target = tmp_path / "out"
+    _publish_dir(target, "old.txt")
+    real_replace = os.replace
+
+    def failing_replace(src: object, dst: object) -> None:
+        if Path(str(src)).parent.name.startswith(".out.tmp-") and Path(str(dst)) == target:  # the new one
+            raise OSError(5, "Input/output error")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(fsio.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="Input/output error"):
+        _publish_dir(target, "new.txt")
+    assert sorted(p.name for p in target.iterdir()) == [OUTPUT_MARKER, "old.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]

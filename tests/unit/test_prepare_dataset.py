@@ -28,6 +28,7 @@ from pipeline.data.annotations import read_au_file, read_expr_file
 from pipeline.data.labels_store import read_all_labels
 from pipeline.data.manifest import read_manifest
 from pipeline.data.prepare import PrepareConfig, PrepareError, prepare_dataset
+from pipeline.fsio import OUTPUT_MARKER
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def prepared(source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_outputs_are_written(prepared: Path) -> None:
-    assert sorted(p.name for p in prepared.iterdir()) == ["labels.h5", "manifest.json", "report.json"]
+    assert sorted(p.name for p in prepared.iterdir()) == [OUTPUT_MARKER, "labels.h5", "manifest.json", "report.json"]
 
 
 def test_manifest_records(prepared: Path, source: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import socket
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import torch
 import torch.multiprocessing as mp
 from _baselines import trivial_au_score, trivial_expr_score
 
+from _no_pickles import forbid_pickled_collectives
 from _torchrun_finetune import state_digest as _digest
 from pipeline.config import ConfigError
 from pipeline.data.frame_store import FrameStore
@@ -276,17 +277,17 @@ def test_wrong_pretrained_checkpoint_is_a_clear_error(tiny_prepared: Path, tiny_
 
 # -- DDP ----------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _ddp_worker(rank: int, world: int, port: int, prepared: str, frames: str, out: str, cfg: dict) -> None:
+def _join(rank: int, world: int, store: str) -> AbstractContextManager:
+    """Join a gloo group through a file store (no rendezvous socket), with pickled collectives refused."""
     os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+                       "GLOO_SOCKET_IFNAME": "lo"})
+    forbid_pickled_collectives()
     torch.set_num_threads(1)
-    with ddp.distributed("cpu") as (ctx, device):
+    return ddp.distributed("cpu", init_method=f"file://{store}")
+
+
+def _ddp_worker(rank: int, world: int, store: str, prepared: str, frames: str, out: str, cfg: dict) -> None:
+    with _join(rank, world, store) as (ctx, device):
         result = _run(Path(prepared), Path(frames), Path(out), VisualTrainConfig(**cfg), device=device, dist=ctx)
     Path(out, f"rank{rank}.digest").write_text(_digest(result.model.state_dict()))
 
@@ -294,7 +295,8 @@ def _ddp_worker(rank: int, world: int, port: int, prepared: str, frames: str, ou
 @pytest.mark.slow
 def test_ddp_two_processes_keep_identical_weights(tiny_prepared: Path, tiny_frames: Path, tmp_path: Path) -> None:
     cfg = {**TINY, "epochs": 1}
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tiny_prepared), str(tiny_frames), str(tmp_path), cfg),
+    store = str(tmp_path.with_name(tmp_path.name + "-store"))  # beside the outputs, which are listed
+    mp.spawn(_ddp_worker, args=(2, store, str(tiny_prepared), str(tiny_frames), str(tmp_path), cfg),
              nprocs=2, join=True)
     digests = {(tmp_path / f"rank{r}.digest").read_text() for r in range(2)}
     assert len(digests) == 1
@@ -305,11 +307,9 @@ def test_ddp_two_processes_keep_identical_weights(tiny_prepared: Path, tiny_fram
                                                           "rank1.digest", "work"]
 
 
-def _ddp_diverging_worker(rank: int, world: int, port: int, prepared: str, frames: str, out: str, cfg: dict) -> None:
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
-    torch.set_num_threads(1)
-    with ddp.distributed("cpu") as (ctx, device):
+def _ddp_diverging_worker(rank: int, world: int, store: str, prepared: str, frames: str, out: str,
+                          cfg: dict) -> None:
+    with _join(rank, world, store) as (ctx, device):
         try:
             _run(Path(prepared), Path(frames), Path(out), VisualTrainConfig(**cfg), device=device, dist=ctx)
         except DivergedError as exc:
@@ -321,7 +321,8 @@ def test_ddp_processes_stop_together_when_training_diverges(
     tiny_prepared: Path, tiny_frames: Path, tmp_path: Path
 ) -> None:
     cfg = {**TINY, "epochs": 1, "lr": 1e8}
-    mp.spawn(_ddp_diverging_worker, args=(2, _free_port(), str(tiny_prepared), str(tiny_frames), str(tmp_path), cfg),
+    store = str(tmp_path.with_name(tmp_path.name + "-store"))  # beside the outputs, which are listed
+    mp.spawn(_ddp_diverging_worker, args=(2, store, str(tiny_prepared), str(tiny_frames), str(tmp_path), cfg),
              nprocs=2, join=True)
     errors = {(tmp_path / f"rank{r}.error").read_text() for r in range(2)}
     assert len(errors) == 1 and errors.pop().startswith("finetune_visual: training diverged at epoch 1, batch")

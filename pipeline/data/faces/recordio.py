@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import os
 import struct
+import tempfile
 import warnings
 from pathlib import Path
 from types import TracebackType
-from typing import Iterator, NamedTuple
+from typing import IO, Any, Iterator, NamedTuple
 
 import numpy as np
+
+from pipeline.fsio import HOST
 
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -273,16 +276,16 @@ class RecordWriter:
 
     def __init__(self, rec_path: str | Path, idx_path: str | Path) -> None:
         self.rec_path, self.idx_path = Path(rec_path), Path(idx_path)
-        self._tmp_rec = self.rec_path.with_name(f".{self.rec_path.name}.tmp-{os.getpid()}")
-        self._tmp_idx = self.idx_path.with_name(f".{self.idx_path.name}.tmp-{os.getpid()}")
+        self._tmp_rec = self._tmp_idx = Path()
         self._rec = None
         self._idx = None
         self._pos = 0
 
     def __enter__(self) -> "RecordWriter":
         self.rec_path.parent.mkdir(parents=True, exist_ok=True)
-        self._rec = self._tmp_rec.open("wb")
-        self._idx = self._tmp_idx.open("w")
+        self.idx_path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp_rec, self._rec = _fresh_temporary(self.rec_path, "wb")
+        self._tmp_idx, self._idx = _fresh_temporary(self.idx_path, "w")
         return self
 
     def write(self, key: int, payload: bytes) -> None:
@@ -306,6 +309,13 @@ class RecordWriter:
         else:
             self._tmp_rec.unlink(missing_ok=True)
             self._tmp_idx.unlink(missing_ok=True)
+
+
+def _fresh_temporary(target: Path, mode: str) -> tuple[Path, IO[Any]]:
+    """A new file beside ``target``, created exclusively under an unpredictable name (``mkstemp``:
+    no link planted at a guessed name is followed), opened in ``mode``."""
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.tmp-{HOST}-{os.getpid()}-", dir=target.parent)
+    return Path(name), os.fdopen(fd, mode)
 
 
 def encode_record(payload: bytes) -> bytes:
