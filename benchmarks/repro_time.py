@@ -48,9 +48,11 @@ def main() -> None:
     parser = harness.parser("repro_time", __doc__)
     parser.add_argument("--repo", type=Path, default=Path("."), help="the repository to clone")
     parser.add_argument("--python", default="python3", help="the interpreter `make` builds the venv with")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="folder for the clone (default: the system's temporary folder; it needs room for the venv)")
     args = parser.parse_args()
     bench = harness.start("repro_time")
-    with tempfile.TemporaryDirectory(prefix="mmaffect-repro-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="mmaffect-repro-", dir=args.work) as tmp:
         clone = Path(tmp) / "mmaffect"
         commit = fresh_clone(args.repo.resolve(), clone)
         seconds = time_make_repro(clone, args.python)
