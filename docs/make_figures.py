@@ -1,7 +1,8 @@
 """Make the pictures of the README and docs/results.md from one demo run; prints what it ran and wrote, as JSON.
 
-From the run's ``cache/evaluation/plots/`` (written by ``evaluate``) it copies one validation video's
-timeline (``timeline.png``), the per-AU F1 of the three models (``au_f1.png``) and the sequence
+From the run's ``cache/evaluation/`` (written by ``evaluate``) it draws one validation video's
+timeline (``timeline.png``: its AU and expression labels against each of the three models' ABAW
+submission files) and copies the per-AU F1 of the three models (``au_f1.png``) and the sequence
 model's expression confusion matrix (``confusion_sequence.png``). With the run's models it runs
 ``mmaffect predict --overlay`` twice and saves one overlay frame of each:
 
@@ -30,7 +31,12 @@ from PIL import Image
 
 from pipeline.data.video import decode_frames
 from pipeline.faces.moving_photos import astronaut, grace_hopper, located_faces, side_by_side_photos
-from pipeline.labels import EXPR_NAMES
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from pipeline.labels import AU_NAMES, EXPR_NAMES
 from pipeline.predict.photo_video import write_frames_video
 
 N_FRAMES, FPS = 50, 25
@@ -41,18 +47,83 @@ VALIDATION_VIDEOS = 3   # validation videos tried for a frame where the model is
 
 
 def copy_evaluate_plots(plots: Path, out: Path) -> dict[str, str]:
-    """Copy ``evaluate``'s per-AU F1, confusion and (first, by name) timeline plots into ``out``."""
+    """Copy ``evaluate``'s per-AU F1 and sequence-model confusion plots into ``out``."""
     if not plots.is_dir():
         raise FileNotFoundError(f"{plots}: no evaluate plots; run `make repro` (or `dvc repro evaluate`) first")
-    timelines = sorted(plots.glob("timeline_*.png"))
-    if not timelines:
-        raise FileNotFoundError(f"{plots}: no timeline_*.png; is evaluate.timeline_videos 0 in params.yaml?")
-    chosen = {"timeline.png": timelines[0], **{name: plots / source for name, source in EVALUATE_PLOTS.items()}}
-    for name, source in chosen.items():
-        if not source.is_file():
-            raise FileNotFoundError(f"{source}: missing from the evaluate plots")
-        shutil.copyfile(source, out / name)
-    return {name: str(source) for name, source in chosen.items()}
+    for name, source in EVALUATE_PLOTS.items():
+        if not (plots / source).is_file():
+            raise FileNotFoundError(f"{plots / source}: missing from the evaluate plots")
+        shutil.copyfile(plots / source, out / name)
+    return {name: str(plots / source) for name, source in EVALUATE_PLOTS.items()}
+
+
+VARIANTS = (("visual", "visual-only"), ("fusion", "A+V fusion head"), ("sequence", "sequence model"))
+VARIANT_COLOURS = {"visual": "#1f77b4", "fusion": "#ff7f0e", "sequence": "#2ca02c"}
+# Predicted AU cells by their agreement with the label (code = index), as evaluate's timelines colour them.
+AGREEMENT = (("true negative", "#ffffff"), ("missed", "#fdae6b"), ("false positive", "#d62728"),
+             ("true positive", "#08306b"), ("unlabelled", "#eeeeee"), ("unlabelled, predicted active", "#6baed6"))
+
+
+def read_table(path: Path) -> np.ndarray:
+    """An Aff-Wild2 annotation or ABAW submission file (a header line, then one line per frame) as ints."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing")
+    rows = path.read_text().split()[1:]
+    return np.array([[int(v) for v in row.split(",")] for row in rows], dtype=int)
+
+
+def agreement(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Per frame and AU, the index into :data:`AGREEMENT` of a 0/1 prediction against a -1/0/1 label."""
+    return np.where(truth < 0, 4 + pred, 2 * pred + np.clip(truth, 0, 1))
+
+
+def timeline_figure(run: Path, png: Path) -> dict[str, object]:
+    """The first validation video (by name) with both labels: its AU labels, each model's AU decisions
+    coloured by agreement, and the expression labels against each model's, over time."""
+    manifest = json.loads((run / "cache" / "prepared" / "manifest.json").read_text())
+    root, submission = run / manifest["root"], run / "cache" / "evaluation" / "submission"
+    subjects = sorted((s for s in manifest["subjects"] if s["au_split"] == s["expr_split"] == "validation"),
+                      key=lambda s: s["name"])
+    if not subjects:
+        raise ValueError(f"{run}: no subject is in both validation sets; nothing to draw")
+    subject = subjects[0]
+    name, fps = subject["name"], float(subject["fps"])
+    au_true = read_table(root / "annotations" / "AU_Set" / "Validation_Set" / f"{name}.txt")
+    expr_true = read_table(root / "annotations" / "EXPR_Set" / "Validation_Set" / f"{name}.txt")[:, 0]
+    au_pred = {v: read_table(submission / v / "AU_Set" / f"{name}.txt") for v, _ in VARIANTS}
+    expr_pred = {v: read_table(submission / v / "EXPR_Set" / f"{name}.txt")[:, 0] for v, _ in VARIANTS}
+    n = min(len(au_true), len(expr_true), *(len(a) for a in au_pred.values()))
+    extent = (-0.5 / fps, (n - 0.5) / fps, len(AU_NAMES) - 0.5, -0.5)
+
+    fig = Figure(figsize=(12, 11), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(5, 1, sharex=True, gridspec_kw={"height_ratios": [1, 1, 1, 1, 1.1]})
+    axes[0].imshow(np.clip(au_true[:n].T, -1, 1) + 1, aspect="auto", interpolation="nearest", extent=extent,
+                   cmap=ListedColormap(["#d9d9d9", "#ffffff", "#08306b"]), vmin=0, vmax=2)
+    axes[0].set_title("AU labels (navy: active, grey: unlabelled)", loc="left", fontsize=10)
+    cmap = ListedColormap([colour for _, colour in AGREEMENT])
+    for ax, (variant, label) in zip(axes[1:4], VARIANTS):
+        ax.imshow(agreement(au_true[:n], au_pred[variant][:n]).T, aspect="auto", interpolation="nearest",
+                  extent=extent, cmap=cmap, vmin=0, vmax=len(AGREEMENT) - 1)
+        ax.set_title(f"AU decisions, {label}", loc="left", fontsize=10)
+    for ax in axes[:4]:
+        ax.set_yticks(range(len(AU_NAMES)), AU_NAMES, fontsize=7)
+    axes[1].legend(handles=[Patch(facecolor=c, edgecolor="#999999", label=t) for t, c in AGREEMENT],
+                   loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    time = np.arange(n) / fps
+    labelled = np.where(expr_true[:n] >= 0, expr_true[:n], np.nan)
+    axes[4].step(time, labelled, where="mid", color="#777777", linewidth=4, alpha=0.6, label="label")
+    for variant, label in VARIANTS:
+        axes[4].step(time, expr_pred[variant][:n], where="mid", color=VARIANT_COLOURS[variant], linewidth=1.3,
+                     label=label)
+    axes[4].set_yticks(range(len(EXPR_NAMES)), EXPR_NAMES, fontsize=8)
+    axes[4].invert_yaxis()
+    axes[4].set_title("expression (gaps in the label line: unlabelled)", loc="left", fontsize=10)
+    axes[4].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    axes[4].set_xlabel("time (s)")
+    fig.suptitle(f"{name}, a synthetic validation video: labels against the three models", fontsize=11)
+    fig.savefig(png, format="png")
+    return {"subject": name, "frames": int(n), "fps": fps, "submission": str(submission)}
 
 
 def predict(video: Path, work: Path, models: Path, device: str) -> tuple[Path, Path, str]:
@@ -169,6 +240,7 @@ def main() -> None:
             work.mkdir(parents=True, exist_ok=True)
             report = {
                 "evaluate_plots": copy_evaluate_plots(args.run / "cache" / "evaluation" / "plots", args.out),
+                "timeline.png": timeline_figure(args.run, args.out / "timeline.png"),
                 "predict_overlay.png": real_faces_figure(work, models, args.device, args.out / "predict_overlay.png"),
                 "predict_synthetic.png": synthetic_figure(args.run, work, models, args.device,
                                                           args.out / "predict_synthetic.png"),

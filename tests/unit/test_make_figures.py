@@ -35,3 +35,11 @@ def test_the_crop_keeps_the_pictures_and_the_drawing_and_drops_the_black_bars() 
     drawn = source.copy()
     drawn[30:60, 120:150] = 255                      # bars drawn beside it, on the black
     assert make_figures.content_box(source, drawn, margin=0) == (50, 20, 150, 80)
+
+
+def test_each_au_cell_is_coloured_by_its_agreement_with_the_label() -> None:
+    truth = np.array([[0, 1, 0, 1, -1, -1]])
+    pred = np.array([[0, 0, 1, 1, 0, 1]])
+    codes = make_figures.agreement(truth, pred)[0]
+    assert [make_figures.AGREEMENT[c][0] for c in codes] == [
+        "true negative", "missed", "false positive", "true positive", "unlabelled", "unlabelled, predicted active"]
