@@ -253,7 +253,8 @@ def repro_time(record: dict[str, Any]) -> str:
 
 REPRO_TIME_MISSING = ("The wall time of `make repro` in a fresh clone has not been measured on this commit's "
                       "pipeline yet: `python -m benchmarks.repro_time` on an idle machine writes "
-                      "`benchmarks/results/repro_time.json`, and `mmaffect report` renders it here.")
+                      "`benchmarks/results/repro_time.json`, and `mmaffect report` renders it here, with the size of the "
+                      "venv the install writes.")
 
 
 def probe_video(record: dict[str, Any]) -> str:
