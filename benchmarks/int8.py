@@ -48,13 +48,13 @@ from pipeline.data.manifest import read_manifest
 from pipeline.embed.audio import EmbedAudioConfig, embed_audio
 from pipeline.embed.runner import ClusterOptions, InferenceOptions
 from pipeline.embed.visual import EmbedVisualConfig, embed_visual
-from pipeline.evaluate.run import EvaluateConfig, evaluate
+from pipeline.evaluate.scoring import EvaluateConfig, evaluate
 from pipeline.export import make_session
 from pipeline.inference.audio import AudioEmbedder, load_audio_config
 from pipeline.precision import recorded_params
 from pipeline.quantize import CalibrationConfig, QuantSettings, int8_path, quantize_tdnn, quantize_visual
 from pipeline.models.preprocess import PREPROCESSING
-from pipeline.store import EmbeddingStore, fingerprint
+from pipeline.storage.embedding_store import EmbeddingStore, fingerprint
 from tooling.bench import harness
 from tooling.bench.timing import rate
 

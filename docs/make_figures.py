@@ -37,7 +37,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from pipeline.labels import AU_NAMES, EXPR_NAMES
-from pipeline.predict.photo_video import write_frames_video
+from pipeline.data.synth.photo_video import write_frames_video
 
 N_FRAMES, FPS = 50, 25
 # Wide enough that the left face's bars fall in the gap before the right photograph, not on it.

@@ -35,7 +35,7 @@ from pipeline.embed.runner import ClusterOptions, InferenceOptions, RunReport, o
 from pipeline.inference.audio import AudioEmbedder, audio_model_path, load_audio_config
 from pipeline.labels import EMBEDDING_DIM
 from pipeline.precision import DEFAULT_PRECISION, PRECISIONS, recorded_params
-from pipeline.store import EmbeddingStore, as_float16, fingerprint
+from pipeline.storage.embedding_store import EmbeddingStore, as_float16, fingerprint
 
 log = logging.getLogger(__name__)
 

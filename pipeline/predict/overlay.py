@@ -39,7 +39,7 @@ from pipeline.data.video import display_image, first_frame_rotation
 from pipeline.error_words import error_words
 from pipeline.fsio import atomic_path
 from pipeline.labels import AU_NAMES, EXPR_NAMES, NUM_AUS, NUM_EXPRS
-from pipeline.predict.progress import ProgressCallback, expected_frames, progress_reporter
+from pipeline.predict.pass_progress import ProgressCallback, expected_frames, progress_reporter
 
 log = logging.getLogger(__name__)
 

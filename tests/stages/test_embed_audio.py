@@ -19,7 +19,7 @@ from pipeline.audio.windows import video_audio, video_audio_windows
 from pipeline.data.manifest import read_manifest
 from pipeline.models.fusion import load_tdnn
 from pipeline.quantize import CalibrationConfig, quantize_tdnn
-from pipeline.store import EmbeddingStore
+from pipeline.storage.embedding_store import EmbeddingStore
 from pipeline.checkpoint import load_checkpoint
 from stages.embed_audio import command
 

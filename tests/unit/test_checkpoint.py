@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from torch import nn
 
 from pipeline.checkpoint import CheckpointError, first_non_finite, load_checkpoint, save_checkpoint
-from pipeline.evaluate.run import load_fusion, load_sequence_runner
+from pipeline.evaluate.scoring import load_fusion, load_sequence_runner
 from pipeline.export import export_visual
 from pipeline.models.multitask import build_model, checkpoint_dict, load_pretrained_backbone
 from pipeline.train.loop_state import LoopState

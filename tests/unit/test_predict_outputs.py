@@ -16,8 +16,8 @@ from _predict_models import PredictModelPaths, build_predict_models
 from pipeline.faces.moving_photos import astronaut, crossing_photos, grace_hopper, located_faces
 from pipeline.predict import overlay as overlay_module
 from pipeline.predict.overlay import FaceMark, draw_marks, write_overlay
-from pipeline.predict.photo_video import panned_frames, write_frames_video
-from pipeline.predict.progress import FrameProgress
+from pipeline.data.synth.photo_video import panned_frames, write_frames_video
+from pipeline.predict.pass_progress import FrameProgress
 from pipeline.predict.video import FacePrediction, load_models, predict_video
 
 FPS = 25
