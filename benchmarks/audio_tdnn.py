@@ -2,7 +2,7 @@
 
 For one minute of synthetic audio at a given video frame rate, every frame's window is embedded
 (a) window by window (``TDNN.forward`` on (B, 64, C), what ``tdnn.onnx`` does) and (b) from spans
-of consecutive frames (``pipeline.audio.encode.embed_frames``), in eval mode; and one training
+of consecutive frames (``pipeline.models.tdnn_spans.embed_frames``), in eval mode; and one training
 step's cost per frame is measured for the ``train_audio`` segment shape and for one-frame
 segments (plain per-window training). Also prints the log-mel rate. Prints one JSON object.
 
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from pipeline.audio.decode import AudioTrack
-from pipeline.audio.encode import embed_frames, encode_spans, span_batch
+from pipeline.models.tdnn_spans import embed_frames, encode_spans, span_batch
 from pipeline.audio.features import AudioConfig, LogMel
 from pipeline.audio.windows import track_audio
 from pipeline.models.tdnn import TDNN, TDNNConfig

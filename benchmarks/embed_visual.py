@@ -38,7 +38,7 @@ from torch import nn
 
 from pipeline.audio.features import AudioConfig
 from pipeline.config import to_dict
-from pipeline.data.frame_store import FrameStore
+from pipeline.storage.frame_store import FrameStore
 from pipeline.data.pack_frames import PackConfig, pack_frames
 from pipeline.data.labels_store import read_all_labels, write_labels
 from pipeline.data.manifest import Manifest, read_manifest, write_manifest
@@ -53,7 +53,7 @@ from pipeline.model_files.visual import export_visual, save_checkpoint
 from pipeline.models.multitask import build_model
 from pipeline.models.preprocess import to_model_input
 from pipeline.models.tdnn import TDNN, TDNNConfig
-from pipeline.store import EmbeddingStore
+from pipeline.storage.embedding_store import EmbeddingStore
 from tooling.bench import harness
 
 

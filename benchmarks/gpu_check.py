@@ -5,7 +5,7 @@ limit still leaves what it measured):
 
 - ``cuda_tests``: the summary of the ``pytest -m cuda`` run the shell script made (``--pytest-junit``);
 - ``training``: per backbone, training images/s (forward + AU BCE + backward + SGD step, through the
-  trainers' :class:`~pipeline.train.precision.Precision`) for each ``amp`` mode (off = fp32, bf16,
+  trainers' :class:`~pipeline.train.amp.Precision`) for each ``amp`` mode (off = fp32, bf16,
   fp16) in the default and the channels-last layout; fp16 off a GPU is recorded as not run, and so is
   channels-last (the trainers ignore it on the CPU);
 - ``embedding``: per backbone, faces/s of (embedding, AU and expression logits) in torch fp32, torch
@@ -55,7 +55,7 @@ from pipeline.inference.visual import VisualEmbedder
 from pipeline.models.multitask import build_model
 from pipeline.train.alternating import multitask_step
 from pipeline.train.losses import au_bce_loss
-from pipeline.train.precision import Precision
+from pipeline.train.amp import Precision
 from tooling.bench import harness
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,6 +63,8 @@ AMP_MODES = ("off", "bf16", "fp16")
 # the stages whose command takes --device (their dvc.yaml cmd gets --device DEVICE in the copy)
 DEVICE_STAGES = ("pretrain-face", "finetune-visual", "embed-visual", "train-audio", "embed-audio",
                  "train-sequence", "evaluate")
+# finetune-visual's DataLoader options in the copy (speed only, so they are options, not params)
+LOADER_OPTIONS = "--workers 2 --pin-memory --prefetch-factor 2 --no-persistent-workers"
 # The tiny pipeline (as tests/integration/test_dvc_repro.py runs it), exercising the GPU training options.
 PIPELINE_OVERRIDES: dict[str, dict[str, Any]] = {
     "synth": {"preset": "tiny", "seed": 0},
@@ -70,9 +72,7 @@ PIPELINE_OVERRIDES: dict[str, dict[str, Any]] = {
     "pretrain_face": {"width_mult": 0.0625, "epochs": 1, "images_per_epoch": 16, "batch_size": 8,
                       "holdout_share": 0.25, "verification_pairs": 20, "amp": "bf16"},
     "finetune_visual": {"width_mult": 0.0625, "epochs": 1, "max_frames_per_epoch": 128, "batch_size": 32,
-                        "amp": "bf16", "channels_last": True,
-                        "loader": {"workers": 2, "pin_memory": True, "prefetch_factor": 2,
-                                   "persistent_workers": False}},
+                        "amp": "bf16", "channels_last": True},
     "train_audio": {"epochs": 1, "max_segments": 64},
     "train_sequence": {"epochs": 2, "d_model": 32, "heads": 2},
 }
@@ -200,6 +200,7 @@ def run_pipeline(device: str, workdir: Path) -> dict[str, Any]:
     dag = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     for stage in DEVICE_STAGES:
         dag["stages"][stage]["cmd"] += f" --device {device}"
+    dag["stages"]["finetune-visual"]["cmd"] += f" {LOADER_OPTIONS}"
     (repo / "dvc.yaml").write_text(yaml.safe_dump(dag, sort_keys=False))
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
@@ -209,7 +210,8 @@ def run_pipeline(device: str, workdir: Path) -> dict[str, Any]:
     proc = subprocess.run(["dvc", "repro"], cwd=repo, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - began
     result: dict[str, Any] = {"device": device, "exit_status": proc.returncode, "wall_seconds": round(seconds, 1),
-                              "stages_with_device": list(DEVICE_STAGES), "overrides": PIPELINE_OVERRIDES}
+                              "stages_with_device": list(DEVICE_STAGES), "overrides": PIPELINE_OVERRIDES,
+                              "finetune_visual_options": LOADER_OPTIONS}
     if proc.returncode != 0:
         result["output_tail"] = (proc.stdout + proc.stderr)[-3000:]
         return result

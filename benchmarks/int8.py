@@ -48,16 +48,16 @@ from pipeline.data.manifest import read_manifest
 from pipeline.embed.audio import EmbedAudioConfig, embed_audio
 from pipeline.embed.runner import ClusterOptions, InferenceOptions
 from pipeline.embed.visual import EmbedVisualConfig, embed_visual
-from pipeline.evaluate.run import EvaluateConfig, evaluate
-from pipeline.model_files.onnx_export import make_session
+from pipeline.evaluate.scoring import EvaluateConfig, evaluate
 from pipeline.inference.audio import AudioEmbedder
-from pipeline.model_files.audio import read_audio_config as load_audio_config
-from pipeline.model_files.precision import recorded_params
 from pipeline.model_files.audio import quantize_tdnn
+from pipeline.model_files.audio import read_audio_config as load_audio_config
 from pipeline.model_files.int8 import CalibrationConfig, QuantSettings, int8_path
+from pipeline.model_files.onnx_export import make_session
+from pipeline.model_files.precision import recorded_params
 from pipeline.model_files.visual import quantize_visual
 from pipeline.models.preprocess import PREPROCESSING
-from pipeline.store import EmbeddingStore, fingerprint
+from pipeline.storage.embedding_store import EmbeddingStore, fingerprint
 from tooling.bench import harness
 from tooling.bench.timing import rate
 

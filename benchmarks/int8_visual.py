@@ -25,7 +25,7 @@ import numpy as np
 import onnxruntime
 
 from benchmarks.embed_visual import export_backbone
-from pipeline.data.frame_store import FrameStore
+from pipeline.storage.frame_store import FrameStore
 from pipeline.data.pack_frames import PackConfig, pack_frames
 from pipeline.data.manifest import read_manifest
 from pipeline.data.prepare import PrepareConfig, prepare_dataset

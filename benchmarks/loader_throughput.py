@@ -1,7 +1,7 @@
 """How many DataLoader workers feed a GPU: JPEG decode and augmentation images/s from a frame store.
 
 The visual trainer's batches are read from ``frames.h5`` and JPEG-decoded by the DataLoader (in its
-worker processes when ``finetune_visual.loader.workers`` > 0), then augmented and normalised on the
+worker processes when ``finetune-visual --workers`` > 0), then augmented and normalised on the
 training device. For each worker count this measures, over the same seeded face frames:
 
 - ``decode_images_per_s``: batches out of the DataLoader (HDF5 read + JPEG decode + collate);
@@ -30,13 +30,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from pipeline.data.frame_store import FrameStore
+from pipeline.storage.frame_store import FrameStore
 from pipeline.device import resolve_device
 from pipeline.labels import NUM_AUS
 from pipeline.models.preprocess import to_model_input
 from pipeline.train.augment import AugmentConfig, augment_batch
 from pipeline.train.frames_dataset import FrameDataset, FrameSet
-from pipeline.train.precision import LoaderConfig
+from pipeline.train.loader import LoaderConfig
 from tooling.bench import harness
 
 

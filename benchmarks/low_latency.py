@@ -1,7 +1,7 @@
 """The causal (low-latency) sequence mode against the offline one on the demo's validation set; prints JSON.
 
-Scores: ``evaluate``'s own path (:func:`pipeline.evaluate.run.predict_subject` with ``model.pt``,
-its scoring :func:`pipeline.evaluate.run.score`) gives the offline ``sequence`` score, checked
+Scores: ``evaluate``'s own path (:func:`pipeline.evaluate.scoring.predict_subject` with ``model.pt``,
+its scoring :func:`pipeline.evaluate.scoring.score`) gives the offline ``sequence`` score, checked
 against ``metrics/evaluate.json``; the same subjects are then scored with the sequence predictions
 replaced by those of each mode, run on ``sequence.onnx`` (what ``predict`` runs) and on ``model.pt``:
 
@@ -38,14 +38,14 @@ from pipeline.audio.windows import audio_lookahead_s, causal_audio_delay
 from pipeline.config import from_dict, load_section
 from pipeline.data.manifest import read_manifest
 from pipeline.device import resolve_device
-from pipeline.evaluate.run import (
+from pipeline.evaluate.scoring import (
     EvaluateConfig, SubjectResult, decide, load_fusion, predict_subject, score, training_majority,
     validation_subjects,
 )
 from pipeline.model_files.audio import read_audio_config as load_audio_config
 from pipeline.inference.causal import CausalStream, causal_logits
 from pipeline.inference.sequence import SequenceRunner, load_sequence_runner
-from pipeline.store import EmbeddingStore
+from pipeline.storage.embedding_store import EmbeddingStore
 from tooling.bench import harness
 
 FRAME_SETS = ("face_frames", "all_frames")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.data.frame_store import FrameStore
+from pipeline.storage.frame_store import FrameStore
 from pipeline.data.pack_frames import PackConfig, pack_frames
 from pipeline.data.manifest import Manifest, SubjectRecord, read_manifest
 from tooling.bench import harness

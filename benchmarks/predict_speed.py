@@ -50,7 +50,7 @@ from pipeline.faces.moving_photos import astronaut, moving_photo_matrices, rende
 from pipeline.faces.track import FaceTracker, TrackerConfig
 from pipeline.labels import EMBEDDING_DIM
 from pipeline.models.preprocess import to_model_input
-from pipeline.predict.photo_video import write_frames_video
+from pipeline.data.synth.photo_video import write_frames_video
 from pipeline.predict.video import PredictConfig, PredictModels, load_models, predict_video
 from tooling.bench import harness
 

@@ -75,7 +75,7 @@ ARM_KEY = "arm"   # in a listed arm, its name instead of one made from its param
 def load_points(path: str | Path) -> list[dict[str, Any]]:
     """The arms of an ablation from YAML: a mapping of param -> values (their cartesian product, like
     ``load_grid``) or a list of mappings, each one arm (e.g. ``[{modalities: both, window: 1}, ...]``),
-    optionally named by an ``arm`` key (``{arm: scratch, finetune_visual.pretrained: null}``)."""
+    optionally named by an ``arm`` key (``{arm: scratch, finetune_visual.backbone_init: random}``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ablation grid file not found: {path}")

@@ -21,7 +21,7 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Iterable, TypeVar
 
 import yaml
 
@@ -52,6 +52,23 @@ class ConfigError(ValueError):
     def __str__(self) -> str:
         message = super().__str__()
         return f"{self.key}: {message}" if self.key else message
+
+
+def check_fields(checks: Iterable[tuple[bool, str, str]]) -> None:
+    """Raise :class:`ConfigError` for the first ``(ok, key, message)`` whose ``ok`` is false.
+
+    The one form of a config's own checks (``__post_init__``): each names the field it checks, so
+    :func:`from_dict` reports ``<file>:<section>.<key>: <message>``.
+
+    Example:
+        >>> check_fields([(1 >= 1, "epochs", "must be >= 1, got 1"), (0 > 0, "lr", "must be > 0, got 0")])
+        Traceback (most recent call last):
+        ...
+        pipeline.config.ConfigError: lr: must be > 0, got 0
+    """
+    for ok, key, message in checks:
+        if not ok:
+            raise ConfigError(message, key=key)
 
 
 def load_section(path: str | Path, section: str) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from pipeline.data.manifest import read_manifest
-from pipeline.evaluate.run import BASELINE, FRAME_SETS, VARIANTS, EvaluateConfig, evaluate, headline_scores
+from pipeline.evaluate.scoring import BASELINE, FRAME_SETS, VARIANTS, EvaluateConfig, evaluate, headline_scores
 from pipeline.fsio import write_json
 from stages.common import device_option, headline_option, load_config, params_option, run_or_exit, setup_logging
 

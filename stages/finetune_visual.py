@@ -17,6 +17,7 @@ from pipeline.train.visual import VisualTrainConfig, train_visual
 from stages.common import (
     curves_option, device_option, load_config, params_option, run_or_exit, setup_logging, work_dir_option,
 )
+from stages.loader_options import loader_config, loader_options
 
 
 @click.command(name="finetune-visual")
@@ -26,9 +27,10 @@ from stages.common import (
 @click.argument("metrics_json", type=click.Path(dir_okay=False, path_type=Path))
 @params_option
 @device_option
-@click.option("--workers", type=click.IntRange(min=0), default=None,
-              help="DataLoader worker processes decoding frames (0 = in the training process); "
-                   "replaces finetune_visual.loader.workers [default: the params' value].")
+@click.option("--pretrained", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="arcface_torch backbone.pth the backbone starts from (pretrain-face writes one); "
+                   "needed when finetune_visual.backbone_init is pretrained, unread when it is random.")
+@loader_options("frames")
 @work_dir_option("finetune-visual")
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=200, show_default=True,
               help="Also checkpoint every N batches within an epoch (0 = at epoch ends only).")
@@ -39,8 +41,8 @@ from stages.common import (
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def command(
     prepared_dir: Path, frames_h5: Path, out_dir: Path, metrics_json: Path, params_path: Path, device: str,
-    workers: int | None, work_dir: Path, checkpoint_every: int, curves_csv: Path | None, out_onnx: Path | None,
-    progress: bool,
+    pretrained: Path | None, workers: int, pin_memory: bool, prefetch_factor: int | None, persistent_workers: bool,
+    work_dir: Path, checkpoint_every: int, curves_csv: Path | None, out_onnx: Path | None, progress: bool,
 ) -> None:
     """Train on PREPARED_DIR/{manifest.json,labels.h5} and the crops in FRAMES_H5.
 
@@ -52,20 +54,22 @@ def command(
     --int8-calibration FRAMES_H5 writes them from model.pt; a rerun for a changed `export_onnx` param
     resumes the finished training from --work-dir and only exports again.
     Params: the `finetune_visual` and `selection` sections of --params (and `export_onnx` with
-    --onnx). Multi-GPU: launch with
-    `torchrun --nproc_per_node N -m stages.finetune_visual ...`; rank 0 writes the files.
+    --onnx); with `finetune_visual.backbone_init: pretrained` the backbone starts from --pretrained.
+    Multi-GPU: launch with `torchrun --nproc_per_node N -m stages.finetune_visual ...`; rank 0 writes
+    the files.
     """
     setup_logging()
     cfg = load_config(params_path, "finetune_visual", VisualTrainConfig)
     selection = load_config(params_path, "selection", SelectionConfig)
+    loader = loader_config(workers, pin_memory, prefetch_factor, persistent_workers)
     export = load_config(params_path, "export_onnx", ExportConfig) if out_onnx is not None else ExportConfig()
     manifest = run_or_exit(read_manifest, prepared_dir / "manifest.json")
     run_or_exit(resolve_device, device)
     with ddp.distributed(device) as (ctx, torch_device):
         result = run_or_exit(
             train_visual, manifest, prepared_dir / "labels.h5", frames_h5, out_dir / "model.pt", metrics_json,
-            work_dir, cfg, device=torch_device, num_workers=workers, dist=ctx,
-            checkpoint_every=checkpoint_every, progress=progress, selection=selection,
+            work_dir, cfg, device=torch_device, loader=loader, dist=ctx,
+            checkpoint_every=checkpoint_every, progress=progress, selection=selection, pretrained=pretrained,
             onnx_path=out_onnx, export=export,
         )
     if ctx.is_main:

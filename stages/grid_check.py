@@ -32,7 +32,7 @@ SECTION_CONFIGS: dict[str, str] = {
     "train_audio": "pipeline.train.audio:AudioTrainConfig",
     "embed_audio": "pipeline.embed.audio:EmbedAudioConfig",
     "train_sequence": "pipeline.train.sequence:SequenceTrainConfig",
-    "evaluate": "pipeline.evaluate.run:EvaluateConfig",
+    "evaluate": "pipeline.evaluate.scoring:EvaluateConfig",
     "predict": "pipeline.predict.video:PredictConfig",
 }
 

@@ -10,7 +10,7 @@ from pipeline.faces.crop import videos_in
 from pipeline.model_files.precision import DEFAULT_PRECISION
 from pipeline.predict.video import PRECISIONS, PredictConfig, load_models, predict_videos
 from stages.common import exit_on_failed_videos, device_option, load_config, run_or_exit, setup_logging
-from stages.progress import FrameProgressDisplay
+from stages.progress_bar import FrameProgressDisplay
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from _media import mux_grey_frames
 from pipeline.data.manifest import Manifest, SubjectRecord, write_manifest
-from pipeline.store import EmbeddingStore
+from pipeline.storage.embedding_store import EmbeddingStore
 
 EXPR_PITCH_HZ = (220.0, 330.0, 440.0, 550.0, 660.0, 880.0, 990.0)   # tone per expression class
 

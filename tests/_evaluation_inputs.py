@@ -29,7 +29,7 @@ from pipeline.labels import NUM_AUS, NUM_EXPRS
 from pipeline.models.fusion import FusionConfig, FusionHead
 from pipeline.models.sequence import SequenceArch, SequenceModel, arch_to_dict
 from pipeline.models.tdnn import TDNN, TDNNConfig
-from pipeline.store import EmbeddingStore
+from pipeline.storage.embedding_store import EmbeddingStore
 
 FACELESS = ("vidA", slice(5, 10))   # the subject and frames without a face
 SUBJECTS = (

@@ -9,7 +9,7 @@ PARAMS = """finetune_visual:
   backbone: iresnet18
   width_mult: 0.0625
   dropout: 0.0
-  pretrained: null
+  backbone_init: random
   epochs: {epochs}
   batch_size: 16
   lr: 0.05

@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from pipeline.config import check_fields
+
 # The two tasks the visual, audio and sequence trainers alternate between (AU and EXPR): each epoch
 # passes over the training frames of both.
 TASKS = 2
@@ -40,11 +42,11 @@ class Workload:
     train_share: float = 0.64
 
     def __post_init__(self) -> None:
-        if self.videos < 1 or self.frames < 1 or self.fps <= 0:
-            raise ValueError(f"workload needs videos, frames >= 1 and fps > 0, got {self}")
-        for name in ("face_share", "train_share"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"workload {name} must be in [0, 1], got {getattr(self, name)}")
+        check_fields([(self.videos >= 1, "videos", f"must be >= 1, got {self.videos}"),
+                      (self.frames >= 1, "frames", f"must be >= 1, got {self.frames}"),
+                      (self.fps > 0, "fps", f"must be > 0, got {self.fps}"),
+                      *((0.0 <= getattr(self, name) <= 1.0, name, f"must be in [0, 1], got {getattr(self, name)}")
+                        for name in ("face_share", "train_share"))])
 
     @property
     def faces(self) -> int:

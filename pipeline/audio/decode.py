@@ -9,7 +9,7 @@ packets' presentation times (no video decoding), so frames can be placed by thei
 
 Example (a one-second 25 fps video with a tone track):
     >>> import tempfile, skimage.data
-    >>> from pipeline.predict.photo_video import write_photo_video
+    >>> from pipeline.data.synth.photo_video import write_photo_video
     >>> tmp = tempfile.TemporaryDirectory()
     >>> video = write_photo_video(f"{tmp.name}/clip.mp4", skimage.data.astronaut(), n_frames=25, fps=25)
     >>> track = decode_audio(video)

@@ -7,7 +7,7 @@ holding all (N, n_mels, C) windows at once; :func:`video_audio_windows` returns 
 
 Example (a one-second 25 fps video with a tone track; 0.5 s windows of 101 mel frames):
     >>> import tempfile, skimage.data
-    >>> from pipeline.predict.photo_video import write_photo_video
+    >>> from pipeline.data.synth.photo_video import write_photo_video
     >>> tmp = tempfile.TemporaryDirectory()
     >>> video = write_photo_video(f"{tmp.name}/clip.mp4", skimage.data.astronaut(), n_frames=25, fps=25)
     >>> audio = video_audio(video, n_frames=25, fps=25.0, cfg=AudioConfig())

@@ -1,1 +1,1 @@
-"""Dataset readers (Aff-Wild2, BP4D), manifest records, frame store and the synthetic generator."""
+"""Dataset readers (Aff-Wild2, BP4D), manifest records and the synthetic generator."""

@@ -1,4 +1,4 @@
-"""Pack every subject's face crops into the HDF5 frame store (format: :mod:`pipeline.data.frame_store`).
+"""Pack every subject's face crops into the HDF5 frame store (format: :mod:`pipeline.storage.frame_store`).
 
 ``pack_frames`` streams one chunk of crops at a time, checks that each decodes, and works in a
 partial file that is renamed onto the output only when complete. With a ``work_dir`` the partial
@@ -38,7 +38,7 @@ from pipeline import config
 from pipeline.data.crop_stamps import CropStamp
 from pipeline.data.crops import crop_paths, present_mask
 from pipeline.data.faults import join_faults
-from pipeline.data.frame_store import IMAGE_SIZE, JPEG_DTYPE, CorruptCropError
+from pipeline.storage.frame_store import IMAGE_SIZE, JPEG_DTYPE, CorruptCropError
 from pipeline.data.manifest import Manifest, SubjectRecord
 from pipeline.data.partial_store import PartialStore, seal_path
 from pipeline.fsio import make_temporary_dir, publish, remove_dead_temporaries

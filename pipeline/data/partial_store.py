@@ -45,7 +45,7 @@ from typing import Iterator
 
 import h5py
 
-from pipeline.data.frame_store import IMAGE_SIZE, STORE_VERSION
+from pipeline.storage.frame_store import IMAGE_SIZE, STORE_VERSION
 from pipeline.fsio import DiskFullError, write_json
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ a :class:`VideoError` naming the file (and the frame or the time where reading f
 
 Example (a 0.4 s, 25 fps video without sound):
     >>> import tempfile, skimage.data
-    >>> from pipeline.predict.photo_video import write_photo_video
+    >>> from pipeline.data.synth.photo_video import write_photo_video
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     video = write_photo_video(f"{tmp}/clip.mp4", skimage.data.astronaut(), n_frames=10, audio_hz=None)
     ...     info = probe_video(video)
@@ -268,7 +268,7 @@ def decode_frames(video_path: str | Path, need_pixels: bool = True,
             if is_still_image(container):
                 raise VideoError(
                     f"{video_path}: a still image ({container.format.name}), not a video; only videos are read "
-                    f"(make one from a photograph with pipeline.predict.photo_video.write_photo_video)"
+                    f"(make one from a photograph with pipeline.data.synth.photo_video.write_photo_video)"
                 )
             check_header(video_path, container, limits)
             stream, fps = video_stream(video_path, container)

@@ -36,7 +36,7 @@ from pipeline.inference.audio import AudioEmbedder
 from pipeline.labels import EMBEDDING_DIM
 from pipeline.model_files import audio as audio_files
 from pipeline.model_files.precision import DEFAULT_PRECISION, recorded_params
-from pipeline.store import EmbeddingStore, as_float16, fingerprint
+from pipeline.storage.embedding_store import EmbeddingStore, as_float16, fingerprint
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ is missing. A failing task does not stop the others; its error is collected by k
 
 Example (threads in this process, no worker start-up cost):
     >>> import numpy as np, tempfile, pathlib
-    >>> from pipeline.store import EmbeddingStore
+    >>> from pipeline.storage.embedding_store import EmbeddingStore
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "demo.zarr"
     >>> store = EmbeddingStore.open_for_write(path, "0" * 64, {"model": "m", "params": {}, "dim": 1})
     >>> def task(key, n):
@@ -29,9 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
+from pipeline.config import check_fields
 from pipeline.device import DEVICE_CHOICES
 from pipeline.fsio import DiskFullError, disk_full_path, publish
-from pipeline.store import EmbeddingStore
+from pipeline.storage.embedding_store import EmbeddingStore
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +65,10 @@ class ClusterOptions:
     scheduler: str | None = None  # e.g. "tcp://10.0.0.5:8786"; the other fields are then unused
 
     def __post_init__(self) -> None:
-        if self.n_workers < 1 or self.threads_per_worker < 1:
-            raise ValueError(
-                f"workers and threads must be >= 1, got {self.n_workers} workers x {self.threads_per_worker} threads"
-            )
+        check_fields([
+            (self.n_workers >= 1, "n_workers", f"must be >= 1, got {self.n_workers}"),
+            (self.threads_per_worker >= 1, "threads_per_worker", f"must be >= 1, got {self.threads_per_worker}"),
+        ])
 
     def check_cores(self) -> None:
         """Refuse a local cluster of more task slots (workers x threads) than this process has cores.
@@ -90,10 +91,10 @@ class InferenceOptions:
     batch_size: int = 64
 
     def __post_init__(self) -> None:
-        if self.device not in DEVICE_CHOICES:
-            raise ValueError(f"device must be one of {DEVICE_CHOICES}, got {self.device!r}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+        check_fields([
+            (self.device in DEVICE_CHOICES, "device", f"must be one of {DEVICE_CHOICES}, got {self.device!r}"),
+            (self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}"),
+        ])
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Visual embeddings: every subject's face crops through ``visual.onnx`` into ``visual.zarr``.
 
 One dask task per subject reads its crops from the frame store in batches, runs the exported model
-with onnxruntime and writes the subject's entry (see :mod:`pipeline.store`)::
+with onnxruntime and writes the subject's entry (see :mod:`pipeline.storage.embedding_store`)::
 
     visual.zarr/<subject>/embedding     (N, 512) float16, zeros where no face
                          /au_logits     (N, 12) float32, zeros where no face
@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import ConfigError, to_dict
-from pipeline.data.frame_store import FrameStore
+from pipeline.storage.frame_store import FrameStore
 from pipeline.data.labels_store import read_labels
 from pipeline.data.manifest import SOURCES, SubjectRecord, read_manifest
 from pipeline.embed.runner import ClusterOptions, InferenceOptions, RunReport, open_work_store, run_and_publish
@@ -46,7 +46,7 @@ from pipeline.model_files import visual as visual_files
 from pipeline.model_files.onnx_export import read_metadata
 from pipeline.model_files.precision import DEFAULT_PRECISION, recorded_params
 from pipeline.models.preprocess import PREPROCESSING
-from pipeline.store import EmbeddingStore, as_float16, fingerprint
+from pipeline.storage.embedding_store import EmbeddingStore, as_float16, fingerprint
 
 log = logging.getLogger(__name__)
 

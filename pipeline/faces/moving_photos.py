@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from pipeline.data.synth.photo_video import write_frames_video
 from pipeline.faces.align import warp_image
 from pipeline.jpeg import read_jpeg
 
@@ -191,8 +192,6 @@ def write_moving_photo_video(
     the other way with that display matrix, as a phone stores a portrait clip (``-90``): decoded and
     turned upright, they are the frames a viewer sees at ``size``.
     """
-    from pipeline.predict.photo_video import write_frames_video
-
     if display_rotation % 90:
         raise ValueError(f"display_rotation must be a multiple of 90 degrees, got {display_rotation}")
     photo, centre, side = located

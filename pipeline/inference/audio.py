@@ -7,7 +7,7 @@ metadata and in the checkpoint), so every caller cuts the mel windows the model 
 no audio covers the frame (which is what the audio store holds and the fusion head is trained on).
 
 Both backends share the TDNN's convolutions across the overlapping windows of consecutive frames
-(:mod:`pipeline.audio.encode`): the frame-level layers run once over a span of mel frames covering
+(:mod:`pipeline.models.tdnn_spans`): the frame-level layers run once over a span of mel frames covering
 a run of video frames, and each frame's window is pooled from it. For ``tdnn.onnx`` the graph is
 split at its statistics pooling into a frame-level model (``mel`` -> frame features) and a
 projection model (pooled statistics -> ``embedding``); the pooling between them is
@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.audio.encode import SpanBatch, SpanEncoder, encode_frames, encode_spans
+from pipeline.models.tdnn_spans import SpanBatch, SpanEncoder, encode_frames, encode_spans
 from pipeline.audio.features import AudioConfig
 from pipeline.audio.windows import VideoAudio
 from pipeline.labels import EMBEDDING_DIM

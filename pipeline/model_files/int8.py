@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from pipeline.config import check_fields
 from pipeline.fsio import atomic_path, file_sha256
 from pipeline.model_files.onnx_export import make_session, read_metadata, set_metadata
 from pipeline.model_files.precision import precision_path
@@ -51,8 +52,8 @@ class CalibrationConfig:
     batch_size: int = 32
 
     def __post_init__(self) -> None:
-        if self.n_crops < 1 or self.batch_size < 1:
-            raise ValueError(f"calibration crops and batch size must be >= 1, got {self.n_crops} and {self.batch_size}")
+        check_fields([(self.n_crops >= 1, "n_crops", f"must be >= 1, got {self.n_crops}"),
+                      (self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")])
 
 
 @dataclass(frozen=True)
@@ -72,11 +73,11 @@ class QuantSettings:
     preprocess: bool = False         # onnxruntime's quant_pre_process first (shape inference, Conv+BN folding)
 
     def __post_init__(self) -> None:
-        if self.format not in ("QDQ", "QOperator"):
-            raise ValueError(f"format must be QDQ or QOperator, got {self.format!r}")
-        for name in ("activations", "weights"):
-            if getattr(self, name) not in ("uint8", "int8"):
-                raise ValueError(f"{name} must be uint8 or int8, got {getattr(self, name)!r}")
+        check_fields([
+            (self.format in ("QDQ", "QOperator"), "format", f"must be QDQ or QOperator, got {self.format!r}"),
+            *((getattr(self, name) in ("uint8", "int8"), name, f"must be uint8 or int8, got {getattr(self, name)!r}")
+              for name in ("activations", "weights")),
+        ])
 
     def record(self) -> dict[str, Any]:
         """The settings as the model's ``quantization`` metadata states them."""

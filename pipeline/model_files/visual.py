@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from pipeline.config import ConfigError
-from pipeline.data.frame_store import FrameStore
+from pipeline.storage.frame_store import FrameStore
 from pipeline.fsio import file_sha256
 from pipeline.labels import AU_NAMES, EXPR_NAMES
 from pipeline.model_files import checkpoint

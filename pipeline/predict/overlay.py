@@ -39,7 +39,7 @@ from pipeline.data.video import display_image, first_frame_rotation
 from pipeline.error_words import error_words
 from pipeline.fsio import atomic_path
 from pipeline.labels import AU_NAMES, EXPR_NAMES, NUM_AUS, NUM_EXPRS
-from pipeline.predict.progress import ProgressCallback, expected_frames, progress_reporter
+from pipeline.predict.pass_progress import ProgressCallback, expected_frames, progress_reporter
 
 log = logging.getLogger(__name__)
 
@@ -114,13 +114,14 @@ def _draw_mark(draw: ImageDraw.ImageDraw, font: ImageFont.FreeTypeFont | ImageFo
 def _draw_au_bars(draw: ImageDraw.ImageDraw, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, mark: FaceMark,
                   colour: tuple[int, int, int], box: tuple[float, float, float, float], below: int,
                   frame_width: int) -> None:
-    """12 rows ``AUk [bar]`` beside the box: the bar's filled share is the AU's probability."""
+    """12 rows ``AUk [bar]`` beside the box, the bar's filled share the AU's probability, over a scale row
+    (0, 0.5, 1) that says how to read them; each bar has a tick at 0.5, the decision threshold's usual place."""
     x, y, w, _ = box
     size = int(getattr(font, "size", 10))
     row = size + 2
     name_w = max(draw.textbbox((0, 0), name, font=font)[2] for name in AU_NAMES) + 4
     bar_w = 4 * size
-    panel_w, panel_h = name_w + bar_w + 6, row * NUM_AUS + 4
+    panel_w, panel_h = name_w + bar_w + 6, row * (NUM_AUS + 1) + 4
     gap = max(3, size // 3)
     if below:                                 # no box: under the label, in the corner
         px, py = x, y + 2
@@ -137,6 +138,19 @@ def _draw_au_bars(draw: ImageDraw.ImageDraw, font: ImageFont.FreeTypeFont | Imag
         filled = float(np.clip(prob, 0.0, 1.0)) * bar_w
         if filled >= 1.0:
             draw.rectangle((bar_x, top + 2, bar_x + filled, top + row - 2), fill=(*colour, 255))
+        draw.line((bar_x + bar_w / 2, top + 1, bar_x + bar_w / 2, top + row - 1), fill=(255, 255, 255, 160))
+    _draw_scale(draw, font, px + 3 + name_w, py + 2 + NUM_AUS * row, bar_w)
+
+
+def _draw_scale(draw: ImageDraw.ImageDraw, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, bar_x: float,
+                top: float, bar_w: int) -> None:
+    """The bars' scale under them: ``0`` at the bar's start, ``.5`` at its middle, ``1`` at its end."""
+    for value, text in ((0.0, "0"), (0.5, ".5"), (1.0, "1")):
+        text_w = draw.textbbox((0, 0), text, font=font)[2]
+        tick_x = bar_x + value * bar_w
+        draw.line((tick_x, top, tick_x, top + 2), fill=(255, 255, 255))
+        draw.text((min(max(tick_x - text_w / 2, bar_x - 2), bar_x + bar_w - text_w + 2), top + 1), text,
+                  font=font, fill=(255, 255, 255))
 
 
 def write_overlay(video_path: str | Path, out_path: str | Path, predictions: Iterable[object],

@@ -46,11 +46,11 @@ neighbouring frames alone.
 Besides the CSV, on request: the video with every face's predictions drawn on it
 (:mod:`pipeline.predict.overlay`, a second decoding pass once the predictions exist), a PNG
 timeline per face id next to the CSV (:mod:`pipeline.predict.timelines`), and a callback told the
-frames done of each pass (:mod:`pipeline.predict.progress`).
+frames done of each pass (:mod:`pipeline.predict.pass_progress`).
 
 A still image (JPEG, PNG, ... opened as a one-frame "video") is refused with a
 :class:`~pipeline.data.video.VideoError` naming it: the models read a face over time, and
-:func:`pipeline.predict.photo_video.write_photo_video` turns a photograph into a video when that is
+:func:`pipeline.data.synth.photo_video.write_photo_video` turns a photograph into a video when that is
 what is wanted.
 
 Example (not run here: it needs the exported models; tests/unit/test_predict.py runs it on tiny ones)::
@@ -94,7 +94,7 @@ from pipeline.model_files import visual as visual_files
 from pipeline.model_files.precision import DEFAULT_PRECISION
 from pipeline.models.preprocess import to_model_input
 from pipeline.predict.overlay import write_overlay
-from pipeline.predict.progress import ProgressCallback, expected_frames, progress_reporter
+from pipeline.predict.pass_progress import ProgressCallback, expected_frames, progress_reporter
 from pipeline.predict.timelines import timeline_path, write_timelines
 from pipeline.video_batch import check_unique_stems, for_each_video
 
@@ -189,7 +189,7 @@ def predict_video(
 
     ``overlay``: also write the video with the predictions drawn there (:mod:`pipeline.predict.overlay`);
     ``timelines``: also write ``<stem>_face<id>.png`` next to the CSV (:mod:`pipeline.predict.timelines`);
-    ``progress`` is called after every frame of each pass (:mod:`pipeline.predict.progress`). The CSV
+    ``progress`` is called after every frame of each pass (:mod:`pipeline.predict.pass_progress`). The CSV
     is written first, then the timelines, then the overlay.
     ``low_latency``: the sequence model's causal mode, frame ``t`` predicted from frames ``<= t``
     (:func:`pipeline.inference.causal.causal_logits`), with the audio window centred on ``t`` (a

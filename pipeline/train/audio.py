@@ -9,7 +9,7 @@ recomputed; a TDNN on log-mel windows (:mod:`pipeline.models.tdnn`) and a fusion
 Every video's soundtrack is decoded and turned into one log-mel once per run and kept in memory
 (about 51 KB per second of audio). A training sample is a frame: its visual embedding, its mel
 window and its labels. Frames are drawn in *segments* of ``segment_frames`` consecutive frames of
-one subject, so the windows of a segment share the TDNN's convolutions (:mod:`pipeline.audio.encode`).
+one subject, so the windows of a segment share the TDNN's convolutions (:mod:`pipeline.models.tdnn_spans`).
 Frames without a face are kept (their visual embedding is zero), so the audio has to carry them.
 
 After every epoch the validation subjects (the leakage-free protocol's) are scored with the ABAW
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.audio.encode import SpanBatch, embed_frames, encode_spans, span_batch
+from pipeline.models.tdnn_spans import SpanBatch, embed_frames, encode_spans, span_batch
 from pipeline.audio.features import AudioConfig, LogMel
 from pipeline.audio.windows import VideoAudio, track_audio, video_audio
 from pipeline.config import ConfigError, to_dict
@@ -45,10 +45,10 @@ from pipeline.model_files import audio as audio_files
 from pipeline.model_files.onnx_export import DEFAULT_PARITY_RTOL, check_parity_rtol
 from pipeline.models.fusion import FusionConfig, FusionHead
 from pipeline.models.tdnn import TDNN, TDNNConfig
-from pipeline.store import EmbeddingStore
+from pipeline.storage.embedding_store import EmbeddingStore
 from pipeline.train.alternating import TaskSchedule
 from pipeline.train.epoch_plan import epoch_plan
-from pipeline.train.loop import TrainResult, checked_step, run_epochs, subject_metrics
+from pipeline.train.loop import TrainResult, Trainer, checked_step, run_epochs, subject_metrics
 from pipeline.train.loop_state import LoopState
 from pipeline.train.losses import subjects_pos_weight, task_loss
 from pipeline.train.optim import OptimConfig
@@ -327,28 +327,47 @@ def fit(
     key = {"config": {k: v for k, v in to_dict(config).items() if k not in EXPORT_ONLY}, "mode": mode,
            "data": data_key}
     loop = LoopState.resume(Path(work_dir) / STATE_FILE, key, model, optimizer)
+    trainer = _AudioTrainer(model, optimizer, subjects, splits, config, device, segments, schedule, pos_weight,
+                            (validation_names, selection_names))
+    best = run_epochs(loop, SECTION, config.epochs, trainer, max_grad_norm=config.max_grad_norm, mode=mode)
+    return TrainResult(model, dict(best["metrics"]), best["epoch"], loop.history, loop.resumed_from)
 
-    def train_epoch(epoch: int) -> dict[str, list[float]]:
-        model.train()
-        plan = epoch_plan(schedule, epoch, {t: len(segments[t]) for t in tasks}, config.batch_segments,
+
+class _AudioTrainer(Trainer):
+    """The fusion model's epochs over video segments, scored per subject on validation and held-out videos."""
+
+    def __init__(self, model: AudioVisualModel, optimizer: torch.optim.Optimizer, subjects: dict[str, SubjectData],
+                 splits: Splits, config: AudioTrainConfig, device: torch.device,
+                 segments: dict[str, list[Segment]], schedule: TaskSchedule, pos_weight: torch.Tensor,
+                 scored: tuple[list[str], list[str]]) -> None:
+        self.model, self.optimizer = model, optimizer
+        self.subjects, self.splits, self.config, self.device = subjects, splits, config, device
+        self.segments, self.schedule, self.pos_weight = segments, schedule, pos_weight
+        self.validation_names, self.selection_names = scored
+
+    def fit_epoch(self, loop: LoopState, epoch: int) -> dict[str, list[float]]:
+        """One epoch of alternating AU/EXPR segment batches (a fresh random subset per epoch)."""
+        config, tasks = self.config, self.schedule.tasks
+        self.model.train()
+        plan = epoch_plan(self.schedule, epoch, {t: len(self.segments[t]) for t in tasks}, config.batch_segments,
                           config.seed, max_frames=config.max_segments, min_batch=1)
         losses: dict[str, list[float]] = {task: [] for task in tasks}
         for number, (task, index) in enumerate(plan, start=1):
-            batch = make_batch(subjects, [segments[task][i] for i in index])
-            loss = batch_loss(model, batch, task, pos_weight, config.focal_gamma, device)
-            losses[task].append(checked_step(model, optimizer, task, loss, SECTION, epoch + 1, number,
+            batch = make_batch(self.subjects, [self.segments[task][i] for i in index])
+            loss = batch_loss(self.model, batch, task, self.pos_weight, config.focal_gamma, self.device)
+            losses[task].append(checked_step(self.model, self.optimizer, task, loss, SECTION, epoch + 1, number,
                                              max_grad_norm=config.max_grad_norm))
         return losses
 
-    def validate() -> dict[str, dict[str, Any]]:
-        return score(predict_subjects(model, subjects, validation_names, device), subjects, splits.validation)
+    def validate(self) -> dict[str, dict[str, Any]]:
+        """The report on the validation subjects."""
+        predicted = predict_subjects(self.model, self.subjects, self.validation_names, self.device)
+        return score(predicted, self.subjects, self.splits.validation)
 
-    def select() -> dict[str, dict[str, Any]]:
-        return score(predict_subjects(model, subjects, selection_names, device), subjects, splits.selection)
-
-    best = run_epochs(loop, SECTION, config.epochs, model, optimizer, train_epoch, validate,
-                      max_grad_norm=config.max_grad_norm, mode=mode, select=select)
-    return TrainResult(model, dict(best["metrics"]), best["epoch"], loop.history, loop.resumed_from)
+    def select(self) -> dict[str, dict[str, Any]]:
+        """The report on the held-out selection subjects."""
+        predicted = predict_subjects(self.model, self.subjects, self.selection_names, self.device)
+        return score(predicted, self.subjects, self.splits.selection)
 
 
 # -- outputs -----------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from pipeline.config import check_fields
 from pipeline.device import resolve_device
 
 T = TypeVar("T")
@@ -37,8 +38,9 @@ class DistContext:
     local_rank: int = 0
 
     def __post_init__(self) -> None:
-        if self.world_size < 1 or not 0 <= self.rank < self.world_size:
-            raise ValueError(f"invalid rank {self.rank} for world size {self.world_size}")
+        check_fields([(self.world_size >= 1, "world_size", f"must be >= 1, got {self.world_size}"),
+                      (0 <= self.rank < self.world_size, "rank",
+                       f"must be in [0, world_size), got {self.rank} for world size {self.world_size}")])
 
     @property
     def enabled(self) -> bool:

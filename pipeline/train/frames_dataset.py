@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pipeline.data.frame_store import FrameStore
+from pipeline.storage.frame_store import FrameStore
 from pipeline.data.labels_store import SubjectLabels, read_all_labels
 from pipeline.data.manifest import Manifest
 from pipeline.labels import NUM_AUS, UNLABELLED

@@ -1,13 +1,15 @@
 """The epoch loop every trainer shares: train, check, validate, select, save; and its guards.
 
-Visual, audio and sequence training differ in their data and model, not in their loop. A trainer
-hands :func:`run_epochs` two or three functions: ``train_epoch(epoch)`` runs the batches of the 0-based
-epoch ``epoch`` from ``loop.batch`` on (each one a :func:`checked_step`) and returns each task's
-batch losses; ``validate()`` returns the validation report (:func:`frame_set_metrics`: the ABAW
-metrics on ``face_frames`` and on ``all_frames``); with the ``holdout`` selection mode, ``select()``
-returns the same report on the held-out training subjects. The loop checks that the weights are
-finite, scores the epoch (:func:`pipeline.train.selection.epoch_score`), keeps the best one
-(:class:`LoopState`) and saves the state; at the end the kept epoch's weights are loaded into the model.
+Pretraining, visual, audio and sequence training differ in their data and model, not in their loop.
+Each is a :class:`Trainer` (the one shape, after speechbrain's ``Brain``, kept small): it owns its
+``model``, ``optimizer``, data and steps, and :func:`run_epochs` drives it. ``fit_epoch(loop, epoch)``
+runs the batches of the 0-based epoch ``epoch`` from ``loop.batch`` on (each one a
+:func:`checked_step`) and returns each task's batch losses; ``validate()`` returns the validation
+report (:func:`frame_set_metrics`: the ABAW metrics on ``face_frames`` and on ``all_frames``); with the
+``holdout`` selection mode, ``select()`` returns the same report on the held-out training subjects;
+``extra_state()`` is what a saved state holds beyond the weights and optimiser. The loop checks that
+the weights are finite, scores the epoch (:func:`pipeline.train.selection.epoch_score`), keeps the best
+one (:class:`LoopState`) and saves the state; at the end the kept epoch's weights are loaded into the model.
 
 A diverged run is never published: :func:`check_loss` (after every batch, in :func:`checked_step`)
 and :func:`check_weights` (before every saved state and validation) raise :class:`DivergedError`,
@@ -32,6 +34,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -179,39 +182,58 @@ def mean_losses(losses: Mapping[str, list[float]]) -> dict[str, float | None]:
     return {task: float(np.mean(values)) if values else None for task, values in losses.items()}
 
 
+class Trainer(ABC):
+    """What :func:`run_epochs` drives: a model, its optimiser and the trainer's own epoch, scorers and state."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+
+    @abstractmethod
+    def fit_epoch(self, loop: LoopState, epoch: int) -> Mapping[str, list[float]]:
+        """Run the batches of the 0-based ``epoch`` from ``loop.batch`` on; each task's batch losses."""
+
+    @abstractmethod
+    def validate(self) -> dict[str, Any]:
+        """The validation report of the current weights (called on every process)."""
+
+    def select(self) -> dict[str, Any]:
+        """The report on the held-out selection subjects (``holdout`` mode; called on every process)."""
+        raise NotImplementedError
+
+    def extra_state(self) -> dict[str, Any] | None:
+        """What a saved state holds besides weights and optimiser: schedule, RNGs (called on every process)."""
+        return None
+
+
 def run_epochs(
     loop: LoopState,
     section: str,
     epochs: int,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    train_epoch: Callable[[int], Mapping[str, list[float]]],
-    validate: Callable[[], dict[str, Any]],
-    extra_state: Callable[[], dict[str, Any] | None] = lambda: None,
+    trainer: Trainer,
     max_grad_norm: float | None = None,
     mode: Mode = "validation",
-    select: Callable[[], dict[str, Any]] | None = None,
     criterion: Callable[[Mapping[str, Any]], float] = criterion_score,
 ) -> dict[str, Any]:
-    """Train epochs ``loop.epoch .. epochs-1``, keep one by ``mode``; return its record (weights loaded).
+    """Train epochs ``loop.epoch .. epochs-1`` of ``trainer``, keep one by ``mode``; return its record
+    (weights loaded into ``trainer.model``).
 
-    ``mode`` ``holdout`` scores each epoch by ``criterion(select())``, ``validation`` by
-    ``criterion(validate())`` (default: the frame-set report's ``face_frames`` score), and ``last``
-    keeps the final epoch. ``extra_state``, ``validate`` and ``select`` are called on every process
-    (they may be collective calls).
+    ``mode`` ``holdout`` scores each epoch by ``criterion(trainer.select())``, ``validation`` by
+    ``criterion(trainer.validate())`` (default: the frame-set report's ``face_frames`` score), and
+    ``last`` keeps the final epoch.
     """
-    if mode == "holdout" and select is None:
+    if mode == "holdout" and type(trainer).select is Trainer.select:
         raise ValueError(f"{section}: selection mode holdout needs the held-out subjects' scorer")
+    model, optimizer = trainer.model, trainer.optimizer
     for epoch in range(loop.epoch, epochs):
         began = time.perf_counter()
-        losses = train_epoch(epoch)
+        losses = trainer.fit_epoch(loop, epoch)
         check_weights(model, section, epoch + 1, max_grad_norm=max_grad_norm)
-        metrics = validate()
-        selection = select() if mode == "holdout" and select is not None else None
+        metrics = trainer.validate()
+        selection = trainer.select() if mode == "holdout" else None
         score = epoch_score(mode, metrics, selection, criterion)
         record = EpochRecord(epoch + 1, score, metrics, mean_losses(losses),
                              time.perf_counter() - began, selection)
-        improved = loop.end_epoch(record, model, optimizer, extra_state())
+        improved = loop.end_epoch(record, model, optimizer, trainer.extra_state())
         if loop.writer:
             log.info("%s epoch %d/%d: loss %s | validation %s | %s score %s%s (%.1fs)", section, record.epoch,
                      epochs, {t: None if v is None else round(v, 4) for t, v in record.loss.items()},

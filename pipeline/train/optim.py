@@ -24,7 +24,7 @@ from typing import Any, Iterable, Literal
 
 import torch
 
-from pipeline.config import ConfigError
+from pipeline.config import check_fields
 
 OPTIM_KEYS: tuple[str, ...] = ("optimizer", "lr", "momentum", "weight_decay", "max_grad_norm",
                                "focal_gamma", "pos_weight_cap")
@@ -55,9 +55,7 @@ class OptimConfig:
             (math.isfinite(self.pos_weight_cap) and self.pos_weight_cap > 0, "pos_weight_cap",
              f"must be > 0, got {self.pos_weight_cap}"),
         ]
-        for ok, key, message in checks:
-            if not ok:
-                raise ConfigError(message, key=key)
+        check_fields(checks)
 
     @classmethod
     def of(cls, config: Any) -> OptimConfig:

@@ -17,7 +17,7 @@ The epoch loop, resume after a kill and divergence checks are those every traine
 (:mod:`pipeline.train.loop`); the state lives in ``work_dir/state.pt``, keyed by the config and
 a digest of the face set. What is published is the backbone alone, as a plain state dict with
 insightface arcface_torch's key names (``OUT_DIR/backbone.pth``), beside ``OUT_DIR/backbone.json``
-(its arch and input contract), so ``finetune_visual.pretrained`` loads it as it loads a Glint360K
+(its arch and input contract), so ``finetune-visual --pretrained`` loads it as it loads a Glint360K
 ``backbone.pth``. With ``epochs: 0`` and ``init`` set, nothing is trained: the ``init`` checkpoint is
 checked, scored and published as it is (the way to use a real Glint360K checkpoint in the DAG).
 
@@ -34,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
@@ -44,7 +44,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from pipeline.config import ConfigError
+from pipeline.config import check_fields, to_dict
 from pipeline.data.faces.sets import FaceSet, open_face_set
 from pipeline.fsio import file_sha256, write_json
 from pipeline.labels import EMBEDDING_DIM
@@ -53,16 +53,17 @@ from pipeline.models.margin import MARGINS, MarginSoftmax
 from pipeline.models.preprocess import to_model_input
 from pipeline.models.registry import create_backbone
 from pipeline.train import ddp
+from pipeline.train.amp import AmpMode, Precision
 from pipeline.train.augment import AugmentConfig, augment_batch
 from pipeline.train.ddp import DistContext
 from pipeline.train.epoch_plan import split_batches
 from pipeline.train.face_data import (
     FaceImages, IdentitySplit, VerificationPairs, face_set_digest, split_identities, verification_pairs,
 )
-from pipeline.train.loop import TrainResult, check_weights, checked_step, run_epochs
+from pipeline.train.loader import EpochLoader, LoaderConfig
+from pipeline.train.loop import TrainResult, Trainer, check_weights, checked_step, run_epochs
 from pipeline.train.loop_state import LoopState
 from pipeline.train.optim import OptimConfig
-from pipeline.train.precision import AmpMode, EpochLoader, LoaderConfig, Precision, resume_config
 from pipeline.verification import verification_scores
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,6 @@ class PretrainConfig:
     seed: int = 0                      # identity split, pairs, init, image order, flips, class sampling
     amp: AmpMode = "off"               # off (float32) | bf16 | fp16 (CUDA only, with loss scaling) autocast
     channels_last: bool = False        # NHWC memory layout of the backbone and its batches
-    loader: LoaderConfig = field(default_factory=LoaderConfig)
 
     def __post_init__(self) -> None:
         checks = [
@@ -118,9 +118,7 @@ class PretrainConfig:
              f"must be >= 10 (10 folds), got {self.verification_pairs}"),
             (0.0 < self.far < 1.0, "far", f"must be in (0, 1), got {self.far}"),
         ]
-        for ok, key, message in checks:
-            if not ok:
-                raise ConfigError(message, key=key)
+        check_fields(checks)
         self.optim()
 
     def optim(self) -> OptimConfig:
@@ -186,10 +184,10 @@ class PretrainRun:
     """One run's recogniser, DDP wrapper, optimiser, schedule and random streams."""
 
     def __init__(self, cfg: PretrainConfig, classes: int, device: torch.device, ctx: DistContext,
-                 total_steps: int, loader: LoaderConfig | None = None) -> None:
+                 total_steps: int, loader: LoaderConfig = LoaderConfig()) -> None:
         self.cfg, self.device, self.ctx = cfg, device, ctx
         self.precision = Precision(cfg.amp, cfg.channels_last, device, SECTION)
-        self.loader = loader or cfg.loader
+        self.loader = loader
         self.epoch_loader: EpochLoader | None = None
         torch.manual_seed(cfg.seed)
         backbone = create_backbone(cfg.backbone, width_mult=cfg.width_mult)
@@ -264,6 +262,31 @@ class PretrainRun:
         self.class_rng.set_state(classes)
 
 
+class _PretrainTrainer(Trainer):
+    """The run's steps over each epoch's batches, verified on the held-out identities' pairs."""
+
+    def __init__(self, run: PretrainRun, plans: list[list[np.ndarray]], dataset: FaceImages, faces: FaceSet,
+                 pairs: VerificationPairs, checkpoint_every: int, progress: bool) -> None:
+        self.run, self.model, self.optimizer = run, run.model, run.optimizer
+        self.plans, self.dataset, self.faces, self.pairs = plans, dataset, faces, pairs
+        self.checkpoint_every, self.progress = checkpoint_every, progress
+
+    def fit_epoch(self, loop: LoopState, epoch: int) -> dict[str, list[float]]:
+        """The epoch's batches from ``loop.batch`` on."""
+        return self.run.train_epoch(loop, epoch, self.plans[epoch], self.dataset, self.checkpoint_every,
+                                    self.progress)
+
+    def validate(self) -> dict[str, Any]:
+        """Verification on the held-out identities' pairs."""
+        run = self.run
+        return {"verification": verify(run.model.backbone, self.faces, self.pairs, run.cfg, run.device, run.ctx,
+                                       run.loader, run.precision)}
+
+    def extra_state(self) -> dict[str, Any]:
+        """The run's schedule, loss scale and random streams."""
+        return self.run.extra_state()
+
+
 def run_key(cfg: PretrainConfig, faces: FaceSet) -> str:
     """A digest of what the run trains on: the face set and the ``init`` file."""
     payload = {"faces": face_set_digest(faces), "init": file_sha256(cfg.init) if cfg.init else None}
@@ -277,7 +300,7 @@ def train_pretrain(
     work_dir: str | Path,
     cfg: PretrainConfig,
     device: torch.device | str = "cpu",
-    num_workers: int | None = None,
+    loader: LoaderConfig = LoaderConfig(),
     dist: DistContext | None = None,
     checkpoint_every: int = 50,
     progress: bool = True,
@@ -287,7 +310,7 @@ def train_pretrain(
 
     Under DDP (``dist`` with several processes, process group initialised) every process calls this;
     only rank 0 writes files. ``checkpoint_every`` (batches) adds mid-epoch checkpoints (0 = epoch ends).
-    ``num_workers`` replaces ``cfg.loader.workers`` when given.
+    ``loader`` says how batches are fed (speed only).
     """
     ctx, device = dist or DistContext(), torch.device(device)
     faces = open_face_set(faces_path)
@@ -296,8 +319,7 @@ def train_pretrain(
     _check_data(split, faces_path, cfg, ctx)
     pairs = verification_pairs(split, cfg.verification_pairs, cfg.seed)
     plans = [epoch_batches(len(split.train_images), e, cfg, 2 * ctx.world_size) for e in range(cfg.epochs)]
-    run = PretrainRun(cfg, split.train_identities, device, ctx, sum(len(p) for p in plans),
-                      cfg.loader.with_workers(num_workers))
+    run = PretrainRun(cfg, split.train_identities, device, ctx, sum(len(p) for p in plans), loader)
     initial = verify(run.model.backbone, faces, pairs, cfg, device, ctx, run.loader, run.precision)
     data = {"format": faces.format, **split.sizes(), "pairs": 2 * cfg.verification_pairs}
     if ctx.is_main:
@@ -309,19 +331,15 @@ def train_pretrain(
     else:
         dataset = FaceImages(faces, split.train_images, split.train_labels)
         digest = ddp.broadcast_digest(run_key(cfg, faces) if ctx.is_main else None, ctx)
-        key = {"config": resume_config(cfg), "data": digest}
+        key = {"config": to_dict(cfg), "data": digest}
         loop = LoopState.resume(Path(work_dir) / STATE_FILE, key, run.model, run.optimizer, writer=ctx.is_main)
         run.load_extra(loop.extra)
         if ctx.is_main and loop.resumed_from is not None:
             log.info("resuming from epoch %d batch %d (of %d epochs)", loop.epoch + 1, loop.batch, cfg.epochs)
-        best = run_epochs(
-            loop, SECTION, cfg.epochs, run.model, run.optimizer,
-            lambda e: run.train_epoch(loop, e, plans[e], dataset, checkpoint_every, progress),
-            lambda: {"verification": verify(run.model.backbone, faces, pairs, cfg, device, ctx, run.loader,
-                                            run.precision)},
-            run.extra_state, cfg.max_grad_norm,
-            criterion=lambda report: report["verification"]["score"],  # held-out identities' pair accuracy
-        )
+        trainer = _PretrainTrainer(run, plans, dataset, faces, pairs, checkpoint_every, progress)
+        # kept by the held-out identities' pair accuracy
+        best = run_epochs(loop, SECTION, cfg.epochs, trainer, cfg.max_grad_norm,
+                          criterion=lambda report: report["verification"]["score"])
         history, resumed_from = loop.history, loop.resumed_from
     metrics = {
         "verification": _public(best["metrics"]["verification"]), "initial": _public(initial),

@@ -36,9 +36,9 @@ from pipeline.labels import TASKS
 from pipeline.model_files import sequence as sequence_files
 from pipeline.model_files.onnx_export import DEFAULT_PARITY_RTOL, check_parity_rtol
 from pipeline.models.sequence import SequenceArch, SequenceModel
-from pipeline.store import EmbeddingStore
+from pipeline.storage.embedding_store import EmbeddingStore
 from pipeline.train.alternating import TaskSchedule, alternating_batches
-from pipeline.train.loop import TrainResult, checked_step, run_epochs, subject_metrics
+from pipeline.train.loop import TrainResult, Trainer, checked_step, run_epochs, subject_metrics
 from pipeline.train.loop_state import LoopState
 from pipeline.train.losses import subjects_pos_weight, task_loss
 from pipeline.train.optim import OptimConfig
@@ -172,18 +172,38 @@ def fit(
     key = {"config": {k: v for k, v in to_dict(config).items() if k not in ("epochs", "parity_rtol")},
            "mode": mode, "data": data_key}
     loop = LoopState.resume(work_dir / STATE_FILE, key, model, optimizer, max_epochs=config.epochs)
-
-    def train_epoch(epoch: int) -> dict[str, list[float]]:
-        for loader in loaders.values():
-            loader.set_epoch(epoch)
-        active = {task: loaders[task] for task in tasks}
-        return train_batches(model, optimizer, schedule, epoch, active, pos_weight, config, device)
-
-    best = run_epochs(loop, SECTION, config.epochs, model, optimizer, train_epoch,
-                      lambda: validate(model, cache, splits.validation, config, device, eval_batch_size),
-                      max_grad_norm=config.max_grad_norm, mode=mode,
-                      select=lambda: validate(model, cache, splits.selection, config, device, eval_batch_size))
+    trainer = _SequenceTrainer(model, optimizer, cache, splits, config, device, loaders, schedule, pos_weight,
+                               eval_batch_size)
+    best = run_epochs(loop, SECTION, config.epochs, trainer, max_grad_norm=config.max_grad_norm, mode=mode)
     return TrainResult(model, dict(best["metrics"]), best["epoch"], loop.history, loop.resumed_from)
+
+
+class _SequenceTrainer(Trainer):
+    """The sequence model's epochs over embedding windows, scored per subject on validation and held-out videos."""
+
+    def __init__(self, model: SequenceModel, optimizer: torch.optim.Optimizer, cache: SequenceCache,
+                 splits: Splits, config: SequenceTrainConfig, device: torch.device, loaders: dict[str, WindowLoader],
+                 schedule: TaskSchedule, pos_weight: torch.Tensor, eval_batch_size: int) -> None:
+        self.model, self.optimizer = model, optimizer
+        self.cache, self.splits, self.config, self.device = cache, splits, config, device
+        self.loaders, self.schedule, self.pos_weight = loaders, schedule, pos_weight
+        self.eval_batch_size = eval_batch_size
+
+    def fit_epoch(self, loop: LoopState, epoch: int) -> dict[str, list[float]]:
+        """One epoch of alternating AU/EXPR window batches."""
+        for loader in self.loaders.values():
+            loader.set_epoch(epoch)
+        active = {task: self.loaders[task] for task in self.schedule.tasks}
+        return train_batches(self.model, self.optimizer, self.schedule, epoch, active, self.pos_weight,
+                             self.config, self.device)
+
+    def validate(self) -> dict[str, dict[str, Any]]:
+        """The report on the validation subjects."""
+        return validate(self.model, self.cache, self.splits.validation, self.config, self.device, self.eval_batch_size)
+
+    def select(self) -> dict[str, dict[str, Any]]:
+        """The report on the held-out selection subjects."""
+        return validate(self.model, self.cache, self.splits.selection, self.config, self.device, self.eval_batch_size)
 
 
 def train_batches(

@@ -36,7 +36,7 @@ from pipeline.data.manifest import Manifest, SubjectRecord
 from pipeline.inference.features import compose_features, feature_dim
 from pipeline.inference.sequence import window_starts
 from pipeline.labels import EMBEDDING_DIM, NUM_AUS, UNLABELLED
-from pipeline.store import EmbeddingStore
+from pipeline.storage.embedding_store import EmbeddingStore
 
 FEATURE_DTYPE = np.float16   # the stores' precision, kept in RAM
 AUDIO_SOURCE = "affwild2"    # the manifest source whose videos have audio tracks

@@ -23,7 +23,7 @@ import numpy as np
 
 from pipeline.data.manifest import Manifest, SubjectRecord, write_manifest
 from pipeline.labels import EMBEDDING_DIM, NUM_AUS, NUM_EXPRS
-from pipeline.store import EmbeddingStore
+from pipeline.storage.embedding_store import EmbeddingStore
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Literal, Mapping
 
 import numpy as np
 import torch
@@ -48,7 +48,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from pipeline.config import ConfigError, to_dict
+from pipeline.config import check_fields, to_dict
 from pipeline.data.manifest import Manifest
 from pipeline.fsio import file_sha256, write_json
 from pipeline.labels import NUM_AUS, NUM_EXPRS
@@ -59,6 +59,7 @@ from pipeline.models.multitask import MultiTaskModel, build_model
 from pipeline.models.preprocess import to_model_input
 from pipeline.train import ddp
 from pipeline.train.alternating import TaskSchedule
+from pipeline.train.amp import AmpMode, Precision
 from pipeline.train.augment import AugmentConfig, augment_batch
 from pipeline.train.ddp import DistContext
 from pipeline.train.epoch_plan import epoch_plan
@@ -73,11 +74,13 @@ from pipeline.train.frames_dataset import (
     select_subject_frames,
     select_validation_frames,
 )
-from pipeline.train.loop import TrainResult, check_weights, checked_step, frame_set_metrics, run_epochs
+from pipeline.train.loader import EpochLoader, LoaderConfig
+from pipeline.train.loop import (
+    TrainResult, Trainer, check_weights, checked_step, frame_set_metrics, run_epochs,
+)
 from pipeline.train.loop_state import LoopState
 from pipeline.train.losses import compute_pos_weight, task_loss
 from pipeline.train.optim import OptimConfig
-from pipeline.train.precision import AmpMode, EpochLoader, LoaderConfig, Precision, resume_config
 from pipeline.train.selection import SelectionConfig, SelectionSplit, selection_report, selection_split
 
 log = logging.getLogger(__name__)
@@ -96,7 +99,9 @@ class VisualTrainConfig:
     backbone: str = "iresnet18"
     width_mult: float = 0.125         # 1.0 for insightface checkpoints; a pretrained file must have this width
     dropout: float = 0.0
-    pretrained: str | None = None     # arcface_torch backbone state_dict (.pth) of this backbone and width
+    # pretrained: start from the arcface_torch backbone state_dict (.pth) of this backbone and width that
+    # the caller hands over (dvc.yaml passes pretrain-face's); random: from random initialisation
+    backbone_init: Literal["pretrained", "random"] = "random"
     epochs: int = 5
     batch_size: int = 64              # global batch, split between DDP processes
     lr: float = 0.02
@@ -115,7 +120,6 @@ class VisualTrainConfig:
     seed: int = 0
     amp: AmpMode = "off"              # off (float32) | bf16 | fp16 (CUDA only, with loss scaling) autocast
     channels_last: bool = False       # NHWC memory layout of the model and its batches (faster convs on GPUs)
-    loader: LoaderConfig = field(default_factory=LoaderConfig)
 
     def __post_init__(self) -> None:
         checks = [
@@ -129,9 +133,7 @@ class VisualTrainConfig:
             (self.max_frames_per_epoch is None or self.max_frames_per_epoch >= 1,
              "max_frames_per_epoch", f"must be >= 1 or null, got {self.max_frames_per_epoch}"),
         ]
-        for ok, key, message in checks:
-            if not ok:
-                raise ConfigError(message, key=key)
+        check_fields(checks)
         self.optim()
 
     def optim(self) -> OptimConfig:
@@ -226,13 +228,14 @@ def score_predictions(faces: FrameSet, faceless: FrameSet, au_pred: np.ndarray, 
                         np.concatenate([expr_pred, np.full(n, NO_FACE_EXPR, np.int64)]))
 
 
-def data_key(cfg: VisualTrainConfig, manifest: Manifest, labels_path: str | Path, frames_path: str | Path) -> str:
+def data_key(manifest: Manifest, labels_path: str | Path, frames_path: str | Path,
+             pretrained: str | Path | None) -> str:
     """A digest of what the run trains on: the manifest and the inputs' (and pretrained file's) contents."""
     payload = {
         "manifest": dataclasses.asdict(manifest),
         "labels": file_sha256(labels_path),
         "frames": file_sha256(frames_path),
-        "pretrained": file_sha256(cfg.pretrained) if cfg.pretrained and Path(cfg.pretrained).is_file() else None,
+        "pretrained": file_sha256(pretrained) if pretrained and Path(pretrained).is_file() else None,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -287,15 +290,16 @@ class _VisualRun:
     other trainers (data and model); the epoch loop is :func:`pipeline.train.loop.run_epochs`."""
 
     def __init__(self, cfg: VisualTrainConfig, device: torch.device, ctx: DistContext, total_steps: int,
-                 pos_weight: torch.Tensor, loader: LoaderConfig | None = None) -> None:
+                 pos_weight: torch.Tensor, loader: LoaderConfig = LoaderConfig(),
+                 pretrained: str | Path | None = None) -> None:
         self.cfg, self.device, self.ctx = cfg, device, ctx
         self.precision = Precision(cfg.amp, cfg.channels_last, device, SECTION)
-        self.loader = loader or cfg.loader
+        self.loader = loader
         self.epoch_loader: EpochLoader | None = None
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.arch())
-        if cfg.pretrained is not None:
-            load_backbone_state(self.model.backbone, cfg.pretrained)
+        if pretrained is not None:
+            load_backbone_state(self.model.backbone, pretrained)
         self.precision.model(self.model.to(device))
         self.net: nn.Module = _ActiveHead(self.model)
         if ctx.enabled:
@@ -370,6 +374,39 @@ class _VisualRun:
         self.augment_rng.set_state(rngs[min(self.ctx.rank, len(rngs) - 1)])
 
 
+class _VisualTrainer(Trainer):
+    """The run's steps over each epoch's plan, scored on the validation and the held-out frames."""
+
+    def __init__(self, run: _VisualRun, plans: list[list[tuple[str, np.ndarray]]], dataset: FrameDataset,
+                 offsets: dict[str, int], data: TrainData, checkpoint_every: int, progress: bool) -> None:
+        self.run, self.model, self.optimizer = run, run.model, run.optimizer
+        self.plans, self.dataset, self.offsets, self.data = plans, dataset, offsets, data
+        self.checkpoint_every, self.progress = checkpoint_every, progress
+
+    def fit_epoch(self, loop: LoopState, epoch: int) -> dict[str, list[float]]:
+        """The epoch's plan from ``loop.batch`` on."""
+        return self.run.train_epoch(loop, epoch, self.plans[epoch], self.dataset, self.offsets,
+                                    self.checkpoint_every, self.progress)
+
+    def validate(self) -> dict[str, Any]:
+        """The report on the validation frames."""
+        return self._score("val", self.data.val, self.data.val_faceless)
+
+    def select(self) -> dict[str, Any]:
+        """The report on the held-out selection frames."""
+        return self._score("sel", self.data.sel, self.data.sel_faceless)
+
+    def extra_state(self) -> dict[str, Any]:
+        """The run's schedule, loss scale and augmentation RNGs."""
+        return self.run.extra_state()
+
+    def _score(self, part: str, faces: FrameSet, faceless: FrameSet) -> dict[str, Any]:
+        run = self.run
+        predictions = predict_frames(run.model, self.dataset, self.offsets[part], len(faces), run.cfg.batch_size,
+                                     run.device, run.ctx, run.loader, run.precision)
+        return score_predictions(faces, faceless, *predictions)
+
+
 def train_visual(
     manifest: Manifest,
     labels_path: str | Path,
@@ -379,11 +416,12 @@ def train_visual(
     work_dir: str | Path,
     cfg: VisualTrainConfig,
     device: torch.device | str = "cpu",
-    num_workers: int | None = None,
+    loader: LoaderConfig = LoaderConfig(),
     dist: DistContext | None = None,
     checkpoint_every: int = 200,
     progress: bool = True,
     selection: SelectionConfig | None = None,
+    pretrained: str | Path | None = None,
     onnx_path: str | Path | None = None,
     export: ExportConfig = ExportConfig(),
 ) -> TrainResult:
@@ -395,8 +433,14 @@ def train_visual(
     Under DDP (``dist`` with several processes, process group already initialised) every process
     calls this; only rank 0 writes files. ``checkpoint_every`` (batches) adds mid-epoch checkpoints
     (0 = only at epoch ends). ``selection`` (default: holdout) says how the kept epoch is chosen.
-    ``num_workers`` replaces ``cfg.loader.workers`` when given.
+    ``loader`` says how batches are fed (speed only). ``pretrained`` is the backbone file the run
+    starts from when ``cfg.backbone_init`` is ``pretrained`` (it must then be given); with ``random``
+    it is not read.
     """
+    if cfg.backbone_init == "pretrained" and pretrained is None:
+        raise ValueError(f"{SECTION}.backbone_init is pretrained but no pretrained backbone file was given "
+                         "(--pretrained); give one, or set backbone_init: random")
+    pretrained = pretrained if cfg.backbone_init == "pretrained" else None
     ctx, device = dist or DistContext(), torch.device(device)
     selection = selection or SelectionConfig()
     held = selection_split(manifest, selection)
@@ -409,10 +453,9 @@ def train_visual(
     sizes = {"au": len(data.au_train), "expr": len(data.expr_train)}
     plans = [epoch_plan(TaskSchedule(cfg.alternation, tasks), e, sizes, cfg.batch_size, cfg.seed,
                         cfg.max_frames_per_epoch, min_batch=2 * ctx.world_size) for e in range(cfg.epochs)]
-    run = _VisualRun(cfg, device, ctx, sum(len(p) for p in plans), _pos_weight(cfg, data),
-                     cfg.loader.with_workers(num_workers))
-    key = {"config": resume_config(cfg), "selection": to_dict(selection), "data": ddp.broadcast_digest(
-        data_key(cfg, manifest, labels_path, frames_path) if ctx.is_main else None, ctx)}
+    run = _VisualRun(cfg, device, ctx, sum(len(p) for p in plans), _pos_weight(cfg, data), loader, pretrained)
+    key = {"config": to_dict(cfg), "selection": to_dict(selection), "data": ddp.broadcast_digest(
+        data_key(manifest, labels_path, frames_path, pretrained) if ctx.is_main else None, ctx)}
     loop = LoopState.resume(Path(work_dir) / STATE_FILE, key, run.model, run.optimizer, writer=ctx.is_main)
     run.load_extra(loop.extra)
     if ctx.is_main:
@@ -420,19 +463,8 @@ def train_visual(
         if loop.resumed_from is not None:
             log.info("resuming from epoch %d batch %d (of %d epochs)", loop.epoch + 1, loop.batch, cfg.epochs)
 
-    def scorer(part: str, faces: FrameSet, faceless: FrameSet) -> Callable[[], dict[str, Any]]:
-        def score() -> dict[str, Any]:
-            predictions = predict_frames(run.model, dataset, offsets[part], len(faces), cfg.batch_size, device,
-                                         ctx, run.loader, run.precision)
-            return score_predictions(faces, faceless, *predictions)
-        return score
-
-    best = run_epochs(
-        loop, SECTION, cfg.epochs, run.model, run.optimizer,
-        lambda e: run.train_epoch(loop, e, plans[e], dataset, offsets, checkpoint_every, progress),
-        scorer("val", data.val, data.val_faceless), run.extra_state, cfg.max_grad_norm,
-        mode=selection.mode, select=scorer("sel", data.sel, data.sel_faceless),
-    )
+    trainer = _VisualTrainer(run, plans, dataset, offsets, data, checkpoint_every, progress)
+    best = run_epochs(loop, SECTION, cfg.epochs, trainer, cfg.max_grad_norm, mode=selection.mode)
     metrics = {"validation": best["metrics"], "baseline": baseline_metrics(data), "epochs": cfg.epochs,
                "best_epoch": best["epoch"], "selection": selection_report(selection, held, loop.history),
                "frames": data.sizes()}

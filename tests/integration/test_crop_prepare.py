@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from pipeline.faces.detect import DetectorConfig, FaceDetector
 from pipeline.faces.moving_photos import astronaut, grace_hopper, moving_photo, side_by_side_photos
-from pipeline.predict.photo_video import write_frames_video
+from pipeline.data.synth.photo_video import write_frames_video
 from stages.cli import main
 
 N = 10

@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from _embed_inputs import tiny_audio_model_dir, tiny_visual_onnx
-from pipeline.store import EmbeddingStore
+from pipeline.storage.embedding_store import EmbeddingStore
 from stages.embed_audio import command as embed_audio
 from stages.embed_visual import command as embed_visual
 

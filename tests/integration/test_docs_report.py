@@ -18,4 +18,6 @@ def test_committed_docs_match_their_source_files() -> None:
 
 def test_the_readme_results_are_rendered_blocks() -> None:
     names = {block.name for block in find_blocks((ROOT / "README.md").read_text(), "README.md")}
-    assert {"results", "results-gains"} <= names
+    assert {"results-headline", "results-gains", "repro-time", "full-size-summary"} <= names
+    in_results = {block.name for block in find_blocks((ROOT / "docs/results.md").read_text(), "docs/results.md")}
+    assert {"results", "ablation-training-seeds", "cross-cpu", "ablation-draws", "ablation-pretrain"} <= in_results

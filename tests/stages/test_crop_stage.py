@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 from click.testing import CliRunner
 
-from pipeline.predict.photo_video import write_photo_video
+from pipeline.data.synth.photo_video import write_photo_video
 from pipeline.faces.moving_photos import astronaut
 from stages.cli import main
 

@@ -22,7 +22,7 @@ import pytest
 from _embed_inputs import build_prepared, tiny_visual_onnx
 from pipeline.embed.runner import ClusterOptions, InferenceOptions
 from pipeline.embed.visual import EmbedVisualConfig, embed_visual
-from pipeline.store import EmbeddingStore
+from pipeline.storage.embedding_store import EmbeddingStore
 
 REPO = Path(__file__).resolve().parents[2]
 SUBJECTS = ["vidA", "vidB", "vidC_left", "vidC_right", "vidD"]

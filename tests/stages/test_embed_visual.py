@@ -16,12 +16,12 @@ import pytest
 from click.testing import CliRunner
 
 from _embed_inputs import build_prepared, tiny_visual_onnx
-from pipeline.data.frame_store import FrameStore
+from pipeline.storage.frame_store import FrameStore
 from pipeline.data.labels_store import read_all_labels
 from pipeline.data.manifest import read_manifest
 from pipeline.model_files.onnx_export import make_session
 from pipeline.models.preprocess import to_model_input
-from pipeline.store import EmbeddingStore
+from pipeline.storage.embedding_store import EmbeddingStore
 from stages.embed_visual import command
 
 SUBJECTS = ["vidA", "vidB", "vidC_left", "vidC_right", "vidD"]

@@ -16,7 +16,7 @@ from _fs import grow, small_filesystem
 from _media import build_affwild2
 from click.testing import CliRunner
 
-from pipeline.data.frame_store import FrameStore
+from pipeline.storage.frame_store import FrameStore
 from pipeline.data.prepare import PrepareConfig, prepare_dataset
 from stages.cli import main
 

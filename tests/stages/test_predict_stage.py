@@ -18,13 +18,13 @@ from PIL import Image
 from _predict_models import build_predict_models
 from pipeline.audio.features import AudioConfig
 from pipeline.audio.windows import VideoAudio
+from pipeline.data.synth.photo_video import write_photo_video
 from pipeline.model_files.audio import quantize_tdnn
 from pipeline.model_files.int8 import CalibrationConfig
 from pipeline.model_files.visual import quantize_visual
-from pipeline.predict.photo_video import write_photo_video
-from pipeline.predict.progress import FrameProgress
+from pipeline.predict.pass_progress import FrameProgress
 from stages.cli import main
-from stages.progress import FrameProgressDisplay
+from stages.progress_bar import FrameProgressDisplay
 
 
 @pytest.fixture(scope="module")
@@ -229,10 +229,10 @@ class _Terminal(io.StringIO):
 def test_progress_is_a_bar_on_a_terminal_and_occasional_lines_elsewhere(monkeypatch: pytest.MonkeyPatch):
     import itertools
 
-    import stages.progress
+    import stages.progress_bar
 
     ticks = itertools.count()
-    monkeypatch.setattr(stages.progress.time, "perf_counter", lambda: next(ticks) * 0.1)   # a frame per 0.1 s
+    monkeypatch.setattr(stages.progress_bar.time, "perf_counter", lambda: next(ticks) * 0.1)   # a frame per 0.1 s
     events = [FrameProgress("clip.mp4", "faces", done, 50) for done in range(1, 51)]
     terminal = _Terminal()
     display = FrameProgressDisplay(["clip.mp4"], terminal)
@@ -253,10 +253,10 @@ def test_progress_is_a_bar_on_a_terminal_and_occasional_lines_elsewhere(monkeypa
 
 
 def test_progress_of_a_one_frame_video_shows_no_rate(monkeypatch: pytest.MonkeyPatch):
-    import stages.progress
+    import stages.progress_bar
 
     clock = iter([10.0, 10.0, 10.0, 10.0, 10.0])   # the frame and the end read the same instant
-    monkeypatch.setattr(stages.progress.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(stages.progress_bar.time, "perf_counter", lambda: next(clock))
     for stream in (io.StringIO(), _Terminal()):
         display = FrameProgressDisplay(["one.mp4"], stream, every_s=3600.0)
         display(FrameProgress("one.mp4", "faces", 1, 1))
@@ -267,10 +267,10 @@ def test_progress_of_a_one_frame_video_shows_no_rate(monkeypatch: pytest.MonkeyP
 
 
 def test_progress_rate_counts_the_frames_after_the_clock_started(monkeypatch: pytest.MonkeyPatch):
-    import stages.progress
+    import stages.progress_bar
 
     clock = iter([0.0, 2.0, 2.0, 2.0])
-    monkeypatch.setattr(stages.progress.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(stages.progress_bar.time, "perf_counter", lambda: next(clock))
     log = io.StringIO()
     display = FrameProgressDisplay(["clip.mp4"], log, every_s=3600.0)
     display(FrameProgress("clip.mp4", "faces", 1, 21))

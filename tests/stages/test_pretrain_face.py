@@ -77,10 +77,10 @@ def test_both_layouts_train_the_same_backbone_and_it_loads_into_finetune(faces: 
     assert list(state) == [name for name, _ in read_key_list(FIXTURES / "iresnet18_keys.txt")]
 
     path = tmp_path / "rec/pretrain/backbone.pth"
-    model = build_model(VisualTrainConfig(width_mult=0.0625, pretrained=str(path)).arch())
+    model = build_model(VisualTrainConfig(width_mult=0.0625).arch())
     load_backbone_state(model.backbone, path)
     assert all(torch.equal(model.backbone.state_dict()[k], v) for k, v in state.items())
-    wider = build_model(VisualTrainConfig(width_mult=0.125, pretrained=str(path)).arch())
+    wider = build_model(VisualTrainConfig(width_mult=0.125).arch())
     with pytest.raises(CheckpointMismatchError, match=r"backbone.pth.*width_mult 0\.125"):
         load_backbone_state(wider.backbone, path)
 

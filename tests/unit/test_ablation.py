@@ -256,15 +256,15 @@ def test_grid_file_may_list_arms(tmp_path: Path) -> None:
 
 def test_listed_arms_may_be_named_and_the_name_is_not_a_param(tmp_path: Path) -> None:
     path = tmp_path / "arms.yaml"
-    path.write_text("- {arm: scratch, finetune_visual.pretrained: null}\n- {arm: pretrained}\n")
+    path.write_text("- {arm: scratch, finetune_visual.backbone_init: random}\n- {arm: pretrained}\n")
     points = load_points(path)
     assert [arm_name(p) for p in points] == ["scratch", "pretrained"]
-    base = lookup_params({"finetune_visual": {"pretrained": "cache/pretrain/backbone.pth"}}, missing_keys(points))
+    base = lookup_params({"finetune_visual": {"backbone_init": "pretrained"}}, missing_keys(points))
     runs = plan_repeats(points, data_seeds=[0, 1], base=base)
     assert [r["experiment"] for r in runs] == ["scratch-d0", "pretrained-d0", "scratch-d1", "pretrained-d1"]
-    assert runs[1]["params"] == {"finetune_visual.pretrained": "cache/pretrain/backbone.pth", "synth.seed": 0}
+    assert runs[1]["params"] == {"finetune_visual.backbone_init": "pretrained", "synth.seed": 0}
     assert exp_run_command(runs[0]["params"], runs[0]["experiment"]) == [
-        "dvc", "exp", "run", "-n", "scratch-d0", "-S", "finetune_visual.pretrained=null", "-S", "synth.seed=0"]
+        "dvc", "exp", "run", "-n", "scratch-d0", "-S", "finetune_visual.backbone_init=random", "-S", "synth.seed=0"]
     assert default_seed_keys(points) == ["finetune_visual.seed"]
     path.write_text("- {arm: a, modalities: both}\n- {arm: a, modalities: visual}\n")
     with pytest.raises(ValueError, match="two arms have the name 'a'"):

@@ -10,11 +10,10 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from pipeline.model_files.checkpoint import CheckpointError, first_non_finite, load_checkpoint, save_checkpoint
-from pipeline.evaluate.run import load_fusion, load_sequence_runner
-from pipeline.model_files.visual import export_visual
+from pipeline.evaluate.scoring import load_fusion, load_sequence_runner
 from pipeline.model_files.backbone import load_backbone_state
-from pipeline.model_files.visual import checkpoint_dict
+from pipeline.model_files.checkpoint import CheckpointError, first_non_finite, load_checkpoint, save_checkpoint
+from pipeline.model_files.visual import checkpoint_dict, export_visual
 from pipeline.models.multitask import build_model
 from pipeline.train.loop_state import LoopState
 from stages.cli import main

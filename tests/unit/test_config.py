@@ -8,7 +8,7 @@ from typing import Literal
 
 import pytest
 
-from pipeline.config import ConfigError, from_dict, load_section, to_dict
+from pipeline.config import ConfigError, check_fields, from_dict, load_section, to_dict
 
 
 @dataclass(frozen=True)
@@ -150,3 +150,37 @@ def test_a_choice_word_that_yaml_reads_as_a_boolean_is_taken_as_that_word(tmp_pa
     # a boolean with no word of its value among the choices is still an error, naming the value
     with pytest.raises(ConfigError, match=r"params.yaml:demo.amp: True is not one of \['off', 'bf16', 'fp16'\]"):
         from_dict(Choice, {"amp": True}, where="params.yaml:demo")
+
+
+def test_check_fields_raises_the_first_failed_check_with_its_key() -> None:
+    check_fields([(True, "epochs", "unused")])
+    with pytest.raises(ConfigError) as info:
+        check_fields([(True, "epochs", "unused"), (False, "lr", "must be > 0, got 0"), (False, "momentum", "later")])
+    assert info.value.key == "lr" and str(info.value) == "lr: must be > 0, got 0"
+
+
+def _library_configs() -> list[tuple[type, dict, str]]:
+    from pipeline.data.synth.identities import FaceIdentityConfig
+    from pipeline.embed.runner import ClusterOptions, InferenceOptions
+    from tooling.full_size import Workload
+    from pipeline.model_files.int8 import CalibrationConfig, QuantSettings
+    from pipeline.train.ddp import DistContext
+    return [
+        (FaceIdentityConfig, {"identities": 1}, "identities: must be >= 2, got 1"),
+        (FaceIdentityConfig, {"blur_rate": 2.0}, "blur_rate: must be in [0, 1], got 2.0"),
+        (ClusterOptions, {"threads_per_worker": 0}, "threads_per_worker: must be >= 1, got 0"),
+        (InferenceOptions, {"batch_size": 0}, "batch_size: must be >= 1, got 0"),
+        (InferenceOptions, {"device": "tpu"}, "device: must be one of"),
+        (Workload, {"videos": 1, "frames": 10, "fps": 0.0}, "fps: must be > 0, got 0.0"),
+        (CalibrationConfig, {"batch_size": 0}, "batch_size: must be >= 1, got 0"),
+        (QuantSettings, {"weights": "int4"}, "weights: must be uint8 or int8, got 'int4'"),
+        (DistContext, {"rank": 2, "world_size": 2}, "rank: must be in [0, world_size), got 2"),
+    ]
+
+
+@pytest.mark.parametrize(("cls", "kwargs", "message"), _library_configs(),
+                         ids=lambda v: v.__name__ if isinstance(v, type) else None)
+def test_library_config_checks_are_config_errors_naming_the_field(cls: type, kwargs: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        cls(**kwargs)
+    assert info.value.key == message.split(":")[0] and str(info.value).startswith(message)

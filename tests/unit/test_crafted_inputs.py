@@ -85,7 +85,7 @@ READERS = {
         "from pipeline.data.pack_frames import PackConfig, _load_crop",
         "_load_crop(path, 0, 'vidA', PackConfig())"),
     "the frame store's decoder": (
-        "from pipeline.data.frame_store import decode_crop", "decode_crop(path.read_bytes(), str(path))"),
+        "from pipeline.storage.frame_store import decode_crop", "decode_crop(path.read_bytes(), str(path))"),
 }
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.data.frame_store import CorruptCropError, FrameStore
+from pipeline.storage.frame_store import CorruptCropError, FrameStore
 from pipeline.data.pack_frames import PackConfig, pack_frames
 from pipeline.data.labels_store import SubjectLabels, read_all_labels
 from pipeline.data.manifest import Manifest, read_manifest

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from pipeline.embed.runner import ClusterOptions, available_cores, run_tasks
-from pipeline.store import EmbeddingStore
+from pipeline.storage.embedding_store import EmbeddingStore
 
 FINGERPRINT = "e" * 64
 

@@ -13,7 +13,7 @@ import torch
 
 from _evaluation_inputs import FACELESS, STRIDE, WINDOW, EvaluationInputs, build_evaluation_inputs
 from pipeline.config import ConfigError, from_dict
-from pipeline.evaluate.run import (
+from pipeline.evaluate.scoring import (
     BASELINE,
     FRAME_SETS,
     VARIANTS,
@@ -33,7 +33,7 @@ from pipeline.labels import NUM_EXPRS
 from pipeline.metrics import au_metrics, expr_metrics
 from pipeline.model_files.audio import load_fusion_head
 from pipeline.model_files.sequence import build_from_checkpoint
-from pipeline.store import EmbeddingStore
+from pipeline.storage.embedding_store import EmbeddingStore
 
 
 @pytest.fixture(scope="module")

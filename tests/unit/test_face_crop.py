@@ -14,7 +14,7 @@ from pipeline.faces.align import ARCFACE_TEMPLATE, similarity_transform, transfo
 from pipeline.faces.crop import DONE_DIR, crop_video, crop_videos, videos_in
 from pipeline.faces.detect import DetectorConfig, FaceDetector
 from pipeline.faces.moving_photos import astronaut, grace_hopper, moving_photo, side_by_side_photos
-from pipeline.predict.photo_video import write_frames_video
+from pipeline.data.synth.photo_video import write_frames_video
 
 N = 12
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.config import ConfigError
 from pipeline.data.faces.sets import open_face_set
 from pipeline.data.synth import SynthConfig
 from pipeline.data.synth.faces import sample_identity
@@ -71,9 +72,9 @@ def test_the_variations_are_configurable_and_checked() -> None:
     assert np.abs(a[face] - b[face]).mean() < 1.0   # with nothing varied, only the background/clothes differ
     varied = render_face(FaceIdentityConfig(identities=2, images_per_identity=2), 0, 1).astype(int)
     assert np.abs(a[face] - varied[face]).mean() > 5.0
-    with pytest.raises(ValueError, match="occlusion_rate must be in"):
+    with pytest.raises(ConfigError, match="occlusion_rate: must be in"):
         FaceIdentityConfig(occlusion_rate=1.5)
-    with pytest.raises(ValueError, match="need >= 2 identities"):
+    with pytest.raises(ConfigError, match="identities: must be >= 2"):
         FaceIdentityConfig(identities=1)
 
 

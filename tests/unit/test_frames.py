@@ -13,7 +13,7 @@ import pytest
 from _media import build_affwild2, build_bp4d, write_jpeg
 from PIL import Image
 
-from pipeline.data.frame_store import CorruptCropError, FrameStore, decode_crop
+from pipeline.storage.frame_store import CorruptCropError, FrameStore, decode_crop
 from pipeline.data.pack_frames import PackConfig, pack_frames
 from pipeline.data.manifest import Manifest, read_manifest
 from pipeline.data.prepare import PrepareConfig, prepare_dataset

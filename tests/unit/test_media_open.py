@@ -16,7 +16,7 @@ from pipeline.data.media_open import MediaLimitError, MediaLimits, MediaOpenErro
 from pipeline.data.video import decode_frames, probe_video
 from pipeline.faces.crop import crop_videos
 from pipeline.predict.overlay import write_overlay
-from pipeline.predict.photo_video import write_frames_video
+from pipeline.data.synth.photo_video import write_frames_video
 from pipeline.predict.video import PredictConfig
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.data.video import decode_frames
-from pipeline.predict.photo_video import panned_frames, write_frames_video
+from pipeline.data.synth.photo_video import panned_frames, write_frames_video
 
 
 def test_frames_can_be_written_one_at_a_time(tmp_path) -> None:

@@ -25,7 +25,8 @@ from pipeline.data.manifest import read_manifest
 from pipeline.train.ddp import DistContext
 from pipeline.train.face_data import FaceImages, split_identities
 from pipeline.train.loop_state import LoopState
-from pipeline.train.precision import LoaderConfig, Precision, check_amp, resume_config
+from pipeline.train.amp import Precision, check_amp
+from pipeline.train.loader import LoaderConfig
 from pipeline.train.pretrain import PretrainConfig, PretrainRun, epoch_batches
 from pipeline.train.visual import VisualTrainConfig, train_visual
 from stages.cli import main
@@ -33,10 +34,11 @@ from stages.cli import main
 TINY = dict(width_mult=0.0625, epochs=1, batch_size=16, lr=0.05, max_frames_per_epoch=32)
 
 
-def _train_visual(prepared: Path, frames: Path, out: Path, device: str = "cpu", **changes: Any):
+def _train_visual(prepared: Path, frames: Path, out: Path, device: str = "cpu",
+                  loader: LoaderConfig = LoaderConfig(), **changes: Any):
     return train_visual(read_manifest(prepared / "manifest.json"), prepared / "labels.h5", frames, out / "model.pt",
                         out / "metrics.json", out / "work", VisualTrainConfig(**{**TINY, **changes}), device=device,
-                        progress=False)
+                        loader=loader, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -44,31 +46,28 @@ def faces(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_faces(tmp_path_factory.mktemp("faces") / "faces")
 
 
-def _pretrain_losses(faces: Path, tmp_path: Path, device: str = "cpu", **changes: Any) -> list[float]:
+def _pretrain_losses(faces: Path, tmp_path: Path, device: str = "cpu", loader: LoaderConfig = LoaderConfig(),
+                     **changes: Any) -> list[float]:
     """Two pretraining steps of the tiny recogniser; their losses."""
     cfg = PretrainConfig(**{**PRETRAIN, **changes})
     face_set = open_face_set(faces / "rec")
     split = split_identities(face_set.labels, cfg.holdout_share, cfg.seed)
-    run = PretrainRun(cfg, split.train_identities, torch.device(device), DistContext(), total_steps=4)
+    run = PretrainRun(cfg, split.train_identities, torch.device(device), DistContext(), total_steps=4, loader=loader)
     dataset = FaceImages(face_set, split.train_images, split.train_labels)
     loop = LoopState(tmp_path / "state.pt", {}, writer=False)
     losses = run.train_epoch(loop, 0, epoch_batches(len(split.train_images), 0, cfg, 2)[:2], dataset, 0, False)
     return losses["face"]
 
 
-# -- the params --------------------------------------------------------------------------------
+# -- the params and options ----------------------------------------------------------------------
 
-def test_loader_params_default_to_loading_in_the_training_process() -> None:
+def test_loader_options_default_to_loading_in_the_training_process() -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert LoaderConfig().dataloader_kwargs(cpu) == {"num_workers": 0, "pin_memory": False}
     assert LoaderConfig().dataloader_kwargs(cuda) == {"num_workers": 0, "pin_memory": True}
     assert LoaderConfig(pin_memory=False).dataloader_kwargs(cuda)["pin_memory"] is False
     assert LoaderConfig(workers=2, prefetch_factor=4, persistent_workers=True).dataloader_kwargs(cpu) == {
         "num_workers": 2, "pin_memory": False, "prefetch_factor": 4, "persistent_workers": True}
-    # --workers replaces the params' value; dropping to 0 drops what needs workers
-    busy = LoaderConfig(workers=2, prefetch_factor=4, persistent_workers=True)
-    assert busy.with_workers(None) == busy and busy.with_workers(0) == LoaderConfig(workers=0)
-    assert busy.with_workers(3).prefetch_factor == 4
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -76,16 +75,26 @@ def test_loader_params_default_to_loading_in_the_training_process() -> None:
     ({"prefetch_factor": 2}, "prefetch_factor: must be >= 1 and needs workers >= 1"),
     ({"persistent_workers": True}, "persistent_workers: needs workers >= 1"),
 ])
-def test_loader_params_name_a_bad_value(bad: dict, message: str) -> None:
+def test_loader_config_names_a_bad_value(bad: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        from_dict(VisualTrainConfig, {"loader": bad}, where="params.yaml:finetune_visual")
+        LoaderConfig(**bad)
+
+
+@pytest.mark.parametrize("stage", ["finetune-visual", "pretrain-face"])
+def test_a_bad_loader_option_is_a_usage_error_naming_the_option(stage: str, tmp_path: Path) -> None:
+    (tmp_path / "frames.h5").write_bytes(b"")
+    args = [str(tmp_path), str(tmp_path / "frames.h5")] if stage == "finetune-visual" else [str(tmp_path / "faces")]
+    result = CliRunner().invoke(main, [stage, *args, str(tmp_path / "out"), str(tmp_path / "m.json"),
+                                       "--prefetch-factor", "2", "--work-dir", str(tmp_path / "w")])
+    assert result.exit_code == 2, result.output
+    assert "--prefetch-factor: must be >= 1 and needs workers >= 1" in result.output
 
 
 def test_amp_params_reach_both_configs_and_reject_unknown_modes() -> None:
     for cls in (VisualTrainConfig, PretrainConfig):
         extra = {} if cls is VisualTrainConfig else {"init": None}
-        cfg = from_dict(cls, {"amp": "bf16", "channels_last": True, "loader": {"workers": 1}, **extra})
-        assert (cfg.amp, cfg.channels_last, cfg.loader.workers) == ("bf16", True, 1)
+        cfg = from_dict(cls, {"amp": "bf16", "channels_last": True, **extra})
+        assert (cfg.amp, cfg.channels_last) == ("bf16", True)
         with pytest.raises(ConfigError, match=r"amp: 'fp8' is not one of \['off', 'bf16', 'fp16'\]"):
             from_dict(cls, {"amp": "fp8"}, where="params.yaml:section")
 
@@ -94,13 +103,14 @@ def test_the_params_file_holds_the_defaults() -> None:
     params = yaml.safe_load(Path("params.yaml").read_text())
     for section, cls in (("finetune_visual", VisualTrainConfig), ("pretrain_face", PretrainConfig)):
         cfg = from_dict(cls, params[section])
-        assert (cfg.amp, cfg.channels_last, cfg.loader) == ("off", False, LoaderConfig())
+        assert (cfg.amp, cfg.channels_last) == ("off", False)
 
 
-def test_loader_params_do_not_key_the_resumable_state() -> None:
-    one, two = VisualTrainConfig(), VisualTrainConfig(loader=LoaderConfig(workers=4))
-    assert resume_config(one) == resume_config(two)
-    assert resume_config(one) != resume_config(VisualTrainConfig(amp="bf16"))
+@pytest.mark.parametrize("cls", [VisualTrainConfig, PretrainConfig])
+def test_loader_settings_are_not_params(cls: type) -> None:
+    # they change speed only: editing one must not rerun a stage, so a params section cannot hold them
+    with pytest.raises(ConfigError, match="unknown key.*'loader'"):
+        from_dict(cls, {"loader": {"workers": 1}}, where="params.yaml:section")
 
 
 def test_fp16_off_a_gpu_is_a_clear_error() -> None:
@@ -147,7 +157,7 @@ CPU_LAYOUT_WARNING = "channels_last is ignored on the CPU (standard layout used)
 
 
 def test_channels_last_is_ignored_on_the_cpu_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="pipeline.train.precision"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.train.amp"):
         p = Precision("bf16", True, torch.device("cpu"), "finetune_visual")
     assert f"finetune_visual.{CPU_LAYOUT_WARNING}" in caplog.text
     assert not p.channels_last
@@ -155,14 +165,14 @@ def test_channels_last_is_ignored_on_the_cpu_with_a_warning(caplog: pytest.LogCa
     assert p.batch(torch.ones(2, 3, 8, 8).contiguous(memory_format=torch.channels_last)).is_contiguous(
         memory_format=torch.channels_last)  # a batch is passed on as it came, not converted
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="pipeline.train.precision"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.train.amp"):
         Precision("bf16", False, torch.device("cpu"))
     assert CPU_LAYOUT_WARNING not in caplog.text
 
 
 def test_visual_trainer_trains_in_bf16_on_the_cpu_with_channels_last_left_on(
         tiny_prepared: Path, tiny_frames: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="pipeline.train.precision"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.train.amp"):
         result = _train_visual(tiny_prepared, tiny_frames, tmp_path, amp="bf16", channels_last=True)
     assert f"finetune_visual.{CPU_LAYOUT_WARNING}" in caplog.text
     losses = [v for record in result.history for v in record["loss"].values() if v is not None]
@@ -187,10 +197,11 @@ def test_pretrain_loads_with_worker_processes(faces: Path, tmp_path: Path) -> No
 
 
 def test_persistent_workers_outlive_an_epoch(faces: Path, tmp_path: Path) -> None:
-    cfg = PretrainConfig(**{**PRETRAIN, "loader": LoaderConfig(workers=1, persistent_workers=True)})
+    cfg = PretrainConfig(**PRETRAIN)
     face_set = open_face_set(faces / "rec")
     split = split_identities(face_set.labels, cfg.holdout_share, cfg.seed)
-    run = PretrainRun(cfg, split.train_identities, torch.device("cpu"), DistContext(), total_steps=4)
+    run = PretrainRun(cfg, split.train_identities, torch.device("cpu"), DistContext(), total_steps=4,
+                      loader=LoaderConfig(workers=1, persistent_workers=True))
     dataset = FaceImages(face_set, split.train_images, split.train_labels)
     iterators = []
     for epoch in range(2):

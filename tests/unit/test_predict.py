@@ -15,7 +15,7 @@ from pipeline.labels import AU_NAMES, EXPR_NAMES
 from pipeline.faces.align import align_face
 from pipeline.faces.detect import DetectorConfig, FaceDetector
 from pipeline.faces.moving_photos import astronaut, crossing_photos, grace_hopper
-from pipeline.predict.photo_video import panned_frames, write_frames_video, write_photo_video
+from pipeline.data.synth.photo_video import panned_frames, write_frames_video, write_photo_video
 from pipeline.predict.video import CSV_COLUMNS, load_models, predict_video, predict_videos
 
 # the columns docs/predict.md lists, in its order

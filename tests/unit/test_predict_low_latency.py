@@ -14,7 +14,7 @@ from _predict_models import WINDOW, PredictModelPaths, build_predict_models
 from pipeline.faces.align import align_face
 from pipeline.faces.detect import DetectorConfig, FaceDetector
 from pipeline.labels import AU_NAMES, EXPR_NAMES
-from pipeline.predict.photo_video import panned_frames, write_photo_video
+from pipeline.data.synth.photo_video import panned_frames, write_photo_video
 from pipeline.predict.video import CSV_COLUMNS, PredictModels, load_models, predict_video, predict_videos
 
 N_FRAMES, FPS, CUT = 20, 25, 10

@@ -16,8 +16,8 @@ from _predict_models import PredictModelPaths, build_predict_models
 from pipeline.faces.moving_photos import astronaut, crossing_photos, grace_hopper, located_faces
 from pipeline.predict import overlay as overlay_module
 from pipeline.predict.overlay import FaceMark, draw_marks, write_overlay
-from pipeline.predict.photo_video import panned_frames, write_frames_video
-from pipeline.predict.progress import FrameProgress
+from pipeline.data.synth.photo_video import panned_frames, write_frames_video
+from pipeline.predict.pass_progress import FrameProgress
 from pipeline.predict.video import FacePrediction, load_models, predict_video
 
 FPS = 25
@@ -153,3 +153,15 @@ def test_a_face_without_a_place_is_drawn_in_the_corner():
     assert rows.min() < 10 and cols.min() < 10 and cols.max() < 150    # top-left, not across the frame
     with pytest.raises(ValueError, match="12 AU"):
         draw_marks(image, [FaceMark(0, None, np.zeros(11), np.eye(7)[1])])
+
+
+def test_the_au_bars_carry_a_scale_under_them():
+    """Under the 12 bars a scale row (0, .5, 1) says how to read them: the panel reaches one row lower."""
+    image = np.zeros((240, 400, 3), np.uint8)
+    box = (40.0, 40.0, 100.0, 100.0)
+    drawn = draw_marks(image, [FaceMark(0, box, np.zeros(12), np.eye(7)[0])])
+    right_of_box = np.abs(drawn[:, 145:].astype(int)).sum(axis=2) > 0
+    rows = np.nonzero(right_of_box.any(axis=1))[0]
+    font_size = max(10, round(240 / 45))
+    bars_bottom = 40 + 2 + 12 * (font_size + 2)
+    assert rows.max() > bars_bottom + font_size // 2, "no scale row under the AU bars"

@@ -13,7 +13,8 @@ import zarr
 from click.testing import CliRunner
 
 from _embed_inputs import tiny_visual_onnx
-from pipeline.data.frame_store import FrameStore
+from pipeline.config import ConfigError
+from pipeline.storage.frame_store import FrameStore
 from pipeline.model_files.onnx_export import make_session, read_metadata
 from pipeline.fsio import file_sha256
 from pipeline.models.preprocess import to_model_input
@@ -21,7 +22,7 @@ from pipeline.audio.windows import VideoAudio
 from pipeline.model_files.audio import calibration_windows
 from pipeline.model_files.int8 import CalibrationConfig, QuantSettings, int8_path
 from pipeline.model_files.visual import calibration_crops, quantize_visual
-from pipeline.store import EmbeddingStore
+from pipeline.storage.embedding_store import EmbeddingStore
 from stages.embed_visual import command as embed_visual
 
 
@@ -80,7 +81,7 @@ def test_more_crops_than_faces_takes_every_face(tiny_frames: Path) -> None:
     with FrameStore(tiny_frames) as store:
         faces = sum(int(store.face_present(name).sum()) for name in store.names())
     assert len(calibration_crops(tiny_frames, faces + 100, seed=0)) == faces
-    with pytest.raises(ValueError, match="calibration crops"):
+    with pytest.raises(ConfigError, match="n_crops: must be >= 1, got 0"):
         CalibrationConfig(n_crops=0)
 
 

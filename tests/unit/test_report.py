@@ -168,13 +168,33 @@ def test_every_registered_source_is_a_json_file_path() -> None:
                    for s in renderer.sources), name
 
 
-def test_repro_time_table_lists_each_stage_and_the_total() -> None:
-    stages = [{"stage": "synth", "seconds": 61.2}, {"stage": "evaluate", "seconds": 9.6}]
-    record = benchmark_record("repro_time", {"stages": stages, "total_seconds": 70.8}, ["benchmarks/repro_time.py"],
+def test_repro_time_gives_the_wall_time_of_make_repro_in_a_fresh_clone() -> None:
+    results = {"command_timed": "make PYTHON=python3 repro", "commit": "0123456789abcdef", "wall_seconds": 419.4,
+               "venv_bytes": 2_345_000_000, "omp_num_threads": None}
+    record = benchmark_record("repro_time", results, ["-m", "benchmarks.repro_time"],
                               threads=2, load_before=[0.1, 0.1, 0.1])
     text = RENDERERS["repro-time"].render(record)
-    assert "| `synth` | 61 s |" in text and "| `evaluate` | 10 s |" in text and "| **total** | **71 s** |" in text
-    assert "benchmarks/repro_time.py" in text
+    assert "`make PYTHON=python3 repro` in a fresh clone of commit 0123456789" in text
+    assert "**6 min 59 s**" in text and "2.3 GB venv" in text and "benchmarks.repro_time" in text
+
+
+def test_a_block_whose_record_is_not_measured_yet_says_so(tmp_path: Path) -> None:
+    registry = build_registry([Renderer("gain", ("m.json",), lambda m: f"gain {m['b']:.2f}", missing="not measured yet")])
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- report:gain -->\ngain 9.99\n<!-- /report:gain -->\n")
+    render_docs(tmp_path, [doc], registry, check=False)
+    assert doc.read_text() == "<!-- report:gain -->\nnot measured yet\n<!-- /report:gain -->\n"
+    (tmp_path / "m.json").write_text(json.dumps({"b": 0.5}))
+    assert [s.name for s in render_docs(tmp_path, [doc], registry, check=True)] == ["gain"]
+    render_docs(tmp_path, [doc], registry, check=False)
+    assert "gain 0.50" in doc.read_text()
+
+
+def test_a_block_without_a_missing_text_still_fails_on_a_missing_record(tmp_path: Path) -> None:
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- report:gain -->\nx\n<!-- /report:gain -->\n")
+    with pytest.raises(FileNotFoundError, match="doc.md:1: block 'gain'"):
+        render_docs(tmp_path, [doc], _registry(), check=True)
 
 
 def test_probe_video_table_gives_each_mode_per_video_hour() -> None:
@@ -342,3 +362,17 @@ def test_trainer_blocks_show_both_frame_sets_and_how_the_epoch_was_kept() -> Non
               "best_epoch": 2, "epochs": 4}
     text = RENDERERS["audio-demo"].render(legacy)
     assert "on all frames" in text and "face frames" not in text and "optimistic" in text
+
+
+def test_visual_throughput_of_a_busy_machine_shows_no_rates() -> None:
+    backbone = {"params_million": 24.0, "train_images_per_s": 0.48, "embed_torch_faces_per_s": 1.35,
+                "embed_onnxruntime_faces_per_s": 1.61, "onnx_max_abs_diff": 1.1e-5}
+    results = {"results": {"iresnet18": backbone}, "batch": 32, "dtype": "float32", "torch": "2", "onnxruntime": "1",
+               "device": "cpu"}
+    busy = benchmark_record("visual_throughput", results, ["-m", "benchmarks.visual_throughput"], threads=2,
+                            load_before=[16.5, 9.0, 5.0])
+    assert busy["busy"]
+    text = RENDERERS["bench-visual-throughput"].render(busy)
+    assert "Not measured on an idle machine yet" in text and "16.50" in text and "1.61" not in text
+    idle = {**busy, "busy": False}   # the load after the run is this machine's, so set the verdict
+    assert "| iresnet18 | 24.0 M | 0.48 |" in RENDERERS["bench-visual-throughput"].render(idle)

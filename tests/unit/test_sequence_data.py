@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.data.manifest import Manifest, SubjectRecord
 from pipeline.inference.features import compose_features
-from pipeline.store import EmbeddingStore
+from pipeline.storage.embedding_store import EmbeddingStore
 from pipeline.train.sequence_data import (
     SequenceCache, WindowLoader, estimate_manifest_memory, estimate_memory_bytes, load_sequence_cache,
 )

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import zarr
 
-from pipeline.store import EmbeddingStore, StoreError, as_float16, fingerprint
+from pipeline.storage.embedding_store import EmbeddingStore, StoreError, as_float16, fingerprint
 
 ATTRS = {"model": "tiny", "params": {"batch": 4}, "dim": 8}
 

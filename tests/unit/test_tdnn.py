@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pipeline.audio.decode import AudioTrack
-from pipeline.audio.encode import embed_frames, encode_spans, span_batch
+from pipeline.models.tdnn_spans import embed_frames, encode_spans, span_batch
 from pipeline.audio.features import AudioConfig
 from pipeline.audio.windows import track_audio
 from pipeline.config import to_dict

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from pipeline.train.loop import (
-    DivergedError, check_loss, check_weights, frame_set_metrics, mean_losses, run_epochs, selection_score,
+    DivergedError, Trainer, check_loss, check_weights, frame_set_metrics, mean_losses, run_epochs, selection_score,
     validation_metrics,
 )
 from pipeline.train.loop_state import LoopState
@@ -37,6 +37,31 @@ def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer):
         return {"au": [float(loss.detach())], "expr": []}
 
     return train_epoch
+
+
+class _Toy(Trainer):
+    """A trainer made of the given functions, without a held-out scorer."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, train_epoch: Callable[[int], Any],
+                 validate: Callable[[], Any], select: Callable[[], Any] | None = None) -> None:
+        self.model, self.optimizer = model, optimizer
+        self._train_epoch, self._validate, self._select = train_epoch, validate, select
+
+    def fit_epoch(self, loop: LoopState, epoch: int) -> dict[str, list[float]]:
+        return self._train_epoch(epoch)
+
+    def validate(self) -> dict[str, Any]:
+        return self._validate()
+
+
+class _ToyWithHoldout(_Toy):
+    def select(self) -> dict[str, Any]:
+        return self._select()
+
+
+def _toy(model: nn.Module, optimizer: torch.optim.Optimizer, train_epoch: Callable[[int], Any],
+         validate: Callable[[], Any], select: Callable[[], Any] | None = None) -> Trainer:
+    return (_Toy if select is None else _ToyWithHoldout)(model, optimizer, train_epoch, validate, select)
 
 
 def test_validation_metrics_score_only_the_tasks_that_have_frames() -> None:
@@ -79,15 +104,15 @@ def test_run_epochs_keeps_the_best_epoch_and_resumes(tmp_path: Path) -> None:
     model, optimizer = _linear()
     scores = iter([0.3, 0.5, 0.4])
     loop = LoopState.resume(tmp_path / "state.pt", KEY, model, optimizer)
-    best = run_epochs(loop, "train_x", 3, model, optimizer, _train_epoch(model, optimizer),
-                      lambda: _report(next(scores)))
+    best = run_epochs(loop, "train_x", 3, _toy(model, optimizer, _train_epoch(model, optimizer),
+                      lambda: _report(next(scores))))
     assert best["epoch"] == 2 and [h["epoch"] for h in loop.history] == [1, 2, 3]
     torch.testing.assert_close(model.weight, best["state_dict"]["weight"])
     again, again_optimizer = _linear()
     resumed = LoopState.resume(tmp_path / "state.pt", KEY, again, again_optimizer)
     assert resumed.resumed_from == (3, 0)
-    assert run_epochs(resumed, "train_x", 3, again, again_optimizer, lambda e: pytest.fail("trained again"),
-                      lambda: pytest.fail("validated again"))["epoch"] == 2
+    assert run_epochs(resumed, "train_x", 3, _toy(again, again_optimizer, lambda e: pytest.fail("trained again"),
+                      lambda: pytest.fail("validated again")))["epoch"] == 2
 
 
 # Per epoch: validation peaks at epoch 2, the held-out selection subjects at epoch 3 (of 4).
@@ -100,8 +125,8 @@ def test_each_selection_mode_keeps_its_epoch(tmp_path: Path, mode: str, kept: in
     model, optimizer = _linear()
     validation, selection = iter(VALIDATION_SCORES), iter(SELECTION_SCORES)
     loop = LoopState.resume(tmp_path / "state.pt", KEY, model, optimizer)
-    best = run_epochs(loop, "train_x", 4, model, optimizer, _train_epoch(model, optimizer),
-                      lambda: _report(next(validation)), mode=mode, select=lambda: _report(next(selection)))
+    best = run_epochs(loop, "train_x", 4, _toy(model, optimizer, _train_epoch(model, optimizer),
+                      lambda: _report(next(validation)), lambda: _report(next(selection))), mode=mode)
     assert best["epoch"] == kept
     torch.testing.assert_close(model.weight, best["state_dict"]["weight"])
     # the kept epoch's validation report is the one recorded for that epoch, untouched by the choice
@@ -115,21 +140,22 @@ def test_holdout_resumes_mid_run_and_keeps_the_same_epoch(tmp_path: Path) -> Non
     model, optimizer = _linear()
     validation, selection = iter(VALIDATION_SCORES), iter(SELECTION_SCORES)
     loop = LoopState.resume(tmp_path / "state.pt", KEY, model, optimizer)
-    run_epochs(loop, "train_x", 2, model, optimizer, _train_epoch(model, optimizer),
-               lambda: _report(next(validation)), mode="holdout", select=lambda: _report(next(selection)))
+    run_epochs(loop, "train_x", 2, _toy(model, optimizer, _train_epoch(model, optimizer),
+               lambda: _report(next(validation)), lambda: _report(next(selection))), mode="holdout")
     again, again_optimizer = _linear()
     resumed = LoopState.resume(tmp_path / "state.pt", KEY, again, again_optimizer)
     assert resumed.resumed_from == (2, 0) and resumed.best["epoch"] == 2
-    best = run_epochs(resumed, "train_x", 4, again, again_optimizer, _train_epoch(again, again_optimizer),
-                      lambda: _report(next(validation)), mode="holdout", select=lambda: _report(next(selection)))
+    best = run_epochs(resumed, "train_x", 4, _toy(again, again_optimizer, _train_epoch(again, again_optimizer),
+                      lambda: _report(next(validation)), lambda: _report(next(selection))), mode="holdout")
     assert best["epoch"] == 3 and [h["score"] for h in resumed.history] == SELECTION_SCORES
 
 
 def test_holdout_without_a_selection_scorer_is_an_error(tmp_path: Path) -> None:
     model, optimizer = _linear()
+    # before any epoch is trained: the trainer does not define select()
     with pytest.raises(ValueError, match="holdout needs the held-out subjects' scorer"):
-        run_epochs(LoopState(tmp_path / "state.pt", KEY), "train_x", 1, model, optimizer,
-                   _train_epoch(model, optimizer), lambda: _report(0.5), mode="holdout")
+        run_epochs(LoopState(tmp_path / "state.pt", KEY), "train_x", 1,
+                   _toy(model, optimizer, lambda e: pytest.fail("trained"), lambda: _report(0.5)), mode="holdout")
 
 
 def test_frame_set_metrics_score_face_frames_and_all_frames() -> None:
@@ -154,7 +180,7 @@ def test_run_epochs_stops_on_weights_that_went_non_finite(tmp_path: Path) -> Non
 
     loop = LoopState(tmp_path / "state.pt", KEY)
     with pytest.raises(DivergedError, match="train_x: training diverged at epoch 1: weight holds non-finite"):
-        run_epochs(loop, "train_x", 2, model, optimizer, poisoned_epoch, lambda: _report(0.1))
+        run_epochs(loop, "train_x", 2, _toy(model, optimizer, poisoned_epoch, lambda: _report(0.1)))
     assert loop.best is None and not (tmp_path / "state.pt").exists()
 
 
@@ -165,3 +191,11 @@ def test_optim_config_checks_and_builds() -> None:
                          ({"max_grad_norm": 0.0}, "max_grad_norm"), ({"pos_weight_cap": -1.0}, "pos_weight_cap")]:
         with pytest.raises(ValueError, match=message):
             OptimConfig(**bad)
+
+
+def test_every_trainer_takes_the_one_shape() -> None:
+    from pipeline.train import audio, pretrain, sequence, visual
+    trainers = [visual._VisualTrainer, pretrain._PretrainTrainer, audio._AudioTrainer, sequence._SequenceTrainer]
+    assert all(issubclass(cls, Trainer) and not getattr(cls, "__abstractmethods__") for cls in trainers)
+    # the three trainers that keep an epoch by held-out videos score them; pretraining verifies only
+    assert [cls.select is not Trainer.select for cls in trainers] == [True, False, True, True]

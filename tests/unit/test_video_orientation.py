@@ -19,7 +19,7 @@ from pipeline.faces.crop import crop_video
 from pipeline.faces.detect import check_frame
 from pipeline.faces.moving_photos import astronaut, grace_hopper, located_faces, write_moving_photo_video
 from pipeline.predict.overlay import write_overlay
-from pipeline.predict.photo_video import write_frames_video
+from pipeline.data.synth.photo_video import write_frames_video
 from pipeline.predict.video import predict_video
 
 ROTATIONS = (0, -90, 90, 180)

@@ -18,7 +18,7 @@ from _baselines import trivial_au_score, trivial_expr_score
 from _no_pickles import forbid_pickled_collectives
 from _torchrun_finetune import state_digest as _digest
 from pipeline.config import ConfigError
-from pipeline.data.frame_store import FrameStore
+from pipeline.storage.frame_store import FrameStore
 from pipeline.data.labels_store import read_all_labels
 from pipeline.data.manifest import read_manifest
 from pipeline.metrics import au_metrics, expr_metrics
@@ -256,11 +256,10 @@ def test_saved_state_is_only_resumed_with_the_same_config_and_inputs(
 ) -> None:
     manifest = read_manifest(tiny_prepared / "manifest.json")
     labels = tiny_prepared / "labels.h5"
-    cfg = VisualTrainConfig(**TINY)
-    base = visual.data_key(cfg, manifest, labels, tiny_frames)
-    assert base == visual.data_key(cfg, manifest, labels, tiny_frames)
+    base = visual.data_key(manifest, labels, tiny_frames, None)
+    assert base == visual.data_key(manifest, labels, tiny_frames, None)
     fewer = dataclasses.replace(manifest, subjects=manifest.subjects[1:])
-    assert base != visual.data_key(cfg, fewer, labels, tiny_frames)
+    assert base != visual.data_key(fewer, labels, tiny_frames, None)
     out, _ = trained
     shutil.copytree(out / "work", tmp_path / "work")
     other = _run(tiny_prepared, tiny_frames, tmp_path, VisualTrainConfig(**{**TINY, "epochs": 1, "lr": 0.01}))
@@ -271,9 +270,17 @@ def test_saved_state_is_only_resumed_with_the_same_config_and_inputs(
 def test_wrong_pretrained_checkpoint_is_a_clear_error(tiny_prepared: Path, tiny_frames: Path, tmp_path: Path) -> None:
     path = tmp_path / "r34.pth"
     torch.save({"conv1.weight": torch.zeros(64, 3, 3, 3), "layer4.9.bn1.weight": torch.zeros(3)}, path)
-    cfg = VisualTrainConfig(**{**TINY, "width_mult": 1.0, "pretrained": str(path)})
+    cfg = VisualTrainConfig(**{**TINY, "width_mult": 1.0, "backbone_init": "pretrained"})
     with pytest.raises(CheckpointMismatchError, match=str(path)):
+        _run(tiny_prepared, tiny_frames, tmp_path, cfg, pretrained=path)
+
+
+def test_pretrained_init_without_a_backbone_file_is_a_clear_error(tiny_prepared: Path, tiny_frames: Path,
+                                                                   tmp_path: Path) -> None:
+    cfg = VisualTrainConfig(**{**TINY, "backbone_init": "pretrained"})
+    with pytest.raises(ValueError, match="finetune_visual.backbone_init is pretrained but no pretrained backbone file"):
         _run(tiny_prepared, tiny_frames, tmp_path, cfg)
+    assert not (tmp_path / "model.pt").exists()
 
 
 # -- DDP ----------------------------------------------------------------------------------------

@@ -219,8 +219,19 @@ def _largest(diff: float | dict[str, float]) -> float:
 
 
 def visual_throughput(record: dict[str, Any]) -> str:
-    """docs/visual.md: training and embedding rates per backbone, torch eager and onnxruntime."""
+    """docs/visual.md: training and embedding rates per backbone, torch eager and onnxruntime.
+
+    Rates only mean something measured on an idle machine (a busy one slowed them many times over), so
+    a busy record renders as a line saying so and how to measure them, not as a table.
+    """
     r = record["results"]
+    if record["busy"]:
+        machine = record["machine"]
+        return (f"Not measured on an idle machine yet: the committed record "
+                f"(`benchmarks/results/visual_throughput.json`, {record['date']}) was taken while other processes "
+                f"shared the cores (1-minute load average {machine['load_average_before'][0]:.2f} before on "
+                f"{machine['cpu_count']} cores), so its rates are not shown. Rerun the command above on an idle "
+                "machine, then `mmaffect report`.")
     rows = [[name, f"{b['params_million']:.1f} M", rate(b["train_images_per_s"]), rate(b["embed_torch_faces_per_s"]),
              rate(b["embed_onnxruntime_faces_per_s"]), f"{_largest(b['onnx_max_abs_diff']):.1e}"]
             for name, b in r["results"].items()]
@@ -232,11 +243,18 @@ def visual_throughput(record: dict[str, Any]) -> str:
 
 
 def repro_time(record: dict[str, Any]) -> str:
-    """README: wall time of a clean ``dvc repro`` of the demo, stage by stage."""
+    """README: wall time of ``make repro`` in a fresh clone (install included) and the venv it installs."""
     r = record["results"]
-    rows = [[f"`{stage['stage']}`", f"{stage['seconds']:.0f} s"] for stage in r["stages"]]
-    rows.append(["**total**", f"**{r['total_seconds']:.0f} s**"])
-    return table(("stage", "wall time"), rows) + "\n\n" + measured_on(record, "benchmarks/results/repro_time.json")
+    minutes, seconds = divmod(round(r["wall_seconds"]), 60)
+    return (f"`{r['command_timed']}` in a fresh clone of commit {r['commit'][:10]} took **{minutes} min {seconds:02d} s** "
+            f"of wall time, the install of a {r['venv_bytes'] / 1e9:.1f} GB venv included. "
+            + measured_on(record, "benchmarks/results/repro_time.json"))
+
+
+REPRO_TIME_MISSING = ("The wall time of `make repro` in a fresh clone has not been measured on this commit's "
+                      "pipeline yet: `python -m benchmarks.repro_time` on an idle machine writes "
+                      "`benchmarks/results/repro_time.json`, and `mmaffect report` renders it here, with the size of the "
+                      "venv the install writes.")
 
 
 def probe_video(record: dict[str, Any]) -> str:
@@ -368,3 +386,94 @@ def low_latency(record: dict[str, Any]) -> str:
         f"medians of {r['throughput']['rounds']} alternating rounds)."
     )
     return table(heading, rows) + "\n\n" + notes + " " + measured_on(record, "benchmarks/results/low_latency.json")
+
+
+def pretrain_face_cost(record: dict[str, Any]) -> str:
+    """docs/pretrain.md: the pieces of `synth-faces` + `pretrain-face` at the demo params, per piece and per demo run."""
+    r = record["results"]
+    p = r["params"]
+    rows = [
+        ["training step (decode, flip, forward, backward, SGD)", f"{r['train_s_per_batch_cpu']:.2f} s",
+         f"{r['train_s_per_batch_wall']:.2f} s", f"{r['demo_batches']} batches",
+         f"{r['extrapolated_train_s_cpu_per_thread']:.0f} s"],
+        ["embedding a held-out image (verification)", f"{r['embed_ms_per_image_cpu']:.1f} ms",
+         f"{r['embed_ms_per_image_wall']:.1f} ms", f"{count(r['demo_verification_images'])} images",
+         f"{r['extrapolated_verification_s_cpu_per_thread']:.0f} s"],
+        ["rendering a synthetic face (wall only)", "—", f"{r['generation_ms_per_image_wall']:.1f} ms",
+         f"{count(p['identities'] * p['images_per_identity'])} images",
+         f"({r['extrapolated_generation_s_wall']:.0f} s wall)"],
+    ]
+    header = (f"piece (demo params, {p['backbone']} width {p['width_mult']:g}, batch {p['batch_size']})", "CPU",
+              "wall", "demo count", "CPU / threads")
+    return (table(header, rows) + f"\n\n{r['train_batches_timed']} training batches timed. "
+            + measured_on(record, "benchmarks/results/pretrain_face.json"))
+
+
+def pretrain_probe(record: dict[str, Any]) -> str:
+    """docs/pretrain.md: a linear expression probe of the frozen embedding, random against pretrained backbone."""
+    r = record["results"]
+    rows = [["random initialisation", f"{r['random']['acc']:.3f}", f"{r['random']['f1']:.3f}"],
+            ["pretrained on the synthetic identities", f"{r['pretrained']['acc']:.3f}", f"{r['pretrained']['f1']:.3f}"],
+            ["majority class alone", f"{r['val_majority_acc']:.3f}", "—"]]
+    return (table((f"frozen {r['backbone']} width {r['width_mult']:g}", "EXPR accuracy", "EXPR macro F1"), rows)
+            + f"\n\nRidge least squares on {count(r['train_frames'])} EXPR training frames, scored on "
+            f"{count(r['val_frames'])} validation frames. " + measured_on(record, "benchmarks/results/pretrain_probe.json"))
+
+
+INT8_MODELS = (("width_1.0", "width 1.0"), ("demo", "demo (0.125)"))
+INT8_PIPELINE_VARIANT = "qdq_u8s8_channel_7bit"
+
+
+def _int8_speed_rows(visual: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for key, label in INT8_MODELS:
+        model = visual[key]
+        for variant, per_s in model["per_s"].items():
+            rounds = ", ".join(f"{v:,.2f}" for v in model["rounds"][variant])
+            if variant == "float32":
+                rows.append([label, "float32", f"{per_s:,.2f}", rounds, "1", "", "", ""])
+                continue
+            agree = model["agreement"][variant]
+            ratio = f"{model['vs_float32'][variant]:.2f}"
+            name = f"`{variant}`" + (" (the pipeline's)" if variant == INT8_PIPELINE_VARIANT else "")
+            rows.append([label, name, f"{per_s:,.2f}", rounds,
+                         f"**{ratio}**" if variant == INT8_PIPELINE_VARIANT else ratio,
+                         f"{agree['embedding_cosine_mean']:.4f} ({agree['embedding_cosine_min']:.4f})",
+                         f"{agree['au_decisions_kept']:.3f}", f"{agree['expr_argmax_kept']:.3f}"])
+    return rows
+
+
+def _int8_score_rows(scores: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for frames in ("face_frames", "all_frames"):
+        for model in ("sequence", "fusion", "visual"):
+            cells = [frames, model]
+            for task in ("au", "expr"):
+                s = scores[frames][model][task]
+                cells += [f"{s['float32']:.4f}", f"{s['int8']:.4f}", f"{s['change']:+.4f}"]
+            rows.append(cells)
+    return rows
+
+
+def int8(record: dict[str, Any], source: str = "benchmarks/results/int8.json") -> str:
+    """docs/visual.md: float32 against each int8 variant (speed, agreement), the TDNN, and the demo's scores
+    from int8 stores with the same trained heads; one ``benchmarks/int8.py`` record."""
+    r = record["results"]
+    speed = table(("model", "variant", "faces/s (median)", "per round", "× float32", "embedding cosine mean (min)",
+                   "AU decisions kept", "EXPR argmax kept"), _int8_speed_rows(r["visual"]))
+    tdnn = r["tdnn"]
+    tdnn_line = (f"TDNN: {tdnn['per_s']['float32']:,.0f} windows/s in float32, {tdnn['per_s']['int8']:,.0f} in int8 "
+                 f"(**{tdnn['vs_float32']['int8']:.2f}×**), embedding cosine {tdnn['embedding_cosine_mean']:.3f} "
+                 f"mean, {tdnn['embedding_cosine_min']:.3f} at worst, over {count(tdnn['windows'])} windows.")
+    scores = table(("frames", "model", "AU float32", "AU int8", "change", "EXPR float32", "EXPR int8", "change"),
+                   _int8_score_rows(r["scores"]))
+    settings = (f"{r['visual']['demo']['faces']} faces, batch {r['batch_size']}, {r['threads']} onnxruntime threads, "
+                f"onnxruntime {r['onnxruntime']}, {r['calibration_crops']} calibration crops.")
+    return (speed + "\n\n" + tdnn_line + "\n\n" + "The demo's validation scores from int8 stores (same trained "
+            "fusion head and sequence model), change int8 − float32:\n\n" + scores + "\n\n" + settings + " "
+            + measured_on(record, source))
+
+
+def int8_avx512(record: dict[str, Any]) -> str:
+    """docs/visual.md: :func:`int8` of the run on a CPU with AVX-512 VNNI."""
+    return int8(record, "benchmarks/results/int8_avx512.json")

@@ -37,7 +37,7 @@ def _workload_line(r: dict[str, Any]) -> str:
     return (f"{count(w['videos'])} videos, {count(w['frames'])} frames (the paper's count of Aff-Wild2), "
             f"{w['audio_hours']:.1f} hours of audio at {w['fps']:g} fps; every frame taken as having a face crop "
             f"and both labels, {100 * w['train_share']:.0f} % of them trained on per task, the rest scored "
-            f"once per epoch (our assumptions: [docs/full_size.md](docs/full_size.md))")
+            f"once per epoch (our assumptions: [the workload](#the-workload))")
 
 
 def bill_table(record: dict[str, Any]) -> str:
@@ -67,6 +67,21 @@ def bill_table(record: dict[str, Any]) -> str:
                f"GPU column is empty because no GPU machine was available to measure it. Disk excludes the "
                f"dataset itself.{quick}")
     return table(header, rows) + "\n\n" + caption + " " + measured_on(record, SOURCE)
+
+
+def bill_summary(record: dict[str, Any]) -> str:
+    """README: the bill in three lines: each profile's total wall time on 2 CPU cores, the disk, the provenance."""
+    r = record["results"]
+    demo, paper = r["bill"]["demo"]["total"], r["bill"]["paper"]["total"]
+    profiles, w = r["profiles"], r["workload"]
+    busy = " (on a busy machine: an idle one is faster)" if record["busy"] else ""
+    return (f"- demo profile (`{profiles['demo']['visual']}`): **{duration(demo['seconds'])}** on 2 CPU cores{busy}, "
+            f"{size(demo['disk_bytes'])} written;\n"
+            f"- paper profile (`{profiles['paper']['visual']}`): **{duration(paper['seconds'])}** on 2 CPU cores, "
+            f"{size(paper['disk_bytes'])} written; a GPU has not been measured;\n"
+            f"- for {count(w['videos'])} videos, {count(w['frames'])} frames; rates measured {record['date'][:10]} "
+            f"on {record['machine']['cpu_model']} by `python -m benchmarks.full_size_bill` "
+            f"(`benchmarks/results/full_size_bill.json`).")
 
 
 def _threads_line(check: dict[str, Any]) -> str:

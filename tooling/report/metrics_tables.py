@@ -85,6 +85,20 @@ def results_table(evaluate: dict[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
+def results_headline(evaluate: dict[str, Any]) -> str:
+    """README results: the trivial baseline and the three variants on the frames with a face crop (the
+    paper's scoring), with the frame counts."""
+    scores = evaluate["face_frames"]
+    baseline = scores["baseline"]
+    majority = EXPR_NAMES[baseline["expr_majority_class"]]
+    rows = [_score_row(f"trivial baseline (no AU active / always {majority})", baseline)]
+    rows += [_score_row(label, scores[variant]) for variant, label in VARIANT_LABELS]
+    counts = scores["frames"]
+    return (table(SCORE_HEADER, rows) + f"\n\nSynthetic demo, one run: {count(counts['au'])} AU and "
+            f"{count(counts['expr'])} EXPR validation frames with a face crop, key `face_frames` of "
+            "`metrics/evaluate.json`.")
+
+
 def results_gains(evaluate: dict[str, Any]) -> str:
     """README prose: how far the fusion head and the sequence model are from visual-only, per frame set,
     in this one run (with a pointer to the spread between runs)."""
@@ -98,7 +112,7 @@ def results_gains(evaluate: dict[str, Any]) -> str:
         sentences.append(f"Score difference over visual-only {where}: {parts[0]}; {parts[1]}.")
     return ("In this one run: " + " ".join(sentences) + " One run cannot tell such a difference from the "
             "spread between runs: which ones exceed it is measured under "
-            "[How much the results vary](#how-much-the-results-vary).")
+            "[How much the results vary](docs/results.md#how-much-the-results-vary).")
 
 
 def visual_demo(visual: dict[str, Any]) -> str:

@@ -10,12 +10,16 @@ from typing import Any, Callable, Iterable
 class Renderer:
     """Renders block ``name`` from the JSON files ``sources`` (paths relative to the repository root).
 
-    ``render`` receives the parsed files in the order of ``sources`` and returns Markdown.
+    ``render`` receives the parsed files in the order of ``sources`` and returns Markdown. A block
+    whose record is measured outside the test suite (on an idle machine, after a full run) sets
+    ``missing``: the text it shows while a source file does not exist yet, so a figure that has not
+    been measured reads as such instead of failing the report or showing an invented number.
     """
 
     name: str
     sources: tuple[str, ...]
     render: Callable[..., str]
+    missing: str | None = None
 
 
 def build_registry(renderers: Iterable[Renderer]) -> dict[str, Renderer]:

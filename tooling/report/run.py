@@ -60,7 +60,10 @@ def render_docs(root: Path, paths: Iterable[Path], registry: dict[str, Renderer]
             if block.name not in registry:
                 raise ValueError(f"{where}: unknown report block '{block.name}'; registered: {', '.join(sorted(registry))}")
             renderer = registry[block.name]
-            new = _render_block(renderer, load_sources(root, renderer, where), where)
+            if renderer.missing is not None and not all((root / source).is_file() for source in renderer.sources):
+                new = renderer.missing.strip("\n")
+            else:
+                new = _render_block(renderer, load_sources(root, renderer, where), where)
             rendered[block.name] = new
             if new != block.body.strip("\n"):
                 stale.append(StaleBlock(path, block.line, block.name, renderer.sources))

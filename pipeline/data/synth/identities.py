@@ -34,7 +34,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from pipeline.config import to_dict
+from pipeline.config import check_fields, to_dict
 from pipeline.data.faces.writers import FolderFaceSetWriter, PackedFaceSetWriter
 from pipeline.data.synth.expressions import NUM_DRAWN, prototype_intensity, sample_style
 from pipeline.data.synth.faces import Identity, compile_parts, draw_drawing, face_parts, occluder_parts, sample_identity
@@ -72,12 +72,11 @@ class FaceIdentityConfig:
     jpeg_quality: int = 90
 
     def __post_init__(self) -> None:
-        if self.identities < 2 or self.images_per_identity < 2:
-            raise ValueError(f"need >= 2 identities and >= 2 images each, got {self.identities} x "
-                             f"{self.images_per_identity}")
-        for name in ("expression_rate", "blink_rate", "occlusion_rate", "blur_rate"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        check_fields([(self.identities >= 2, "identities", f"must be >= 2, got {self.identities}"),
+                      (self.images_per_identity >= 2, "images_per_identity",
+                       f"must be >= 2, got {self.images_per_identity}"),
+                      *((0.0 <= getattr(self, name) <= 1.0, name, f"must be in [0, 1], got {getattr(self, name)}")
+                        for name in ("expression_rate", "blink_rate", "occlusion_rate", "blur_rate"))])
 
 
 def identity_of(cfg: FaceIdentityConfig, label: int) -> Identity:

@@ -1,7 +1,7 @@
 """Progress of ``predict``: frames done per video and pass, reported to a callback the caller chooses.
 
 The library only calls the callback (no terminal output of its own); ``mmaffect predict`` turns the
-calls into a progress bar with frames/s (stages/progress.py).
+calls into a progress bar with frames/s (stages/progress_bar.py).
 
 Example:
     >>> seen = []

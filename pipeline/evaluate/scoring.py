@@ -70,7 +70,7 @@ from pipeline.fsio import atomic_path, write_json
 from pipeline.inference.sequence import SequenceRunner, load_sequence_runner
 from pipeline.labels import AU_NAMES, EXPR_NAMES, NUM_AUS, NUM_EXPRS, TASKS, UNLABELLED
 from pipeline.metrics import au_metrics, au_per_class_f1, expr_metrics, expr_per_class_f1
-from pipeline.store import EmbeddingStore
+from pipeline.storage.embedding_store import EmbeddingStore
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""How a trainer computes and is fed: mixed precision, memory layout and DataLoader settings.
+"""How a trainer computes: mixed precision and memory layout.
 
 :class:`Precision` turns the ``amp`` and ``channels_last`` params of a trainer into what the step
 needs: an autocast context (``bf16`` or ``fp16``; ``off`` is plain float32), a ``GradScaler`` for
@@ -7,11 +7,6 @@ channels-last layout for the model and its input batches (on CUDA; the CPU keeps
 layout). Weights stay float32 in every mode
 (autocast casts per operation), so checkpoints and their readers do not change.
 
-:class:`LoaderConfig` is the ``loader`` block of a trainer's params: worker processes, pinned host
-memory (only ever used with CUDA), batches prefetched per worker and whether workers outlive an
-epoch. None of them changes what is computed; they decide how fast the batches arrive. A trainer
-hands each epoch's batches to one :class:`EpochLoader`, so persistent workers do persist.
-
 Example:
     >>> import torch
     >>> p = Precision("bf16", channels_last=False, device=torch.device("cpu"))
@@ -19,94 +14,22 @@ Example:
     ...     y = torch.nn.Linear(4, 2)(torch.ones(1, 4))
     >>> y.dtype, p.scaler is None
     (torch.bfloat16, True)
-    >>> LoaderConfig(workers=2, prefetch_factor=4).dataloader_kwargs(torch.device("cpu"))
-    {'num_workers': 2, 'pin_memory': False, 'prefetch_factor': 4, 'persistent_workers': False}
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
-from typing import Any, ContextManager, Iterator, Literal, Sequence
+from typing import Any, ContextManager, Literal
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
-from pipeline.config import ConfigError, to_dict
 
 log = logging.getLogger(__name__)
 
 AmpMode = Literal["off", "bf16", "fp16"]
 AMP_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@dataclass(frozen=True)
-class LoaderConfig:
-    """DataLoader feeding of a trainer (its ``loader`` params block); the defaults load in the
-    training process itself."""
-
-    workers: int = 0                   # worker processes decoding JPEG crops (0 = in the training process)
-    pin_memory: bool = True            # page-locked host batches when the device is CUDA (ignored on the CPU)
-    prefetch_factor: int | None = None  # batches each worker loads ahead; None = torch's default (2)
-    persistent_workers: bool = False   # keep the workers between epochs (needs workers >= 1)
-
-    def __post_init__(self) -> None:
-        if self.workers < 0:
-            raise ConfigError(f"must be >= 0, got {self.workers}", key="workers")
-        if self.prefetch_factor is not None and (self.prefetch_factor < 1 or self.workers == 0):
-            raise ConfigError(f"must be >= 1 and needs workers >= 1 (or null), got {self.prefetch_factor} "
-                              f"with workers {self.workers}", key="prefetch_factor")
-        if self.persistent_workers and self.workers == 0:
-            raise ConfigError("needs workers >= 1, got workers 0", key="persistent_workers")
-
-    def with_workers(self, workers: int | None) -> LoaderConfig:
-        """This config with ``workers`` replaced (``None``: unchanged), checked again."""
-        if workers is None:
-            return self
-        return LoaderConfig(workers, self.pin_memory, self.prefetch_factor if workers else None,
-                            self.persistent_workers and workers > 0)
-
-    def dataloader_kwargs(self, device: torch.device) -> dict[str, Any]:
-        """The ``DataLoader`` keyword arguments for batches bound for ``device``."""
-        kwargs: dict[str, Any] = {"num_workers": self.workers,
-                                  "pin_memory": self.pin_memory and device.type == "cuda"}
-        if self.workers:
-            kwargs["prefetch_factor"] = self.prefetch_factor
-            kwargs["persistent_workers"] = self.persistent_workers
-        return kwargs
-
-
-class EpochLoader:
-    """One ``DataLoader`` for all the epochs of a trainer, whose batches are set anew each epoch.
-
-    The trainers draw each epoch's batches themselves; handing them to one loader (this object is its
-    batch sampler, iterated in the training process) rather than building a loader per epoch is what
-    lets ``persistent_workers`` keep the worker processes from one epoch to the next.
-    """
-
-    def __init__(self, dataset: Dataset, loader: LoaderConfig, device: torch.device) -> None:
-        self.dataset = dataset
-        self._batches: list[list[int]] = []
-        self.loader = DataLoader(dataset, batch_sampler=self, **loader.dataloader_kwargs(device))
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return iter(self._batches)
-
-    def __len__(self) -> int:
-        return len(self._batches)
-
-    def epoch(self, batches: Sequence[Sequence[int]]) -> DataLoader:
-        """The loader, now yielding ``batches`` (lists of dataset indices) in order."""
-        self._batches = [list(batch) for batch in batches]
-        return self.loader
-
-
-def resume_config(cfg: Any) -> dict[str, Any]:
-    """A trainer config as it keys a resumable state: without ``loader``, which changes how fast
-    batches arrive, not what is computed (a run resumed with more workers continues the same run)."""
-    return {key: value for key, value in to_dict(cfg).items() if key != "loader"}
 
 
 def check_amp(amp: str, device: torch.device, section: str) -> None:

@@ -14,7 +14,7 @@ from typing import IO, Any
 
 import click
 
-from pipeline.predict.progress import FrameProgress
+from pipeline.predict.pass_progress import FrameProgress
 
 # A rate over a shorter time is the timer's noise, not a speed (a 1-frame video would show 1e9 frames/s).
 MIN_RATE_SECONDS = 0.05
@@ -28,7 +28,7 @@ def rate_text(frames: int, seconds: float) -> str:
 
 
 class FrameProgressDisplay:
-    """Callable receiving :class:`~pipeline.predict.progress.FrameProgress` events; :meth:`close` ends it."""
+    """Callable receiving :class:`~pipeline.predict.pass_progress.FrameProgress` events; :meth:`close` ends it."""
 
     def __init__(self, videos: list[str], stream: IO[str] | None = None, every_s: float = 10.0) -> None:
         self.stream = stream if stream is not None else sys.stderr
