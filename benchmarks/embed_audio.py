@@ -27,11 +27,11 @@ from pipeline.audio.decode import AudioTrack
 from pipeline.audio.features import AudioConfig
 from pipeline.audio.windows import VideoAudio, track_audio
 from pipeline.config import to_dict
-from pipeline.export import export_onnx, make_session
+from pipeline.model_files.onnx_export import export_onnx, make_session
 from pipeline.inference.audio import AudioEmbedder
 from pipeline.models.fusion import FusionConfig, FusionHead
 from pipeline.models.tdnn import TDNN, TDNNConfig
-from pipeline.checkpoint import save_checkpoint
+from pipeline.model_files.checkpoint import save_checkpoint
 from tooling.bench import harness
 from tooling.bench.timing import rate
 

@@ -47,9 +47,10 @@ from pipeline.data.synth import SynthConfig, generate_dataset
 from pipeline.embed.audio import EmbedAudioConfig, embed_audio
 from pipeline.embed.runner import ClusterOptions, InferenceOptions
 from pipeline.embed.visual import EmbedVisualConfig, embed_visual, run_visual
-from pipeline.export import export_onnx, export_visual, make_session
 from pipeline.inference.visual import VisualEmbedder
-from pipeline.models.multitask import build_model, checkpoint_dict
+from pipeline.model_files.onnx_export import export_onnx, make_session
+from pipeline.model_files.visual import export_visual, save_checkpoint
+from pipeline.models.multitask import build_model
 from pipeline.models.preprocess import to_model_input
 from pipeline.models.tdnn import TDNN, TDNNConfig
 from pipeline.storage.embedding_store import EmbeddingStore
@@ -91,7 +92,7 @@ def export_backbone(path: Path, backbone: str, width_mult: float, seed: int) -> 
         for _ in range(2):
             model(torch.randn(16, 3, 112, 112))
     checkpoint = path.with_suffix(".pt")
-    torch.save(checkpoint_dict(model.eval(), arch), checkpoint)
+    save_checkpoint(checkpoint, model.eval(), arch)
     export_visual(checkpoint, path)
     return path
 

@@ -46,8 +46,11 @@ import yaml
 
 from benchmarks.visual_throughput import calibrate_batchnorm, timed
 from pipeline.device import resolve_device
-from pipeline.export import VISUAL_INPUTS, VISUAL_OUTPUTS, VisualExportModule, export_onnx, make_session
-from pipeline.float16 import convert_float16, float16_path
+from pipeline.model_files.onnx_export import export_onnx, make_session
+from pipeline.model_files.visual import INPUTS as VISUAL_INPUTS
+from pipeline.model_files.visual import OUTPUTS as VISUAL_OUTPUTS
+from pipeline.model_files.visual import ExportModule as VisualExportModule
+from pipeline.model_files.float16 import convert_float16, float16_path
 from pipeline.inference.visual import VisualEmbedder
 from pipeline.models.multitask import build_model
 from pipeline.train.alternating import multitask_step

@@ -4,7 +4,7 @@ Three parts, each measured side by side so that the load of a shared machine hit
 
 - ``visual``: the demo's ``visual.onnx`` (``--cache``, width_mult 0.125) and a randomly initialised
   IResNet at the paper's width 1.0 (``int8_visual.export_backbone``) are quantized with every
-  ``--variants`` setting (:class:`pipeline.quantize.QuantSettings`; calibrated on ``--crops`` crops
+  ``--variants`` setting (:class:`pipeline.model_files.int8.QuantSettings`; calibrated on ``--crops`` crops
   of the demo's ``frames.h5``) and timed on the same pre-decoded faces, float32 and each variant in
   turn for ``--rounds`` rounds; medians, int8/float32 ratios and the agreement of the outputs.
 - ``tdnn``: the demo's ``tdnn.onnx`` and its int8 model (calibrated on the training videos' windows,
@@ -49,10 +49,13 @@ from pipeline.embed.audio import EmbedAudioConfig, embed_audio
 from pipeline.embed.runner import ClusterOptions, InferenceOptions
 from pipeline.embed.visual import EmbedVisualConfig, embed_visual
 from pipeline.evaluate.scoring import EvaluateConfig, evaluate
-from pipeline.export import make_session
-from pipeline.inference.audio import AudioEmbedder, load_audio_config
-from pipeline.precision import recorded_params
-from pipeline.quantize import CalibrationConfig, QuantSettings, int8_path, quantize_tdnn, quantize_visual
+from pipeline.inference.audio import AudioEmbedder
+from pipeline.model_files.audio import quantize_tdnn
+from pipeline.model_files.audio import read_audio_config as load_audio_config
+from pipeline.model_files.int8 import CalibrationConfig, QuantSettings, int8_path
+from pipeline.model_files.onnx_export import make_session
+from pipeline.model_files.precision import recorded_params
+from pipeline.model_files.visual import quantize_visual
 from pipeline.models.preprocess import PREPROCESSING
 from pipeline.storage.embedding_store import EmbeddingStore, fingerprint
 from tooling.bench import harness

@@ -1,7 +1,7 @@
 """int8 vs float32 visual embedding on the CPU: faces/s of both in one run, and how far int8 strays.
 
 Exports a randomly initialised IResNet (BatchNorm statistics estimated as in ``embed_visual.py``)
-or takes ``--onnx``, quantizes it with ``pipeline.quantize.quantize_visual`` (calibrated on
+or takes ``--onnx``, quantizes it with ``pipeline.model_files.visual.quantize_visual`` (calibrated on
 ``--crops`` crops of the frame store), then times onnxruntime on the same pre-decoded faces with
 both models, alternating float32 and int8 for ``--rounds`` rounds so that load changes of a shared
 machine hit both alike; the median of each is reported, with their ratio. Agreement is measured on
@@ -30,9 +30,10 @@ from pipeline.data.pack_frames import PackConfig, pack_frames
 from pipeline.data.manifest import read_manifest
 from pipeline.data.prepare import PrepareConfig, prepare_dataset
 from pipeline.data.synth import SynthConfig, generate_dataset
-from pipeline.export import make_session
+from pipeline.model_files.onnx_export import make_session
 from pipeline.models.preprocess import to_model_input
-from pipeline.quantize import CalibrationConfig, int8_path, quantize_visual
+from pipeline.model_files.int8 import CalibrationConfig, int8_path
+from pipeline.model_files.visual import quantize_visual
 from tooling.bench import harness
 from tooling.bench.timing import rate
 

@@ -42,7 +42,7 @@ from pipeline.evaluate.scoring import (
     EvaluateConfig, SubjectResult, decide, load_fusion, predict_subject, score, training_majority,
     validation_subjects,
 )
-from pipeline.inference.audio import load_audio_config
+from pipeline.model_files.audio import read_audio_config as load_audio_config
 from pipeline.inference.causal import CausalStream, causal_logits
 from pipeline.inference.sequence import SequenceRunner, load_sequence_runner
 from pipeline.storage.embedding_store import EmbeddingStore

@@ -23,7 +23,7 @@ import torch
 from pipeline.data.manifest import read_manifest
 from pipeline.labels import NUM_EXPRS
 from pipeline.metrics import expr_metrics
-from pipeline.models.multitask import load_backbone_state
+from pipeline.model_files.backbone import load_backbone_state
 from pipeline.models.preprocess import to_model_input
 from pipeline.models.registry import create_backbone
 from pipeline.train.frames_dataset import (

@@ -3,7 +3,7 @@
 For each backbone (width 1.0, 112x112 input) in one run: a training step (forward + AU BCE loss +
 backward + SGD momentum step through ``multitask_step``), torch eager inference of
 (embedding, AU logits, expression logits) under ``no_grad``, and onnxruntime inference of the same
-model exported by ``pipeline.export.export_onnx``. Inputs are random normalised images; timings use
+model exported by ``pipeline.model_files.onnx_export.export_onnx``. Inputs are random normalised images; timings use
 fp32, ``torch.set_num_threads(threads)`` and ORT ``intra_op_num_threads = threads``.
 
     python -m benchmarks.visual_throughput --device cpu --threads 2 --batch 32
@@ -27,7 +27,10 @@ import torch
 from torch import nn
 
 from pipeline.device import resolve_device
-from pipeline.export import VISUAL_INPUTS, VISUAL_OUTPUTS, VisualExportModule, export_onnx, make_session
+from pipeline.model_files.onnx_export import export_onnx, make_session
+from pipeline.model_files.visual import INPUTS as VISUAL_INPUTS
+from pipeline.model_files.visual import OUTPUTS as VISUAL_OUTPUTS
+from pipeline.model_files.visual import ExportModule as VisualExportModule
 from pipeline.models.multitask import MultiTaskModel, build_model
 from pipeline.train.alternating import multitask_step
 from pipeline.train.losses import au_bce_loss

@@ -35,7 +35,7 @@ SUMMARIES: dict[str, str] = {
     "prepare": "Read annotations and videos; write manifest, labels, report.",
     "pack-frames": "Pack the face crops into one HDF5 frame store.",
     "finetune-visual": "Fine-tune the IResNet with AU and expression heads.",
-    "export-onnx": "Export the visual model to ONNX (parity-checked).",
+    "export-onnx": "Re-export a visual model.pt to ONNX (parity-checked; int8, fp16 copies).",
     "embed-visual": "Cache per-frame visual embeddings in Zarr (dask).",
     "train-audio": "Train the TDNN audio stream and A+V fusion head.",
     "embed-audio": "Cache per-frame audio embeddings in Zarr (dask).",

@@ -28,7 +28,7 @@ def command(prepared_dir: Path, frames_h5: Path, visual_onnx: Path, out_zarr: Pa
     subject. The store is built in --work-dir (complete subjects survive an interruption and are
     not recomputed) and moved onto OUT_ZARR when every subject is done. Exits 1 naming the subjects
     that failed. Params: the `embed_visual` section of --params; `precision: int8` runs
-    <VISUAL_ONNX stem>.int8.onnx beside VISUAL_ONNX (written by export-onnx --int8-calibration).
+    <VISUAL_ONNX stem>.int8.onnx beside VISUAL_ONNX (written by finetune-visual --onnx).
     """
     setup_logging()
     cfg = load_config(params_path, "embed_visual", EmbedVisualConfig)

@@ -1,4 +1,8 @@
-"""``mmaffect export-onnx``: the fine-tuned visual model to ONNX, published only after a parity check."""
+"""``mmaffect export-onnx``: a visual ``model.pt`` to ONNX, published only after a parity check.
+
+Not a stage of the DAG: there ``finetune-visual --onnx`` exports the model it trains, with the same
+library call. This command re-exports a ``model.pt`` by hand, e.g. with ``--fp16`` for a GPU.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,8 @@ from pathlib import Path
 
 import click
 
-from pipeline.export import ExportConfig, export_visual
-from pipeline.float16 import convert_float16, float16_path
-from pipeline.quantize import CalibrationConfig, int8_path, quantize_visual
+from pipeline.model_files.int8 import CalibrationConfig, int8_path
+from pipeline.model_files.visual import ExportConfig, export_visual, quantize_visual, write_float16
 from stages.common import load_config, params_option, run_or_exit, setup_logging
 
 
@@ -52,7 +55,7 @@ def command(model_pt: Path, out_onnx: Path, params_path: Path, frames_h5: Path |
         click.echo(f"quantized {out_onnx} -> {int8_path(out_onnx)} on {quantized['calibration']['n_crops']} crops "
                    f"(max abs diff vs float32: {diffs})")
     if fp16:
-        half = run_or_exit(convert_float16, out_onnx, float16_path(out_onnx))
+        half = run_or_exit(write_float16, out_onnx)
         check = half["cpu_check"]
         said = (", ".join(f"{name} {diff:.2e}" for name, diff in check["max_abs_diff"].items()) if check["ran"]
                 else check["reason"])

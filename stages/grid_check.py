@@ -27,7 +27,7 @@ SECTION_CONFIGS: dict[str, str] = {
     "pack_frames": "pipeline.data.pack_frames:PackConfig",
     "selection": "pipeline.train.selection:SelectionConfig",
     "finetune_visual": "pipeline.train.visual:VisualTrainConfig",
-    "export_onnx": "pipeline.export:ExportConfig",
+    "export_onnx": "pipeline.model_files.visual:ExportConfig",
     "embed_visual": "pipeline.embed.visual:EmbedVisualConfig",
     "train_audio": "pipeline.train.audio:AudioTrainConfig",
     "embed_audio": "pipeline.embed.audio:EmbedAudioConfig",

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from pipeline.faces.crop import videos_in
-from pipeline.precision import DEFAULT_PRECISION, PRECISIONS
-from pipeline.predict.video import PredictConfig, load_models, predict_videos
+from pipeline.model_files.precision import DEFAULT_PRECISION
+from pipeline.predict.video import PRECISIONS, PredictConfig, load_models, predict_videos
 from stages.common import exit_on_failed_videos, device_option, load_config, run_or_exit, setup_logging
 from stages.progress_bar import FrameProgressDisplay
 
@@ -43,7 +43,7 @@ DEMO_MODELS_NOTE = (
               help="Faces, audio windows and sequence windows per model call.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=DEFAULT_PRECISION, show_default=True,
               help="Run the visual and audio models at this precision: int8 takes visual.int8.onnx and "
-                   "tdnn.int8.onnx beside them (written by export-onnx and train-audio).")
+                   "tdnn.int8.onnx beside them (written by finetune-visual and train-audio).")
 @click.option("--redo", is_flag=True, default=False,
               help="Predict again videos whose OUT/<stem>.csv already exists (skipped otherwise).")
 @click.option("--overlay", type=click.Path(path_type=Path), default=None,

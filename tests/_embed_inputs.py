@@ -22,10 +22,10 @@ from pipeline.config import to_dict
 from pipeline.data.pack_frames import PackConfig, pack_frames
 from pipeline.data.manifest import read_manifest
 from pipeline.data.prepare import PrepareConfig, prepare_dataset
-from pipeline.export import export_onnx
+from pipeline.model_files.onnx_export import export_onnx
 from pipeline.models.fusion import FusionConfig, FusionHead
 from pipeline.models.tdnn import TDNN, TDNNConfig
-from pipeline.checkpoint import save_checkpoint
+from pipeline.model_files.checkpoint import save_checkpoint
 
 
 def build_prepared(base: Path) -> tuple[Path, Path]:

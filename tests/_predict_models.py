@@ -16,8 +16,10 @@ import torch
 from pipeline.audio.features import AudioConfig
 from pipeline.config import to_dict
 from pipeline.inference.features import feature_dim
-from pipeline.export import export_onnx, export_visual
-from pipeline.models.multitask import build_model, checkpoint_dict
+from pipeline.model_files.onnx_export import export_onnx
+from pipeline.model_files.visual import export_visual
+from pipeline.model_files.visual import checkpoint_dict
+from pipeline.models.multitask import build_model
 from pipeline.models.sequence import SequenceArch, SequenceModel
 from pipeline.models.tdnn import TDNN, TDNNConfig
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import torch
 
-from pipeline.export import export_visual
-from pipeline.models.multitask import build_model, checkpoint_dict
+from pipeline.model_files.visual import export_visual
+from pipeline.model_files.visual import checkpoint_dict
+from pipeline.models.multitask import build_model
 
 ARCH = {"backbone": "iresnet18", "width_mult": 0.0625, "dropout": 0.0}
 

@@ -32,9 +32,10 @@ from pipeline.audio.windows import video_audio
 from pipeline.config import ConfigError, to_dict
 from pipeline.data.manifest import read_manifest
 from pipeline.embed.runner import ClusterOptions, InferenceOptions, RunReport, open_work_store, run_and_publish
-from pipeline.inference.audio import AudioEmbedder, audio_model_path, load_audio_config
+from pipeline.inference.audio import AudioEmbedder
 from pipeline.labels import EMBEDDING_DIM
-from pipeline.precision import DEFAULT_PRECISION, PRECISIONS, recorded_params
+from pipeline.model_files import audio as audio_files
+from pipeline.model_files.precision import DEFAULT_PRECISION, recorded_params
 from pipeline.storage.embedding_store import EmbeddingStore, as_float16, fingerprint
 
 log = logging.getLogger(__name__)
@@ -46,13 +47,14 @@ class EmbedAudioConfig:
 
     chunk_frames: int = 512                      # frames per Zarr chunk along time
     backend: Literal["onnx", "torch"] = "onnx"   # run tdnn.onnx (onnxruntime) or model.pt (torch)
-    precision: str = DEFAULT_PRECISION           # which copy of tdnn.onnx runs (pipeline.precision)
+    precision: str = DEFAULT_PRECISION           # which copy of tdnn.onnx runs (pipeline.model_files.precision)
 
     def __post_init__(self) -> None:
         if self.chunk_frames < 1:
             raise ConfigError(f"must be >= 1, got {self.chunk_frames}", key="chunk_frames")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"must be one of {list(PRECISIONS)}, got {self.precision!r}", key="precision")
+        if self.precision not in audio_files.PRECISIONS:
+            raise ConfigError(f"must be one of {list(audio_files.PRECISIONS)}, got {self.precision!r}",
+                              key="precision")
         if self.backend == "torch" and self.precision != DEFAULT_PRECISION:
             raise ConfigError(f"backend torch runs model.pt in float32 only, got {self.precision!r}; "
                               f"use backend onnx", key="precision")
@@ -82,8 +84,8 @@ def embed_audio(
     prepared_dir, model_dir = Path(prepared_dir), Path(model_dir)
     manifest_path = prepared_dir / "manifest.json"
     jobs = video_jobs(manifest_path)
-    model_path = audio_model_path(model_dir, cfg.backend, cfg.precision)
-    audio_cfg = load_audio_config(model_path)
+    model_path = audio_files.model_path(model_dir, cfg.backend, cfg.precision)
+    audio_cfg = audio_files.read_audio_config(model_path)
     params = recorded_params(to_dict(cfg))
     producer = fingerprint(model_path, {"embed_audio": params, "audio_config": to_dict(audio_cfg)})
     store = open_work_store(

@@ -40,11 +40,12 @@ from pipeline.storage.frame_store import FrameStore
 from pipeline.data.labels_store import read_labels
 from pipeline.data.manifest import SOURCES, SubjectRecord, read_manifest
 from pipeline.embed.runner import ClusterOptions, InferenceOptions, RunReport, open_work_store, run_and_publish
-from pipeline.export import read_metadata
-from pipeline.inference.visual import INT8_HOW, VisualEmbedder, embed_batches
+from pipeline.inference.visual import VisualEmbedder, embed_batches
 from pipeline.labels import EMBEDDING_DIM
+from pipeline.model_files import visual as visual_files
+from pipeline.model_files.onnx_export import read_metadata
+from pipeline.model_files.precision import DEFAULT_PRECISION, recorded_params
 from pipeline.models.preprocess import PREPROCESSING
-from pipeline.precision import DEFAULT_PRECISION, PRECISIONS, precision_model, recorded_params
 from pipeline.storage.embedding_store import EmbeddingStore, as_float16, fingerprint
 
 log = logging.getLogger(__name__)
@@ -56,13 +57,14 @@ class EmbedVisualConfig:
 
     chunk_frames: int = 512                # frames per Zarr chunk along time
     sources: tuple[str, ...] = ("affwild2",)  # manifest sources to embed ("affwild2", "bp4d")
-    precision: str = DEFAULT_PRECISION     # which copy of the model runs (pipeline.precision)
+    precision: str = DEFAULT_PRECISION     # which copy of the model runs (pipeline.model_files.precision)
 
     def __post_init__(self) -> None:
         if self.chunk_frames < 1:
             raise ConfigError(f"must be >= 1, got {self.chunk_frames}", key="chunk_frames")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"must be one of {list(PRECISIONS)}, got {self.precision!r}", key="precision")
+        if self.precision not in visual_files.PRECISIONS:
+            raise ConfigError(f"must be one of {list(visual_files.PRECISIONS)}, got {self.precision!r}",
+                              key="precision")
         unknown = sorted(set(self.sources) - set(SOURCES))
         if not self.sources or unknown:
             raise ConfigError(f"must be a non-empty subset of {list(SOURCES)}, got {list(self.sources)}", key="sources")
@@ -84,7 +86,7 @@ def embed_visual(
     ``model_path`` is the float32 ``visual.onnx``; ``cfg.precision`` picks the copy beside it that runs.
     """
     prepared_dir, frames_path = Path(prepared_dir), Path(frames_path)
-    model_path = precision_model(model_path, cfg.precision, INT8_HOW)
+    model_path = visual_files.onnx_model(model_path, cfg.precision)
     manifest = read_manifest(prepared_dir / "manifest.json")
     labels_path = prepared_dir / "labels.h5"
     if not labels_path.is_file():

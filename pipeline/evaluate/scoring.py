@@ -67,7 +67,6 @@ from pipeline.data.manifest import Manifest, SubjectRecord
 from pipeline.device import resolve_device
 from pipeline.evaluate import plots, submission
 from pipeline.fsio import atomic_path, write_json
-from pipeline.inference.loading import read_checkpoint
 from pipeline.inference.sequence import SequenceRunner, load_sequence_runner
 from pipeline.labels import AU_NAMES, EXPR_NAMES, NUM_AUS, NUM_EXPRS, TASKS, UNLABELLED
 from pipeline.metrics import au_metrics, au_per_class_f1, expr_metrics, expr_per_class_f1
@@ -198,10 +197,9 @@ def validation_subjects(manifest: Manifest) -> list[SubjectRecord]:
 
 def load_fusion(path: str | Path, device: torch.device) -> torch.nn.Module:
     """The A+V fusion head of a ``train-audio`` checkpoint, in eval mode on ``device``."""
-    from pipeline.models.fusion import load_fusion_head
+    from pipeline.model_files.audio import load_fusion_head, read_model
 
-    ckpt = read_checkpoint(path, "audio model", "train-audio")
-    return load_fusion_head(ckpt).to(device).eval()
+    return load_fusion_head(read_model(path)).to(device).eval()
 
 
 def predict_subject(

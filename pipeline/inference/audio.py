@@ -41,42 +41,11 @@ import torch
 from pipeline.models.tdnn_spans import SpanBatch, SpanEncoder, encode_frames, encode_spans
 from pipeline.audio.features import AudioConfig
 from pipeline.audio.windows import VideoAudio
-from pipeline.config import from_dict
-from pipeline.inference.loading import read_checkpoint, read_onnx_metadata
 from pipeline.labels import EMBEDDING_DIM
-from pipeline.precision import DEFAULT_PRECISION, precision_model
+from pipeline.model_files.audio import load_tdnn, read_audio_config, read_model
 
-ONNX_NAME = "tdnn.onnx"
-CHECKPOINT_NAME = "model.pt"
-BACKEND_FILES: dict[str, str] = {"onnx": ONNX_NAME, "torch": CHECKPOINT_NAME}
-STAGE = "train-audio"
-INT8_HOW = "train-audio writes it next to tdnn.onnx; re-run train-audio"
 # the split ONNX path may differ from the whole graph by float32 rounding of the pooling, no more
 SPLIT_RTOL = 1e-4
-
-
-def audio_model_path(model_dir: str | Path, backend: str, precision: str = DEFAULT_PRECISION) -> Path:
-    """The ``train-audio`` output file a backend runs: ``tdnn.onnx`` (onnx; ``tdnn.int8.onnx`` at
-    precision int8, checked to exist) or ``model.pt`` (torch, float32 only)."""
-    if backend not in BACKEND_FILES:
-        raise ValueError(f"audio backend must be one of {sorted(BACKEND_FILES)}, got {backend!r}")
-    path = Path(model_dir) / BACKEND_FILES[backend]
-    if precision == DEFAULT_PRECISION:
-        return path
-    if backend != "onnx":
-        raise ValueError(f"audio backend {backend!r} runs {path.name} in float32 only, got precision {precision!r}")
-    return precision_model(path, precision, INT8_HOW)
-
-
-def load_audio_config(path: str | Path) -> AudioConfig:
-    """The audio frontend config a TDNN was trained with, from ``tdnn.onnx``'s metadata or ``model.pt``."""
-    path = Path(path)
-    if path.suffix == ".onnx":
-        meta = read_onnx_metadata(path, ("audio_config",), STAGE)
-        return from_dict(AudioConfig, meta["audio_config"], where=f"{path}:audio_config")
-    from pipeline.models.fusion import load_audio_config as from_checkpoint
-
-    return from_checkpoint(read_checkpoint(path, "audio model", STAGE))
 
 
 class AudioEmbedder:
@@ -95,15 +64,14 @@ class AudioEmbedder:
         process-wide count, as dask tasks that each run one model want).
         """
         path = Path(path)
-        audio_config = load_audio_config(path)
+        audio_config = read_audio_config(path)
         if path.suffix == ".onnx":
             return cls(_onnx_span_encoder(path, audio_config, device, threads), audio_config, str(path))
         from pipeline.device import resolve_device
-        from pipeline.models.fusion import load_tdnn
 
         if threads > 0:
             torch.set_num_threads(threads)
-        tdnn = load_tdnn(read_checkpoint(path, "audio model", STAGE))
+        tdnn = load_tdnn(read_model(path))
         return cls.from_module(tdnn, audio_config, resolve_device(device), str(path))
 
     @classmethod
@@ -136,7 +104,7 @@ def _onnx_span_encoder(path: Path, audio_config: AudioConfig, device: str, threa
     import onnx
     from onnx.utils import Extractor
 
-    from pipeline.export import make_session
+    from pipeline.model_files.onnx_export import make_session
     from pipeline.models.tdnn import window_statistics
 
     proto = onnx.shape_inference.infer_shapes(onnx.load(str(path)))   # the extractor needs intermediate types

@@ -35,7 +35,7 @@ from typing import Any, Callable
 import numpy as np
 
 from pipeline.inference.features import Modalities, compose_features, selected_modalities
-from pipeline.inference.loading import read_checkpoint, read_onnx_metadata, require_keys
+from pipeline.model_files.loading import read_checkpoint, read_onnx_metadata, require_keys
 from pipeline.labels import NUM_AUS, NUM_EXPRS
 
 RunFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -159,13 +159,13 @@ def load_sequence_runner(path: str | Path, device: str = "auto", threads: int = 
     """The sequence model of ``sequence.onnx`` (onnxruntime) or ``model.pt`` (torch), by the file's suffix."""
     path = Path(path)
     if path.suffix == ".onnx":
-        from pipeline.export import make_session
+        from pipeline.model_files.onnx_export import make_session
 
         meta = read_onnx_metadata(path, LAYOUT_KEYS, "train-sequence")
         run_fn = onnx_run_fn(make_session(path, device, threads))
     else:
         from pipeline.device import resolve_device
-        from pipeline.models.sequence import build_from_checkpoint
+        from pipeline.model_files.sequence import build_from_checkpoint
 
         meta = read_checkpoint(path, "sequence model", "train-sequence")
         require_keys(meta, LAYOUT_KEYS, path, "train-sequence")

@@ -33,8 +33,6 @@ from pipeline.labels import EMBEDDING_DIM, NUM_AUS, NUM_EXPRS
 from pipeline.models.preprocess import to_model_input
 
 INPUT_NAME = "image"
-# how the int8 copy of visual.onnx is made, for the error that reports it missing
-INT8_HOW = "export-onnx writes it with --int8-calibration FRAMES_H5, as the pipeline's export-onnx stage does"
 OUTPUT_WIDTHS: dict[str, int] = {"embedding": EMBEDDING_DIM, "au_logits": NUM_AUS, "expr_logits": NUM_EXPRS}
 OUTPUT_NAMES: tuple[str, ...] = tuple(OUTPUT_WIDTHS)
 T = TypeVar("T")
@@ -57,7 +55,7 @@ class VisualEmbedder:
         ``io_binding`` (default: when the session runs on CUDA) binds inputs and outputs on the
         session's device (:class:`~pipeline.inference.binding.BoundRunner`) instead of ``session.run``.
         """
-        from pipeline.export import make_session
+        from pipeline.model_files.onnx_export import make_session
         from pipeline.inference.binding import BoundRunner, session_device
 
         session = make_session(path, device, threads)
@@ -77,15 +75,10 @@ class VisualEmbedder:
         import torch
 
         from pipeline.device import resolve_device
-        from pipeline.inference.loading import read_checkpoint
-        from pipeline.models.multitask import build_from_checkpoint
+        from pipeline.model_files.visual import load_model
 
         torch_device = resolve_device(device)
-        try:
-            model = build_from_checkpoint(read_checkpoint(path, "visual model", "finetune-visual"))
-        except ValueError as exc:
-            raise ValueError(f"{path}: {exc}") from exc
-        model = model.to(torch_device).eval()
+        model = load_model(path).to(torch_device).eval()
 
         def run(images: np.ndarray) -> dict[str, np.ndarray]:
             with torch.inference_mode():

@@ -1,8 +1,7 @@
-"""Fusion head on [visual, audio] embeddings, and loaders for the ``train-audio`` checkpoint.
+"""Fusion head on [visual, audio] embeddings.
 
-``cache/audio/model.pt`` is a dict of plain containers and tensors (``torch.load(weights_only=True)``):
-``{"tdnn_arch": dict, "tdnn": state_dict, "fusion_arch": dict, "fusion": state_dict,
-"audio_config": dict}``.
+It is trained with the TDNN by ``train-audio``, whose ``model.pt`` holds both
+(:mod:`pipeline.model_files.audio` writes and reads it).
 
 Example:
     >>> import torch
@@ -15,18 +14,12 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
-from pipeline.audio.features import AudioConfig
-from pipeline.config import ConfigError, from_dict
+from pipeline.config import ConfigError
 from pipeline.labels import EMBEDDING_DIM, NUM_AUS, NUM_EXPRS
-from pipeline.models.tdnn import TDNN, TDNNConfig
-
-CHECKPOINT_KEYS: tuple[str, ...] = ("tdnn_arch", "tdnn", "fusion_arch", "fusion", "audio_config")
-
 
 @dataclass(frozen=True)
 class FusionConfig:
@@ -67,31 +60,3 @@ class FusionHead(nn.Module):
                              f"got {tuple(visual.shape)} and {tuple(audio.shape)}")
         shared = self.trunk(torch.cat([visual, audio], dim=-1))
         return self.au_head(shared), self.expr_head(shared)
-
-
-def _check_checkpoint(ckpt: dict[str, Any]) -> None:
-    missing = [key for key in CHECKPOINT_KEYS if key not in ckpt]
-    if missing:
-        raise ValueError(f"audio checkpoint lacks {missing}; expected keys {list(CHECKPOINT_KEYS)}")
-
-
-def load_tdnn(ckpt: dict[str, Any]) -> TDNN:
-    """The trained :class:`TDNN` of an audio checkpoint dict, in eval mode."""
-    _check_checkpoint(ckpt)
-    model = TDNN(from_dict(TDNNConfig, ckpt["tdnn_arch"], where="checkpoint:tdnn_arch"))
-    model.load_state_dict(ckpt["tdnn"])
-    return model.eval()
-
-
-def load_fusion_head(ckpt: dict[str, Any]) -> FusionHead:
-    """The trained :class:`FusionHead` of an audio checkpoint dict, in eval mode."""
-    _check_checkpoint(ckpt)
-    head = FusionHead(from_dict(FusionConfig, ckpt["fusion_arch"], where="checkpoint:fusion_arch"))
-    head.load_state_dict(ckpt["fusion"])
-    return head.eval()
-
-
-def load_audio_config(ckpt: dict[str, Any]) -> AudioConfig:
-    """The :class:`AudioConfig` (log-mel and window parameters) the checkpoint's TDNN was trained with."""
-    _check_checkpoint(ckpt)
-    return from_dict(AudioConfig, ckpt["audio_config"], where="checkpoint:audio_config")

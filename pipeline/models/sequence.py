@@ -165,13 +165,3 @@ class SequenceModel(nn.Module):
 def arch_to_dict(arch: SequenceArch) -> dict[str, Any]:
     """Plain-dict form of ``arch`` for checkpoints."""
     return dataclasses.asdict(arch)
-
-
-def build_from_checkpoint(ckpt: dict[str, Any]) -> SequenceModel:
-    """Rebuild the model of a ``model.pt`` dict (``{"arch", "state_dict", ...}``), in eval mode."""
-    missing = [key for key in ("arch", "state_dict") if key not in ckpt]
-    if missing:
-        raise ValueError(f"sequence checkpoint lacks key(s) {missing}")
-    model = SequenceModel(SequenceArch(**ckpt["arch"]))
-    model.load_state_dict(ckpt["state_dict"])
-    return model.eval()

@@ -83,22 +83,25 @@ from pipeline.faces.align import CROP_SIZE
 from pipeline.faces.detect import DetectorConfig, FaceDetector
 from pipeline.faces.track import FaceTracker, TrackerConfig
 from pipeline.fsio import atomic_path
-from pipeline.inference.audio import INT8_HOW as AUDIO_INT8_HOW
 from pipeline.inference.audio import AudioEmbedder
 from pipeline.inference.causal import causal_logits
 from pipeline.inference.sequence import SequenceRunner, load_sequence_runner
-from pipeline.inference.visual import INT8_HOW as VISUAL_INT8_HOW
 from pipeline.inference.visual import VisualEmbedder
 from pipeline.jpeg import ImageError, read_jpeg
 from pipeline.labels import AU_NAMES, EMBEDDING_DIM, EXPR_NAMES
+from pipeline.model_files import audio as audio_files
+from pipeline.model_files import visual as visual_files
+from pipeline.model_files.precision import DEFAULT_PRECISION
 from pipeline.models.preprocess import to_model_input
-from pipeline.precision import DEFAULT_PRECISION, precision_model
 from pipeline.predict.overlay import write_overlay
 from pipeline.predict.pass_progress import ProgressCallback, expected_frames, progress_reporter
 from pipeline.predict.timelines import timeline_path, write_timelines
 from pipeline.video_batch import check_unique_stems, for_each_video
 
 log = logging.getLogger(__name__)
+
+# the precisions predict runs at: those of which both the visual model and the TDNN have a copy
+PRECISIONS: tuple[str, ...] = tuple(p for p in visual_files.PRECISIONS if p in audio_files.PRECISIONS)
 
 # the five landmarks in insightface order (pipeline.faces.align.ARCFACE_TEMPLATE): left eye, right eye,
 # nose tip, left mouth corner, right mouth corner
@@ -152,7 +155,7 @@ def load_models(visual_onnx: str | Path, audio_onnx: str | Path | None, sequence
     """Open the ONNX models once; ``tdnn.onnx`` is needed only when the sequence model uses audio.
 
     ``precision`` picks the copies of ``visual.onnx`` and ``tdnn.onnx`` that run (e.g. their
-    ``.int8.onnx`` beside them, :mod:`pipeline.precision`); the sequence model runs in float32.
+    ``.int8.onnx`` beside them, :data:`PRECISIONS`); the sequence model runs in float32.
     """
     sequence = load_sequence_runner(sequence_onnx, device, threads)
     audio = None
@@ -160,8 +163,8 @@ def load_models(visual_onnx: str | Path, audio_onnx: str | Path | None, sequence
         if audio_onnx is None:
             raise ValueError(f"{sequence_onnx}: the sequence model uses audio ({sequence.modalities!r}); "
                              f"give tdnn.onnx")
-        audio = AudioEmbedder.from_file(precision_model(audio_onnx, precision, AUDIO_INT8_HOW), device, threads)
-    visual = VisualEmbedder.from_onnx(precision_model(visual_onnx, precision, VISUAL_INT8_HOW), device, threads)
+        audio = AudioEmbedder.from_file(audio_files.onnx_model(audio_onnx, precision), device, threads)
+    visual = VisualEmbedder.from_onnx(visual_files.onnx_model(visual_onnx, precision), device, threads)
     return PredictModels(visual, audio, sequence)
 
 

@@ -19,7 +19,7 @@ cached logits on the same frames (``visual_only``). The kept epoch is chosen by 
 mode (:mod:`pipeline.train.selection`; default: the held-out training videos' ``face_frames``).
 State after each epoch goes to ``work_dir/state.pt`` so a killed run resumes. ``out_dir`` finally
 receives ``model.pt``, ``tdnn.onnx`` and ``tdnn.int8.onnx`` (calibrated on the training videos'
-soundtracks, :func:`pipeline.quantize.quantize_tdnn`) together.
+soundtracks), written together by :mod:`pipeline.model_files.audio`.
 """
 
 from __future__ import annotations
@@ -39,12 +39,12 @@ from pipeline.audio.features import AudioConfig, LogMel
 from pipeline.audio.windows import VideoAudio, track_audio, video_audio
 from pipeline.config import ConfigError, to_dict
 from pipeline.data.manifest import Manifest, read_manifest
-from pipeline.export import DEFAULT_PARITY_RTOL, check_parity_rtol, export_onnx
-from pipeline.fsio import atomic_path, write_json
+from pipeline.fsio import write_json
 from pipeline.labels import TASKS
+from pipeline.model_files import audio as audio_files
+from pipeline.model_files.onnx_export import DEFAULT_PARITY_RTOL, check_parity_rtol
 from pipeline.models.fusion import FusionConfig, FusionHead
 from pipeline.models.tdnn import TDNN, TDNNConfig
-from pipeline.quantize import CalibrationConfig, int8_path, quantize_tdnn
 from pipeline.storage.embedding_store import EmbeddingStore
 from pipeline.train.alternating import TaskSchedule
 from pipeline.train.epoch_plan import epoch_plan
@@ -373,50 +373,12 @@ class _AudioTrainer(Trainer):
 # -- outputs -----------------------------------------------------------------------------------------
 
 
-def checkpoint_dict(model: AudioVisualModel, config: AudioTrainConfig) -> dict[str, Any]:
-    """The ``model.pt`` contents (plain containers and tensors, ``weights_only`` loadable)."""
-    return {
-        "tdnn_arch": to_dict(model.tdnn.cfg),
-        "tdnn": {k: v.detach().cpu() for k, v in model.tdnn.state_dict().items()},
-        "fusion_arch": to_dict(model.fusion.cfg),
-        "fusion": {k: v.detach().cpu() for k, v in model.fusion.state_dict().items()},
-        "audio_config": to_dict(config.audio),
-    }
-
-
-def onnx_metadata(model: AudioVisualModel, config: AudioTrainConfig) -> dict[str, Any]:
-    """What ``tdnn.onnx`` needs to be used without the params: the audio config and window length."""
-    return {
-        "audio_config": to_dict(config.audio),
-        "context_frames": config.audio.context_frames,
-        "receptive_field": model.tdnn.receptive_field,
-        "embedding_dim": model.tdnn.cfg.embedding_dim,
-    }
-
-
 def publish_outputs(model: AudioVisualModel, config: AudioTrainConfig, out_dir: str | Path,
                     calibration: Mapping[str, VideoAudio] | None = None) -> None:
-    """Write ``model.pt`` and ``tdnn.onnx`` (parity-checked) into ``out_dir``, all or nothing.
-
-    With ``calibration`` (video name -> soundtrack, the training videos), also ``tdnn.int8.onnx``:
-    its static int8 quantization on ``config.int8_windows`` of their windows (:mod:`pipeline.quantize`).
-    """
-    model = model.cpu().eval()
-    generator = torch.Generator().manual_seed(config.seed)
-    example = torch.randn(2, config.audio.n_mels, config.audio.context_frames, generator=generator) * 4.0 + 8.0
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir(parents=True)
-        torch.save(checkpoint_dict(model, config), tmp / "model.pt")
-        export_onnx(
-            model.tdnn, (example,), tmp / "tdnn.onnx",
-            input_names=["mel"], output_names=["embedding"],
-            dynamic_axes={"mel": {0: "batch", 2: "frames"}, "embedding": {0: "batch"}},
-            metadata=onnx_metadata(model, config),
-            rtol=config.parity_rtol, rtol_param="train_audio.parity_rtol",
-        )
-        if calibration is not None:
-            quantize_tdnn(tmp / "tdnn.onnx", calibration, int8_path(tmp / "tdnn.onnx"),
-                          CalibrationConfig(n_crops=config.int8_windows, seed=config.seed))
+    """Write ``model.pt``, ``tdnn.onnx`` and, with ``calibration``, ``tdnn.int8.onnx`` into ``out_dir``
+    (:func:`pipeline.model_files.audio.publish`)."""
+    audio_files.publish(out_dir, model.tdnn, model.fusion, config.audio, config.seed, config.parity_rtol,
+                        calibration, config.int8_windows)
 
 
 def train_audio(

@@ -33,7 +33,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from pipeline.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.model_files.checkpoint import load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -46,11 +46,11 @@ from tqdm import tqdm
 
 from pipeline.config import check_fields, to_dict
 from pipeline.data.faces.sets import FaceSet, open_face_set
-from pipeline.fsio import atomic_path, file_sha256, write_json
+from pipeline.fsio import file_sha256, write_json
 from pipeline.labels import EMBEDDING_DIM
+from pipeline.model_files.backbone import BACKBONE_FILE, load_backbone_state, publish_backbone
 from pipeline.models.margin import MARGINS, MarginSoftmax
-from pipeline.models.multitask import load_backbone_state
-from pipeline.models.preprocess import PREPROCESSING, to_model_input
+from pipeline.models.preprocess import to_model_input
 from pipeline.models.registry import create_backbone
 from pipeline.train import ddp
 from pipeline.train.amp import AmpMode, Precision
@@ -70,7 +70,6 @@ log = logging.getLogger(__name__)
 
 SECTION = "pretrain_face"
 STATE_FILE = "state.pt"
-BACKBONE_FILE, ARCH_FILE = "backbone.pth", "backbone.json"
 TASK = "face"
 
 
@@ -350,24 +349,13 @@ def train_pretrain(
     }
     run.precision.standard_layout(run.model)
     if ctx.is_main:
-        publish_backbone(run.model.backbone, cfg, best["epoch"], out_dir)
+        made = {"epoch": best["epoch"], "init": cfg.init, "margin": cfg.margin}   # what backbone.json records
+        publish_backbone(run.model.backbone, cfg.arch(), made, out_dir)
         write_json(metrics_path, metrics)
         log.info("published %s and %s (best epoch %d, pair accuracy %.4f)", Path(out_dir) / BACKBONE_FILE,
                  metrics_path, best["epoch"], metrics["verification"]["accuracy"])
     ddp.barrier(ctx)
     return TrainResult(run.model.backbone, metrics, best["epoch"], history, resumed_from)
-
-
-def publish_backbone(backbone: nn.Module, cfg: PretrainConfig, epoch: int, out_dir: str | Path) -> None:
-    """Write ``out_dir/backbone.pth`` (plain state dict, arcface_torch key names) and ``backbone.json``
-    (arch, input contract, epoch), replacing ``out_dir`` atomically."""
-    state = {k: v.detach().cpu().clone() for k, v in backbone.state_dict().items()}
-    record = {**cfg.arch(), "embedding_dim": EMBEDDING_DIM, "preprocessing": PREPROCESSING, "epoch": epoch,
-              "init": cfg.init, "margin": cfg.margin}
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir(parents=True)
-        torch.save(state, tmp / BACKBONE_FILE)
-        (tmp / ARCH_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def _check_data(split: IdentitySplit, faces_path: str | Path, cfg: PretrainConfig, ctx: DistContext) -> None:

@@ -29,12 +29,13 @@ import torch
 
 from pipeline.config import ConfigError, to_dict
 from pipeline.data.manifest import read_manifest
-from pipeline.export import DEFAULT_PARITY_RTOL, check_parity_rtol, export_onnx
-from pipeline.fsio import atomic_path, write_json
+from pipeline.fsio import write_json
 from pipeline.inference.features import feature_dim, feature_layout
 from pipeline.inference.sequence import sliding_window_logits, torch_run_fn
-from pipeline.labels import EMBEDDING_DIM, TASKS
-from pipeline.models.sequence import SequenceArch, SequenceModel, arch_to_dict
+from pipeline.labels import TASKS
+from pipeline.model_files import sequence as sequence_files
+from pipeline.model_files.onnx_export import DEFAULT_PARITY_RTOL, check_parity_rtol
+from pipeline.models.sequence import SequenceArch, SequenceModel
 from pipeline.storage.embedding_store import EmbeddingStore
 from pipeline.train.alternating import TaskSchedule, alternating_batches
 from pipeline.train.loop import TrainResult, Trainer, checked_step, run_epochs, subject_metrics
@@ -261,49 +262,10 @@ def validate(
     return subject_metrics(logits, lambda n: (*cache.subject_labels(n), cache.subject_faces(n)), subjects)
 
 
-def checkpoint_dict(model: SequenceModel, config: SequenceTrainConfig) -> dict[str, Any]:
-    """The ``model.pt`` contents: plain containers and tensors (``weights_only`` loadable)."""
-    return {
-        "arch": arch_to_dict(model.arch),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "modalities": config.modalities,
-        "window": config.window,
-        "stride": config.stride,
-        # The export's tolerance is not part of the model: leaving it out keeps model.pt the same
-        # bytes whatever the tolerance.
-        "config": {k: v for k, v in to_dict(config).items() if k != "parity_rtol"},
-    }
-
-
-def onnx_metadata(config: SequenceTrainConfig) -> dict[str, Any]:
-    """What ``sequence.onnx`` needs to be used without the params: modalities, window, stride, layout."""
-    return {
-        "modalities": config.modalities,
-        "window": config.window,
-        "stride": config.stride,
-        "feature_dim": feature_dim(config.modalities),
-        "embedding_dim": EMBEDDING_DIM,
-        "feature_layout": feature_layout(config.modalities),
-    }
-
-
 def publish_outputs(model: SequenceModel, config: SequenceTrainConfig, out_dir: str | Path) -> None:
-    """Write ``model.pt`` and ``sequence.onnx`` into ``out_dir``, both or neither."""
-    model = model.cpu().eval()
-    generator = torch.Generator().manual_seed(config.seed)
-    # One frame short of a window: export_onnx checks parity one longer, at the full window.
-    example = torch.randn(2, config.window - 1, model.arch.input_dim, generator=generator)
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir(parents=True)
-        torch.save(checkpoint_dict(model, config), tmp / "model.pt")
-        axes = {0: "batch", 1: "length"}
-        export_onnx(
-            model, (example,), tmp / "sequence.onnx",
-            input_names=["features"], output_names=["au_logits", "expr_logits"],
-            dynamic_axes={"features": axes, "au_logits": axes, "expr_logits": axes},
-            metadata=onnx_metadata(config),
-            rtol=config.parity_rtol, rtol_param="train_sequence.parity_rtol",
-        )
+    """Write ``model.pt`` and ``sequence.onnx`` into ``out_dir``, both or neither
+    (:func:`pipeline.model_files.sequence.publish`)."""
+    sequence_files.publish(out_dir, model, to_dict(config), config.parity_rtol, feature_layout(config.modalities))
 
 
 def _data_key(visual_path: str | Path, audio_path: str | Path, splits: Splits) -> dict[str, Any]:

@@ -50,9 +50,12 @@ from tqdm import tqdm
 
 from pipeline.config import check_fields, to_dict
 from pipeline.data.manifest import Manifest
-from pipeline.fsio import atomic_path, file_sha256, write_json
+from pipeline.fsio import file_sha256, write_json
 from pipeline.labels import NUM_AUS, NUM_EXPRS
-from pipeline.models.multitask import MultiTaskModel, build_model, checkpoint_dict, load_pretrained_backbone
+from pipeline.model_files import visual as visual_files
+from pipeline.model_files.visual import ExportConfig
+from pipeline.model_files.backbone import load_backbone_state
+from pipeline.models.multitask import MultiTaskModel, build_model
 from pipeline.models.preprocess import to_model_input
 from pipeline.train import ddp
 from pipeline.train.alternating import TaskSchedule
@@ -296,7 +299,7 @@ class _VisualRun:
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.arch())
         if pretrained is not None:
-            load_pretrained_backbone(self.model, pretrained)
+            load_backbone_state(self.model.backbone, pretrained)
         self.precision.model(self.model.to(device))
         self.net: nn.Module = _ActiveHead(self.model)
         if ctx.enabled:
@@ -419,8 +422,13 @@ def train_visual(
     progress: bool = True,
     selection: SelectionConfig | None = None,
     pretrained: str | Path | None = None,
+    onnx_path: str | Path | None = None,
+    export: ExportConfig = ExportConfig(),
 ) -> TrainResult:
     """Fine-tune the multi-task visual model; publish the kept epoch's model and the metrics JSON.
+
+    With ``onnx_path``, the kept model is also exported there (``visual.onnx``) with its int8 copy
+    calibrated on ``frames_path`` (:func:`pipeline.model_files.visual.publish_onnx`, ``export``).
 
     Under DDP (``dist`` with several processes, process group already initialised) every process
     calls this; only rank 0 writes files. ``checkpoint_every`` (batches) adds mid-epoch checkpoints
@@ -462,7 +470,8 @@ def train_visual(
                "frames": data.sizes()}
     run.precision.standard_layout(run.model)
     if ctx.is_main:
-        _publish(run.model, cfg, best["epoch"], out_model, metrics, metrics_path)
+        _publish(run.model, cfg, best["epoch"], out_model, metrics, metrics_path,
+                 None if onnx_path is None else (onnx_path, frames_path, export))
     ddp.barrier(ctx)
     return TrainResult(run.model, metrics, best["epoch"], loop.history, loop.resumed_from)
 
@@ -493,10 +502,13 @@ def _check_data(data: TrainData, labels_path: str | Path, cfg: VisualTrainConfig
 
 
 def _publish(model: MultiTaskModel, cfg: VisualTrainConfig, best_epoch: int, out_model: str | Path,
-             metrics: dict[str, Any], metrics_path: str | Path) -> None:
-    """Write the best epoch's model (loaded in ``model``) and then the metrics, each atomically."""
-    with atomic_path(out_model) as tmp:
-        torch.save(checkpoint_dict(model, cfg.arch(), {"epoch": best_epoch}), tmp)
+             metrics: dict[str, Any], metrics_path: str | Path,
+             onnx: tuple[str | Path, str | Path, ExportConfig] | None = None) -> None:
+    """Write the best epoch's model (loaded in ``model``), its ONNX export and int8 copy when ``onnx``
+    (path, calibration frames, config) is given, and then the metrics, each atomically."""
+    visual_files.save_checkpoint(out_model, model, cfg.arch(), {"epoch": best_epoch})
+    if onnx is not None:
+        visual_files.publish_onnx(out_model, *onnx)
     write_json(metrics_path, metrics)
     log.info("published %s and %s (kept epoch %d, validation score on face frames %.4f)", out_model,
              metrics_path, metrics["best_epoch"], metrics["validation"]["face_frames"]["score"])

@@ -140,7 +140,7 @@ def test_int8_precision_reembeds_from_the_declared_int8_models(repo: Path) -> No
     before = (repo / "cache" / "embeddings" / "visual.zarr" / "zarr.json").read_text()
     _set_params(repo, {"embed_visual": {"precision": "int8"}, "embed_audio": {"precision": "int8"}})
     output = _run(["dvc", "repro"], repo)
-    # the int8 models are outputs of export-onnx and train-audio already: nothing upstream reruns
+    # the int8 models are outputs of finetune-visual and train-audio already: nothing upstream reruns
     assert _ran_stages(output) == {"embed-visual", "train-audio", "embed-audio", "train-sequence", "evaluate"}, output
     attrs = json.loads((repo / "cache" / "embeddings" / "visual.zarr" / "zarr.json").read_text())["attributes"]
     assert attrs["model"]["quantization"]["format"] == "QDQ" and "precision" not in attrs["params"]

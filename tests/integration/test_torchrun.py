@@ -28,7 +28,8 @@ from pipeline.data.faces.sets import open_face_set
 from _torchrun_finetune import state_digest
 from pipeline.data.manifest import read_manifest
 from pipeline.fsio import OUTPUT_MARKER
-from pipeline.models.multitask import build_from_checkpoint, load_backbone_state
+from pipeline.model_files.backbone import load_backbone_state
+from pipeline.model_files.visual import build_from_checkpoint
 from pipeline.models.registry import create_backbone
 from pipeline.train.ddp import DistContext
 from pipeline.train.face_data import split_identities, verification_pairs

@@ -17,10 +17,10 @@ from _embed_inputs import build_prepared, tiny_audio_model_dir
 from pipeline.audio.features import AudioConfig
 from pipeline.audio.windows import video_audio, video_audio_windows
 from pipeline.data.manifest import read_manifest
-from pipeline.models.fusion import load_tdnn
-from pipeline.quantize import CalibrationConfig, quantize_tdnn
+from pipeline.model_files.audio import load_tdnn, quantize_tdnn
+from pipeline.model_files.checkpoint import load_checkpoint
+from pipeline.model_files.int8 import CalibrationConfig
 from pipeline.storage.embedding_store import EmbeddingStore
-from pipeline.checkpoint import load_checkpoint
 from stages.embed_audio import command
 
 VIDEOS = ["vidA", "vidB", "vidC", "vidD"]

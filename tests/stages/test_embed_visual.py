@@ -19,7 +19,7 @@ from _embed_inputs import build_prepared, tiny_visual_onnx
 from pipeline.storage.frame_store import FrameStore
 from pipeline.data.labels_store import read_all_labels
 from pipeline.data.manifest import read_manifest
-from pipeline.export import make_session
+from pipeline.model_files.onnx_export import make_session
 from pipeline.models.preprocess import to_model_input
 from pipeline.storage.embedding_store import EmbeddingStore
 from stages.embed_visual import command

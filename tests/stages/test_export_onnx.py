@@ -8,8 +8,9 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from pipeline.export import read_metadata
-from pipeline.models.multitask import build_model, checkpoint_dict
+from pipeline.model_files.onnx_export import read_metadata
+from pipeline.model_files.visual import checkpoint_dict
+from pipeline.models.multitask import build_model
 from stages.cli import main
 
 ARCH = {"backbone": "iresnet18", "width_mult": 0.125, "dropout": 0.0}

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from _finetune_params import PARAMS, write_params as _params
 from _kill import kill_after_checkpoint
-from pipeline.models.multitask import build_from_checkpoint
+from pipeline.model_files.visual import build_from_checkpoint
 from stages.cli import main
 
 
@@ -90,3 +90,32 @@ def test_a_diverged_run_is_a_one_line_error_and_publishes_nothing(
     assert "\n" not in message and "finetune_visual: training diverged at epoch 1, batch" in message
     assert "finetune_visual.lr" in message and "finetune_visual.max_grad_norm" in message
     assert not (tmp_path / "visual/model.pt").exists() and not (tmp_path / "metrics/visual.json").exists()
+
+
+def test_onnx_option_exports_as_export_onnx_does_and_an_export_param_change_only_exports_again(
+    tiny_prepared: Path, tiny_frames: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    params = _params(tmp_path, epochs=1)
+    export = "export_onnx: {{opset: 17, parity_rtol: 1.0e-4, example_batch: {batch}, int8_crops: 16}}\n"
+    params.write_text(params.read_text() + export.format(batch=2))
+    onnx = tmp_path / "onnx" / "visual.onnx"
+    args = [*_args(tiny_prepared, tiny_frames, tmp_path, params), "--onnx", str(onnx)]
+    result = CliRunner().invoke(main, ["finetune-visual", *args])
+    assert result.exit_code == 0, result.output
+    # the same files as export-onnx writes from the published model.pt
+    again = tmp_path / "again" / "visual.onnx"
+    result = CliRunner().invoke(main, ["export-onnx", str(tmp_path / "visual/model.pt"), str(again), "--params",
+                                       str(params), "--int8-calibration", str(tiny_frames)])
+    assert result.exit_code == 0, result.output
+    for name in ("visual.onnx", "visual.int8.onnx"):
+        assert (onnx.parent / name).read_bytes() == (again.parent / name).read_bytes(), name
+
+    # a changed export param reruns the stage under DVC: the finished training resumes and is not redone
+    model = (tmp_path / "visual/model.pt").read_bytes()
+    params.write_text(params.read_text().replace("example_batch: 2", "example_batch: 3"))
+    caplog.set_level(logging.INFO, logger="pipeline.train.visual")
+    result = CliRunner().invoke(main, ["finetune-visual", *args])
+    assert result.exit_code == 0, result.output
+    resumed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("resuming from epoch")]
+    assert resumed == ["resuming from epoch 2 batch 0 (of 1 epochs)"], resumed
+    assert (tmp_path / "visual/model.pt").read_bytes() == model

@@ -18,8 +18,10 @@ from PIL import Image
 from _predict_models import build_predict_models
 from pipeline.audio.features import AudioConfig
 from pipeline.audio.windows import VideoAudio
-from pipeline.quantize import CalibrationConfig, quantize_tdnn, quantize_visual
 from pipeline.data.synth.photo_video import write_photo_video
+from pipeline.model_files.audio import quantize_tdnn
+from pipeline.model_files.int8 import CalibrationConfig
+from pipeline.model_files.visual import quantize_visual
 from pipeline.predict.pass_progress import FrameProgress
 from stages.cli import main
 from stages.progress_bar import FrameProgressDisplay

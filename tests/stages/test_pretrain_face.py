@@ -14,7 +14,9 @@ from click.testing import CliRunner
 from _arcface_reference import FIXTURES, read_key_list
 from _kill import kill_after_checkpoint
 from _pretrain_inputs import make_faces, write_params
-from pipeline.models.multitask import CheckpointMismatchError, build_model, load_pretrained_backbone
+from pipeline.model_files.backbone import load_backbone_state
+from pipeline.model_files.checkpoint import CheckpointMismatchError
+from pipeline.models.multitask import build_model
 from pipeline.models.registry import create_backbone
 from pipeline.train.visual import VisualTrainConfig
 from stages.cli import main
@@ -76,11 +78,11 @@ def test_both_layouts_train_the_same_backbone_and_it_loads_into_finetune(faces: 
 
     path = tmp_path / "rec/pretrain/backbone.pth"
     model = build_model(VisualTrainConfig(width_mult=0.0625).arch())
-    load_pretrained_backbone(model, path)
+    load_backbone_state(model.backbone, path)
     assert all(torch.equal(model.backbone.state_dict()[k], v) for k, v in state.items())
     wider = build_model(VisualTrainConfig(width_mult=0.125).arch())
     with pytest.raises(CheckpointMismatchError, match=r"backbone.pth.*width_mult 0\.125"):
-        load_pretrained_backbone(wider, path)
+        load_backbone_state(wider.backbone, path)
 
 
 def test_epochs_zero_publishes_the_init_checkpoint_as_it_is(faces: Path, tmp_path: Path) -> None:

@@ -14,9 +14,10 @@ from click.testing import CliRunner
 
 from pipeline.audio.windows import video_audio
 from pipeline.data.manifest import read_manifest
-from pipeline.export import read_metadata
 from pipeline.fsio import OUTPUT_MARKER, file_sha256
-from pipeline.inference.audio import AudioEmbedder, load_audio_config
+from pipeline.inference.audio import AudioEmbedder
+from pipeline.model_files.audio import read_audio_config as load_audio_config
+from pipeline.model_files.onnx_export import read_metadata
 from stages.cli import main
 from stages.train_audio import command
 

@@ -12,10 +12,12 @@ from _embed_inputs import tiny_audio_model_dir
 from pipeline.audio.decode import AudioTrack
 from pipeline.audio.features import AudioConfig
 from pipeline.audio.windows import VideoAudio, track_audio
-from pipeline.export import make_session
-from pipeline.inference.audio import AudioEmbedder, audio_model_path, load_audio_config
-from pipeline.models.fusion import load_tdnn
-from pipeline.checkpoint import load_checkpoint
+from pipeline.model_files.onnx_export import make_session
+from pipeline.inference.audio import AudioEmbedder
+from pipeline.model_files.audio import model_path as audio_model_path
+from pipeline.model_files.audio import read_audio_config as load_audio_config
+from pipeline.model_files.audio import load_tdnn
+from pipeline.model_files.checkpoint import load_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,10 @@ from pipeline.audio.decode import AudioTrack
 from pipeline.audio.features import AudioConfig
 from pipeline.audio.windows import track_audio
 from pipeline.config import ConfigError, from_dict, to_dict
-from pipeline.export import ParityError, read_metadata
 from pipeline.fsio import OUTPUT_MARKER
-from pipeline.models.fusion import FusionConfig, load_audio_config, load_fusion_head, load_tdnn
+from pipeline.model_files.audio import load_audio_config, load_fusion_head, load_tdnn
+from pipeline.model_files.onnx_export import ParityError, read_metadata
+from pipeline.models.fusion import FusionConfig
 from pipeline.models.tdnn import TDNNConfig
 from pipeline.train.audio import (
     AudioTrainConfig, SubjectData, build_model, fit, make_batch, publish_outputs, task_segments, train_audio,

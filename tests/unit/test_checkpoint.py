@@ -10,10 +10,11 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from pipeline.checkpoint import CheckpointError, first_non_finite, load_checkpoint, save_checkpoint
 from pipeline.evaluate.scoring import load_fusion, load_sequence_runner
-from pipeline.export import export_visual
-from pipeline.models.multitask import build_model, checkpoint_dict, load_pretrained_backbone
+from pipeline.model_files.backbone import load_backbone_state
+from pipeline.model_files.checkpoint import CheckpointError, first_non_finite, load_checkpoint, save_checkpoint
+from pipeline.model_files.visual import checkpoint_dict, export_visual
+from pipeline.models.multitask import build_model
 from pipeline.train.loop_state import LoopState
 from stages.cli import main
 
@@ -105,4 +106,4 @@ def test_no_stage_consumes_a_non_finite_checkpoint(tmp_path: Path) -> None:
                 for k, v in build_model(TINY).backbone.state_dict().items()}
     torch.save(backbone, tmp_path / "backbone.pth")
     with pytest.raises(CheckpointError, match="backbone.pth: pretrained backbone checkpoint holds NaN"):
-        load_pretrained_backbone(build_model(TINY), tmp_path / "backbone.pth")
+        load_backbone_state(build_model(TINY).backbone, tmp_path / "backbone.pth")

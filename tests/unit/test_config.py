@@ -163,7 +163,7 @@ def _library_configs() -> list[tuple[type, dict, str]]:
     from pipeline.data.synth.identities import FaceIdentityConfig
     from pipeline.embed.runner import ClusterOptions, InferenceOptions
     from tooling.full_size import Workload
-    from pipeline.quantize import CalibrationConfig, QuantSettings
+    from pipeline.model_files.int8 import CalibrationConfig, QuantSettings
     from pipeline.train.ddp import DistContext
     return [
         (FaceIdentityConfig, {"identities": 1}, "identities: must be >= 2, got 1"),

@@ -31,8 +31,8 @@ from pipeline.inference.features import compose_features
 from pipeline.inference.sequence import load_sequence_runner, sliding_window_logits, torch_run_fn
 from pipeline.labels import NUM_EXPRS
 from pipeline.metrics import au_metrics, expr_metrics
-from pipeline.models.fusion import load_fusion_head
-from pipeline.models.sequence import build_from_checkpoint
+from pipeline.model_files.audio import load_fusion_head
+from pipeline.model_files.sequence import build_from_checkpoint
 from pipeline.storage.embedding_store import EmbeddingStore
 
 
@@ -236,7 +236,7 @@ def test_plots_are_written(evaluated):
 
 
 def test_onnx_sequence_model_gives_the_torch_predictions(inputs, tmp_path: Path):
-    from pipeline.export import export_onnx
+    from pipeline.model_files.onnx_export import export_onnx
 
     model = build_from_checkpoint(torch.load(inputs.sequence_model, weights_only=True))
     onnx_path = tmp_path / "sequence.onnx"

@@ -10,16 +10,10 @@ import torch
 from torch import nn
 
 from pipeline.config import ConfigError
-from pipeline.export import (
-    ExportConfig,
-    ParityError,
-    check_parity,
-    export_onnx,
-    export_visual,
-    make_session,
-    read_metadata,
-)
-from pipeline.models.multitask import build_model, checkpoint_dict
+from pipeline.model_files.onnx_export import ParityError, check_parity, export_onnx, make_session, read_metadata
+from pipeline.model_files.visual import ExportConfig, export_visual
+from pipeline.model_files.visual import checkpoint_dict
+from pipeline.models.multitask import build_model
 
 TINY = {"backbone": "iresnet18", "width_mult": 0.125, "dropout": 0.1}
 

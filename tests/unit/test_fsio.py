@@ -202,7 +202,7 @@ def test_a_checkpoint_onto_a_full_disk_names_its_path(tmp_path: Path, monkeypatc
     from _fs import small_filesystem
 
     from pipeline.fsio import DiskFullError
-    from pipeline.checkpoint import save_checkpoint
+    from pipeline.model_files.checkpoint import save_checkpoint
 
     with small_filesystem(tmp_path / "small", "64k") as mounted:
         if not mounted:

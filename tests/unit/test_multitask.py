@@ -9,14 +9,10 @@ import pytest
 import torch
 
 from pipeline.models.iresnet import iresnet18
-from pipeline.models.multitask import (
-    CheckpointMismatchError,
-    MultiTaskModel,
-    build_from_checkpoint,
-    build_model,
-    checkpoint_dict,
-    load_pretrained_backbone,
-)
+from pipeline.model_files.backbone import load_backbone_state
+from pipeline.model_files.checkpoint import CheckpointMismatchError
+from pipeline.model_files.visual import build_from_checkpoint, checkpoint_dict
+from pipeline.models.multitask import MultiTaskModel, build_model
 from pipeline.models.preprocess import to_model_input
 
 TINY = {"backbone": "iresnet18", "width_mult": 0.125, "dropout": 0.0}
@@ -85,7 +81,7 @@ def _arcface_checkpoint(path: Path, prefix: str = "") -> dict[str, torch.Tensor]
 def test_pretrained_arcface_backbone_loads(tmp_path: Path, prefix: str) -> None:
     state = _arcface_checkpoint(tmp_path / "backbone.pth", prefix)
     model = build_model(TINY)
-    load_pretrained_backbone(model, tmp_path / "backbone.pth")
+    load_backbone_state(model.backbone, tmp_path / "backbone.pth")
     loaded = model.backbone.state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in state.items())
 
@@ -94,22 +90,22 @@ def test_pretrained_wrong_architecture_names_first_mismatching_key(tmp_path: Pat
     _arcface_checkpoint(tmp_path / "backbone.pth")
     model = MultiTaskModel(iresnet18(width_mult=0.25))
     with pytest.raises(CheckpointMismatchError, match=r"'conv1.weight' has shape \(8, 3, 3, 3\) .* \(16, 3, 3, 3\)"):
-        load_pretrained_backbone(model, tmp_path / "backbone.pth")
+        load_backbone_state(model.backbone, tmp_path / "backbone.pth")
     deeper = build_model({**TINY, "backbone": "iresnet34"})
     with pytest.raises(CheckpointMismatchError, match="'layer1.2.bn1.weight'.*missing"):
-        load_pretrained_backbone(deeper, tmp_path / "backbone.pth")
+        load_backbone_state(deeper.backbone, tmp_path / "backbone.pth")
 
 
 def test_pretrained_missing_or_unreadable_file(tmp_path: Path) -> None:
     model = build_model(TINY)
     with pytest.raises(FileNotFoundError, match="nope.pth"):
-        load_pretrained_backbone(model, tmp_path / "nope.pth")
+        load_backbone_state(model.backbone, tmp_path / "nope.pth")
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="junk.pth"):
-        load_pretrained_backbone(model, tmp_path / "junk.pth")
+        load_backbone_state(model.backbone, tmp_path / "junk.pth")
     torch.save({"model": {"a": torch.zeros(1)}}, tmp_path / "nested.pth")
     with pytest.raises(ValueError, match="expected a state_dict"):
-        load_pretrained_backbone(model, tmp_path / "nested.pth")
+        load_backbone_state(model.backbone, tmp_path / "nested.pth")
 
 
 def test_to_model_input_normalises_like_arcface() -> None:

@@ -17,8 +17,8 @@ import torch
 from click.testing import CliRunner
 
 from _visual_models import write_visual_models
-from pipeline.export import ParityError, make_session, read_metadata
-from pipeline.float16 import convert_float16, float16_path
+from pipeline.model_files.onnx_export import ParityError, make_session, read_metadata
+from pipeline.model_files.float16 import convert_float16, float16_path
 from pipeline.inference.binding import BoundRunner, session_device
 from pipeline.inference.visual import OUTPUT_NAMES, VisualEmbedder
 from pipeline.models.preprocess import to_model_input

@@ -15,12 +15,13 @@ from click.testing import CliRunner
 from _embed_inputs import tiny_visual_onnx
 from pipeline.config import ConfigError
 from pipeline.storage.frame_store import FrameStore
-from pipeline.export import make_session, read_metadata
+from pipeline.model_files.onnx_export import make_session, read_metadata
 from pipeline.fsio import file_sha256
 from pipeline.models.preprocess import to_model_input
 from pipeline.audio.windows import VideoAudio
-from pipeline.quantize import (CalibrationConfig, QuantSettings, calibration_crops, calibration_windows, int8_path,
-                               quantize_visual)
+from pipeline.model_files.audio import calibration_windows
+from pipeline.model_files.int8 import CalibrationConfig, QuantSettings, int8_path
+from pipeline.model_files.visual import calibration_crops, quantize_visual, write_float16
 from pipeline.storage.embedding_store import EmbeddingStore
 from stages.embed_visual import command as embed_visual
 
@@ -136,6 +137,28 @@ def test_embed_visual_precision_int8_takes_the_int8_model_into_the_same_layout(
     np.testing.assert_array_equal(a["face_present"], b["face_present"])
     faces = a["face_present"]
     assert faces.any() and _cosines(a["embedding"][faces], b["embedding"][faces]).min() >= 0.95
+
+
+def test_embed_visual_precision_float16_takes_the_float16_copy(
+    quantized: tuple[Path, dict], tiny_prepared: Path, tiny_frames: Path, tmp_path: Path
+) -> None:
+    float_path = tmp_path / "onnx" / "visual.onnx"
+    float_path.parent.mkdir()
+    shutil.copy(quantized[0], float_path)
+    write_float16(float_path)
+    stores = {}
+    for precision in ("float32", "float16"):
+        params = tmp_path / f"{precision}.yaml"
+        params.write_text(f"embed_visual:\n  chunk_frames: 8\n  sources: [affwild2]\n  precision: {precision}\n")
+        result = _embed(tiny_prepared, tiny_frames, float_path, tmp_path / f"{precision}.zarr", params)
+        assert result.exit_code == 0, result.output
+        stores[precision] = EmbeddingStore.open_read(tmp_path / f"{precision}.zarr")
+    assert stores["float16"].attrs["model"]["float16"]["from"] == "visual.onnx"
+    assert stores["float16"].fingerprint != stores["float32"].fingerprint
+    key = stores["float32"].keys()[0]
+    a, b = stores["float32"].read(key), stores["float16"].read(key)
+    faces = a["face_present"]
+    assert faces.any() and _cosines(a["embedding"][faces], b["embedding"][faces]).min() >= 0.99
 
 
 def test_embed_visual_names_a_missing_int8_model_and_how_to_make_it(

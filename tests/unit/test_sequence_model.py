@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.models.sequence import EncoderLayer, SequenceArch, SequenceModel, arch_to_dict, build_from_checkpoint
+from pipeline.model_files.sequence import build_from_checkpoint
+from pipeline.models.sequence import EncoderLayer, SequenceArch, SequenceModel, arch_to_dict
 from pipeline.train.alternating import multitask_step
 
 

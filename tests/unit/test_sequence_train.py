@@ -15,9 +15,9 @@ from _baselines import trivial_au_score, trivial_expr_score
 
 from pipeline.config import ConfigError, from_dict
 from pipeline.data.manifest import read_manifest
-from pipeline.export import ParityError, make_session, read_metadata
+from pipeline.model_files.onnx_export import ParityError, make_session, read_metadata
 from pipeline.inference.sequence import onnx_run_fn, sliding_window_logits, torch_run_fn
-from pipeline.models.sequence import build_from_checkpoint
+from pipeline.model_files.sequence import build_from_checkpoint
 from pipeline.models.sequence import SequenceModel
 from pipeline.train.loop import DivergedError, TrainResult
 from pipeline.train.selection import SelectionConfig

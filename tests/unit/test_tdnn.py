@@ -13,7 +13,8 @@ from pipeline.models.tdnn_spans import embed_frames, encode_spans, span_batch
 from pipeline.audio.features import AudioConfig
 from pipeline.audio.windows import track_audio
 from pipeline.config import to_dict
-from pipeline.models.fusion import FusionConfig, FusionHead, load_audio_config, load_fusion_head, load_tdnn
+from pipeline.model_files.audio import load_audio_config, load_fusion_head, load_tdnn
+from pipeline.models.fusion import FusionConfig, FusionHead
 from pipeline.models.tdnn import TDNN, TDNNConfig
 
 SMALL = TDNNConfig(channels=(16, 16, 32), kernel_sizes=(5, 3, 1), dilations=(1, 2, 1), embedding_dim=512, dropout=0.1)

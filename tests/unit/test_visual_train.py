@@ -22,7 +22,8 @@ from pipeline.storage.frame_store import FrameStore
 from pipeline.data.labels_store import read_all_labels
 from pipeline.data.manifest import read_manifest
 from pipeline.metrics import au_metrics, expr_metrics
-from pipeline.models.multitask import CheckpointMismatchError, build_from_checkpoint
+from pipeline.model_files.checkpoint import CheckpointMismatchError
+from pipeline.model_files.visual import build_from_checkpoint
 from pipeline.models.preprocess import to_model_input
 from pipeline.train import ddp, loop, visual
 from pipeline.train.alternating import TaskSchedule

@@ -10,11 +10,14 @@ its final path; otherwise :class:`ParityError` is raised and nothing is publishe
 The exporter is torch's TorchScript-based one (``dynamo=False``): the torch.export-based exporter
 needs ``onnxscript``, which is not a dependency.
 
-Example (not run here: cache/visual/model.pt comes from finetune-visual)::
+This is the shared mechanics every exported model goes through; what each model's ONNX file
+holds (inputs, outputs, metadata) is said by its module in :mod:`pipeline.model_files`.
 
-    report = export_visual("cache/visual/model.pt", "cache/onnx/visual.onnx")
+Example (not run here: cache/onnx/visual.onnx comes from the visual model's export)::
+
     session = make_session("cache/onnx/visual.onnx", device="cpu", threads=2)
     emb, au, expr = session.run(None, {"image": images})  # (B,512), (B,12), (B,7)
+    read_metadata("cache/onnx/visual.onnx")["model"]      # 'visual'
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ import copy
 import json
 import logging
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -37,19 +39,13 @@ from onnxruntime.capi.onnxruntime_pybind11_state import InvalidProtobuf as OrtIn
 import torch
 from torch import nn
 
-from pipeline.checkpoint import load_checkpoint
 from pipeline.config import ConfigError
 from pipeline.device import onnx_providers
-from pipeline.fsio import atomic_path, file_sha256
-from pipeline.labels import AU_NAMES, EXPR_NAMES
-from pipeline.models.multitask import MultiTaskModel, build_from_checkpoint
-from pipeline.models.preprocess import IMAGE_SIZE, PREPROCESSING
+from pipeline.fsio import atomic_path
 
 log = logging.getLogger(__name__)
 
 METADATA_KEY = "mmaffect"
-VISUAL_INPUTS: tuple[str, ...] = ("image",)
-VISUAL_OUTPUTS: tuple[str, ...] = ("embedding", "au_logits", "expr_logits")
 DEFAULT_PARITY_RTOL = 1e-4
 # Half a float16 step relative to the value (2**-11): the rounding the embedding stores apply.
 FLOAT16_RELATIVE_STEP = 2.0 ** -11
@@ -57,26 +53,6 @@ FLOAT16_RELATIVE_STEP = 2.0 ** -11
 
 class ParityError(ValueError):
     """onnxruntime and torch disagree on an exported model's outputs."""
-
-
-@dataclass(frozen=True)
-class ExportConfig:
-    """``export_onnx`` params: ONNX opset, parity tolerance (relative), the example batch size traced,
-    and the face crops calibrating the int8 model (when one is written)."""
-
-    opset: int = 17
-    parity_rtol: float = 1e-4
-    example_batch: int = 2
-    int8_crops: int = 256
-
-    def __post_init__(self) -> None:
-        if not 13 <= self.opset <= 21:
-            raise ConfigError(f"must be between 13 and 21, got {self.opset}", key="opset")
-        check_parity_rtol(self.parity_rtol)
-        if self.example_batch < 1:
-            raise ConfigError(f"must be >= 1, got {self.example_batch}", key="example_batch")
-        if self.int8_crops < 1:
-            raise ConfigError(f"must be >= 1, got {self.int8_crops}", key="int8_crops")
 
 
 def export_onnx(
@@ -238,43 +214,12 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     raise ValueError(f"{path}: no {METADATA_KEY!r} metadata; was it written by export_onnx?")
 
 
-class VisualExportModule(nn.Module):
-    """``image`` (B,3,112,112) -> (``embedding`` (B,512), ``au_logits`` (B,12), ``expr_logits`` (B,7))."""
-
-    def __init__(self, model: MultiTaskModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        embedding = self.model.forward_features(image)
-        au_logits, expr_logits = self.model.forward_head(embedding)
-        return embedding, au_logits, expr_logits
-
-
-def export_visual(checkpoint_path: str | Path, out_path: str | Path, config: ExportConfig = ExportConfig()) -> dict[str, Any]:
-    """Export ``cache/visual/model.pt`` as ``visual.onnx`` (inputs/outputs as in the architecture doc)."""
-    checkpoint_path = Path(checkpoint_path)
-    ckpt = load_checkpoint(checkpoint_path, "visual model checkpoint", missing_hint="run finetune-visual first")
-    try:
-        model = build_from_checkpoint(ckpt)
-    except ValueError as exc:
-        raise ValueError(f"{checkpoint_path}: {exc}") from exc
-    metadata = {
-        "model": "visual",
-        "arch": ckpt["arch"],
-        "preprocessing": PREPROCESSING,
-        "inputs": {"image": ["batch", 3, IMAGE_SIZE, IMAGE_SIZE]},
-        "outputs": {"embedding": ["batch", model.embed_dim], "au_logits": ["batch", len(AU_NAMES)],
-                    "expr_logits": ["batch", len(EXPR_NAMES)]},
-        "au_names": list(AU_NAMES),
-        "expr_names": list(EXPR_NAMES),
-        "checkpoint_sha256": file_sha256(checkpoint_path),
-    }
-    example = torch.zeros(config.example_batch, 3, IMAGE_SIZE, IMAGE_SIZE)
-    batch_axis = {name: {0: "batch"} for name in (*VISUAL_INPUTS, *VISUAL_OUTPUTS)}
-    report = export_onnx(
-        VisualExportModule(model), (example,), out_path, VISUAL_INPUTS, VISUAL_OUTPUTS, batch_axis,
-        metadata, rtol=config.parity_rtol, opset=config.opset, rtol_param="export_onnx.parity_rtol",
-    )
-    log.info("exported %s -> %s (max abs diff %s)", checkpoint_path, out_path, report["max_abs_diff"])
-    return report
+def set_metadata(path: str | Path, metadata: Mapping[str, Any]) -> None:
+    """Replace the model's ``mmaffect`` metadata entry at ``path`` by ``metadata`` (other entries kept)."""
+    proto = onnx.load(str(path))
+    kept = [(e.key, e.value) for e in proto.metadata_props if e.key != METADATA_KEY]
+    del proto.metadata_props[:]
+    for key, value in [*kept, (METADATA_KEY, json.dumps(dict(metadata), sort_keys=True))]:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(path))

@@ -1,4 +1,4 @@
-"""int8 CPU inference: onnxruntime static quantization of ``visual.onnx`` and ``tdnn.onnx``.
+"""int8 CPU inference: onnxruntime static quantization of an exported model (``visual.onnx``, ``tdnn.onnx``).
 
 The int8 model is QDQ (QuantizeLinear/DequantizeLinear pairs around each quantized operator), with
 per-channel int8 weights kept to 7 bits (``reduce_range``, against the int16 saturation of
@@ -11,8 +11,13 @@ it, so a later reader can rebuild or question it. Only the TDNN's convolutions a
 statistics pooling and projection stay float32, so ``pipeline.inference.audio`` can still split
 the graph at the pooling, and they are a small share of its work.
 
-Example (a stand-in model; any ``visual.onnx`` and ``frames.h5`` work the same way)::
+This module is the shared mechanics (:func:`quantize_onnx`); which inputs calibrate each model,
+and its settings, live in the model's module (:mod:`pipeline.model_files.visual`,
+:mod:`pipeline.model_files.audio`).
 
+Example (through the visual model's module; any ``visual.onnx`` and ``frames.h5`` work the same way)::
+
+    from pipeline.model_files.visual import quantize_visual
     report = quantize_visual("cache/onnx/visual.onnx", "cache/frames/frames.h5",
                              "cache/onnx/visual.int8.onnx", CalibrationConfig(n_crops=256))
     read_metadata("cache/onnx/visual.int8.onnx")["quantization"]["calibration"]["crops"][:2]
@@ -21,22 +26,17 @@ Example (a stand-in model; any ``visual.onnx`` and ``frames.h5`` work the same w
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator
 
 import numpy as np
-import onnx
 
-from pipeline.audio.windows import VideoAudio
-from pipeline.storage.frame_store import FrameStore
 from pipeline.config import check_fields
-from pipeline.export import METADATA_KEY, make_session, read_metadata
 from pipeline.fsio import atomic_path, file_sha256
-from pipeline.models.preprocess import to_model_input
-from pipeline.precision import precision_path
+from pipeline.model_files.onnx_export import make_session, read_metadata, set_metadata
+from pipeline.model_files.precision import precision_path
 
 log = logging.getLogger(__name__)
 
@@ -88,100 +88,9 @@ class QuantSettings:
                 "preprocess": self.preprocess}
 
 
-# the TDNN keeps its pooling and projection in float32 (see the module docstring)
-TDNN_SETTINGS = QuantSettings(operators=("Conv",))
-
-
 def int8_path(float_path: str | Path) -> Path:
     """Where the int8 model of ``float_path`` lives: ``visual.onnx`` -> ``visual.int8.onnx`` beside it."""
     return precision_path(float_path, "int8")
-
-
-def calibration_crops(frames_path: str | Path, n_crops: int, seed: int) -> list[tuple[str, int]]:
-    """``n_crops`` (subject, frame) pairs drawn without replacement from the frames with a face, in store order.
-
-    Fewer when the store holds fewer faces; raises ``ValueError`` naming the store when it holds none.
-    """
-    with FrameStore(frames_path) as store:
-        faces = [(name, int(i)) for name in store.names() for i in np.flatnonzero(store.face_present(name))]
-    if not faces:
-        raise ValueError(f"{frames_path}: no face crops to calibrate on")
-    picked = np.random.default_rng(seed).choice(len(faces), size=min(n_crops, len(faces)), replace=False)
-    return [faces[i] for i in sorted(picked)]
-
-
-def _crop_batches(frames_path: str | Path, crops: Sequence[tuple[str, int]], batch_size: int,
-                  input_name: str) -> Iterator[Feed]:
-    """The chosen crops as ``input_name`` batches, model-normalised."""
-    with FrameStore(frames_path) as store:
-        for start in range(0, len(crops), batch_size):
-            chunk = crops[start:start + batch_size]
-            images = np.concatenate([store.read(name, [frame]) for name, frame in chunk])
-            yield {input_name: to_model_input(images).numpy()}
-
-
-def quantize_visual(
-    float_path: str | Path,
-    frames_path: str | Path,
-    out_path: str | Path | None = None,
-    config: CalibrationConfig = CalibrationConfig(),
-    settings: QuantSettings = QuantSettings(),
-) -> dict[str, Any]:
-    """Write the int8 QDQ model of ``float_path`` (default :func:`int8_path`), calibrated on ``frames_path``.
-
-    The float model is only read. The int8 file is published atomically after onnxruntime loads it and
-    it gives finite outputs on the calibration crops. Returns the ``quantization`` metadata plus
-    ``max_abs_diff`` per output against the float model on those crops.
-    """
-    float_path = Path(float_path)
-    input_name = make_session(float_path, "cpu", threads=1).get_inputs()[0].name
-    crops = calibration_crops(frames_path, config.n_crops, config.seed)
-    calibration = {"frames": str(frames_path), "frames_sha256": file_sha256(frames_path), "seed": config.seed,
-                   "method": "minmax", "n_crops": len(crops), "crops": [[name, frame] for name, frame in crops]}
-    return _quantize(float_path, out_path, calibration,
-                     lambda size: _crop_batches(frames_path, crops, size, input_name),
-                     config.batch_size, settings)
-
-
-def calibration_windows(audios: Mapping[str, VideoAudio], n_windows: int, seed: int) -> list[tuple[str, int]]:
-    """``n_windows`` (video, frame) pairs drawn without replacement from the frames with audio, in name order.
-
-    Fewer when the videos hold fewer such frames; raises ``ValueError`` when none has audio.
-    """
-    frames = [(name, int(i)) for name in sorted(audios) for i in np.flatnonzero(audios[name].present)]
-    if not frames:
-        raise ValueError(f"no frame with audio in videos {sorted(audios)} to calibrate the TDNN on")
-    picked = np.random.default_rng(seed).choice(len(frames), size=min(n_windows, len(frames)), replace=False)
-    return [frames[i] for i in sorted(picked)]
-
-
-def _window_batches(audios: Mapping[str, VideoAudio], windows: Sequence[tuple[str, int]],
-                    batch_size: int) -> Iterator[Feed]:
-    """The chosen frames' log-mel windows (B, n_mels, context) as ``mel`` batches."""
-    for start in range(0, len(windows), batch_size):
-        chunk = windows[start:start + batch_size]
-        yield {"mel": np.concatenate([audios[name].windows([frame]).mel for name, frame in chunk])}
-
-
-def quantize_tdnn(
-    float_path: str | Path,
-    audios: Mapping[str, VideoAudio],
-    out_path: str | Path | None = None,
-    config: CalibrationConfig = CalibrationConfig(),
-    settings: QuantSettings = TDNN_SETTINGS,
-) -> dict[str, Any]:
-    """Write the int8 QDQ model of ``tdnn.onnx`` (default :func:`int8_path`), calibrated on ``audios``.
-
-    ``audios`` maps video names to their soundtracks' log-mel (the training videos); ``config.n_crops``
-    windows are drawn from their frames with audio and recorded by (video, frame) in the metadata.
-    By default only the convolutions are quantized (see the module docstring). Returns the ``quantization``
-    metadata plus ``max_abs_diff`` of ``embedding`` against the float model on those windows.
-    """
-    windows = calibration_windows(audios, config.n_crops, config.seed)
-    calibration = {"videos": sorted({name for name, _ in windows}), "seed": config.seed, "method": "minmax",
-                   "n_windows": len(windows), "windows": [[name, frame] for name, frame in windows]}
-    return _quantize(Path(float_path), out_path, calibration, lambda size: _window_batches(audios, windows, size),
-                     config.batch_size, settings)
 
 
 class _BatchReader:
@@ -195,9 +104,15 @@ class _BatchReader:
         return next(self.batches, None)
 
 
-def _quantize(float_path: Path, out_path: str | Path | None, calibration: dict[str, Any], batches: Any,
-              batch_size: int, settings: QuantSettings) -> dict[str, Any]:
-    """Quantize ``float_path`` on ``batches(batch_size)``, record ``calibration``, check and publish atomically."""
+def quantize_onnx(float_path: Path, out_path: str | Path | None, calibration: dict[str, Any],
+                  batches: Callable[[int], Iterator[Feed]], batch_size: int, settings: QuantSettings) -> dict[str, Any]:
+    """Quantize ``float_path`` on ``batches(batch_size)``, record ``calibration``, check and publish atomically.
+
+    ``batches(size)`` yields the calibration feeds (input name -> array) in batches of ``size``; each
+    model's module draws them (:func:`pipeline.model_files.visual.quantize_visual`,
+    :func:`pipeline.model_files.audio.quantize_tdnn`). Returns the ``quantization`` metadata plus
+    ``max_abs_diff`` per output against the float model on the calibration inputs.
+    """
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
@@ -221,22 +136,11 @@ def _quantize(float_path: Path, out_path: str | Path | None, calibration: dict[s
         finally:
             if source != float_path:
                 source.unlink(missing_ok=True)
-        _set_metadata(tmp, {**metadata, "quantization": quantization})
+        set_metadata(tmp, {**metadata, "quantization": quantization})
         diffs = _compare(make_session(float_path, "cpu", threads=1), make_session(tmp, "cpu", threads=1),
                          batches(64), out_path)
     log.info("quantized %s -> %s (max abs diff %s)", float_path, out_path, diffs)
     return {**quantization, "max_abs_diff": diffs}
-
-
-def _set_metadata(path: Path, metadata: dict[str, Any]) -> None:
-    """Replace the model's ``mmaffect`` metadata entry by ``metadata``."""
-    proto = onnx.load(str(path))
-    kept = [(e.key, e.value) for e in proto.metadata_props if e.key != METADATA_KEY]
-    del proto.metadata_props[:]
-    for key, value in [*kept, (METADATA_KEY, json.dumps(metadata, sort_keys=True))]:
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(proto, str(path))
 
 
 def _compare(float_session: Any, int8_session: Any, batches: Iterator[Feed], where: Path) -> dict[str, float]:

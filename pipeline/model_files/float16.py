@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 import onnx
 
-from pipeline.export import METADATA_KEY, ParityError, make_session, read_metadata
 from pipeline.fsio import atomic_path, file_sha256
+from pipeline.model_files.onnx_export import METADATA_KEY, ParityError, make_session, read_metadata
+from pipeline.model_files.precision import precision_path
 
 log = logging.getLogger(__name__)
 
-FLOAT16_SUFFIX = ".fp16.onnx"
 # float16 keeps 11 significant bits (relative step 2**-11 ~ 5e-4); through a deep network the
 # rounding adds up to a few of those steps, so the default bound is 20 steps of the output's scale.
 DEFAULT_FLOAT16_RTOL = 1e-2
@@ -38,8 +38,7 @@ DEFAULT_FLOAT16_RTOL = 1e-2
 
 def float16_path(float_path: str | Path) -> Path:
     """Where the float16 copy of ``float_path`` lives: ``visual.onnx`` -> ``visual.fp16.onnx`` beside it."""
-    path = Path(float_path)
-    return path.with_name(path.name.removesuffix(".onnx") + FLOAT16_SUFFIX)
+    return precision_path(float_path, "float16")
 
 
 def to_float16(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -58,7 +57,7 @@ def convert_float16(float_path: str | Path, out_path: str | Path, rtol: float = 
                     check_batch: int = 4, seed: int = 0) -> dict[str, Any]:
     """Write the float16 copy of ``float_path`` to ``out_path`` (atomically) after its checks; return the report.
 
-    Raises :class:`~pipeline.export.ParityError` when the CPU provider runs the copy and an output
+    Raises :class:`~pipeline.model_files.onnx_export.ParityError` when the CPU provider runs the copy and an output
     differs from the float32 model's by more than ``rtol`` of its scale; nothing is written then.
     """
     float_path, out_path = Path(float_path), Path(out_path)
@@ -87,7 +86,7 @@ def compare_on_cpu(float_path: Path, half_path: Path, final_path: Path, rtol: fl
     """The float16 model's outputs against the float32 model's on seeded random inputs (CPU provider).
 
     Returns ``{"ran": False, "reason": ...}`` when the CPU provider cannot load or run the float16
-    graph; raises :class:`~pipeline.export.ParityError` (naming ``final_path``) when it runs and disagrees.
+    graph; raises :class:`~pipeline.model_files.onnx_export.ParityError` (naming ``final_path``) when it runs and disagrees.
     """
     from onnxruntime.capi.onnxruntime_pybind11_state import Fail, NotImplemented as OrtNotImplemented
 

@@ -16,6 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from pipeline.model_files.checkpoint import load_checkpoint
+from pipeline.model_files.onnx_export import read_metadata
+
 
 def require_keys(found: Mapping[str, Any], keys: Sequence[str], path: str | Path, stage: str) -> None:
     """Raise a ``ValueError`` naming ``path`` and ``stage`` when ``found`` lacks any of ``keys``."""
@@ -27,18 +30,14 @@ def require_keys(found: Mapping[str, Any], keys: Sequence[str], path: str | Path
 def read_checkpoint(path: str | Path, what: str, stage: str) -> dict[str, Any]:
     """The checkpoint dict at ``path``, written by ``stage``, through the one checkpoint loader.
 
-    :func:`pipeline.checkpoint.load_checkpoint` loads with ``weights_only=True`` on CPU and refuses
-    a file that is not a dict or holds a non-finite tensor.
+    :func:`~pipeline.model_files.checkpoint.load_checkpoint` loads with ``weights_only=True`` on CPU
+    and refuses a file that is not a dict or holds a non-finite tensor.
     """
-    from pipeline.checkpoint import load_checkpoint
-
     return load_checkpoint(path, f"{what} checkpoint", missing_hint=f"run {stage} first")
 
 
 def read_onnx_metadata(path: str | Path, keys: Sequence[str], stage: str) -> dict[str, Any]:
     """The ``export_onnx`` metadata of ``path``, checked to hold ``keys``."""
-    from pipeline.export import read_metadata
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ONNX model not found: {path} (run {stage} first)")

@@ -1,5 +1,8 @@
 """Checkpoint files (``torch.save`` dicts of plain containers and tensors): atomic save, one loader.
 
+The shared mechanics under every model's checkpoint (:mod:`pipeline.model_files`): each model's
+module says what its dict holds; this one writes and reads the file.
+
 Every ``.pt`` the pipeline reads goes through :func:`load_checkpoint`: ``torch.load`` with
 ``weights_only=True`` on CPU, errors that name the file, and a refusal of any floating tensor
 holding NaN or Inf, so that no stage builds on a diverged model (a NaN model's predictions score
@@ -18,7 +21,7 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import torch
 
@@ -27,6 +30,10 @@ from pipeline.fsio import atomic_path
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used: unreadable, not a dict, or holding non-finite values."""
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint's tensors do not fit the model it is loaded into."""
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -101,3 +108,26 @@ def _tensors(value: Any, prefix: str) -> Iterator[tuple[str, torch.Tensor]]:
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
             yield from _tensors(item, f"{prefix}.{index}" if prefix else str(index))
+
+
+def check_state_dict(expected: Mapping[str, torch.Tensor], found: Mapping[str, Any], where: str) -> None:
+    """Raise :class:`CheckpointMismatchError` naming the first key (in model order) that is missing,
+    extra, or of another shape in ``found`` than in ``expected``; ``where`` starts the message."""
+    for key, tensor in expected.items():
+        if key not in found:
+            raise CheckpointMismatchError(f"{where}: key {key!r} {tuple(tensor.shape)} is missing from the checkpoint")
+        value = found[key]
+        if not isinstance(value, torch.Tensor) or value.shape != tensor.shape:
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise CheckpointMismatchError(
+                f"{where}: key {key!r} has shape {shape} in the checkpoint but {tuple(tensor.shape)} in the model"
+            )
+    extra = [key for key in found if key not in expected]
+    if extra:
+        raise CheckpointMismatchError(f"{where}: unexpected key {extra[0]!r} ({len(extra)} unexpected in all)")
+
+
+def cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``module``'s state dict as detached CPU tensors (a DDP wrapper's inner module's), ready to save."""
+    inner = module.module if isinstance(module, torch.nn.parallel.DistributedDataParallel) else module
+    return {k: v.detach().cpu().clone() for k, v in inner.state_dict().items()}
