@@ -9,6 +9,7 @@ the cores. Needs network access for the install, as ``make repro`` does.
 
     python -m benchmarks.repro_time                          # from the repository root
     python -m benchmarks.repro_time --python python3.11      # the interpreter make uses (PYTHON=)
+    python -m benchmarks.repro_time --keep ../repro-clone    # keep the clone, to compare its outputs
 """
 
 from __future__ import annotations
@@ -50,10 +51,14 @@ def main() -> None:
     parser.add_argument("--python", default="python3", help="the interpreter `make` builds the venv with")
     parser.add_argument("--work", type=Path, default=None,
                         help="folder for the clone (default: the system's temporary folder; it needs room for the venv)")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="clone into this new folder and keep it (its outputs, dvc.lock and venv) after the run")
     args = parser.parse_args()
     bench = harness.start("repro_time")
+    if args.keep is not None and args.keep.exists():
+        raise SystemExit(f"--keep {args.keep}: exists; name a folder the clone can create")
     with tempfile.TemporaryDirectory(prefix="mmaffect-repro-", dir=args.work) as tmp:
-        clone = Path(tmp) / "mmaffect"
+        clone = args.keep if args.keep is not None else Path(tmp) / "mmaffect"
         commit = fresh_clone(args.repo.resolve(), clone)
         seconds = time_make_repro(clone, args.python)
         results = {

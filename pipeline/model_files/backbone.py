@@ -15,7 +15,7 @@ Example:
     >>> trained = create_backbone("iresnet18", width_mult=0.0625)
     >>> publish_backbone(trained, arch, {"epoch": 1, "init": None, "margin": "cosface"}, out)
     >>> sorted(p.name for p in out.iterdir())
-    ['backbone.json', 'backbone.pth']
+    ['.mmaffect-output', 'backbone.json', 'backbone.pth']
     >>> fresh = create_backbone("iresnet18", width_mult=0.0625)
     >>> load_backbone_state(fresh, out / BACKBONE_FILE)
     >>> torch.equal(fresh.conv1.weight, trained.conv1.weight)

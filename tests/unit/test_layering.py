@@ -18,18 +18,17 @@ LIBRARY = ROOT / "pipeline"
 # are peers and do not import each other.
 LAYERS: tuple[tuple[str, ...], ...] = (
     # foundations: no project imports
-    ("labels", "config", "fsio", "device", "error_words", "jpeg", "precision", "verification"),
+    ("labels", "config", "fsio", "device", "error_words", "jpeg", "verification"),
     # small helpers on the foundations
-    ("metrics", "checkpoint", "storage", "video_batch", "ablation"),
+    ("metrics", "storage", "video_batch", "ablation"),
     # datasets, media readers, the frame store, synthetic data and test media
     ("data",),
     # frontends: log-mel audio features, face detection and alignment
     ("audio", "faces"),
     # networks (they take the frontends' configs, never the other way round)
     ("models",),
-    # trained models' files
-    ("export",),
-    ("quantize", "float16"),
+    # trained models' files: checkpoints, ONNX exports and their float16/int8 copies
+    ("model_files",),
     # running trained models
     ("inference",),
     # the stages' library entry points
