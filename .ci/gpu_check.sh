@@ -43,7 +43,7 @@ if [ "$dry_run" = 0 ]; then
     device=cuda; sizes=(--pipeline); test_paths=(tests); tests_limit=130; measure_limit=320
 else
     device=cpu; sizes=(--tiny); tests_limit=120; measure_limit=600
-    test_paths=(tests/unit/test_precision.py tests/unit/test_onnx_device_paths.py)
+    test_paths=(tests/unit/train/test_precision.py tests/unit/inference/test_onnx_device_paths.py)
 fi
 
 work=$(mktemp -d)

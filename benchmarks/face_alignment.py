@@ -2,7 +2,7 @@
 
 For each photograph shipped with an installed package (scikit-image's astronaut, matplotlib's Grace
 Hopper): frames where the face was found, and the per-frame alignment error in 112x112 crop pixels
-(:mod:`pipeline.faces.measure`), as ``tests/unit/test_face_detect.py`` checks them.
+(:mod:`pipeline.faces.measure`), as ``tests/unit/faces/test_face_detect.py`` checks them.
 
     python -m benchmarks.face_alignment
 """

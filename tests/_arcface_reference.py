@@ -3,7 +3,7 @@
 Written from ``recognition/arcface_torch/backbones/iresnet.py`` of deepinsight/insightface, without
 importing ``pipeline``: the committed key/shape lists (``tests/fixtures/arcface_torch/*_keys.txt``)
 and the forward fixture (``iresnet18_forward.json``) are what a checkpoint trained there looks like
-and computes, and ``tests/unit/test_iresnet.py`` checks our model against them.
+and computes, and ``tests/unit/models/test_iresnet.py`` checks our model against them.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ is the alignment error of the frame in crop pixels (112x112): it measures detect
 alignment together, apart from how far the face's own proportions are from the template (reported
 separately as ``template_residual_px``).
 
-Example (not run here: a few seconds of detection; tests/unit/test_face_detect.py runs it)::
+Example (not run here: a few seconds of detection; tests/unit/faces/test_face_detect.py runs it)::
 
     result = alignment_errors(FaceDetector(DetectorConfig()), astronaut())
     result.found, result.errors_px.max()

@@ -53,7 +53,7 @@ A still image (JPEG, PNG, ... opened as a one-frame "video") is refused with a
 :func:`pipeline.data.synth.photo_video.write_photo_video` turns a photograph into a video when that is
 what is wanted.
 
-Example (not run here: it needs the exported models; tests/unit/test_predict.py runs it on tiny ones)::
+Example (not run here: it needs the exported models; tests/unit/predict/test_predict.py runs it on tiny ones)::
 
     models = load_models("cache/onnx/visual.onnx", "cache/audio/tdnn.onnx",
                          "cache/sequence/sequence.onnx", device="cpu")

@@ -3,7 +3,7 @@ launches them.
 
 ``--standalone`` puts the rendezvous at ``localhost:0``, but torch's store binds every interface whatever
 the endpoint (docs/cluster.md, "Who can reach the cluster"): these tests expose it for their run, as any
-torchrun does. The in-process DDP tests (tests/unit/test_ddp.py, test_visual_train.py) meet through a file
+torchrun does. The in-process DDP tests (tests/unit/train/test_ddp.py, test_visual_train.py) meet through a file
 store instead and open no rendezvous socket.
 """
 

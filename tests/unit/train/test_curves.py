@@ -8,7 +8,7 @@ import yaml
 
 from pipeline.train.curves import curve_rows, write_curves
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _frame_report(au: float, expr: float) -> dict:

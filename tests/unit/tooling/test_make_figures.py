@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 _spec = importlib.util.spec_from_file_location("make_figures", ROOT / "docs" / "make_figures.py")
 make_figures = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(make_figures)

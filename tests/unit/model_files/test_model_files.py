@@ -17,7 +17,7 @@ from pipeline.model_files.int8 import int8_path
 from pipeline.model_files.precision import PRECISION_TAGS, precision_path
 from pipeline.predict.video import PRECISIONS as PREDICT_PRECISIONS
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 # (module, call) pairs that read or write a model file; only pipeline/model_files may hold them
 FILE_CALLS = {("torch", "save"), ("torch", "load"), ("onnx", "save")}
 # the TDNN's graph split into two parts, saved to a temporary directory to be loaded at once: not a model file

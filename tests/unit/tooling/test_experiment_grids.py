@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from stages.cli import main
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 # grid file -> the options the README runs it with (besides --grid, --data-seeds and --json)
 GRIDS = {
     "ablation_arms.yaml": ["--reference", "visual", "--reference", "both-w1-b320"],
