@@ -138,17 +138,7 @@ def test_disk_full_is_one_line_and_the_rerun_completes(
     with small_filesystem(tmp_path / "small", "40k") as mounted:
         work = tmp_path / "small" / "work"
         if not mounted:  # no tmpfs: the writes of the second subject on fail as they would there
-            import pipeline.data.pack_frames as packer
-
-            real = packer._write_vlen
-            calls = iter(range(1_000_000))
-
-            def write_until_full(dataset: h5py.Dataset, *args: object) -> None:
-                if next(calls) >= 3:
-                    raise OSError(errno.ENOSPC, "No space left on device", dataset.file.filename)
-                real(dataset, *args)
-
-            monkeypatch.setattr(packer, "_write_vlen", write_until_full)
+            _fail_writes_after(monkeypatch, 3)
         failed = _invoke(prepared, out, params, work)
         assert failed.exit_code == 1 and "Traceback" not in failed.output
         error = [line for line in failed.output.splitlines() if line.startswith("Error: ")]
@@ -223,6 +213,21 @@ def test_a_yaml_syntax_error_in_params_is_one_line(setup: tuple[Path, Path, Path
     assert result.output.strip().splitlines()[-1].startswith(f"Error: {params}:3:2: invalid YAML: ")
 
 
+def _fail_writes_after(monkeypatch: pytest.MonkeyPatch, writes: int) -> None:
+    """Make every HDF5 chunk write after the first ``writes`` fail as a full disk does (ENOSPC)."""
+    import pipeline.data.pack_frames as packer
+
+    real = packer._write_vlen
+    calls = iter(range(1_000_000))
+
+    def write_until_full(dataset: h5py.Dataset, *args: object) -> None:
+        if next(calls) >= writes:
+            raise OSError(errno.ENOSPC, "No space left on device", dataset.file.filename)
+        real(dataset, *args)
+
+    monkeypatch.setattr(packer, "_write_vlen", write_until_full)
+
+
 def _refuse_room_after(monkeypatch: pytest.MonkeyPatch, grants: int) -> None:
     """Make the filesystem refuse (ENOSPC) every reservation after the first ``grants``."""
     import ctypes
@@ -276,22 +281,13 @@ def test_a_write_that_failed_inside_hdf5_is_never_reopened(
 ) -> None:
     """HDF5 may leave a file whose writes failed with pointers past its end (h5py then crashes the
     process when it reads them): such a partial store is deleted unopened and packed again."""
-    import pipeline.data.pack_frames as packer
     import pipeline.data.partial_store as partial_store
 
     _, prepared, params = setup
     reference = tmp_path / "reference.h5"
     assert _invoke(prepared, reference, params, tmp_path / "reference-work").exit_code == 0
     work, out = tmp_path / "work", tmp_path / "frames.h5"
-    real = packer._write_vlen
-    calls = iter(range(1_000_000))
-
-    def write_until_full(dataset: h5py.Dataset, *args: object) -> None:
-        if next(calls) >= 5:
-            raise OSError(errno.ENOSPC, "No space left on device", dataset.file.filename)
-        real(dataset, *args)
-
-    monkeypatch.setattr(packer, "_write_vlen", write_until_full)
+    _fail_writes_after(monkeypatch, 5)
     failed = _invoke(prepared, out, params, work)
     monkeypatch.undo()
     assert failed.exit_code == 1 and "no space left on device" in failed.output
