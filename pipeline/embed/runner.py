@@ -151,12 +151,7 @@ def dask_client(options: ClusterOptions) -> Iterator[Any]:
         with client:
             yield client
         return
-    cores = available_cores()
-    if options.n_workers * options.threads_per_worker > cores:
-        raise ValueError(
-            f"{options.n_workers} workers x {options.threads_per_worker} threads exceeds the {cores} "
-            "cores available; lower --workers or --threads"
-        )
+    options.check_cores()
     with dask.config.set({"distributed.scheduler.http.routes": SCHEDULER_HTTP_ROUTES}):
         cluster = LocalCluster(
             n_workers=options.n_workers,
