@@ -83,8 +83,8 @@ def vocal_activity(tracks: VoiceTracks, voice: Voice, speaker: int, n_frames: in
 
     Per control step of this speaker's voiced syllables, ``ln(env / level) + 0.7 ln 2 + ln(f0 / f0_voice)``
     (loudness over the recording level, the syllable shape's mean put back, pitch over the speaker's
-    base); the frame's value is their mean. A neutral voice gives about 0, Anger about +0.9, Sadness
-    about -1 (from ``PROSODY``'s energy and pitch factors).
+    base); the frame's value is their mean. A neutral voice gives about 0, Anger about +0.8, Sadness
+    about -1 (from ``PROSODY``'s energy and pitch factors; docs/synthetic.md has the measured values).
     """
     voiced = (tracks.env > 0) & (tracks.speaker == speaker)
     steps = np.flatnonzero(voiced)
