@@ -3,10 +3,10 @@
 An AU file is the header ``AU1,AU2,AU4,AU6,AU7,AU10,AU12,AU15,AU23,AU24,AU25,AU26`` followed by one
 line per video frame of 12 comma-separated values in {0, 1, -1}; an EXPR file is the header
 ``Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise`` followed by one value in {-1, 0..6} per
-line; a VA file is the header ``valence,arousal`` followed by two numbers per line, each in
-[-1, 1] or ``-5`` (unlabelled). Line i after the header is frame i. Trailing spaces, CRLF line ends, a UTF-8 byte-order mark and
-blank lines at the very end are tolerated; anything else is an :class:`AnnotationError` naming the
-file and the 1-based number of every bad line.
+line; a VA file is the header ``valence,arousal`` followed by two numbers per line, each in [-1, 1]
+or ``-5`` (unlabelled). Line i after the header is frame i. Trailing spaces, CRLF line ends, a UTF-8
+byte-order mark and blank lines at the very end are tolerated; anything else is an
+:class:`AnnotationError` naming the file and the 1-based number of every bad line.
 
 An AU row that holds any ``-1`` is unlabelled for the AU task as a whole, so the reader turns the
 entire row into ``-1``; likewise a VA row holding a ``-5`` becomes NaN in both columns.

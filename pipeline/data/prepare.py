@@ -3,7 +3,8 @@
 For every annotated subject it finds the video, probes it (fps, frame count, audio), reads the AU,
 EXPR and (where the copy has them) VA annotations, aligns them to the video's frame count (pad as
 unlabelled / trim within ``frame_tolerance``), records which face crops exist, then applies the
-leakage-free validation protocol (:mod:`pipeline.data.protocol`) over the three tasks. The three files are published together as one directory.
+leakage-free validation protocol (:mod:`pipeline.data.protocol`) over the three tasks. The three
+files are published together as one directory.
 
 Example (not run here: it needs a dataset; tests/stages/test_prepare.py runs it on a synthetic one)::
 

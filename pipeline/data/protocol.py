@@ -1,12 +1,12 @@
 """The paper's leakage-free validation protocol (section 4.1), over the three annotated tasks.
 
-Some Aff-Wild2 videos are in one task's validation set and another task's training set (AU, EXPR
-and VA each have their own split). A subject's validation split for task T becomes ``"excluded"``
-when its video (the media file, shared by ``_left``/``_right`` faces) has a subject in the training
-set of any other task, so no validation video of one task was seen in another task's training, and
-the remaining validation videos of the tasks are consistent. (Within one task, the two faces of a
-video may sit in different splits, as before: they are different people.) Only Aff-Wild2 subjects take part; BP4D is training
-data. :func:`exclusions` says what was removed and why.
+Some Aff-Wild2 videos are in one task's validation set and another task's training set (AU, EXPR and
+VA each have their own split). A subject's validation split for task T becomes ``"excluded"`` when
+its video (the media file, shared by ``_left``/``_right`` faces) has a subject in the training set
+of any other task, so no validation video of one task was seen in another task's training, and the
+remaining validation videos of the tasks are consistent. (Within one task, the two faces of a video
+may sit in different splits, as before: they are different people.) Only Aff-Wild2 subjects take
+part; BP4D is training data. :func:`exclusions` says what was removed and why.
 
 Example:
     >>> from pipeline.data.manifest import SubjectRecord
@@ -60,7 +60,7 @@ def apply_protocol(records: Sequence[SubjectRecord]) -> tuple[list[SubjectRecord
 
 
 def exclusions(records: Sequence[SubjectRecord]) -> list[dict[str, Any]]:
-    """One entry per (subject, task) the protocol excluded: its video, labelled frames and the other tasks training on it.
+    """One entry per (subject, task) the protocol excluded: video, labelled frames, the other tasks training on it.
 
     Read from the records after :func:`apply_protocol`, which never changes a training split, so the
     training sets that caused each exclusion are still there.

@@ -60,7 +60,8 @@ def test_bad_va_file_is_a_one_line_error(root: Path, params: Path, tmp_path: Pat
     assert result.exit_code == 1
     assert "Traceback" not in result.output
     (line,) = [ln for ln in result.output.splitlines() if ln.startswith("Error:")]
-    assert "VA_Set/Validation_Set/vidD.txt: line 5: valence and arousal must be numbers in [-1, 1] or -5, found '7'" in line
+    expected = "VA_Set/Validation_Set/vidD.txt: line 5: valence and arousal must be numbers in [-1, 1] or -5, found '7'"
+    assert expected in line
 
 
 def test_bad_annotation_is_a_one_line_error(root: Path, params: Path, tmp_path: Path) -> None:

@@ -111,7 +111,7 @@ def heard_activity(activity: np.ndarray, fps: float) -> np.ndarray:
 
 
 def ornstein_uhlenbeck(rng: np.random.Generator, n: int, std: float, tau_s: float, fps: float) -> np.ndarray:
-    """(n,) a stationary Ornstein-Uhlenbeck process sampled per frame: standard deviation ``std``, time constant ``tau_s``.
+    """(n,) a stationary Ornstein-Uhlenbeck process per frame: standard deviation ``std``, time constant ``tau_s``.
 
     Exact discretisation: ``x[t] = a x[t-1] + std sqrt(1 - a^2) e[t]`` with ``a = exp(-1 / (fps tau_s))``,
     ``x[0] ~ N(0, std^2)``.
@@ -130,7 +130,7 @@ def ornstein_uhlenbeck(rng: np.random.Generator, n: int, std: float, tau_s: floa
 
 def make_affect(rng: np.random.Generator, expr: np.ndarray, level: np.ndarray, activity: np.ndarray,
                 fps: float, cfg: LabelConfig) -> np.ndarray:
-    """(N, 2) float32 valence and arousal in [-1, 1] for ``expr``/``level`` (N,) and the voice's ``activity`` (N,); NaN = unlabelled.
+    """(N, 2) float32 valence and arousal in [-1, 1], NaN = unlabelled, from ``expr``/``level`` and ``activity`` (N,).
 
     Drift, jitter and the unlabelled stretches each draw from their own child of ``rng``, so
     changing one setting leaves the others' draws as they were.

@@ -142,7 +142,8 @@ def test_a_malformed_va_file_is_one_error_naming_file_and_line(
 
 def test_va_lines_beyond_the_tolerance_name_both_files(root: Path, tmp_path: Path) -> None:
     write_va(root / VA_VAL / "vidD.txt", va_rows(12, 14))
-    with pytest.raises(PrepareError, match=r"VA_Set/Validation_Set/vidD\.txt: 12 annotation lines but video .*vidD\.mp4 has 8"):
+    expected = r"VA_Set/Validation_Set/vidD\.txt: 12 annotation lines but video .*vidD\.mp4 has 8"
+    with pytest.raises(PrepareError, match=expected):
         prepare_dataset(root, tmp_path / "p", PrepareConfig(frame_tolerance=2))
 
 

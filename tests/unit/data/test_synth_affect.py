@@ -94,7 +94,8 @@ def test_vocal_activity_is_nan_where_the_speaker_is_silent_and_follows_only_its_
 def test_arousal_rises_with_the_voice() -> None:
     expr, level = _episode(0)
     active = np.full(len(expr), 0.8)
-    loud = make_affect(np.random.default_rng(0), expr, level, active, FPS, dataclasses.replace(QUIET, va_voice_gain=0.3))
+    voiced = dataclasses.replace(QUIET, va_voice_gain=0.3)
+    loud = make_affect(np.random.default_rng(0), expr, level, active, FPS, voiced)
     silent = make_affect(np.random.default_rng(0), expr, level, active, FPS, QUIET)
     assert (loud[:, 0] == silent[:, 0]).all()                               # valence does not hear the voice
     assert loud[-1, 1] == pytest.approx(0.3 * math.tanh(0.8), abs=1e-3)   # heard in full after 4 s
@@ -133,7 +134,8 @@ def test_tiny_dataset_has_va_files_as_planned(tiny_root: Path) -> None:
     unlabelled = 0
     for name, split in found.items():
         va = read_va_file(tiny_root / "annotations/VA_Set" / SPLIT_DIRS[split] / f"{name}.txt")
-        others = [p for task in ("AU_Set", "EXPR_Set") for p in (tiny_root / "annotations" / task).glob(f"*/{name}.txt")]
+        others = [p for task in ("AU_Set", "EXPR_Set")
+                  for p in (tiny_root / "annotations" / task).glob(f"*/{name}.txt")]
         assert others
         for other in others:
             n = len(read_au_file(other) if "AU_Set" in str(other) else read_expr_file(other))

@@ -58,7 +58,8 @@ def test_bad_line_names_file_and_line(tmp_path: Path, line: str, expected: str) 
 
 def test_wrong_header_names_file_and_line(tmp_path: Path) -> None:
     path = _write(tmp_path, "arousal,valence\n0,0\n")
-    with pytest.raises(AnnotationError, match=r"video1\.txt: line 1: wrong header 'arousal,valence', expected 'valence,arousal'"):
+    expected = r"video1\.txt: line 1: wrong header 'arousal,valence', expected 'valence,arousal'"
+    with pytest.raises(AnnotationError, match=expected):
         read_va_file(path)
 
 
