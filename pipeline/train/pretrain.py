@@ -70,7 +70,7 @@ from pipeline.train.loader import EpochLoader, LoaderConfig
 from pipeline.train.loop import TrainResult, Trainer, check_weights, checked_step, run_epochs
 from pipeline.train.loop_state import LoopState
 from pipeline.train.optim import OptimConfig, lr_factor
-from pipeline.train.pretrain_gate import check_learned
+from pipeline.train.pretrain_gate import NotLearnedError, check_learned
 from pipeline.verification import verification_scores
 
 log = logging.getLogger(__name__)
@@ -356,7 +356,7 @@ def train_pretrain(
         labels = shuffled_labels(split.train_labels, cfg.seed) if cfg.shuffle_labels else split.train_labels
         dataset = FaceImages(faces, split.train_images, labels)
         digest = ddp.broadcast_digest(run_key(cfg, faces) if ctx.is_main else None, ctx)
-        key = {"config": training_config(cfg), "data": digest}
+        key = {"config": resume_config(cfg), "data": digest}
         loop = LoopState.resume(Path(work_dir) / STATE_FILE, key, run.model, run.optimizer, writer=ctx.is_main)
         run.load_extra(loop.extra)
         if ctx.is_main and loop.resumed_from is not None:
@@ -371,7 +371,7 @@ def train_pretrain(
         "best_epoch": best["epoch"], "epochs": cfg.epochs, "data": data, **cfg.arch(),
         "history": [{"epoch": h["epoch"], "loss": h["loss"][TASK], **_public(h["metrics"]["verification"])}
                     for h in history],
-        "loss": history[best["epoch"] - 1]["loss"][TASK] if history else None,
+        "loss": next((h["loss"][TASK] for h in history if h["epoch"] == best["epoch"]), None),
         "chance_loss": cfg.chance_loss(split.train_identities), "shuffle_labels": cfg.shuffle_labels,
     }
     run.precision.standard_layout(run.model)
@@ -386,7 +386,7 @@ def train_pretrain(
     return TrainResult(run.model.backbone, metrics, best["epoch"], history, resumed_from)
 
 
-def training_config(cfg: PretrainConfig) -> dict[str, Any]:
+def resume_config(cfg: PretrainConfig) -> dict[str, Any]:
     """What a saved state is keyed by: the config less ``min_gain``, which judges a finished run and does
     not change it (so a run refused at one gain is published at another without retraining)."""
     return {k: v for k, v in to_dict(cfg).items() if k != "min_gain"}
@@ -400,7 +400,7 @@ def _gate(metrics: dict[str, Any], cfg: PretrainConfig, work_dir: Path, ctx: Dis
         return
     try:
         check_learned(metrics, cfg.min_gain, refused)
-    except ValueError:
+    except NotLearnedError:
         if ctx.is_main:
             write_json(refused, metrics)
         raise
