@@ -34,7 +34,11 @@ from pipeline.paired_stats import DEFAULT_MARGIN, paired_stats
 
 SECTION = "train_sequence"
 EXAMPLE_GRID: dict[str, list[Any]] = {"modalities": ["visual", "audio", "both"], "window": [10, 30], "layers": [1, 2]}
-METRIC_COLUMNS: tuple[str, ...] = ("au.f1", "au.acc", "au.score", "expr.f1", "expr.acc", "expr.score", "mean_score")
+METRIC_COLUMNS: tuple[str, ...] = ("au.f1", "au.acc", "au.score", "expr.f1", "expr.acc", "expr.score", "mean_score",
+                                   "selection_score")
+SELECTION_SCORE = "selection_score"   # a trainer's held-out score of the epoch it kept (tunes, never reports)
+# params named by their value alone in experiment names (``visual``, ``random``)
+_VALUE_ONLY = ("modalities", "backbone_init")
 # short names used in experiment names
 _ABBREVIATIONS = {"window": "w", "layers": "l", "stride": "s", "heads": "h", "d_model": "d", "dropout": "p",
                   "batch_size": "b"}
@@ -109,7 +113,7 @@ def experiment_name(point: Mapping[str, Any]) -> str:
     for key, value in point.items():
         name = key.split(".")[-1]
         text = str(value).lower().replace(".", "p").replace("-", "m")
-        parts.append(text if name == "modalities" else f"{_ABBREVIATIONS.get(name, name)}{text}")
+        parts.append(text if name in _VALUE_ONLY else f"{_ABBREVIATIONS.get(name, name)}{text}")
     return "-".join("".join(c if c.isalnum() else "_" for c in part) for part in parts) or "baseline"
 
 
@@ -140,6 +144,10 @@ def flatten_metrics(metrics: Mapping[str, Any], variant: str | None) -> dict[str
     ``variant`` picks the scores in an evaluate JSON: ``sequence`` (its headline, the frames with a
     face), or a dotted path such as ``all_frames.sequence``; a single key the file lacks reads the
     file's top level.
+
+    A trainer's metrics file (``selection.per_epoch`` and ``best_epoch``, ``selection.mode`` holdout) also
+    gives ``selection_score``: the held-out selection score of the epoch it kept, the score to tune on
+    (the validation scores stay untouched by the choice).
     """
     source: Any = metrics
     if variant and "." in variant:
@@ -158,7 +166,20 @@ def flatten_metrics(metrics: Mapping[str, Any], variant: str | None) -> dict[str
     scores = [row[f"{task}.score"] for task in ("au", "expr") if f"{task}.score" in row]
     if scores:
         row["mean_score"] = sum(scores) / len(scores)
+    held_out = _selection_score(metrics)
+    if held_out is not None:
+        row[SELECTION_SCORE] = held_out
     return row
+
+
+def _selection_score(metrics: Mapping[str, Any]) -> float | None:
+    """The held-out selection score of a trainer's kept epoch (``best_epoch``), or ``None`` without one."""
+    selection = metrics.get("selection")
+    if not isinstance(selection, Mapping) or selection.get("mode") != "holdout":
+        return None
+    kept = [e.get("selection_score") for e in selection.get("per_epoch") or []
+            if isinstance(e, Mapping) and e.get("epoch") == metrics.get("best_epoch")]
+    return float(kept[0]) if kept and isinstance(kept[0], (int, float)) else None
 
 
 def rows_from_exp_show(

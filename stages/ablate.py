@@ -199,8 +199,13 @@ def command(ctx: click.Context, grid_path: Path | None, modalities: str | None, 
     seed_keys = seed_keys or default_seed_keys(points)
     replicate_keys = [param_key(k) for k in _values(replicate_params) or []]
     draws = _ints("--data-seeds", data_seeds)
+    earlier = _read_record(json_path) if resume and json_path is not None and json_path.exists() else None
+    recorded_base = ((earlier or {}).get("plan") or {}).get("base")
     base = None
-    if missing_keys(points):  # arms listed one by one: the others run at the params file's value
+    if missing_keys(points) and isinstance(recorded_base, dict) and set(missing_keys(points)) <= set(recorded_base):
+        # workspace experiments leave their -S values in params.yaml: a resumed study keeps the values it started with
+        base = {key: recorded_base[key] for key in missing_keys(points)}
+    elif missing_keys(points):  # arms listed one by one: the others run at the params file's value
         if not params_path.is_file():
             raise click.UsageError(f"{params_path} not found: it gives the values of params some arms leave unset")
         base = run_or_exit(lookup_params, yaml.safe_load(params_path.read_text()) or {}, missing_keys(points),
@@ -222,7 +227,8 @@ def command(ctx: click.Context, grid_path: Path | None, modalities: str | None, 
         for run in planned:
             click.echo(" ".join(exp_run_command(run["params"], run["experiment"], temp=temp, stages=stages)))
         return
-    settings.update({"metrics_file": metrics_path, "variant": variant or None, "stages": list(stages) or None})
+    settings.update({"metrics_file": metrics_path, "variant": variant or None, "stages": list(stages) or None,
+                     "base": base})
     plan = study_plan(points, references, statistic, equivalence_margin, settings)
     record = {**(_provenance(ctx) if json_path is not None else {}), "metrics_file": metrics_path,
               "variant": variant or None, "statistic": statistic, "equivalence_margin": equivalence_margin,
@@ -233,8 +239,7 @@ def command(ctx: click.Context, grid_path: Path | None, modalities: str | None, 
                   "data_seed_param": DATA_SEED_KEY, "data_seeds": draws}),
               "stages": list(stages) or None, "plan": plan}
     finished: list[dict[str, Any]] = []
-    if resume and json_path is not None and json_path.exists():
-        earlier = _read_record(json_path)
+    if earlier is not None and json_path is not None:
         finished = run_or_exit(resumable_runs, earlier, plan, planned, str(json_path))
         # the study started when its first part did; each resumption is dated beside it
         record["resumed"] = [*earlier.get("resumed", []), record["date"]]

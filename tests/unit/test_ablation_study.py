@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from pipeline.ablation import (
-    ARM_KEY, REPLICATE_KEYS, plan_replicates, resumable_runs, run_repeats, study_plan, summarize_runs,
+    ARM_KEY, REPLICATE_KEYS, expand_grid, experiment_name, flatten_metrics, plan_replicates, resumable_runs,
+    run_repeats, study_plan, summarize_runs,
 )
 from stages.cli import main
 
@@ -110,7 +112,8 @@ def _fake_dvc(metrics: Path, calls: list[str], stop_after: int | None = None):
     return run
 
 
-def _study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, out: Path, *extra: str, stop_after: int | None = None):
+def _study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, out: Path, *extra: str, stop_after: int | None = None,
+           params: Path = PARAMS):
     import stages.ablate as ablate
 
     arms, metrics = tmp_path / "arms.yaml", tmp_path / "metrics.json"
@@ -118,7 +121,7 @@ def _study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, out: Path, *extra: s
     calls: list[str] = []
     monkeypatch.setattr(ablate.subprocess, "run", _fake_dvc(metrics, calls, stop_after))
     monkeypatch.setattr(ablate, "Workspace", lambda root, run: _NoWorkspace())
-    args = ["ablate", "--grid", str(arms), "--params", str(PARAMS), "--replicates", "3", "--reference", "scratch",
+    args = ["ablate", "--grid", str(arms), "--params", str(params), "--replicates", "3", "--reference", "scratch",
             "--metrics", str(metrics), "--json", str(out), "--resume", *extra]
     return CliRunner().invoke(main, args), calls
 
@@ -217,3 +220,33 @@ def test_a_recorded_run_without_metrics_runs_again() -> None:
                        finished=finished)
     assert ran == ["scratch-r0"] and [r["metrics"]["mean_score"] for r in runs] == [0.5, pytest.approx(0.6)]
 
+
+
+def test_a_resumed_study_keeps_the_base_values_it_started_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workspace experiments leave their -S values in params.yaml (here the scratch arm's backbone_init: random);
+    the arm that leaves the param unset still runs at the value the study started with."""
+    out, params = tmp_path / "study.json", tmp_path / "params.yaml"
+    _study(tmp_path, monkeypatch, out, stop_after=2)
+    left = yaml.safe_load(PARAMS.read_text())
+    left["finetune_visual"]["backbone_init"] = "random"
+    params.write_text(yaml.safe_dump(left))
+    result, rest = _study(tmp_path, monkeypatch, out, params=params)
+    assert result.exit_code == 0, result.output
+    assert rest == ["pretrained-r1", "scratch-r1", "pretrained-r2", "scratch-r2"]
+    record = json.loads(out.read_text())
+    assert [r["params"]["finetune_visual.backbone_init"] for r in record["runs"]][::2] == ["pretrained"] * 3
+
+
+def test_a_trainers_held_out_score_of_its_kept_epoch_is_recorded() -> None:
+    visual = {"validation": {"face_frames": {"au": {"score": 0.5}, "expr": {"score": 0.3}}}, "best_epoch": 2,
+              "selection": {"mode": "holdout", "per_epoch": [{"epoch": 1, "selection_score": 0.31},
+                                                            {"epoch": 2, "selection_score": 0.37}]}}
+    row = flatten_metrics(visual, "validation.face_frames")
+    assert row["selection_score"] == 0.37 and row["mean_score"] == pytest.approx(0.4)
+    visual["selection"]["mode"] = "validation"   # scored on the validation set: not a score to tune on
+    assert "selection_score" not in flatten_metrics(visual, "validation.face_frames")
+
+
+def test_a_learning_rate_grid_names_its_experiments_by_lr_and_start() -> None:
+    points = expand_grid({"finetune_visual.lr": [0.01], "finetune_visual.backbone_init": ["pretrained", "random"]})
+    assert [experiment_name(p) for p in points] == ["lr0p01-pretrained", "lr0p01-random"]
