@@ -118,11 +118,14 @@ def experiment_name(point: Mapping[str, Any]) -> str:
 
 
 def exp_run_command(point: Mapping[str, Any], name: str | None = None, temp: bool = False,
-                    stages: Sequence[str] = ()) -> list[str]:
-    """The ``dvc exp run`` argv of one grid point; ``stages`` limits it to those stages and their upstream."""
+                    stages: Sequence[str] = (), force: bool = False) -> list[str]:
+    """The ``dvc exp run`` argv of one grid point; ``stages`` limits it to those stages and their upstream;
+    ``force`` replaces an experiment of the same name (``-f``)."""
     argv = ["dvc", "exp", "run", "-n", name or experiment_name(point)]
     if temp:
         argv.append("--temp")
+    if force:
+        argv.append("-f")
     for key, value in arm_params(point).items():
         argv += ["-S", f"{key}={_yaml_scalar(value)}"]
     return argv + list(stages)
@@ -458,6 +461,7 @@ def run_repeats(
     on_done: Callable[[list[dict[str, Any]]], None] | None = None,
     stages: Sequence[str] = (),
     finished: Sequence[Mapping[str, Any]] = (),
+    force: bool = False,
 ) -> list[dict[str, Any]]:
     """Run every planned run with ``run(argv)`` and attach the flattened metrics ``read_metrics()`` returns
     after it (``temp``: runs outside the workspace, ``read_metrics`` is not called, ``metrics`` stays empty).
@@ -465,7 +469,8 @@ def run_repeats(
     ``on_done(finished)`` is called after each run with the runs finished so far, so a long ablation can save
     its partial results as it goes. ``finished`` are runs of an earlier, interrupted ablation
     (:func:`resumable_runs`): a planned run among them is taken as it is, not run again; the result keeps
-    the planned order either way.
+    the planned order either way. ``force`` runs each experiment with ``-f``: a resumed ablation replaces an
+    experiment its record does not hold (one DVC finished just before the ablation was stopped).
     """
     earlier = {_run_key(r): r for r in finished}
     done: list[dict[str, Any]] = []
@@ -473,7 +478,7 @@ def run_repeats(
         if _run_key(planned) in earlier:
             done.append(dict(earlier[_run_key(planned)]))
             continue
-        run(exp_run_command(planned["params"], planned["experiment"], temp=temp, stages=stages))
+        run(exp_run_command(planned["params"], planned["experiment"], temp=temp, stages=stages, force=force))
         metrics = {} if temp else flatten_metrics(read_metrics(), variant)
         done.append({**planned, "metrics": metrics})
         if on_done is not None:

@@ -143,7 +143,8 @@ def _provenance(ctx: click.Context) -> dict[str, Any]:
               help="Write every run and the summary here as JSON (rewritten after each run).")
 @click.option("--resume", is_flag=True,
               help="Continue the --json record of an interrupted run of the same plan: its runs with metrics are "
-                   "not run again (a record of another plan is refused).")
+                   "not run again (a record of another plan is refused); the others run with dvc exp run -f, "
+                   "replacing an experiment of the same name the record does not hold.")
 @click.option("--statistic", default="mean_score", show_default=True,
               help="The statistic declared before the runs (a metric: mean_score, au.score, expr.f1, ...): first in "
                    "the tables and the record.")
@@ -225,7 +226,8 @@ def command(ctx: click.Context, grid_path: Path | None, modalities: str | None, 
     check_grid(planned, params_path, str(grid_path) if grid_path is not None else "--modalities/--window/--layers")
     if dry_run:
         for run in planned:
-            click.echo(" ".join(exp_run_command(run["params"], run["experiment"], temp=temp, stages=stages)))
+            click.echo(" ".join(exp_run_command(run["params"], run["experiment"], temp=temp, stages=stages,
+                                                force=resume)))
         return
     settings.update({"metrics_file": metrics_path, "variant": variant or None, "stages": list(stages) or None,
                      "base": base})
@@ -263,7 +265,7 @@ def command(ctx: click.Context, grid_path: Path | None, modalities: str | None, 
         read = lambda: json.loads(Path(metrics_path).read_text())  # noqa: E731
         runs = run_repeats(planned, _run if temp else _undoing_failures(Workspace(Path.cwd(), _run)), read, variant or None,
                            temp=temp, on_done=None if temp else lambda done: save(done, complete=False), stages=stages,
-                           finished=finished)
+                           finished=finished, force=resume)
         if temp:  # --temp results stay out of the workspace: read them back from DVC
             runs = run_or_exit(attach_exp_show_metrics, planned, _exp_show(), metrics_path, variant or None)
     save(runs, complete=True)

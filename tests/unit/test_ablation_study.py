@@ -103,7 +103,8 @@ def _fake_dvc(metrics: Path, calls: list[str], stop_after: int | None = None):
             if stop_after is not None and len(calls) == stop_after:
                 raise Interrupted("killed")
             calls.append(argv[4])
-            params = dict(item.split("=") for item in argv[6::2])
+            assert "-f" in argv   # a resumed study replaces an experiment its record does not hold
+            params = dict(argv[i + 1].split("=") for i, word in enumerate(argv) if word == "-S")
             replicate = int(params["synth.seed"])
             bonus = 0.03 if params["finetune_visual.backbone_init"] == "pretrained" else 0.0
             metrics.write_text(json.dumps(evaluate_json(0.5 + bonus + 0.01 * replicate, 0.4 + 0.02 * (replicate % 2))))
