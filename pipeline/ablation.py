@@ -389,8 +389,8 @@ def plan_replicates(
     Example:
         >>> runs = plan_replicates([{ARM_KEY: "a"}, {ARM_KEY: "b", "finetune_visual.lr": 0.1}], [0, 1],
         ...                        ["synth.seed"], base={"finetune_visual.lr": 0.02})
-        >>> [(r["experiment"], r["params"]) for r in runs[:2]]
-        [('a-r0', {'finetune_visual.lr': 0.02, 'synth.seed': 0}), ('b-r0', {'finetune_visual.lr': 0.1, 'synth.seed': 0})]
+        >>> [(r["experiment"], r["params"]["finetune_visual.lr"], r["params"]["synth.seed"]) for r in runs]
+        [('a-r0', 0.02, 0), ('b-r0', 0.1, 0), ('a-r1', 0.02, 1), ('b-r1', 0.1, 1)]
     """
     if not points:
         raise ValueError("an ablation needs at least one arm")

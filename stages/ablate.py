@@ -149,7 +149,7 @@ def _provenance(ctx: click.Context) -> dict[str, Any]:
               help="The statistic declared before the runs (a metric: mean_score, au.score, expr.f1, ...): first in "
                    "the tables and the record.")
 @click.option("--equivalence-margin", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_MARGIN,
-              show_default=True, help="Paired differences within ± this are called equivalent when the 90 %% "
+              show_default=True, help="Paired differences within ± this are called equivalent when the 90 % "
                                       "interval lies inside it (two one-sided t tests).")
 @click.option("--params", "params_path", type=click.Path(dir_okay=False, path_type=Path), default="params.yaml",
               show_default=True, help="Params file giving the value of a param some arms of a --grid list leave unset.")

@@ -19,8 +19,8 @@ def _record(pretrained=PRETRAINED, scratch=SCRATCH, complete: bool = True) -> di
              "metrics": {"au.score": au, "expr.score": expr, "mean_score": (au + expr) / 2}}
             for r in range(len(pretrained)) for arm, (au, expr) in (("pretrained", pretrained[r]),
                                                                    ("scratch", scratch[r]))]
-    return {"command": "mmaffect ablate --grid experiments/pretrain_arms.yaml --replicates 4", "date": "2026-12-06T10:00:00+00:00",
-            "finished": "2026-12-06T12:00:00+00:00", "git_commit": "0123456789abcdef", "cpu": "AMD EPYC",
+    return {"command": "mmaffect ablate --grid experiments/pretrain_arms.yaml --replicates 4",
+            "date": "2026-12-06T10:00:00+00:00", "finished": "2026-12-06T12:00:00+00:00", "git_commit": "0123456789abcdef", "cpu": "AMD EPYC",
             "metrics_file": "metrics/visual.json", "variant": "validation.face_frames",
             "replicate_params": ["synth.seed", "finetune_visual.seed"], "complete": complete,
             "plan": {"references": ["scratch"]}, "runs": runs,
