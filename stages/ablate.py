@@ -224,14 +224,17 @@ def command(ctx: click.Context, grid_path: Path | None, modalities: str | None, 
     if unknown := [ref for ref in references if ref not in arms]:
         raise click.BadParameter(f"{unknown} are not arms of this grid; the arms are {arms}", param_hint="--reference")
     check_grid(planned, params_path, str(grid_path) if grid_path is not None else "--modalities/--window/--layers")
-    if dry_run:
-        for run in planned:
-            click.echo(" ".join(exp_run_command(run["params"], run["experiment"], temp=temp, stages=stages,
-                                                force=resume)))
-        return
     settings.update({"metrics_file": metrics_path, "variant": variant or None, "stages": list(stages) or None,
                      "base": base})
     plan = study_plan(points, references, statistic, equivalence_margin, settings)
+    finished = [] if earlier is None else run_or_exit(resumable_runs, earlier, plan, planned, str(json_path))
+    if dry_run:  # the runs still to do
+        done = {run["experiment"] for run in finished}
+        for run in planned:
+            if run["experiment"] not in done:
+                click.echo(" ".join(exp_run_command(run["params"], run["experiment"], temp=temp, stages=stages,
+                                                    force=resume)))
+        return
     record = {**(_provenance(ctx) if json_path is not None else {}), "metrics_file": metrics_path,
               "variant": variant or None, "statistic": statistic, "equivalence_margin": equivalence_margin,
               **({"replicate_params": replicate_keys,
@@ -240,9 +243,7 @@ def command(ctx: click.Context, grid_path: Path | None, modalities: str | None, 
                  {"seed_params": seed_keys, "seeds": list(range(seeds)) if seeds else None,
                   "data_seed_param": DATA_SEED_KEY, "data_seeds": draws}),
               "stages": list(stages) or None, "plan": plan}
-    finished: list[dict[str, Any]] = []
-    if earlier is not None and json_path is not None:
-        finished = run_or_exit(resumable_runs, earlier, plan, planned, str(json_path))
+    if earlier is not None:
         # the study started when its first part did; each resumption is dated beside it
         record["resumed"] = [*earlier.get("resumed", []), record["date"]]
         record["date"] = earlier.get("date", record["date"])

@@ -153,6 +153,10 @@ def test_an_interrupted_study_resumes_where_it_stopped_and_ends_as_an_uninterrup
     assert partial["complete"] is False and [r["experiment"] for r in partial["runs"]] == whole_calls[:3]
     assert [r["replicate"] for r in partial["runs"]] == [0, 0, 1]
 
+    planned, none_run = _study(tmp_path, monkeypatch, out, "--dry-run")   # what is left, the record untouched
+    assert none_run == [] and [line.split()[4] for line in planned.output.splitlines()] == whole_calls[3:]
+    assert json.loads(out.read_text()) == partial
+
     resumed, rest = _study(tmp_path, monkeypatch, out)
     assert resumed.exit_code == 0, resumed.output
     assert rest == whole_calls[3:]   # only the runs the record lacked
