@@ -249,8 +249,11 @@ def command(ctx: click.Context, grid_path: Path | None, modalities: str | None, 
         record["date"] = earlier.get("date", record["date"])
         click.echo(f"{json_path}: {len(finished)} of {len(planned)} runs done, resuming", err=True)
 
+    # a complete record of this plan is left as it is: rerunning a finished study changes nothing
+    settled = earlier is not None and earlier.get("complete") is True and len(finished) == len(planned)
+
     def save(runs: list[dict[str, Any]], complete: bool) -> None:
-        if json_path is not None:
+        if json_path is not None and not settled:
             done = {"finished": _now()} if complete else {}
             # a partial record compares against the references that have run so far
             ran = {run["arm"] for run in runs}

@@ -171,8 +171,9 @@ def test_an_interrupted_study_resumes_where_it_stopped_and_ends_as_an_uninterrup
     assert diff["n"] == 3 and diff["mean"]["au.score"] == pytest.approx(0.03)
     assert diff["verdict"]["mean_score"] == "difference"
 
-    again, none = _study(tmp_path, monkeypatch, out)   # a complete record: nothing to run
-    assert again.exit_code == 0 and none == []
+    finished = out.read_text()
+    again, none = _study(tmp_path, monkeypatch, out)   # a complete record: nothing to run, the record kept
+    assert again.exit_code == 0 and none == [] and out.read_text() == finished
 
 
 @pytest.mark.parametrize(("extra", "differ"), [
