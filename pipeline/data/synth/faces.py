@@ -231,16 +231,11 @@ def face_parts(idt: Identity, au: np.ndarray, blink: float = 0.0) -> list[Part]:
         parts.append(Part(_ellipse(0, -0.25, W * 1.08, 0.95), idt.hair, -0.1))
 
     parts.append(Part(_face_outline(idt, chin_drop), idt.skin, 0.0))
-    if idt.beard > 0:       # stubble / beard shadow over the jaw, cheeks and upper lip
-        parts.append(Part(_beard_outline(idt, chin_drop), _lerp(skin, np.array(idt.hair) * 0.7, 0.45 * idt.beard),
-                          0.1))
     # soft highlights where light falls on the forehead, nose ridge and cheekbones
     shine = _c(np.minimum(skin * 1.1 + 14, 255))
     parts.append(Part(_ellipse(0.0, -0.62, W * 0.55, 0.2), shine, 0.2))
     for side in (-1, 1):
         parts.append(Part(_ellipse(side * (idt.eye_dx + 0.02), 0.1, 0.2, 0.12), shine, 0.3))
-    for x, y, r in idt.moles:
-        parts.append(Part(_ellipse(x, y, r, r, 10), _c(skin * 0.5), 0.3))
 
     # cheeks (AU6): raised, brighter apples with a furrow above and crow's feet at the eye corners
     for side in (-1, 1):
@@ -257,6 +252,14 @@ def face_parts(idt: Identity, au: np.ndarray, blink: float = 0.0) -> list[Part]:
                 parts.append(Part(np.array([[x0, ey], tip]), color, 0.25, 0.02))
             arc = _curve(cx - 0.13, cx + 0.13, ey + 0.13 - 0.05 * a["AU6"], 0.03)
             parts.append(Part(arc, color, 0.3, 0.02))
+
+    # stubble / beard shadow over the jaw, lower cheeks and upper lip (over the
+    # cheeks' apples: hair covers them)
+    if idt.beard > 0:
+        parts.append(Part(_beard_outline(idt, chin_drop), _lerp(skin, np.array(idt.hair) * 0.7, 0.45 * idt.beard),
+                          0.3))
+    for x, y, r in idt.moles:
+        parts.append(Part(_ellipse(x, y, r, r, 10), _c(skin * 0.5), 0.3))
 
     # nasolabial folds (AU10 deepens them most, AU12 and AU9 too); each person has their own at rest
     fold = max(idt.rest_fold, a["AU10"], 0.8 * a["AU12"], 0.6 * a["AU9"])
@@ -503,12 +506,11 @@ def _lower_face(idt: Identity, chin_drop: float) -> np.ndarray:
 
 
 def _beard_outline(idt: Identity, chin_drop: float) -> np.ndarray:
-    """Where stubble grows: the lower face up to the cheeks, above the upper lip."""
-    lower = _lower_face(idt, chin_drop)
-    lower = lower[lower[:, 1] > 0.15]
-    top = [[-idt.face_w * 0.55, 0.2], [-0.12, idt.nose_y + 0.05], [0.12, idt.nose_y + 0.05],
-           [idt.face_w * 0.55, 0.2]]
-    return np.concatenate([lower, top])
+    """Where stubble grows: the jaw and chin, up the cheek along a line from the sideburn to beside
+    the nostrils (below the cheek's apple), and over the upper lip."""
+    top = [[-idt.face_w, 0.0], [-(idt.mouth_w + 0.07), idt.nose_y + 0.02], [-0.1, idt.nose_y + 0.05],
+           [0.1, idt.nose_y + 0.05], [idt.mouth_w + 0.07, idt.nose_y + 0.02], [idt.face_w, 0.0]]
+    return np.concatenate([_lower_face(idt, chin_drop), top])
 
 
 def _glasses(idt: Identity) -> list[Part]:

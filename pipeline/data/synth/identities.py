@@ -38,7 +38,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from pipeline.config import check_fields, to_dict
 from pipeline.data.faces.writers import FolderFaceSetWriter, PackedFaceSetWriter
-from pipeline.data.synth.expressions import prototype_intensity, sample_style
+from pipeline.data.synth.expressions import Style, prototype_intensity, sample_style
 from pipeline.data.synth.faces import (
     Identity, Pose, compile_parts, draw_drawing, face_parts, occluder_parts, sample_identity,
 )
@@ -122,9 +122,19 @@ def render_face(cfg: FaceIdentityConfig, label: int, image: int) -> np.ndarray:
     gamma and noise), then warped to the aligned crop by ``scene.crop``, the function that makes
     the video dataset's crops.
     """
+    return _render(cfg, _person(cfg, label), label, image)
+
+
+def _person(cfg: FaceIdentityConfig, label: int) -> tuple[Identity, Style]:
+    """Person ``label`` and their expression style, from the person's own stream."""
     irng = np.random.default_rng([cfg.seed, IDENTITY_STREAM, label])
     identity = sample_identity(irng)
-    style = sample_style(irng, (0.7, 1.1))
+    return identity, sample_style(irng, (0.7, 1.1))
+
+
+def _render(cfg: FaceIdentityConfig, person: tuple[Identity, Style], label: int, image: int) -> np.ndarray:
+    """``render_face`` for a person already drawn (drawn once for all their images)."""
+    identity, style = person
     rng = np.random.default_rng([cfg.seed, IMAGE_STREAM, label, image])
     identity = dataclasses.replace(identity, clothes=tuple(float(v) for v in rng.uniform(30, 220, 3)))
     expr, strength = expression_of(cfg, label, image)
@@ -170,7 +180,8 @@ def _photograph(rng: np.random.Generator, cfg: FaceIdentityConfig, identity: Ide
 
 def identity_jpegs(cfg: FaceIdentityConfig, label: int) -> list[bytes]:
     """The JPEG bytes of every image of person ``label``."""
-    return [jpeg_bytes(render_face(cfg, label, image), cfg.jpeg_quality) for image in range(cfg.images_per_identity)]
+    person = _person(cfg, label)
+    return [jpeg_bytes(_render(cfg, person, label, image), cfg.jpeg_quality) for image in range(cfg.images_per_identity)]
 
 
 def iter_faces(cfg: FaceIdentityConfig, workers: int = 1) -> Iterator[tuple[int, bytes]]:
