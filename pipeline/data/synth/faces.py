@@ -42,7 +42,19 @@ Color = tuple[float, float, float]
 SKIN_CLUSTERS = np.array([[236, 200, 176], [222, 184, 150], [192, 142, 106], [142, 98, 70], [96, 62, 44]], float)
 SKIN_SHARES = np.array([0.30, 0.22, 0.20, 0.15, 0.13])
 HAIR_COLORS = np.array([[30, 22, 18], [70, 45, 25], [120, 80, 40], [190, 160, 100], [140, 140, 140], [20, 20, 25]])
-IRIS_COLORS = np.array([[60, 40, 25], [40, 70, 110], [70, 90, 50], [35, 25, 20]])
+IRIS_COLORS = np.array([[60, 40, 25], [40, 70, 110], [70, 90, 50], [35, 25, 20]])   # brown, blue, green, dark
+# Hair and iris colours go with the skin cluster (a row per cluster): blond hair and blue or green
+# eyes are common only among the lightest; grey hair (age) is as common in every cluster.
+HAIR_SHARES = np.array([[0.15, 0.30, 0.25, 0.18, 0.10, 0.02],
+                        [0.30, 0.35, 0.15, 0.05, 0.10, 0.05],
+                        [0.40, 0.35, 0.05, 0.02, 0.10, 0.08],
+                        [0.45, 0.30, 0.02, 0.01, 0.10, 0.12],
+                        [0.50, 0.25, 0.01, 0.01, 0.10, 0.13]])
+IRIS_SHARES = np.array([[0.35, 0.40, 0.20, 0.05],
+                        [0.60, 0.15, 0.15, 0.10],
+                        [0.60, 0.03, 0.07, 0.30],
+                        [0.50, 0.01, 0.02, 0.47],
+                        [0.40, 0.00, 0.01, 0.59]])
 
 # Facial measures (face units: half the face height of the mean face) as (mean, coefficient of
 # variation across people). Where a published figure exists the CV is a little above the
@@ -113,11 +125,6 @@ class Identity:
     glasses: int           # 0 none, 1 thin frame, 2 thick frame
 
     @property
-    def width(self) -> float:
-        """Half face width (the face outline's widest point)."""
-        return self.face_w
-
-    @property
     def brow_y(self) -> float:
         return self.eye_y - self.brow_h
 
@@ -171,8 +178,8 @@ def sample_identity(rng: np.random.Generator) -> Identity:
     cluster = int(rng.choice(len(SKIN_CLUSTERS), p=SKIN_SHARES))
     skin = np.clip(SKIN_CLUSTERS[cluster] * rng.normal(1.0, 0.05) + rng.normal(0.0, 5.0, 3), 0, 255)
     lip = np.clip(skin * np.array([0.85, 0.55, 0.55]) + np.array([25, 0, 5]), 0, 255)
-    hair = _c(HAIR_COLORS[rng.integers(len(HAIR_COLORS))] + rng.uniform(-10, 10, 3))
-    iris = _c(IRIS_COLORS[rng.integers(len(IRIS_COLORS))])
+    hair = _c(HAIR_COLORS[rng.choice(len(HAIR_COLORS), p=HAIR_SHARES[cluster])] + rng.uniform(-10, 10, 3))
+    iris = _c(IRIS_COLORS[rng.choice(len(IRIS_COLORS), p=IRIS_SHARES[cluster])])
     clothes, hair_style = _c(rng.uniform(30, 220, 3)), int(rng.integers(4))
     geometry = _sample_geometry(rng)
     # a jaw never wider than the cheekbones, a chin never wider than the jaw

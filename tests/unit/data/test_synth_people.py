@@ -12,8 +12,8 @@ from PIL import Image, ImageDraw
 
 from pipeline.data.synth.expressions import AU_INDEX, NUM_DRAWN
 from pipeline.data.synth.faces import (
-    ASYMMETRY_SD, BEARD_SHARE, BREADTH, CANTHAL_TILT_DEG, GEOMETRY, GLASSES_SHARE, LENGTH, SKIN_CLUSTERS,
-    SKIN_SHARES, Identity, draw_parts, face_parts, sample_identity,
+    ASYMMETRY_SD, BEARD_SHARE, BREADTH, CANTHAL_TILT_DEG, GEOMETRY, GLASSES_SHARE, HAIR_COLORS, IRIS_COLORS,
+    LENGTH, SKIN_CLUSTERS, SKIN_SHARES, Identity, draw_parts, face_parts, sample_identity,
 )
 from pipeline.data.synth.identities import IDENTITY_STREAM
 from pipeline.data.synth.scene import CROP_SIZE, aligned_pose
@@ -81,6 +81,17 @@ def test_skin_tones_fall_in_clusters_at_their_shares(people: list[Identity]) -> 
     assert np.all(np.abs(counts / N_PEOPLE - SKIN_SHARES) < 0.03), counts / N_PEOPLE
     # within a cluster, tones spread (not one colour per cluster)
     assert skin[nearest == 0].std(0).min() > 5
+
+
+def test_hair_and_eye_colours_go_with_the_skin_cluster(people: list[Identity]) -> None:
+    skin = np.array([p.skin for p in people])
+    nearest = np.linalg.norm(skin[:, None] - SKIN_CLUSTERS[None], axis=-1).argmin(1)
+    hair = np.linalg.norm(np.array([p.hair for p in people])[:, None] - HAIR_COLORS[None], axis=-1).argmin(1)
+    iris = np.array([int(np.argmin(np.abs(IRIS_COLORS - p.iris).sum(1))) for p in people])
+    blond, blue = 3, 1
+    lightest, darkest = nearest == 0, nearest == len(SKIN_CLUSTERS) - 1
+    assert (hair[lightest] == blond).mean() > 0.1 and (hair[darkest] == blond).mean() < 0.03
+    assert (iris[lightest] == blue).mean() > 0.25 and (iris[darkest] == blue).mean() < 0.03
 
 
 def _render(identity: Identity, au: np.ndarray) -> np.ndarray:
