@@ -97,6 +97,8 @@ class FaceIdentityConfig:
                       (0 < self.face_px[0] <= self.face_px[1], "face_px",
                        f"must be 0 < low <= high, got {list(self.face_px)}"),
                       (0 < self.gamma[0] <= self.gamma[1], "gamma", f"must be 0 < low <= high, got {list(self.gamma)}"),
+                      (0 <= self.expression_strength[0] <= self.expression_strength[1], "expression_strength",
+                       f"must be 0 <= low <= high, got {list(self.expression_strength)}"),
                       *((0.0 <= getattr(self, name) <= 1.0, name, f"must be in [0, 1], got {getattr(self, name)}")
                         for name in ("blink_rate", "occlusion_rate", "blur_rate", "greyscale_rate",
                                      "white_balance"))])

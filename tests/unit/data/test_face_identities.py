@@ -103,6 +103,10 @@ def test_the_variations_are_configurable_and_checked() -> None:
         FaceIdentityConfig(expression_shares=(0.5, 0.5))
     with pytest.raises(ConfigError, match="greyscale_rate: must be in"):
         FaceIdentityConfig(greyscale_rate=-0.1)
+    with pytest.raises(ConfigError, match="face_px: must be 0 < low <= high"):
+        FaceIdentityConfig(face_px=(60.0, 30.0))
+    with pytest.raises(ConfigError, match="expression_strength: must be 0 <= low <= high"):
+        FaceIdentityConfig(expression_strength=(1.0, 0.5))
 
 
 def test_expressions_mix_as_in_web_photographs() -> None:
