@@ -529,8 +529,8 @@ def _glasses(idt: Identity) -> list[Part]:
         cx, cy = side * idt.eye_dx, _eye_y(idt, side) + 0.01
         rim = _ellipse(cx, cy, idt.eye_w + 0.07, 0.12, 24)
         parts.append(Part(np.concatenate([rim, rim[:1]]), color, 0.6, width))
-        parts.append(Part(np.array([[side * (idt.eye_dx + idt.eye_w + 0.07), cy - 0.03], [side * idt.face_w, cy - 0.05]]),
-                          color, 0.6, width))
+        arm = np.array([[side * (idt.eye_dx + idt.eye_w + 0.07), cy - 0.03], [side * idt.face_w, cy - 0.05]])
+        parts.append(Part(arm, color, 0.6, width))
     bridge = _curve(-(idt.eye_dx - idt.eye_w - 0.07), idt.eye_dx - idt.eye_w - 0.07, idt.eye_y - 0.03, -0.02, 5)
     parts.append(Part(bridge, color, 0.6, width))
     return parts

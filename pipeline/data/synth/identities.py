@@ -183,7 +183,8 @@ def _photograph(rng: np.random.Generator, cfg: FaceIdentityConfig, identity: Ide
 def identity_jpegs(cfg: FaceIdentityConfig, label: int) -> list[bytes]:
     """The JPEG bytes of every image of person ``label``."""
     person = _person(cfg, label)
-    return [jpeg_bytes(_render(cfg, person, label, image), cfg.jpeg_quality) for image in range(cfg.images_per_identity)]
+    return [jpeg_bytes(_render(cfg, person, label, image), cfg.jpeg_quality)
+            for image in range(cfg.images_per_identity)]
 
 
 def iter_faces(cfg: FaceIdentityConfig, workers: int = 1) -> Iterator[tuple[int, bytes]]:
