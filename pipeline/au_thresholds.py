@@ -115,7 +115,7 @@ def fixed_thresholds(source: str = "fixed at 0.5") -> AuThresholds:
 
 def thresholds_of(container: Mapping[str, Any] | None, where: str) -> AuThresholds:
     """The :data:`KEY` entry of a model file's dict or metadata; 0.5 everywhere when it has none."""
-    if not container or KEY not in container:
+    if not isinstance(container, Mapping) or KEY not in container:
         return fixed_thresholds(f"{where} carries no thresholds")
     return AuThresholds.from_record(container[KEY], where)
 
