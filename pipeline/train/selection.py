@@ -135,10 +135,12 @@ def held_out_au(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(AU logits, AU labels), both (N, 12), of the face frames of the subjects ``names``, from their
     whole-subject ``(au, expr)`` logits; ``labels(name)`` gives ``(au, expr, face_present)``."""
-    parts = [(logits[name][0][labels(name)[2]], labels(name)[0][labels(name)[2]]) for name in names]
-    if not parts:
-        return np.zeros((0, NUM_AUS), np.float32), np.zeros((0, NUM_AUS), np.int8)
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    au_logits, au_labels = [np.zeros((0, NUM_AUS), np.float32)], [np.zeros((0, NUM_AUS), np.int8)]
+    for name in names:
+        au, _, face = labels(name)
+        au_logits.append(logits[name][0][face])
+        au_labels.append(au[face])
+    return np.concatenate(au_logits), np.concatenate(au_labels)
 
 
 def criterion_score(scores: Mapping[str, Any]) -> float:

@@ -292,6 +292,7 @@ def frame_outputs(
     for images, _, _ in loader:
         with precision.autocast():
             au_logits, expr_logits = model(precision.batch(to_model_input(images, device)))
+        # decided by torch as ever, not from the gathered logits: the fixed-0.5 scores keep their bytes
         au_parts.append((torch.sigmoid(au_logits.float()) > 0.5).to(torch.int8).cpu().numpy())
         logit_parts.append(au_logits.float().cpu().numpy())
         expr_parts.append(expr_logits.argmax(dim=1).cpu().numpy())
