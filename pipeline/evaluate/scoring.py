@@ -166,7 +166,7 @@ def evaluate(
     by_frames, per_class = score(results, cfg.metric_variant, cfg.expr_f1_classes, majority)
     calibrated = calibrated_scores(results, cfg.metric_variant, thresholds)
     with atomic_path(out_dir) as tmp:
-        write_tables(tmp / "tables", by_frames, per_class)
+        write_tables(tmp / "tables", by_frames, per_class, calibrated)
         write_plots(tmp / "plots", results, per_class[HEADLINE], cfg)
         write_plot_data(tmp / "plot_data", results, per_class[HEADLINE])
         write_submissions(tmp / "submission", results)
@@ -396,16 +396,34 @@ def score_rows(by_frames: dict[str, dict[str, Any]]) -> tuple[list[str], list[li
     return header, rows
 
 
+def calibrated_rows(by_frames: dict[str, dict[str, Any]], calibrated: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and one row per frame set and variant: the AU f1/acc/score at the fixed threshold and at
+    the model's own thresholds (:func:`calibrated_scores`), and the model's threshold strategy."""
+    header = ["frames", "variant", "thresholds", *(f"au_{key}_{at}" for at in ("fixed", "own")
+                                                   for key in ("f1", "acc", "score"))]
+    rows = []
+    for frames in FRAME_SETS:
+        for variant, own in calibrated[frames].items():
+            fixed = by_frames[frames][variant]["au"]
+            rows.append([frames, variant, calibrated["thresholds"][variant]["strategy"],
+                         *(f"{scores[key]:.4f}" for scores in (fixed, own["au"]) for key in ("f1", "acc", "score"))])
+    return header, rows
+
+
 def write_tables(
-    folder: Path, by_frames: dict[str, dict[str, Any]], per_class: dict[str, dict[str, dict[str, np.ndarray]]]
+    folder: Path, by_frames: dict[str, dict[str, Any]], per_class: dict[str, dict[str, dict[str, np.ndarray]]],
+    calibrated: dict[str, Any] | None = None,
 ) -> None:
-    """Write ``scores`` and ``per_class_f1`` (both frame sets) as CSV and Markdown into ``folder``."""
+    """Write ``scores`` and ``per_class_f1`` (both frame sets) as CSV and Markdown into ``folder``, and
+    ``calibrated`` (:func:`calibrated_rows`) when given."""
     folder.mkdir(parents=True, exist_ok=True)
     tables = {
         "scores": score_rows(by_frames),
         "per_class_f1": (["task", "class", *(f"{f}.{v}" for f, v in _columns())],
                          per_class_rows(per_class, by_frames)),
     }
+    if calibrated is not None:
+        tables[CALIBRATED] = calibrated_rows(by_frames, calibrated)
     for name, (header, rows) in tables.items():
         (folder / f"{name}.csv").write_text(_csv_text(header, rows))
         (folder / f"{name}.md").write_text(_markdown(header, rows))

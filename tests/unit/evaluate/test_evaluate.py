@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import shutil
@@ -396,6 +397,12 @@ def test_each_variant_is_also_scored_at_its_own_models_thresholds(evaluated, inp
     labels = np.concatenate([store.read(name)["au"][faces[name]] for name in names])
     assert calibrated["face_frames"]["fusion"]["au"] == pytest.approx(au_metrics(labels, np.ones_like(labels)))
     assert calibrated["face_frames"]["fusion"]["au"] != metrics["face_frames"]["fusion"]["au"]
+    with (tmp_path / "evaluation" / "tables" / "calibrated.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    fusion = next(r for r in rows if (r["frames"], r["variant"]) == ("face_frames", "fusion"))
+    assert len(rows) == len(FRAME_SETS) * len(VARIANTS) and fusion["thresholds"] == "per_au"
+    assert float(fusion["au_score_own"]) == pytest.approx(calibrated["face_frames"]["fusion"]["au"]["score"], abs=1e-4)
+    assert float(fusion["au_score_fixed"]) == pytest.approx(metrics["face_frames"]["fusion"]["au"]["score"], abs=1e-4)
     headline = headline_scores(metrics)
     assert headline[CALIBRATED]["fusion"] == {"au": {"score": calibrated["face_frames"]["fusion"]["au"]["score"]}}
     assert {k: v for k, v in headline.items() if k != CALIBRATED} == {
