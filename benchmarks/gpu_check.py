@@ -70,7 +70,8 @@ PIPELINE_OVERRIDES: dict[str, dict[str, Any]] = {
     "synth": {"preset": "tiny", "seed": 0},
     "synth_faces": {"identities": 8, "images_per_identity": 3},
     "pretrain_face": {"width_mult": 0.0625, "epochs": 1, "images_per_epoch": 16, "batch_size": 8,
-                      "holdout_share": 0.25, "verification_pairs": 20, "amp": "bf16"},
+                      "holdout_share": 0.25, "verification_pairs": 20,
+                      "min_gain": None, "amp": "bf16"},  # the plumbing, not learning
     "finetune_visual": {"width_mult": 0.0625, "epochs": 1, "max_frames_per_epoch": 128, "batch_size": 32,
                         "amp": "bf16", "channels_last": True},
     "train_audio": {"epochs": 1, "max_segments": 64},

@@ -25,14 +25,20 @@ import copy
 import csv
 import io
 import itertools
+import json
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from pipeline.config import ConfigError, from_section, read_yaml
+from pipeline.paired_stats import DEFAULT_MARGIN, paired_stats
 
 SECTION = "train_sequence"
 EXAMPLE_GRID: dict[str, list[Any]] = {"modalities": ["visual", "audio", "both"], "window": [10, 30], "layers": [1, 2]}
-METRIC_COLUMNS: tuple[str, ...] = ("au.f1", "au.acc", "au.score", "expr.f1", "expr.acc", "expr.score", "mean_score")
+METRIC_COLUMNS: tuple[str, ...] = ("au.f1", "au.acc", "au.score", "expr.f1", "expr.acc", "expr.score", "mean_score",
+                                   "selection_score")
+SELECTION_SCORE = "selection_score"   # a trainer's held-out score of the epoch it kept (tunes, never reports)
+# params named by their value alone in experiment names (``visual``, ``random``)
+_VALUE_ONLY = ("modalities", "backbone_init")
 # short names used in experiment names
 _ABBREVIATIONS = {"window": "w", "layers": "l", "stride": "s", "heads": "h", "d_model": "d", "dropout": "p",
                   "batch_size": "b"}
@@ -107,16 +113,19 @@ def experiment_name(point: Mapping[str, Any]) -> str:
     for key, value in point.items():
         name = key.split(".")[-1]
         text = str(value).lower().replace(".", "p").replace("-", "m")
-        parts.append(text if name == "modalities" else f"{_ABBREVIATIONS.get(name, name)}{text}")
+        parts.append(text if name in _VALUE_ONLY else f"{_ABBREVIATIONS.get(name, name)}{text}")
     return "-".join("".join(c if c.isalnum() else "_" for c in part) for part in parts) or "baseline"
 
 
 def exp_run_command(point: Mapping[str, Any], name: str | None = None, temp: bool = False,
-                    stages: Sequence[str] = ()) -> list[str]:
-    """The ``dvc exp run`` argv of one grid point; ``stages`` limits it to those stages and their upstream."""
+                    stages: Sequence[str] = (), force: bool = False) -> list[str]:
+    """The ``dvc exp run`` argv of one grid point; ``stages`` limits it to those stages and their upstream;
+    ``force`` replaces an experiment of the same name (``-f``)."""
     argv = ["dvc", "exp", "run", "-n", name or experiment_name(point)]
     if temp:
         argv.append("--temp")
+    if force:
+        argv.append("-f")
     for key, value in arm_params(point).items():
         argv += ["-S", f"{key}={_yaml_scalar(value)}"]
     return argv + list(stages)
@@ -138,6 +147,10 @@ def flatten_metrics(metrics: Mapping[str, Any], variant: str | None) -> dict[str
     ``variant`` picks the scores in an evaluate JSON: ``sequence`` (its headline, the frames with a
     face), or a dotted path such as ``all_frames.sequence``; a single key the file lacks reads the
     file's top level.
+
+    A trainer's metrics file (``selection.per_epoch`` and ``best_epoch``, ``selection.mode`` holdout) also
+    gives ``selection_score``: the held-out selection score of the epoch it kept, the score to tune on
+    (the validation scores stay untouched by the choice).
     """
     source: Any = metrics
     if variant and "." in variant:
@@ -156,7 +169,20 @@ def flatten_metrics(metrics: Mapping[str, Any], variant: str | None) -> dict[str
     scores = [row[f"{task}.score"] for task in ("au", "expr") if f"{task}.score" in row]
     if scores:
         row["mean_score"] = sum(scores) / len(scores)
+    held_out = _selection_score(metrics)
+    if held_out is not None:
+        row[SELECTION_SCORE] = held_out
     return row
+
+
+def _selection_score(metrics: Mapping[str, Any]) -> float | None:
+    """The held-out selection score of a trainer's kept epoch (``best_epoch``), or ``None`` without one."""
+    selection = metrics.get("selection")
+    if not isinstance(selection, Mapping) or selection.get("mode") != "holdout":
+        return None
+    kept = [e.get("selection_score") for e in selection.get("per_epoch") or []
+            if isinstance(e, Mapping) and e.get("epoch") == metrics.get("best_epoch")]
+    return float(kept[0]) if kept and isinstance(kept[0], (int, float)) else None
 
 
 def rows_from_exp_show(
@@ -344,6 +370,53 @@ def plan_repeats(
     return runs
 
 
+REPLICATE_KEYS: tuple[str, ...] = ("synth.seed", "synth_faces.seed", "pretrain_face.seed", "finetune_visual.seed")
+
+
+def plan_replicates(
+    points: Sequence[Mapping[str, Any]],
+    replicates: Sequence[int],
+    replicate_keys: Sequence[str] = REPLICATE_KEYS,
+    base: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """One planned run per (replicate, arm), replicate by replicate, so an interrupted study holds whole pairs.
+
+    Replicate ``r`` sets every key of ``replicate_keys`` (the seeds of the synthetic draws and of the
+    training) to ``r`` in every arm, so the arms of one replicate differ in their own params only and are
+    compared pair by pair. Each run is ``{"experiment": "<arm>-r<r>", "arm", "replicate", "draw": None,
+    "seed": None, "params"}``; ``base`` as in :func:`plan_repeats`. An arm may not set a replicate key itself.
+
+    Example:
+        >>> runs = plan_replicates([{ARM_KEY: "a"}, {ARM_KEY: "b", "finetune_visual.lr": 0.1}], [0, 1],
+        ...                        ["synth.seed"], base={"finetune_visual.lr": 0.02})
+        >>> [(r["experiment"], r["params"]["finetune_visual.lr"], r["params"]["synth.seed"]) for r in runs]
+        [('a-r0', 0.02, 0), ('b-r0', 0.1, 0), ('a-r1', 0.02, 1), ('b-r1', 0.1, 1)]
+    """
+    if not points:
+        raise ValueError("an ablation needs at least one arm")
+    if not replicates or not replicate_keys:
+        raise ValueError(f"replicates {list(replicates)} need at least one replicate and one replicate param")
+    if len(set(replicates)) != len(replicates):
+        raise ValueError(f"replicates repeat a value: {list(replicates)}")
+    arms = [arm_name(point) for point in points]
+    if len(set(arms)) != len(arms):
+        raise ValueError(f"two arms of the ablation have the same name: {arms}")
+    for point, arm in zip(points, arms):
+        if clash := [key for key in replicate_keys if key in point]:
+            raise ValueError(f"arm {arm} sets {clash[0]}, which each replicate sets (--replicate-params)")
+    unset = [key for key in missing_keys(points) if key not in (base or {})]
+    if unset:
+        raise ValueError(f"params {unset} are set by some arms only: their base values are needed for the others")
+    runs = []
+    for replicate in replicates:
+        for point, arm in zip(points, arms):
+            params = {**{key: (base or {})[key] for key in missing_keys(points) if key not in point},
+                      **arm_params(point), **{key: replicate for key in replicate_keys}}
+            runs.append({"experiment": f"{experiment_name(point)}-r{replicate}", "arm": arm, "replicate": replicate,
+                         "draw": None, "seed": None, "params": params})
+    return runs
+
+
 def check_runs(
     runs: Iterable[Mapping[str, Any]],
     params: Mapping[str, Any],
@@ -387,21 +460,78 @@ def run_repeats(
     temp: bool = False,
     on_done: Callable[[list[dict[str, Any]]], None] | None = None,
     stages: Sequence[str] = (),
+    finished: Sequence[Mapping[str, Any]] = (),
+    force: bool = False,
 ) -> list[dict[str, Any]]:
     """Run every planned run with ``run(argv)`` and attach the flattened metrics ``read_metrics()`` returns
     after it (``temp``: runs outside the workspace, ``read_metrics`` is not called, ``metrics`` stays empty).
 
     ``on_done(finished)`` is called after each run with the runs finished so far, so a long ablation can save
-    its partial results as it goes.
+    its partial results as it goes. ``finished`` are runs of an earlier, interrupted ablation
+    (:func:`resumable_runs`): a planned run among them is taken as it is, not run again; the result keeps
+    the planned order either way. ``force`` runs each experiment with ``-f``: a resumed ablation replaces an
+    experiment its record does not hold (one DVC finished just before the ablation was stopped).
     """
+    earlier = {_run_key(r): r for r in finished}
     done: list[dict[str, Any]] = []
     for planned in runs:
-        run(exp_run_command(planned["params"], planned["experiment"], temp=temp, stages=stages))
+        if _run_key(planned) in earlier:
+            done.append(dict(earlier[_run_key(planned)]))
+            continue
+        run(exp_run_command(planned["params"], planned["experiment"], temp=temp, stages=stages, force=force))
         metrics = {} if temp else flatten_metrics(read_metrics(), variant)
         done.append({**planned, "metrics": metrics})
         if on_done is not None:
             on_done(list(done))
     return done
+
+
+def _run_key(run: Mapping[str, Any]) -> str:
+    """What makes two runs the same experiment: its name and its ``-S`` params (order aside)."""
+    return json.dumps([run["experiment"], run["params"]], sort_keys=True)
+
+
+def study_plan(
+    points: Sequence[Mapping[str, Any]],
+    references: Sequence[str],
+    statistic: str,
+    margin: float,
+    settings: Mapping[str, Any],
+) -> dict[str, Any]:
+    """What an ablation record declares before its first run, and what a resumed run must match: the arms and
+    their params, the reference arms, the statistic and equivalence margin, and ``settings`` (the metrics file,
+    variant, stages, replicate or seed params: whatever else decides what a run measures)."""
+    return {"arms": [{"arm": arm_name(point), "params": arm_params(point)} for point in points],
+            "references": list(references), "statistic": statistic, "equivalence_margin": margin, **settings}
+
+
+def resumable_runs(
+    record: Mapping[str, Any],
+    plan: Mapping[str, Any],
+    planned: Sequence[Mapping[str, Any]],
+    source: str,
+) -> list[dict[str, Any]]:
+    """The runs of an earlier record of the same plan that need not run again (those with metrics).
+
+    ``record`` is what ``mmaffect ablate --json`` wrote (``source`` names it in errors); a record of another
+    plan (other arms, params, statistic, margin, references or settings), or holding a run this plan does
+    not have, is a ``ValueError``: its runs measure something else. More replicates than the record's are
+    allowed (the study is extended).
+    """
+    declared = record.get("plan")
+    if not isinstance(declared, Mapping):
+        raise ValueError(f"{source}: not a resumable ablation record (it declares no plan); "
+                         "move it away or write the record elsewhere")
+    if dict(declared) != dict(json.loads(json.dumps(plan))):
+        differ = sorted(key for key in set(declared) | set(plan) if declared.get(key) != plan.get(key))
+        raise ValueError(f"{source}: made by another plan (its {', '.join(differ)} differ from this run's); "
+                         "resume it with the options it was made with, or write the record elsewhere")
+    keys = {_run_key(run) for run in planned}
+    runs = list(record.get("runs") or [])
+    if stray := [r.get("experiment") for r in runs if _run_key(r) not in keys]:
+        raise ValueError(f"{source}: holds run {stray[0]!r}, which this plan does not make; "
+                         "resume it with the options it was made with, or write the record elsewhere")
+    return [dict(r) for r in runs if r.get("metrics")]
 
 
 def experiment_rows(runs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -440,18 +570,28 @@ def _stats(values_by_metric: Mapping[str, Sequence[float]]) -> dict[str, Any]:
     return stats
 
 
+def summary_metrics(statistic: str | None = None, metrics: Sequence[str] = SUMMARY_METRICS) -> list[str]:
+    """The summary's metrics: the declared ``statistic`` first, then the others of ``metrics``."""
+    return [statistic, *[m for m in metrics if m != statistic]] if statistic else list(metrics)
+
+
 def summarize_runs(
     runs: Sequence[Mapping[str, Any]],
     references: Sequence[str] = (),
     metrics: Sequence[str] = SUMMARY_METRICS,
+    statistic: str | None = None,
+    margin: float = DEFAULT_MARGIN,
 ) -> dict[str, Any]:
     """Per arm: mean, sample standard deviation and number of runs of each metric; per (arm, reference) pair:
-    the same of the paired differences ``arm - reference``, runs paired by their (draw, seed).
+    the paired differences ``arm - reference``, runs paired by their (replicate, draw, seed), with their 95 %
+    t interval, equivalence test at ``±margin`` and verdict (:func:`pipeline.paired_stats.paired_stats`).
 
-    ``runs`` are records with ``arm``, ``draw``, ``seed``, ``params`` and flat ``metrics`` (``run_repeats``).
-    A pair exists only where both arms have a run with that (draw, seed). Returns
-    ``{"metrics", "arms": [{"arm", "params", "n", "mean", "sd"}], "differences": [{"arm", "reference", "n",
-    "mean", "sd"}]}``; ``sd`` is ``None`` for a single run.
+    ``runs`` are records with ``arm``, ``replicate``/``draw``/``seed``, ``params`` and flat ``metrics``
+    (``run_repeats``). A pair exists only where both arms have a run of that replicate. ``statistic``, the
+    one the study declared, comes first in ``metrics``. Returns ``{"metrics", "statistic",
+    "equivalence_margin", "arms": [{"arm", "params", "n", "mean", "sd"}], "differences": [{"arm",
+    "reference", "n", "mean", "sd", "ci95", "ci90", "tost_p", "verdict"}]}``, each statistic a mapping of
+    metric to value; ``sd`` (and the intervals, test and verdict) is ``None`` for a single run.
 
     Example:
         >>> runs = [{"arm": a, "draw": 0, "seed": s, "params": {}, "metrics": {"au.score": v}}
@@ -459,18 +599,22 @@ def summarize_runs(
         >>> summary = summarize_runs(runs, references=["v"], metrics=["au.score"])
         >>> summary["arms"][0]["mean"], summary["differences"][0]["mean"], summary["differences"][0]["sd"]
         ({'au.score': 0.625}, {'au.score': 0.25}, {'au.score': 0.0})
+        >>> summary["differences"][0]["ci95"], summary["differences"][0]["verdict"]
+        ({'au.score': [0.25, 0.25]}, {'au.score': 'difference'})
     """
+    metrics = summary_metrics(statistic, metrics)
     arms: list[str] = []
     for r in runs:
         arms += [r["arm"]] if r["arm"] not in arms else []
     unknown = [ref for ref in references if ref not in arms]
     if unknown:
         raise ValueError(f"reference arm(s) {unknown} are not arms of this ablation; the arms are {arms}")
-    by_arm: dict[str, dict[tuple[Any, Any], Mapping[str, Any]]] = {arm: {} for arm in arms}
+    by_arm: dict[str, dict[tuple[Any, Any, Any], Mapping[str, Any]]] = {arm: {} for arm in arms}
     for r in runs:
-        key = (r.get("draw"), r.get("seed"))
+        key = (r.get("replicate"), r.get("draw"), r.get("seed"))
         if key in by_arm[r["arm"]]:
-            raise ValueError(f"arm {r['arm']!r} has two runs with draw {key[0]} and seed {key[1]}")
+            what = f"replicate {key[0]}" if key[0] is not None else f"draw {key[1]} and seed {key[2]}"
+            raise ValueError(f"arm {r['arm']!r} has two runs with {what}")
         by_arm[r["arm"]][key] = r
     summary_arms = []
     for arm in arms:
@@ -485,8 +629,22 @@ def summarize_runs(
             pairs = [(by_arm[arm][key], ref_run) for key, ref_run in by_arm[reference].items() if key in by_arm[arm]]
             values = {m: [float(a["metrics"][m]) - float(b["metrics"][m]) for a, b in pairs
                           if m in a["metrics"] and m in b["metrics"]] for m in metrics}
-            differences.append({"arm": arm, "reference": reference, **_stats(values)})
-    return {"metrics": list(metrics), "arms": summary_arms, "differences": differences}
+            differences.append({"arm": arm, "reference": reference, **_paired(values, margin)})
+    return {"metrics": list(metrics), "statistic": statistic, "equivalence_margin": margin, "arms": summary_arms,
+            "differences": differences}
+
+
+def _paired(values_by_metric: Mapping[str, Sequence[float]], margin: float) -> dict[str, Any]:
+    """:func:`pipeline.paired_stats.paired_stats` of each metric's differences, as metric -> value per statistic."""
+    n = {len(values) for values in values_by_metric.values()}
+    result: dict[str, Any] = {"n": max(n) if n else 0, "mean": {}, "sd": {}, "ci95": {}, "ci90": {}, "tost_p": {},
+                              "verdict": {}}
+    for metric, values in values_by_metric.items():
+        if values:
+            for key, value in paired_stats(values, margin).items():
+                if key != "n":
+                    result[key][metric] = value
+    return result
 
 
 def _mean_sd_cell(mean: float | None, sd: float | None, signed: bool = False) -> str:
@@ -496,18 +654,32 @@ def _mean_sd_cell(mean: float | None, sd: float | None, signed: bool = False) ->
     return text if sd is None else f"{text} ± {sd:.3f}"
 
 
+def _difference_cell(diff: Mapping[str, Any], metric: str) -> str:
+    """``+0.012 ± 0.020, 95 % CI −0.005 to +0.029: inconclusive`` (the interval and verdict where the record has
+    them: records from before they were computed hold the mean ± sd alone)."""
+    text = _mean_sd_cell(diff["mean"].get(metric), diff["sd"].get(metric), signed=True)
+    interval = (diff.get("ci95") or {}).get(metric)
+    verdict = (diff.get("verdict") or {}).get(metric)
+    if text and interval:
+        text += f", 95 % CI {interval[0]:+.3f} to {interval[1]:+.3f}"
+    return f"{text}: {verdict}" if text and verdict else text
+
+
 def render_ablation_table(summary: Mapping[str, Any]) -> str:
     """A Markdown table of a summary (``summarize_runs``, or the JSON ``mmaffect ablate --json`` wrote): one row
-    per arm (mean ± sd over its runs), then one per paired difference ``arm − reference``, with the runs counted.
+    per arm (mean ± sd over its runs), then one per paired difference ``arm − reference`` (mean ± sd, 95 % CI and
+    verdict), with the runs counted. The declared statistic, when there is one, is the first metric column.
     """
     metrics = list(summary["metrics"])
-    header = ["arm", "runs", *[_METRIC_TITLES.get(m, m) for m in metrics]]
+    statistic = summary.get("statistic")
+    titles = [_METRIC_TITLES.get(m, m) + (" (declared)" if m == statistic else "") for m in metrics]
+    header = ["arm", "runs", *titles]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     for arm in summary["arms"]:
         cells = [_mean_sd_cell(arm["mean"].get(m), arm["sd"].get(m)) for m in metrics]
         lines.append("| " + " | ".join([arm["arm"], str(arm["n"]), *cells]) + " |")
     for diff in summary["differences"]:
-        cells = [_mean_sd_cell(diff["mean"].get(m), diff["sd"].get(m), signed=True) for m in metrics]
+        cells = [_difference_cell(diff, m) for m in metrics]
         lines.append("| " + " | ".join([f"{diff['arm']} − {diff['reference']} (paired)", f"{diff['n']} pairs",
                                          *cells]) + " |")
     return "\n".join(lines) + "\n"

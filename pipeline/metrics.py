@@ -1,4 +1,4 @@
-"""ABAW scores for Action Unit detection and expression classification.
+"""ABAW scores for Action Unit detection, expression classification and valence-arousal estimation.
 
 ABAW2 (2021): AU score = 0.5 * mean per-AU binary F1 + 0.5 * element-wise accuracy;
 EXPR score = 0.67 * macro F1 + 0.33 * accuracy.
@@ -13,10 +13,23 @@ where some expression occurs neither in the labels nor in the predictions:
 - ``"present"``: the classes that occur in the labels or the predictions (scikit-learn's
   ``f1_score(average="macro")`` without ``labels=``, which the ABAW evaluation script calls).
 
+VA score (every ABAW edition) = 0.5 * (CCC_valence + CCC_arousal), Lin's concordance correlation
+coefficient ``2 cov(x, y) / (var(x) + var(y) + (mean(x) - mean(y))^2)`` with population (1/N)
+moments, as the ABAW organisers' evaluation code computes it (``np.std`` and ``np.mean``), over the
+frames whose label is present (NaN = unlabelled). Where those formulas divide by zero:
+
+- predictions that equal every label (one frame, or a constant signal predicted exactly): 1.0,
+  Lin's ``1 - mean((x - y)^2) / (...)`` read at zero error;
+- otherwise a constant prediction or constant labels give 0.0 (no covariance to agree with);
+- no labelled frame: NaN, with ``frames`` 0 beside it, so an empty set is never mistaken for a
+  score (0 would read as "no agreement" and pull an average down).
+
 Example:
     >>> import numpy as np
     >>> y = np.array([[1, 0] * 6, [0, 1] * 6])
     >>> au_metrics(y, y)["score"]
+    1.0
+    >>> ccc([0.1, 0.5, float("nan"), -0.2], [0.1, 0.5, 0.9, -0.2])
     1.0
 """
 
@@ -24,7 +37,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.labels import NUM_AUS, NUM_EXPRS
+from pipeline.labels import NUM_AUS, NUM_EXPRS, NUM_VA, VA_NAMES, VA_RANGE
 
 VARIANTS: tuple[str, ...] = ("abaw2", "abaw3")
 EXPR_CLASS_SETS: tuple[str, ...] = ("all", "present")
@@ -138,3 +151,57 @@ def _check_expr(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.
     if ((y_pred < 0) | (y_pred >= NUM_EXPRS)).any():
         raise ValueError(f"expression predictions must be in [0, {NUM_EXPRS})")
     return y_true.astype(np.int64), y_pred.astype(np.int64)
+
+
+def ccc(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Lin's concordance correlation coefficient (population moments) over the frames where ``y_true`` is not NaN.
+
+    1.0 where the predictions equal every label, 0.0 for any other zero-variance case, NaN with no
+    labelled frame (see the module doc).
+    """
+    y_true, y_pred = _check_va_pair(y_true, y_pred)
+    keep = ~np.isnan(y_true)
+    x, y = y_pred[keep], y_true[keep]
+    if not len(x):
+        return float("nan")
+    if np.array_equal(x, y):
+        return 1.0
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return 0.0   # exactly: a rounded mean of equal values would leave a 1e-33 covariance
+    mx, my = x.mean(), y.mean()
+    cov = np.mean((x - mx) * (y - my))
+    denom = x.var() + y.var() + (mx - my) ** 2
+    return float(2.0 * cov / denom)   # denom > 0: both vary
+
+
+def va_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """Return ``{"ccc_valence", "ccc_arousal", "score", "frames_valence", "frames_arousal"}`` for (N, 2) arrays.
+
+    Columns are (valence, arousal); NaN labels are unlabelled; ``score`` is the ABAW VA score
+    0.5 * (CCC_V + CCC_A), NaN when a dimension has no labelled frame.
+    """
+    y_true, y_pred = np.asarray(y_true, dtype=np.float64), np.asarray(y_pred, dtype=np.float64)
+    if y_true.ndim != 2 or y_true.shape[1] != NUM_VA or y_true.shape != y_pred.shape:
+        raise ValueError(f"VA arrays must both be (N, {NUM_VA}); got {y_true.shape} and {y_pred.shape}")
+    out: dict[str, float] = {}
+    for k, name in enumerate(VA_NAMES):
+        out[f"ccc_{name}"] = ccc(y_true[:, k], y_pred[:, k])
+        out[f"frames_{name}"] = int((~np.isnan(y_true[:, k])).sum())
+    out["score"] = 0.5 * (out["ccc_valence"] + out["ccc_arousal"])
+    return out
+
+
+def _check_va_pair(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both 1-D float64 of one length; labels in [-1, 1] or NaN, predictions finite."""
+    y_true, y_pred = np.asarray(y_true, dtype=np.float64), np.asarray(y_pred, dtype=np.float64)
+    if y_true.ndim != 1 or y_true.shape != y_pred.shape:
+        raise ValueError(f"CCC arrays must both be (N,); got {y_true.shape} and {y_pred.shape}")
+    labelled = y_true[~np.isnan(y_true)]
+    if ((labelled < VA_RANGE[0]) | (labelled > VA_RANGE[1])).any():
+        bad = labelled[(labelled < VA_RANGE[0]) | (labelled > VA_RANGE[1])][0]
+        raise ValueError(
+            f"valence/arousal labels must be in [{VA_RANGE[0]:g}, {VA_RANGE[1]:g}] or NaN (unlabelled), found {bad:g}"
+        )
+    if not np.isfinite(y_pred).all():
+        raise ValueError("valence/arousal predictions must be finite numbers")
+    return y_true, y_pred

@@ -16,10 +16,12 @@ import yaml
 from click.core import ParameterSource
 
 from pipeline.ablation import (
-    DATA_SEED_KEY, EXAMPLE_GRID, arm_name, attach_exp_show_metrics, default_seed_keys, expand_grid,
-    exp_run_command, experiment_rows, format_csv, format_markdown, load_points, lookup_params, missing_keys,
-    param_key, plan_repeats, render_ablation_table, run_repeats, summarize_runs,
+    DATA_SEED_KEY, EXAMPLE_GRID, REPLICATE_KEYS, arm_name, attach_exp_show_metrics, default_seed_keys,
+    expand_grid, exp_run_command, experiment_rows, format_csv, format_markdown, load_points, lookup_params,
+    missing_keys, param_key, plan_repeats, plan_replicates, render_ablation_table, resumable_runs, run_repeats,
+    study_plan, summarize_runs,
 )
+from pipeline.paired_stats import DEFAULT_MARGIN
 from pipeline.fsio import atomic_path
 from tooling.bench.record import cpu_model
 from stages.common import run_or_exit
@@ -109,7 +111,7 @@ def _provenance(ctx: click.Context) -> dict[str, Any]:
     """What a reader needs to judge the numbers: the command, when, which code, on which CPU with how many threads."""
     import torch  # only for the thread count the stages' torch will use in this environment
 
-    return {"command": _command_line(ctx), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    return {"command": _command_line(ctx), "date": _now(),
             "git_commit": _git_commit(), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
 
@@ -128,10 +130,27 @@ def _provenance(ctx: click.Context) -> dict[str, Any]:
                    "grid changes, i.e. train_sequence.seed: the stages that rerun].")
 @click.option("--data-seeds", help=f"Comma list of synthetic draws ({DATA_SEED_KEY}), e.g. 0,1,2. Each draw reruns "
                                    "the whole pipeline once (slow: a demo draw takes minutes to tens of minutes).")
+@click.option("--replicates", type=click.IntRange(min=1),
+              help="Run every arm in N paired replicates: replicate r sets each --replicate-params param to "
+                   "--replicate-start + r in every arm (instead of --seeds/--data-seeds); replicate by replicate.")
+@click.option("--replicate-params", default=",".join(REPLICATE_KEYS), show_default=True,
+              help="Comma list of the params each replicate sets: its synthetic draws' and trainings' seeds.")
+@click.option("--replicate-start", type=click.IntRange(min=0), default=0, show_default=True,
+              help="The first replicate's value of the --replicate-params.")
 @click.option("--reference", "references", multiple=True,
               help="Arm the others are compared with, run by run (repeatable) [default: the first arm].")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write every run and the summary here as JSON (rewritten after each run).")
+@click.option("--resume", is_flag=True,
+              help="Continue the --json record of an interrupted run of the same plan: its runs with metrics are "
+                   "not run again (a record of another plan is refused); the others run with dvc exp run -f, "
+                   "replacing an experiment of the same name the record does not hold.")
+@click.option("--statistic", default="mean_score", show_default=True,
+              help="The statistic declared before the runs (a metric: mean_score, au.score, expr.f1, ...): first in "
+                   "the tables and the record.")
+@click.option("--equivalence-margin", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_MARGIN,
+              show_default=True, help="Paired differences within ± this are called equivalent when the 90 % "
+                                      "interval lies inside it (two one-sided t tests).")
 @click.option("--params", "params_path", type=click.Path(dir_okay=False, path_type=Path), default="params.yaml",
               show_default=True, help="Params file giving the value of a param some arms of a --grid list leave unset.")
 @click.option("--dry-run", is_flag=True, help="Print the dvc commands instead of running them.")
@@ -153,17 +172,24 @@ def _provenance(ctx: click.Context) -> dict[str, Any]:
 @click.pass_context
 def command(ctx: click.Context, grid_path: Path | None, modalities: str | None, window: str | None,
             layers: str | None, seeds: int | None, seed_params: str | None, data_seeds: str | None,
-            references: tuple[str, ...], json_path: Path | None, params_path: Path, dry_run: bool, show: bool, temp: bool,
+            replicates: int | None, replicate_params: str, replicate_start: int,
+            references: tuple[str, ...], json_path: Path | None, resume: bool, statistic: str,
+            equivalence_margin: float, params_path: Path, dry_run: bool, show: bool, temp: bool,
             stages: tuple[str, ...],
             metrics_path: str, variant: str, markdown_path: Path | None, csv_path: Path | None) -> None:
     """Run `dvc exp run -S train_sequence.<param>=<value> ...` for every arm of the grid (and every seed and
-    draw), then print the per-experiment table (best mean of the AU and EXPR scores first) and the per-arm
-    summary: mean ± sd and number of runs, and the paired differences against the reference arm.
+    draw, or every replicate), then print the per-experiment table (best mean of the AU and EXPR scores first)
+    and the per-arm summary: mean ± sd and number of runs, and the paired differences against the reference
+    arm with their 95 % interval and verdict (difference, equivalent within --equivalence-margin, inconclusive).
 
     The grid is --grid, or the product of --modalities, --window and --layers, or by default
     modalities visual,audio,both x window 10,30 x layers 1,2. Without --data-seeds only train-sequence and
     evaluate rerun per experiment: the embeddings come from the DVC cache. Run it in the repository root.
     """
+    _check_option_combinations(ctx, replicates, seeds, data_seeds, json_path, resume, temp, show)
+    if not _is_metric(statistic):
+        raise click.BadParameter(f"{statistic!r} is not a metric of the summary: mean_score, or au.<name> / "
+                                 "expr.<name> (au.score, expr.f1, ...)", param_hint="--statistic")
     options = {"modalities": _values(modalities), "window": _values(window), "layers": _values(layers)}
     axes = {name: values for name, values in options.items() if values is not None}
     if grid_path is not None and axes:
@@ -172,54 +198,126 @@ def command(ctx: click.Context, grid_path: Path | None, modalities: str | None, 
                                                                                            axes or EXAMPLE_GRID)
     seed_keys = [param_key(k) if "." in k else f"{k}.seed" for k in _values(seed_params) or []]
     seed_keys = seed_keys or default_seed_keys(points)
+    replicate_keys = [param_key(k) for k in _values(replicate_params) or []]
     draws = _ints("--data-seeds", data_seeds)
+    earlier = _read_record(json_path) if resume and json_path is not None and json_path.exists() else None
+    recorded_base = ((earlier or {}).get("plan") or {}).get("base")
     base = None
-    if missing_keys(points):  # arms listed one by one: the others run at the params file's value
+    if missing_keys(points) and isinstance(recorded_base, dict) and set(missing_keys(points)) <= set(recorded_base):
+        # workspace experiments leave their -S values in params.yaml: a resumed study keeps the values it started with
+        base = {key: recorded_base[key] for key in missing_keys(points)}
+    elif missing_keys(points):  # arms listed one by one: the others run at the params file's value
         if not params_path.is_file():
             raise click.UsageError(f"{params_path} not found: it gives the values of params some arms leave unset")
         base = run_or_exit(lookup_params, yaml.safe_load(params_path.read_text()) or {}, missing_keys(points),
                            str(params_path))
-    planned = run_or_exit(plan_repeats, points, list(range(seeds)) if seeds else None, seed_keys, draws, base=base)
+    if replicates is not None:
+        replicate_values = list(range(replicate_start, replicate_start + replicates))
+        planned = run_or_exit(plan_replicates, points, replicate_values, replicate_keys, base=base)
+        settings = {"replicate_params": replicate_keys}
+    else:
+        planned = run_or_exit(plan_repeats, points, list(range(seeds)) if seeds else None, seed_keys, draws,
+                              base=base)
+        settings = {"seed_params": seed_keys, "data_seed_param": DATA_SEED_KEY}
     references = references or (arm_name(points[0]),)
     arms = [arm_name(point) for point in points]
     if unknown := [ref for ref in references if ref not in arms]:
         raise click.BadParameter(f"{unknown} are not arms of this grid; the arms are {arms}", param_hint="--reference")
     check_grid(planned, params_path, str(grid_path) if grid_path is not None else "--modalities/--window/--layers")
-    if dry_run:
+    settings.update({"metrics_file": metrics_path, "variant": variant or None, "stages": list(stages) or None,
+                     "base": base})
+    plan = study_plan(points, references, statistic, equivalence_margin, settings)
+    finished = [] if earlier is None else run_or_exit(resumable_runs, earlier, plan, planned, str(json_path))
+    if dry_run:  # the runs still to do
+        done = {run["experiment"] for run in finished}
         for run in planned:
-            click.echo(" ".join(exp_run_command(run["params"], run["experiment"], temp=temp, stages=stages)))
+            if run["experiment"] not in done:
+                click.echo(" ".join(exp_run_command(run["params"], run["experiment"], temp=temp, stages=stages,
+                                                    force=resume)))
         return
     record = {**(_provenance(ctx) if json_path is not None else {}), "metrics_file": metrics_path,
-              "variant": variant or None, "seed_params": seed_keys,
-              "seeds": list(range(seeds)) if seeds else None, "data_seed_param": DATA_SEED_KEY, "data_seeds": draws,
-              "stages": list(stages) or None}
+              "variant": variant or None, "statistic": statistic, "equivalence_margin": equivalence_margin,
+              **({"replicate_params": replicate_keys,
+                  "replicates": list(range(replicate_start, replicate_start + replicates))}
+                 if replicates is not None else
+                 {"seed_params": seed_keys, "seeds": list(range(seeds)) if seeds else None,
+                  "data_seed_param": DATA_SEED_KEY, "data_seeds": draws}),
+              "stages": list(stages) or None, "plan": plan}
+    if earlier is not None:
+        # the study started when its first part did; each resumption is dated beside it
+        record["resumed"] = [*earlier.get("resumed", []), record["date"]]
+        record["date"] = earlier.get("date", record["date"])
+        click.echo(f"{json_path}: {len(finished)} of {len(planned)} runs done, resuming", err=True)
+
+    # a complete record of this plan is left as it is: rerunning a finished study changes nothing
+    settled = earlier is not None and earlier.get("complete") is True and len(finished) == len(planned)
 
     def save(runs: list[dict[str, Any]], complete: bool) -> None:
-        if json_path is not None:
-            finished = {"finished": datetime.now(timezone.utc).isoformat(timespec="seconds")} if complete else {}
+        if json_path is not None and not settled:
+            done = {"finished": _now()} if complete else {}
             # a partial record compares against the references that have run so far
             ran = {run["arm"] for run in runs}
-            document = {**record, "complete": complete, **finished, "runs": runs,
-                        **summarize_runs(runs, [ref for ref in references if ref in ran])}
+            document = {**record, "complete": complete, **done, "runs": runs,
+                        **summarize_runs(runs, [ref for ref in references if ref in ran], statistic=statistic,
+                                         margin=equivalence_margin)}
             _write(json_path, json.dumps(document, indent=2) + "\n")
 
     if show:
         runs = run_or_exit(attach_exp_show_metrics, planned, _exp_show(), metrics_path, variant or None)
     else:
+        save(finished, complete=False)   # the plan and the declared statistic, on record before the first run
         read = lambda: json.loads(Path(metrics_path).read_text())  # noqa: E731
         runs = run_repeats(planned, _run if temp else _undoing_failures(Workspace(Path.cwd(), _run)), read, variant or None,
-                           temp=temp, on_done=None if temp else lambda done: save(done, complete=False), stages=stages)
+                           temp=temp, on_done=None if temp else lambda done: save(done, complete=False), stages=stages,
+                           finished=finished, force=resume)
         if temp:  # --temp results stay out of the workspace: read them back from DVC
             runs = run_or_exit(attach_exp_show_metrics, planned, _exp_show(), metrics_path, variant or None)
     save(runs, complete=True)
     rows = experiment_rows(runs)
     click.echo(format_markdown(rows), nl=False)
     click.echo()
-    click.echo(render_ablation_table(summarize_runs(runs, references)), nl=False)
+    click.echo(render_ablation_table(summarize_runs(runs, references, statistic=statistic, margin=equivalence_margin)),
+               nl=False)
     if markdown_path is not None:
         _write(markdown_path, format_markdown(rows))
     if csv_path is not None:
         _write(csv_path, format_csv(rows))
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _is_metric(name: str) -> bool:
+    """A name ``flatten_metrics`` can produce: ``mean_score`` or ``au.<name>``/``expr.<name>``."""
+    task, _, rest = name.partition(".")
+    return name == "mean_score" or (task in ("au", "expr") and bool(rest))
+
+
+def _check_option_combinations(ctx: click.Context, replicates: int | None, seeds: int | None, data_seeds: str | None,
+                               json_path: Path | None, resume: bool, temp: bool, show: bool) -> None:
+    """Usage errors for options that cannot go together (one line each, exit status 2)."""
+    given = lambda name: ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE  # noqa: E731
+    if replicates is not None and (seeds is not None or data_seeds is not None):
+        raise click.UsageError("give either --replicates or --seeds/--data-seeds, not both: a replicate sets the "
+                               "seeds and the synthetic draw itself (--replicate-params)")
+    if replicates is None and (given("replicate_params") or given("replicate_start")):
+        raise click.UsageError("--replicate-params and --replicate-start need --replicates")
+    if resume and json_path is None:
+        raise click.UsageError("--resume needs --json: the record it continues")
+    if resume and (temp or show):
+        raise click.UsageError("--resume continues workspace runs: leave out --temp and --show")
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    """The JSON record an earlier ``ablate --json`` wrote (one-line error naming the file when unreadable)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise click.ClickException(f"{path}: not a readable ablation record ({exc})") from exc
+    if not isinstance(record, dict):
+        raise click.ClickException(f"{path}: not an ablation record (a JSON object), got {type(record).__name__}")
+    return record
 
 
 if __name__ == "__main__":

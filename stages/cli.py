@@ -25,6 +25,7 @@ STAGES: dict[str, str] = {
     "ablate": "ablate",
     "report": "report",
     "faces-info": "faces_info",
+    "backbone-of": "backbone_of",
 }
 
 # One-line summaries for `mmaffect --help`, so listing commands imports no stage (and no torch).
@@ -46,6 +47,7 @@ SUMMARIES: dict[str, str] = {
     "ablate": "Run a train-sequence params grid as DVC experiments; tabulate.",
     "report": "Render the result tables of README.md and docs/ from JSON files.",
     "faces-info": "Print format, identities and images of a face-identity set.",
+    "backbone-of": "Write a visual model.pt's backbone as finetune-visual's starting point.",
 }
 
 

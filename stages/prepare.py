@@ -23,7 +23,7 @@ from stages.common import load_config, params_option, run_or_exit, setup_logging
 def command(root: Path, out_dir: Path, bp4d_root: str, params_path: Path, progress: bool) -> None:
     """Read ROOT (Aff-Wild2 layout) and write OUT_DIR/{manifest.json,labels.h5,report.json}.
 
-    Reads annotations/{AU_Set,EXPR_Set}/{Train_Set,Validation_Set}/*.txt, the videos anywhere under
+    Reads annotations/{AU_Set,EXPR_Set,VA_Set}/{Train_Set,Validation_Set}/*.txt, the videos anywhere under
     ROOT (.mp4/.avi, matched by stem) and the list of crops in cropped_aligned/. Aligns labels to each
     video's frame count, applies the leakage-free validation protocol and publishes OUT_DIR as a whole.
     Params: the `prepare` section of --params.
@@ -39,7 +39,7 @@ def command(root: Path, out_dir: Path, bp4d_root: str, params_path: Path, progre
     click.echo(
         f"prepared {len(manifest.subjects) - sources} Aff-Wild2 and {sources} BP4D subjects into {out_dir}; "
         f"validation frames excluded by the protocol: AU {manifest.excluded_frames['au']}, "
-        f"EXPR {manifest.excluded_frames['expr']}"
+        f"EXPR {manifest.excluded_frames['expr']}, VA {manifest.excluded_frames['va']}"
     )
 
 

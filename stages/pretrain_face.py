@@ -47,6 +47,9 @@ def command(
     METRICS_JSON (held-out pair accuracy and TAR@FAR of the best epoch and of the initial weights,
     per-epoch history); --curves the per-epoch loss and verification scores, --headline the best
     epoch's verification accuracy and TAR@FAR. Params: the `pretrain_face` section of --params.
+    A trained backbone whose held-out pair accuracy does not beat the starting weights' by
+    `pretrain_face.min_gain` is refused: exit status 1, nothing written, the run's metrics kept in
+    --work-dir's refused.json.
     Multi-GPU: launch with `torchrun --nproc_per_node N -m stages.pretrain_face ...`; rank 0 writes
     the files.
     """

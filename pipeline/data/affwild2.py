@@ -4,6 +4,7 @@ Layout under ``root``::
 
     annotations/AU_Set/{Train_Set,Validation_Set}/<name>.txt
     annotations/EXPR_Set/{Train_Set,Validation_Set}/<name>.txt
+    annotations/VA_Set/{Train_Set,Validation_Set}/<name>.txt    (optional: a copy may lack VA_Set)
     cropped_aligned/<name>/00001.jpg ...        crop of frame i is {i+1:05d}.jpg, some are missing
     <any folder, e.g. videos/batch1>/<video>.mp4|.avi
 
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 
 ANNOTATIONS_DIR = "annotations"
 CROPS_DIR = "cropped_aligned"
-TASK_DIRS: dict[str, str] = {"au": "AU_Set", "expr": "EXPR_Set"}
+TASK_DIRS: dict[str, str] = {"au": "AU_Set", "expr": "EXPR_Set", "va": "VA_Set"}
 SPLIT_DIRS: dict[str, str] = {"train": "Train_Set", "validation": "Validation_Set"}
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi")
 SUBJECT_SUFFIXES: tuple[str, ...] = ("_left", "_right", "_main")
@@ -53,7 +54,7 @@ class AnnotationFile:
     """One annotation text file: whose, for which task, in which split."""
 
     name: str    # file stem, the subject name
-    task: str    # "au" or "expr"
+    task: str    # "au", "expr" or "va"
     split: str   # "train" or "validation"
     path: Path
 
@@ -73,7 +74,9 @@ def find_annotations(root: str | Path) -> list[AnnotationFile]:
             for path in sorted(folder.glob("*.txt")):
                 files.append(AnnotationFile(name=path.stem, task=task, split=split, path=path))
     if not files:
-        raise FileNotFoundError(f"{base}: no annotation files in {{AU_Set,EXPR_Set}}/{{Train_Set,Validation_Set}}/")
+        raise FileNotFoundError(
+            f"{base}: no annotation files in {{AU_Set,EXPR_Set,VA_Set}}/{{Train_Set,Validation_Set}}/"
+        )
     return files
 
 
@@ -142,9 +145,10 @@ def crop_name(index: int) -> str:
 
 
 def align_to_video(
-    labels: np.ndarray, n_frames: int, tolerance: int, annotation: Path, video: Path
+    labels: np.ndarray, n_frames: int, tolerance: int, annotation: Path, video: Path,
+    fill: float = UNLABELLED,
 ) -> tuple[np.ndarray, int]:
-    """Pad (with -1) or trim ``labels`` to ``n_frames`` rows; return them and lines minus frames.
+    """Pad (with ``fill``: -1, NaN for VA) or trim ``labels`` to ``n_frames`` rows; return them and lines minus frames.
 
     A difference larger than ``tolerance`` is a :class:`FrameCountError` naming both files.
     """
@@ -158,7 +162,7 @@ def align_to_video(
         log.info("%s: trimmed %d annotation line(s) to the video's %d frames", annotation, delta, n_frames)
         return labels[:n_frames], delta
     if delta < 0:
-        log.info("%s: padded %d missing line(s) with -1 to the video's %d frames", annotation, -delta, n_frames)
-        pad = np.full((-delta,) + labels.shape[1:], UNLABELLED, dtype=labels.dtype)
+        log.info("%s: padded %d missing line(s) as unlabelled to the video's %d frames", annotation, -delta, n_frames)
+        pad = np.full((-delta,) + labels.shape[1:], fill, dtype=labels.dtype)
         return np.concatenate([labels, pad]), delta
     return labels, 0

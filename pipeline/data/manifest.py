@@ -3,9 +3,10 @@
 ``prepare`` writes it as JSON; every later stage reads it to know which subjects exist, which video
 and audio they come from, their frame counts and which split each task puts them in.
 
-Split values per task: ``"train"``, ``"validation"``, ``"excluded"`` (a validation subject dropped by
-the leakage-free protocol because its video is in the other task's training set) or ``None``
-(no annotation for that task).
+Split values per task (``"au"``, ``"expr"``, ``"va"``): ``"train"``, ``"validation"``, ``"excluded"``
+(a validation subject dropped by the leakage-free protocol because its video is in a task's
+training set) or ``None`` (no annotation for that task). A manifest written before VA was read has
+no ``va_split``: it reads as ``None``.
 """
 
 from __future__ import annotations
@@ -42,14 +43,18 @@ class SubjectRecord:
     n_expr_labelled: int = 0    # frames with an expression label
     n_faces: int = 0            # frames whose face crop exists
     frame_delta: int = 0        # annotation lines minus video frames, before pad/trim
+    va_split: str | None = None
+    n_va_labelled: int = 0      # frames with valence and arousal
 
     def split(self, task: str) -> str | None:
-        """Return this subject's split for task ``"au"`` or ``"expr"``."""
+        """Return this subject's split for task ``"au"``, ``"expr"`` or ``"va"``."""
         if task == "au":
             return self.au_split
         if task == "expr":
             return self.expr_split
-        raise ValueError(f"task must be 'au' or 'expr', got {task!r}")
+        if task == "va":
+            return self.va_split
+        raise ValueError(f"task must be 'au', 'expr' or 'va', got {task!r}")
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,7 @@ class Manifest:
 
     root: str
     subjects: tuple[SubjectRecord, ...]
-    excluded_frames: dict[str, int] = field(default_factory=dict)  # {"au": n, "expr": n}
+    excluded_frames: dict[str, int] = field(default_factory=dict)  # {"au": n, "expr": n, "va": n}
     version: int = MANIFEST_VERSION
 
     def by_name(self, name: str) -> SubjectRecord:

@@ -1,9 +1,10 @@
 """The ``prepare`` stage: an Aff-Wild2 (+ BP4D) root in, ``manifest.json``, ``labels.h5`` and ``report.json`` out.
 
-For every annotated subject it finds the video, probes it (fps, frame count, audio), reads the AU
-and EXPR annotations, aligns them to the video's frame count (pad with -1 / trim within
-``frame_tolerance``), records which face crops exist, then applies the leakage-free validation
-protocol (:mod:`pipeline.data.protocol`). The three files are published together as one directory.
+For every annotated subject it finds the video, probes it (fps, frame count, audio), reads the AU,
+EXPR and (where the copy has them) VA annotations, aligns them to the video's frame count (pad as
+unlabelled / trim within ``frame_tolerance``), records which face crops exist, then applies the
+leakage-free validation protocol (:mod:`pipeline.data.protocol`) over the three tasks. The three
+files are published together as one directory.
 
 Example (not run here: it needs a dataset; tests/stages/test_prepare.py runs it on a synthetic one)::
 
@@ -40,13 +41,13 @@ from pipeline.data.affwild2 import (
 from pipeline.data.annotations import read_annotation
 from pipeline.data.crops import crop_paths, present_mask
 from pipeline.data.faults import join_faults
-from pipeline.data.labels_store import SubjectLabels, write_labels
+from pipeline.data.labels_store import SubjectLabels, unlabelled_va, write_labels
 from pipeline.data.manifest import Manifest, SubjectRecord, write_manifest
-from pipeline.data.protocol import apply_protocol, labelled_frames
+from pipeline.data.protocol import apply_protocol, exclusions, labelled_frames
 from pipeline.data.video import VideoInfo, probe_video
 from pipeline.fsio import atomic_path, write_json
 from pipeline.jpeg import ImageError, jpeg_size
-from pipeline.labels import NUM_AUS, TASKS, UNLABELLED
+from pipeline.labels import ANNOTATED_TASKS, NUM_AUS, UNLABELLED
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +133,8 @@ def prepare_dataset(
         write_labels(tmp / "labels.h5", labels)
         write_json(tmp / "report.json", report)
     log.info(
-        "prepared %d subjects; the protocol excluded %d AU and %d EXPR validation frames",
-        len(records), excluded["au"], excluded["expr"],
+        "prepared %d subjects; the protocol excluded %d AU, %d EXPR and %d VA validation frames",
+        len(records), excluded["au"], excluded["expr"], excluded["va"],
     )
     return manifest
 
@@ -190,6 +191,7 @@ def _prepare_subject(
         sample_rate=info.sample_rate,
         au_split=files["au"].split if "au" in files else None,
         expr_split=files["expr"].split if "expr" in files else None,
+        va_split=files["va"].split if "va" in files else None,
         frame_delta=max((d["delta"] for d in deltas), key=abs, default=0),
     )
     try:
@@ -200,7 +202,9 @@ def _prepare_subject(
         raise SubjectFaults(faults)
     au = aligned.get("au", np.full((n, NUM_AUS), UNLABELLED, dtype=np.int8))
     expr = aligned.get("expr", np.full(n, UNLABELLED, dtype=np.int8))
-    return _with_counts(record, au, expr, face), SubjectLabels(au=au, expr=expr, face_present=face), deltas
+    va = aligned.get("va", unlabelled_va(n))
+    item = SubjectLabels(au=au, expr=expr, face_present=face, va=va)
+    return _with_counts(record, item), item, deltas
 
 
 def _video_of(
@@ -243,7 +247,8 @@ def _align(
     for task, labels in raw.items():
         path = files[task].path
         try:
-            aligned[task], delta = align_to_video(labels, n_frames, cfg.frame_tolerance, path, video_path)
+            fill = np.nan if task == "va" else UNLABELLED
+            aligned[task], delta = align_to_video(labels, n_frames, cfg.frame_tolerance, path, video_path, fill)
         except FrameCountError as exc:
             faults.append(str(exc))
             continue
@@ -273,8 +278,8 @@ def _prepare_bp4d(
             problems.append(str(exc))
             skipped.append(bp4d.subject_name(path.stem))
             continue
-        expr = np.full(n, UNLABELLED, dtype=np.int8)
-        out.append((_with_counts(record, occ.au, expr, face), SubjectLabels(au=occ.au, expr=expr, face_present=face)))
+        item = SubjectLabels(au=occ.au, expr=np.full(n, UNLABELLED, dtype=np.int8), face_present=face)
+        out.append((_with_counts(record, item), item))
     return out
 
 
@@ -338,13 +343,14 @@ def _short_audio(
     return out
 
 
-def _with_counts(record: SubjectRecord, au: np.ndarray, expr: np.ndarray, face: np.ndarray) -> SubjectRecord:
+def _with_counts(record: SubjectRecord, item: SubjectLabels) -> SubjectRecord:
     """Return ``record`` with its label and face counts filled in."""
     return dataclasses.replace(
         record,
-        n_au_labelled=int((au >= 0).any(axis=1).sum()),
-        n_expr_labelled=int((expr >= 0).sum()),
-        n_faces=int(face.sum()),
+        n_au_labelled=int(_labelled(item, "au").sum()),
+        n_expr_labelled=int(_labelled(item, "expr").sum()),
+        n_va_labelled=int(_labelled(item, "va").sum()),
+        n_faces=int(item.face_present.sum()),
     )
 
 
@@ -366,7 +372,7 @@ def build_report(
     """
     affwild = [r for r in manifest.subjects if r.source == "affwild2"]
     splits: dict[str, dict[str, Any]] = {}
-    for task in TASKS:
+    for task in ANNOTATED_TASKS:
         splits[task] = {}
         for split in ("train", "validation", "excluded"):
             members = [r for r in affwild if r.split(task) == split]
@@ -393,7 +399,8 @@ def build_report(
         "splits": splits,
         "protocol": {
             "excluded_frames": dict(manifest.excluded_frames),
-            "excluded_subjects": {t: [r.name for r in affwild if r.split(t) == "excluded"] for t in TASKS},
+            "excluded_subjects": {t: [r.name for r in affwild if r.split(t) == "excluded"] for t in ANNOTATED_TASKS},
+            "exclusions": exclusions(manifest.subjects),
         },
         "alignment": {"tolerance": cfg.frame_tolerance, "padded_or_trimmed": deltas},
         "bp4d": {
@@ -408,6 +415,15 @@ def build_report(
     }
 
 
+def _labelled(item: SubjectLabels, task: str) -> np.ndarray:
+    """(N,) bool: the frames labelled for ``task`` (any AU labelled; an expression; valence and arousal)."""
+    if task == "au":
+        return (item.au >= 0).any(axis=1)
+    if task == "expr":
+        return item.expr >= 0
+    assert item.va is not None  # SubjectLabels fills a missing va with NaN
+    return ~np.isnan(item.va).any(axis=1)
+
+
 def _labelled_with_face(item: SubjectLabels, task: str) -> int:
-    labelled = (item.au >= 0).any(axis=1) if task == "au" else item.expr >= 0
-    return int((labelled & item.face_present).sum())
+    return int((_labelled(item, task) & item.face_present).sum())

@@ -17,6 +17,8 @@ Functional core (pure tensors) and a module holding the class centres:
     >>> loss = head(torch.randn(4, 8), torch.tensor([1, 5, 5, 999]), generator=torch.Generator().manual_seed(0))
     >>> loss.shape, head.last_sampled
     (torch.Size([]), 100)
+    >>> round(chance_loss(950, s=64.0, m=0.4), 2)   # what a recogniser that learnt nothing scores
+    36.46
 """
 
 from __future__ import annotations
@@ -53,6 +55,40 @@ def margin_logits(cosine: torch.Tensor, labels: torch.Tensor, kind: str = "cosfa
     logits = cosine.clone()
     logits[rows, labels[rows]] = changed
     return logits * s
+
+
+def chance_loss(classes: int, s: float = 64.0, m: float = 0.4, kind: str = "cosface",
+                dim: int = EMBEDDING_DIM) -> float:
+    """The expected margin-softmax loss of random unit embeddings against random unit centres.
+
+    A network that has learnt nothing scores about this: the yardstick a training loss is read against.
+    ``classes`` is the number of classes each step scores (all of them, or Partial FC's sample).
+
+    Derivation. The cosine of two independent random unit vectors in ``dim`` dimensions is close to
+    N(0, 1/dim) (mean 0, variance exactly 1/dim), so each of the ``classes - 1`` other logits
+    ``s * cos`` makes ``exp(s * cos)`` a log-normal term with mean ``exp(s^2 / (2 dim))``. The
+    target's logit carries the margin: CosFace ``s * (cos - m)``, mean ``-s m``; ArcFace
+    ``s * cos(theta + m) = s * (cos(theta) cos(m) - sin(theta) sin(m))``, mean ``-s sin(m) E[sin theta]``
+    with ``E[sin theta] ~ 1 - 1/(2 dim)``. The loss is ``log(sum of exp(logits)) - target logit``;
+    the approximation takes the log of the expected sum (``log E[S]``), which by Jensen's inequality
+    is at or above ``E[log S]``: the estimate errs high, by less than the sum's spread. Measured
+    against Monte Carlo (random embeddings and centres, tests/unit/models/test_margin.py) it is within
+    1% at 950 classes in 512 dimensions (CosFace s=64 m=0.4: 36.46 vs 36.32; s=30 m=0.2; ArcFace
+    s=64 m=0.5); it degrades when ``exp(s^2 / dim) / classes`` is large (few classes, or few dims).
+    """
+    _check_kind(kind)
+    if classes < 2:
+        raise ValueError(f"classes must be >= 2, got {classes}")
+    if dim < 2:
+        raise ValueError(f"dim must be >= 2, got {dim}")
+    var = 1.0 / dim                                   # variance of one cosine
+    if kind == "cosface":
+        target_mean, target_var = -s * m, s * s * var
+    else:
+        target_mean, target_var = -s * math.sin(m) * (1.0 - var / 2.0), (s * math.cos(m)) ** 2 * var
+    others = (classes - 1) * math.exp(s * s * var / 2.0)     # expected sum of the other classes' exp(logit)
+    target = math.exp(target_mean + target_var / 2.0)        # the target's, log-normal likewise
+    return math.log(others + target) - target_mean
 
 
 def sample_classes(labels: torch.Tensor, num_classes: int, sample_rate: float,

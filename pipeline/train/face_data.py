@@ -138,3 +138,17 @@ def face_set_digest(faces: FaceSet) -> str:
         digest.update(str(Path(path).relative_to(faces.root)).encode())
         digest.update(file_sha256(path).encode())
     return digest.hexdigest()
+
+
+def shuffled_labels(labels: np.ndarray, seed: int) -> np.ndarray:
+    """``labels`` permuted across images, drawn with ``seed``: each class keeps its image count, but an
+    image's label no longer says who it shows (the shuffled-identity control of pretraining).
+
+    Example:
+        >>> labels = np.repeat(np.arange(3), 4)
+        >>> shuffled = shuffled_labels(labels, seed=0)
+        >>> np.bincount(shuffled).tolist(), bool((shuffled != labels).any())
+        ([4, 4, 4], True)
+    """
+    labels = np.asarray(labels)
+    return labels[np.random.default_rng([seed, 3]).permutation(len(labels))]

@@ -5,13 +5,18 @@ trains a registry backbone the same way on any face-identity set (insightface's 
 ``train.idx``, or an ``<identity>/<image>.jpg`` folder, chosen by :func:`open_face_set`): the
 backbone's 512-d embedding goes into a margin softmax (:class:`~pipeline.models.margin.MarginSoftmax`:
 CosFace by default, ArcFace as an option, Partial-FC class sampling with ``sample_rate < 1``),
-optimised with SGD under a per-batch cosine learning-rate schedule, with horizontal flips.
+optimised with SGD under a per-batch cosine learning-rate schedule (after an optional linear
+warm-up of ``warmup_epochs``), with horizontal flips. ``shuffle_labels`` permutes the identity labels
+of the training images (the shuffled-identity control: the same training on labels that name no one).
 
 A share of the identities is held out (:func:`~pipeline.train.face_data.split_identities`). After
 every epoch the backbone embeds seeded pairs of held-out images and is scored as LFW scores a face
 recogniser (:mod:`pipeline.verification`: 10-fold pair accuracy, TAR at FAR 1e-3); the epoch with
-the best pair accuracy is published. The starting weights are scored the same way (``initial``),
-so the metrics file says what training added.
+the best pair accuracy is kept. The starting weights are scored the same way (``initial``),
+so the metrics file says what training added, beside the per-epoch losses and the loss of random
+embeddings (``chance_loss``, :func:`~pipeline.models.margin.chance_loss`). A trained backbone is
+published only when its pair accuracy beats ``initial`` by ``min_gain``
+(:mod:`pipeline.train.pretrain_gate`); a refused run's metrics stay in ``work_dir/refused.json``.
 
 The epoch loop, resume after a kill and divergence checks are those every trainer shares
 (:mod:`pipeline.train.loop`); the state lives in ``work_dir/state.pt``, keyed by the config and
@@ -49,7 +54,7 @@ from pipeline.data.faces.sets import FaceSet, open_face_set
 from pipeline.fsio import file_sha256, write_json
 from pipeline.labels import EMBEDDING_DIM
 from pipeline.model_files.backbone import BACKBONE_FILE, load_backbone_state, publish_backbone
-from pipeline.models.margin import MARGINS, MarginSoftmax
+from pipeline.models.margin import DEFAULT_MARGIN, MARGINS, MarginSoftmax, chance_loss
 from pipeline.models.preprocess import to_model_input
 from pipeline.models.registry import create_backbone
 from pipeline.train import ddp
@@ -58,18 +63,21 @@ from pipeline.train.augment import AugmentConfig, augment_batch
 from pipeline.train.ddp import DistContext
 from pipeline.train.epoch_plan import split_batches
 from pipeline.train.face_data import (
-    FaceImages, IdentitySplit, VerificationPairs, face_set_digest, split_identities, verification_pairs,
+    FaceImages, IdentitySplit, VerificationPairs, face_set_digest, shuffled_labels, split_identities,
+    verification_pairs,
 )
 from pipeline.train.loader import EpochLoader, LoaderConfig
 from pipeline.train.loop import TrainResult, Trainer, check_weights, checked_step, run_epochs
 from pipeline.train.loop_state import LoopState
-from pipeline.train.optim import OptimConfig
+from pipeline.train.optim import OptimConfig, lr_factor
+from pipeline.train.pretrain_gate import NotLearnedError, check_learned
 from pipeline.verification import verification_scores
 
 log = logging.getLogger(__name__)
 
 SECTION = "pretrain_face"
 STATE_FILE = "state.pt"
+REFUSED_FILE = "refused.json"   # in the work directory: the metrics of a run the gate refused
 TASK = "face"
 
 
@@ -88,6 +96,7 @@ class PretrainConfig:
     batch_size: int = 64               # global batch, split between DDP processes
     images_per_epoch: int | None = 1792  # a fresh random subset of training images per epoch; None = all
     lr: float = 0.02
+    warmup_epochs: float = 0.0         # linear warm-up of the learning rate (epochs), then the cosine decay
     momentum: float = 0.9
     weight_decay: float = 5e-4
     max_grad_norm: float | None = None
@@ -96,6 +105,8 @@ class PretrainConfig:
     verification_pairs: int = 3000     # same-identity pairs, and as many different-identity pairs
     far: float = 1e-3                  # the false accept rate TAR is reported at
     seed: int = 0                      # identity split, pairs, init, image order, flips, class sampling
+    shuffle_labels: bool = False       # permute the training images' identity labels (a negative control)
+    min_gain: float | None = 0.1       # publish only if held-out accuracy beats the start by this; None: always
     amp: AmpMode = "off"               # off (float32) | bf16 | fp16 (CUDA only, with loss scaling) autocast
     channels_last: bool = False        # NHWC memory layout of the backbone and its batches
 
@@ -117,6 +128,10 @@ class PretrainConfig:
             (self.verification_pairs >= 10, "verification_pairs",
              f"must be >= 10 (10 folds), got {self.verification_pairs}"),
             (0.0 < self.far < 1.0, "far", f"must be in (0, 1), got {self.far}"),
+            (0.0 <= self.warmup_epochs <= max(self.epochs, 0), "warmup_epochs",
+             f"must be in [0, epochs ({self.epochs})], got {self.warmup_epochs}"),
+            (self.min_gain is None or -1.0 <= self.min_gain <= 1.0, "min_gain",
+             f"must be in [-1, 1] or null, got {self.min_gain}"),
         ]
         check_fields(checks)
         self.optim()
@@ -124,6 +139,14 @@ class PretrainConfig:
     def optim(self) -> OptimConfig:
         """The shared optimiser block (SGD with momentum)."""
         return OptimConfig.of(self)
+
+    def chance_loss(self, classes: int) -> float:
+        """The loss of random embeddings (:func:`~pipeline.models.margin.chance_loss`) over the
+        classes a step scores out of ``classes``: all, or about Partial FC's sample (at least a batch's)."""
+        scored = classes if self.sample_rate >= 1.0 else min(classes, max(int(self.sample_rate * classes),
+                                                                           self.batch_size))
+        return chance_loss(scored, self.s, DEFAULT_MARGIN[self.margin] if self.m is None else self.m, self.margin,
+                           EMBEDDING_DIM)
 
     def arch(self) -> dict[str, Any]:
         """What ``backbone.json`` records: the registry name and width the weights are for."""
@@ -184,7 +207,7 @@ class PretrainRun:
     """One run's recogniser, DDP wrapper, optimiser, schedule and random streams."""
 
     def __init__(self, cfg: PretrainConfig, classes: int, device: torch.device, ctx: DistContext,
-                 total_steps: int, loader: LoaderConfig = LoaderConfig()) -> None:
+                 total_steps: int, loader: LoaderConfig = LoaderConfig(), warmup_steps: int = 0) -> None:
         self.cfg, self.device, self.ctx = cfg, device, ctx
         self.precision = Precision(cfg.amp, cfg.channels_last, device, SECTION)
         self.loader = loader
@@ -201,7 +224,7 @@ class PretrainRun:
             self.net = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[device] if device.type == "cuda" else None)
         self.optimizer = cfg.optim().build(self.model.parameters())
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(1, total_steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(total_steps, warmup_steps))
         self.augment = AugmentConfig(flip_prob=cfg.flip_prob, crop_scale=0.0, hue=0.0, saturation=0.0,
                                      lightness=0.0)
         # per rank: flips, and the classes Partial FC samples (each rank draws its own)
@@ -319,7 +342,8 @@ def train_pretrain(
     _check_data(split, faces_path, cfg, ctx)
     pairs = verification_pairs(split, cfg.verification_pairs, cfg.seed)
     plans = [epoch_batches(len(split.train_images), e, cfg, 2 * ctx.world_size) for e in range(cfg.epochs)]
-    run = PretrainRun(cfg, split.train_identities, device, ctx, sum(len(p) for p in plans), loader)
+    warmup_steps = round(cfg.warmup_epochs * len(plans[0])) if plans else 0
+    run = PretrainRun(cfg, split.train_identities, device, ctx, sum(len(p) for p in plans), loader, warmup_steps)
     initial = verify(run.model.backbone, faces, pairs, cfg, device, ctx, run.loader, run.precision)
     data = {"format": faces.format, **split.sizes(), "pairs": 2 * cfg.verification_pairs}
     if ctx.is_main:
@@ -329,9 +353,10 @@ def train_pretrain(
         history: list[dict[str, Any]] = []
         resumed_from = None
     else:
-        dataset = FaceImages(faces, split.train_images, split.train_labels)
+        labels = shuffled_labels(split.train_labels, cfg.seed) if cfg.shuffle_labels else split.train_labels
+        dataset = FaceImages(faces, split.train_images, labels)
         digest = ddp.broadcast_digest(run_key(cfg, faces) if ctx.is_main else None, ctx)
-        key = {"config": to_dict(cfg), "data": digest}
+        key = {"config": resume_config(cfg), "data": digest}
         loop = LoopState.resume(Path(work_dir) / STATE_FILE, key, run.model, run.optimizer, writer=ctx.is_main)
         run.load_extra(loop.extra)
         if ctx.is_main and loop.resumed_from is not None:
@@ -346,8 +371,11 @@ def train_pretrain(
         "best_epoch": best["epoch"], "epochs": cfg.epochs, "data": data, **cfg.arch(),
         "history": [{"epoch": h["epoch"], "loss": h["loss"][TASK], **_public(h["metrics"]["verification"])}
                     for h in history],
+        "loss": next((h["loss"][TASK] for h in history if h["epoch"] == best["epoch"]), None),
+        "chance_loss": cfg.chance_loss(split.train_identities), "shuffle_labels": cfg.shuffle_labels,
     }
     run.precision.standard_layout(run.model)
+    _gate(metrics, cfg, Path(work_dir), ctx)
     if ctx.is_main:
         made = {"epoch": best["epoch"], "init": cfg.init, "margin": cfg.margin}   # what backbone.json records
         publish_backbone(run.model.backbone, cfg.arch(), made, out_dir)
@@ -356,6 +384,28 @@ def train_pretrain(
                  metrics_path, best["epoch"], metrics["verification"]["accuracy"])
     ddp.barrier(ctx)
     return TrainResult(run.model.backbone, metrics, best["epoch"], history, resumed_from)
+
+
+def resume_config(cfg: PretrainConfig) -> dict[str, Any]:
+    """What a saved state is keyed by: the config less ``min_gain``, which judges a finished run and does
+    not change it (so a run refused at one gain is published at another without retraining)."""
+    return {k: v for k, v in to_dict(cfg).items() if k != "min_gain"}
+
+
+def _gate(metrics: dict[str, Any], cfg: PretrainConfig, work_dir: Path, ctx: DistContext) -> None:
+    """Refuse a trained backbone that did not learn (:func:`check_learned`), keeping its metrics in
+    ``work_dir/refused.json``; a given backbone (``epochs: 0``) is published as it is."""
+    refused = work_dir / REFUSED_FILE
+    if cfg.epochs == 0:
+        return
+    try:
+        check_learned(metrics, cfg.min_gain, refused)
+    except NotLearnedError:
+        if ctx.is_main:
+            write_json(refused, metrics)
+        raise
+    if ctx.is_main:
+        refused.unlink(missing_ok=True)   # an earlier refusal no longer describes the work directory
 
 
 def _check_data(split: IdentitySplit, faces_path: str | Path, cfg: PretrainConfig, ctx: DistContext) -> None:

@@ -17,7 +17,9 @@ crop added at the prediction the pipeline gives them downstream, the zero logits
 The epoch loop, the best-epoch selection, the divergence checks and the resume state are the
 ones every trainer shares (:mod:`pipeline.train.loop`, :mod:`pipeline.train.loop_state`); this
 module holds what is particular to the visual model: its frames, its augmentation and its
-learning-rate schedule. Training state is checkpointed to ``work_dir/state.pt`` after every epoch
+learning-rate schedule: an optional linear warm-up (``warmup_epochs``), then the per-batch
+``schedule``, the backbone's parameters at ``backbone_lr_mult`` times the heads' learning rate (a
+pretrained backbone is usually moved more gently than the freshly initialised heads). Training state is checkpointed to ``work_dir/state.pt`` after every epoch
 and every ``checkpoint_every`` batches, keyed by the config and a digest of the input files: a rerun
 with the same inputs resumes, a changed config or input starts afresh. The model and the metrics
 are published atomically only when training has finished.
@@ -81,7 +83,7 @@ from pipeline.train.loop import (
 )
 from pipeline.train.loop_state import LoopState
 from pipeline.train.losses import compute_pos_weight, task_loss
-from pipeline.train.optim import OptimConfig
+from pipeline.train.optim import OptimConfig, lr_factor
 from pipeline.train.selection import (
     SelectionConfig, SelectionSplit, calibrate_au, selection_report, selection_split,
 )
@@ -108,9 +110,11 @@ class VisualTrainConfig:
     epochs: int = 5
     batch_size: int = 64              # global batch, split between DDP processes
     lr: float = 0.02
+    backbone_lr_mult: float = 1.0     # the backbone learns at lr * this; the AU and EXPR heads at lr
     momentum: float = 0.9
     weight_decay: float = 5e-4
     max_grad_norm: float | None = None                   # None: no gradient clipping
+    warmup_epochs: float = 0.0                           # linear warm-up of every group's lr, then the schedule
     schedule: Literal["cosine", "constant"] = "cosine"   # per-batch learning-rate schedule
     alternation: Literal["epoch", "batch"] = "batch"
     focal_gamma: float = 2.0
@@ -135,6 +139,10 @@ class VisualTrainConfig:
              "pos_weight", f"needs {NUM_AUS} values, got {self.pos_weight}"),
             (self.max_frames_per_epoch is None or self.max_frames_per_epoch >= 1,
              "max_frames_per_epoch", f"must be >= 1 or null, got {self.max_frames_per_epoch}"),
+            (math.isfinite(self.backbone_lr_mult) and self.backbone_lr_mult > 0, "backbone_lr_mult",
+             f"must be > 0, got {self.backbone_lr_mult}"),
+            (0.0 <= self.warmup_epochs <= self.epochs, "warmup_epochs",
+             f"must be in [0, epochs ({self.epochs})], got {self.warmup_epochs}"),
         ]
         check_fields(checks)
         self.optim()
@@ -255,10 +263,12 @@ class _ActiveHead(nn.Module):
         return head(self.model.forward_features(x))
 
 
-def _lr_lambda(schedule: str, total_steps: int):
-    if schedule == "constant":
-        return lambda step: 1.0
-    return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(1, total_steps)))
+def param_groups(model: MultiTaskModel, backbone_lr_mult: float) -> list[tuple[list[nn.Parameter], float]]:
+    """The optimiser's groups ``(params, lr multiplier)``: the backbone at ``backbone_lr_mult``, then
+    every other parameter (the AU and EXPR heads) at 1."""
+    backbone = list(model.backbone.parameters())
+    mine = {id(p) for p in backbone}
+    return [(backbone, backbone_lr_mult), ([p for p in model.parameters() if id(p) not in mine], 1.0)]
 
 
 def predict_frames(
@@ -322,8 +332,10 @@ class _VisualRun:
                 self.net, device_ids=[device] if device.type == "cuda" else None, find_unused_parameters=True,
             )
         self.heads = {"au": self.model.au_head, "expr": self.model.expr_head}
-        self.optimizer = cfg.optim().build(self.model.parameters())
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(cfg.schedule, total_steps))
+        self.optimizer = cfg.optim().build_groups(param_groups(self.model, cfg.backbone_lr_mult))
+        warmup_steps = round(cfg.warmup_epochs * total_steps / cfg.epochs)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_factor(total_steps, warmup_steps, cfg.schedule))
         self.augment_rng = torch.Generator().manual_seed(cfg.seed * 1000 + ctx.rank)
         self.pos_weight = pos_weight.to(device)
         self.alpha = None if cfg.focal_alpha is None else torch.tensor(cfg.focal_alpha, device=device)

@@ -31,7 +31,8 @@ TINY_OVERRIDES: dict[str, dict] = {
     "synth": {"preset": "tiny", "seed": 0},
     "synth_faces": {"identities": 8, "images_per_identity": 3},
     "pretrain_face": {"width_mult": TINY_WIDTH, "epochs": 1, "images_per_epoch": 16, "batch_size": 8,
-                      "holdout_share": 0.25, "verification_pairs": 20},
+                      "holdout_share": 0.25, "verification_pairs": 20,
+                      "min_gain": None},  # one epoch on 6 identities: the plumbing, not learning
     "finetune_visual": {"width_mult": TINY_WIDTH, "epochs": 1, "max_frames_per_epoch": 128, "batch_size": 32},
     "train_audio": {"epochs": 1, "max_segments": 64},
     "train_sequence": {"epochs": 2, "d_model": 32, "heads": 2},

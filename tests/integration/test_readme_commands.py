@@ -149,7 +149,8 @@ def test_readme_activates_the_venv_before_any_other_command() -> None:
 
 def test_every_program_resolves_in_the_activated_shell(copy: Path, tmp_path: Path) -> None:
     stage_programs = {stage["cmd"].split()[0] for stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].values()}
-    programs = sorted({c.program for c in COMMANDS if c.program not in ("make", "source")} | stage_programs)
+    programs = sorted({c.program for c in COMMANDS if c.program not in ("make", "source") and "/" not in c.program}
+                      | stage_programs)
     bare = _fresh_shell("command -v " + " ".join(programs) + " || true", copy, tmp_path)
     venv_bin = Path(sys.prefix).resolve() / "bin"
     script = f"{ACTIVATE} && " + " && ".join(f"command -v {shlex.quote(p)}" for p in programs)
@@ -168,6 +169,16 @@ def test_cheap_commands_run_as_written(copy: Path, tmp_path: Path) -> None:
         assert result.returncode == 0, f"`{command}` failed in a fresh shell:\n{result.stdout}{result.stderr}"
     listed = _fresh_shell(f"{ACTIVATE} && mmaffect --help", copy, tmp_path).stdout
     assert all(name in listed for name in STAGES)
+
+
+@pytest.mark.parametrize("shown", [c for c in COMMANDS if "/" in c.program and ".venv/" not in c.program], ids=_ids)
+def test_a_repository_script_exists_is_executable_and_takes_its_options(shown: Shown) -> None:
+    """A script the docs run by its path from the repository root (``experiments/pretrain_study.sh``)."""
+    script = ROOT / shown.program
+    assert script.is_file() and os.access(script, os.X_OK), f"{shown.where}: {shown.program} is not an executable file"
+    usage = script.read_text()
+    unknown = [w for w in shown.argv[1:] if w.startswith("-") and w not in usage]
+    assert not unknown, f"{shown.where}: {shown.program} does not take {unknown}"
 
 
 @pytest.mark.parametrize("shown", [c for c in COMMANDS if c.program == "make"], ids=_ids)

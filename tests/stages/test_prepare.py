@@ -46,10 +46,22 @@ def test_prepare_writes_the_outputs(root: Path, params: Path, tmp_path: Path) ->
     result = CliRunner().invoke(main, [*args, "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "prepared 5 Aff-Wild2 and 1 BP4D subjects" in result.output
-    assert "AU 10, EXPR 8" in result.output
+    assert "AU 10, EXPR 8, VA 0" in result.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert len(manifest["subjects"]) == 6
     assert (out / "labels.h5").is_file() and (out / "report.json").is_file()
+
+
+def test_bad_va_file_is_a_one_line_error(root: Path, params: Path, tmp_path: Path) -> None:
+    va = root / "annotations/VA_Set/Validation_Set/vidD.txt"
+    va.parent.mkdir(parents=True)
+    va.write_text("valence,arousal\n" + "0.1,0.2\n" * 3 + "0.1,7\n" + "0.1,0.2\n" * 4)
+    result = CliRunner().invoke(main, ["prepare", str(root), str(tmp_path / "p"), "--params", str(params)])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    (line,) = [ln for ln in result.output.splitlines() if ln.startswith("Error:")]
+    expected = "VA_Set/Validation_Set/vidD.txt: line 5: valence and arousal must be numbers in [-1, 1] or -5, found '7'"
+    assert expected in line
 
 
 def test_bad_annotation_is_a_one_line_error(root: Path, params: Path, tmp_path: Path) -> None:

@@ -13,9 +13,10 @@ from click.testing import CliRunner
 
 from _arcface_reference import FIXTURES, read_key_list
 from _kill import kill_after_checkpoint
-from _pretrain_inputs import make_faces, write_params
+from _pretrain_inputs import make_faces, make_learnable_faces, write_params
 from pipeline.model_files.backbone import load_backbone_state
 from pipeline.model_files.checkpoint import CheckpointMismatchError
+from pipeline.models.margin import MarginSoftmax, chance_loss
 from pipeline.models.multitask import build_model
 from pipeline.models.registry import create_backbone
 from pipeline.train.visual import VisualTrainConfig
@@ -89,7 +90,8 @@ def test_epochs_zero_publishes_the_init_checkpoint_as_it_is(faces: Path, tmp_pat
     torch.manual_seed(7)
     init = create_backbone("iresnet18", width_mult=0.0625).state_dict()
     torch.save({f"module.{k}": v for k, v in init.items()}, tmp_path / "r18.pth")  # as insightface's DDP saves it
-    params = write_params(tmp_path, epochs=0, init=str(tmp_path / "r18.pth"))
+    # no gate for a given backbone: it is published although it gained nothing over itself
+    params = write_params(tmp_path, epochs=0, init=str(tmp_path / "r18.pth"), min_gain=0.1)
     summary = _run(_args(faces / "rec", tmp_path, params))
     assert summary["best_epoch"] == 0 and summary["epochs"] == 0
     assert summary["verification"] == summary["initial"]
@@ -100,6 +102,58 @@ def test_epochs_zero_publishes_the_init_checkpoint_as_it_is(faces: Path, tmp_pat
     wrong = write_params(tmp_path, epochs=0, init=str(tmp_path / "r18.pth"), width_mult=0.125)
     result = CliRunner().invoke(main, ["pretrain-face", *_args(faces / "rec", tmp_path, wrong)])
     assert result.exit_code == 1 and "r18.pth" in result.output and "width_mult 0.125" in result.output
+
+
+def _with_outs(faces_path: Path, tmp_path: Path, params: Path) -> list[str]:
+    """The stage's arguments with every out: backbone dir, metrics, curves and headline."""
+    return [*_args(faces_path, tmp_path, params), "--curves", str(tmp_path / "metrics/curves.csv"),
+            "--headline", str(tmp_path / "metrics/headline.json")]
+
+
+def test_a_run_that_cannot_learn_is_refused_in_one_line_and_publishes_nothing(faces: Path, tmp_path: Path) -> None:
+    params = write_params(tmp_path, epochs=1, lr=1e-9, min_gain=0.1)   # the weights cannot move
+    result = CliRunner().invoke(main, ["pretrain-face", *_with_outs(faces / "rec", tmp_path, params)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    refused = tmp_path / "work/refused.json"
+    line = result.output.strip()
+    assert "\n" not in line and line.startswith("Error: pretrain-face did not learn: held-out verification ")
+    metrics = json.loads(refused.read_text())
+    assert f"(needs +0.10); last epoch's loss {metrics['history'][-1]['loss']:.1f} against a chance loss of " \
+           f"{metrics['chance_loss']:.1f}; nothing published (this run's metrics: {refused})" in line
+    assert metrics["verification"]["accuracy"] - metrics["initial"]["accuracy"] < 0.1
+    assert not (tmp_path / "pretrain").exists() and not (tmp_path / "metrics").exists()
+
+    # the gain it asks for is the judge's, not the training's: lowered, the finished run is published
+    judged_again = write_params(tmp_path, epochs=1, lr=1e-9, min_gain=-1.0)
+    _run(_with_outs(faces / "rec", tmp_path, judged_again))
+    assert (tmp_path / "pretrain/backbone.pth").is_file() and (tmp_path / "metrics/headline.json").is_file()
+    assert json.loads((tmp_path / "metrics/pretrain.json").read_text())["history"] == metrics["history"]
+    assert not refused.exists()
+
+
+def test_a_run_that_learns_is_published_with_its_loss_against_chance(tmp_path: Path) -> None:
+    faces = make_learnable_faces(tmp_path / "faces")
+    params = write_params(tmp_path, width_mult=0.125, epochs=3, batch_size=16, images_per_epoch=None, lr=0.05,
+                          s=30.0, m=0.2, sample_rate=1.0, holdout_share=0.3, verification_pairs=30, min_gain=0.1)
+    _run(_with_outs(faces, tmp_path, params))
+    metrics = json.loads((tmp_path / "metrics/pretrain.json").read_text())
+    assert metrics["verification"]["accuracy"] >= metrics["initial"]["accuracy"] + 0.1
+    assert metrics["chance_loss"] == pytest.approx(chance_loss(8, 30.0, 0.2), rel=1e-9)
+    assert metrics["loss"] == metrics["history"][metrics["best_epoch"] - 1]["loss"]
+    assert metrics["history"][-1]["loss"] < metrics["chance_loss"]
+    assert (tmp_path / "pretrain/backbone.pth").is_file() and not (tmp_path / "work/refused.json").exists()
+
+
+def test_a_nan_loss_is_refused_and_publishes_nothing(faces: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    real = MarginSoftmax.forward
+    monkeypatch.setattr(MarginSoftmax, "forward", lambda self, *a, **k: real(self, *a, **k) * float("nan"))
+    result = CliRunner().invoke(main, ["pretrain-face", *_with_outs(faces / "rec", tmp_path, write_params(tmp_path))])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip() == ("Error: pretrain_face: training diverged at epoch 1, batch 1: the face loss is "
+                                     "nan; nothing was published. Try a lower pretrain_face.lr or set "
+                                     "pretrain_face.max_grad_norm")
+    assert not (tmp_path / "pretrain").exists() and not (tmp_path / "metrics").exists()
 
 
 def test_bad_params_and_paths_are_one_line_errors(faces: Path, tmp_path: Path) -> None:

@@ -215,7 +215,9 @@ def test_rendered_table_shows_mean_sd_runs_and_paired_differences() -> None:
     assert lines[0] == "| arm | runs | AU score | EXPR score | mean score |"
     assert lines[2] == "| visual | 3 | 0.700 ± 0.100 | 0.500 ± 0.100 | 0.600 ± 0.100 |"
     assert lines[3].startswith("| both | 3 | 0.750 ± 0.087 |")
-    assert lines[4] == "| both − visual (paired) | 3 pairs | +0.050 ± 0.050 | +0.000 ± 0.000 | +0.025 ± 0.025 |"
+    assert lines[4] == ("| both − visual (paired) | 3 pairs | +0.050 ± 0.050, 95 % CI -0.074 to +0.174: inconclusive "
+                        "| +0.000 ± 0.000, 95 % CI +0.000 to +0.000: equivalent "
+                        "| +0.025 ± 0.025, 95 % CI -0.037 to +0.087: inconclusive |")
     single = render_ablation_table(summarize_runs(HAND_TABLE[:1]))
     assert single.splitlines()[2] == "| visual | 1 | 0.600 | 0.400 | 0.500 |"
 
@@ -304,8 +306,11 @@ def test_stage_repeats_seeds_and_writes_the_summary_json(tmp_path: Path, monkeyp
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert len(calls) == 6 and calls[1][4] == "visual-s1"
-    assert "| both − visual (paired) | 3 pairs | +0.100 ± 0.000 |" in result.output
-    assert "| visual | 3 | 0.510 ± 0.010 |" in result.output
+    # the declared statistic (mean_score by default) first
+    assert "| arm | runs | mean score (declared) | AU score | EXPR score |" in result.output
+    assert ("| both − visual (paired) | 3 pairs | +0.050 ± 0.000, 95 % CI +0.050 to +0.050: difference "
+            "| +0.100 ± 0.000, 95 % CI +0.100 to +0.100: difference |") in result.output
+    assert "| visual | 3 | 0.505 ± 0.005 | 0.510 ± 0.010 |" in result.output
     document = json.loads(out.read_text())
     assert document["complete"] is True and len(document["runs"]) == 6
     assert document["date"] <= document["finished"]
@@ -338,7 +343,8 @@ def test_stage_saves_a_partial_record_before_the_reference_arm_has_run(
     result = CliRunner().invoke(main, ["ablate", "--modalities", "visual,both", "--reference", "both",
                                        "--metrics", str(metrics), "--json", str(out)])
     assert result.exit_code == 0, result.output
-    [after_visual] = partial
+    [declared, after_visual] = partial
+    assert declared["runs"] == [] and declared["statistic"] == "mean_score" and declared["complete"] is False
     assert after_visual["complete"] is False and [r["arm"] for r in after_visual["runs"]] == ["visual"]
     assert after_visual["differences"] == []
     assert json.loads(out.read_text())["differences"][0]["reference"] == "both"

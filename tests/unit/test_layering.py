@@ -18,7 +18,7 @@ LIBRARY = ROOT / "pipeline"
 # are peers and do not import each other.
 LAYERS: tuple[tuple[str, ...], ...] = (
     # foundations: no project imports
-    ("labels", "config", "fsio", "device", "error_words", "jpeg", "verification"),
+    ("labels", "config", "fsio", "device", "error_words", "jpeg", "verification", "paired_stats"),
     # small helpers on the foundations
     ("metrics", "au_thresholds", "storage", "video_batch", "ablation"),
     # datasets, media readers, the frame store, synthetic data and test media

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tooling.report import ablation_tables, bench_tables, full_size_tables, metrics_tables
+from tooling.report import ablation_tables, bench_tables, full_size_tables, metrics_tables, study_tables
 from tooling.report.registry import Renderer, build_registry
 
 RENDERERS: dict[str, Renderer] = build_registry([
@@ -36,6 +36,9 @@ RENDERERS: dict[str, Renderer] = build_registry([
     Renderer("bench-low-latency", ("benchmarks/results/low_latency.json",), bench_tables.low_latency),
     Renderer("ablation-draws", ("benchmarks/results/ablation_draws.json",), ablation_tables.draw_table_sequence),
     Renderer("ablation-pretrain", ("benchmarks/results/ablation_pretrain.json",), ablation_tables.draw_table),
+    Renderer("pretrain-study", (study_tables.SOURCE,), study_tables.study_table, missing=study_tables.MISSING),
+    Renderer("pretrain-study-headline", (study_tables.SOURCE,), study_tables.study_headline,
+             missing=study_tables.HEADLINE_MISSING),
     Renderer("ablation-training-seeds", ("benchmarks/results/ablation_training_seeds.json",), ablation_tables.seed_band_sequence),
     Renderer("cross-cpu", ("benchmarks/results/cross_cpu.json",), metrics_tables.cross_cpu),
     Renderer("repro-time", ("benchmarks/results/repro_time.json",), bench_tables.repro_time,

@@ -1,4 +1,4 @@
-"""Annotation files of the two layouts: Aff-Wild2 AU/EXPR text files and BP4D AU occurrence CSVs.
+"""Annotation files of the two layouts: Aff-Wild2 AU/EXPR/VA text files and BP4D AU occurrence CSVs.
 
     >>> import tempfile; root = Path(tempfile.mkdtemp())
     >>> write_expr_file(root / "v.txt", np.array([0, 4, -1], dtype=np.int8))
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.labels import AU_NAMES, EXPR_NAMES, NUM_AUS, UNLABELLED
+from pipeline.labels import AU_NAMES, EXPR_NAMES, NUM_AUS, NUM_VA, UNLABELLED, VA_FILE_UNLABELLED, VA_NAMES
 
 # BP4D-Spontaneous AU_OCC columns (FACS numbers); AU25/AU26 are not coded in BP4D.
 BP4D_AUS: tuple[int, ...] = (1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24)
@@ -31,6 +31,18 @@ def write_expr_file(path: Path, labels: np.ndarray) -> None:
     """Write an EXPR_Set file: header, then one value in {-1, 0..6} per frame."""
     lines = [",".join(EXPR_NAMES)] + [str(int(v)) for v in labels]
     _write_lines(path, lines)
+
+
+def write_va_file(path: Path, labels: np.ndarray) -> None:
+    """Write a VA_Set file: header ``valence,arousal``, then one row per frame, 3 decimals, NaN rows as -5."""
+    if labels.ndim != 2 or labels.shape[1] != NUM_VA:
+        raise ValueError(f"{path}: VA labels must have shape (N, {NUM_VA}), got {labels.shape}")
+    unlabelled = f"{VA_FILE_UNLABELLED:g}"
+    rows = [
+        ",".join(unlabelled if np.isnan(v) else f"{round(float(v), 3) + 0.0:.3f}" for v in row)  # + 0.0: no "-0.000"
+        for row in labels
+    ]
+    _write_lines(path, [",".join(VA_NAMES)] + rows)
 
 
 def write_bp4d_csv(path: Path, first_frame: int, labels: np.ndarray) -> None:

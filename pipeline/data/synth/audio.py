@@ -67,12 +67,38 @@ def prosody_per_frame(expr: np.ndarray, level: np.ndarray, strength: float) -> n
     return _TABLE[0][None, :] * (1 - weight) + _TABLE[expr.astype(int)] * weight
 
 
+@dataclass(frozen=True)
+class VoiceTracks:
+    """The control-rate (``CONTROL_HZ``) tracks of a soundtrack, before rendering; all (C,) unless noted."""
+
+    f0: np.ndarray          # pitch (Hz), held through pauses
+    env: np.ndarray         # voiced loudness: voice level x expression energy x syllable shape; 0 = not voicing
+    burst: np.ndarray       # consonant noise bursts
+    breath: np.ndarray
+    tilt: np.ndarray
+    formants: np.ndarray    # (C, 3) formant frequencies (Hz)
+    speaker: np.ndarray     # int8: index of the speaker whose syllable covers the step, -1 = none (a pause)
+    duration_s: float       # the video's duration
+
+
 def synthesize(rng: np.random.Generator, speakers: list[tuple[Voice, np.ndarray, np.ndarray]], fps: float,
                sample_rate: int, cfg: AudioConfig) -> np.ndarray:
     """Mono float32 audio for a video of N frames; ``speakers`` are (voice, expr (N,), level (N,)) tuples.
 
     With two speakers they take turns phrase by phrase; the prosody follows whoever is speaking.
     """
+    return render_voice(rng, voice_tracks(rng, speakers, fps, cfg), sample_rate, cfg)
+
+
+def render_voice(rng: np.random.Generator, tracks: VoiceTracks, sample_rate: int, cfg: AudioConfig) -> np.ndarray:
+    """Render ``tracks`` at ``sample_rate``: the second half of :func:`synthesize`, drawing from the same ``rng``."""
+    return _render(rng, tracks.f0, tracks.env, tracks.burst, tracks.breath, tracks.tilt, tracks.formants,
+                   int(round(tracks.duration_s * sample_rate)), sample_rate, cfg.snr_db)
+
+
+def voice_tracks(rng: np.random.Generator, speakers: list[tuple[Voice, np.ndarray, np.ndarray]], fps: float,
+                 cfg: AudioConfig) -> VoiceTracks:
+    """Phrases, syllables and their prosody for N frames: the first half of :func:`synthesize`."""
     n_frames = len(speakers[0][1])
     duration = n_frames / fps
     n_ctrl = int(math.ceil(duration * CONTROL_HZ)) + 2
@@ -83,6 +109,7 @@ def synthesize(rng: np.random.Generator, speakers: list[tuple[Voice, np.ndarray,
     breath = np.zeros(n_ctrl)
     tilt = np.zeros(n_ctrl)
     formants = np.tile(VOWELS[0], (n_ctrl, 1))
+    who = np.full(n_ctrl, -1, dtype=np.int8)
 
     speaker = int(rng.integers(len(speakers)))
     c = int(rng.uniform(0.0, 0.5) * CONTROL_HZ)
@@ -112,6 +139,7 @@ def synthesize(rng: np.random.Generator, speakers: list[tuple[Voice, np.ndarray,
             breath[c:stop] = p[5]
             tilt[c:stop] = p[4]
             formants[c:stop] = VOWELS[rng.integers(len(VOWELS))] * voice.formant_scale
+            who[c:stop] = speaker
             f0[c:c + cons] = f0[c + cons] if c + cons < n_ctrl else voice.f0
             c = stop
         mean_phrase = 6 / 4.0
@@ -120,8 +148,8 @@ def synthesize(rng: np.random.Generator, speakers: list[tuple[Voice, np.ndarray,
         if len(speakers) > 1 and rng.random() < 0.5:
             speaker = 1 - speaker
     f0[env == 0] = np.maximum.accumulate(np.where(env > 0, f0, 0))[env == 0].clip(min=speakers[0][0].f0)
-    return _render(rng, f0, env, burst, breath, tilt, formants, int(round(duration * sample_rate)), sample_rate,
-                   cfg.snr_db)
+    return VoiceTracks(f0=f0, env=env, burst=burst, breath=breath, tilt=tilt, formants=formants, speaker=who,
+                       duration_s=duration)
 
 
 def _at(prosody: np.ndarray, c: int, fps: float) -> np.ndarray:

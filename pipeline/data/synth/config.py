@@ -69,6 +69,10 @@ class LabelConfig:
     au_flip_rate: float = 0.01                         # share of AU label cells flipped (in short runs)
     expr_swap_rate: float = 0.05                       # share of expression episodes given a wrong label
     unlabelled_rate: float = 0.06                      # share of frames in -1 stretches (per task)
+    va_drift_std: float = 0.1                          # std of the slow drift of valence and of arousal
+    va_drift_s: float = 5.0                            # time constant of that drift (s)
+    va_noise_std: float = 0.03                         # annotator jitter of the VA joystick (std)
+    va_voice_gain: float = 0.3                         # arousal a loud, high voice adds at most
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,12 @@ class SynthConfig:
         width, height = self.video.frame_size
         if width < 128 or height < 128 or width % 2 or height % 2:
             raise ConfigError(f"must be even and at least 128, got {self.video.frame_size}", key="video.frame_size")
+        for name in ("va_drift_std", "va_noise_std", "va_voice_gain"):
+            value = getattr(self.labels, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"must be in [0, 1], got {value}", key=f"labels.{name}")
+        if self.labels.va_drift_s <= 0:
+            raise ConfigError(f"must be positive, got {self.labels.va_drift_s}", key="labels.va_drift_s")
         if not self.audio.sample_rates:
             raise ConfigError("must not be empty", key="audio.sample_rates")
         if not self.video.fps_choices or min(self.video.fps_choices) <= 0:

@@ -24,8 +24,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from pipeline.config import to_dict
-from pipeline.data.synth.annotations import write_au_file, write_bp4d_csv, write_expr_file
-from pipeline.data.synth.audio import sample_voice, synthesize
+from pipeline.data.synth.affect import make_affect, vocal_activity
+from pipeline.data.synth.annotations import write_au_file, write_bp4d_csv, write_expr_file, write_va_file
+from pipeline.data.synth.audio import Voice, VoiceTracks, render_voice, sample_voice, voice_tracks
 from pipeline.data.synth.config import SynthConfig
 from pipeline.data.synth.expressions import sample_style
 from pipeline.data.synth.faces import (
@@ -46,6 +47,9 @@ log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "synth_summary.json"
 INTENSITY_LEVELS = 40   # drawn AU intensities are quantised to 1/40 steps
+# Seed tag of the valence-arousal streams, (seed, VA_STREAM, video, subject): a stream no earlier
+# file draws from, so adding VA left every other file as it was.
+VA_STREAM = 8
 
 
 def generate_dataset(out: Path, cfg: SynthConfig, workers: int = 1) -> dict[str, Any]:
@@ -119,10 +123,15 @@ def _generate_video(root: Path, plan: VideoPlan, cfg: SynthConfig) -> dict[str, 
                                  _blinks(srng, n, fps), srng))
     scene = make_scene(rng, n, fps, cfg.video.frame_size, cfg.face, n_faces=len(subjects))
     audio = None
-    if plan.has_audio:
+    tracks = None
+    if plan.has_audio or any(sp.va_split is not None for sp in plan.subjects):
+        # The voice is planned for a video without a soundtrack too: the person speaks, the camera
+        # has no microphone, and their arousal follows that voice all the same.
         speakers = [(v, s.timeline.expr[:n], s.timeline.expr_level[:n]) for v, s in zip(voices, subjects)]
-        audio = synthesize(np.random.default_rng([cfg.seed, 3, plan.index]), speakers, fps, plan.sample_rate,
-                           cfg.audio)
+        arng = np.random.default_rng([cfg.seed, 3, plan.index])
+        tracks = voice_tracks(arng, speakers, fps, cfg.audio)
+        if plan.has_audio:
+            audio = render_voice(arng, tracks, plan.sample_rate, cfg.audio)
 
     video_path = root / plan.relpath
     video_path.parent.mkdir(parents=True, exist_ok=True)
@@ -163,8 +172,20 @@ def _generate_video(root: Path, plan: VideoPlan, cfg: SynthConfig) -> dict[str, 
         if sp.expr_split is not None:
             write_expr_file(root / "annotations" / "EXPR_Set" / SPLIT_DIRS[sp.expr_split] / f"{sp.name}.txt",
                             subject.timeline.expr_labels[:n_labels])
+    for k, (sp, subject) in enumerate(zip(plan.subjects, subjects)):
+        if sp.va_split is not None and tracks is not None:
+            va = _affect(cfg, plan.index, k, subject.timeline, tracks, voices[k], n_labels, fps)
+            write_va_file(root / "annotations" / "VA_Set" / SPLIT_DIRS[sp.va_split] / f"{sp.name}.txt", va)
     log.info("video %s: %d frames at %.2f fps, %d crops", plan.stem, n, fps, n_crops)
     return {"subjects": len(subjects), "frames": n, "crops": n_crops}
+
+
+def _affect(cfg: SynthConfig, video: int, k: int, timeline: Timeline, tracks: VoiceTracks, voice: Voice,
+            n_labels: int, fps: float) -> np.ndarray:
+    """(n_labels, 2) valence and arousal of subject ``k``, from its own random stream."""
+    activity = vocal_activity(tracks, voice, k, n_labels, fps)
+    return make_affect(np.random.default_rng([cfg.seed, VA_STREAM, video, k]), timeline.expr[:n_labels],
+                       timeline.expr_level[:n_labels], activity, fps, cfg.labels)
 
 
 def _event_look(cache: dict[int, tuple[list[Drawing], float]], identity: Identity, seed: tuple[int, ...],

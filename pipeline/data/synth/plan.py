@@ -29,6 +29,7 @@ class SubjectPlan:
     name: str
     au_split: str | None
     expr_split: str | None
+    va_split: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,13 @@ _REQUIRED: tuple[tuple[str, float, str, bool, tuple[tuple[str, str | None, str |
     ("two_subject", 25.0, "mp4", True, (("_left", TRAIN, TRAIN), ("_right", TRAIN, TRAIN)), False),
 )
 assert len(_REQUIRED) == N_REQUIRED_VIDEOS
+# VA split of each required role. None of them moves an AU or EXPR split: VA validation only where
+# no other task trains, except au_train_expr_validation, whose VA validation the protocol excludes
+# (its video trains AU), so the VA exclusion is exercised too. au_only and expr_only have no VA.
+_REQUIRED_VA: dict[str, str | None] = {
+    "both_train": TRAIN, "both_validation": VALIDATION, "au_train_expr_validation": VALIDATION,
+    "au_only": None, "expr_only": None, "no_audio": VALIDATION, "two_subject": TRAIN,
+}
 
 
 def plan_videos(cfg: SynthConfig) -> list[VideoPlan]:
@@ -78,6 +86,7 @@ def plan_videos(cfg: SynthConfig) -> list[VideoPlan]:
         if index < N_REQUIRED_VIDEOS:
             role, fps, container, audio, subjects, mismatch = _REQUIRED[index]
             duration = rng.uniform(*vc.required_duration_s)
+            va_split = _REQUIRED_VA[role]
         else:
             role, mismatch, audio = "ordinary", False, True
             validation, single_task, two_subject, avi = traits[index - N_REQUIRED_VIDEOS]
@@ -85,12 +94,13 @@ def plan_videos(cfg: SynthConfig) -> list[VideoPlan]:
             container = "avi" if avi else "mp4"
             duration = rng.uniform(*vc.duration_s)
             subjects = _ordinary_subjects(rng, validation, single_task, two_subject)
+            va_split = VALIDATION if validation else TRAIN   # drawn from nothing: the plan's draws stay as they were
         n_frames = max(int(round(duration * fps)), 10)
         stem = f"{index + 1}-{int(round(fps))}-{width}x{height}" if index % 3 else f"video{index + 1}"
         plans.append(VideoPlan(
             index=index, stem=stem, role=role, fps=fps, n_frames=n_frames, container=container,
             folder="batch1" if index % 2 == 0 else "batch2", has_audio=audio, sample_rate=int(rate),
-            subjects=tuple(SubjectPlan(stem + suffix, au, ex) for suffix, au, ex in subjects),
+            subjects=tuple(SubjectPlan(stem + suffix, au, ex, va_split) for suffix, au, ex in subjects),
             extra_lines=vc.mismatch_lines if mismatch else 0,
         ))
     return plans

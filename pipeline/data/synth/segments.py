@@ -186,6 +186,13 @@ def _flip_runs(rng: np.random.Generator, labels: np.ndarray, rate: float) -> Non
         budget -= length
 
 
+def unlabelled_stretches(rng: np.random.Generator, n: int, rate: float, fps: float) -> np.ndarray:
+    """(n,) bool: about ``rate`` of the frames in stretches of 0.3-1.5 s, as the AU and EXPR files get them."""
+    marks = np.zeros(n, dtype=np.int8)
+    _unlabel_runs(rng, marks, rate, fps)
+    return marks == UNLABELLED
+
+
 def _unlabel_runs(rng: np.random.Generator, labels: np.ndarray, rate: float, fps: float) -> None:
     """Set about ``rate`` of the frames (whole rows) to -1 in stretches of 0.3-1.5 s; at least one."""
     if rate <= 0:

@@ -125,4 +125,4 @@ def test_missing_file_and_binary_file(tmp_path: Path) -> None:
 
 def test_unknown_task(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="task"):
-        read_annotation(tmp_path / "x.txt", "va")
+        read_annotation(tmp_path / "x.txt", "valence")

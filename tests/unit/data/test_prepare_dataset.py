@@ -83,7 +83,7 @@ def test_protocol_splits_and_excluded_frames(prepared: Path) -> None:
         "vidD": ("validation", "validation"),
         "bp4d_F001_T1": ("train", None),
     }
-    assert manifest.excluded_frames == {"au": 10, "expr": 8}   # vidB: 12 - 2 AU rows; vidA: 9 - 1 EXPR
+    assert manifest.excluded_frames == {"au": 10, "expr": 8, "va": 0}   # vidB: 12 - 2 AU rows; vidA: 9 - 1 EXPR
     assert [r.name for r in manifest.in_split("au", "validation")] == ["vidC_right", "vidD"]
 
 
@@ -107,8 +107,8 @@ def test_report(prepared: Path) -> None:
     assert report["subjects"] == 5 and report["videos"] == 4
     assert report["videos_without_audio"] == ["vidB"]
     assert report["fps"] == {"25.000": 4, "30.000": 1}
-    assert report["protocol"]["excluded_frames"] == {"au": 10, "expr": 8}
-    assert report["protocol"]["excluded_subjects"] == {"au": ["vidB"], "expr": ["vidA"]}
+    assert report["protocol"]["excluded_frames"] == {"au": 10, "expr": 8, "va": 0}
+    assert report["protocol"]["excluded_subjects"] == {"au": ["vidB"], "expr": ["vidA"], "va": []}
     assert report["splits"]["au"]["train"] == {
         "subjects": 2, "videos": 2, "frames": 20, "labelled": 19, "labelled_with_face": 18,
     }

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.models.margin import MarginSoftmax, margin_logits, sample_classes
+from pipeline.models.margin import MarginSoftmax, chance_loss, margin_logits, sample_classes
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -109,3 +109,34 @@ def test_bad_settings_are_named(kwargs: dict, message: str) -> None:
 def test_labels_outside_the_classes_are_an_error() -> None:
     with pytest.raises(ValueError, match=r"labels must be in \[0, 10\), got 0..10"):
         sample_classes(torch.tensor([0, 10]), 10, 0.5)
+
+
+def _monte_carlo_loss(classes: int, s: float, m: float, kind: str, dim: int, n: int = 4000) -> float:
+    """The mean margin-softmax loss of ``n`` random unit embeddings against random unit centres."""
+    gen = _gen(11)
+    centres = F.normalize(torch.randn(classes, dim, generator=gen), dim=1)
+    embeddings = F.normalize(torch.randn(n, dim, generator=gen), dim=1)
+    labels = torch.randint(0, classes, (n,), generator=gen)
+    cosine = (embeddings @ centres.T).clamp(-1.0, 1.0)
+    return F.cross_entropy(margin_logits(cosine, labels, kind, s, m), labels).item()
+
+
+# within 1%: the log of the expected sum errs high by Jensen's inequality (0.4% at the demo's settings)
+@pytest.mark.parametrize(("classes", "s", "m", "kind"), [
+    (950, 64.0, 0.4, "cosface"), (950, 30.0, 0.2, "cosface"), (950, 64.0, 0.5, "arcface"), (2000, 64.0, 0.4, "cosface"),
+])
+def test_chance_loss_matches_random_embeddings(classes: int, s: float, m: float, kind: str) -> None:
+    estimate = chance_loss(classes, s, m, kind, dim=512)
+    measured = _monte_carlo_loss(classes, s, m, kind, dim=512)
+    assert estimate == pytest.approx(measured, rel=0.01)
+    assert estimate >= measured - 0.02   # errs high, as the docstring says
+
+
+def test_chance_loss_at_the_demo_settings_and_its_checks() -> None:
+    assert chance_loss(950, 64.0, 0.4, "cosface", 512) == pytest.approx(36.46, abs=0.01)
+    # without a margin and scale, every class is equally likely: log(classes)
+    assert chance_loss(10, s=1e-6, m=0.0) == pytest.approx(math.log(10), abs=1e-6)
+    with pytest.raises(ValueError, match="classes must be >= 2, got 1"):
+        chance_loss(1)
+    with pytest.raises(ValueError, match="margin must be one of"):
+        chance_loss(10, kind="sphereface")

@@ -6,33 +6,93 @@ references it names among its arms, one ``dvc exp run`` per arm.
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from click.testing import CliRunner
 
+from pipeline.train.pretrain import PretrainConfig
 from stages.cli import main
 
 ROOT = Path(__file__).resolve().parents[3]
-# grid file -> the options the README runs it with (besides --grid, --data-seeds and --json)
+FINETUNE = ["--stage", "finetune-visual", "--metrics", "metrics/visual.json", "--variant", "validation.face_frames"]
+# grid file -> the options the README, docs/results.md or the study script runs it with (besides --grid,
+# --data-seeds, --replicates and --json)
 GRIDS = {
     "ablation_arms.yaml": ["--reference", "visual", "--reference", "both-w1-b320"],
-    "pretrain_arms.yaml": ["--stage", "finetune-visual", "--metrics", "metrics/visual.json",
-                           "--variant", "validation.face_frames", "--reference", "scratch"],
+    "pretrain_arms.yaml": [*FINETUNE, "--reference", "scratch"],
+    "pretrain_lr_grid.yaml": FINETUNE,
 }
+# The shuffled-label control's arm sets pretrain_face.shuffle_labels, which pretrain-face gains beside this
+# study; until then its grid cannot be checked against the configs.
+NEEDS_SHUFFLE_LABELS = pytest.mark.skipif(
+    "shuffle_labels" not in {f.name for f in dataclasses.fields(PretrainConfig)},
+    reason="pretrain_face.shuffle_labels (the shuffled-label control) is not a PretrainConfig field yet")
+_MARKS = {"pretrain_arms.yaml": [NEEDS_SHUFFLE_LABELS]}
 
 
 def test_every_grid_file_is_checked_here() -> None:
     assert sorted(p.name for p in (ROOT / "experiments").glob("*.yaml")) == sorted(GRIDS)
 
 
-@pytest.mark.parametrize("name", sorted(GRIDS))
+def _arm_count(grid: Path) -> int:
+    """Arms of a grid file: one per listed arm, or the product of a mapping's value counts."""
+    arms = yaml.safe_load(grid.read_text())
+    return len(arms) if isinstance(arms, list) else math.prod(len(values) for values in arms.values())
+
+
+@pytest.mark.parametrize("name", [pytest.param(name, marks=_MARKS.get(name, [])) for name in sorted(GRIDS)])
 def test_grid_plans_one_experiment_per_arm(name: str) -> None:
     grid = ROOT / "experiments" / name
-    arms = yaml.safe_load(grid.read_text())
     result = CliRunner().invoke(main, ["ablate", "--grid", str(grid), "--params", str(ROOT / "params.yaml"),
                                        "--data-seeds", "0", *GRIDS[name], "--dry-run"])
     assert result.exit_code == 0, result.output
     planned = result.output.splitlines()
-    assert len(planned) == len(arms) and all(line.startswith("dvc exp run -n ") for line in planned)
+    assert len(planned) == _arm_count(grid) and all(line.startswith("dvc exp run -n ") for line in planned)
+
+
+def _study_dry_run(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    """``experiments/pretrain_study.sh --dry-run`` from the repository root, its files under ``tmp_path``."""
+    paths = {"CONTROL_DIR": str(tmp_path / "controls"), "LR_RECORD": str(tmp_path / "lr.json"),
+             "LR_CHOICE": str(tmp_path / "choice.json"), "STUDY_RECORD": str(tmp_path / "study.json")}
+    environment = {**os.environ, **paths, **env, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    return subprocess.run(["bash", "experiments/pretrain_study.sh", "--dry-run"], cwd=ROOT, env=environment,
+                          capture_output=True, text=True, timeout=600)
+
+
+@NEEDS_SHUFFLE_LABELS
+def test_study_script_dry_run_prints_each_step_and_writes_nothing(tmp_path: Path) -> None:
+    result = _study_dry_run(tmp_path)
+    assert result.returncode == 0, result.stderr
+    control = [line for line in result.stderr.splitlines() if line.startswith("+ ")]
+    assert control[0].startswith("+ dvc exp run -f -n control-d1000 -S synth.seed=1000 ")
+    assert control[1] == f"+ mmaffect backbone-of cache/visual/model.pt {tmp_path / 'controls'}"
+    assert control[2].startswith(f"+ python -m tooling.study choose-lr {tmp_path / 'lr.json'}")
+    planned = result.stdout.splitlines()
+    assert len(planned) == 8 + 4 * 8   # the rate grid on one tuning replicate, then 4 arms x 8 replicates
+    assert planned[0].startswith("dvc exp run -n lr0p005-pretrained-r100 -f ")
+    assert planned[8].startswith("dvc exp run -n pretrained-r0 -f ") and planned[-1].startswith(
+        "dvc exp run -n shuffled-labels-r7 -f ")
+    assert not any(tmp_path.iterdir())
+
+
+@NEEDS_SHUFFLE_LABELS
+def test_study_script_skips_the_control_once_it_exists(tmp_path: Path) -> None:
+    (tmp_path / "controls").mkdir()
+    (tmp_path / "controls" / "backbone.pth").write_bytes(b"")
+    (tmp_path / "controls" / "backbone.json").write_text("{}")
+    result = _study_dry_run(tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "present, skipped" in result.stderr and "control-d1000" not in result.stderr
+
+
+def test_study_script_refuses_unknown_arguments() -> None:
+    result = subprocess.run(["bash", "experiments/pretrain_study.sh", "--now"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2 and "usage:" in result.stderr

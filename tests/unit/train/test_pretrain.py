@@ -3,18 +3,23 @@ the epoch's batches and the config's checks."""
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from _pretrain_inputs import PRETRAIN, make_faces
 from pipeline.config import ConfigError, from_dict
 from pipeline.data.faces.sets import open_face_set
-from pipeline.train.face_data import FaceImages, face_set_digest, split_identities, verification_pairs
-from pipeline.train.pretrain import PretrainConfig, epoch_batches
+from pipeline.train.ddp import DistContext
+from pipeline.train.face_data import (
+    FaceImages, face_set_digest, shuffled_labels, split_identities, verification_pairs,
+)
+from pipeline.train.pretrain import PretrainConfig, PretrainRun, epoch_batches, train_pretrain
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +103,80 @@ def test_epoch_batches_replay_from_seed_and_epoch() -> None:
     ({"verification_pairs": 4}, "verification_pairs"),
     ({"lr": 0.0}, "lr: must be > 0"),
     ({"images_per_epoch": 1}, "images_per_epoch"),
+    ({"warmup_epochs": 2.5}, r"warmup_epochs: must be in \[0, epochs \(2\)\], got 2.5"),
+    ({"warmup_epochs": -0.5}, "warmup_epochs"),
+    ({"min_gain": 1.5}, r"min_gain: must be in \[-1, 1\] or null, got 1.5"),
 ])
 def test_config_names_the_bad_value(change: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         from_dict(PretrainConfig, {**PRETRAIN, **change}, where="params.yaml:pretrain_face")
     assert from_dict(PretrainConfig, PRETRAIN).width_mult == 0.0625
+
+
+def test_shuffled_labels_keep_each_class_count_and_replay_from_the_seed() -> None:
+    labels = np.repeat(np.arange(6), [2, 3, 4, 5, 6, 7])
+    shuffled = shuffled_labels(labels, seed=4)
+    assert np.array_equal(np.bincount(shuffled), np.bincount(labels))
+    assert (shuffled != labels).mean() > 0.5          # most images now carry another identity's label
+    assert np.array_equal(shuffled, shuffled_labels(labels, seed=4))
+    assert not np.array_equal(shuffled, shuffled_labels(labels, seed=5))
+
+
+def _lrs(run: PretrainRun, steps: int) -> list[float]:
+    """The learning rate of each of the next ``steps`` optimiser steps."""
+    seen = []
+    for _ in range(steps):
+        seen.append(run.optimizer.param_groups[0]["lr"])
+        run.optimizer.step()
+        run.scheduler.step()
+    return seen
+
+
+def test_warmup_rises_linearly_to_lr_then_decays_and_resumes() -> None:
+    cfg = PretrainConfig(width_mult=0.0625, lr=0.1, epochs=2, warmup_epochs=0.5)
+    run = PretrainRun(cfg, classes=4, device=torch.device("cpu"), ctx=DistContext(), total_steps=20, warmup_steps=5)
+    first = _lrs(run, 7)
+    assert first[:5] == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.1])   # lr/5 .. lr over the warm-up
+    assert first[5] == pytest.approx(0.1) and first[6] < 0.1              # then the cosine over the 15 left
+    assert first[6] == pytest.approx(0.05 * (1 + math.cos(math.pi / 15)))
+    saved, optimizer = run.extra_state(), run.optimizer.state_dict()   # what LoopState saves
+    rest = _lrs(run, 13)
+    assert rest[-1] == pytest.approx(0.05 * (1 + math.cos(math.pi * 14 / 15))) and rest == sorted(rest, reverse=True)
+
+    resumed = PretrainRun(cfg, classes=4, device=torch.device("cpu"), ctx=DistContext(), total_steps=20,
+                          warmup_steps=5)
+    resumed.optimizer.load_state_dict(optimizer)   # as LoopState.resume restores it
+    resumed.load_extra(saved)
+    assert _lrs(resumed, 13) == pytest.approx(rest)
+
+
+def test_no_warmup_is_the_plain_cosine() -> None:
+    run = PretrainRun(PretrainConfig(width_mult=0.0625, lr=0.1), classes=4, device=torch.device("cpu"),
+                      ctx=DistContext(), total_steps=8)
+    assert _lrs(run, 8) == pytest.approx([0.05 * (1 + math.cos(math.pi * i / 8)) for i in range(8)])
+
+
+def test_shuffle_labels_trains_on_the_permuted_labels_and_verifies_on_the_real_pairs(
+    faces: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[np.ndarray] = []
+    original = FaceImages.__init__
+
+    def spy(self: FaceImages, faces_set, indices, labels) -> None:  # type: ignore[no-untyped-def]
+        seen.append(np.asarray(labels).copy())
+        original(self, faces_set, indices, labels)
+
+    monkeypatch.setattr(FaceImages, "__init__", spy)
+    runs, trained = {}, {}
+    for shuffle in (False, True):
+        seen.clear()
+        cfg = from_dict(PretrainConfig, {**PRETRAIN, "epochs": 1, "shuffle_labels": shuffle})
+        runs[shuffle] = train_pretrain(faces / "rec", tmp_path / f"out{shuffle}", tmp_path / f"m{shuffle}.json",
+                                       tmp_path / f"work{shuffle}", cfg, progress=False)
+        trained[shuffle] = seen[1]   # [0]: the held-out pairs' images (initial verification); [1]: training
+    split = split_identities(open_face_set(faces / "rec").labels, PRETRAIN["holdout_share"], PRETRAIN["seed"])
+    assert np.array_equal(trained[False], split.train_labels)
+    assert np.array_equal(trained[True], shuffled_labels(split.train_labels, PRETRAIN["seed"]))
+    assert runs[True].metrics["shuffle_labels"] and not runs[False].metrics["shuffle_labels"]
+    assert runs[True].metrics["initial"] == runs[False].metrics["initial"]   # the same real pairs
+    assert runs[True].metrics["history"][0]["loss"] != runs[False].metrics["history"][0]["loss"]

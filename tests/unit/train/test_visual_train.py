@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import shutil
 from contextlib import AbstractContextManager
@@ -352,3 +353,76 @@ def test_ddp_processes_stop_together_when_training_diverges(
     errors = {(tmp_path / f"rank{r}.error").read_text() for r in range(2)}
     assert len(errors) == 1 and errors.pop().startswith("finetune_visual: training diverged at epoch 1, batch")
     assert not (tmp_path / "model.pt").exists() and not (tmp_path / "metrics.json").exists()
+
+
+# -- backbone learning-rate multiplier and warm-up ------------------------------------------------
+
+def _group_lrs(run: visual._VisualRun, steps: int) -> list[tuple[float, float]]:
+    """(backbone, heads) learning rates of each of the next ``steps`` optimiser steps."""
+    seen = []
+    for _ in range(steps):
+        seen.append(tuple(group["lr"] for group in run.optimizer.param_groups))
+        run.optimizer.step()
+        run.scheduler.step()
+    return seen
+
+
+def _recipe_run(**change: Any) -> visual._VisualRun:
+    cfg = VisualTrainConfig(**{**TINY, "epochs": 2, "lr": 0.1, **change})
+    return visual._VisualRun(cfg, torch.device("cpu"), DistContext(), total_steps=20, pos_weight=torch.ones(12))
+
+
+def test_backbone_learns_at_its_multiplier_of_the_heads_lr_through_the_schedule() -> None:
+    run = _recipe_run(backbone_lr_mult=0.1)
+    backbone, heads = (group["params"] for group in run.optimizer.param_groups)
+    assert {id(p) for p in backbone} == {id(p) for p in run.model.backbone.parameters()}
+    assert {id(p) for p in heads} == {id(p) for p in [*run.model.au_head.parameters(),
+                                                      *run.model.expr_head.parameters()]}
+    lrs = _group_lrs(run, 20)
+    assert lrs[0] == pytest.approx((0.01, 0.1)) and lrs[10][1] < 0.1
+    assert all(b == pytest.approx(0.1 * h) for b, h in lrs)   # the ratio holds at every step of the cosine
+    # the default keeps one learning rate for all, as before the multiplier existed
+    assert all(b == h for b, h in _group_lrs(_recipe_run(), 20))
+
+
+def test_warmup_rises_linearly_then_follows_the_schedule_and_resumes() -> None:
+    run = _recipe_run(backbone_lr_mult=0.5, warmup_epochs=0.5)   # 20 steps in 2 epochs: 5 warm-up steps
+    first = _group_lrs(run, 7)
+    assert [h for _, h in first[:5]] == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.1])
+    assert [b for b, _ in first[:5]] == pytest.approx([0.01, 0.02, 0.03, 0.04, 0.05])
+    assert first[5] == pytest.approx((0.05, 0.1)) and first[6][1] == pytest.approx(0.05 * (1 + math.cos(math.pi / 15)))
+    saved, optimizer = run.extra_state(), run.optimizer.state_dict()   # what LoopState saves
+    rest = _group_lrs(run, 13)
+    resumed = _recipe_run(backbone_lr_mult=0.5, warmup_epochs=0.5)
+    resumed.optimizer.load_state_dict(optimizer)   # as LoopState.resume restores it
+    resumed.load_extra(saved)
+    assert np.allclose(_group_lrs(resumed, 13), rest, rtol=1e-12, atol=0)
+    constant = _group_lrs(_recipe_run(warmup_epochs=1.0, schedule="constant"), 20)
+    assert [h for _, h in constant] == pytest.approx([0.01 * (i + 1) for i in range(10)] + [0.1] * 10)
+
+
+def test_config_checks_the_multiplier_and_warmup() -> None:
+    with pytest.raises(ConfigError, match="backbone_lr_mult: must be > 0, got 0.0"):
+        VisualTrainConfig(backbone_lr_mult=0.0)
+    with pytest.raises(ConfigError, match=r"warmup_epochs: must be in \[0, epochs \(5\)\], got 6.0"):
+        VisualTrainConfig(warmup_epochs=6.0)
+
+
+def test_random_backbone_trains_with_a_multiplier_and_warmup(
+    tiny_prepared: Path, tiny_frames: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[float, ...]] = []
+    real = visual._VisualRun.step
+
+    def step(self: visual._VisualRun, *args: Any, **kwargs: Any) -> float:
+        seen.append(tuple(group["lr"] for group in self.optimizer.param_groups))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(visual._VisualRun, "step", step)
+    cfg = VisualTrainConfig(**{**TINY, "epochs": 1, "backbone_init": "random", "backbone_lr_mult": 0.25,
+                               "warmup_epochs": 0.5})
+    result = _run(tiny_prepared, tiny_frames, tmp_path, cfg)
+    assert (tmp_path / "model.pt").is_file() and result.best_epoch == 1
+    # 4 steps: 2 of warm-up, then the cosine over the other 2 (1, then 1/2 of lr)
+    assert len(seen) == 4 and [h for _, h in seen] == pytest.approx([0.025, 0.05, 0.05, 0.025])
+    assert all(b == pytest.approx(0.25 * h) for b, h in seen)

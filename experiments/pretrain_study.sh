@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The pretraining study of docs/results.md ("Does face-recognition pretraining help?"), step by step.
+# Run it from the repository root with the project's environment active; rerun it after an interruption
+# or an edit: every step skips or resumes what is done. `--dry-run` prints the commands (the ablations'
+# planned experiments included, their grids checked) and runs nothing.
+#
+#   (a) the positive control's starting point, once: finetune-visual from scratch on synthetic draw
+#       CONTROL_DRAW, which no replicate uses, then `mmaffect backbone-of` into CONTROL_DIR (kept out of git);
+#   (b) the learning-rate grid on tuning replicate TUNING_REPLICATE, and the best rate per start by the
+#       held-out selection score; the study stops here while experiments/pretrain_arms.yaml does not use it;
+#   (c) the study: 4 arms x 8 paired replicates (0-7), its statistic declared in the record before the
+#       first run, resumed from the record when it exists.
+#
+# Every step runs DVC experiments in the workspace (not --temp: the control's backbone is not in git);
+# the workspace ends holding the last experiment (`git checkout params.yaml && dvc checkout` returns it).
+set -euo pipefail
+
+CONTROL_DIR=${CONTROL_DIR:-studies/controls}
+CONTROL_DRAW=${CONTROL_DRAW:-1000}
+CONTROL_LR=${CONTROL_LR:-0.02}           # params.yaml's finetune_visual.lr: the control is made before the tuning
+TUNING_REPLICATE=${TUNING_REPLICATE:-100}
+REPLICATES=${REPLICATES:-8}
+LR_RECORD=${LR_RECORD:-benchmarks/results/pretrain_lr_grid.json}
+LR_CHOICE=${LR_CHOICE:-benchmarks/results/pretrain_lr_choice.json}
+STUDY_RECORD=${STUDY_RECORD:-benchmarks/results/pretrain_study.json}
+ARMS=experiments/pretrain_arms.yaml
+FINETUNE=(--stage finetune-visual --metrics metrics/visual.json --variant validation.face_frames)
+
+dry_run=""
+case "${1:-}" in
+  --dry-run) dry_run=--dry-run ;;
+  "") ;;
+  *) echo "usage: $0 [--dry-run]" >&2; exit 2 ;;
+esac
+
+step() { echo "== $*" >&2; }
+# a command that changes the workspace: printed, and run unless --dry-run
+run() {
+  echo "+ $*" >&2
+  if [[ -z $dry_run ]]; then "$@"; fi
+}
+
+step "(a) positive control's backbone: $CONTROL_DIR"
+if [[ -f $CONTROL_DIR/backbone.pth && -f $CONTROL_DIR/backbone.json ]]; then
+  echo "present, skipped" >&2
+else
+  run dvc exp run -f -n "control-d$CONTROL_DRAW" -S "synth.seed=$CONTROL_DRAW" -S "finetune_visual.seed=$CONTROL_DRAW" \
+    -S finetune_visual.backbone_init=random -S "finetune_visual.lr=$CONTROL_LR" \
+    -S data.pretrained_backbone=cache/pretrain/backbone.pth finetune-visual
+  run mmaffect backbone-of cache/visual/model.pt "$CONTROL_DIR"
+fi
+
+step "(b) learning rate per start, on tuning replicate $TUNING_REPLICATE"
+mmaffect ablate --grid experiments/pretrain_lr_grid.yaml --replicates 1 --replicate-start "$TUNING_REPLICATE" \
+  "${FINETUNE[@]}" --resume --json "$LR_RECORD" $dry_run
+run python -m tooling.study choose-lr "$LR_RECORD" --out "$LR_CHOICE" --check-arms "$ARMS"
+
+step "(c) the study: $ARMS, $REPLICATES paired replicates"
+mmaffect ablate --grid "$ARMS" --replicates "$REPLICATES" "${FINETUNE[@]}" --reference scratch \
+  --resume --json "$STUDY_RECORD" $dry_run
