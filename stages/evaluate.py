@@ -7,7 +7,9 @@ from pathlib import Path
 import click
 
 from pipeline.data.manifest import read_manifest
-from pipeline.evaluate.scoring import BASELINE, FRAME_SETS, VARIANTS, EvaluateConfig, evaluate, headline_scores
+from pipeline.evaluate.scoring import (
+    BASELINE, CALIBRATED, FRAME_SETS, VARIANTS, EvaluateConfig, evaluate, headline_scores,
+)
 from pipeline.fsio import write_json
 from stages.common import device_option, headline_option, load_config, params_option, run_or_exit, setup_logging
 
@@ -41,10 +43,12 @@ def command(prepared_dir: Path, visual_zarr: Path, audio_zarr: Path, audio_dir: 
     the sequence model in SEQUENCE_DIR. METRICS_JSON holds <frames>.<variant>.<au|expr>.{f1,acc,score}
     for the variants visual, fusion, sequence and the trivial baseline, on face_frames (frames with a
     face crop, as the paper scores) and all_frames (every labelled frame), and the face_frames scores
-    again at the top as <variant>.<au|expr>.{f1,acc,score}. OUT_DIR gets per-class F1 tables (CSV,
+    again at the top as <variant>.<au|expr>.{f1,acc,score}, all with AUs decided at
+    evaluate.au_threshold; calibrated.<frames>.<variant>.au holds the AU scores at the thresholds each
+    model carries (chosen on the held-out selection split; 0.5 for a model without them). OUT_DIR gets per-class F1 tables (CSV,
     Markdown), PNG plots with their data as CSV in OUT_DIR/plot_data/, and ABAW submission files
     submission/<variant>/{AU_Set,EXPR_Set}/<subject>.txt.
-    --headline gets the AU and EXPR scores of each variant on face frames alone.
+    --headline gets the AU and EXPR scores of each variant on face frames alone (and the calibrated AU ones).
     Params: the `evaluate` section of --params.
     """
     setup_logging()
@@ -60,6 +64,8 @@ def command(prepared_dir: Path, visual_zarr: Path, audio_zarr: Path, audio_dir: 
             scores = ", ".join(f"{task.upper()} {metrics[frames][variant][task]['score']:.4f}"
                                for task in ("au", "expr") if task in metrics[frames][variant])
             click.echo(f"{frames} {variant}: {scores}")
+        for variant, au in metrics[CALIBRATED][frames].items():
+            click.echo(f"{frames} {variant} at its own AU thresholds ({CALIBRATED}): AU {au['au']['score']:.4f}")
     if headline_json is not None:
         run_or_exit(write_json, headline_json, headline_scores(metrics))
     click.echo(f"wrote {metrics_json} and {out_dir}/{{tables,plots,plot_data,submission}}")

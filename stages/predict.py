@@ -64,7 +64,8 @@ def command(videos: tuple[Path, ...], out_dir: Path, models_dir: Path, visual_on
 
     One row per frame per face. Columns: frame, timestamp (s), face_id, confidence (detector score),
     x, y, w, h (face box, pixels), lm0_x, lm0_y ... lm4_x, lm4_y (left eye, right eye, nose tip, left
-    and right mouth corner), the 12 AU probabilities (AU1..AU26), the 7 expression probabilities
+    and right mouth corner), the 12 AU probabilities (AU1..AU26), their decisions (AU1_active..AU26_active,
+    1/0, at the thresholds sequence.onnx carries, 0.5 without; the log names them), the 7 expression probabilities
     (Neutral..Surprise), expression (the most probable), face_present and audio_present (1/0), and
     low_confidence (1 on frames with neither a face nor audio, predicted from their neighbours alone).
     A frame without any face has one row with the face fields empty. Faces come from --crops (face

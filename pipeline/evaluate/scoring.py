@@ -23,14 +23,23 @@ Scored frames: the labelled frames of the Aff-Wild2 subjects whose ``au_split`` 
 
 The trivial ``baseline`` (no AU active; always the most frequent expression of the training frames
 of the same set) is scored on the same frames as the variants of each set. An AU is active when its
-probability exceeds ``au_threshold``; the expression is the arg-max class; the EXPR macro F1
-averages over the class set ``expr_f1_classes`` (see :mod:`pipeline.metrics`).
+probability exceeds ``au_threshold`` (0.5, the paper's); the expression is the arg-max class; the
+EXPR macro F1 averages over the class set ``expr_f1_classes`` (see :mod:`pipeline.metrics`).
+
+Each variant's AUs are also scored at the thresholds its model carries (:mod:`pipeline.au_thresholds`,
+chosen on the held-out selection split by its trainer; 0.5 for a model without them): the visual
+model's as ``embed-visual`` recorded them with its store (the ``model`` metadata of the
+``visual.onnx`` it ran), the fusion head's from ``model.pt`` of ``train-audio``, the sequence
+model's from its file. These scores sit apart, under ``calibrated``; every other number is the
+fixed threshold's.
 
 Outputs::
 
     <metrics_path>   {"face_frames": {"frames": {"au", "expr"}, "visual": {"au": {"f1", "acc", "score"},
                       "expr": {...}}, "fusion", "sequence", "baseline"}, "all_frames": {...},
-                      "visual": <face_frames.visual>, "fusion": ..., "sequence": ..., "baseline": ...}
+                      "visual": <face_frames.visual>, "fusion": ..., "sequence": ..., "baseline": ...,
+                      "calibrated": {"face_frames": {<variant>: {"au": {f1, acc, score}}}, "all_frames": ...,
+                                     "thresholds": {<variant>: <its au_thresholds record>}}}
     <out_dir>/tables/scores.{csv,md}     the metrics as a table (one row per frame set and variant)
     <out_dir>/tables/per_class_f1.{csv,md}  rows AUs then expressions (and each task's macro F1),
                                             columns <frame set>.<variant>
@@ -52,6 +61,7 @@ Example (not run here: it needs the pipeline's stores and models)::
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import logging
 import math
@@ -62,12 +72,14 @@ from typing import Any, Literal, Mapping
 import numpy as np
 import torch
 
+from pipeline.au_thresholds import AuThresholds, thresholds_of
 from pipeline.config import ConfigError
 from pipeline.data.manifest import Manifest, SubjectRecord
 from pipeline.device import resolve_device
 from pipeline.evaluate import plots, submission
 from pipeline.fsio import atomic_path, write_json
 from pipeline.inference.sequence import SequenceRunner, load_sequence_runner
+from pipeline.model_files.loading import model_thresholds
 from pipeline.labels import AU_NAMES, EXPR_NAMES, NUM_AUS, NUM_EXPRS, TASKS, UNLABELLED
 from pipeline.metrics import au_metrics, au_per_class_f1, expr_metrics, expr_per_class_f1
 from pipeline.storage.embedding_store import EmbeddingStore
@@ -78,6 +90,7 @@ VARIANTS: tuple[str, ...] = ("visual", "fusion", "sequence")
 BASELINE = "baseline"
 FRAME_SETS: tuple[str, ...] = ("face_frames", "all_frames")
 HEADLINE = "face_frames"       # the frame set whose scores also sit at the top of the metrics JSON
+CALIBRATED = "calibrated"      # the metrics' entry of the AU scores at each model's own thresholds
 FACELESS_EXPR = 0              # Neutral: the visual variant's expression on frames without a face
 
 
@@ -109,6 +122,7 @@ class SubjectResult:
     face_present: np.ndarray                              # (N,) bool
     au_pred: dict[str, np.ndarray] = field(default_factory=dict)    # variant -> (N, 12) int8
     expr_pred: dict[str, np.ndarray] = field(default_factory=dict)  # variant -> (N,) int8
+    au_calibrated: dict[str, np.ndarray] = field(default_factory=dict)  # variant -> (N, 12) int8, own thresholds
 
 
 def evaluate(
@@ -138,37 +152,66 @@ def evaluate(
     sequence = load_sequence_runner(sequence_model_pt, device)
     visual_store = EmbeddingStore.open_read(visual_zarr)
     audio_store = EmbeddingStore.open_read(audio_zarr)
+    thresholds = {"visual": thresholds_of(visual_store.attrs.get("model"), f"{visual_zarr}'s visual model"),
+                  "fusion": model_thresholds(audio_model_pt, "audio model", "train-audio"),
+                  "sequence": sequence.au_thresholds}
+    for variant, found in thresholds.items():
+        log.info("%s AU thresholds: %s", variant, found.describe())
     majority = training_majority(manifest, visual_store)
     results = []
     for record in subjects:
         log.info("evaluating %s (%d frames)", record.name, record.n_frames)
-        results.append(
-            predict_subject(record, visual_store, audio_store, fusion, sequence, cfg, torch_device, batch_size)
-        )
+        results.append(predict_subject(record, visual_store, audio_store, fusion, sequence, cfg, torch_device,
+                                       batch_size, thresholds))
     by_frames, per_class = score(results, cfg.metric_variant, cfg.expr_f1_classes, majority)
+    calibrated = calibrated_scores(results, cfg.metric_variant, thresholds)
     with atomic_path(out_dir) as tmp:
-        write_tables(tmp / "tables", by_frames, per_class)
+        write_tables(tmp / "tables", by_frames, per_class, calibrated)
         write_plots(tmp / "plots", results, per_class[HEADLINE], cfg)
         write_plot_data(tmp / "plot_data", results, per_class[HEADLINE])
         write_submissions(tmp / "submission", results)
-    metrics = metrics_document(by_frames)
+    metrics = metrics_document(by_frames, calibrated)
     write_json(metrics_path, metrics)
     return metrics
 
 
-def metrics_document(by_frames: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def metrics_document(by_frames: dict[str, dict[str, Any]],
+                     calibrated: dict[str, Any] | None = None) -> dict[str, Any]:
     """The metrics JSON: both frame sets under their names, and the headline set's scores of every
     variant and the baseline repeated at the top (``<variant>.<task>.<f1|acc|score>``, what
-    ``dvc exp show`` and ``mmaffect ablate --variant sequence`` read)."""
+    ``dvc exp show`` and ``mmaffect ablate --variant sequence`` read); the AU scores at each model's
+    own thresholds (:func:`calibrated_scores`) under ``calibrated``."""
     headline = by_frames[HEADLINE]
-    return {**by_frames, **{name: headline[name] for name in (*VARIANTS, BASELINE)}}
+    document = {**by_frames, **{name: headline[name] for name in (*VARIANTS, BASELINE)}}
+    if calibrated is not None:
+        document[CALIBRATED] = calibrated
+    return document
 
 
 def headline_scores(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """Each variant's AU and EXPR score on the headline frame set (``<variant>.<task>.score``): the few
-    numbers ``dvc exp show`` lists for a run, read from :func:`metrics_document`'s top level."""
-    return {variant: {task: {"score": metrics[variant][task]["score"]} for task in ("au", "expr")
-                      if task in metrics[variant]} for variant in VARIANTS}
+    numbers ``dvc exp show`` lists for a run, read from :func:`metrics_document`'s top level; and,
+    under ``calibrated``, each variant's AU score there at its model's own thresholds."""
+    scores: dict[str, Any] = {variant: {task: {"score": metrics[variant][task]["score"]} for task in ("au", "expr")
+                                        if task in metrics[variant]} for variant in VARIANTS}
+    if CALIBRATED in metrics:
+        scores[CALIBRATED] = {variant: {"au": {"score": au["au"]["score"]}}
+                              for variant, au in metrics[CALIBRATED][HEADLINE].items()}
+    return scores
+
+
+def calibrated_scores(results: list[SubjectResult], metric_variant: str,
+                      thresholds: Mapping[str, AuThresholds]) -> dict[str, Any]:
+    """Each variant's AU metrics per frame set at its model's own thresholds (``au_calibrated``), and
+    the thresholds used: ``{frames: {variant: {"au": {f1, acc, score}}}, "thresholds": {variant: record}}``
+    (empty frame sets when no subject is in the AU validation split)."""
+    own = [dataclasses.replace(r, au_pred=r.au_calibrated) for r in results]
+    by_frames, _ = score(own, metric_variant)
+    document: dict[str, Any] = {
+        frames: {variant: {"au": by_frames[frames][variant]["au"]} for variant in VARIANTS
+                 if "au" in by_frames[frames][variant]} for frames in FRAME_SETS}
+    document["thresholds"] = {variant: thresholds[variant].record() for variant in VARIANTS}
+    return document
 
 
 def training_majority(manifest: Manifest, visual_store: EmbeddingStore) -> dict[str, int]:
@@ -211,8 +254,10 @@ def predict_subject(
     cfg: EvaluateConfig,
     device: torch.device,
     batch_size: int = 256,
+    thresholds: Mapping[str, AuThresholds] | None = None,
 ) -> SubjectResult:
-    """Every variant's per-frame predictions for one subject, with its validation labels."""
+    """Every variant's per-frame predictions for one subject, with its validation labels; AUs at
+    ``cfg.au_threshold`` and (``au_calibrated``) at each variant's ``thresholds`` (0.5 when not given)."""
     visual = _read_entry(visual_store, record.name, "embed-visual")
     audio = _read_entry(audio_store, record.video, "embed-audio")
     n = len(visual["expr"])
@@ -235,10 +280,14 @@ def predict_subject(
                            np.asarray(visual["face_present"], bool))
     for variant, (au, expr) in logits.items():
         result.au_pred[variant], result.expr_pred[variant] = decide(au, expr, cfg.au_threshold)
+        own = (thresholds or {}).get(variant)
+        result.au_calibrated[variant] = (own.decide(au) if own is not None
+                                         else decide(au, expr, 0.5)[0])
     # The visual model never saw these frames: its zero logits there would turn into "every AU active"
     # for a threshold below 0.5, so the fallback is set here, explicitly and threshold-free.
     faceless = ~result.face_present
     result.au_pred["visual"][faceless] = 0
+    result.au_calibrated["visual"][faceless] = 0
     result.expr_pred["visual"][faceless] = FACELESS_EXPR
     return result
 
@@ -347,16 +396,34 @@ def score_rows(by_frames: dict[str, dict[str, Any]]) -> tuple[list[str], list[li
     return header, rows
 
 
+def calibrated_rows(by_frames: dict[str, dict[str, Any]], calibrated: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and one row per frame set and variant: the AU f1/acc/score at the fixed threshold and at
+    the model's own thresholds (:func:`calibrated_scores`), and the model's threshold strategy."""
+    header = ["frames", "variant", "thresholds", *(f"au_{key}_{at}" for at in ("fixed", "own")
+                                                   for key in ("f1", "acc", "score"))]
+    rows = []
+    for frames in FRAME_SETS:
+        for variant, own in calibrated[frames].items():
+            fixed = by_frames[frames][variant]["au"]
+            rows.append([frames, variant, calibrated["thresholds"][variant]["strategy"],
+                         *(f"{scores[key]:.4f}" for scores in (fixed, own["au"]) for key in ("f1", "acc", "score"))])
+    return header, rows
+
+
 def write_tables(
-    folder: Path, by_frames: dict[str, dict[str, Any]], per_class: dict[str, dict[str, dict[str, np.ndarray]]]
+    folder: Path, by_frames: dict[str, dict[str, Any]], per_class: dict[str, dict[str, dict[str, np.ndarray]]],
+    calibrated: dict[str, Any] | None = None,
 ) -> None:
-    """Write ``scores`` and ``per_class_f1`` (both frame sets) as CSV and Markdown into ``folder``."""
+    """Write ``scores`` and ``per_class_f1`` (both frame sets) as CSV and Markdown into ``folder``, and
+    ``calibrated`` (:func:`calibrated_rows`) when given."""
     folder.mkdir(parents=True, exist_ok=True)
     tables = {
         "scores": score_rows(by_frames),
         "per_class_f1": (["task", "class", *(f"{f}.{v}" for f, v in _columns())],
                          per_class_rows(per_class, by_frames)),
     }
+    if calibrated is not None:
+        tables[CALIBRATED] = calibrated_rows(by_frames, calibrated)
     for name, (header, rows) in tables.items():
         (folder / f"{name}.csv").write_text(_csv_text(header, rows))
         (folder / f"{name}.md").write_text(_markdown(header, rows))

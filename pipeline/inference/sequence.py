@@ -28,12 +28,13 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from pipeline.au_thresholds import AuThresholds, fixed_thresholds, thresholds_of
 from pipeline.inference.features import Modalities, compose_features, selected_modalities
 from pipeline.model_files.loading import read_checkpoint, read_onnx_metadata, require_keys
 from pipeline.labels import NUM_AUS, NUM_EXPRS
@@ -130,12 +131,14 @@ LAYOUT_KEYS: tuple[str, ...] = ("modalities", "window", "stride")
 
 @dataclass(frozen=True)
 class SequenceRunner:
-    """The sequence model as a window function, with the input layout it was trained on."""
+    """The sequence model as a window function, with the input layout it was trained on and the AU
+    decision thresholds its file carries (0.5 everywhere for a file without them)."""
 
     run_fn: RunFn
     modalities: str
     window: int
     stride: int
+    au_thresholds: AuThresholds = field(default_factory=fixed_thresholds)
 
     def uses_audio(self) -> bool:
         """Whether the model's input holds the audio embedding (modalities ``audio`` or ``both``)."""
@@ -172,4 +175,5 @@ def load_sequence_runner(path: str | Path, device: str = "auto", threads: int = 
         torch_device = resolve_device(device)
         run_fn = torch_run_fn(build_from_checkpoint(meta).to(torch_device), torch_device)
     selected_modalities(str(meta["modalities"]))  # refuse an unknown layout before any frame is run
-    return SequenceRunner(run_fn, str(meta["modalities"]), int(meta["window"]), int(meta["stride"]))
+    return SequenceRunner(run_fn, str(meta["modalities"]), int(meta["window"]), int(meta["stride"]),
+                          thresholds_of(meta, str(path)))

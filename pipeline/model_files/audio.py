@@ -1,8 +1,10 @@
 """The audio model's files (``train-audio``): ``model.pt`` (TDNN + fusion head), ``tdnn.onnx`` and ``tdnn.int8.onnx``.
 
 - ``cache/audio/model.pt``: ``{"tdnn_arch": dict, "tdnn": state_dict, "fusion_arch": dict,
-  "fusion": state_dict, "audio_config": dict}`` in plain containers and tensors (``weights_only``
-  loadable); :func:`load_tdnn`, :func:`load_fusion_head` and :func:`load_audio_config` rebuild its parts.
+  "fusion": state_dict, "audio_config": dict, "au_thresholds": dict}`` in plain containers and
+  tensors (``weights_only`` loadable); :func:`load_tdnn`, :func:`load_fusion_head` and
+  :func:`load_audio_config` rebuild its parts; ``au_thresholds`` are the fusion head's AU decision
+  thresholds (:mod:`pipeline.au_thresholds`; the TDNN has no AU output, so ``tdnn.onnx`` has none).
 - ``cache/audio/tdnn.onnx``: input ``mel`` float32 (B,64,T), output ``embedding`` (B,512); metadata
   ``audio_config``, ``context_frames``, ``receptive_field``, ``embedding_dim``
   (:func:`onnx_metadata`), so it runs without the params.
@@ -35,6 +37,8 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
+from pipeline.au_thresholds import KEY as AU_THRESHOLDS
+from pipeline.au_thresholds import AuThresholds
 from pipeline.audio.features import AudioConfig
 from pipeline.audio.windows import VideoAudio
 from pipeline.config import from_dict, to_dict
@@ -63,15 +67,20 @@ TDNN_SETTINGS = QuantSettings(operators=("Conv",))
 # -- model.pt ----------------------------------------------------------------------------------------
 
 
-def checkpoint_dict(tdnn: TDNN, fusion: FusionHead, audio_config: AudioConfig) -> dict[str, Any]:
-    """The ``model.pt`` contents (plain containers and tensors, ``weights_only`` loadable)."""
-    return {
+def checkpoint_dict(tdnn: TDNN, fusion: FusionHead, audio_config: AudioConfig,
+                    au_thresholds: AuThresholds | None = None) -> dict[str, Any]:
+    """The ``model.pt`` contents (plain containers and tensors, ``weights_only`` loadable), with the
+    fusion head's AU decision thresholds when given."""
+    ckpt = {
         "tdnn_arch": to_dict(tdnn.cfg),
         "tdnn": {k: v.detach().cpu() for k, v in tdnn.state_dict().items()},
         "fusion_arch": to_dict(fusion.cfg),
         "fusion": {k: v.detach().cpu() for k, v in fusion.state_dict().items()},
         "audio_config": to_dict(audio_config),
     }
+    if au_thresholds is not None:
+        ckpt[AU_THRESHOLDS] = au_thresholds.record()
+    return ckpt
 
 
 def read_model(path: str | Path) -> dict[str, Any]:
@@ -131,9 +140,9 @@ def onnx_metadata(tdnn: TDNN, audio_config: AudioConfig) -> dict[str, Any]:
 
 def publish(out_dir: str | Path, tdnn: TDNN, fusion: FusionHead, audio_config: AudioConfig, seed: int,
             parity_rtol: float, calibration: Mapping[str, VideoAudio] | None = None,
-            int8_windows: int = 256) -> None:
-    """Write ``model.pt`` and ``tdnn.onnx`` (parity-checked, tolerance ``train_audio.parity_rtol``)
-    into ``out_dir``, all or nothing.
+            int8_windows: int = 256, au_thresholds: AuThresholds | None = None) -> None:
+    """Write ``model.pt`` (with the fusion head's ``au_thresholds`` when given) and ``tdnn.onnx``
+    (parity-checked, tolerance ``train_audio.parity_rtol``) into ``out_dir``, all or nothing.
 
     With ``calibration`` (video name -> soundtrack, the training videos), also ``tdnn.int8.onnx``:
     its static int8 quantization on ``int8_windows`` of their windows drawn with ``seed``.
@@ -144,7 +153,7 @@ def publish(out_dir: str | Path, tdnn: TDNN, fusion: FusionHead, audio_config: A
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
         # saved inside the directory that is published whole: no atomic rename of its own
-        torch.save(checkpoint_dict(tdnn, fusion, audio_config), tmp / CHECKPOINT_NAME)
+        torch.save(checkpoint_dict(tdnn, fusion, audio_config, au_thresholds), tmp / CHECKPOINT_NAME)
         export_onnx(
             tdnn, (example,), tmp / ONNX_NAME,
             input_names=["mel"], output_names=["embedding"],

@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from pipeline.au_thresholds import AuThresholds, thresholds_of
 from pipeline.model_files.checkpoint import load_checkpoint
 from pipeline.model_files.onnx_export import read_metadata
 
@@ -44,3 +45,12 @@ def read_onnx_metadata(path: str | Path, keys: Sequence[str], stage: str) -> dic
     meta = read_metadata(path)
     require_keys(meta, keys, path, stage)
     return meta
+
+
+def model_thresholds(path: str | Path, what: str, stage: str) -> AuThresholds:
+    """The AU decision thresholds a model file carries: ``model.pt``'s or an ONNX file's
+    ``au_thresholds`` entry; 0.5 everywhere for a file without one (older, or a user's)."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        return thresholds_of(read_onnx_metadata(path, (), stage), str(path))
+    return thresholds_of(read_checkpoint(path, what, stage), str(path))

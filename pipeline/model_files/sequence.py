@@ -1,11 +1,13 @@
 """The sequence model's files (``train-sequence``): ``model.pt`` and ``sequence.onnx``.
 
-- ``cache/sequence/model.pt``: ``{"arch", "state_dict", "modalities", "window", "stride", "config"}``
+- ``cache/sequence/model.pt``: ``{"arch", "state_dict", "modalities", "window", "stride", "config",
+  "au_thresholds"}``
   in plain containers and tensors (``weights_only`` loadable); ``config`` is the training params
   without the export's tolerance. :func:`build_from_checkpoint` rebuilds the model.
 - ``cache/sequence/sequence.onnx``: input ``features`` float32 (B,L,D); outputs ``au_logits``
   (B,L,12) and ``expr_logits`` (B,L,7), dynamic batch and length; metadata ``modalities``,
-  ``window``, ``stride``, ``feature_dim``, ``embedding_dim``, ``feature_layout`` (:func:`onnx_metadata`).
+  ``window``, ``stride``, ``feature_dim``, ``embedding_dim``, ``feature_layout``, ``au_thresholds``
+  (:func:`onnx_metadata`; the thresholds: :mod:`pipeline.au_thresholds`).
 
 :func:`publish` writes both into the output directory together.
 
@@ -26,6 +28,8 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from pipeline.au_thresholds import KEY as AU_THRESHOLDS
+from pipeline.au_thresholds import AuThresholds
 from pipeline.fsio import atomic_path
 from pipeline.labels import EMBEDDING_DIM
 from pipeline.model_files.onnx_export import export_onnx
@@ -39,13 +43,14 @@ EXPORT_PARAMS: tuple[str, ...] = ("parity_rtol",)
 
 
 def checkpoint_dict(model: SequenceModel, modalities: str, window: int, stride: int,
-                    config: Mapping[str, Any]) -> dict[str, Any]:
+                    config: Mapping[str, Any], au_thresholds: AuThresholds | None = None) -> dict[str, Any]:
     """The ``model.pt`` contents: plain containers and tensors (``weights_only`` loadable).
 
     ``config`` is the training params; the export's tolerance is not part of the model, and leaving
-    it out keeps ``model.pt`` the same bytes whatever the tolerance.
+    it out keeps ``model.pt`` the same bytes whatever the tolerance. ``au_thresholds``, when given, are
+    the model's AU decision thresholds.
     """
-    return {
+    ckpt = {
         "arch": arch_to_dict(model.arch),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "modalities": modalities,
@@ -53,6 +58,9 @@ def checkpoint_dict(model: SequenceModel, modalities: str, window: int, stride: 
         "stride": stride,
         "config": {k: v for k, v in config.items() if k not in EXPORT_PARAMS},
     }
+    if au_thresholds is not None:
+        ckpt[AU_THRESHOLDS] = au_thresholds.record()
+    return ckpt
 
 
 def build_from_checkpoint(ckpt: Mapping[str, Any]) -> SequenceModel:
@@ -66,10 +74,12 @@ def build_from_checkpoint(ckpt: Mapping[str, Any]) -> SequenceModel:
 
 
 def onnx_metadata(modalities: str, window: int, stride: int, feature_dim: int,
-                  feature_layout: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """What ``sequence.onnx`` needs to be used without the params: modalities, window, stride, and the
-    input's width and blocks (:func:`pipeline.inference.features.feature_layout`, the input contract)."""
-    return {
+                  feature_layout: Sequence[Mapping[str, Any]],
+                  au_thresholds: AuThresholds | None = None) -> dict[str, Any]:
+    """What ``sequence.onnx`` needs to be used without the params: modalities, window, stride, the
+    input's width and blocks (:func:`pipeline.inference.features.feature_layout`, the input contract),
+    and the AU decision thresholds when given."""
+    meta = {
         "modalities": modalities,
         "window": window,
         "stride": stride,
@@ -77,14 +87,18 @@ def onnx_metadata(modalities: str, window: int, stride: int, feature_dim: int,
         "embedding_dim": EMBEDDING_DIM,
         "feature_layout": [dict(block) for block in feature_layout],
     }
+    if au_thresholds is not None:
+        meta[AU_THRESHOLDS] = au_thresholds.record()
+    return meta
 
 
 def publish(out_dir: str | Path, model: SequenceModel, config: Mapping[str, Any], parity_rtol: float,
-            feature_layout: Sequence[Mapping[str, Any]]) -> None:
+            feature_layout: Sequence[Mapping[str, Any]], au_thresholds: AuThresholds | None = None) -> None:
     """Write ``model.pt`` and ``sequence.onnx`` (parity-checked, tolerance ``train_sequence.parity_rtol``)
     into ``out_dir``, both or neither. ``config`` is the training params (``modalities``, ``window``,
     ``stride`` and ``seed`` among them); ``feature_layout`` the blocks of the model's input, which the
-    caller takes from the input contract (:mod:`pipeline.inference.features`, which reads these files)."""
+    caller takes from the input contract (:mod:`pipeline.inference.features`, which reads these files);
+    ``au_thresholds`` go into both files."""
     model = model.cpu().eval()
     modalities, window, stride = config["modalities"], int(config["window"]), int(config["stride"])
     generator = torch.Generator().manual_seed(int(config["seed"]))
@@ -93,12 +107,13 @@ def publish(out_dir: str | Path, model: SequenceModel, config: Mapping[str, Any]
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
         # saved inside the directory that is published whole: no atomic rename of its own
-        torch.save(checkpoint_dict(model, modalities, window, stride, config), tmp / CHECKPOINT_NAME)
+        torch.save(checkpoint_dict(model, modalities, window, stride, config, au_thresholds), tmp / CHECKPOINT_NAME)
         axes = {0: "batch", 1: "length"}
         export_onnx(
             model, (example,), tmp / ONNX_NAME,
             input_names=["features"], output_names=["au_logits", "expr_logits"],
             dynamic_axes={"features": axes, "au_logits": axes, "expr_logits": axes},
-            metadata=onnx_metadata(modalities, window, stride, model.arch.input_dim, feature_layout),
+            metadata=onnx_metadata(modalities, window, stride, model.arch.input_dim, feature_layout,
+                                   au_thresholds),
             rtol=parity_rtol, rtol_param="train_sequence.parity_rtol",
         )

@@ -1,13 +1,14 @@
 """The fine-tuned visual model's files: ``model.pt``, ``visual.onnx`` and its float16 and int8 copies.
 
-- ``cache/visual/model.pt`` (``finetune-visual``): ``{"arch": {...}, "state_dict": {...}, "epoch"}``
+- ``cache/visual/model.pt`` (``finetune-visual``): ``{"arch": {...}, "state_dict": {...}, "epoch",
+  "au_thresholds"}`` (the AU decision thresholds, :mod:`pipeline.au_thresholds`)
   in plain containers and tensors (``weights_only`` loadable): :func:`save_checkpoint` writes it,
   :func:`load_model` rebuilds the :class:`~pipeline.models.multitask.MultiTaskModel` from it.
 - ``cache/onnx/visual.onnx`` (``finetune-visual --onnx``, :func:`publish_onnx`; ``export-onnx``
   re-exports a ``model.pt``, :func:`export_visual`): input ``image`` float32
   (B,3,112,112) normalised; outputs ``embedding`` (B,512), ``au_logits`` (B,12), ``expr_logits``
-  (B,7); metadata ``model``, ``arch``, ``preprocessing``, ``inputs``, ``outputs``, the label names
-  and ``checkpoint_sha256``.
+  (B,7); metadata ``model``, ``arch``, ``preprocessing``, ``inputs``, ``outputs``, the label names,
+  ``checkpoint_sha256`` and the checkpoint's ``au_thresholds`` (which the int8 and float16 copies keep).
 - ``visual.int8.onnx`` (:func:`quantize_visual`, calibrated on face crops of the frame store) and
   ``visual.fp16.onnx`` (:func:`write_float16`) beside it; :func:`onnx_model` locates the file of a
   precision (:data:`PRECISIONS`).
@@ -37,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.au_thresholds import KEY as AU_THRESHOLDS
 from pipeline.config import ConfigError
 from pipeline.storage.frame_store import FrameStore
 from pipeline.fsio import file_sha256
@@ -158,6 +160,8 @@ def export_visual(checkpoint_path: str | Path, out_path: str | Path, config: Exp
         "expr_names": list(EXPR_NAMES),
         "checkpoint_sha256": file_sha256(checkpoint_path),
     }
+    if AU_THRESHOLDS in ckpt:   # a checkpoint from before calibration has none: its readers decide at 0.5
+        metadata[AU_THRESHOLDS] = ckpt[AU_THRESHOLDS]
     example = torch.zeros(config.example_batch, 3, IMAGE_SIZE, IMAGE_SIZE)
     batch_axis = {name: {0: "batch"} for name in (*INPUTS, *OUTPUTS)}
     report = export_onnx(

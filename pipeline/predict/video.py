@@ -27,14 +27,17 @@ The three models are loaded and run by :mod:`pipeline.inference`, as in ``embed-
 The CSV (written to a temporary and published by a rename, so a ``<stem>.csv`` that exists is
 complete) has one row per frame per face, ordered by frame then face id::
 
-    frame,timestamp,face_id,confidence,x,y,w,h,lm0_x,lm0_y,...,lm4_x,lm4_y,AU1,...,AU26,Neutral,...,Surprise,
-        expression,face_present,audio_present,low_confidence
-    0,0.0000,0,1.2345,180.20,60.75,120.00,120.00,210.31,105.12,...,0.1234,...,0.0456,0.6012,...,0.0101,Neutral,1,1,0
+    frame,timestamp,face_id,confidence,x,y,w,h,lm0_x,lm0_y,...,lm4_x,lm4_y,AU1,...,AU26,AU1_active,...,AU26_active,
+        Neutral,...,Surprise,expression,face_present,audio_present,low_confidence
+    0,0.0000,0,1.2345,180.20,60.75,120.00,120.00,210.31,105.12,...,0.1234,...,0.0456,0,...,0,0.6012,...,0.0101,Neutral,1,1,0
 
 ``confidence`` is the detector's score of the face's latest detection, ``x, y, w, h`` its box and
 ``lmK_x, lmK_y`` its five landmarks (insightface order: left eye, right eye, nose tip, left and right
 mouth corner), all in frame pixels; they are empty for faces read from a crops folder. AU columns
-are sigmoid probabilities, expression columns softmax probabilities (they sum to 1), ``expression``
+are sigmoid probabilities, ``<AU>_active`` 1 where the probability exceeds that AU's threshold in
+``sequence.onnx`` (chosen on held-out data by ``train-sequence``, :mod:`pipeline.au_thresholds`; 0.5
+for a model file without thresholds; :func:`load_models` logs which), expression columns softmax
+probabilities (they sum to 1), ``expression``
 the most probable class, ``face_present`` and ``audio_present`` 1/0 (audio: the frame's audio window
 was covered by the track and the model uses audio). Every frame appears: a frame where no face was
 followed has one row with the face fields (``face_id`` included) empty and ``face_present`` 0,
@@ -75,6 +78,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from pipeline.au_thresholds import AuThresholds, fixed_thresholds
 from pipeline.audio.windows import causal_audio_delay, video_audio
 from pipeline.data.media_open import MediaLimits
 from pipeline.data.video import decode_frames
@@ -108,8 +112,8 @@ PRECISIONS: tuple[str, ...] = tuple(p for p in visual_files.PRECISIONS if p in a
 LANDMARK_COLUMNS: tuple[str, ...] = tuple(f"lm{k}_{axis}" for k in range(5) for axis in ("x", "y"))
 FACE_COLUMNS: tuple[str, ...] = ("face_id", "confidence", "x", "y", "w", "h", *LANDMARK_COLUMNS)
 CSV_COLUMNS: tuple[str, ...] = (
-    "frame", "timestamp", *FACE_COLUMNS, *AU_NAMES, *EXPR_NAMES, "expression", "face_present", "audio_present",
-    "low_confidence",
+    "frame", "timestamp", *FACE_COLUMNS, *AU_NAMES, *(f"{name}_active" for name in AU_NAMES), *EXPR_NAMES,
+    "expression", "face_present", "audio_present", "low_confidence",
 )
 # SequenceRunner.video_logits or the causal mode: (visual, audio, face_present, audio_present, batch_size) -> logits
 SequenceLogits = Callable[..., tuple[np.ndarray, np.ndarray]]
@@ -158,6 +162,7 @@ def load_models(visual_onnx: str | Path, audio_onnx: str | Path | None, sequence
     ``.int8.onnx`` beside them, :data:`PRECISIONS`); the sequence model runs in float32.
     """
     sequence = load_sequence_runner(sequence_onnx, device, threads)
+    log.info("AU decisions (<AU>_active) at the thresholds of %s: %s", sequence_onnx, sequence.au_thresholds.describe())
     audio = None
     if sequence.uses_audio():
         if audio_onnx is None:
@@ -224,7 +229,7 @@ def predict_video(
         logits = partial(causal_logits, models.sequence, audio_delay=delay)
     predictions, any_face = _predict_faces(frames, logits, audio_embedding, audio_present, batch_size,
                                            causal=low_latency)
-    write_csv(out_csv, frames.timestamps, audio_present, predictions)
+    write_csv(out_csv, frames.timestamps, audio_present, predictions, models.sequence.au_thresholds)
     if timelines:
         write_timelines(out_csv.parent, video_path.stem, predictions, n, frames.fps)
     if overlay is not None:
@@ -515,17 +520,20 @@ def _crop_from_folder(folder: Path, index: int) -> np.ndarray | None:
 
 
 def write_csv(path: str | Path, timestamps: np.ndarray, audio_present: np.ndarray,
-              predictions: Sequence[FacePrediction]) -> Path:
+              predictions: Sequence[FacePrediction], au_thresholds: AuThresholds | None = None) -> Path:
     """Write the CSV (columns :data:`CSV_COLUMNS`) atomically: one row per frame per face, ordered by frame
-    then face id, the faceless row of a frame (empty face fields) first.
+    then face id, the faceless row of a frame (empty face fields) first; an AU is active where its
+    probability exceeds its threshold in ``au_thresholds`` (0.5 when not given).
 
     Frames with neither a face nor audio are marked ``low_confidence``. The file appears under its
     name only by a rename once fully written, so a ``<stem>.csv`` that exists is complete.
     """
     path = Path(path)
+    cuts = np.asarray((au_thresholds or fixed_thresholds()).values, np.float64)
     rows: list[tuple[int, int, list[object]]] = []
     for pred in predictions:
         best = pred.expr_prob.argmax(axis=1)
+        active = (np.asarray(pred.au_prob, np.float64) > cuts).astype(int)
         for k, frame in enumerate(pred.frames):
             frame = int(frame)
             face: list[object] = [""] * len(FACE_COLUMNS)
@@ -536,7 +544,7 @@ def write_csv(path: str | Path, timestamps: np.ndarray, audio_present: np.ndarra
                             *(f"{v:.2f}" for v in pred.landmarks[k].reshape(-1))]
             has_face = pred.face_id is not None
             rows.append((frame, -1 if pred.face_id is None else pred.face_id, [
-                frame, f"{timestamps[frame]:.4f}", *face, *(f"{p:.4f}" for p in pred.au_prob[k]),
+                frame, f"{timestamps[frame]:.4f}", *face, *(f"{p:.4f}" for p in pred.au_prob[k]), *active[k].tolist(),
                 *(f"{p:.4f}" for p in pred.expr_prob[k]), EXPR_NAMES[best[k]], int(has_face),
                 int(audio_present[frame]), int(not has_face and not audio_present[frame]),
             ]))

@@ -37,6 +37,8 @@ from torch import nn
 from pipeline.models.tdnn_spans import SpanBatch, embed_frames, encode_spans, span_batch
 from pipeline.audio.features import AudioConfig, LogMel
 from pipeline.audio.windows import VideoAudio, track_audio, video_audio
+from pipeline.au_thresholds import KEY as AU_THRESHOLDS
+from pipeline.au_thresholds import AuThresholds
 from pipeline.config import ConfigError, to_dict
 from pipeline.data.manifest import Manifest, read_manifest
 from pipeline.fsio import write_json
@@ -52,7 +54,9 @@ from pipeline.train.loop import TrainResult, Trainer, checked_step, run_epochs, 
 from pipeline.train.loop_state import LoopState
 from pipeline.train.losses import subjects_pos_weight, task_loss
 from pipeline.train.optim import OptimConfig
-from pipeline.train.selection import Mode, SelectionConfig, selection_report, selection_split
+from pipeline.train.selection import (
+    Mode, SelectionConfig, calibrate_au, held_out_au, selection_report, selection_split,
+)
 from pipeline.train.splits import Splits, task_splits
 
 log = logging.getLogger(__name__)
@@ -374,11 +378,22 @@ class _AudioTrainer(Trainer):
 
 
 def publish_outputs(model: AudioVisualModel, config: AudioTrainConfig, out_dir: str | Path,
-                    calibration: Mapping[str, VideoAudio] | None = None) -> None:
-    """Write ``model.pt``, ``tdnn.onnx`` and, with ``calibration``, ``tdnn.int8.onnx`` into ``out_dir``
-    (:func:`pipeline.model_files.audio.publish`)."""
+                    calibration: Mapping[str, VideoAudio] | None = None,
+                    au_thresholds: AuThresholds | None = None) -> None:
+    """Write ``model.pt`` (with ``au_thresholds``), ``tdnn.onnx`` and, with ``calibration``,
+    ``tdnn.int8.onnx`` into ``out_dir`` (:func:`pipeline.model_files.audio.publish`)."""
     audio_files.publish(out_dir, model.tdnn, model.fusion, config.audio, config.seed, config.parity_rtol,
-                        calibration, config.int8_windows)
+                        calibration, config.int8_windows, au_thresholds)
+
+
+def held_out_thresholds(model: AudioVisualModel, subjects: dict[str, SubjectData], splits: Splits,
+                        selection: SelectionConfig, device: torch.device) -> AuThresholds:
+    """The kept model's AU thresholds, chosen on the held-out AU subjects' face frames
+    (:func:`pipeline.train.selection.calibrate_au`)."""
+    names = splits.selection["au"]
+    logits = predict_subjects(model, subjects, names, device)
+    return calibrate_au(selection, *held_out_au(
+        logits, lambda n: (subjects[n].au, subjects[n].expr, subjects[n].face_present), names))
 
 
 def train_audio(
@@ -410,12 +425,14 @@ def train_audio(
     data_key = {"visual": EmbeddingStore.open_read(visual_path).fingerprint,
                 "train": splits.train, "validation": splits.validation, "selection": splits.selection}
     result = fit(subjects, splits, config, work_dir, device, data_key, mode=selection.mode)
+    thresholds = held_out_thresholds(result.model, subjects, splits, selection, device)
+    log.info("AU thresholds: %s", thresholds.describe())
     result.metrics = {
         "validation": result.metrics, "visual_only": visual_only_metrics(subjects, splits),
         "selection": selection_report(selection, held, result.history),
-        "epochs": config.epochs, "best_epoch": result.best_epoch,
+        "epochs": config.epochs, "best_epoch": result.best_epoch, AU_THRESHOLDS: thresholds.record(),
     }
     train_videos = {subjects[name].video: subjects[name].audio for task in TASKS for name in splits.train[task]}
-    publish_outputs(result.model, config, out_dir, calibration=train_videos)
+    publish_outputs(result.model, config, out_dir, calibration=train_videos, au_thresholds=thresholds)
     write_json(metrics_path, result.metrics)
     return result

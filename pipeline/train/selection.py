@@ -19,6 +19,12 @@ stays training data (it has no audio and is not in-the-wild).
 The selection score is the mean of the AU and EXPR ABAW scores on ``face_frames`` (frames with a
 face crop, the frames the paper scores, §4.4), whatever the trainer and the mode.
 
+``au_thresholds`` (our choice; the paper decides at 0.5) says how the kept model's AU decision
+thresholds are chosen (:mod:`pipeline.au_thresholds`): on the same held-out ``face_frames``, after
+the epoch is kept (:func:`calibrate_au`). With ``validation`` or ``last`` there is no held-out split
+and the thresholds stay at 0.5: choosing them on the validation sets would flatter the reported
+scores, and on the training frames, which the model fits, would push them the wrong way.
+
 Example:
     >>> from pipeline.data.manifest import Manifest, SubjectRecord
     >>> records = tuple(SubjectRecord(f"v{i}", f"v{i}", au_split="train", expr_split="train") for i in range(5))
@@ -34,9 +40,10 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 
 import numpy as np
 
+from pipeline.au_thresholds import AuThresholds, Strategy, fixed_thresholds, probabilities, search_thresholds
 from pipeline.config import ConfigError
 from pipeline.data.manifest import Manifest
-from pipeline.labels import TASKS
+from pipeline.labels import NUM_AUS, TASKS
 
 SECTION = "selection"
 CRITERION_FRAMES = "face_frames"   # the frame set every selection score is computed on
@@ -52,10 +59,15 @@ class SelectionConfig:
     mode: Mode = "holdout"
     share: float = 0.2       # holdout: share of each task's Aff-Wild2 training videos held out
     seed: int = 0            # holdout: which videos
+    au_thresholds: Strategy = "per_au"   # fixed (0.5) | global | per_au: chosen on the held-out face frames
 
     def __post_init__(self) -> None:
         if not 0.0 < self.share < 1.0:
             raise ConfigError(f"must be in (0, 1), got {self.share}", key="share")
+
+    def resume_key(self) -> dict[str, Any]:
+        """What of the section shapes training (the thresholds are chosen after it: changing them resumes)."""
+        return {"mode": self.mode, "share": self.share, "seed": self.seed}
 
 
 @dataclass(frozen=True)
@@ -102,6 +114,33 @@ def carve_selection(manifest: Manifest, share: float, seed: int) -> SelectionSpl
 def selection_split(manifest: Manifest, cfg: SelectionConfig) -> SelectionSplit:
     """The held-out split of ``cfg`` (empty unless ``cfg.mode`` is ``holdout``)."""
     return carve_selection(manifest, cfg.share, cfg.seed) if cfg.mode == "holdout" else SelectionSplit()
+
+
+def calibrate_au(cfg: SelectionConfig, au_logits: np.ndarray, au_labels: np.ndarray) -> AuThresholds:
+    """The kept model's AU thresholds by ``cfg.au_thresholds``, chosen on its (N, 12) logits of the
+    held-out ``face_frames`` against their labels (-1 unlabelled); 0.5 unless the mode is ``holdout``."""
+    if cfg.au_thresholds == "fixed":
+        return fixed_thresholds(f"{SECTION}.au_thresholds is fixed")
+    if cfg.mode != "holdout":
+        return fixed_thresholds(f"{SECTION}.mode {cfg.mode}: no held-out split to choose them on")
+    labelled = int((np.asarray(au_labels) >= 0).any(axis=1).sum()) if len(au_labels) else 0
+    return search_thresholds(probabilities(au_logits).reshape(-1, NUM_AUS), np.asarray(au_labels).reshape(-1, NUM_AUS),
+                             cfg.au_thresholds, f"held-out selection split, {CRITERION_FRAMES}: {labelled} AU frames")
+
+
+def held_out_au(
+    logits: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    labels: Callable[[str], tuple[np.ndarray, np.ndarray, np.ndarray]],
+    names: Sequence[str],
+) -> tuple[np.ndarray, np.ndarray]:
+    """(AU logits, AU labels), both (N, 12), of the face frames of the subjects ``names``, from their
+    whole-subject ``(au, expr)`` logits; ``labels(name)`` gives ``(au, expr, face_present)``."""
+    au_logits, au_labels = [np.zeros((0, NUM_AUS), np.float32)], [np.zeros((0, NUM_AUS), np.int8)]
+    for name in names:
+        au, _, face = labels(name)
+        au_logits.append(logits[name][0][face])
+        au_labels.append(au[face])
+    return np.concatenate(au_logits), np.concatenate(au_labels)
 
 
 def criterion_score(scores: Mapping[str, Any]) -> float:

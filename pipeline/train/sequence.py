@@ -27,6 +27,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from pipeline.au_thresholds import KEY as AU_THRESHOLDS
+from pipeline.au_thresholds import AuThresholds
 from pipeline.config import ConfigError, to_dict
 from pipeline.data.manifest import read_manifest
 from pipeline.fsio import write_json
@@ -42,7 +44,9 @@ from pipeline.train.loop import TrainResult, Trainer, checked_step, run_epochs, 
 from pipeline.train.loop_state import LoopState
 from pipeline.train.losses import subjects_pos_weight, task_loss
 from pipeline.train.optim import OptimConfig
-from pipeline.train.selection import Mode, SelectionConfig, selection_report, selection_split
+from pipeline.train.selection import (
+    Mode, SelectionConfig, calibrate_au, held_out_au, selection_report, selection_split,
+)
 from pipeline.train.splits import Splits, task_splits
 from pipeline.train.sequence_data import SequenceCache, WindowBatch, WindowLoader, load_sequence_cache
 
@@ -133,9 +137,11 @@ def train_sequence(
              time.perf_counter() - started)
     data_key = _data_key(visual_path, audio_path, splits)
     result = fit(cache, splits, config, Path(work_dir), device, data_key, eval_batch_size, mode=selection.mode)
+    thresholds = held_out_thresholds(result.model, cache, splits, config, selection, device, eval_batch_size)
+    log.info("AU thresholds: %s", thresholds.describe())
     result.metrics = {"validation": result.metrics, "selection": selection_report(selection, held, result.history),
-                      "epochs": config.epochs, "best_epoch": result.best_epoch}
-    publish_outputs(result.model, config, out_dir)
+                      "epochs": config.epochs, "best_epoch": result.best_epoch, AU_THRESHOLDS: thresholds.record()}
+    publish_outputs(result.model, config, out_dir, thresholds)
     write_json(metrics_path, result.metrics)
     return result
 
@@ -262,10 +268,22 @@ def validate(
     return subject_metrics(logits, lambda n: (*cache.subject_labels(n), cache.subject_faces(n)), subjects)
 
 
-def publish_outputs(model: SequenceModel, config: SequenceTrainConfig, out_dir: str | Path) -> None:
-    """Write ``model.pt`` and ``sequence.onnx`` into ``out_dir``, both or neither
-    (:func:`pipeline.model_files.sequence.publish`)."""
-    sequence_files.publish(out_dir, model, to_dict(config), config.parity_rtol, feature_layout(config.modalities))
+def held_out_thresholds(model: SequenceModel, cache: SequenceCache, splits: Splits, config: SequenceTrainConfig,
+                        selection: SelectionConfig, device: torch.device, batch_size: int = 64) -> AuThresholds:
+    """The kept model's AU thresholds, chosen on the held-out AU subjects' face frames
+    (:func:`pipeline.train.selection.calibrate_au`)."""
+    names = splits.selection["au"]
+    logits = predict_subjects(model, cache, names, config.window, config.stride, device, batch_size)
+    return calibrate_au(selection, *held_out_au(
+        logits, lambda n: (*cache.subject_labels(n), cache.subject_faces(n)), names))
+
+
+def publish_outputs(model: SequenceModel, config: SequenceTrainConfig, out_dir: str | Path,
+                    au_thresholds: AuThresholds | None = None) -> None:
+    """Write ``model.pt`` and ``sequence.onnx`` (both with ``au_thresholds``) into ``out_dir``, both or
+    neither (:func:`pipeline.model_files.sequence.publish`)."""
+    sequence_files.publish(out_dir, model, to_dict(config), config.parity_rtol, feature_layout(config.modalities),
+                           au_thresholds)
 
 
 def _data_key(visual_path: str | Path, audio_path: str | Path, splits: Splits) -> dict[str, Any]:

@@ -30,7 +30,7 @@ Example (not run here: it needs the pipeline's prepared data and frame store)::
                           "cache/frames/frames.h5", "cache/visual/model.pt", "metrics/visual.json",
                           "cache/work/finetune-visual", VisualTrainConfig())
     sorted(result.metrics)
-    # ['baseline', 'best_epoch', 'epochs', 'frames', 'selection', 'validation']
+    # ['au_thresholds', 'baseline', 'best_epoch', 'epochs', 'frames', 'selection', 'validation']
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from pipeline.au_thresholds import KEY as AU_THRESHOLDS
 from pipeline.config import check_fields, to_dict
 from pipeline.data.manifest import Manifest
 from pipeline.fsio import file_sha256, write_json
@@ -83,7 +84,9 @@ from pipeline.train.loop import (
 from pipeline.train.loop_state import LoopState
 from pipeline.train.losses import compute_pos_weight, task_loss
 from pipeline.train.optim import OptimConfig, lr_factor
-from pipeline.train.selection import SelectionConfig, SelectionSplit, selection_report, selection_split
+from pipeline.train.selection import (
+    SelectionConfig, SelectionSplit, calibrate_au, selection_report, selection_split,
+)
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +271,6 @@ def param_groups(model: MultiTaskModel, backbone_lr_mult: float) -> list[tuple[l
     return [(backbone, backbone_lr_mult), ([p for p in model.parameters() if id(p) not in mine], 1.0)]
 
 
-@torch.no_grad()
 def predict_frames(
     model: MultiTaskModel, dataset: FrameDataset, offset: int, n: int, batch_size: int,
     device: torch.device, ctx: DistContext, loader_cfg: LoaderConfig = LoaderConfig(),
@@ -279,20 +281,33 @@ def predict_frames(
     Each process predicts its share; the parts are gathered so every process gets all rows. With a
     ``precision``, the forward pass runs in its autocast and layout, as training does.
     """
+    au, _, expr = frame_outputs(model, dataset, offset, n, batch_size, device, ctx, loader_cfg, precision)
+    return au, expr
+
+
+@torch.no_grad()
+def frame_outputs(
+    model: MultiTaskModel, dataset: FrameDataset, offset: int, n: int, batch_size: int,
+    device: torch.device, ctx: DistContext, loader_cfg: LoaderConfig = LoaderConfig(),
+    precision: Precision | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`predict_frames`'s AU decisions and expressions, with the AU logits (n,12) float32 between."""
     precision = precision or Precision("off", False, device)
     mine = np.asarray(ddp.shard(np.arange(n), ctx)) + offset
     batches = [mine[i:i + batch_size].tolist() for i in range(0, len(mine), batch_size)]
-    au_parts, expr_parts = [np.zeros((0, NUM_AUS), np.int8)], [np.zeros(0, np.int64)]
+    au_parts, logit_parts = [np.zeros((0, NUM_AUS), np.int8)], [np.zeros((0, NUM_AUS), np.float32)]
+    expr_parts = [np.zeros(0, np.int64)]
     model.eval()
     loader = DataLoader(dataset, batch_sampler=batches, **loader_cfg.dataloader_kwargs(device))
     for images, _, _ in loader:
         with precision.autocast():
             au_logits, expr_logits = model(precision.batch(to_model_input(images, device)))
+        # decided by torch as ever, not from the gathered logits: the fixed-0.5 scores keep their bytes
         au_parts.append((torch.sigmoid(au_logits.float()) > 0.5).to(torch.int8).cpu().numpy())
+        logit_parts.append(au_logits.float().cpu().numpy())
         expr_parts.append(expr_logits.argmax(dim=1).cpu().numpy())
-    au_all = ddp.unshard(ddp.gather_rows(np.concatenate(au_parts), ctx), n)
-    expr_all = ddp.unshard(ddp.gather_rows(np.concatenate(expr_parts), ctx), n)
-    return au_all, expr_all
+    return tuple(ddp.unshard(ddp.gather_rows(np.concatenate(parts), ctx), n)
+                 for parts in (au_parts, logit_parts, expr_parts))
 
 
 class _VisualRun:
@@ -412,6 +427,13 @@ class _VisualTrainer(Trainer):
         """The run's schedule, loss scale and augmentation RNGs."""
         return self.run.extra_state()
 
+    def held_out_au(self) -> tuple[np.ndarray, np.ndarray]:
+        """AU logits and labels (both (n,12)) of the held-out selection frames with a face."""
+        run, n = self.run, len(self.data.sel)
+        _, logits, _ = frame_outputs(run.model, self.dataset, self.offsets["sel"], n, run.cfg.batch_size,
+                                     run.device, run.ctx, run.loader, run.precision)
+        return logits, self.data.sel.au
+
     def _score(self, part: str, faces: FrameSet, faceless: FrameSet) -> dict[str, Any]:
         run = self.run
         predictions = predict_frames(run.model, self.dataset, self.offsets[part], len(faces), run.cfg.batch_size,
@@ -466,7 +488,7 @@ def train_visual(
     plans = [epoch_plan(TaskSchedule(cfg.alternation, tasks), e, sizes, cfg.batch_size, cfg.seed,
                         cfg.max_frames_per_epoch, min_batch=2 * ctx.world_size) for e in range(cfg.epochs)]
     run = _VisualRun(cfg, device, ctx, sum(len(p) for p in plans), _pos_weight(cfg, data), loader, pretrained)
-    key = {"config": to_dict(cfg), "selection": to_dict(selection), "data": ddp.broadcast_digest(
+    key = {"config": to_dict(cfg), "selection": selection.resume_key(), "data": ddp.broadcast_digest(
         data_key(manifest, labels_path, frames_path, pretrained) if ctx.is_main else None, ctx)}
     loop = LoopState.resume(Path(work_dir) / STATE_FILE, key, run.model, run.optimizer, writer=ctx.is_main)
     run.load_extra(loop.extra)
@@ -477,11 +499,13 @@ def train_visual(
 
     trainer = _VisualTrainer(run, plans, dataset, offsets, data, checkpoint_every, progress)
     best = run_epochs(loop, SECTION, cfg.epochs, trainer, cfg.max_grad_norm, mode=selection.mode)
+    thresholds = calibrate_au(selection, *trainer.held_out_au())
     metrics = {"validation": best["metrics"], "baseline": baseline_metrics(data), "epochs": cfg.epochs,
                "best_epoch": best["epoch"], "selection": selection_report(selection, held, loop.history),
-               "frames": data.sizes()}
+               "frames": data.sizes(), AU_THRESHOLDS: thresholds.record()}
     run.precision.standard_layout(run.model)
     if ctx.is_main:
+        log.info("AU thresholds: %s", thresholds.describe())
         _publish(run.model, cfg, best["epoch"], out_model, metrics, metrics_path,
                  None if onnx_path is None else (onnx_path, frames_path, export))
     ddp.barrier(ctx)
@@ -518,7 +542,8 @@ def _publish(model: MultiTaskModel, cfg: VisualTrainConfig, best_epoch: int, out
              onnx: tuple[str | Path, str | Path, ExportConfig] | None = None) -> None:
     """Write the best epoch's model (loaded in ``model``), its ONNX export and int8 copy when ``onnx``
     (path, calibration frames, config) is given, and then the metrics, each atomically."""
-    visual_files.save_checkpoint(out_model, model, cfg.arch(), {"epoch": best_epoch})
+    visual_files.save_checkpoint(out_model, model, cfg.arch(), {"epoch": best_epoch,
+                                                                 AU_THRESHOLDS: metrics[AU_THRESHOLDS]})
     if onnx is not None:
         visual_files.publish_onnx(out_model, *onnx)
     write_json(metrics_path, metrics)

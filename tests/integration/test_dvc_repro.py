@@ -106,6 +106,10 @@ def test_dvc_repro_runs_the_whole_pipeline(repo: Path) -> None:
     # every trainer held out the same videos to select its epoch
     held = {name: metrics[name]["selection"]["videos"] for name in ("visual", "audio", "sequence")}
     assert held["visual"] == held["audio"] == held["sequence"] != [], held
+    # each model's AU thresholds, chosen on that held-out split, are the ones evaluate's calibrated scores use
+    for variant, trainer in (("visual", "visual"), ("fusion", "audio"), ("sequence", "sequence")):
+        assert evaluated["calibrated"]["thresholds"][variant] == metrics[trainer]["au_thresholds"], variant
+        assert metrics[trainer]["au_thresholds"]["source"].startswith("held-out selection split"), trainer
 
     assert (repo / "cache/onnx/visual.onnx").is_file()
     assert (repo / "cache/audio/tdnn.onnx").is_file()

@@ -44,15 +44,19 @@ def test_evaluate_stage_writes_metrics_and_outputs(inputs, tmp_path: Path):
     assert "face_frames visual: AU 1.0000, EXPR 1.0000" in result.output
     assert "all_frames baseline: AU " in result.output
     metrics = json.loads((tmp_path / "metrics" / "evaluate.json").read_text())
-    assert sorted(metrics) == ["all_frames", "baseline", "face_frames", "fusion", "sequence", "visual"]
+    assert sorted(metrics) == ["all_frames", "baseline", "calibrated", "face_frames", "fusion", "sequence", "visual"]
+    assert "face_frames sequence at its own AU thresholds (calibrated): AU " in result.output
     assert sorted(metrics["sequence"]["expr"]) == ["acc", "f1", "score"]
     assert sorted(metrics["all_frames"]) == ["baseline", "frames", "fusion", "sequence", "visual"]
     out = tmp_path / "evaluation"
     assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER, "plot_data", "plots", "submission", "tables"]
-    # the headline: each variant's AU and EXPR score on face frames, nothing else
+    # the headline: each variant's AU and EXPR score on face frames, and its AU score at its own thresholds
+    variants = ("visual", "fusion", "sequence")
     assert json.loads(headline.read_text()) == {
-        variant: {task: {"score": metrics[variant][task]["score"]} for task in ("au", "expr")}
-        for variant in ("visual", "fusion", "sequence")}
+        **{variant: {task: {"score": metrics[variant][task]["score"]} for task in ("au", "expr")}
+           for variant in variants},
+        "calibrated": {variant: {"au": {"score": metrics["calibrated"]["face_frames"][variant]["au"]["score"]}}
+                       for variant in variants}}
     # the plots' data beside the PNGs: one row per labelled face frame, one per AU
     confusion = (out / "plot_data" / "confusion_sequence.csv").read_text().splitlines()
     assert confusion[0] == "actual,predicted" and len(confusion) - 1 == metrics["face_frames"]["frames"]["expr"]

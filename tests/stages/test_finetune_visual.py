@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from _finetune_params import PARAMS, write_params as _params
 from _kill import kill_after_checkpoint
+from pipeline.model_files.onnx_export import read_metadata
 from pipeline.model_files.visual import build_from_checkpoint
 from stages.cli import main
 
@@ -109,6 +110,11 @@ def test_onnx_option_exports_as_export_onnx_does_and_an_export_param_change_only
     assert result.exit_code == 0, result.output
     for name in ("visual.onnx", "visual.int8.onnx"):
         assert (onnx.parent / name).read_bytes() == (again.parent / name).read_bytes(), name
+    # the model's AU thresholds travel with it: model.pt, visual.onnx and its int8 copy
+    thresholds = torch.load(tmp_path / "visual/model.pt", weights_only=True)["au_thresholds"]
+    assert thresholds["strategy"] == "per_au"
+    for name in ("visual.onnx", "visual.int8.onnx"):
+        assert read_metadata(onnx.parent / name)["au_thresholds"] == thresholds, name
 
     # a changed export param reruns the stage under DVC: the finished training resumes and is not redone
     model = (tmp_path / "visual/model.pt").read_bytes()
@@ -119,3 +125,16 @@ def test_onnx_option_exports_as_export_onnx_does_and_an_export_param_change_only
     resumed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("resuming from epoch")]
     assert resumed == ["resuming from epoch 2 batch 0 (of 1 epochs)"], resumed
     assert (tmp_path / "visual/model.pt").read_bytes() == model
+
+    # so does a changed threshold strategy (they are chosen after training): the same weights, fixed 0.5
+    caplog.clear()
+    selection = "selection:\n  mode: holdout\n  share: 0.2\n  seed: 0\n"
+    assert selection in params.read_text()
+    params.write_text(params.read_text().replace(selection, selection + "  au_thresholds: fixed\n"))
+    result = CliRunner().invoke(main, ["finetune-visual", *args])
+    assert result.exit_code == 0, result.output
+    resumed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("resuming from epoch")]
+    assert resumed == ["resuming from epoch 2 batch 0 (of 1 epochs)"], resumed
+    republished = torch.load(tmp_path / "visual/model.pt", weights_only=True)
+    assert republished["au_thresholds"]["values"] == [0.5] * 12 and republished["au_thresholds"]["strategy"] == "fixed"
+    assert read_metadata(onnx)["au_thresholds"] == republished["au_thresholds"]

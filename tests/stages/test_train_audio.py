@@ -66,7 +66,7 @@ def test_writes_model_onnx_and_metrics(data: dict[str, Path]) -> None:
     out = data["base"] / "audio"
     assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER, "model.pt", "tdnn.int8.onnx", "tdnn.onnx"]
     ckpt = torch.load(out / "model.pt", weights_only=True)
-    assert set(ckpt) == {"tdnn_arch", "tdnn", "fusion_arch", "fusion", "audio_config"}
+    assert set(ckpt) == {"tdnn_arch", "tdnn", "fusion_arch", "fusion", "audio_config", "au_thresholds"}
     metrics = json.loads((data["base"] / "metrics" / "audio.json").read_text())
     assert {"validation", "visual_only", "selection"} <= set(metrics) and metrics["epochs"] == 2
     assert 0.0 <= metrics["validation"]["face_frames"]["expr"]["score"] <= 1.0

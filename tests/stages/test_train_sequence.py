@@ -50,7 +50,7 @@ def test_train_sequence_writes_model_onnx_and_metrics(cache: Path, tmp_path: Pat
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "sequence").iterdir()) == [OUTPUT_MARKER, "model.pt", "sequence.onnx"]
     metrics = json.loads((tmp_path / "metrics" / "sequence.json").read_text())
-    assert set(metrics) == {"validation", "selection", "epochs", "best_epoch"}
+    assert set(metrics) == {"validation", "selection", "epochs", "best_epoch", "au_thresholds"}
     assert set(metrics["validation"]) == {"face_frames", "all_frames"}
     assert set(metrics["validation"]["face_frames"]["au"]) == {"f1", "acc", "score"}
     assert json.loads(result.output) == metrics

@@ -20,7 +20,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # foundations: no project imports
     ("labels", "config", "fsio", "device", "error_words", "jpeg", "verification", "paired_stats"),
     # small helpers on the foundations
-    ("metrics", "storage", "video_batch", "ablation"),
+    ("metrics", "au_thresholds", "storage", "video_batch", "ablation"),
     # datasets, media readers, the frame store, synthetic data and test media
     ("data",),
     # frontends: log-mel audio features, face detection and alignment

@@ -9,6 +9,7 @@ RENDERERS: dict[str, Renderer] = build_registry([
     Renderer("results", ("metrics/evaluate.json",), metrics_tables.results_table),
     Renderer("results-headline", ("metrics/evaluate.json",), metrics_tables.results_headline),
     Renderer("results-gains", ("metrics/evaluate.json",), metrics_tables.results_gains),
+    Renderer("calibration", ("metrics/evaluate.json",), metrics_tables.calibration_table),
     Renderer("visual-demo", ("metrics/visual.json",), metrics_tables.visual_demo),
     Renderer("audio-demo", ("metrics/audio.json",), metrics_tables.audio_demo),
     Renderer("bench-visual-throughput", ("benchmarks/results/visual_throughput.json",), bench_tables.visual_throughput),

@@ -99,6 +99,32 @@ def results_headline(evaluate: dict[str, Any]) -> str:
             "`metrics/evaluate.json`.")
 
 
+CALIBRATION_HEADER = ("variant", "thresholds", "AU F1 at 0.5", "AU F1 at its own", "AU score at 0.5",
+                      "AU score at its own", "change")
+CALIBRATION_PENDING = ("The committed `metrics/evaluate.json` was written before the models carried AU thresholds: "
+                       "rerun the pipeline (`dvc repro`) and `mmaffect report`, which renders here how far each "
+                       "model's own thresholds move its AU score.")
+
+
+def calibration_table(evaluate: dict[str, Any]) -> str:
+    """docs/selection.md: each variant's AU scores on the validation face frames at 0.5 and at the
+    thresholds its model carries (``calibrated`` of the evaluate JSON), and the change."""
+    if "calibrated" not in evaluate:
+        return CALIBRATION_PENDING
+    calibrated, fixed = evaluate["calibrated"]["face_frames"], evaluate["face_frames"]
+    rows = []
+    for variant, label in VARIANT_LABELS:
+        if variant not in calibrated:
+            continue
+        own, at_half = calibrated[variant]["au"], fixed[variant]["au"]
+        rows.append([label, evaluate["calibrated"]["thresholds"][variant]["strategy"], score(at_half["f1"]),
+                     score(own["f1"]), score(at_half["score"]), score(own["score"]),
+                     signed_gain(own["score"] - at_half["score"])])
+    return (table(CALIBRATION_HEADER, rows) + f"\n\nSynthetic demo, one run: {count(fixed['frames']['au'])} AU "
+            "validation frames with a face crop; keys `face_frames.<variant>.au` and "
+            "`calibrated.face_frames.<variant>.au` of `metrics/evaluate.json`.")
+
+
 def results_gains(evaluate: dict[str, Any]) -> str:
     """README prose: how far the fusion head and the sequence model are from visual-only, per frame set,
     in this one run (with a pointer to the spread between runs)."""

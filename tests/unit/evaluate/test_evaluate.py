@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import shutil
@@ -13,13 +14,17 @@ import torch
 
 from _evaluation_inputs import FACELESS, STRIDE, WINDOW, EvaluationInputs, build_evaluation_inputs
 from pipeline.config import ConfigError, from_dict
+from pipeline.au_thresholds import KEY as AU_THRESHOLDS
+from pipeline.au_thresholds import AuThresholds
 from pipeline.evaluate.scoring import (
     BASELINE,
+    CALIBRATED,
     FRAME_SETS,
     VARIANTS,
     EvaluateConfig,
     decide,
     evaluate,
+    headline_scores,
     load_fusion,
     predict_subject,
     score,
@@ -29,7 +34,7 @@ from pipeline.evaluate.scoring import (
 from pipeline.evaluate.submission import read_submission
 from pipeline.inference.features import compose_features
 from pipeline.inference.sequence import load_sequence_runner, sliding_window_logits, torch_run_fn
-from pipeline.labels import NUM_EXPRS
+from pipeline.labels import NUM_AUS, NUM_EXPRS
 from pipeline.metrics import au_metrics, expr_metrics
 from pipeline.model_files.audio import load_fusion_head
 from pipeline.model_files.sequence import build_from_checkpoint
@@ -68,7 +73,7 @@ def test_metrics_are_the_abaw_scores_of_the_submitted_predictions(evaluated, inp
     # other predictions than those submitted, differs.
     out, metrics = evaluated
     assert json.loads((out / "metrics.json").read_text()) == metrics
-    assert sorted(metrics) == sorted([*FRAME_SETS, *VARIANTS, BASELINE])
+    assert sorted(metrics) == sorted([*FRAME_SETS, *VARIANTS, BASELINE, CALIBRATED])
     for name in (*VARIANTS, BASELINE):
         assert metrics[name] == metrics["face_frames"][name]   # the headline: the paper's frames
     store = EmbeddingStore.open_read(inputs.visual)
@@ -339,3 +344,66 @@ def test_batch_size_reaches_the_sequence_model(inputs):
     many = predict_subject(record, visual, audio, fusion, counting, EvaluateConfig(), device, batch_size=1000)
     assert len(batches) == 1 and batches[0] > 1
     np.testing.assert_array_equal(one.expr_pred["sequence"], many.expr_pred["sequence"])
+
+
+def _thresholds(value: float) -> dict:
+    return AuThresholds((value,) * NUM_AUS, "per_au", ("calibrated",) * NUM_AUS, "test").record()
+
+
+def _with_thresholds(inputs: EvaluationInputs, root: Path, visual: float, fusion: float,
+                     sequence: float) -> EvaluationInputs:
+    """A copy of ``inputs`` whose three models carry the given thresholds (the visual model's as
+    ``embed-visual`` records its ONNX metadata with the store)."""
+    store = root / "visual.zarr"
+    shutil.copytree(inputs.visual, store)
+    root_json = store / "zarr.json"
+    meta = json.loads(root_json.read_text())
+    meta["attributes"]["model"] = {"model": "visual", AU_THRESHOLDS: _thresholds(visual)}
+    root_json.write_text(json.dumps(meta))
+    models = {}
+    for name, path, value in (("audio", inputs.audio_model, fusion), ("sequence", inputs.sequence_model, sequence)):
+        models[name] = root / name / "model.pt"
+        models[name].parent.mkdir()
+        torch.save({**torch.load(path, weights_only=True), AU_THRESHOLDS: _thresholds(value)}, models[name])
+    return dataclasses.replace(inputs, visual=store, audio_model=models["audio"], sequence_model=models["sequence"])
+
+
+def test_models_without_thresholds_score_at_one_half_under_calibrated(evaluated):
+    # The test models carry no thresholds (as files from before calibration): their calibrated AU
+    # scores are the fixed 0.5 ones, recorded as such.
+    _, metrics = evaluated
+    for frames in FRAME_SETS:
+        for variant in VARIANTS:
+            assert metrics[CALIBRATED][frames][variant]["au"] == metrics[frames][variant]["au"]
+    assert {r["strategy"] for r in metrics[CALIBRATED]["thresholds"].values()} == {"fixed"}
+    assert "carries no thresholds" in metrics[CALIBRATED]["thresholds"]["sequence"]["source"]
+
+
+def test_each_variant_is_also_scored_at_its_own_models_thresholds(evaluated, inputs, tmp_path: Path):
+    # visual and sequence thresholds above every probability: no AU active, the baseline's AU score;
+    # the fusion head's below every probability: every AU active.
+    own = _with_thresholds(inputs, tmp_path, visual=0.99999, fusion=1e-6, sequence=0.99999)
+    metrics = _run(own, tmp_path / "evaluation", tmp_path / "metrics.json", EvaluateConfig(timeline_videos=2))
+    _, fixed = evaluated
+    assert {k: v for k, v in metrics.items() if k != CALIBRATED} == {k: v for k, v in fixed.items() if k != CALIBRATED}
+    calibrated = metrics[CALIBRATED]
+    assert calibrated["thresholds"]["fusion"]["values"] == [1e-6] * NUM_AUS
+    for frames in FRAME_SETS:
+        for variant in ("visual", "sequence"):
+            assert calibrated[frames][variant]["au"] == metrics[frames][BASELINE]["au"], (frames, variant)
+    store = EmbeddingStore.open_read(inputs.visual)
+    faces = _face_masks(inputs)
+    names = [r.name for r in inputs.manifest.subjects if r.au_split == "validation"]
+    labels = np.concatenate([store.read(name)["au"][faces[name]] for name in names])
+    assert calibrated["face_frames"]["fusion"]["au"] == pytest.approx(au_metrics(labels, np.ones_like(labels)))
+    assert calibrated["face_frames"]["fusion"]["au"] != metrics["face_frames"]["fusion"]["au"]
+    with (tmp_path / "evaluation" / "tables" / "calibrated.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    fusion = next(r for r in rows if (r["frames"], r["variant"]) == ("face_frames", "fusion"))
+    assert len(rows) == len(FRAME_SETS) * len(VARIANTS) and fusion["thresholds"] == "per_au"
+    assert float(fusion["au_score_own"]) == pytest.approx(calibrated["face_frames"]["fusion"]["au"]["score"], abs=1e-4)
+    assert float(fusion["au_score_fixed"]) == pytest.approx(metrics["face_frames"]["fusion"]["au"]["score"], abs=1e-4)
+    headline = headline_scores(metrics)
+    assert headline[CALIBRATED]["fusion"] == {"au": {"score": calibrated["face_frames"]["fusion"]["au"]["score"]}}
+    assert {k: v for k, v in headline.items() if k != CALIBRATED} == {
+        k: v for k, v in headline_scores(fixed).items() if k != CALIBRATED}

@@ -11,7 +11,9 @@ from torch import nn
 
 from pipeline.config import ConfigError
 from pipeline.model_files.onnx_export import ParityError, check_parity, export_onnx, make_session, read_metadata
-from pipeline.model_files.visual import ExportConfig, export_visual
+from pipeline.au_thresholds import AuThresholds, fixed_thresholds
+from pipeline.model_files.loading import model_thresholds
+from pipeline.model_files.visual import ExportConfig, export_visual, write_float16
 from pipeline.model_files.visual import checkpoint_dict
 from pipeline.models.multitask import build_model
 
@@ -57,6 +59,23 @@ def test_export_visual_publishes_a_matching_model(visual_checkpoint: tuple[Path,
     assert meta["arch"] == TINY and meta["model"] == "visual"
     assert meta["preprocessing"]["formula"] == "(x / 255 - 0.5) / 0.5"
     assert len(meta["au_names"]) == 12 and len(meta["expr_names"]) == 7 and len(meta["checkpoint_sha256"]) == 64
+    # a checkpoint without AU thresholds (from before calibration) gives a file without them: 0.5 everywhere
+    assert "au_thresholds" not in meta
+    assert model_thresholds(out, "visual model", "finetune-visual") == fixed_thresholds(f"{out} carries no thresholds")
+    assert model_thresholds(ckpt_path, "visual model", "finetune-visual").values == (0.5,) * 12
+
+
+def test_au_thresholds_travel_from_the_checkpoint_to_the_onnx_file_and_its_copies(
+        visual_checkpoint: tuple[Path, nn.Module], tmp_path: Path) -> None:
+    _, model = visual_checkpoint
+    chosen = AuThresholds(tuple(np.linspace(0.2, 0.8, 12)), "per_au", ("calibrated",) * 11 + ("no positive",), "test")
+    ckpt_path = tmp_path / "model.pt"
+    torch.save(checkpoint_dict(model, TINY, {"epoch": 1, "au_thresholds": chosen.record()}), ckpt_path)
+    out = tmp_path / "onnx" / "visual.onnx"
+    export_visual(ckpt_path, out, ExportConfig())
+    write_float16(out)
+    for path in (ckpt_path, out, out.with_name("visual.fp16.onnx")):
+        assert model_thresholds(path, "visual model", "finetune-visual") == chosen, path
 
 
 class BatchDependent(nn.Module):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +18,16 @@ from pipeline.faces.align import align_face
 from pipeline.faces.detect import DetectorConfig, FaceDetector
 from pipeline.faces.moving_photos import astronaut, crossing_photos, grace_hopper
 from pipeline.data.synth.photo_video import panned_frames, write_frames_video, write_photo_video
+from pipeline.au_thresholds import AuThresholds
+from pipeline.model_files.onnx_export import read_metadata, set_metadata
 from pipeline.predict.video import CSV_COLUMNS, load_models, predict_video, predict_videos
 
 # the columns docs/predict.md lists, in its order
 DOCUMENTED_COLUMNS = (
     "frame,timestamp,face_id,confidence,x,y,w,h,lm0_x,lm0_y,lm1_x,lm1_y,lm2_x,lm2_y,lm3_x,lm3_y,lm4_x,lm4_y,"
     "AU1,AU2,AU4,AU6,AU7,AU10,AU12,AU15,AU23,AU24,AU25,AU26,"
+    "AU1_active,AU2_active,AU4_active,AU6_active,AU7_active,AU10_active,AU12_active,AU15_active,AU23_active,"
+    "AU24_active,AU25_active,AU26_active,"
     "Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise,expression,face_present,audio_present,low_confidence"
 ).split(",")
 
@@ -196,3 +202,34 @@ def test_missing_crops_folder_is_named(onnx_models, video, tmp_path: Path):
     models = load_models(onnx_models.visual, onnx_models.audio, onnx_models.sequence, device="cpu")
     done, failed = predict_videos([video], tmp_path / "out", models, crops_root=tmp_path / "nocrops")
     assert not done and "nocrops" in failed[str(video)]
+
+
+def _active(rows: list[dict[str, str]]) -> np.ndarray:
+    return np.array([[int(r[f"{name}_active"]) for name in AU_NAMES] for r in rows])
+
+
+def test_au_decisions_use_the_thresholds_the_sequence_model_carries(onnx_models, video, tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture):
+    # A model without thresholds decides at 0.5 (rows whose 4-decimal probability sits at 0.5 are skipped).
+    caplog.set_level(logging.INFO, logger="pipeline.predict.video")
+    out = tmp_path / "fixed.csv"
+    predict_video(video, out, crops_dir=None, models=load_models(onnx_models.visual, onnx_models.audio,
+                                                                 onnx_models.sequence, device="cpu"))
+    _, rows = _read(out)
+    au = np.array([[float(r[name]) for name in AU_NAMES] for r in rows])
+    clear = np.abs(au - 0.5) > 1e-4
+    assert np.array_equal(_active(rows)[clear], (au > 0.5)[clear])
+    assert f"at the thresholds of {onnx_models.sequence}: fixed 0.5 ({onnx_models.sequence} carries no thresholds)" \
+        in caplog.text
+    # The same model carrying thresholds: the first six AUs below every probability, the rest above.
+    sequence = tmp_path / "sequence.onnx"
+    shutil.copy(onnx_models.sequence, sequence)
+    chosen = AuThresholds((1e-6,) * 6 + (0.999999,) * 6, "per_au", ("calibrated",) * 12, "test split")
+    set_metadata(sequence, {**read_metadata(sequence), "au_thresholds": chosen.record()})
+    caplog.clear()
+    out = tmp_path / "own.csv"
+    predict_video(video, out, models=load_models(onnx_models.visual, onnx_models.audio, sequence, device="cpu"))
+    _, own = _read(out)
+    assert [[r[name] for name in AU_NAMES] for r in own] == [[r[name] for name in AU_NAMES] for r in rows]
+    assert _active(own)[:, :6].all() and not _active(own)[:, 6:].any()
+    assert f"at the thresholds of {sequence}: per_au (test split): AU1 0.000" in caplog.text

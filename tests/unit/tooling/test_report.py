@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from tooling.report.bench_tables import measured_on
 from tooling.report.blocks import BlockError, find_blocks, replace_blocks
 from tooling.report.catalog import RENDERERS
-from tooling.report.metrics_tables import results_gains, results_table
+from tooling.report.metrics_tables import CALIBRATION_PENDING, calibration_table, results_gains, results_table
 from tooling.bench.record import SIMD_FLAGS, benchmark_record, is_busy, write_record
 from tooling.report.registry import Renderer, build_registry
 from tooling.report.run import render_docs
@@ -109,6 +109,21 @@ def test_gains_are_differences_of_the_source_scores() -> None:
         "+0.010 (EXPR); the per-frame A+V fusion head +0.050 (AU) and -0.020 (EXPR). Score difference over "
         "visual-only on all labelled frames: the sequence model +0.200 (AU) and +0.000 (EXPR); the per-frame "
         "A+V fusion head +0.050 (AU) and +0.100 (EXPR). One run cannot tell")
+
+
+def test_calibration_table_sets_each_models_own_thresholds_against_one_half() -> None:
+    evaluate = _evaluate_json()
+    assert calibration_table(evaluate) == CALIBRATION_PENDING   # a file from before calibration
+    own = {"visual": 0.55, "fusion": 0.55, "sequence": 0.64}
+    evaluate["calibrated"] = {
+        "face_frames": {v: {"au": {"f1": value - 0.1, "acc": 0.9, "score": value}} for v, value in own.items()},
+        "all_frames": {}, "thresholds": {v: {"strategy": "fixed" if v == "fusion" else "per_au"} for v in own}}
+    text = calibration_table(evaluate)
+    assert "| visual-only (fine-tuned IResNet) | per_au | 0.500 | 0.450 | 0.500 | 0.550 | +0.050 |" in text
+    assert "| A+V fusion head (`train-audio`) | fixed | 0.550 | 0.450 | 0.550 | 0.550 | +0.000 |" in text
+    assert "| sequence model (transformer over cached visual + audio windows) | per_au | 0.700 | 0.540 | 0.700 | " \
+           "0.640 | -0.060 |" in text
+    assert "1,200 AU validation frames with a face crop" in text
 
 
 def test_results_table_shows_each_frame_set_with_its_own_baseline() -> None:

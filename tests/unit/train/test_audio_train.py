@@ -9,6 +9,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+
 from _audio_media import EXPR_PITCH_HZ, build_audio_dataset, expression_runs, tone_track
 from _baselines import trivial_au_score, trivial_expr_score
 
@@ -19,6 +20,7 @@ from pipeline.audio.windows import track_audio
 from pipeline.config import ConfigError, from_dict, to_dict
 from pipeline.fsio import OUTPUT_MARKER
 from pipeline.model_files.audio import load_audio_config, load_fusion_head, load_tdnn
+from pipeline.model_files.loading import model_thresholds
 from pipeline.model_files.onnx_export import ParityError, read_metadata
 from pipeline.models.fusion import FusionConfig
 from pipeline.models.tdnn import TDNNConfig
@@ -197,7 +199,7 @@ def test_train_audio_end_to_end(tmp_path: Path) -> None:
     out, metrics_path = tmp_path / "audio", tmp_path / "metrics" / "audio.json"
     metrics = train_audio(prepared, store, out, metrics_path, tiny_config(epochs=2), tmp_path / "work").metrics
     assert json.loads(metrics_path.read_text()) == metrics
-    assert set(metrics) == {"validation", "visual_only", "selection", "epochs", "best_epoch"}
+    assert set(metrics) == {"validation", "visual_only", "selection", "epochs", "best_epoch", "au_thresholds"}
     for report in (metrics["validation"], metrics["visual_only"]):
         assert set(report) == {"face_frames", "all_frames"}
         assert set(report["face_frames"]) == {"au", "expr", "score", "frames"}
@@ -206,6 +208,11 @@ def test_train_audio_end_to_end(tmp_path: Path) -> None:
     ckpt = torch.load(out / "model.pt", weights_only=True)
     tdnn, head, cfg = load_tdnn(ckpt), load_fusion_head(ckpt), load_audio_config(ckpt)
     assert cfg == AUDIO
+    # the fusion head's AU thresholds, chosen on the held-out face frames, are in model.pt and the metrics
+    assert ckpt["au_thresholds"] == metrics["au_thresholds"] and ckpt["au_thresholds"]["strategy"] == "per_au"
+    assert ckpt["au_thresholds"]["source"].startswith("held-out selection split, face_frames")
+    assert model_thresholds(out / "model.pt", "audio model", "train-audio").values == tuple(
+        metrics["au_thresholds"]["values"])
     assert head(torch.zeros(1, 512), torch.zeros(1, 512))[0].shape == (1, 12)
     meta = read_metadata(out / "tdnn.onnx")
     assert meta["audio_config"]["n_mels"] == 64 and meta["context_frames"] == AUDIO.context_frames

@@ -5,12 +5,15 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pipeline.config import ConfigError, from_dict
 from pipeline.data.manifest import Manifest, SubjectRecord, read_manifest
-from pipeline.labels import TASKS
-from pipeline.train.selection import SelectionConfig, carve_selection, epoch_score, selection_split
+from pipeline.labels import NUM_AUS, TASKS
+from pipeline.train.selection import (
+    SelectionConfig, calibrate_au, carve_selection, epoch_score, held_out_au, selection_split,
+)
 from pipeline.train.splits import task_splits
 
 
@@ -108,3 +111,50 @@ def test_the_tiny_preset_works_with_the_default_share(tiny_prepared: Path) -> No
             assert splits.selection[task], (seed, task, held)
             # the first pass takes no video past a task's quota of one: two training videos stay
             assert len({manifest.by_name(n).video for n in splits.train[task]}) == 2, (seed, task, held)
+
+
+def _held_out_logits() -> tuple[np.ndarray, np.ndarray]:
+    """Logits whose best per-AU cut (0.7 in probability) is far from 0.5, and their labels."""
+    probs = np.tile(np.array([0.2, 0.6, 0.65, 0.8, 0.9])[:, None], (1, NUM_AUS))
+    labels = np.tile(np.array([0, 0, 0, 1, 1], np.int8)[:, None], (1, NUM_AUS))
+    return np.log(probs / (1 - probs)), labels
+
+
+def test_au_thresholds_switch_picks_fixed_global_or_per_au() -> None:
+    logits, labels = _held_out_logits()
+    labels[:, 0] = [0, 0, 1, 1, 1]     # AU1 alone wants a lower cut (0.625): global and per-AU differ there
+    per_au = calibrate_au(SelectionConfig(au_thresholds="per_au"), logits, labels)
+    assert per_au.values[0] == pytest.approx(0.625) and per_au.values[1:] == pytest.approx((0.725,) * 11)
+    assert per_au.source == "held-out selection split, face_frames: 5 AU frames"
+    single = calibrate_au(SelectionConfig(au_thresholds="global"), logits, labels)
+    assert single.strategy == "global" and single.values == pytest.approx((0.725,) * NUM_AUS)
+    fixed = calibrate_au(SelectionConfig(au_thresholds="fixed"), logits, labels)
+    assert fixed.values == (0.5,) * NUM_AUS and fixed.source == "selection.au_thresholds is fixed"
+    assert from_dict(SelectionConfig, {"au_thresholds": "global"}).au_thresholds == "global"
+    assert SelectionConfig().au_thresholds == "per_au"
+    with pytest.raises(ConfigError, match="au_thresholds"):
+        from_dict(SelectionConfig, {"au_thresholds": "best"}, where="params.yaml:selection")
+
+
+@pytest.mark.parametrize("mode", ["validation", "last"])
+def test_without_a_held_out_split_the_thresholds_stay_fixed(mode: str) -> None:
+    # never chosen on the validation frames (which are reported) nor on the training frames
+    logits, labels = _held_out_logits()
+    found = calibrate_au(SelectionConfig(mode=mode, au_thresholds="per_au"), logits, labels)
+    assert found.values == (0.5,) * NUM_AUS and found.strategy == "fixed"
+    assert found.source == f"selection.mode {mode}: no held-out split to choose them on"
+
+
+def test_held_out_au_takes_the_face_frames_of_the_named_subjects() -> None:
+    logits = {name: (np.full((4, NUM_AUS), float(k)), np.zeros((4, 7))) for k, name in enumerate("abc")}
+    faces = {"a": [True, False, True, True], "b": [False] * 4, "c": [True, True, False, False]}
+    labels = {name: (np.full((4, NUM_AUS), k % 2, np.int8), np.zeros(4, np.int8), np.array(faces[name]))
+              for k, name in enumerate("abc")}
+    au, truth = held_out_au(logits, labels.__getitem__, ["a", "c"])
+    assert au[:, 0].tolist() == [0, 0, 0, 2, 2] and truth[:, 0].tolist() == [0, 0, 0, 0, 0]
+    assert held_out_au(logits, labels.__getitem__, [])[0].shape == (0, NUM_AUS)
+
+
+def test_the_threshold_strategy_is_not_part_of_the_resume_key() -> None:
+    assert SelectionConfig(au_thresholds="fixed").resume_key() == SelectionConfig().resume_key()
+    assert SelectionConfig(seed=1).resume_key() != SelectionConfig().resume_key()

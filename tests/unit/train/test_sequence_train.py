@@ -16,7 +16,7 @@ from _baselines import trivial_au_score, trivial_expr_score
 from pipeline.config import ConfigError, from_dict
 from pipeline.data.manifest import read_manifest
 from pipeline.model_files.onnx_export import ParityError, make_session, read_metadata
-from pipeline.inference.sequence import onnx_run_fn, sliding_window_logits, torch_run_fn
+from pipeline.inference.sequence import load_sequence_runner, onnx_run_fn, sliding_window_logits, torch_run_fn
 from pipeline.model_files.sequence import build_from_checkpoint
 from pipeline.models.sequence import SequenceModel
 from pipeline.train.loop import DivergedError, TrainResult
@@ -80,7 +80,7 @@ def test_the_model_beats_the_best_constant_prediction(trained: Path, cache_paths
 
 def test_outputs_model_onnx_and_metrics(trained: Path, cache_paths) -> None:
     metrics = json.loads((trained / "metrics.json").read_text())
-    assert set(metrics) == {"validation", "selection", "epochs", "best_epoch"}
+    assert set(metrics) == {"validation", "selection", "epochs", "best_epoch", "au_thresholds"}
     for report in metrics["validation"].values():
         assert set(report) == {"au", "expr", "score", "frames"}
         assert all(set(report[task]) == {"f1", "acc", "score"} for task in ("au", "expr"))
@@ -90,6 +90,12 @@ def test_outputs_model_onnx_and_metrics(trained: Path, cache_paths) -> None:
     meta = read_metadata(trained / "sequence" / "sequence.onnx")
     assert (meta["modalities"], meta["window"], meta["stride"], meta["feature_dim"]) == ("both", 16, 8, 1026)
     assert [b["name"] for b in meta["feature_layout"]] == ["visual", "face_present", "audio", "audio_present"]
+    # the same AU thresholds in both files and the metrics; the runner of either file decides by them
+    assert ckpt["au_thresholds"] == meta["au_thresholds"] == metrics["au_thresholds"]
+    assert metrics["au_thresholds"]["strategy"] == "per_au"
+    for name in ("model.pt", "sequence.onnx"):
+        runner = load_sequence_runner(trained / "sequence" / name, device="cpu")
+        assert runner.au_thresholds.values == tuple(metrics["au_thresholds"]["values"])
     graph = onnx.load(trained / "sequence" / "sequence.onnx").graph
     assert [i.name for i in graph.input] == ["features"]
     assert [o.name for o in graph.output] == ["au_logits", "expr_logits"]

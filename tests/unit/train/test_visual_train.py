@@ -18,6 +18,7 @@ from _baselines import trivial_au_score, trivial_expr_score
 
 from _no_pickles import forbid_pickled_collectives
 from _torchrun_finetune import state_digest as _digest
+from pipeline.au_thresholds import probabilities, search_thresholds
 from pipeline.config import ConfigError
 from pipeline.storage.frame_store import FrameStore
 from pipeline.data.labels_store import read_all_labels
@@ -32,7 +33,9 @@ from pipeline.train.augment import AugmentConfig
 from pipeline.train.ddp import DistContext
 from pipeline.train.epoch_plan import epoch_plan, split_batches
 from pipeline.train.loop import DivergedError, TrainResult
-from pipeline.train.frames_dataset import FrameDataset, has_labels, select_frames, select_validation_frames
+from pipeline.train.frames_dataset import (
+    FrameDataset, has_labels, read_frame_labels, select_frames, select_subject_frames, select_validation_frames,
+)
 from pipeline.train.visual import VisualTrainConfig, train_visual
 
 TINY = dict(width_mult=0.0625, epochs=2, batch_size=16, lr=0.05, max_frames_per_epoch=32)
@@ -147,7 +150,8 @@ def test_config_names_bad_values() -> None:
 
 # -- training ---------------------------------------------------------------------------------
 
-def test_training_publishes_best_model_and_metrics(trained: tuple[Path, Any], tiny_prepared: Path) -> None:
+def test_training_publishes_best_model_and_metrics(trained: tuple[Path, Any], tiny_prepared: Path,
+                                                   tiny_frames: Path) -> None:
     out, result = trained
     metrics = result.metrics
     assert metrics["epochs"] == 2 and 1 <= metrics["best_epoch"] <= 2 and result.resumed_from is None
@@ -182,6 +186,19 @@ def test_training_publishes_best_model_and_metrics(trained: tuple[Path, Any], ti
     au, expr = model(torch.zeros(2, 3, 112, 112))
     assert au.shape == (2, 12) and expr.shape == (2, 7) and torch.isfinite(au).all()
     assert not list(out.glob(".model.pt.tmp-*"))
+
+    # the AU thresholds: the per-AU search over the published model's probabilities on the held-out
+    # face frames (never the validation frames), in model.pt and the metrics alike
+    held_out = select_subject_frames(manifest, read_frame_labels(tiny_prepared / "labels.h5", tiny_frames),
+                                     selection["subjects"])
+    images = torch.stack([image for image, _, _ in FrameDataset(tiny_frames, held_out).__getitems__(
+        list(range(len(held_out))))])
+    with torch.no_grad():
+        logits = model(to_model_input(images))[0].numpy()
+    expected = search_thresholds(probabilities(logits), held_out.au, "per_au", "")
+    assert ckpt["au_thresholds"] == metrics["au_thresholds"]
+    assert ckpt["au_thresholds"]["values"] == pytest.approx(list(expected.values))
+    assert ckpt["au_thresholds"]["status"] == list(expected.status)
 
 
 def _fixed_batch(prepared: Path, frames: Path, task: str, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
