@@ -12,6 +12,7 @@ RENDERERS: dict[str, Renderer] = build_registry([
     Renderer("calibration", ("metrics/evaluate.json",), metrics_tables.calibration_table),
     Renderer("visual-demo", ("metrics/visual.json",), metrics_tables.visual_demo),
     Renderer("audio-demo", ("metrics/audio.json",), metrics_tables.audio_demo),
+    Renderer("pretrain-demo", ("metrics/pretrain.json",), metrics_tables.pretrain_demo),
     Renderer("bench-visual-throughput", ("benchmarks/results/visual_throughput.json",), bench_tables.visual_throughput),
     Renderer("bench-audio-tdnn", ("benchmarks/results/audio_tdnn.json",), bench_tables.audio_tdnn),
     Renderer("bench-face-alignment", ("benchmarks/results/face_alignment.json",), bench_tables.face_alignment),

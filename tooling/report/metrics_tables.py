@@ -163,6 +163,21 @@ def visual_demo(visual: dict[str, Any]) -> str:
     return intro + "\n\n" + table(("model", *SCORE_HEADER[1:]), rows)
 
 
+def pretrain_demo(pretrain: dict[str, Any]) -> str:
+    """README and docs/pretrain.md: what the published backbone learnt, read against its start and chance."""
+    kept, start = pretrain["verification"], pretrain["initial"]
+    losses = ", ".join(f"{h['loss']:.1f}" for h in pretrain["history"]) or "none (published as given)"
+    data = pretrain["data"]
+    chance = f" against a chance loss of {pretrain['chance_loss']:.1f}" if "chance_loss" in pretrain else ""
+    return (
+        f"The backbone `finetune-visual` starts from (`metrics/pretrain.json`): held-out pair accuracy "
+        f"**{kept['accuracy']:.3f}** ({start['accuracy']:.3f} at its start; TAR at FAR {kept['far']:g} "
+        f"{kept['tar_at_far']:.2f}), epoch {pretrain['best_epoch']} of {pretrain['epochs']} kept; margin-softmax "
+        f"loss per epoch {losses}{chance}; {count(data['train_identities'])} training and "
+        f"{count(data['holdout_identities'])} held-out identities, {count(data['pairs'])} pairs."
+    )
+
+
 def audio_demo(audio: dict[str, Any]) -> str:
     """docs/audio.md: the A+V fusion head against the frozen visual model's own logits, on each frame set."""
     fused = frame_reports(audio, "validation", "all_frames")

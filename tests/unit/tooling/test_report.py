@@ -11,7 +11,9 @@ from click.testing import CliRunner
 from tooling.report.bench_tables import measured_on
 from tooling.report.blocks import BlockError, find_blocks, replace_blocks
 from tooling.report.catalog import RENDERERS
-from tooling.report.metrics_tables import CALIBRATION_PENDING, calibration_table, results_gains, results_table
+from tooling.report.metrics_tables import (
+    CALIBRATION_PENDING, calibration_table, pretrain_demo, results_gains, results_table,
+)
 from tooling.bench.record import SIMD_FLAGS, benchmark_record, is_busy, write_record
 from tooling.report.registry import Renderer, build_registry
 from tooling.report.run import render_docs
@@ -391,3 +393,16 @@ def test_visual_throughput_of_a_busy_machine_shows_no_rates() -> None:
     assert "Not measured on an idle machine yet" in text and "16.50" in text and "1.61" not in text
     idle = {**busy, "busy": False}   # the load after the run is this machine's, so set the verdict
     assert "| iresnet18 | 24.0 M | 0.48 |" in RENDERERS["bench-visual-throughput"].render(idle)
+
+
+def test_pretrain_demo_reads_the_backbone_against_its_start_and_chance() -> None:
+    pretrain = {"verification": {"accuracy": 0.8683, "tar_at_far": 0.3012, "far": 0.001},
+                "initial": {"accuracy": 0.6398, "tar_at_far": 0.005, "far": 0.001}, "best_epoch": 2, "epochs": 2,
+                "history": [{"loss": 10.2954}, {"loss": 7.3477}], "chance_loss": 11.02,
+                "data": {"train_identities": 950, "holdout_identities": 50, "pairs": 6000}}
+    text = pretrain_demo(pretrain)
+    assert "held-out pair accuracy **0.868** (0.640 at its start; TAR at FAR 0.001 0.30)" in text
+    assert "epoch 2 of 2 kept; margin-softmax loss per epoch 10.3, 7.3 against a chance loss of 11.0;" in text
+    assert "950 training and 50 held-out identities, 6,000 pairs." in text
+    given = {**pretrain, "history": [], "epochs": 0, "best_epoch": 0}
+    assert "loss per epoch none (published as given)" in pretrain_demo(given)
