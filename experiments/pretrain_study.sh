@@ -4,6 +4,10 @@
 # or an edit: every step skips or resumes what is done. `--dry-run` prints the commands (the ablations'
 # planned experiments included, their grids checked) and runs nothing.
 #
+#   (0) the demo pipeline, `dvc repro` (nothing to do when it is up to date): each experiment below
+#       reruns only the stages up to finetune-visual, and DVC saves it with the outputs of the others,
+#       which must then be in this workspace's cache (in a fresh clone they are not, and the first
+#       experiment fails on a missing cache directory);
 #   (a) the positive control's starting point, once: finetune-visual from scratch on synthetic draw
 #       CONTROL_DRAW, which no replicate uses, then `mmaffect backbone-of` into CONTROL_DIR (kept out of git);
 #   (b) the learning-rate grid on tuning replicate TUNING_REPLICATE, and the best rate per start by the
@@ -39,6 +43,9 @@ run() {
   echo "+ $*" >&2
   if [[ -z $dry_run ]]; then "$@"; fi
 }
+
+step "(0) the demo pipeline, so every output dvc.lock names is in the cache"
+run dvc repro
 
 step "(a) positive control's backbone: $CONTROL_DIR"
 if [[ -f $CONTROL_DIR/backbone.pth && -f $CONTROL_DIR/backbone.json ]]; then

@@ -128,7 +128,8 @@ class PretrainConfig:
             (self.verification_pairs >= 10, "verification_pairs",
              f"must be >= 10 (10 folds), got {self.verification_pairs}"),
             (0.0 < self.far < 1.0, "far", f"must be in (0, 1), got {self.far}"),
-            (0.0 <= self.warmup_epochs <= max(self.epochs, 0), "warmup_epochs",
+            # with epochs 0 (a given backbone published as it is) nothing trains: the warm-up is unread
+            (self.warmup_epochs >= 0.0 and (self.epochs == 0 or self.warmup_epochs <= self.epochs), "warmup_epochs",
              f"must be in [0, epochs ({self.epochs})], got {self.warmup_epochs}"),
             (self.min_gain is None or -1.0 <= self.min_gain <= 1.0, "min_gain",
              f"must be in [-1, 1] or null, got {self.min_gain}"),

@@ -71,9 +71,10 @@ def test_study_script_dry_run_prints_each_step_and_writes_nothing(tmp_path: Path
     result = _study_dry_run(tmp_path)
     assert result.returncode == 0, result.stderr
     control = [line for line in result.stderr.splitlines() if line.startswith("+ ")]
-    assert control[0].startswith("+ dvc exp run -f -n control-d1000 -S synth.seed=1000 ")
-    assert control[1] == f"+ mmaffect backbone-of cache/visual/model.pt {tmp_path / 'controls'}"
-    assert control[2].startswith(f"+ python -m tooling.study choose-lr {tmp_path / 'lr.json'}")
+    assert control[0] == "+ dvc repro"   # every output dvc.lock names in the cache before an experiment
+    assert control[1].startswith("+ dvc exp run -f -n control-d1000 -S synth.seed=1000 ")
+    assert control[2] == f"+ mmaffect backbone-of cache/visual/model.pt {tmp_path / 'controls'}"
+    assert control[3].startswith(f"+ python -m tooling.study choose-lr {tmp_path / 'lr.json'}")
     planned = result.stdout.splitlines()
     assert len(planned) == 8 + 4 * 8   # the rate grid on one tuning replicate, then 4 arms x 8 replicates
     assert planned[0].startswith("dvc exp run -n lr0p005-pretrained-r100 -f ")

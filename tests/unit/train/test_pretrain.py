@@ -113,6 +113,12 @@ def test_config_names_the_bad_value(change: dict, message: str) -> None:
     assert from_dict(PretrainConfig, PRETRAIN).width_mult == 0.0625
 
 
+def test_a_given_backbone_published_as_it_is_ignores_the_warmup() -> None:
+    """The paper profile sets init and epochs 0 over the demo's params, whose warm-up is then unread."""
+    cfg = from_dict(PretrainConfig, {**PRETRAIN, "init": "backbone.pth", "epochs": 0, "warmup_epochs": 0.5})
+    assert cfg.epochs == 0 and cfg.warmup_epochs == 0.5
+
+
 def test_shuffled_labels_keep_each_class_count_and_replay_from_the_seed() -> None:
     labels = np.repeat(np.arange(6), [2, 3, 4, 5, 6, 7])
     shuffled = shuffled_labels(labels, seed=4)
