@@ -114,17 +114,23 @@ def _embed(prepared: Path, frames: Path, model: Path, out: Path, params: Path) -
         "--no-processes", "--batch-size", "16", "--work-dir", str(out.with_suffix(".work")), "--no-progress"])
 
 
+def _embed_at(precisions: tuple[str, ...], prepared: Path, frames: Path, model: Path,
+              tmp_path: Path) -> dict[str, EmbeddingStore]:
+    """The store ``embed-visual`` writes at each of ``precisions`` (``tmp_path/<precision>.zarr``)."""
+    stores = {}
+    for precision in precisions:
+        params = tmp_path / f"{precision}.yaml"
+        params.write_text(f"embed_visual:\n  chunk_frames: 8\n  sources: [affwild2]\n  precision: {precision}\n")
+        result = _embed(prepared, frames, model, tmp_path / f"{precision}.zarr", params)
+        assert result.exit_code == 0, result.output
+        stores[precision] = EmbeddingStore.open_read(tmp_path / f"{precision}.zarr")
+    return stores
+
 def test_embed_visual_precision_int8_takes_the_int8_model_into_the_same_layout(
     quantized: tuple[Path, dict], tiny_prepared: Path, tiny_frames: Path, tmp_path: Path
 ) -> None:
     float_path, _ = quantized
-    stores = {}
-    for precision in ("float32", "int8"):
-        params = tmp_path / f"{precision}.yaml"
-        params.write_text(f"embed_visual:\n  chunk_frames: 8\n  sources: [affwild2]\n  precision: {precision}\n")
-        result = _embed(tiny_prepared, tiny_frames, float_path, tmp_path / f"{precision}.zarr", params)
-        assert result.exit_code == 0, result.output
-        stores[precision] = EmbeddingStore.open_read(tmp_path / f"{precision}.zarr")
+    stores = _embed_at(("float32", "int8"), tiny_prepared, tiny_frames, float_path, tmp_path)
     assert stores["int8"].attrs["model"]["quantization"]["format"] == "QDQ"
     assert "quantization" not in stores["float32"].attrs["model"]
     assert stores["int8"].fingerprint != stores["float32"].fingerprint
@@ -146,13 +152,7 @@ def test_embed_visual_precision_float16_takes_the_float16_copy(
     float_path.parent.mkdir()
     shutil.copy(quantized[0], float_path)
     write_float16(float_path)
-    stores = {}
-    for precision in ("float32", "float16"):
-        params = tmp_path / f"{precision}.yaml"
-        params.write_text(f"embed_visual:\n  chunk_frames: 8\n  sources: [affwild2]\n  precision: {precision}\n")
-        result = _embed(tiny_prepared, tiny_frames, float_path, tmp_path / f"{precision}.zarr", params)
-        assert result.exit_code == 0, result.output
-        stores[precision] = EmbeddingStore.open_read(tmp_path / f"{precision}.zarr")
+    stores = _embed_at(("float32", "float16"), tiny_prepared, tiny_frames, float_path, tmp_path)
     assert stores["float16"].attrs["model"]["float16"]["from"] == "visual.onnx"
     assert stores["float16"].fingerprint != stores["float32"].fingerprint
     key = stores["float32"].keys()[0]
