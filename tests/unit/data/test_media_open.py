@@ -34,15 +34,19 @@ def _concat_list(tmp_path: Path, target: Path) -> Path:
     return path
 
 
-def _hls_playlist(tmp_path: Path) -> Path:
-    """An HLS playlist naming a local MPEG-TS segment."""
-    segment = tmp_path / "segment.ts"
-    with av.open(str(segment), "w", format="mpegts") as container:
+def _black_video(path: Path, container_format: str, frames: int) -> Path:
+    """``frames`` black 64x48 H.264 frames at 25 fps in a ``container_format`` file at ``path``."""
+    with av.open(str(path), "w", format=container_format) as container:
         stream = container.add_stream("libx264", rate=25)
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for _ in range(5):
+        for _ in range(frames):
             container.mux(stream.encode(av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="rgb24")))
         container.mux(stream.encode())
+    return path
+
+def _hls_playlist(tmp_path: Path) -> Path:
+    """An HLS playlist naming a local MPEG-TS segment."""
+    segment = _black_video(tmp_path / "segment.ts", "mpegts", 5)
     path = tmp_path / "crafted.m3u8"
     path.write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\n{segment.name}\n#EXT-X-ENDLIST\n")
     return path
@@ -96,13 +100,7 @@ def test_a_video_longer_than_the_limit_is_refused(real: Path) -> None:
 
 def test_frames_beyond_a_header_without_duration_are_counted(tmp_path: Path) -> None:
     # a raw H.264 stream declares no duration: the bound is checked frame by frame
-    path = tmp_path / "raw.h264"
-    with av.open(str(path), "w", format="h264") as container:
-        stream = container.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for _ in range(10):
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="rgb24")))
-        container.mux(stream.encode())
+    path = _black_video(tmp_path / "raw.h264", "h264", 10)
     with pytest.raises(MediaLimitError, match=rf"^{path}: frame 6 reaches 0\.24 s, above the limit of 0\.2 s"):
         list(decode_frames(path, limits=MediaLimits(max_duration_s=0.2)))
 
