@@ -144,4 +144,4 @@ def test_multitask_step_clips_gradients_and_returns_detached_loss() -> None:
     moved = torch.cat([(model.au_head.state_dict()[k] - before[k]).flatten() for k in before])
     assert moved.norm().item() <= 1e-3 + 1e-6
     with pytest.raises(ValueError, match="unknown task"):
-        multitask_step(model, optimizer, "va", au_logits.sum())  # type: ignore[arg-type]
+        multitask_step(model, optimizer, "arousal", au_logits.sum())  # type: ignore[arg-type]
