@@ -27,7 +27,7 @@ def test_onnx_and_torch_agree(models: Path) -> None:
     from_onnx = VisualEmbedder.from_onnx(models / "onnx" / "visual.onnx", "cpu", threads=1)(images)
     from_torch = VisualEmbedder.from_checkpoint(models / "visual" / "model.pt", "cpu")(images)
     assert {name: value.shape for name, value in from_onnx.items()} == {
-        "embedding": (5, 512), "au_logits": (5, 12), "expr_logits": (5, 7)}
+        "embedding": (5, 512), "au_logits": (5, 12), "expr_logits": (5, 7), "va_pred": (5, 2)}
     for name, value in from_onnx.items():
         assert value.dtype == np.float32
         np.testing.assert_allclose(value, from_torch[name], rtol=1e-4, atol=1e-4)
@@ -43,7 +43,7 @@ def test_embed_batches_stacks_in_order_and_handles_no_batches(models: Path) -> N
     assert set(timing) == {"model_seconds", "decode_wait_seconds"}
     empty, _ = embed_batches(embedder, lambda index: crops[index], [])
     assert {name: value.shape for name, value in empty.items()} == {
-        "embedding": (0, 512), "au_logits": (0, 12), "expr_logits": (0, 7)}
+        "embedding": (0, 512), "au_logits": (0, 12), "expr_logits": (0, 7), "va_pred": (0, 2)}
 
 
 def test_a_wrong_output_shape_names_the_model() -> None:
