@@ -177,8 +177,8 @@ def subject_metrics(
     (AU: logit > 0; expression: argmax; VA: the values).
 
     ``labels(name)`` gives a subject's ``(au, expr, face_present[, va])``. VA is scored over
-    ``subjects["va"]`` (absent or empty: no VA entry), whose outputs and labels then carry the VA
-    arrays (N, 2) as their last items.
+    ``subjects["va"]`` when the outputs carry the VA values (N, 2) as their third item and the labels
+    as their fourth; outputs of AU and EXPR alone leave VA unscored, as before VA existed.
     """
     def task(names: list[str], column: int, true_column: int) -> FacedLabels | None:
         if not names:
@@ -188,8 +188,8 @@ def subject_metrics(
                 np.concatenate([decide(logits[n][column]) for n in names]).astype(dtype),
                 np.concatenate([labels(n)[2] for n in names]).astype(bool))
 
-    return frame_set_metrics(task(subjects["au"], 0, 0), task(subjects["expr"], 1, 1),
-                             task(subjects.get("va", []), 2, 3))
+    va_names = [n for n in subjects.get("va", []) if len(logits[n]) > 2]
+    return frame_set_metrics(task(subjects["au"], 0, 0), task(subjects["expr"], 1, 1), task(va_names, 2, 3))
 
 
 def selection_score(metrics: Mapping[str, Mapping[str, float] | None]) -> float:

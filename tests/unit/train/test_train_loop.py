@@ -199,7 +199,7 @@ def test_subject_metrics_score_va_of_whole_subjects_when_outputs_and_labels_carr
     assert report["face_frames"]["va"]["score"] == pytest.approx(1.0)    # the labels themselves: CCC 1
     assert report["face_frames"]["expr"]["acc"] == 1.0 and report["all_frames"]["frames"]["va"] == 4
     # callers that score AU and EXPR only keep their (au, expr) outputs and three labels
-    two = subject_metrics({"s": outputs["s"][:2]}, lambda name: (au, expr, face), {"au": [], "expr": ["s"]})
+    two = subject_metrics({"s": outputs["s"][:2]}, lambda name: (au, expr, face), {"au": [], "expr": ["s"], "va": ["s"]})
     assert "va" not in two["face_frames"] and two["face_frames"]["frames"] == {"au": 0, "expr": 3}
 
 
