@@ -61,6 +61,10 @@ class VisualEmbedder:
         from pipeline.inference.binding import BoundRunner, session_device
 
         session = make_session(path, device, threads)
+        missing = [name for name in OUTPUT_NAMES if name not in {o.name for o in session.get_outputs()}]
+        if missing:   # a file exported before an output existed: say so once, not at every batch
+            raise ValueError(f"{path}: the model has no output {', '.join(missing)}; export it again from its "
+                             "model.pt (finetune-visual or export-onnx)")
         if io_binding is None:
             io_binding = session_device(session) == "cuda"
         bound = BoundRunner(session, INPUT_NAME, OUTPUT_NAMES) if io_binding else None
