@@ -144,7 +144,7 @@ def thread_check(backbone: str, width_mult: float, threads: int, rounds: int, se
     pos_weight = torch.full((12,), 2.0)
 
     def step() -> None:
-        au, _ = model(images)
+        au = model(images)[0]
         multitask_step(model, optimizer, "au", au_bce_loss(au, targets, pos_weight))
 
     per_round: dict[str, list[float]] = {"1": [], str(threads): []}
