@@ -158,7 +158,8 @@ class CausalStream:
         face_present: bool,
         audio_present: bool,
     ) -> Outputs:
-        """The AU (12,) and expression (7,) logits and valence-arousal (2,) of the new frame from its (E,) embeddings and flags and the frames before it."""
+        """The AU (12,) and expression (7,) logits and valence-arousal (2,) of the new frame, from its (E,)
+        embeddings and flags and the frames before it."""
         modalities: Modalities = self.runner.modalities  # type: ignore[assignment]  # checked when loaded
         row = compose_features(
             None if visual is None else np.asarray(visual)[None], None if audio is None else np.asarray(audio)[None],

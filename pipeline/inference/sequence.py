@@ -3,10 +3,10 @@
 ``sliding_window_logits`` runs any ``run_fn`` (torch module or onnxruntime session, see
 :func:`torch_run_fn` and :func:`onnx_run_fn`) over windows of ``window`` frames started every
 ``stride`` frames, with one extra window ending on the last frame, and averages the per-frame
-outputs (AU and expression logits, valence-arousal) of all windows covering each frame. A video shorter than ``window`` is run as one window of
-its own length, which is what a window padded to full length with a key padding mask computes
-(attention ignores padded keys and the positional code of frame ``t`` does not depend on the
-padding), so no padded frame can influence a real one.
+outputs (AU and expression logits, valence-arousal) of all windows covering each frame. A video
+shorter than ``window`` is run as one window of its own length, which is what a window padded to
+full length with a key padding mask computes (attention ignores padded keys and the positional code
+of frame ``t`` does not depend on the padding), so no padded frame can influence a real one.
 
 :class:`SequenceRunner` ties a ``run_fn`` to the input layout the model was trained on
 (modalities, window, stride, read from ``sequence.onnx``'s metadata or ``model.pt``); its

@@ -5,9 +5,10 @@
   in plain containers and tensors (``weights_only`` loadable); ``config`` is the training params
   without the export's tolerance. :func:`build_from_checkpoint` rebuilds the model.
 - ``cache/sequence/sequence.onnx``: input ``features`` float32 (B,L,D); outputs ``au_logits``
-  (B,L,12), ``expr_logits`` (B,L,7) and ``va_pred`` (B,L,2) in [-1, 1], dynamic batch and length; metadata ``modalities``,
-  ``window``, ``stride``, ``feature_dim``, ``embedding_dim``, ``feature_layout``, ``au_thresholds``
-  (:func:`onnx_metadata`; the thresholds: :mod:`pipeline.au_thresholds`).
+  (B,L,12), ``expr_logits`` (B,L,7) and ``va_pred`` (B,L,2) in [-1, 1], dynamic batch and length;
+  metadata ``modalities``, ``window``, ``stride``, ``feature_dim``, ``embedding_dim``,
+  ``feature_layout``, ``au_thresholds`` (:func:`onnx_metadata`; the thresholds:
+  :mod:`pipeline.au_thresholds`).
 
 :func:`publish` writes both into the output directory together.
 

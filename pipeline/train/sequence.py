@@ -5,10 +5,11 @@ Windows of ``window`` frames (every ``stride`` frames) are sliced from the in-me
 alternation (:mod:`pipeline.train.alternating`) with the masked BCE (``pos_weight``), focal and
 ``1 - CCC`` losses, SGD with momentum (paper §4.2: lr 0.01). The VA head joins the rotation when the
 training split has VA labels (:mod:`pipeline.train.va_task`); ``max_windows`` caps each task's
-windows per epoch, so a third task does not lengthen the epoch by half. After every epoch the validation subjects are scored with the ABAW
-metrics on whole-video predictions (:func:`~pipeline.inference.sequence.sliding_window_logits`), on
-``face_frames`` (frames with a face crop, the paper's) and on ``all_frames`` (every labelled frame:
-the model also predicts the faceless ones). The kept epoch is chosen by the ``selection`` mode
+windows per epoch, so a third task does not lengthen the epoch by half. After every epoch the
+validation subjects are scored with the ABAW metrics on whole-video predictions
+(:func:`~pipeline.inference.sequence.sliding_window_logits`), on ``face_frames`` (frames with a face
+crop, the paper's) and on ``all_frames`` (every labelled frame: the model also predicts the
+faceless ones). The kept epoch is chosen by the ``selection`` mode
 (:mod:`pipeline.train.selection`; default: the held-out training videos' ``face_frames`` score).
 
 State after each epoch goes to ``work_dir/state.pt``, so a killed run resumes where it stopped
