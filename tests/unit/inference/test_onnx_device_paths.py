@@ -73,6 +73,7 @@ def test_float16_copy_keeps_float32_edges_and_the_metadata(models: Path) -> None
     onnx.checker.check_model(str(path), full_check=True)
     proto = onnx.load(str(path))
     float32 = onnx.TensorProto.FLOAT
+    # the image in; embedding, au_logits, expr_logits and va_pred out: all stay float32
     assert [v.type.tensor_type.elem_type for v in (*proto.graph.input, *proto.graph.output)] == [float32] * 5
     weights = [t for t in proto.graph.initializer if t.dims and len(t.dims) == 4]
     assert weights and all(t.data_type == onnx.TensorProto.FLOAT16 for t in weights)
