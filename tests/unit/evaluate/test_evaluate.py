@@ -549,3 +549,15 @@ def test_a_va_validation_subject_without_va_in_the_store_is_named(without_va, tm
         evaluate(manifest, inputs.visual, inputs.audio, inputs.audio_model, inputs.sequence_model,
                  tmp_path / "evaluation", tmp_path / "metrics.json", EvaluateConfig(), "cpu")
     assert not (tmp_path / "evaluation").exists() and not (tmp_path / "metrics.json").exists()
+
+
+def test_a_frame_set_without_labelled_va_frames_leaves_va_out(inputs, caplog):
+    # every VA validation frame faceless: no CCC on face frames (it would be NaN), all frames still scored
+    results = [dataclasses.replace(r, face_present=np.zeros_like(r.face_present)) if r.va_true is not None else r
+               for r in _results(inputs)]
+    with caplog.at_level("INFO", logger="pipeline.evaluate.scoring"):
+        metrics, _ = score(results, "abaw2")
+    assert "va" not in metrics["face_frames"]["frames"] and "va" not in metrics["face_frames"]["sequence"]
+    assert "va_mean" not in metrics["face_frames"][BASELINE]
+    assert metrics["all_frames"]["frames"]["va"] > 0 and "va" in metrics["all_frames"]["sequence"]
+    assert caplog.messages == ["face_frames: no labelled valence or arousal frame; VA is not scored on this frame set"]
