@@ -88,7 +88,7 @@ from pipeline.fsio import atomic_path, write_json
 from pipeline.inference.sequence import SequenceRunner, load_sequence_runner
 from pipeline.model_files.loading import model_thresholds
 from pipeline.labels import (
-    AU_NAMES, CLASSIFICATION_TASKS, EXPR_NAMES, NUM_AUS, NUM_EXPRS, NUM_VA, TASKS, UNLABELLED,
+    AU_NAMES, CLASSIFICATION_TASKS, EXPR_NAMES, NUM_AUS, NUM_EXPRS, NUM_VA, TASKS, UNLABELLED, VA_NAMES, VA_RANGE,
 )
 from pipeline.metrics import au_metrics, au_per_class_f1, expr_metrics, expr_per_class_f1, va_metrics
 from pipeline.storage.embedding_store import EmbeddingStore
@@ -328,11 +328,13 @@ def predict_subject(
     result = SubjectResult(record, au_true.astype(np.int8), expr_true.astype(np.int8),
                            np.asarray(visual["face_present"], bool))
     if va_validation:
-        result.va_true = np.asarray(visual["va"], np.float32)
+        result.va_true = _checked_va(np.asarray(visual["va"], np.float32), f"{visual_store.path}: {record.name!r}",
+                                     "label", labels=True)
     for variant, (au, expr, va) in logits.items():
         result.au_pred[variant], result.expr_pred[variant] = decide(au, expr, cfg.au_threshold)
         if va_validation:
-            result.va_pred[variant] = np.asarray(va, np.float32).copy()
+            where = f"{visual_store.path}: {record.name!r}" if variant == "visual" else f"{record.name!r}"
+            result.va_pred[variant] = _checked_va(np.asarray(va, np.float32).copy(), where, f"{variant} prediction")
         own = (thresholds or {}).get(variant)
         result.au_calibrated[variant] = (own.decide(au) if own is not None
                                          else decide(au, expr, 0.5)[0])
@@ -345,6 +347,19 @@ def predict_subject(
     if va_validation:
         result.va_pred["visual"][faceless] = FACELESS_VA
     return result
+
+
+def _checked_va(va: np.ndarray, where: str, what: str, labels: bool = False) -> np.ndarray:
+    """``va`` (N, 2) when every value is in [-1, 1] (labels: or NaN, unlabelled); else a ValueError
+    naming ``where``, the frame and the value."""
+    bad = ~((va >= VA_RANGE[0]) & (va <= VA_RANGE[1]))     # NaN is bad here ...
+    if labels:
+        bad &= ~np.isnan(va)                               # ... but an unlabelled label
+    if bad.any():
+        frame, dim = (int(i[0]) for i in np.nonzero(bad))
+        raise ValueError(f"{where}: frame {frame}: {VA_NAMES[dim]} {what} {va[frame, dim]:g} is not in "
+                         f"[{VA_RANGE[0]:g}, {VA_RANGE[1]:g}]{' or NaN (unlabelled)' if labels else ''}")
+    return va
 
 
 def decide(au_logits: np.ndarray, expr_logits: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:

@@ -561,3 +561,21 @@ def test_a_frame_set_without_labelled_va_frames_leaves_va_out(inputs, caplog):
     assert "va_mean" not in metrics["face_frames"][BASELINE]
     assert metrics["all_frames"]["frames"]["va"] > 0 and "va" in metrics["all_frames"]["sequence"]
     assert caplog.messages == ["face_frames: no labelled valence or arousal frame; VA is not scored on this frame set"]
+
+
+@pytest.mark.parametrize("name, frame, value, message", [
+    ("va", 7, 1.5, r"visual\.zarr: 'vidA': frame 7: arousal label 1\.5 is not in \[-1, 1\] or NaN \(unlabelled\)"),
+    ("va_pred", 12, np.nan, r"visual\.zarr: 'vidA': frame 12: arousal visual prediction nan is not in \[-1, 1\]$"),
+])
+def test_va_outside_its_range_in_the_store_is_named_with_its_frame(inputs, tmp_path: Path, name, frame, value,
+                                                                    message):
+    broken = tmp_path / "visual.zarr"
+    shutil.copytree(inputs.visual, broken)
+    store = EmbeddingStore.open_append(broken, "v" * 64)
+    arrays = store.read("vidA")
+    arrays[name][frame, 1] = value
+    store.write("vidA", arrays, store.entry_attrs("vidA"))
+    with pytest.raises(ValueError, match=message):
+        evaluate(inputs.manifest, broken, inputs.audio, inputs.audio_model, inputs.sequence_model,
+                 tmp_path / "evaluation", tmp_path / "metrics.json", EvaluateConfig(), "cpu")
+    assert not (tmp_path / "evaluation").exists() and not (tmp_path / "metrics.json").exists()
