@@ -566,9 +566,11 @@ def write_plots(folder: Path, results: list[SubjectResult], per_class: dict[str,
 
 
 def write_plot_data(folder: Path, results: list[SubjectResult], per_class: dict[str, dict[str, np.ndarray]]) -> None:
-    """The data of the confusion matrices and the per-AU F1 bars as CSV, for ``dvc plots`` (the
-    headline frame set, as the PNGs beside): ``confusion_<variant>.csv`` has one row per labelled face
-    frame (``actual``, ``predicted`` expression names), ``au_f1_<variant>.csv`` one row per AU."""
+    """The data of the confusion matrices, the per-AU F1 bars and the VA predictions as CSV, for ``dvc
+    plots`` (the headline frame set, as the PNGs beside): ``confusion_<variant>.csv`` has one row per
+    labelled face frame (``actual``, ``predicted`` expression names), ``au_f1_<variant>.csv`` one row per
+    AU, ``va_<variant>.csv`` one row per VA-labelled face frame of the VA validation subjects
+    (``valence``, ``valence_predicted``, ``arousal``, ``arousal_predicted``; DVC's scatter template)."""
     folder.mkdir(parents=True, exist_ok=True)
     expr_subjects = [r for r in results if r.record.expr_split == "validation"]
     if expr_subjects:
@@ -582,6 +584,15 @@ def write_plot_data(folder: Path, results: list[SubjectResult], per_class: dict[
         if variant in VARIANTS:
             rows = [[name, f"{value:.6f}"] for name, value in zip(AU_NAMES, f1)]
             (folder / f"au_f1_{variant}.csv").write_text(_csv_text(["au", "f1"], rows))
+    va_subjects = [r for r in results if r.va_true is not None]
+    if va_subjects:
+        masks = [frame_mask(r, HEADLINE) & ~np.isnan(r.va_true).any(axis=1) for r in va_subjects]
+        va_true = np.concatenate([r.va_true[m] for r, m in zip(va_subjects, masks)])
+        header = [f"{dim}{suffix}" for dim in VA_NAMES for suffix in ("", "_predicted")]
+        for variant in VARIANTS:
+            va_pred = np.concatenate([r.va_pred[variant][m] for r, m in zip(va_subjects, masks)])
+            rows = [[f"{t[0]:.4f}", f"{p[0]:.4f}", f"{t[1]:.4f}", f"{p[1]:.4f}"] for t, p in zip(va_true, va_pred)]
+            (folder / f"va_{variant}.csv").write_text(_csv_text(header, rows))
 
 
 def timeline_subjects(results: list[SubjectResult], count: int, seed: int) -> list[SubjectResult]:

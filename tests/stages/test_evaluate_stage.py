@@ -64,6 +64,10 @@ def test_evaluate_stage_writes_metrics_and_outputs(inputs, tmp_path: Path):
     assert all(set(line.split(",")) <= set(EXPR_NAMES) for line in confusion[1:])
     au_f1 = (out / "plot_data" / "au_f1_visual.csv").read_text().splitlines()
     assert au_f1[0] == "au,f1" and [line.split(",")[0] for line in au_f1[1:]] == list(AU_NAMES)
+    va = (out / "plot_data" / "va_fusion.csv").read_text().splitlines()
+    assert va[0] == "valence,valence_predicted,arousal,arousal_predicted"
+    assert len(va) - 1 == metrics["face_frames"]["frames"]["va"]   # both dimensions labelled together here
+    assert all(-1.0 <= float(value) <= 1.0 for line in va[1:] for value in line.split(","))
     assert not list((out / "plots").glob("timeline_*.png"))   # timeline_videos: 0
     assert (out / "plots" / "confusion_sequence.png").is_file()
     assert (out / "submission" / "sequence" / "EXPR_Set" / "vidB_right.txt").is_file()
