@@ -13,7 +13,7 @@ import skimage.data
 from PIL import Image
 
 from _predict_models import PredictModelPaths, build_predict_models, export_sequence
-from pipeline.labels import AU_NAMES, EXPR_NAMES
+from pipeline.labels import AU_NAMES, EXPR_NAMES, VA_NAMES
 from pipeline.faces.align import align_face
 from pipeline.faces.detect import DetectorConfig, FaceDetector
 from pipeline.faces.moving_photos import astronaut, crossing_photos, grace_hopper
@@ -28,7 +28,8 @@ DOCUMENTED_COLUMNS = (
     "AU1,AU2,AU4,AU6,AU7,AU10,AU12,AU15,AU23,AU24,AU25,AU26,"
     "AU1_active,AU2_active,AU4_active,AU6_active,AU7_active,AU10_active,AU12_active,AU15_active,AU23_active,"
     "AU24_active,AU25_active,AU26_active,"
-    "Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise,expression,face_present,audio_present,low_confidence"
+    "Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise,expression,valence,arousal,"
+    "face_present,audio_present,low_confidence"
 ).split(",")
 
 N_FRAMES, FPS = 20, 25
@@ -62,6 +63,10 @@ def _check_probabilities(rows: list[dict[str, str]]) -> None:
     assert np.all((au >= 0) & (au <= 1)) and np.all((expr >= 0) & (expr <= 1))
     np.testing.assert_allclose(expr.sum(axis=1), 1.0, atol=2e-3)   # 4 decimals per column
     assert [r["expression"] for r in rows] == [EXPR_NAMES[i] for i in expr.argmax(axis=1)]
+    # the sequence model's valence and arousal: tanh's range, 3 decimals, on every row
+    va = np.array([[float(r[name]) for name in VA_NAMES] for r in rows])
+    assert np.all((va >= -1) & (va <= 1))
+    assert all(len(r[name].split(".")[1]) == 3 for r in rows for name in VA_NAMES)
 
 
 def test_predict_video_with_the_detector(onnx_models, video, tmp_path: Path):
