@@ -283,7 +283,8 @@ def _sorted(rows: Sequence[Mapping[str, Any]], key: str | None) -> list[Mapping[
 
 DATA_SEED_KEY = "synth.seed"
 SUMMARY_METRICS: tuple[str, ...] = ("au.score", "expr.score", "va.score", "mean_score")
-_METRIC_TITLES = {"au.score": "AU score", "expr.score": "EXPR score", "va.score": "VA score", "mean_score": "mean score"}
+_METRIC_TITLES = {"au.score": "AU score", "expr.score": "EXPR score", "va.score": "VA score",
+                  "mean_score": "mean score"}
 
 
 def arm_name(point: Mapping[str, Any]) -> str:

@@ -39,9 +39,9 @@ are sigmoid probabilities, ``<AU>_active`` 1 where the probability exceeds that 
 for a model file without thresholds; :func:`load_models` logs which), expression columns softmax
 probabilities (they sum to 1), ``expression``
 the most probable class, ``valence`` and ``arousal`` the sequence model's ``va_pred`` (in [-1, 1], 3
-decimals; empty only for a row made without them), ``face_present`` and ``audio_present`` 1/0 (audio: the frame's audio window
-was covered by the track and the model uses audio). Every frame appears: a frame where no face was
-followed has one row with the face fields (``face_id`` included) empty and ``face_present`` 0,
+decimals; empty only for a row made without them), ``face_present`` and ``audio_present`` 1/0
+(audio: the frame's audio window was covered by the track and the model uses audio). Every frame
+appears: a frame where no face was followed has one row with the face fields (``face_id`` included) empty and ``face_present`` 0,
 predicted as the sequence model predicts a frame without a face (from the most-seen face's run:
 its neighbouring frames and the audio; from the audio alone in a video without any face);
 ``low_confidence`` is 1 on such frames without audio either, whose prediction comes from
@@ -190,8 +190,8 @@ def check_va_output(path: str | Path, stage: str) -> None:
     """Refuse an ONNX model file without the ``va_pred`` output, naming the file and ``stage``, which
     writes it again; a torch checkpoint (any other suffix) is left to its own loader.
 
-    Such a file predates valence-arousal: running it would fail deep in onnxruntime, or leave the
-    ``valence``/``arousal`` columns to look like predictions they are not.
+    Such a file predates valence-arousal: it has no VA to write, and running it would fail inside
+    onnxruntime with a message that names neither the file nor the remedy.
     """
     path = Path(path)
     if path.suffix != ".onnx" or not path.is_file():
