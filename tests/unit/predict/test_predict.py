@@ -238,3 +238,28 @@ def test_au_decisions_use_the_thresholds_the_sequence_model_carries(onnx_models,
     assert [[r[name] for name in AU_NAMES] for r in own] == [[r[name] for name in AU_NAMES] for r in rows]
     assert _active(own)[:, :6].all() and not _active(own)[:, 6:].any()
     assert f"at the thresholds of {sequence}: per_au (test split): AU1 0.000" in caplog.text
+
+
+def test_the_overlay_draws_the_csvs_va_and_ticks_the_aus_at_its_thresholds(onnx_models, video, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch):
+    from pipeline.predict import overlay as overlay_module
+
+    sequence = tmp_path / "sequence.onnx"
+    shutil.copy(onnx_models.sequence, sequence)
+    chosen = AuThresholds((0.2,) * 6 + (0.8,) * 6, "per_au", ("calibrated",) * 12, "test split")
+    set_metadata(sequence, {**read_metadata(sequence), "au_thresholds": chosen.record()})
+    drawn: list[tuple[list, object]] = []
+    draw_marks = overlay_module.draw_marks
+
+    def recording(image, marks, au_thresholds=None):
+        drawn.append((marks, au_thresholds))
+        return draw_marks(image, marks, au_thresholds)
+
+    monkeypatch.setattr(overlay_module, "draw_marks", recording)
+    out = tmp_path / "clip.csv"
+    predict_video(video, out, models=load_models(onnx_models.visual, onnx_models.audio, sequence, device="cpu"),
+                  overlay=tmp_path / "clip.mp4")
+    _, rows = _read(out)
+    assert len(drawn) == len(rows) == N_FRAMES and all(thresholds == chosen for _, thresholds in drawn)
+    drawn_va = np.array([marks[0].va for marks, _ in drawn], np.float64)
+    np.testing.assert_allclose(drawn_va, [[float(r[name]) for name in VA_NAMES] for r in rows], atol=5e-4)
