@@ -148,7 +148,7 @@ def flatten_metrics(metrics: Mapping[str, Any], variant: str | None) -> dict[str
 
     ``mean_score`` is the mean of the scores of the tasks present, as the trainers' selection score
     (:func:`pipeline.train.loop.selection_score`): AU and EXPR, and VA where the metrics have a VA
-    score (a NaN score, a VA dimension without labelled frames, counts as absent).
+    score (a NaN or null score, a VA dimension without labelled frames, counts as absent).
 
     ``variant`` picks the scores in an evaluate JSON: ``sequence`` (its headline, the frames with a
     face), or a dotted path such as ``all_frames.sequence``; a single key the file lacks reads the
@@ -171,7 +171,8 @@ def flatten_metrics(metrics: Mapping[str, Any], variant: str | None) -> dict[str
     row: dict[str, float] = {}
     for task in TASKS:
         for name, value in dict(source.get(task) or {}).items():
-            row[f"{task}.{name}"] = float(value)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                row[f"{task}.{name}"] = float(value)   # a null score (JSON has no NaN) is no score
     scores = [row[f"{task}.score"] for task in TASKS if math.isfinite(row.get(f"{task}.score", math.nan))]
     if scores:
         row["mean_score"] = sum(scores) / len(scores)

@@ -499,6 +499,9 @@ def test_flatten_carries_the_va_scores_and_averages_the_tasks_present() -> None:
     unscored = evaluate_json_va(0.6, 0.3, 0.0)
     unscored["sequence"]["va"]["score"] = float("nan")
     assert flatten_metrics(unscored, "sequence")["mean_score"] == pytest.approx(0.45)
+    unscored["sequence"]["va"]["score"] = None     # the same written as JSON null
+    assert "va.score" not in flatten_metrics(unscored, "sequence")
+    assert flatten_metrics(unscored, "sequence")["mean_score"] == pytest.approx(0.45)
 
 
 def _va_rows(va: list[float | None]) -> list[dict]:
