@@ -60,7 +60,7 @@ from pipeline.train.selection import (
 )
 from pipeline.train.splits import Splits, task_splits
 from pipeline.train.va_task import (
-    ROTATION, add_va, check_va_mse_weight, faced_va, read_va_array, read_va_labels, task_rotation, va_labelled,
+    ROTATION, check_va_mse_weight, read_va_array, read_va_labels, task_rotation, va_labelled,
 )
 
 log = logging.getLogger(__name__)
@@ -313,10 +313,9 @@ def score(
 
     ``outputs`` are each subject's ``(au_logits, expr_logits)`` and, for the VA subjects, its VA
     predictions third; without them (``outputs`` of two arrays) the report has no ``va``."""
-    report = subject_metrics(outputs, lambda n: (subjects[n].au, subjects[n].expr, subjects[n].face_present), names)
-    va_names = [n for n in names.get("va", []) if len(outputs[n]) > 2]
-    return add_va(report, faced_va([subjects[n].va for n in va_names], [outputs[n][2] for n in va_names],
-                                   [subjects[n].face_present for n in va_names]))
+    return subject_metrics(
+        outputs, lambda n: (subjects[n].au, subjects[n].expr, subjects[n].face_present, subjects[n].va), names
+    )
 
 
 def visual_only_metrics(subjects: dict[str, SubjectData], splits: Splits) -> dict[str, dict[str, Any]]:

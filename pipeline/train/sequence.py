@@ -51,7 +51,7 @@ from pipeline.train.selection import (
 )
 from pipeline.train.splits import Splits, task_splits
 from pipeline.train.sequence_data import SequenceCache, WindowBatch, WindowLoader, load_sequence_cache
-from pipeline.train.va_task import ROTATION, add_va, check_va_mse_weight, faced_va, task_rotation
+from pipeline.train.va_task import ROTATION, check_va_mse_weight, task_rotation
 
 log = logging.getLogger(__name__)
 
@@ -274,9 +274,9 @@ def validate(
     va_names = subjects.get("va", [])
     names = list(dict.fromkeys(subjects["au"] + subjects["expr"] + va_names))
     outputs = predict_subjects(model, cache, names, config.window, config.stride, device, batch_size)
-    report = subject_metrics(outputs, lambda n: (*cache.subject_labels(n), cache.subject_faces(n)), subjects)
-    return add_va(report, faced_va([cache.subject_va(n) for n in va_names], [outputs[n][2] for n in va_names],
-                                   [cache.subject_faces(n) for n in va_names]))
+    return subject_metrics(
+        outputs, lambda n: (*cache.subject_labels(n), cache.subject_faces(n), cache.subject_va(n)), subjects
+    )
 
 
 def held_out_thresholds(model: SequenceModel, cache: SequenceCache, splits: Splits, config: SequenceTrainConfig,

@@ -3,16 +3,13 @@
 Three pieces both trainers share: the VA labels of a subject as the visual store holds them
 (:func:`read_va_labels`; a store written before VA, or a dataset without ``VA_Set``, has none and
 every frame reads as unlabelled), the task rotation (:func:`task_rotation`: expression, AU, then VA,
-each only when the training split has its labels) and the ``va`` entry of a frame-set report
-(:func:`add_va`, beside the ``au``/``expr`` entries of :func:`pipeline.train.loop.frame_set_metrics`).
+each only when the training split has its labels); the ``va`` entry of a report is
+:func:`pipeline.train.loop.subject_metrics`'s, given the VA labels as each subject's fourth label array.
 
 Example:
     >>> import numpy as np
-    >>> report = {"face_frames": {"score": 0.5, "frames": {}}, "all_frames": {"score": 0.5, "frames": {}}}
-    >>> true = np.array([[0.1, 0.2], [0.4, -0.1], [np.nan, np.nan]], np.float32)
-    >>> report = add_va(report, (true, true.copy(), np.array([True, True, False])))
-    >>> report["face_frames"]["va"]["score"], report["all_frames"]["frames"]["va"]
-    (1.0, 2)
+    >>> va_labelled(np.array([[0.1, np.nan], [np.nan, np.nan]], np.float32)).tolist()
+    [True, False]
     >>> task_rotation({"au": True, "expr": True, "va": False}, "train_x")
     ('expr', 'au')
 """
@@ -21,22 +18,19 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 
 from pipeline.config import ConfigError
 from pipeline.labels import NUM_VA
-from pipeline.metrics import va_metrics
 from pipeline.storage.embedding_store import EmbeddingStore
-from pipeline.train.loop import FRAME_SETS
 
 log = logging.getLogger(__name__)
 
 VA_ARRAY = "va"                       # the visual store's (N, 2) float32 labels, NaN unlabelled
 ROTATION: tuple[str, ...] = ("expr", "au", "va")   # the trainers' task order (the paper starts with expression)
 
-FacedVA = tuple[np.ndarray, np.ndarray, np.ndarray]   # (labels (N,2), predictions (N,2), face_present (N,))
 
 
 def read_va_labels(store: EmbeddingStore, key: str, n_frames: int) -> np.ndarray:
@@ -86,31 +80,3 @@ def task_rotation(has_labels: Mapping[str, bool], section: str) -> tuple[str, ..
     return tasks
 
 
-def add_va(report: dict[str, dict[str, Any]], va: FacedVA | None) -> dict[str, dict[str, Any]]:
-    """Add the ``va`` entry (:func:`pipeline.metrics.va_metrics`) to each frame set of ``report``.
-
-    ``va`` is the validation subjects' labels, predictions and face flags (``None`` when no subject
-    validates VA: the report is returned as it is). A frame set gains ``frames["va"]`` (frames with a
-    VA label) and, when both dimensions have a labelled frame there, the ``va`` metrics; its ``score``
-    becomes the mean of the task scores present, as :func:`pipeline.train.loop.selection_score` makes it.
-    """
-    if va is None:
-        return report
-    true, pred, face = va
-    for name in FRAME_SETS:
-        keep = va_labelled(true) & (face if name == "face_frames" else True)
-        part = report[name]
-        part["frames"] = {**part.get("frames", {}), "va": int(keep.sum())}
-        if (~np.isnan(true[keep])).any(axis=0).all():
-            part["va"] = va_metrics(true[keep], pred[keep])
-            scores = [part[task]["score"] for task in ("au", "expr", "va") if task in part]
-            part["score"] = float(np.mean(scores))
-    return report
-
-
-def faced_va(labels: list[np.ndarray], predictions: list[np.ndarray], faces: list[np.ndarray]) -> FacedVA | None:
-    """Concatenate per-subject VA labels, predictions and face flags (``None`` for no subject)."""
-    if not labels:
-        return None
-    return (np.concatenate(labels).astype(np.float32), np.concatenate(predictions).astype(np.float32),
-            np.concatenate(faces).astype(bool))
