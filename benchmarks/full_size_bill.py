@@ -183,7 +183,7 @@ def measure_sequence(profile: Profile, seq: dict[str, Any], sizes: Sizes) -> dic
 
     def train_step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        au_logits, _ = model(features)
+        au_logits = model(features)[0]
         nn.functional.binary_cross_entropy_with_logits(au_logits, au).backward()
         optimizer.step()
 
