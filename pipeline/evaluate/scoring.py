@@ -349,17 +349,23 @@ def predict_subject(
     return result
 
 
+# How far a prediction may pass [-1, 1] and still be a tanh output: onnxruntime's tanh can round a
+# saturated value to 1 + 1 ulp (float32); such a value is clipped, anything further is refused.
+VA_PREDICTION_SLACK = 1e-4
+
+
 def _checked_va(va: np.ndarray, where: str, what: str, labels: bool = False) -> np.ndarray:
-    """``va`` (N, 2) when every value is in [-1, 1] (labels: or NaN, unlabelled); else a ValueError
-    naming ``where``, the frame and the value."""
-    bad = ~((va >= VA_RANGE[0]) & (va <= VA_RANGE[1]))     # NaN is bad here ...
+    """``va`` (N, 2) when every value is in [-1, 1] (labels: or NaN, unlabelled; predictions: within
+    :data:`VA_PREDICTION_SLACK` of it, then clipped); else a ValueError naming ``where``, the frame and the value."""
+    slack = 0.0 if labels else VA_PREDICTION_SLACK
+    bad = ~((va >= VA_RANGE[0] - slack) & (va <= VA_RANGE[1] + slack))     # NaN is bad here ...
     if labels:
         bad &= ~np.isnan(va)                               # ... but an unlabelled label
     if bad.any():
         frame, dim = (int(i[0]) for i in np.nonzero(bad))
-        raise ValueError(f"{where}: frame {frame}: {VA_NAMES[dim]} {what} {va[frame, dim]:g} is not in "
+        raise ValueError(f"{where}: frame {frame}: {VA_NAMES[dim]} {what} {va[frame, dim]:.9g} is not in "
                          f"[{VA_RANGE[0]:g}, {VA_RANGE[1]:g}]{' or NaN (unlabelled)' if labels else ''}")
-    return va
+    return va if labels else np.clip(va, *VA_RANGE)
 
 
 def decide(au_logits: np.ndarray, expr_logits: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:

@@ -566,6 +566,7 @@ def test_a_frame_set_without_labelled_va_frames_leaves_va_out(inputs, caplog):
 @pytest.mark.parametrize("name, frame, value, message", [
     ("va", 7, 1.5, r"visual\.zarr: 'vidA': frame 7: arousal label 1\.5 is not in \[-1, 1\] or NaN \(unlabelled\)"),
     ("va_pred", 12, np.nan, r"visual\.zarr: 'vidA': frame 12: arousal visual prediction nan is not in \[-1, 1\]$"),
+    ("va_pred", 3, -1.01, r"visual\.zarr: 'vidA': frame 3: arousal visual prediction -1\.00999999 is not in \[-1, 1\]$"),
 ])
 def test_va_outside_its_range_in_the_store_is_named_with_its_frame(inputs, tmp_path: Path, name, frame, value,
                                                                     message):
@@ -579,3 +580,17 @@ def test_va_outside_its_range_in_the_store_is_named_with_its_frame(inputs, tmp_p
         evaluate(inputs.manifest, broken, inputs.audio, inputs.audio_model, inputs.sequence_model,
                  tmp_path / "evaluation", tmp_path / "metrics.json", EvaluateConfig(), "cpu")
     assert not (tmp_path / "evaluation").exists() and not (tmp_path / "metrics.json").exists()
+
+
+def test_a_prediction_a_rounding_past_the_range_is_clipped_not_refused(inputs, tmp_path: Path) -> None:
+    """onnxruntime's tanh can give -1 - 1 ulp for a saturated output: that is a valid prediction."""
+    store_path = tmp_path / "visual.zarr"
+    shutil.copytree(inputs.visual, store_path)
+    store = EmbeddingStore.open_append(store_path, "v" * 64)
+    arrays = store.read("vidA")
+    faces = np.flatnonzero(arrays["face_present"])
+    arrays["va_pred"][faces[0], 0] = np.nextafter(np.float32(-1.0), np.float32(-2.0))
+    store.write("vidA", arrays, store.entry_attrs("vidA"))
+    metrics = evaluate(inputs.manifest, store_path, inputs.audio, inputs.audio_model, inputs.sequence_model,
+                       tmp_path / "evaluation", tmp_path / "metrics.json", EvaluateConfig(), "cpu")
+    assert np.isfinite(metrics["face_frames"]["visual"]["va"]["score"])
