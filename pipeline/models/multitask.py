@@ -25,6 +25,14 @@ from pipeline.labels import EMBEDDING_DIM, NUM_AUS, NUM_EXPRS, NUM_VA
 from pipeline.models.registry import create_backbone
 
 
+class UnitLength(nn.Module):
+    """Scale each (..., D) vector to unit L2 length."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., D) -> (..., D) of L2 norm 1 (0 stays 0)."""
+        return nn.functional.normalize(x, dim=-1)
+
+
 class MultiTaskModel(nn.Module):
     """Shared backbone -> 512-d embedding -> (AU logits (B,12), expression logits (B,7), VA (B,2))."""
 
@@ -34,7 +42,10 @@ class MultiTaskModel(nn.Module):
         self.embed_dim = embed_dim
         self.au_head = nn.Linear(embed_dim, NUM_AUS)
         self.expr_head = nn.Linear(embed_dim, NUM_EXPRS)
-        self.va_head = nn.Linear(embed_dim, NUM_VA)
+        # On the unit-length embedding: on the raw one (512 values of unit scale, growing as the AU and
+        # expression losses train) one SGD step at the fine-tuning rate moved the VA output by about 1
+        # and drove tanh into its flat ends (our choice; the paper has no VA head).
+        self.va_head = nn.Sequential(UnitLength(), nn.Linear(embed_dim, NUM_VA))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B,3,112,112) normalised images -> (B,512) embeddings."""

@@ -122,3 +122,14 @@ def test_to_model_input_normalises_like_arcface() -> None:
         to_model_input(images.astype(np.float32))
     with pytest.raises(ValueError, match=r"\(B, 112, 112, 3\)"):
         to_model_input(np.zeros((2, 3, 112, 112), dtype=np.uint8))
+
+
+def test_the_va_head_reads_the_unit_length_embedding() -> None:
+    """Its output depends on the embedding's direction only: the scale the other losses grow cannot saturate it."""
+    torch.manual_seed(0)
+    model = build_model(TINY).eval()
+    feat = torch.randn(4, 512)
+    with torch.no_grad():
+        _, _, va = model.forward_head(feat)
+        _, _, va_scaled = model.forward_head(feat * 50.0)
+    torch.testing.assert_close(va, va_scaled)

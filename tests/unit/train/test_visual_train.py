@@ -439,7 +439,7 @@ def test_random_backbone_trains_with_a_multiplier_and_warmup(
 # -- valence-arousal ----------------------------------------------------------------------------
 
 def _head_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {name: head.weight.detach().clone() for name, head in
+    return {name: torch.cat([p.detach().flatten() for p in head.parameters()]) for name, head in
             (("au", model.au_head), ("expr", model.expr_head), ("va", model.va_head))}
 
 
