@@ -144,7 +144,7 @@ def thread_check(backbone: str, width_mult: float, threads: int, rounds: int, se
     pos_weight = torch.full((12,), 2.0)
 
     def step() -> None:
-        au, _ = model(images)
+        au = model(images)[0]
         multitask_step(model, optimizer, "au", au_bce_loss(au, targets, pos_weight))
 
     per_round: dict[str, list[float]] = {"1": [], str(threads): []}
@@ -183,7 +183,7 @@ def measure_sequence(profile: Profile, seq: dict[str, Any], sizes: Sizes) -> dic
 
     def train_step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        au_logits, _ = model(features)
+        au_logits = model(features)[0]
         nn.functional.binary_cross_entropy_with_logits(au_logits, au).backward()
         optimizer.step()
 

@@ -111,7 +111,7 @@ def training_rates(name: str, args: argparse.Namespace, device: torch.device) ->
 
             def step() -> None:
                 with precision.autocast():
-                    au, _ = model(x)
+                    au = model(x)[0]
                     loss = au_bce_loss(au, targets, pos_weight)
                 losses.append(float(multitask_step(model, optimizer, "au", loss, scaler=precision.scaler)))
 

@@ -50,7 +50,7 @@ from tooling.bench import harness
 
 FRAME_SETS = ("face_frames", "all_frames")
 Inputs = dict[str, np.ndarray]
-Mode = Callable[[SequenceRunner, Inputs, float], tuple[np.ndarray, np.ndarray]]
+Mode = Callable[[SequenceRunner, Inputs, float], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 def _args(inputs: Inputs) -> tuple[np.ndarray, ...]:
@@ -74,11 +74,12 @@ def headline(by_frames: dict[str, Any]) -> dict[str, Any]:
                      for task in ("au", "expr")} for frames in FRAME_SETS}
 
 
-def with_sequence(results: list[SubjectResult], logits: list[tuple[np.ndarray, np.ndarray]],
+def with_sequence(results: list[SubjectResult], logits: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
                   threshold: float) -> list[SubjectResult]:
-    """Copies of ``results`` whose ``sequence`` predictions come from ``logits`` (one pair per subject)."""
+    """Copies of ``results`` whose ``sequence`` AU and EXPR predictions come from ``logits`` (one
+    ``(au, expr, va)`` per subject; the latency study scores AU and EXPR only)."""
     swapped = []
-    for result, (au, expr) in zip(results, logits):
+    for result, (au, expr, _va) in zip(results, logits):
         other = copy(result)
         other.au_pred, other.expr_pred = dict(result.au_pred), dict(result.expr_pred)
         other.au_pred["sequence"], other.expr_pred["sequence"] = decide(au, expr, threshold)

@@ -79,7 +79,7 @@ def bench_backbone(name: str, device: torch.device, ort_device: str, args: argpa
     pos_weight = torch.full((12,), 2.0, device=device)
 
     def train_step() -> None:
-        au, _ = model(x)
+        au = model(x)[0]
         multitask_step(model, optimizer, "au", au_bce_loss(au, t, pos_weight))
 
     model.train()

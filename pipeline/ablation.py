@@ -26,16 +26,18 @@ import csv
 import io
 import itertools
 import json
+import math
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from pipeline.config import ConfigError, from_section, read_yaml
+from pipeline.labels import TASKS
 from pipeline.paired_stats import DEFAULT_MARGIN, paired_stats
 
 SECTION = "train_sequence"
 EXAMPLE_GRID: dict[str, list[Any]] = {"modalities": ["visual", "audio", "both"], "window": [10, 30], "layers": [1, 2]}
-METRIC_COLUMNS: tuple[str, ...] = ("au.f1", "au.acc", "au.score", "expr.f1", "expr.acc", "expr.score", "mean_score",
-                                   "selection_score")
+METRIC_COLUMNS: tuple[str, ...] = ("au.f1", "au.acc", "au.score", "expr.f1", "expr.acc", "expr.score",
+                                   "va.ccc_valence", "va.ccc_arousal", "va.score", "mean_score", "selection_score")
 SELECTION_SCORE = "selection_score"   # a trainer's held-out score of the epoch it kept (tunes, never reports)
 # params named by their value alone in experiment names (``visual``, ``random``)
 _VALUE_ONLY = ("modalities", "backbone_init")
@@ -141,8 +143,12 @@ def _yaml_scalar(value: Any) -> str:
 
 
 def flatten_metrics(metrics: Mapping[str, Any], variant: str | None) -> dict[str, float]:
-    """``{"au.f1": ..., ..., "mean_score": ...}`` from an evaluate JSON or a train-sequence JSON
-    (``{"au": {...}, "expr": {...}}``).
+    """``{"au.f1": ..., ..., "va.score": ..., "mean_score": ...}`` from an evaluate JSON or a train-sequence
+    JSON (``{"au": {...}, "expr": {...}, "va": {...}}``; ``va`` only where VA was scored).
+
+    ``mean_score`` is the mean of the scores of the tasks present, as the trainers' selection score
+    (:func:`pipeline.train.loop.selection_score`): AU and EXPR, and VA where the metrics have a VA
+    score (a NaN or null score, a VA dimension without labelled frames, counts as absent).
 
     ``variant`` picks the scores in an evaluate JSON: ``sequence`` (its headline, the frames with a
     face), or a dotted path such as ``all_frames.sequence``; a single key the file lacks reads the
@@ -163,10 +169,11 @@ def flatten_metrics(metrics: Mapping[str, Any], variant: str | None) -> dict[str
     if not isinstance(source, Mapping):
         raise ValueError(f"metrics for variant {variant!r} are not a mapping: {source!r}")
     row: dict[str, float] = {}
-    for task in ("au", "expr"):
+    for task in TASKS:
         for name, value in dict(source.get(task) or {}).items():
-            row[f"{task}.{name}"] = float(value)
-    scores = [row[f"{task}.score"] for task in ("au", "expr") if f"{task}.score" in row]
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                row[f"{task}.{name}"] = float(value)   # a null score (JSON has no NaN) is no score
+    scores = [row[f"{task}.score"] for task in TASKS if math.isfinite(row.get(f"{task}.score", math.nan))]
     if scores:
         row["mean_score"] = sum(scores) / len(scores)
     held_out = _selection_score(metrics)
@@ -232,11 +239,12 @@ def _params_of(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def table_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Experiment, the grid params, then the metric columns present, in a fixed order."""
+    """Experiment, the grid params, then the metric columns present, in a fixed order (a task's other
+    entries, such as ``va.frames_valence``, stay in the records, out of the table)."""
     seen: list[str] = []
     for row in rows:
         seen += [k for k in row if k not in seen]
-    params = [k for k in seen if k != "experiment" and k not in METRIC_COLUMNS]
+    params = [k for k in seen if k != "experiment" and k not in METRIC_COLUMNS and k.split(".")[0] not in TASKS]
     return ["experiment", *params, *[c for c in METRIC_COLUMNS if c in seen]]
 
 
@@ -275,8 +283,9 @@ def _sorted(rows: Sequence[Mapping[str, Any]], key: str | None) -> list[Mapping[
 # --- repeats: training seeds and synthetic draws, and their summary -------------------------------------------
 
 DATA_SEED_KEY = "synth.seed"
-SUMMARY_METRICS: tuple[str, ...] = ("au.score", "expr.score", "mean_score")
-_METRIC_TITLES = {"au.score": "AU score", "expr.score": "EXPR score", "mean_score": "mean score"}
+SUMMARY_METRICS: tuple[str, ...] = ("au.score", "expr.score", "va.score", "mean_score")
+_METRIC_TITLES = {"au.score": "AU score", "expr.score": "EXPR score", "va.score": "VA score",
+                  "mean_score": "mean score"}
 
 
 def arm_name(point: Mapping[str, Any]) -> str:
@@ -588,7 +597,8 @@ def summarize_runs(
 
     ``runs`` are records with ``arm``, ``replicate``/``draw``/``seed``, ``params`` and flat ``metrics``
     (``run_repeats``). A pair exists only where both arms have a run of that replicate. ``statistic``, the
-    one the study declared, comes first in ``metrics``. Returns ``{"metrics", "statistic",
+    one the study declared, comes first in ``metrics``; a metric no run has (``va.score`` of a study on
+    data without VA labels) is left out. Returns ``{"metrics", "statistic",
     "equivalence_margin", "arms": [{"arm", "params", "n", "mean", "sd"}], "differences": [{"arm",
     "reference", "n", "mean", "sd", "ci95", "ci90", "tost_p", "verdict"}]}``, each statistic a mapping of
     metric to value; ``sd`` (and the intervals, test and verdict) is ``None`` for a single run.
@@ -602,7 +612,8 @@ def summarize_runs(
         >>> summary["differences"][0]["ci95"], summary["differences"][0]["verdict"]
         ({'au.score': [0.25, 0.25]}, {'au.score': 'difference'})
     """
-    metrics = summary_metrics(statistic, metrics)
+    metrics = [m for m in summary_metrics(statistic, metrics)
+               if m == statistic or any(m in (r.get("metrics") or {}) for r in runs)]
     arms: list[str] = []
     for r in runs:
         arms += [r["arm"]] if r["arm"] not in arms else []

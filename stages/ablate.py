@@ -21,6 +21,7 @@ from pipeline.ablation import (
     missing_keys, param_key, plan_repeats, plan_replicates, render_ablation_table, resumable_runs, run_repeats,
     study_plan, summarize_runs,
 )
+from pipeline.labels import TASKS
 from pipeline.paired_stats import DEFAULT_MARGIN
 from pipeline.fsio import atomic_path
 from tooling.bench.record import cpu_model
@@ -146,8 +147,8 @@ def _provenance(ctx: click.Context) -> dict[str, Any]:
                    "not run again (a record of another plan is refused); the others run with dvc exp run -f, "
                    "replacing an experiment of the same name the record does not hold.")
 @click.option("--statistic", default="mean_score", show_default=True,
-              help="The statistic declared before the runs (a metric: mean_score, au.score, expr.f1, ...): first in "
-                   "the tables and the record.")
+              help="The statistic declared before the runs (a metric: mean_score, au.score, expr.f1, va.score, "
+                   "...): first in the tables and the record.")
 @click.option("--equivalence-margin", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_MARGIN,
               show_default=True, help="Paired differences within ± this are called equivalent when the 90 % "
                                       "interval lies inside it (two one-sided t tests).")
@@ -164,7 +165,7 @@ def _provenance(ctx: click.Context) -> dict[str, Any]:
 @click.option("--variant", default="sequence", show_default=True,
               help="Key of the metrics file holding the scores, dotted for nesting: 'sequence' (evaluate's "
                    "headline, the frames with a face), 'all_frames.sequence' of metrics/evaluate.json, a trainer's "
-                   "'validation.face_frames', or '' for a file with au/expr at the top.")
+                   "'validation.face_frames', or '' for a file with au/expr (and va) at the top.")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the per-experiment table as Markdown here.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -178,7 +179,8 @@ def command(ctx: click.Context, grid_path: Path | None, modalities: str | None, 
             stages: tuple[str, ...],
             metrics_path: str, variant: str, markdown_path: Path | None, csv_path: Path | None) -> None:
     """Run `dvc exp run -S train_sequence.<param>=<value> ...` for every arm of the grid (and every seed and
-    draw, or every replicate), then print the per-experiment table (best mean of the AU and EXPR scores first)
+    draw, or every replicate), then print the per-experiment table (best mean score first: the mean of the AU,
+    EXPR and, where the metrics have it, VA scores)
     and the per-arm summary: mean ± sd and number of runs, and the paired differences against the reference
     arm with their 95 % interval and verdict (difference, equivalent within --equivalence-margin, inconclusive).
 
@@ -189,7 +191,8 @@ def command(ctx: click.Context, grid_path: Path | None, modalities: str | None, 
     _check_option_combinations(ctx, replicates, seeds, data_seeds, json_path, resume, temp, show)
     if not _is_metric(statistic):
         raise click.BadParameter(f"{statistic!r} is not a metric of the summary: mean_score, or au.<name> / "
-                                 "expr.<name> (au.score, expr.f1, ...)", param_hint="--statistic")
+                                 "expr.<name> / va.<name> (au.score, expr.f1, va.score, ...)",
+                                 param_hint="--statistic")
     options = {"modalities": _values(modalities), "window": _values(window), "layers": _values(layers)}
     axes = {name: values for name, values in options.items() if values is not None}
     if grid_path is not None and axes:
@@ -289,9 +292,9 @@ def _now() -> str:
 
 
 def _is_metric(name: str) -> bool:
-    """A name ``flatten_metrics`` can produce: ``mean_score`` or ``au.<name>``/``expr.<name>``."""
+    """A name ``flatten_metrics`` can produce: ``mean_score`` or ``<task>.<name>`` (``au.f1``, ``va.score``)."""
     task, _, rest = name.partition(".")
-    return name == "mean_score" or (task in ("au", "expr") and bool(rest))
+    return name == "mean_score" or (task in TASKS and bool(rest))
 
 
 def _check_option_combinations(ctx: click.Context, replicates: int | None, seeds: int | None, data_seeds: str | None,

@@ -24,7 +24,8 @@ def command(prepared_dir: Path, frames_h5: Path, visual_onnx: Path, out_zarr: Pa
     """Run VISUAL_ONNX over the face crops of FRAMES_H5 for every subject of PREPARED_DIR.
 
     Reads PREPARED_DIR/manifest.json and labels.h5. Writes OUT_ZARR/<subject>/ with `embedding`
-    (N,512) float16, `au_logits`, `expr_logits`, `face_present`, `au` and `expr`, one dask task per
+    (N,512) float16, `au_logits`, `expr_logits`, `va_pred`, `face_present`, `au`, `expr` and `va`
+    (valence-arousal labels, NaN unlabelled), one dask task per
     subject. The store is built in --work-dir (complete subjects survive an interruption and are
     not recomputed) and moved onto OUT_ZARR when every subject is done. Exits 1 naming the subjects
     that failed. Params: the `embed_visual` section of --params; `precision: int8` runs

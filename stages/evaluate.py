@@ -11,6 +11,7 @@ from pipeline.evaluate.scoring import (
     BASELINE, CALIBRATED, FRAME_SETS, VARIANTS, EvaluateConfig, evaluate, headline_scores,
 )
 from pipeline.fsio import write_json
+from pipeline.labels import TASKS
 from stages.common import device_option, headline_option, load_config, params_option, run_or_exit, setup_logging
 
 _DIR = click.Path(exists=True, file_okay=False, path_type=Path)
@@ -38,17 +39,19 @@ def command(prepared_dir: Path, visual_zarr: Path, audio_zarr: Path, audio_dir: 
             batch_size: int, headline_json: Path | None) -> None:
     """Score the validation subjects and write METRICS_JSON and OUT_DIR/{tables,plots,submission}/.
 
-    Reads PREPARED_DIR/manifest.json (who is in the AU/EXPR validation splits), the cached logits,
-    embeddings and labels in VISUAL_ZARR and AUDIO_ZARR, the fusion head in AUDIO_DIR/model.pt and
-    the sequence model in SEQUENCE_DIR. METRICS_JSON holds <frames>.<variant>.<au|expr>.{f1,acc,score}
-    for the variants visual, fusion, sequence and the trivial baseline, on face_frames (frames with a
+    Reads PREPARED_DIR/manifest.json (who is in the AU/EXPR/VA validation splits), the cached logits,
+    VA predictions, embeddings and labels in VISUAL_ZARR and AUDIO_ZARR, the fusion head in
+    AUDIO_DIR/model.pt and the sequence model in SEQUENCE_DIR. METRICS_JSON holds
+    <frames>.<variant>.<au|expr>.{f1,acc,score} and <frames>.<variant>.va.{ccc_valence,ccc_arousal,score}
+    (when the manifest has VA validation subjects) for the variants visual, fusion, sequence and the
+    trivial baseline, on face_frames (frames with a
     face crop, as the paper scores) and all_frames (every labelled frame), and the face_frames scores
-    again at the top as <variant>.<au|expr>.{f1,acc,score}, all with AUs decided at
+    again at the top as <variant>.<task>..., all with AUs decided at
     evaluate.au_threshold; calibrated.<frames>.<variant>.au holds the AU scores at the thresholds each
     model carries (chosen on the held-out selection split; 0.5 for a model without them). OUT_DIR gets per-class F1 tables (CSV,
     Markdown), PNG plots with their data as CSV in OUT_DIR/plot_data/, and ABAW submission files
-    submission/<variant>/{AU_Set,EXPR_Set}/<subject>.txt.
-    --headline gets the AU and EXPR scores of each variant on face frames alone (and the calibrated AU ones).
+    submission/<variant>/{AU_Set,EXPR_Set,VA_Set}/<subject>.txt.
+    --headline gets the AU, EXPR and VA scores of each variant on face frames alone (and the calibrated AU ones).
     Params: the `evaluate` section of --params.
     """
     setup_logging()
@@ -62,7 +65,7 @@ def command(prepared_dir: Path, visual_zarr: Path, audio_zarr: Path, audio_dir: 
     for frames in FRAME_SETS:
         for variant in (*VARIANTS, BASELINE):
             scores = ", ".join(f"{task.upper()} {metrics[frames][variant][task]['score']:.4f}"
-                               for task in ("au", "expr") if task in metrics[frames][variant])
+                               for task in TASKS if task in metrics[frames][variant])
             click.echo(f"{frames} {variant}: {scores}")
         for variant, au in metrics[CALIBRATED][frames].items():
             click.echo(f"{frames} {variant} at its own AU thresholds ({CALIBRATED}): AU {au['au']['score']:.4f}")

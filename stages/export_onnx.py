@@ -29,7 +29,8 @@ def command(model_pt: Path, out_onnx: Path, params_path: Path, frames_h5: Path |
     """Export MODEL_PT (cache/visual/model.pt) to OUT_ONNX (cache/onnx/visual.onnx).
 
     The ONNX model takes `image` float32 (B,3,112,112), normalised (x/255-0.5)/0.5, and returns
-    `embedding` (B,512), `au_logits` (B,12), `expr_logits` (B,7), with a dynamic batch axis. It is
+    `embedding` (B,512), `au_logits` (B,12), `expr_logits` (B,7), `va_pred` (B,2) (valence, arousal
+    in [-1, 1]), with a dynamic batch axis. It is
     checked with onnx.checker and compared with torch on onnxruntime's CPU provider (max abs diff
     <= parity_rtol * max(1, max|torch output|), per output) before it is renamed onto OUT_ONNX; on
     failure nothing is written. Params: the `export_onnx` section of --params (opset, parity_rtol,

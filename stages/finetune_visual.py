@@ -1,4 +1,4 @@
-"""``mmaffect finetune-visual``: fine-tune the multi-task IResNet on AU and expression frames."""
+"""``mmaffect finetune-visual``: fine-tune the multi-task IResNet on AU, expression and valence-arousal frames."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def command(
     """Train on PREPARED_DIR/{manifest.json,labels.h5} and the crops in FRAMES_H5.
 
     Writes OUT_DIR/model.pt ({"arch", "state_dict"} of the epoch the `selection` section keeps:
-    by default the best mean of the ABAW AU and EXPR scores on held-out training videos) and
+    by default the best mean of the ABAW AU, EXPR and VA scores on held-out training videos) and
     METRICS_JSON (that epoch's validation report on face_frames and all_frames, the trivial
     baselines, the selection record, epochs, best_epoch); --curves the per-epoch losses and scores.
     With --onnx, also OUT_ONNX and its int8 copy (<OUT_ONNX stem>.int8.onnx), as `export-onnx` with

@@ -1,4 +1,4 @@
-"""``mmaffect predict``: per-frame AU and expression probabilities of new videos, as CSV files."""
+"""``mmaffect predict``: per-frame AU and expression probabilities and valence-arousal of new videos, as CSV files."""
 
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ DEMO_MODELS_NOTE = (
 @click.option("--redo", is_flag=True, default=False,
               help="Predict again videos whose OUT/<stem>.csv already exists (skipped otherwise).")
 @click.option("--overlay", type=click.Path(path_type=Path), default=None,
-              help="Also write each video with its faces' boxes, ids, expression and AU bars drawn, audio kept: "
+              help="Also write each video with its faces' boxes, ids, expression, AU bars (ticked at the model's "
+                   "thresholds) and valence-arousal disc drawn, audio kept: "
                    "to OVERLAY itself for one video when it ends in .mp4, else to the folder OVERLAY/<stem>.mp4.")
 @click.option("--timelines", is_flag=True, default=False,
               help="Also write OUT/<stem>_face<id>.png: each face's AU probabilities and expression over time.")
@@ -66,8 +67,10 @@ def command(videos: tuple[Path, ...], out_dir: Path, models_dir: Path, visual_on
     x, y, w, h (face box, pixels), lm0_x, lm0_y ... lm4_x, lm4_y (left eye, right eye, nose tip, left
     and right mouth corner), the 12 AU probabilities (AU1..AU26), their decisions (AU1_active..AU26_active,
     1/0, at the thresholds sequence.onnx carries, 0.5 without; the log names them), the 7 expression probabilities
-    (Neutral..Surprise), expression (the most probable), face_present and audio_present (1/0), and
-    low_confidence (1 on frames with neither a face nor audio, predicted from their neighbours alone).
+    (Neutral..Surprise), expression (the most probable), valence and arousal (the sequence model's, in
+    [-1, 1]), face_present and audio_present (1/0), and low_confidence (1 on frames with neither a face
+    nor audio, predicted from their neighbours alone). Models exported before valence-arousal (no
+    va_pred output) are refused: export them again.
     A frame without any face has one row with the face fields empty. Faces come from --crops (face
     0, no box) or from the offline dlib face detector and five landmarks, every face followed with a
     stable id and aligned to the arcface 112x112 template. Still images (JPEG, PNG...) are refused:

@@ -37,8 +37,9 @@ def command(prepared_dir: Path, visual_zarr: Path, audio_zarr: Path, out_dir: Pa
 
     Writes OUT_DIR/model.pt ({"arch", "state_dict", "modalities", "window", "stride"} of the epoch
     the `selection` section keeps), OUT_DIR/sequence.onnx (input `features` (B, L, D), outputs
-    `au_logits` (B, L, 12) and `expr_logits` (B, L, 7)) and METRICS_JSON ({"validation": {"face_frames",
-    "all_frames"}, "selection", "epochs", "best_epoch"} of that epoch); --curves the per-epoch losses and scores.
+    `au_logits` (B, L, 12), `expr_logits` (B, L, 7) and `va_pred` (B, L, 2)) and METRICS_JSON
+    ({"validation": {"face_frames", "all_frames"}, "selection", "epochs", "best_epoch"} of that epoch;
+    each frame set with the au, expr and, where labelled, va scores); --curves the per-epoch losses and scores.
     Params: the `train_sequence` and `selection` sections of --params.
     """
     setup_logging()

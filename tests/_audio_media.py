@@ -2,7 +2,9 @@
 
 ``write_av`` writes a short video whose audio track can start late, have any sample rate and carry
 any waveform. ``build_audio_dataset`` writes four videos whose soundtrack pitch follows the
-expression label, a manifest and a hand-made visual embedding store in the documented layout:
+expression label, a manifest and a hand-made visual embedding store in the documented layout
+(with ``va`` labels that follow the expression too, so they are audible, and a zero ``va_pred``;
+``with_va=False``: a dataset without VA_Set and a store without VA arrays):
 
     video  subjects            fps    audio        AU split    EXPR split
     v0     v0                  25     16 kHz       train       train
@@ -24,6 +26,9 @@ from pipeline.data.manifest import Manifest, SubjectRecord, write_manifest
 from pipeline.storage.embedding_store import EmbeddingStore
 
 EXPR_PITCH_HZ = (220.0, 330.0, 440.0, 550.0, 660.0, 880.0, 990.0)   # tone per expression class
+# (valence, arousal) per expression class: what the VA labels are, so the pitch carries them
+EXPR_VA = np.array([[0.0, -0.2], [-0.6, 0.5], [-0.5, 0.2], [-0.6, 0.7], [0.7, 0.4], [-0.7, -0.5], [0.3, 0.8]],
+                   np.float32)
 
 
 def write_av(
@@ -79,6 +84,13 @@ def tone_track(expr: np.ndarray, fps: float, sample_rate: int, seed: int) -> np.
     return (0.3 * np.sin(phase) + 0.01 * rng.normal(size=n)).astype(np.float32)
 
 
+def expression_va(expr: np.ndarray, seed: int) -> np.ndarray:
+    """(N, 2) valence-arousal of each frame: its expression's point (expression 0's where unlabelled,
+    as the tone is) plus a little annotator jitter."""
+    rng = np.random.default_rng([seed, 7])
+    return np.clip(EXPR_VA[np.maximum(expr, 0)] + rng.normal(scale=0.05, size=(len(expr), 2)), -1, 1).astype(np.float32)
+
+
 def expression_runs(n_frames: int, seed: int, run: int = 12) -> np.ndarray:
     """Expression labels in runs of ``run`` frames with a few unlabelled (-1) frames."""
     rng = np.random.default_rng(seed)
@@ -87,7 +99,7 @@ def expression_runs(n_frames: int, seed: int, run: int = 12) -> np.ndarray:
     return labels.astype(np.int8)
 
 
-def build_audio_dataset(root: Path, n_frames: int = 72) -> tuple[Path, Path]:
+def build_audio_dataset(root: Path, n_frames: int = 72, with_va: bool = True) -> tuple[Path, Path]:
     """Write videos, ``prepared/manifest.json`` and ``visual.zarr`` under ``root``; return (prepared dir, store)."""
     videos = [
         ("v0", 25.0, 16000, 0.0, ("v0",), "train"),
@@ -113,12 +125,17 @@ def build_audio_dataset(root: Path, n_frames: int = 72) -> tuple[Path, Path]:
                 name=name, video=video, video_path=str(path), crops_dir=None, fps=float(fps), n_frames=n_frames,
                 has_audio=sample_rate is not None, sample_rate=sample_rate, au_split=split, expr_split=split,
                 n_au_labelled=n_frames, n_expr_labelled=int((expr >= 0).sum()), n_faces=int(face.sum()),
+                va_split=split if with_va else None, n_va_labelled=n_frames if with_va else 0,
             ))
-            entries[name] = ({
+            arrays = {
                 "embedding": visual, "face_present": face, "au": au, "expr": expr,
                 "au_logits": (rng.normal(size=(n_frames, 12)) * face[:, None]).astype(np.float32),
                 "expr_logits": (rng.normal(size=(n_frames, 7)) * face[:, None]).astype(np.float32),
-            }, {"fps": float(fps), "n_frames": n_frames, "video": video, "au_split": split, "expr_split": split})
+            }
+            if with_va:
+                arrays.update(va=expression_va(expr, 100 + 10 * index + k), va_pred=np.zeros((n_frames, 2), np.float32))
+            entries[name] = (arrays, {"fps": float(fps), "n_frames": n_frames, "video": video, "au_split": split,
+                                      "expr_split": split})
     prepared = root / "prepared"
     write_manifest(Manifest(root=str(root), subjects=tuple(records)), prepared / "manifest.json")
     store_path = root / "visual.zarr"

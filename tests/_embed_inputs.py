@@ -3,7 +3,7 @@
 ``build_prepared`` runs prepare and pack-frames on the hand-built four-video dataset of ``_media``
 (five subjects of 8-12 frames; vidB has no audio track, vidA and vidC_right miss a crop).
 ``tiny_visual_onnx`` exports a few-kilobyte conv net with input ``image`` (B,3,112,112) and outputs
-``embedding`` (B,512), ``au_logits`` (B,12), ``expr_logits`` (B,7); ``slow_layers`` adds full-size
+``embedding`` (B,512), ``au_logits`` (B,12), ``expr_logits`` (B,7), ``va_pred`` (B,2); ``slow_layers`` adds full-size
 3x3 convolutions so a test can make each subject take a noticeable time. ``tiny_audio_model_dir``
 writes ``model.pt`` (the train-audio checkpoint layout) and the matching ``tdnn.onnx`` (input
 ``mel`` (B,64,C), output ``embedding`` (B,512), audio config in its metadata).
@@ -39,7 +39,7 @@ def build_prepared(base: Path) -> tuple[Path, Path]:
 
 
 class TinyVisual(nn.Module):
-    """(B,3,112,112) -> embedding (B,512), au_logits (B,12), expr_logits (B,7)."""
+    """(B,3,112,112) -> embedding (B,512), au_logits (B,12), expr_logits (B,7), va_pred (B,2)."""
 
     def __init__(self, slow_layers: int = 0, slow_channels: int = 16) -> None:
         super().__init__()
@@ -53,16 +53,17 @@ class TinyVisual(nn.Module):
         self.embed = nn.Linear(8 * 7 * 7, 512)
         self.au = nn.Linear(512, 12)
         self.expr = nn.Linear(512, 7)
+        self.va = nn.Linear(512, 2)
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         embedding = self.embed(self.stem(self.slow(image)))
-        return embedding, self.au(embedding), self.expr(embedding)
+        return embedding, self.au(embedding), self.expr(embedding), torch.tanh(self.va(embedding))
 
 
 def tiny_visual_onnx(path: Path, seed: int = 0, slow_layers: int = 0, slow_channels: int = 16) -> Path:
     """Export a seeded :class:`TinyVisual` to ``path``."""
     torch.manual_seed(seed)
-    names = ("image", "embedding", "au_logits", "expr_logits")
+    names = ("image", "embedding", "au_logits", "expr_logits", "va_pred")
     export_onnx(
         TinyVisual(slow_layers, slow_channels), (torch.zeros(2, 3, 112, 112),), path, names[:1], names[1:],
         {name: {0: "batch"} for name in names}, {"model": "visual", "arch": {"backbone": "tiny", "seed": seed}},

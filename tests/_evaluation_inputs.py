@@ -2,13 +2,15 @@
 
 Subjects (``fps`` 25, 512-d embeddings):
 
-    subject      video  frames  AU split     EXPR split   visual logits
-    vidA         vidA   40      validation   validation   agree with the labels
-    vidB_left    vidB   33      validation   train        agree with the labels
-    vidB_right   vidB   33      excluded     validation   agree with the EXPR labels, AUs wrong
-    vidC         vidC   20      train        train        wrong
+    subject      video  frames  AU split     EXPR split   VA split     visual logits and VA
+    vidA         vidA   40      validation   validation   validation   agree with the labels
+    vidB_left    vidB   33      validation   train        train        agree with the labels, VA wrong
+    vidB_right   vidB   33      excluded     validation   validation   agree with the EXPR and VA labels, AUs wrong
+    vidC         vidC   20      train        train        train        wrong
 
-so the cached visual logits score perfectly on exactly the leakage-free validation frames with a face.
+so the cached visual logits and VA predictions score perfectly on exactly the leakage-free
+validation frames with a face. Without VA (``with_va=False``) the manifest has no VA split and the
+visual store no ``va``/``va_pred`` arrays, as one written before VA was read.
 Frames 5..9 of vidA have no face (zero embedding and logits) but keep their labels, as Aff-Wild2's
 labelled frames without a cropped image do; vidC has no audio.
 """
@@ -25,7 +27,7 @@ from pipeline.audio.features import AudioConfig
 from pipeline.config import to_dict
 from pipeline.data.manifest import Manifest, SubjectRecord, write_manifest
 from pipeline.inference.features import feature_dim
-from pipeline.labels import NUM_AUS, NUM_EXPRS
+from pipeline.labels import NUM_AUS, NUM_EXPRS, NUM_VA
 from pipeline.models.fusion import FusionConfig, FusionHead
 from pipeline.models.sequence import SequenceArch, SequenceModel, arch_to_dict
 from pipeline.models.tdnn import TDNN, TDNNConfig
@@ -39,6 +41,10 @@ SUBJECTS = (
     ("vidB_right", "vidB", 33, "excluded", "validation", (False, True)),
     ("vidC", "vidC", 20, "train", "train", (False, False)),
 )
+# name -> (VA split, the visual VA predictions agree with the labels)
+VA_SUBJECTS = {"vidA": ("validation", True), "vidB_left": ("train", False), "vidB_right": ("validation", True),
+               "vidC": ("train", False)}
+VA_UNLABELLED = slice(0, 3)   # the frames of every subject without a VA label
 WINDOW, STRIDE = 8, 4
 
 
@@ -54,13 +60,14 @@ class EvaluationInputs:
     sequence_model: Path
 
 
-def build_evaluation_inputs(root: Path, seed: int = 0) -> EvaluationInputs:
-    """Write the inputs under ``root`` and return their paths."""
+def build_evaluation_inputs(root: Path, seed: int = 0, with_va: bool = True) -> EvaluationInputs:
+    """Write the inputs under ``root`` and return their paths (``with_va``: VA labels, split and predictions)."""
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     records = tuple(
         SubjectRecord(name=name, video=video, video_path=f"videos/{video}.mp4", fps=25.0, n_frames=n,
-                      has_audio=video != "vidC", sample_rate=16000, au_split=au, expr_split=expr)
+                      has_audio=video != "vidC", sample_rate=16000, au_split=au, expr_split=expr,
+                      va_split=VA_SUBJECTS[name][0] if with_va else None)
         for name, video, n, au, expr, _ in SUBJECTS
     )
     manifest = Manifest(root=str(root / "data"), subjects=records)
@@ -84,10 +91,17 @@ def build_evaluation_inputs(root: Path, seed: int = 0) -> EvaluationInputs:
         embedding[~face] = 0
         au_logits = signs.astype(np.float32)
         au_logits[~face], expr_logits[~face] = 0.0, 0.0
-        visual.write(name, {
-            "embedding": embedding, "face_present": face, "au_logits": au_logits, "expr_logits": expr_logits,
-            "au": au, "expr": expr,
-        }, {"fps": 25.0, "n_frames": n, "video": video, "au_split": au_split, "expr_split": expr_split})
+        arrays = {"embedding": embedding, "face_present": face, "au_logits": au_logits, "expr_logits": expr_logits,
+                  "au": au, "expr": expr}
+        attrs = {"fps": 25.0, "n_frames": n, "video": video, "au_split": au_split, "expr_split": expr_split}
+        va = rng.uniform(-1.0, 1.0, (n, NUM_VA)).astype(np.float32)
+        va_pred = np.where(VA_SUBJECTS[name][1], va, -va).astype(np.float32)
+        va[VA_UNLABELLED] = np.nan
+        va_pred[~face] = 0.0
+        if with_va:
+            arrays.update(va=va, va_pred=va_pred)
+            attrs["va_split"] = VA_SUBJECTS[name][0]
+        visual.write(name, arrays, attrs)
 
     audio = EmbeddingStore.open_for_write(root / "audio.zarr", "a" * 64, {"model": "test", "params": {}, "dim": 512})
     for video, n in {video: n for _, video, n, *_ in SUBJECTS}.items():

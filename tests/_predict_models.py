@@ -1,9 +1,10 @@
 """Tiny ONNX models for the predict tests, exported with the project's helpers and documented I/O names.
 
-``visual.onnx`` (image -> embedding, au_logits, expr_logits) from an iresnet18 at width 1/16,
+``visual.onnx`` (image -> embedding, au_logits, expr_logits, va_pred) from an iresnet18 at width 1/16,
 ``tdnn.onnx`` (mel -> embedding) with the audio config in its metadata, and ``sequence.onnx``
-(features -> au_logits, expr_logits) with modalities/window/stride in its metadata. Weights are
+(features -> au_logits, expr_logits, va_pred) with modalities/window/stride in its metadata. Weights are
 random (seeded); the tests check shapes, columns and probability ranges, not accuracy.
+:func:`export_pre_va_sequence` writes a sequence model as exported before valence-arousal (no ``va_pred``).
 """
 
 from __future__ import annotations
@@ -64,6 +65,30 @@ def export_sequence(path: Path, modalities: str) -> Path:
     axes = {0: "batch", 1: "length"}
     # The parity check runs one frame longer than the example, so the example is one short of max_len.
     export_onnx(model, (torch.randn(2, WINDOW - 1, model.arch.input_dim),), path,
+                input_names=["features"], output_names=["au_logits", "expr_logits", "va_pred"],
+                dynamic_axes={"features": axes, "au_logits": axes, "expr_logits": axes, "va_pred": axes},
+                metadata={"modalities": modalities, "window": WINDOW, "stride": STRIDE})
+    return path
+
+
+class _AuExprOnly(torch.nn.Module):
+    """A sequence model's AU and EXPR outputs alone: the outputs a file exported before VA has."""
+
+    def __init__(self, model: SequenceModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        au, expr, _ = self.model(features)
+        return au, expr
+
+
+def export_pre_va_sequence(path: Path, modalities: str = "both") -> Path:
+    """Export a tiny sequence model without the ``va_pred`` output, as files made before VA are."""
+    model = SequenceModel(SequenceArch(input_dim=feature_dim(modalities), d_model=16, heads=2, dropout=0.0,
+                                       max_len=WINDOW)).eval()
+    axes = {0: "batch", 1: "length"}
+    export_onnx(_AuExprOnly(model).eval(), (torch.randn(2, WINDOW - 1, model.arch.input_dim),), path,
                 input_names=["features"], output_names=["au_logits", "expr_logits"],
                 dynamic_axes={"features": axes, "au_logits": axes, "expr_logits": axes},
                 metadata={"modalities": modalities, "window": WINDOW, "stride": STRIDE})

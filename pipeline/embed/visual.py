@@ -6,10 +6,12 @@ with onnxruntime and writes the subject's entry (see :mod:`pipeline.storage.embe
     visual.zarr/<subject>/embedding     (N, 512) float16, zeros where no face
                          /au_logits     (N, 12) float32, zeros where no face
                          /expr_logits   (N, 7) float32, zeros where no face
+                         /va_pred       (N, 2) float32 valence, arousal, zeros where no face
                          /face_present  (N,) bool
                          /au            (N, 12) int8 labels, -1 = unlabelled
                          /expr          (N,) int8 labels, -1 = unlabelled
-    attrs: fps, n_frames, video, source, au_split, expr_split, complete
+                         /va            (N, 2) float32 labels, NaN = unlabelled
+    attrs: fps, n_frames, video, source, au_split, expr_split, va_split, complete
 
 The model runs through :class:`pipeline.inference.visual.VisualEmbedder`; JPEG decoding runs in its
 prefetch thread, one batch ahead of inference, so decoding overlaps the model.
@@ -40,10 +42,10 @@ from pipeline.storage.frame_store import FrameStore
 from pipeline.data.labels_store import read_labels
 from pipeline.data.manifest import SOURCES, SubjectRecord, read_manifest
 from pipeline.embed.runner import ClusterOptions, InferenceOptions, RunReport, open_work_store, run_and_publish
-from pipeline.inference.visual import VisualEmbedder, embed_batches
+from pipeline.inference.visual import OUTPUT_NAMES, VisualEmbedder, embed_batches
 from pipeline.labels import EMBEDDING_DIM
 from pipeline.model_files import visual as visual_files
-from pipeline.model_files.onnx_export import read_metadata
+from pipeline.model_files.onnx_export import check_outputs, read_metadata
 from pipeline.model_files.precision import DEFAULT_PRECISION, recorded_params
 from pipeline.models.preprocess import PREPROCESSING
 from pipeline.storage.embedding_store import EmbeddingStore, as_float16, fingerprint
@@ -96,6 +98,9 @@ def embed_visual(
     if not jobs:
         raise ValueError(f"{prepared_dir / 'manifest.json'}: no subjects from sources {list(cfg.sources)}")
     meta = read_metadata(model_path)
+    # once, here: a model from before an output existed would otherwise fail every subject alike
+    check_outputs(model_path, OUTPUT_NAMES, f"export it again from its model.pt ({visual_files.STAGE} or "
+                                            "export-onnx) so that it gives every output")
     params = recorded_params(to_dict(cfg))
     producer = fingerprint(model_path, {"embed_visual": params, "preprocessing": PREPROCESSING})
     store = open_work_store(
@@ -135,10 +140,11 @@ def embed_subject(
     outputs, timing = run_visual(embedder, frames, key, np.flatnonzero(present), inference.batch_size)
     arrays = {name: _scatter(values, present) for name, values in outputs.items()}
     arrays["embedding"] = as_float16(arrays["embedding"], f"{model_path}: subject {key!r}")
-    arrays.update(face_present=present, au=labels.au.astype(np.int8), expr=labels.expr.astype(np.int8))
+    arrays.update(face_present=present, au=labels.au.astype(np.int8), expr=labels.expr.astype(np.int8),
+                  va=labels.va.astype(np.float32))
     store.write(key, arrays, {
         "fps": record.fps, "n_frames": record.n_frames, "video": record.video, "source": record.source,
-        "au_split": record.au_split, "expr_split": record.expr_split,
+        "au_split": record.au_split, "expr_split": record.expr_split, "va_split": record.va_split,
     })
     return {"frames": len(present), "faces": int(present.sum()), "seconds": time.perf_counter() - start, **timing}
 
@@ -149,7 +155,7 @@ def run_visual(
     """Run the model over frames ``indices`` of subject ``name`` in batches, decoding one batch ahead.
 
     Returns the stacked outputs (``embedding`` (k, 512), ``au_logits`` (k, 12), ``expr_logits``
-    (k, 7), float32) and the seconds spent in the model and waiting for decoded batches.
+    (k, 7), ``va_pred`` (k, 2), float32) and the seconds spent in the model and waiting for decoded batches.
     """
     batches = [indices[i: i + batch_size] for i in range(0, len(indices), batch_size)]
     return embed_batches(embedder, functools.partial(frames.read, name), batches)

@@ -1,4 +1,5 @@
-"""PNG plots of the evaluation: expression confusion matrices, per-AU F1 bars, per-video timelines.
+"""PNG plots of the evaluation: expression confusion matrices, per-AU F1 bars, per-video timelines
+(AUs and expressions; valence and arousal), the valence-arousal density.
 
 Figures are built with ``matplotlib.figure.Figure`` on the Agg canvas (no pyplot, no global backend
 state, no display needed) and written atomically.
@@ -22,7 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from pipeline.fsio import atomic_path
-from pipeline.labels import AU_NAMES, EXPR_NAMES, NUM_AUS, NUM_EXPRS
+from pipeline.labels import AU_NAMES, EXPR_NAMES, NUM_AUS, NUM_EXPRS, NUM_VA, VA_NAMES, VA_RANGE
 
 # Colours per variant, stable across plots so a variant looks the same everywhere.
 VARIANT_COLOURS: dict[str, str] = {"visual": "#1f77b4", "fusion": "#ff7f0e", "sequence": "#2ca02c"}
@@ -153,6 +154,74 @@ def plot_timeline(
     axes[-1].grid(axis="x", alpha=0.3)
     versus = "predicted vs true" if au_true is not None or expr_true is not None else "predicted"
     fig.suptitle(f"{name}: {versus} over time", fontsize=11)
+    return _save(fig, path)
+
+
+def plot_va_timeline(
+    name: str,
+    va_true: np.ndarray,
+    va_pred: Mapping[str, np.ndarray],
+    path: str | Path,
+    fps: float | None = None,
+    face_present: np.ndarray | None = None,
+) -> Path:
+    """Write valence and arousal of one subject over time: the labels (NaN: unlabelled, a gap) as a wide
+    grey line and each variant's (N, 2) prediction over them, one panel per dimension.
+
+    ``face_present`` (N,) bool, when given, shades the stretches without a face.
+    """
+    n = len(va_true)
+    if np.shape(va_true) != (n, NUM_VA):
+        raise ValueError(f"{name}: VA labels must be (N, {NUM_VA}), got {np.shape(va_true)}")
+    for variant, pred in va_pred.items():
+        if np.shape(pred) != (n, NUM_VA):
+            raise ValueError(f"{name}: {variant} VA predictions must be ({n}, {NUM_VA}), got {np.shape(pred)}")
+    scale = 1.0 / fps if fps else 1.0
+    t = np.arange(n) * scale
+    fig = _figure(12.0, 5.5)
+    axes = fig.subplots(NUM_VA, 1, sharex=True)
+    for k, (ax, dimension) in enumerate(zip(axes, VA_NAMES)):
+        if face_present is not None:
+            for r, (first, stop) in enumerate(_runs(~np.asarray(face_present, bool))):
+                ax.axvspan((first - 0.5) * scale, (stop - 0.5) * scale, color="#fee0d2", zorder=0,
+                           label="no face" if r == 0 else None)
+        ax.plot(t, np.asarray(va_true, float)[:, k], color="black", linewidth=3.0, alpha=0.35, label="true")
+        for j, (variant, pred) in enumerate(va_pred.items()):
+            ax.plot(t, np.asarray(pred, float)[:, k], linewidth=1.0, color=_colour(variant, j), label=variant)
+        ax.set_ylim(VA_RANGE[0] - 0.05, VA_RANGE[1] + 0.05)
+        ax.axhline(0.0, color="0.6", linewidth=0.5)
+        ax.set_ylabel(dimension)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    axes[0].set_title("gaps in the true line: unlabelled", fontsize=9, loc="left")
+    axes[-1].set_xlabel("time (s)" if fps else "frame")
+    fig.suptitle(f"{name}: valence and arousal, predicted vs true", fontsize=11)
+    return _save(fig, path)
+
+
+def plot_va_density(va_true: np.ndarray, va_pred: np.ndarray, path: str | Path, title: str,
+                    bins: int = 40) -> Path:
+    """Write the 2-D valence-arousal density of the labels beside that of ``title``'s predictions, both
+    (M, 2) over the same labelled frames, on the [-1, 1] square."""
+    va_true, va_pred = np.asarray(va_true, float), np.asarray(va_pred, float)
+    if va_true.ndim != 2 or va_true.shape[1] != NUM_VA or va_true.shape != va_pred.shape:
+        raise ValueError(f"VA arrays must both be (M, {NUM_VA}); got {va_true.shape} and {va_pred.shape}")
+    if not len(va_true):
+        raise ValueError("no labelled frames to plot")
+    fig = _figure(10.0, 4.8)
+    axes = fig.subplots(1, 2, sharex=True, sharey=True)
+    edges = np.linspace(VA_RANGE[0], VA_RANGE[1], bins + 1)
+    for ax, values, label in ((axes[0], va_true, "labels"), (axes[1], va_pred, f"{title} predictions")):
+        counts, _, _ = np.histogram2d(values[:, 0], values[:, 1], bins=(edges, edges))
+        image = ax.imshow(np.ma.masked_equal(counts.T, 0), origin="lower", cmap="viridis", aspect="equal",
+                          extent=(VA_RANGE[0], VA_RANGE[1], VA_RANGE[0], VA_RANGE[1]), interpolation="nearest")
+        ax.set_title(f"{label} ({len(values)} frames)", fontsize=9)
+        ax.set_xlabel(VA_NAMES[0])
+        ax.axhline(0.0, color="0.6", linewidth=0.5)
+        ax.axvline(0.0, color="0.6", linewidth=0.5)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="frames")
+    axes[0].set_ylabel(VA_NAMES[1])
+    fig.suptitle("Valence-arousal density on the validation frames with a face", fontsize=10)
     return _save(fig, path)
 
 

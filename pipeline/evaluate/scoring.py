@@ -13,8 +13,9 @@ Variants (all per frame, every frame of a subject predicted):
   (:class:`pipeline.inference.sequence.SequenceRunner`), from ``model.pt`` (torch) or
   ``sequence.onnx`` (onnxruntime), whichever path is given.
 
-Scored frames: the labelled frames of the Aff-Wild2 subjects whose ``au_split`` (AU task) or
-``expr_split`` (EXPR task) is ``"validation"`` in the manifest, in two sets:
+Scored frames: the labelled frames of the Aff-Wild2 subjects whose ``au_split`` (AU task),
+``expr_split`` (EXPR task) or ``va_split`` (valence-arousal, VA) is ``"validation"`` in the manifest,
+each task on its own subjects, in two sets:
 
 - ``face_frames``: those with a face crop, the frames the paper scores (§4.4 discards labelled
   frames without a cropped image); the headline;
@@ -22,7 +23,11 @@ Scored frames: the labelled frames of the Aff-Wild2 subjects whose ``au_split`` 
   sequence model predict from the audio and the context (our addition).
 
 The trivial ``baseline`` (no AU active; always the most frequent expression of the training frames
-of the same set) is scored on the same frames as the variants of each set. An AU is active when its
+of the same set; always the mean valence and arousal of the VA training frames of the same set) is
+scored on the same frames as the variants of each set. VA is scored by :func:`pipeline.metrics.va_metrics`
+(CCC per dimension, ``score`` their mean); a constant prediction has CCC 0, so the baseline's VA score
+is 0 by construction: the number a model has to beat. A manifest without VA validation subjects (an
+Aff-Wild2 copy without ``VA_Set``) is scored as before, without any ``va`` entry. An AU is active when its
 probability exceeds ``au_threshold`` (0.5, the paper's); the expression is the arg-max class; the
 EXPR macro F1 averages over the class set ``expr_f1_classes`` (see :mod:`pipeline.metrics`).
 
@@ -35,8 +40,9 @@ fixed threshold's.
 
 Outputs::
 
-    <metrics_path>   {"face_frames": {"frames": {"au", "expr"}, "visual": {"au": {"f1", "acc", "score"},
-                      "expr": {...}}, "fusion", "sequence", "baseline"}, "all_frames": {...},
+    <metrics_path>   {"face_frames": {"frames": {"au", "expr", "va"}, "visual": {"au": {"f1", "acc", "score"},
+                      "expr": {...}, "va": {"ccc_valence", "ccc_arousal", "score"}}, "fusion", "sequence",
+                      "baseline"}, "all_frames": {...},
                       "visual": <face_frames.visual>, "fusion": ..., "sequence": ..., "baseline": ...,
                       "calibrated": {"face_frames": {<variant>: {"au": {f1, acc, score}}}, "all_frames": ...,
                                      "thresholds": {<variant>: <its au_thresholds record>}}}
@@ -44,10 +50,11 @@ Outputs::
     <out_dir>/tables/per_class_f1.{csv,md}  rows AUs then expressions (and each task's macro F1),
                                             columns <frame set>.<variant>
     <out_dir>/plots/confusion_<variant>.png, au_f1.png, expr_f1.png   (face frames)
-    <out_dir>/plots/timeline_<subject>.png
+    <out_dir>/plots/timeline_<subject>.png, va_timeline_<subject>.png (VA validation subjects)
+    <out_dir>/plots/va_density.png   valence-arousal density of the labels and the sequence model (face frames)
     <out_dir>/plot_data/confusion_<variant>.csv   actual,predicted expression of every face frame (DVC's
                                                   confusion template); au_f1_<variant>.csv: au,f1 (bars)
-    <out_dir>/submission/<variant>/{AU_Set,EXPR_Set}/<subject>.txt   (every variant)
+    <out_dir>/submission/<variant>/{AU_Set,EXPR_Set,VA_Set}/<subject>.txt   (every variant)
 
 Example (not run here: it needs the pipeline's stores and models)::
 
@@ -80,8 +87,10 @@ from pipeline.evaluate import plots, submission
 from pipeline.fsio import atomic_path, write_json
 from pipeline.inference.sequence import SequenceRunner, load_sequence_runner
 from pipeline.model_files.loading import model_thresholds
-from pipeline.labels import AU_NAMES, EXPR_NAMES, NUM_AUS, NUM_EXPRS, TASKS, UNLABELLED
-from pipeline.metrics import au_metrics, au_per_class_f1, expr_metrics, expr_per_class_f1
+from pipeline.labels import (
+    AU_NAMES, CLASSIFICATION_TASKS, EXPR_NAMES, NUM_AUS, NUM_EXPRS, NUM_VA, TASKS, UNLABELLED, VA_NAMES, VA_RANGE,
+)
+from pipeline.metrics import au_metrics, au_per_class_f1, expr_metrics, expr_per_class_f1, va_metrics
 from pipeline.storage.embedding_store import EmbeddingStore
 
 log = logging.getLogger(__name__)
@@ -92,6 +101,8 @@ FRAME_SETS: tuple[str, ...] = ("face_frames", "all_frames")
 HEADLINE = "face_frames"       # the frame set whose scores also sit at the top of the metrics JSON
 CALIBRATED = "calibrated"      # the metrics' entry of the AU scores at each model's own thresholds
 FACELESS_EXPR = 0              # Neutral: the visual variant's expression on frames without a face
+FACELESS_VA = 0.0              # the centre: the visual variant's valence and arousal on frames without a face
+VA_KEYS: tuple[str, ...] = ("ccc_valence", "ccc_arousal", "score")  # a variant's ``va`` entry
 
 
 @dataclass(frozen=True)
@@ -114,7 +125,7 @@ class EvaluateConfig:
 
 @dataclass
 class SubjectResult:
-    """Labels (validation tasks only, else -1) and each variant's predictions for one subject."""
+    """Labels (validation tasks only, else -1, NaN for VA) and each variant's predictions for one subject."""
 
     record: SubjectRecord
     au_true: np.ndarray                                   # (N, 12) int8
@@ -123,6 +134,8 @@ class SubjectResult:
     au_pred: dict[str, np.ndarray] = field(default_factory=dict)    # variant -> (N, 12) int8
     expr_pred: dict[str, np.ndarray] = field(default_factory=dict)  # variant -> (N,) int8
     au_calibrated: dict[str, np.ndarray] = field(default_factory=dict)  # variant -> (N, 12) int8, own thresholds
+    va_true: np.ndarray | None = None                     # (N, 2) float32, NaN unlabelled; None: not VA validation
+    va_pred: dict[str, np.ndarray] = field(default_factory=dict)    # variant -> (N, 2) float32 (VA validation only)
 
 
 def evaluate(
@@ -146,7 +159,7 @@ def evaluate(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     subjects = validation_subjects(manifest)
     if not subjects:
-        raise ValueError("the manifest has no validation subjects for either task; nothing to evaluate")
+        raise ValueError("the manifest has no validation subjects for any task; nothing to evaluate")
     torch_device = resolve_device(device)
     fusion = load_fusion(audio_model_pt, torch_device)
     sequence = load_sequence_runner(sequence_model_pt, device)
@@ -158,12 +171,15 @@ def evaluate(
     for variant, found in thresholds.items():
         log.info("%s AU thresholds: %s", variant, found.describe())
     majority = training_majority(manifest, visual_store)
+    va_mean = training_va_mean(manifest, visual_store)
+    if not any(r.split("va") == "validation" for r in subjects):
+        log.info("no subject in the VA validation split: valence-arousal is not scored")
     results = []
     for record in subjects:
         log.info("evaluating %s (%d frames)", record.name, record.n_frames)
         results.append(predict_subject(record, visual_store, audio_store, fusion, sequence, cfg, torch_device,
                                        batch_size, thresholds))
-    by_frames, per_class = score(results, cfg.metric_variant, cfg.expr_f1_classes, majority)
+    by_frames, per_class = score(results, cfg.metric_variant, cfg.expr_f1_classes, majority, va_mean)
     calibrated = calibrated_scores(results, cfg.metric_variant, thresholds)
     with atomic_path(out_dir) as tmp:
         write_tables(tmp / "tables", by_frames, per_class, calibrated)
@@ -189,10 +205,11 @@ def metrics_document(by_frames: dict[str, dict[str, Any]],
 
 
 def headline_scores(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """Each variant's AU and EXPR score on the headline frame set (``<variant>.<task>.score``): the few
-    numbers ``dvc exp show`` lists for a run, read from :func:`metrics_document`'s top level; and,
-    under ``calibrated``, each variant's AU score there at its model's own thresholds."""
-    scores: dict[str, Any] = {variant: {task: {"score": metrics[variant][task]["score"]} for task in ("au", "expr")
+    """Each variant's AU, EXPR and VA score on the headline frame set (``<variant>.<task>.score``; no
+    ``va`` where VA was not scored): the few numbers ``dvc exp show`` lists for a run, read from
+    :func:`metrics_document`'s top level; and, under ``calibrated``, each variant's AU score there at
+    its model's own thresholds."""
+    scores: dict[str, Any] = {variant: {task: {"score": metrics[variant][task]["score"]} for task in TASKS
                                         if task in metrics[variant]} for variant in VARIANTS}
     if CALIBRATED in metrics:
         scores[CALIBRATED] = {variant: {"au": {"score": au["au"]["score"]}}
@@ -232,8 +249,31 @@ def training_majority(manifest: Manifest, visual_store: EmbeddingStore) -> dict[
     return {name: int(count.argmax()) for name, count in counts.items()}
 
 
+def training_va_mean(manifest: Manifest, visual_store: EmbeddingStore) -> dict[str, list[float]]:
+    """The mean valence and arousal of the Aff-Wild2 VA training subjects' labelled frames, per frame set.
+
+    Read from the labels the visual store holds (``va``, copied from ``labels.h5``), as
+    :func:`training_majority` reads the expressions: ``face_frames`` averages the training frames
+    with a face, ``all_frames`` every labelled one. 0 (the centre of the scale) for a dimension
+    without any such frame.
+    """
+    sums = {name: np.zeros(NUM_VA, np.float64) for name in FRAME_SETS}
+    counts = {name: np.zeros(NUM_VA, np.int64) for name in FRAME_SETS}
+    for record in manifest.in_split("va", "train"):
+        arrays = _read_entry(visual_store, record.name, "embed-visual", ("va", "face_present"))
+        va = np.asarray(arrays["va"], np.float64)
+        face = np.asarray(arrays["face_present"], bool)
+        for name in FRAME_SETS:
+            chosen = va[face] if name == "face_frames" else va
+            labelled = ~np.isnan(chosen)
+            sums[name] += np.where(labelled, chosen, 0.0).sum(axis=0)
+            counts[name] += labelled.sum(axis=0)
+    return {name: [float(s / c) if c else FACELESS_VA for s, c in zip(sums[name], counts[name])]
+            for name in FRAME_SETS}
+
+
 def validation_subjects(manifest: Manifest) -> list[SubjectRecord]:
-    """Aff-Wild2 subjects in the validation split of the AU or the EXPR task, in manifest order."""
+    """Aff-Wild2 subjects in the validation split of the AU, EXPR or VA task, in manifest order."""
     chosen = {r.name for task in TASKS for r in manifest.in_split(task, "validation", sources=("affwild2",))}
     return [r for r in manifest.subjects if r.name in chosen]
 
@@ -257,8 +297,15 @@ def predict_subject(
     thresholds: Mapping[str, AuThresholds] | None = None,
 ) -> SubjectResult:
     """Every variant's per-frame predictions for one subject, with its validation labels; AUs at
-    ``cfg.au_threshold`` and (``au_calibrated``) at each variant's ``thresholds`` (0.5 when not given)."""
+    ``cfg.au_threshold`` and (``au_calibrated``) at each variant's ``thresholds`` (0.5 when not given);
+    valence and arousal (``va_true``, ``va_pred``) when the subject is in the VA validation split."""
     visual = _read_entry(visual_store, record.name, "embed-visual")
+    va_validation = record.split("va") == "validation"
+    if va_validation:
+        for name in ("va", "va_pred"):
+            if name not in visual:
+                raise ValueError(f"{visual_store.path}: {record.name!r} has no {name!r} array, but the manifest puts "
+                                 "it in the VA validation split (a store from before VA; re-run embed-visual)")
     audio = _read_entry(audio_store, record.video, "embed-audio")
     n = len(visual["expr"])
     for where, arrays in (("visual", visual), ("audio", audio)):
@@ -267,9 +314,11 @@ def predict_subject(
             raise ValueError(
                 f"{record.name}: {where} store arrays have {lengths} frames, the manifest says {record.n_frames}"
             )
+    # per variant: (AU logits, EXPR logits, VA predictions); the visual store's va_pred is absent in a
+    # store from before VA, which only matters for a VA validation subject (checked above)
     logits = {
-        "visual": (visual["au_logits"], visual["expr_logits"]),
-        "fusion": _fusion_logits(fusion, visual["embedding"], audio["embedding"], device, batch_size),
+        "visual": (visual["au_logits"], visual["expr_logits"], visual.get("va_pred")),
+        "fusion": _fusion_outputs(fusion, visual["embedding"], audio["embedding"], device, batch_size),
     }
     logits["sequence"] = sequence.video_logits(
         visual["embedding"], audio["embedding"], visual["face_present"], audio["audio_present"], batch_size
@@ -278,8 +327,14 @@ def predict_subject(
     expr_true = visual["expr"] if record.expr_split == "validation" else np.full(n, UNLABELLED, np.int8)
     result = SubjectResult(record, au_true.astype(np.int8), expr_true.astype(np.int8),
                            np.asarray(visual["face_present"], bool))
-    for variant, (au, expr) in logits.items():
+    if va_validation:
+        result.va_true = _checked_va(np.asarray(visual["va"], np.float32), f"{visual_store.path}: {record.name!r}",
+                                     "label", labels=True)
+    for variant, (au, expr, va) in logits.items():
         result.au_pred[variant], result.expr_pred[variant] = decide(au, expr, cfg.au_threshold)
+        if va_validation:
+            where = f"{visual_store.path}: {record.name!r}" if variant == "visual" else f"{record.name!r}"
+            result.va_pred[variant] = _checked_va(np.asarray(va, np.float32).copy(), where, f"{variant} prediction")
         own = (thresholds or {}).get(variant)
         result.au_calibrated[variant] = (own.decide(au) if own is not None
                                          else decide(au, expr, 0.5)[0])
@@ -289,7 +344,28 @@ def predict_subject(
     result.au_pred["visual"][faceless] = 0
     result.au_calibrated["visual"][faceless] = 0
     result.expr_pred["visual"][faceless] = FACELESS_EXPR
+    if va_validation:
+        result.va_pred["visual"][faceless] = FACELESS_VA
     return result
+
+
+# How far a prediction may pass [-1, 1] and still be a tanh output: onnxruntime's tanh can round a
+# saturated value to 1 + 1 ulp (float32); such a value is clipped, anything further is refused.
+VA_PREDICTION_SLACK = 1e-4
+
+
+def _checked_va(va: np.ndarray, where: str, what: str, labels: bool = False) -> np.ndarray:
+    """``va`` (N, 2) when every value is in [-1, 1] (labels: or NaN, unlabelled; predictions: within
+    :data:`VA_PREDICTION_SLACK` of it, then clipped); else a ValueError naming ``where``, the frame and the value."""
+    slack = 0.0 if labels else VA_PREDICTION_SLACK
+    bad = ~((va >= VA_RANGE[0] - slack) & (va <= VA_RANGE[1] + slack))     # NaN is bad here ...
+    if labels:
+        bad &= ~np.isnan(va)                               # ... but an unlabelled label
+    if bad.any():
+        frame, dim = (int(i[0]) for i in np.nonzero(bad))
+        raise ValueError(f"{where}: frame {frame}: {VA_NAMES[dim]} {what} {va[frame, dim]:.9g} is not in "
+                         f"[{VA_RANGE[0]:g}, {VA_RANGE[1]:g}]{' or NaN (unlabelled)' if labels else ''}")
+    return va if labels else np.clip(va, *VA_RANGE)
 
 
 def decide(au_logits: np.ndarray, expr_logits: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
@@ -311,20 +387,23 @@ def frame_mask(result: SubjectResult, frames: str) -> np.ndarray:
 
 def score(
     results: list[SubjectResult], metric_variant: str, expr_classes: str = "all",
-    majority: dict[str, int] | None = None,
+    majority: dict[str, int] | None = None, va_mean: dict[str, list[float]] | None = None,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, dict[str, np.ndarray]]]]:
     """ABAW metrics and per-class F1 of every variant and the baseline, per frame set.
 
-    Returns ``({frames: {"frames": {task: n}, variant: {task: {f1, acc, score}}, "baseline": {...}}},
-    {frames: {task: {variant: per-class F1}}})``; ``majority`` is the baseline's expression per frame
-    set (:func:`training_majority`, Neutral when not given).
+    Returns ``({frames: {"frames": {task: n}, variant: {task: {f1, acc, score} | {ccc_valence,
+    ccc_arousal, score}}, "baseline": {...}}}, {frames: {task: {variant: per-class F1}}})``;
+    ``majority`` is the baseline's expression per frame set (:func:`training_majority`, Neutral when
+    not given), ``va_mean`` its valence and arousal (:func:`training_va_mean`, 0 when not given).
     """
     majority = majority or {}
+    va_mean = va_mean or {}
     by_frames: dict[str, dict[str, Any]] = {}
     per_class: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     for frames in FRAME_SETS:
         by_frames[frames], per_class[frames] = _score_frames(
             results, frames, metric_variant, expr_classes, majority.get(frames, FACELESS_EXPR))
+        _score_va(by_frames[frames], results, frames, va_mean.get(frames, [FACELESS_VA] * NUM_VA))
     return by_frames, per_class
 
 
@@ -335,7 +414,7 @@ def _score_frames(
     metrics: dict[str, Any] = {"frames": {}}
     metrics.update({name: {} for name in (*VARIANTS, BASELINE)})
     per_class: dict[str, dict[str, np.ndarray]] = {"au": {}, "expr": {}}
-    for task in TASKS:
+    for task in CLASSIFICATION_TASKS:
         chosen = [(r, frame_mask(r, frames)) for r in results if r.record.split(task) == "validation"]
         if not chosen:
             continue
@@ -357,6 +436,27 @@ def _score_frames(
                 per_class["expr"][name] = expr_per_class_f1(truth, pred)
     metrics[BASELINE]["expr_majority_class"] = majority
     return metrics, per_class
+
+
+def _score_va(metrics: dict[str, Any], results: list[SubjectResult], frames: str, mean: list[float]) -> None:
+    """Add the VA scores of every variant and the baseline (``mean``) on the frame set ``frames`` to
+    ``metrics``; nothing when no VA validation frame of the set has both dimensions' labels somewhere
+    (a CCC needs labelled frames)."""
+    chosen = [(r, frame_mask(r, frames)) for r in results if r.va_true is not None]
+    if not chosen:
+        return
+    truth = np.concatenate([r.va_true[m] for r, m in chosen])
+    if (~np.isnan(truth)).sum(axis=0).min() == 0:
+        log.info("%s: no labelled valence or arousal frame; VA is not scored on this frame set", frames)
+        return
+    predictions = {variant: np.concatenate([r.va_pred[variant][m] for r, m in chosen]) for variant in VARIANTS}
+    # the trivial baseline: always the training mean of each dimension (a constant: CCC 0)
+    predictions[BASELINE] = np.broadcast_to(np.asarray(mean, np.float32), truth.shape)
+    metrics["frames"]["va"] = int((~np.isnan(truth)).any(axis=1).sum())
+    for name, pred in predictions.items():
+        found = va_metrics(truth, pred)
+        metrics[name]["va"] = {key: found[key] for key in VA_KEYS}
+    metrics[BASELINE]["va_mean"] = [float(v) for v in mean]
 
 
 def _columns() -> list[tuple[str, str]]:
@@ -382,16 +482,20 @@ def per_class_rows(
 
 def score_rows(by_frames: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """Header and one row per frame set and variant (then the baseline): frames, variant, AU f1/acc/score,
-    EXPR f1/acc/score, and the number of labelled frames scored for each task."""
-    header = ["frames", "variant"] + [f"{task}_{key}" for task in TASKS for key in ("f1", "acc", "score")]
-    header += [f"{task}_frames" for task in TASKS]
+    EXPR f1/acc/score, VA ccc_valence/ccc_arousal/score, and the number of labelled frames scored for
+    each task. The VA columns appear only when VA was scored on some frame set."""
+    tasks = [(task, ("f1", "acc", "score")) for task in CLASSIFICATION_TASKS]
+    if any("va" in by_frames[frames]["frames"] for frames in FRAME_SETS):
+        tasks.append(("va", VA_KEYS))
+    header = ["frames", "variant"] + [f"{task}_{key}" for task, keys in tasks for key in keys]
+    header += [f"{task}_frames" for task, _ in tasks]
     rows = []
     for frames, name in _columns():
         row = [frames, name]
-        for task in TASKS:
+        for task, keys in tasks:
             values = by_frames[frames][name].get(task)
-            row += [f"{values[key]:.4f}" if values else "" for key in ("f1", "acc", "score")]
-        row += [str(by_frames[frames]["frames"].get(task, "")) for task in TASKS]
+            row += [f"{values[key]:.4f}" if values else "" for key in keys]
+        row += [str(by_frames[frames]["frames"].get(task, "")) for task, _ in tasks]
         rows.append(row)
     return header, rows
 
@@ -432,7 +536,8 @@ def write_tables(
 def write_plots(folder: Path, results: list[SubjectResult], per_class: dict[str, dict[str, np.ndarray]],
                 cfg: EvaluateConfig) -> None:
     """Confusion matrix per variant, per-AU and per-expression F1 bars (the headline frame set, given by
-    ``per_class``), timelines of a few subjects (every frame)."""
+    ``per_class``), timelines of a few subjects (every frame); for the VA validation subjects, VA
+    timelines of a few and the valence-arousal density of the labels and the sequence model."""
     folder.mkdir(parents=True, exist_ok=True)
     variants_only = {task: {v: f1 for v, f1 in table.items() if v in VARIANTS} for task, table in per_class.items()}
     expr_subjects = [r for r in results if r.record.expr_split == "validation"]
@@ -453,12 +558,25 @@ def write_plots(folder: Path, results: list[SubjectResult], per_class: dict[str,
             folder / f"timeline_{result.record.name}.png", fps=result.record.fps, au_variant=v,
             face_present=result.face_present,
         )
+    va_subjects = [r for r in results if r.va_true is not None]
+    for result in timeline_subjects(va_subjects, cfg.timeline_videos, cfg.seed):
+        plots.plot_va_timeline(result.record.name, result.va_true, result.va_pred,
+                               folder / f"va_timeline_{result.record.name}.png", fps=result.record.fps,
+                               face_present=result.face_present)
+    if va_subjects:
+        masks = [frame_mask(r, HEADLINE) & ~np.isnan(r.va_true).any(axis=1) for r in va_subjects]
+        va_true = np.concatenate([r.va_true[m] for r, m in zip(va_subjects, masks)])
+        if len(va_true):
+            va_pred = np.concatenate([r.va_pred["sequence"][m] for r, m in zip(va_subjects, masks)])
+            plots.plot_va_density(va_true, va_pred, folder / "va_density.png", "sequence")
 
 
 def write_plot_data(folder: Path, results: list[SubjectResult], per_class: dict[str, dict[str, np.ndarray]]) -> None:
-    """The data of the confusion matrices and the per-AU F1 bars as CSV, for ``dvc plots`` (the
-    headline frame set, as the PNGs beside): ``confusion_<variant>.csv`` has one row per labelled face
-    frame (``actual``, ``predicted`` expression names), ``au_f1_<variant>.csv`` one row per AU."""
+    """The data of the confusion matrices, the per-AU F1 bars and the VA predictions as CSV, for ``dvc
+    plots`` (the headline frame set, as the PNGs beside): ``confusion_<variant>.csv`` has one row per
+    labelled face frame (``actual``, ``predicted`` expression names), ``au_f1_<variant>.csv`` one row per
+    AU, ``va_<variant>.csv`` one row per VA-labelled face frame of the VA validation subjects
+    (``valence``, ``valence_predicted``, ``arousal``, ``arousal_predicted``; DVC's scatter template)."""
     folder.mkdir(parents=True, exist_ok=True)
     expr_subjects = [r for r in results if r.record.expr_split == "validation"]
     if expr_subjects:
@@ -472,6 +590,15 @@ def write_plot_data(folder: Path, results: list[SubjectResult], per_class: dict[
         if variant in VARIANTS:
             rows = [[name, f"{value:.6f}"] for name, value in zip(AU_NAMES, f1)]
             (folder / f"au_f1_{variant}.csv").write_text(_csv_text(["au", "f1"], rows))
+    va_subjects = [r for r in results if r.va_true is not None]
+    if va_subjects:
+        masks = [frame_mask(r, HEADLINE) & ~np.isnan(r.va_true).any(axis=1) for r in va_subjects]
+        va_true = np.concatenate([r.va_true[m] for r, m in zip(va_subjects, masks)])
+        header = [f"{dim}{suffix}" for dim in VA_NAMES for suffix in ("", "_predicted")]
+        for variant in VARIANTS:
+            va_pred = np.concatenate([r.va_pred[variant][m] for r, m in zip(va_subjects, masks)])
+            rows = [[f"{t[0]:.4f}", f"{p[0]:.4f}", f"{t[1]:.4f}", f"{p[1]:.4f}"] for t, p in zip(va_true, va_pred)]
+            (folder / f"va_{variant}.csv").write_text(_csv_text(header, rows))
 
 
 def timeline_subjects(results: list[SubjectResult], count: int, seed: int) -> list[SubjectResult]:
@@ -484,28 +611,30 @@ def timeline_subjects(results: list[SubjectResult], count: int, seed: int) -> li
 
 
 def write_submissions(folder: Path, results: list[SubjectResult]) -> None:
-    """ABAW submission files of every variant: AU_Set for AU validation subjects, EXPR_Set for EXPR."""
+    """ABAW submission files of every variant: AU_Set for AU validation subjects, EXPR_Set for EXPR,
+    VA_Set for VA."""
     for variant in VARIANTS:
         au = {r.record.name: r.au_pred[variant] for r in results if r.record.au_split == "validation"}
         expr = {r.record.name: r.expr_pred[variant] for r in results if r.record.expr_split == "validation"}
-        if au:
-            submission.write_submission(folder, variant, "au", au)
-        if expr:
-            submission.write_submission(folder, variant, "expr", expr)
+        va = {r.record.name: r.va_pred[variant] for r in results if r.va_true is not None}
+        for task, predictions in (("au", au), ("expr", expr), ("va", va)):
+            if predictions:
+                submission.write_submission(folder, variant, task, predictions)
 
 
-def _fusion_logits(
+def _fusion_outputs(
     fusion: torch.nn.Module, visual: np.ndarray, audio: np.ndarray, device: torch.device, batch_size: int
-) -> tuple[np.ndarray, np.ndarray]:
-    au_parts, expr_parts = [], []
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The fusion head's AU logits (N, 12), EXPR logits (N, 7) and VA (N, 2) over a subject's frames."""
+    parts: tuple[list[np.ndarray], ...] = ([], [], [])
     with torch.inference_mode():
         for start in range(0, len(visual), batch_size):
             v = torch.from_numpy(np.asarray(visual[start:start + batch_size], dtype=np.float32)).to(device)
             a = torch.from_numpy(np.asarray(audio[start:start + batch_size], dtype=np.float32)).to(device)
-            au, expr = fusion(v, a)
-            au_parts.append(au.float().cpu().numpy())
-            expr_parts.append(expr.float().cpu().numpy())
-    return np.concatenate(au_parts), np.concatenate(expr_parts)
+            for part, output in zip(parts, fusion(v, a)):
+                part.append(output.float().cpu().numpy())
+    au, expr, va = (np.concatenate(part) for part in parts)
+    return au, expr, va
 
 
 def _read_entry(
@@ -513,7 +642,10 @@ def _read_entry(
 ) -> dict[str, np.ndarray]:
     if not store.is_complete(key):
         raise ValueError(f"{store.path}: no complete entry for {key!r} (re-run {stage})")
-    return store.read(key, names)
+    try:
+        return store.read(key, names)
+    except KeyError as exc:   # an array asked for by name is missing: a store from before it was written
+        raise ValueError(f"{exc.args[0]} (re-run {stage})") from exc
 
 
 def _csv_text(header: list[str], rows: list[list[str]]) -> str:

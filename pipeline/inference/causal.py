@@ -22,9 +22,9 @@ The audio embedding of frame ``t`` comes from a log-mel window centred on ``t``:
 
 Example:
     >>> import numpy as np
-    >>> run = lambda x: (x[..., :1].repeat(12, -1), x[..., :1].repeat(7, -1))   # frame-wise stand-in
+    >>> run = lambda x: tuple(x[..., :1].repeat(k, -1) for k in (12, 7, 2))   # frame-wise stand-in
     >>> feats = np.arange(5, dtype=np.float32)[:, None].repeat(3, 1)
-    >>> au, expr = causal_window_logits(run, feats, window=3)
+    >>> au, expr, va = causal_window_logits(run, feats, window=3)
     >>> au[:, 0].tolist()
     [0.0, 1.0, 2.0, 3.0, 4.0]
     >>> delay_audio(np.ones((4, 2)), np.ones(4, bool), 1)[1].tolist()
@@ -38,8 +38,7 @@ from typing import Literal
 import numpy as np
 
 from pipeline.inference.features import Modalities, compose_features
-from pipeline.inference.sequence import RunFn, SequenceRunner
-from pipeline.labels import NUM_AUS, NUM_EXPRS
+from pipeline.inference.sequence import OUTPUT_WIDTHS, Outputs, RunFn, SequenceRunner, check_outputs
 
 Warmup = Literal["pad", "short"]
 WARMUPS: tuple[str, ...] = ("pad", "short")
@@ -51,9 +50,9 @@ def causal_window_logits(
     window: int,
     warmup: Warmup = "pad",
     batch_size: int = 64,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Causal per-frame logits (N,12), (N,7) float32: frame ``t``'s are the last row of the window
-    of ``window`` frames ending on ``t``.
+) -> Outputs:
+    """Causal per-frame outputs, AU (N,12) and expression (N,7) logits and valence-arousal (N,2),
+    float32: frame ``t``'s are the last row of the window of ``window`` frames ending on ``t``.
 
     Frames ``t < window - 1``: ``warmup="pad"`` fills their window on the left with all-zero
     feature rows ("no face, no audio"); ``"short"`` runs the history ``[0, t]`` alone. Full-length
@@ -66,15 +65,15 @@ def causal_window_logits(
         raise ValueError(f"window and batch_size must be >= 1, got window={window}, batch_size={batch_size}")
     check_warmup(warmup)
     n = len(features)
-    au = np.empty((n, NUM_AUS), np.float32)
-    expr = np.empty((n, NUM_EXPRS), np.float32)
+    outputs = tuple(np.empty((n, width), np.float32) for width in OUTPUT_WIDTHS)
     if warmup == "pad":
         # padded row t + window - 1 is frame t, so padded[t : t + window] is frame t's window
         source = np.concatenate([np.zeros((window - 1, features.shape[1]), np.float32), features])
         starts = np.arange(n, dtype=np.int64)
     else:
         for t in range(min(window - 1, n)):
-            au[t], expr[t] = last_rows(run_fn, features[None, :t + 1])
+            for out, row in zip(outputs, last_rows(run_fn, features[None, :t + 1])):
+                out[t] = row[0]
         source = features
         starts = np.arange(max(n - window + 1, 0), dtype=np.int64)    # frame t's window starts at t - window + 1
     first_frame = n - len(starts)
@@ -82,18 +81,17 @@ def causal_window_logits(
     for first in range(0, len(starts), batch_size):
         chunk = starts[first:first + batch_size]
         frames = slice(first_frame + first, first_frame + first + len(chunk))
-        au[frames], expr[frames] = last_rows(run_fn, source[chunk[:, None] + offsets])
-    return au, expr
+        for out, rows in zip(outputs, last_rows(run_fn, source[chunk[:, None] + offsets])):
+            out[frames] = rows
+    return outputs  # type: ignore[return-value]
 
 
-def last_rows(run_fn: RunFn, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The last position's logits (B, 12), (B, 7) of ``run_fn`` on (B, L, D) ``windows``; other shapes refused."""
-    au, expr = (np.asarray(out) for out in run_fn(np.ascontiguousarray(windows, dtype=np.float32)))
-    batch, length = windows.shape[:2]
-    if au.shape != (batch, length, NUM_AUS) or expr.shape != (batch, length, NUM_EXPRS):
-        raise ValueError(f"the sequence model gave {au.shape} and {expr.shape} for windows {windows.shape}; "
-                         f"expected ({batch}, {length}, {NUM_AUS}) and ({batch}, {length}, {NUM_EXPRS})")
-    return au[:, -1], expr[:, -1]
+def last_rows(run_fn: RunFn, windows: np.ndarray) -> Outputs:
+    """The last position's outputs (B, 12), (B, 7), (B, 2) of ``run_fn`` on (B, L, D) ``windows``;
+    other shapes refused."""
+    outputs = check_outputs(run_fn(np.ascontiguousarray(windows, dtype=np.float32)), windows.shape[:2])
+    au, expr, va = (out[:, -1] for out in outputs)
+    return au, expr, va
 
 
 def check_warmup(warmup: str) -> None:
@@ -123,8 +121,8 @@ def causal_logits(
     batch_size: int = 64,
     warmup: Warmup = "pad",
     audio_delay: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-frame logits (N,12), (N,7) of one video in the causal mode, from the inputs
+) -> Outputs:
+    """Per-frame outputs (N,12), (N,7), (N,2) of one video in the causal mode, from the inputs
     :meth:`SequenceRunner.video_logits` takes.
 
     ``audio_delay`` frames shift the audio embeddings later (:func:`delay_audio`), so that frame
@@ -159,8 +157,9 @@ class CausalStream:
         audio: np.ndarray | None,
         face_present: bool,
         audio_present: bool,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The logits (12,), (7,) of the new frame from its (E,) embeddings and flags and the frames before it."""
+    ) -> Outputs:
+        """The AU (12,) and expression (7,) logits and valence-arousal (2,) of the new frame, from its (E,)
+        embeddings and flags and the frames before it."""
         modalities: Modalities = self.runner.modalities  # type: ignore[assignment]  # checked when loaded
         row = compose_features(
             None if visual is None else np.asarray(visual)[None], None if audio is None else np.asarray(audio)[None],
@@ -174,5 +173,5 @@ class CausalStream:
         history = self._history
         if self.warmup == "short" and self.frames_seen < self.runner.window:
             history = history[-self.frames_seen:]
-        au, expr = last_rows(self.runner.run_fn, history[None])
-        return au[0], expr[0]
+        au, expr, va = last_rows(self.runner.run_fn, history[None])
+        return au[0], expr[0], va[0]

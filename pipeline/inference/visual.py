@@ -1,9 +1,10 @@
-"""The visual model at inference: face crops -> embedding and AU/expression logits, from ONNX or torch.
+"""The visual model at inference: face crops -> embedding, AU/expression logits and valence-arousal,
+from ONNX or torch.
 
 A :class:`VisualEmbedder` maps normalised crops (B, 3, 112, 112) float32
 (:func:`pipeline.models.preprocess.to_model_input`) to ``embedding`` (B, 512), ``au_logits``
-(B, 12) and ``expr_logits`` (B, 7), all float32, from ``visual.onnx`` (onnxruntime, the stages'
-path) or ``cache/visual/model.pt`` (torch). :func:`embed_batches` runs it over batches of crops,
+(B, 12), ``expr_logits`` (B, 7) and ``va_pred`` (B, 2), all float32, from ``visual.onnx``
+(onnxruntime, the stages' path) or ``cache/visual/model.pt`` (torch). :func:`embed_batches` runs it over batches of crops,
 decoding the next batch in a thread while the model computes (onnxruntime and torch release the
 GIL), and returns the stacked outputs with the seconds spent in the model and waiting for crops.
 
@@ -12,12 +13,12 @@ Example:
     >>> def model(images):
     ...     k = len(images)
     ...     return {"embedding": np.zeros((k, 512), np.float32), "au_logits": np.zeros((k, 12), np.float32),
-    ...             "expr_logits": np.zeros((k, 7), np.float32)}
+    ...             "expr_logits": np.zeros((k, 7), np.float32), "va_pred": np.zeros((k, 2), np.float32)}
     >>> embedder = VisualEmbedder(model, "a stand-in")
     >>> crops = lambda n: np.zeros((n, 112, 112, 3), np.uint8)
     >>> outputs, timing = embed_batches(embedder, crops, [3, 2])
     >>> {name: value.shape for name, value in outputs.items()}
-    {'embedding': (5, 512), 'au_logits': (5, 12), 'expr_logits': (5, 7)}
+    {'embedding': (5, 512), 'au_logits': (5, 12), 'expr_logits': (5, 7), 'va_pred': (5, 2)}
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
-from pipeline.labels import EMBEDDING_DIM, NUM_AUS, NUM_EXPRS
+from pipeline.labels import EMBEDDING_DIM, NUM_AUS, NUM_EXPRS, NUM_VA
 from pipeline.models.preprocess import to_model_input
 
 INPUT_NAME = "image"
-OUTPUT_WIDTHS: dict[str, int] = {"embedding": EMBEDDING_DIM, "au_logits": NUM_AUS, "expr_logits": NUM_EXPRS}
+OUTPUT_WIDTHS: dict[str, int] = {"embedding": EMBEDDING_DIM, "au_logits": NUM_AUS, "expr_logits": NUM_EXPRS,
+                                 "va_pred": NUM_VA}
 OUTPUT_NAMES: tuple[str, ...] = tuple(OUTPUT_WIDTHS)
 T = TypeVar("T")
 R = TypeVar("R")
@@ -41,7 +43,7 @@ BatchFn = Callable[[np.ndarray], dict[str, np.ndarray]]
 
 
 class VisualEmbedder:
-    """Normalised crops (B, 3, 112, 112) float32 -> ``{embedding, au_logits, expr_logits}`` float32."""
+    """Normalised crops (B, 3, 112, 112) float32 -> ``{embedding, au_logits, expr_logits, va_pred}`` float32."""
 
     def __init__(self, run_batch: BatchFn, source: str) -> None:
         self.run_batch = run_batch
@@ -59,6 +61,10 @@ class VisualEmbedder:
         from pipeline.inference.binding import BoundRunner, session_device
 
         session = make_session(path, device, threads)
+        missing = [name for name in OUTPUT_NAMES if name not in {o.name for o in session.get_outputs()}]
+        if missing:   # a file exported before an output existed: say so once, not at every batch
+            raise ValueError(f"{path}: the model has no output {', '.join(missing)}; export it again from its "
+                             "model.pt (finetune-visual or export-onnx)")
         if io_binding is None:
             io_binding = session_device(session) == "cuda"
         bound = BoundRunner(session, INPUT_NAME, OUTPUT_NAMES) if io_binding else None
@@ -83,8 +89,8 @@ class VisualEmbedder:
         def run(images: np.ndarray) -> dict[str, np.ndarray]:
             with torch.inference_mode():
                 embedding = model.forward_features(torch.from_numpy(images).to(torch_device))
-                au, expr = model.forward_head(embedding)
-            values = (embedding, au, expr)
+                au, expr, va = model.forward_head(embedding)
+            values = (embedding, au, expr, va)
             return {name: value.float().cpu().numpy() for name, value in zip(OUTPUT_NAMES, values)}
 
         return cls(run, str(path))
@@ -105,7 +111,7 @@ def embed_batches(
     """Run ``embedder`` over the crops ``read_crops(batch)`` (uint8 (k,112,112,3)) of every batch in order.
 
     Returns the stacked outputs (``embedding`` (n, 512), ``au_logits`` (n, 12), ``expr_logits``
-    (n, 7), float32) and the seconds spent in the model (``model_seconds``) and waiting for the
+    (n, 7), ``va_pred`` (n, 2), float32) and the seconds spent in the model (``model_seconds``) and waiting for the
     decoding thread (``decode_wait_seconds``).
     """
     parts: dict[str, list[np.ndarray]] = {name: [] for name in OUTPUT_NAMES}

@@ -5,6 +5,9 @@
   tensors (``weights_only`` loadable); :func:`load_tdnn`, :func:`load_fusion_head` and
   :func:`load_audio_config` rebuild its parts; ``au_thresholds`` are the fusion head's AU decision
   thresholds (:mod:`pipeline.au_thresholds`; the TDNN has no AU output, so ``tdnn.onnx`` has none).
+  The fusion head returns ``(au_logits, expr_logits, va_pred)``; its ``va_head`` weights are part of
+  ``"fusion"``. It is run from this file only (the ONNX files hold the TDNN, whose output is the
+  embedding), so no ONNX output carries ``va_pred`` here.
 - ``cache/audio/tdnn.onnx``: input ``mel`` float32 (B,64,T), output ``embedding`` (B,512); metadata
   ``audio_config``, ``context_frames``, ``receptive_field``, ``embedding_dim``
   (:func:`onnx_metadata`), so it runs without the params.
@@ -106,6 +109,11 @@ def load_fusion_head(ckpt: Mapping[str, Any]) -> FusionHead:
     """The trained :class:`FusionHead` of an audio checkpoint dict, in eval mode."""
     _check_checkpoint(ckpt)
     head = FusionHead(from_dict(FusionConfig, ckpt["fusion_arch"], where="checkpoint:fusion_arch"))
+    absent = sorted(set(head.state_dict()) - set(ckpt["fusion"]))
+    if absent:
+        # a model.pt from before the valence-arousal head lacks va_head.*: say so, not a key dump
+        raise ValueError(f"audio checkpoint's fusion head lacks weights {absent[:4]}; a model made before the "
+                         f"valence-arousal head cannot be run: train it again with train-audio")
     head.load_state_dict(ckpt["fusion"])
     return head.eval()
 

@@ -199,15 +199,31 @@ def make_session(path: str | Path, device: str = "auto", threads: int = 0) -> or
     return session
 
 
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The JSON metadata stored by :func:`export_onnx` in ``metadata_props["mmaffect"]``."""
-    path = Path(path)
+def _load_proto(path: Path) -> onnx.ModelProto:
+    """The model at ``path`` (errors name the file)."""
     if not path.is_file():
         raise FileNotFoundError(f"ONNX model not found: {path}")
     try:
-        proto = onnx.load(str(path), load_external_data=False)
+        return onnx.load(str(path), load_external_data=False)
     except (DecodeError, OSError, ValueError) as exc:
         raise ValueError(f"{path}: not an ONNX model ({type(exc).__name__}: {exc})") from exc
+
+
+def check_outputs(path: str | Path, names: Sequence[str], remedy: str) -> None:
+    """Raise ``ValueError`` naming ``path`` when its graph lacks any of the outputs ``names``
+    (a model exported by an older version of the pipeline); ``remedy`` says how to get a current one."""
+    path = Path(path)
+    present = {output.name for output in _load_proto(path).graph.output}
+    missing = [name for name in names if name not in present]
+    if missing:
+        raise ValueError(f"{path}: the model has no output {', '.join(missing)} (it has {', '.join(sorted(present))}); "
+                         f"{remedy}")
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The JSON metadata stored by :func:`export_onnx` in ``metadata_props["mmaffect"]``."""
+    path = Path(path)
+    proto = _load_proto(path)
     for entry in proto.metadata_props:
         if entry.key == METADATA_KEY:
             return json.loads(entry.value)

@@ -5,9 +5,10 @@
   in plain containers and tensors (``weights_only`` loadable); ``config`` is the training params
   without the export's tolerance. :func:`build_from_checkpoint` rebuilds the model.
 - ``cache/sequence/sequence.onnx``: input ``features`` float32 (B,L,D); outputs ``au_logits``
-  (B,L,12) and ``expr_logits`` (B,L,7), dynamic batch and length; metadata ``modalities``,
-  ``window``, ``stride``, ``feature_dim``, ``embedding_dim``, ``feature_layout``, ``au_thresholds``
-  (:func:`onnx_metadata`; the thresholds: :mod:`pipeline.au_thresholds`).
+  (B,L,12), ``expr_logits`` (B,L,7) and ``va_pred`` (B,L,2) in [-1, 1], dynamic batch and length;
+  metadata ``modalities``, ``window``, ``stride``, ``feature_dim``, ``embedding_dim``,
+  ``feature_layout``, ``au_thresholds`` (:func:`onnx_metadata`; the thresholds:
+  :mod:`pipeline.au_thresholds`).
 
 :func:`publish` writes both into the output directory together.
 
@@ -38,6 +39,8 @@ from pipeline.models.sequence import SequenceArch, SequenceModel, arch_to_dict
 STAGE = "train-sequence"
 CHECKPOINT_NAME = "model.pt"
 ONNX_NAME = "sequence.onnx"
+# sequence.onnx's outputs, in the order the model returns them
+OUTPUT_NAMES: tuple[str, ...] = ("au_logits", "expr_logits", "va_pred")
 # params of the export, not of the model: left out of model.pt's "config"
 EXPORT_PARAMS: tuple[str, ...] = ("parity_rtol",)
 
@@ -69,6 +72,11 @@ def build_from_checkpoint(ckpt: Mapping[str, Any]) -> SequenceModel:
     if missing:
         raise ValueError(f"sequence checkpoint lacks key(s) {missing}")
     model = SequenceModel(SequenceArch(**ckpt["arch"]))
+    absent = sorted(set(model.state_dict()) - set(ckpt["state_dict"]))
+    if absent:
+        # a model.pt from before the valence-arousal head lacks va_head.*: say so, not a key dump
+        raise ValueError(f"sequence checkpoint lacks weights {absent[:4]}; a model made before the "
+                         f"valence-arousal head cannot be run: train it again with train-sequence")
     model.load_state_dict(ckpt["state_dict"])
     return model.eval()
 
@@ -111,8 +119,8 @@ def publish(out_dir: str | Path, model: SequenceModel, config: Mapping[str, Any]
         axes = {0: "batch", 1: "length"}
         export_onnx(
             model, (example,), tmp / ONNX_NAME,
-            input_names=["features"], output_names=["au_logits", "expr_logits"],
-            dynamic_axes={"features": axes, "au_logits": axes, "expr_logits": axes},
+            input_names=["features"], output_names=list(OUTPUT_NAMES),
+            dynamic_axes={"features": axes, **{name: axes for name in OUTPUT_NAMES}},
             metadata=onnx_metadata(modalities, window, stride, model.arch.input_dim, feature_layout,
                                    au_thresholds),
             rtol=parity_rtol, rtol_param="train_sequence.parity_rtol",

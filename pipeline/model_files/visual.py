@@ -7,7 +7,8 @@
 - ``cache/onnx/visual.onnx`` (``finetune-visual --onnx``, :func:`publish_onnx`; ``export-onnx``
   re-exports a ``model.pt``, :func:`export_visual`): input ``image`` float32
   (B,3,112,112) normalised; outputs ``embedding`` (B,512), ``au_logits`` (B,12), ``expr_logits``
-  (B,7); metadata ``model``, ``arch``, ``preprocessing``, ``inputs``, ``outputs``, the label names,
+  (B,7), ``va_pred`` (B,2) (valence, arousal in [-1, 1]); metadata ``model``, ``arch``,
+  ``preprocessing``, ``inputs``, ``outputs``, the label names (``va_names`` among them),
   ``checkpoint_sha256`` and the checkpoint's ``au_thresholds`` (which the int8 and float16 copies keep).
 - ``visual.int8.onnx`` (:func:`quantize_visual`, calibrated on face crops of the frame store) and
   ``visual.fp16.onnx`` (:func:`write_float16`) beside it; :func:`onnx_model` locates the file of a
@@ -42,7 +43,7 @@ from pipeline.au_thresholds import KEY as AU_THRESHOLDS
 from pipeline.config import ConfigError
 from pipeline.storage.frame_store import FrameStore
 from pipeline.fsio import file_sha256
-from pipeline.labels import AU_NAMES, EXPR_NAMES
+from pipeline.labels import AU_NAMES, EXPR_NAMES, VA_NAMES
 from pipeline.model_files import checkpoint
 from pipeline.model_files.checkpoint import check_state_dict, cpu_state
 from pipeline.model_files.float16 import convert_float16
@@ -57,7 +58,7 @@ log = logging.getLogger(__name__)
 
 STAGE = "finetune-visual"
 INPUTS: tuple[str, ...] = ("image",)
-OUTPUTS: tuple[str, ...] = ("embedding", "au_logits", "expr_logits")
+OUTPUTS: tuple[str, ...] = ("embedding", "au_logits", "expr_logits", "va_pred")
 # the lower-precision copies of visual.onnx, and how each is made (for the error that reports one missing)
 INT8_HOW = "finetune-visual --onnx writes it, as the pipeline does; or export-onnx --int8-calibration FRAMES_H5"
 FLOAT16_HOW = "export-onnx writes it with --fp16 (docs/gpu.md)"
@@ -133,16 +134,17 @@ class ExportConfig:
 
 
 class ExportModule(nn.Module):
-    """``image`` (B,3,112,112) -> (``embedding`` (B,512), ``au_logits`` (B,12), ``expr_logits`` (B,7))."""
+    """``image`` (B,3,112,112) -> (``embedding`` (B,512), ``au_logits`` (B,12), ``expr_logits`` (B,7),
+    ``va_pred`` (B,2))."""
 
     def __init__(self, model: MultiTaskModel) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         embedding = self.model.forward_features(image)
-        au_logits, expr_logits = self.model.forward_head(embedding)
-        return embedding, au_logits, expr_logits
+        au_logits, expr_logits, va_pred = self.model.forward_head(embedding)
+        return embedding, au_logits, expr_logits, va_pred
 
 
 def export_visual(checkpoint_path: str | Path, out_path: str | Path, config: ExportConfig = ExportConfig()) -> dict[str, Any]:
@@ -155,9 +157,10 @@ def export_visual(checkpoint_path: str | Path, out_path: str | Path, config: Exp
         "preprocessing": PREPROCESSING,
         "inputs": {"image": ["batch", 3, IMAGE_SIZE, IMAGE_SIZE]},
         "outputs": {"embedding": ["batch", model.embed_dim], "au_logits": ["batch", len(AU_NAMES)],
-                    "expr_logits": ["batch", len(EXPR_NAMES)]},
+                    "expr_logits": ["batch", len(EXPR_NAMES)], "va_pred": ["batch", len(VA_NAMES)]},
         "au_names": list(AU_NAMES),
         "expr_names": list(EXPR_NAMES),
+        "va_names": list(VA_NAMES),
         "checkpoint_sha256": file_sha256(checkpoint_path),
     }
     if AU_THRESHOLDS in ckpt:   # a checkpoint from before calibration has none: its readers decide at 0.5

@@ -6,9 +6,9 @@ It is trained with the TDNN by ``train-audio``, whose ``model.pt`` holds both
 Example:
     >>> import torch
     >>> head = FusionHead(FusionConfig(hidden=64)).eval()
-    >>> au, expr = head(torch.randn(3, 512), torch.randn(3, 512))
-    >>> au.shape, expr.shape
-    (torch.Size([3, 12]), torch.Size([3, 7]))
+    >>> au, expr, va = head(torch.randn(3, 512), torch.randn(3, 512))
+    >>> au.shape, expr.shape, va.shape
+    (torch.Size([3, 12]), torch.Size([3, 7]), torch.Size([3, 2]))
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from pipeline.config import ConfigError
-from pipeline.labels import EMBEDDING_DIM, NUM_AUS, NUM_EXPRS
+from pipeline.labels import EMBEDDING_DIM, NUM_AUS, NUM_EXPRS, NUM_VA
 
 @dataclass(frozen=True)
 class FusionConfig:
@@ -39,7 +39,7 @@ class FusionConfig:
 
 
 class FusionHead(nn.Module):
-    """Concatenate visual (B, 512) and audio (B, 512) embeddings -> AU (B, 12) and EXPR (B, 7) logits."""
+    """Concatenate visual (B, 512) and audio (B, 512) embeddings -> AU (B, 12), EXPR (B, 7) logits, VA (B, 2)."""
 
     def __init__(self, cfg: FusionConfig) -> None:
         super().__init__()
@@ -52,11 +52,12 @@ class FusionHead(nn.Module):
             self.trunk = nn.Dropout(cfg.dropout)
         self.au_head = nn.Linear(width, NUM_AUS)
         self.expr_head = nn.Linear(width, NUM_EXPRS)
+        self.va_head = nn.Linear(width, NUM_VA)
 
-    def forward(self, visual: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(au_logits, expr_logits)``."""
+    def forward(self, visual: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return ``(au_logits, expr_logits, va)``, ``va`` valence and arousal in [-1, 1] (tanh)."""
         if visual.shape[-1] != self.cfg.visual_dim or audio.shape[-1] != self.cfg.audio_dim:
             raise ValueError(f"fusion expects visual (..., {self.cfg.visual_dim}) and audio (..., {self.cfg.audio_dim}), "
                              f"got {tuple(visual.shape)} and {tuple(audio.shape)}")
         shared = self.trunk(torch.cat([visual, audio], dim=-1))
-        return self.au_head(shared), self.expr_head(shared)
+        return self.au_head(shared), self.expr_head(shared), torch.tanh(self.va_head(shared))

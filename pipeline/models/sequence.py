@@ -4,8 +4,9 @@ Input: composed features (B, L, D) from :func:`pipeline.inference.features.compo
 (concatenated visual/audio embeddings and presence flags), an optional key padding mask (B, L)
 (``True`` = padded frame, ignored as attention key). Optional linear input projection D -> d_model,
 learned or sinusoidal positional encoding, ``layers`` transformer encoder layers, then per-frame
-fully connected heads ``au_head`` (12 logits) and ``expr_head`` (7 logits), the attribute names the
-alternating-update helper (:mod:`pipeline.train.alternating`) expects.
+fully connected heads ``au_head`` (12 logits), ``expr_head`` (7 logits) and ``va_head`` (valence and
+arousal, tanh to [-1, 1]; our extension), the attribute names the alternating-update helper
+(:mod:`pipeline.train.alternating`) expects.
 
 The encoder layer is the original post-norm transformer layer (self-attention, add & norm,
 ReLU feed-forward, add & norm), the computation of ``nn.TransformerEncoderLayer``. It is written
@@ -17,9 +18,9 @@ Example:
     >>> import torch
     >>> arch = SequenceArch(input_dim=1026, d_model=64, layers=1, heads=4, max_len=30)
     >>> model = SequenceModel(arch).eval()
-    >>> au, expr = model(torch.zeros(2, 30, 1026))
-    >>> tuple(au.shape), tuple(expr.shape)
-    ((2, 30, 12), (2, 30, 7))
+    >>> au, expr, va = model(torch.zeros(2, 30, 1026))
+    >>> tuple(au.shape), tuple(expr.shape), tuple(va.shape)
+    ((2, 30, 12), (2, 30, 7), (2, 30, 2))
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pipeline.config import ConfigError
-from pipeline.labels import NUM_AUS, NUM_EXPRS
+from pipeline.labels import NUM_AUS, NUM_EXPRS, NUM_VA
 
 Positional = Literal["learned", "sinusoidal"]
 
@@ -114,7 +115,7 @@ class EncoderLayer(nn.Module):
 
 
 class SequenceModel(nn.Module):
-    """Transformer encoder with per-frame AU and expression heads."""
+    """Transformer encoder with per-frame AU, expression and valence-arousal heads."""
 
     def __init__(self, arch: SequenceArch) -> None:
         super().__init__()
@@ -132,6 +133,7 @@ class SequenceModel(nn.Module):
         )
         self.au_head = nn.Linear(d, NUM_AUS)
         self.expr_head = nn.Linear(d, NUM_EXPRS)
+        self.va_head = nn.Linear(d, NUM_VA)
 
     def forward_features(self, features: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Encode (B, L, D) features into (B, L, d_model) per-frame sequence features."""
@@ -151,14 +153,14 @@ class SequenceModel(nn.Module):
             x = layer(x, attn_mask)
         return x
 
-    def forward_head(self, sequence: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-frame logits: (B, L, 12) AU and (B, L, 7) expression."""
-        return self.au_head(sequence), self.expr_head(sequence)
+    def forward_head(self, sequence: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-frame outputs: (B, L, 12) AU logits, (B, L, 7) expression logits, (B, L, 2) VA in [-1, 1]."""
+        return self.au_head(sequence), self.expr_head(sequence), torch.tanh(self.va_head(sequence))
 
     def forward(
         self, features: torch.Tensor, key_padding_mask: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, L, D) features (and optional (B, L) padding mask, True = pad) -> AU and EXPR logits."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, L, D) features (and optional (B, L) padding mask, True = pad) -> AU and EXPR logits, VA."""
         return self.forward_head(self.forward_features(features, key_padding_mask))
 
 

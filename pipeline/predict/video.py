@@ -1,4 +1,4 @@
-"""Per-frame AU and expression probabilities for new videos, from the exported ONNX models.
+"""Per-frame AU and expression probabilities and valence-arousal for new videos, from the exported ONNX models.
 
 For each video:
 
@@ -28,8 +28,8 @@ The CSV (written to a temporary and published by a rename, so a ``<stem>.csv`` t
 complete) has one row per frame per face, ordered by frame then face id::
 
     frame,timestamp,face_id,confidence,x,y,w,h,lm0_x,lm0_y,...,lm4_x,lm4_y,AU1,...,AU26,AU1_active,...,AU26_active,
-        Neutral,...,Surprise,expression,face_present,audio_present,low_confidence
-    0,0.0000,0,1.2345,180.20,60.75,120.00,120.00,210.31,105.12,...,0.1234,...,0.0456,0,...,0,0.6012,...,0.0101,Neutral,1,1,0
+        Neutral,...,Surprise,expression,valence,arousal,face_present,audio_present,low_confidence
+    0,0.0000,0,1.2345,180.20,60.75,120.00,120.00,210.31,105.12,...,0.1234,...,0.0456,0,...,0,0.6012,...,0.0101,Neutral,0.213,-0.087,1,1,0
 
 ``confidence`` is the detector's score of the face's latest detection, ``x, y, w, h`` its box and
 ``lmK_x, lmK_y`` its five landmarks (insightface order: left eye, right eye, nose tip, left and right
@@ -38,9 +38,10 @@ are sigmoid probabilities, ``<AU>_active`` 1 where the probability exceeds that 
 ``sequence.onnx`` (chosen on held-out data by ``train-sequence``, :mod:`pipeline.au_thresholds`; 0.5
 for a model file without thresholds; :func:`load_models` logs which), expression columns softmax
 probabilities (they sum to 1), ``expression``
-the most probable class, ``face_present`` and ``audio_present`` 1/0 (audio: the frame's audio window
-was covered by the track and the model uses audio). Every frame appears: a frame where no face was
-followed has one row with the face fields (``face_id`` included) empty and ``face_present`` 0,
+the most probable class, ``valence`` and ``arousal`` the sequence model's ``va_pred`` (in [-1, 1], 3
+decimals; empty only for a row made without them), ``face_present`` and ``audio_present`` 1/0
+(audio: the frame's audio window was covered by the track and the model uses audio). Every frame
+appears: a frame where no face was followed has one row with the face fields (``face_id`` included) empty and ``face_present`` 0,
 predicted as the sequence model predicts a frame without a face (from the most-seen face's run:
 its neighbouring frames and the audio; from the audio alone in a video without any face);
 ``low_confidence`` is 1 on such frames without audio either, whose prediction comes from
@@ -50,6 +51,10 @@ Besides the CSV, on request: the video with every face's predictions drawn on it
 (:mod:`pipeline.predict.overlay`, a second decoding pass once the predictions exist), a PNG
 timeline per face id next to the CSV (:mod:`pipeline.predict.timelines`), and a callback told the
 frames done of each pass (:mod:`pipeline.predict.pass_progress`).
+
+A model file exported before the models predicted valence-arousal (no ``va_pred`` output in
+``visual.onnx`` or ``sequence.onnx``) is refused when loaded, by :func:`check_va_output`, with one
+line naming the file and saying to export it again.
 
 A still image (JPEG, PNG, ... opened as a one-frame "video") is refused with a
 :class:`~pipeline.data.video.VideoError` naming it: the models read a face over time, and
@@ -92,7 +97,7 @@ from pipeline.inference.causal import causal_logits
 from pipeline.inference.sequence import SequenceRunner, load_sequence_runner
 from pipeline.inference.visual import VisualEmbedder
 from pipeline.jpeg import ImageError, read_jpeg
-from pipeline.labels import AU_NAMES, EMBEDDING_DIM, EXPR_NAMES
+from pipeline.labels import AU_NAMES, EMBEDDING_DIM, EXPR_NAMES, VA_NAMES
 from pipeline.model_files import audio as audio_files
 from pipeline.model_files import visual as visual_files
 from pipeline.model_files.precision import DEFAULT_PRECISION
@@ -113,10 +118,13 @@ LANDMARK_COLUMNS: tuple[str, ...] = tuple(f"lm{k}_{axis}" for k in range(5) for 
 FACE_COLUMNS: tuple[str, ...] = ("face_id", "confidence", "x", "y", "w", "h", *LANDMARK_COLUMNS)
 CSV_COLUMNS: tuple[str, ...] = (
     "frame", "timestamp", *FACE_COLUMNS, *AU_NAMES, *(f"{name}_active" for name in AU_NAMES), *EXPR_NAMES,
-    "expression", "face_present", "audio_present", "low_confidence",
+    "expression", *VA_NAMES, "face_present", "audio_present", "low_confidence",
 )
-# SequenceRunner.video_logits or the causal mode: (visual, audio, face_present, audio_present, batch_size) -> logits
-SequenceLogits = Callable[..., tuple[np.ndarray, np.ndarray]]
+# SequenceRunner.video_logits or the causal mode: (visual, audio, face_present, audio_present, batch_size)
+# -> (au_logits, expr_logits, va_pred)
+SequenceLogits = Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]]
+# the ONNX output every model predict runs must have (docs/architecture.md, the valence-arousal contract)
+VA_OUTPUT = "va_pred"
 
 
 
@@ -159,8 +167,11 @@ def load_models(visual_onnx: str | Path, audio_onnx: str | Path | None, sequence
     """Open the ONNX models once; ``tdnn.onnx`` is needed only when the sequence model uses audio.
 
     ``precision`` picks the copies of ``visual.onnx`` and ``tdnn.onnx`` that run (e.g. their
-    ``.int8.onnx`` beside them, :data:`PRECISIONS`); the sequence model runs in float32.
+    ``.int8.onnx`` beside them, :data:`PRECISIONS`); the sequence model runs in float32. An ONNX
+    visual or sequence model without the ``va_pred`` output (exported before the models predicted
+    valence-arousal) is refused (:func:`check_va_output`).
     """
+    check_va_output(sequence_onnx, "train-sequence")
     sequence = load_sequence_runner(sequence_onnx, device, threads)
     log.info("AU decisions (<AU>_active) at the thresholds of %s: %s", sequence_onnx, sequence.au_thresholds.describe())
     audio = None
@@ -169,8 +180,32 @@ def load_models(visual_onnx: str | Path, audio_onnx: str | Path | None, sequence
             raise ValueError(f"{sequence_onnx}: the sequence model uses audio ({sequence.modalities!r}); "
                              f"give tdnn.onnx")
         audio = AudioEmbedder.from_file(audio_files.onnx_model(audio_onnx, precision), device, threads)
-    visual = VisualEmbedder.from_onnx(visual_files.onnx_model(visual_onnx, precision), device, threads)
+    visual_file = visual_files.onnx_model(visual_onnx, precision)
+    check_va_output(visual_file, "finetune-visual, or export-onnx")
+    visual = VisualEmbedder.from_onnx(visual_file, device, threads)
     return PredictModels(visual, audio, sequence)
+
+
+def check_va_output(path: str | Path, stage: str) -> None:
+    """Refuse an ONNX model file without the ``va_pred`` output, naming the file and ``stage``, which
+    writes it again; a torch checkpoint (any other suffix) is left to its own loader.
+
+    Such a file predates valence-arousal: it has no VA to write, and running it would fail inside
+    onnxruntime with a message that names neither the file nor the remedy.
+    """
+    path = Path(path)
+    if path.suffix != ".onnx" or not path.is_file():
+        return      # a missing file is reported by the loader that opens it
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:   # only the graph's signature is read, not the weights an external-data file holds
+        outputs = [value.name for value in onnx.load(str(path), load_external_data=False).graph.output]
+    except (DecodeError, OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not an ONNX model ({type(exc).__name__}: {exc})") from exc
+    if VA_OUTPUT not in outputs:
+        raise ValueError(f"{path}: no {VA_OUTPUT} output (outputs {', '.join(outputs)}): the model predates "
+                         f"valence-arousal; export it again ({stage})")
 
 
 def predict_video(
@@ -233,7 +268,7 @@ def predict_video(
     if timelines:
         write_timelines(out_csv.parent, video_path.stem, predictions, n, frames.fps)
     if overlay is not None:
-        write_overlay(video_path, overlay, predictions, progress, config.limits)
+        write_overlay(video_path, overlay, predictions, progress, config.limits, models.sequence.au_thresholds)
     summary = PredictSummary(str(video_path), str(out_csv), n, int(any_face.sum()),
                              int(audio_present.sum()), int((~any_face & ~audio_present).sum()),
                              round(time.perf_counter() - start, 3), face_ids=len(frames.faces))
@@ -367,7 +402,8 @@ class FacePrediction:
     """The CSV rows of one face id (``face_id`` None: the frames without any face).
 
     ``frames`` are frame indices; ``boxes`` (k, 4) x, y, w, h, ``landmarks`` (k, 5, 2) and ``scores``
-    (k,) are None when the face's place is unknown (faces read from a crops folder, or no face).
+    (k,) are None when the face's place is unknown (faces read from a crops folder, or no face);
+    ``va`` (k, 2) is the sequence model's valence and arousal.
     """
 
     face_id: int | None
@@ -377,6 +413,7 @@ class FacePrediction:
     boxes: np.ndarray | None = None
     landmarks: np.ndarray | None = None
     scores: np.ndarray | None = None
+    va: np.ndarray | None = None     # (k, 2) valence, arousal in [-1, 1]; None: not predicted
 
 
 @dataclass(frozen=True)
@@ -458,8 +495,8 @@ def _predict_faces(frames: _VisualPass, logits: SequenceLogits, audio_embedding:
     n = len(frames.timestamps)
     any_face = np.zeros(n, bool)
     predictions: list[FacePrediction] = []
-    reference: tuple[np.ndarray, np.ndarray] | None = None
-    runs: dict[int, tuple[np.ndarray, np.ndarray]] = {}     # causal: every face's probabilities
+    reference: _Run | None = None
+    runs: dict[int, _Run] = {}     # causal: every face's probabilities and VA
     main = max(frames.faces, key=lambda face_id: (len(frames.faces[face_id].frames), -face_id), default=None)
     for face_id in sorted(frames.faces):
         face = frames.faces[face_id]
@@ -467,35 +504,54 @@ def _predict_faces(frames: _VisualPass, logits: SequenceLogits, audio_embedding:
         present[face.frames] = True
         embedding = np.zeros((n, EMBEDDING_DIM), np.float16)
         embedding[face.frames] = face.embedding
-        au, expr = logits(embedding, audio_embedding, present, audio_present, batch_size)
-        au, expr = _sigmoid(au), _softmax(expr)
+        run = _run(logits, embedding, audio_embedding, present, audio_present, batch_size)
         if face_id == main:
-            reference = (au, expr)
+            reference = run
         if causal:
-            runs[face_id] = (au, expr)
+            runs[face_id] = run
         any_face |= present
         index = np.asarray(face.frames, np.int64)
         predictions.append(FacePrediction(
-            face_id, index, au[index], expr[index],
+            face_id, index, run.au[index], run.expr[index],
             np.asarray(face.boxes, np.float64) if frames.located else None,
             np.stack(face.landmarks) if frames.located else None,
             np.asarray(face.scores, np.float64) if frames.located else None,
+            va=run.va[index],
         ))
     faceless = np.flatnonzero(~any_face)
     if len(faceless):
         if reference is None:
-            au, expr = logits(np.zeros((n, EMBEDDING_DIM), np.float16), audio_embedding,
-                              np.zeros(n, bool), audio_present, batch_size)
-            reference = (_sigmoid(au), _softmax(expr))
+            reference = _run(logits, np.zeros((n, EMBEDDING_DIM), np.float16), audio_embedding,
+                             np.zeros(n, bool), audio_present, batch_size)
         if causal and len(runs) > 1:
             predictions.append(_faceless_causal(frames, runs, faceless))
         else:
-            predictions.append(FacePrediction(None, faceless, reference[0][faceless], reference[1][faceless]))
+            predictions.append(FacePrediction(None, faceless, reference.au[faceless], reference.expr[faceless],
+                                              va=reference.va[faceless]))
     return predictions, any_face
 
 
-def _faceless_causal(frames: _VisualPass, runs: dict[int, tuple[np.ndarray, np.ndarray]],
-                     faceless: np.ndarray) -> FacePrediction:
+@dataclass(frozen=True)
+class _Run:
+    """One sequence-model run over a whole video: per-frame probabilities and valence-arousal."""
+
+    au: np.ndarray      # (N, 12) sigmoid probabilities
+    expr: np.ndarray    # (N, 7) softmax probabilities
+    va: np.ndarray      # (N, 2) valence, arousal
+
+
+def _run(logits: SequenceLogits, visual: np.ndarray, audio: np.ndarray, face_present: np.ndarray,
+         audio_present: np.ndarray, batch_size: int) -> _Run:
+    """Run ``logits`` once and turn its outputs into probabilities; refuse a VA of the wrong shape."""
+    au, expr, va = logits(visual, audio, face_present, audio_present, batch_size)
+    va = np.asarray(va, np.float32)
+    if va.shape != (len(face_present), len(VA_NAMES)):
+        raise ValueError(f"the sequence model gave valence-arousal of shape {va.shape}; "
+                         f"expected ({len(face_present)}, {len(VA_NAMES)})")
+    return _Run(_sigmoid(au), _softmax(expr), va)
+
+
+def _faceless_causal(frames: _VisualPass, runs: dict[int, _Run], faceless: np.ndarray) -> FacePrediction:
     """The faceless frames, each from the run of the face seen most in the frames up to it (ties: the
     lower id; before any face, the lowest id's run, which up to then saw no face, as a faceless run)."""
     ids = sorted(runs)
@@ -504,9 +560,10 @@ def _faceless_causal(frames: _VisualPass, runs: dict[int, tuple[np.ndarray, np.n
     for k, face_id in enumerate(ids):
         seen[k, frames.faces[face_id].frames] = 1
     pick = np.cumsum(seen, axis=1)[:, faceless].argmax(axis=0)   # argmax takes the first, the lower id
-    au = np.stack([runs[face_id][0] for face_id in ids])[pick, faceless]
-    expr = np.stack([runs[face_id][1] for face_id in ids])[pick, faceless]
-    return FacePrediction(None, faceless, au, expr)
+    au = np.stack([runs[face_id].au for face_id in ids])[pick, faceless]
+    expr = np.stack([runs[face_id].expr for face_id in ids])[pick, faceless]
+    va = np.stack([runs[face_id].va for face_id in ids])[pick, faceless]
+    return FacePrediction(None, faceless, au, expr, va=va)
 
 
 def _crop_from_folder(folder: Path, index: int) -> np.ndarray | None:
@@ -523,7 +580,8 @@ def write_csv(path: str | Path, timestamps: np.ndarray, audio_present: np.ndarra
               predictions: Sequence[FacePrediction], au_thresholds: AuThresholds | None = None) -> Path:
     """Write the CSV (columns :data:`CSV_COLUMNS`) atomically: one row per frame per face, ordered by frame
     then face id, the faceless row of a frame (empty face fields) first; an AU is active where its
-    probability exceeds its threshold in ``au_thresholds`` (0.5 when not given).
+    probability exceeds its threshold in ``au_thresholds`` (0.5 when not given); ``valence`` and
+    ``arousal`` have 3 decimals, empty for a prediction without ``va``.
 
     Frames with neither a face nor audio are marked ``low_confidence``. The file appears under its
     name only by a rename once fully written, so a ``<stem>.csv`` that exists is complete.
@@ -534,6 +592,7 @@ def write_csv(path: str | Path, timestamps: np.ndarray, audio_present: np.ndarra
     for pred in predictions:
         best = pred.expr_prob.argmax(axis=1)
         active = (np.asarray(pred.au_prob, np.float64) > cuts).astype(int)
+        va = _va_fields(pred)
         for k, frame in enumerate(pred.frames):
             frame = int(frame)
             face: list[object] = [""] * len(FACE_COLUMNS)
@@ -545,7 +604,7 @@ def write_csv(path: str | Path, timestamps: np.ndarray, audio_present: np.ndarra
             has_face = pred.face_id is not None
             rows.append((frame, -1 if pred.face_id is None else pred.face_id, [
                 frame, f"{timestamps[frame]:.4f}", *face, *(f"{p:.4f}" for p in pred.au_prob[k]), *active[k].tolist(),
-                *(f"{p:.4f}" for p in pred.expr_prob[k]), EXPR_NAMES[best[k]], int(has_face),
+                *(f"{p:.4f}" for p in pred.expr_prob[k]), EXPR_NAMES[best[k]], *va[k], int(has_face),
                 int(audio_present[frame]), int(not has_face and not audio_present[frame]),
             ]))
     rows.sort(key=lambda row: (row[0], row[1]))
@@ -555,6 +614,17 @@ def write_csv(path: str | Path, timestamps: np.ndarray, audio_present: np.ndarra
             writer.writerow(CSV_COLUMNS)
             writer.writerows(row for _, _, row in rows)
     return path
+
+
+def _va_fields(pred: FacePrediction) -> list[tuple[str, str]]:
+    """The ``valence``, ``arousal`` fields of each of ``pred``'s rows: 3 decimals, or empty without ``va``."""
+    if pred.va is None:
+        return [("", "")] * len(pred.frames)
+    va = np.asarray(pred.va, np.float64)
+    if va.shape != (len(pred.frames), len(VA_NAMES)):
+        raise ValueError(f"face {pred.face_id}: valence-arousal of shape {va.shape} for {len(pred.frames)} frames")
+    # "-0.000" would read as a different value from "0.000"; + 0.0 turns -0.0 into 0.0
+    return [(f"{v + 0.0:.3f}", f"{a + 0.0:.3f}") for v, a in np.round(va, 3)]
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

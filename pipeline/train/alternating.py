@@ -1,7 +1,8 @@
 """Alternating multi-task updates (paper §3.1): only one head learns at a time.
 
-Frames mostly carry either AU or expression labels, so the AU and expression heads are trained in
-rotation together with the shared trunk:
+Frames mostly carry the labels of one task only (AU, expression or valence-arousal), so the task heads
+are trained in rotation together with the shared trunk (the paper rotates AU and expression; the
+valence-arousal head joins the rotation as a third task, our extension):
 
 * ``epoch`` mode: a whole epoch of one task's batches, then a whole epoch of the other's;
 * ``batch`` mode: one batch of each task in turn within every epoch. The shorter task's loader is
@@ -10,8 +11,8 @@ rotation together with the shared trunk:
 
 :func:`multitask_step` performs one optimiser step in which the inactive head's parameters have
 ``grad is None``; torch optimisers skip such parameters entirely, so their weights, momentum buffers
-and weight decay stay untouched. It works with any module exposing ``au_head`` and ``expr_head``
-(optionally wrapped in ``DistributedDataParallel``), or with explicit ``heads``.
+and weight decay stay untouched. It works with any module exposing ``au_head``, ``expr_head``
+and ``va_head`` (optionally wrapped in ``DistributedDataParallel``), or with explicit ``heads``.
 
 Example:
     >>> schedule = TaskSchedule("epoch")
@@ -32,10 +33,10 @@ from torch import nn
 from pipeline.config import ConfigError
 from pipeline.labels import TASKS
 
-Task = Literal["au", "expr"]
+Task = Literal["au", "expr", "va"]
 Mode = Literal["epoch", "batch"]
 
-HEAD_ATTRIBUTES: dict[str, str] = {"au": "au_head", "expr": "expr_head"}
+HEAD_ATTRIBUTES: dict[str, str] = {"au": "au_head", "expr": "expr_head", "va": "va_head"}
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ def _interleave(tasks: tuple[Task, ...], loaders: Mapping[str, Iterable[Any]]) -
 
 
 def task_heads(model: nn.Module) -> dict[Task, nn.Module]:
-    """The ``{"au": au_head, "expr": expr_head}`` of ``model`` (unwrapping DDP's ``.module``)."""
+    """The ``{"au": au_head, "expr": expr_head, "va": va_head}`` of ``model`` (unwrapping DDP's ``.module``)."""
     inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     heads = {task: getattr(inner, attr, None) for task, attr in HEAD_ATTRIBUTES.items()}
     absent = [HEAD_ATTRIBUTES[task] for task, head in heads.items() if not isinstance(head, nn.Module)]

@@ -4,7 +4,8 @@ Paper §3: after the visual model, its parameters are frozen and an audio stream
 visual model's per-frame embeddings are therefore read from the visual embedding store, never
 recomputed; a TDNN on log-mel windows (:mod:`pipeline.models.tdnn`) and a fusion head on
 [visual, audio] (:mod:`pipeline.models.fusion`) are trained together with the masked BCE
-(``pos_weight``) and focal losses, the AU and expression heads learning in alternation.
+(``pos_weight``), focal and ``1 - CCC`` losses, the AU, expression and valence-arousal heads learning
+in alternation (VA only when the training split has VA labels, :mod:`pipeline.train.va_task`).
 
 Every video's soundtrack is decoded and turned into one log-mel once per run and kept in memory
 (about 51 KB per second of audio). A training sample is a frame: its visual embedding, its mel
@@ -58,6 +59,9 @@ from pipeline.train.selection import (
     Mode, SelectionConfig, calibrate_au, held_out_au, selection_report, selection_split,
 )
 from pipeline.train.splits import Splits, task_splits
+from pipeline.train.va_task import (
+    ROTATION, check_va_mse_weight, read_va_array, read_va_labels, task_rotation, va_labelled,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +90,7 @@ class AudioTrainConfig:
     max_grad_norm: float | None = 5.0
     focal_gamma: float = 2.0
     pos_weight_cap: float = 10.0
+    va_mse_weight: float = 0.0        # VA loss = 1 - CCC + va_mse_weight * MSE
     alternation: Literal["epoch", "batch"] = "batch"
     sources: tuple[str, ...] = ("affwild2",)   # manifest sources whose subjects are used
     seed: int = 0
@@ -101,6 +106,7 @@ class AudioTrainConfig:
                 raise ConfigError(f"must be >= 1, got {getattr(self, name)}", key=name)
         if self.max_segments is not None and self.max_segments < 1:
             raise ConfigError(f"must be >= 1 or null, got {self.max_segments}", key="max_segments")
+        check_va_mse_weight(self.va_mse_weight)
         self.optim()
         if self.audio.context_frames < self.tdnn.receptive_field:
             raise ConfigError(
@@ -133,6 +139,8 @@ class SubjectData:
     expr: np.ndarray            # (N,) int8
     au_logits: np.ndarray       # (N, 12) float32, the visual model's own
     expr_logits: np.ndarray     # (N, 7) float32
+    va: np.ndarray              # (N, 2) float32 valence, arousal labels; NaN unlabelled
+    va_pred: np.ndarray | None  # (N, 2) float32, the visual model's own (None: a store without it)
 
     @property
     def n_frames(self) -> int:
@@ -140,7 +148,9 @@ class SubjectData:
         return len(self.expr)
 
     def labelled(self, task: str) -> np.ndarray:
-        """Frames (bool mask) carrying a label for ``task`` (any AU labelled counts for ``au``)."""
+        """Frames (bool mask) carrying a label for ``task`` (any AU, or either VA dimension, counts)."""
+        if task == "va":
+            return va_labelled(self.va)
         return (self.au >= 0).any(axis=1) if task == "au" else self.expr >= 0
 
 
@@ -152,6 +162,7 @@ class Batch:
     visual: np.ndarray   # (N, 512) float16
     au: np.ndarray       # (N, 12) int8
     expr: np.ndarray     # (N,) int8
+    va: np.ndarray       # (N, 2) float32, NaN unlabelled
 
 
 Segment = tuple[str, int, int]   # (subject, first frame, end frame)
@@ -190,6 +201,7 @@ def load_subjects(
             face_present=arrays["face_present"].astype(bool),
             au=arrays["au"].astype(np.int8), expr=arrays["expr"].astype(np.int8),
             au_logits=arrays["au_logits"].astype(np.float32), expr_logits=arrays["expr_logits"].astype(np.float32),
+            va=read_va_labels(store, name, n_frames), va_pred=read_va_array(store, name, n_frames, "va_pred"),
         )
     return subjects
 
@@ -215,6 +227,7 @@ def make_batch(subjects: dict[str, SubjectData], segments: list[Segment]) -> Bat
         visual=np.concatenate([s.visual[sl] for s, sl in parts]),
         au=np.concatenate([s.au[sl] for s, sl in parts]),
         expr=np.concatenate([s.expr[sl] for s, sl in parts]),
+        va=np.concatenate([s.va[sl] for s, sl in parts]),
     )
 
 
@@ -222,7 +235,7 @@ def make_batch(subjects: dict[str, SubjectData], segments: list[Segment]) -> Bat
 
 
 class AudioVisualModel(nn.Module):
-    """TDNN + fusion head; exposes ``au_head``/``expr_head`` for the alternating updates."""
+    """TDNN + fusion head; exposes ``au_head``/``expr_head``/``va_head`` for the alternating updates."""
 
     def __init__(self, tdnn: TDNN, fusion: FusionHead) -> None:
         super().__init__()
@@ -239,20 +252,27 @@ class AudioVisualModel(nn.Module):
         """The fusion head's expression layer."""
         return self.fusion.expr_head
 
-    def forward(self, spans: SpanBatch, visual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(au_logits, expr_logits) of every frame of a batch."""
+    @property
+    def va_head(self) -> nn.Module:
+        """The fusion head's valence-arousal layer."""
+        return self.fusion.va_head
+
+    def forward(self, spans: SpanBatch, visual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(au_logits, expr_logits, va) of every frame of a batch."""
         audio = encode_spans(self.tdnn, spans, visual.device)
         return self.fusion(visual, audio)
 
 
 def batch_loss(
-    model: AudioVisualModel, batch: Batch, task: str, pos_weight: torch.Tensor, gamma: float, device: torch.device
+    model: AudioVisualModel, batch: Batch, task: str, pos_weight: torch.Tensor, gamma: float, device: torch.device,
+    va_mse_weight: float = 0.0,
 ) -> torch.Tensor:
     """The active task's masked loss over the labelled frames of a batch."""
     visual = torch.from_numpy(batch.visual).to(device=device, dtype=torch.float32)
-    au_logits, expr_logits = model(batch.spans, visual)
-    logits, labels = (au_logits, batch.au) if task == "au" else (expr_logits, batch.expr)
-    return task_loss(task, logits, torch.from_numpy(labels.astype(np.int64)).to(device), pos_weight, gamma)
+    outputs = dict(zip(("au", "expr", "va"), model(batch.spans, visual)))
+    labels = {"au": batch.au, "expr": batch.expr, "va": batch.va}[task]
+    targets = torch.from_numpy(labels if task == "va" else labels.astype(np.int64)).to(device)
+    return task_loss(task, outputs[task], targets, pos_weight, gamma, va_mse_weight=va_mse_weight)
 
 
 def build_model(config: AudioTrainConfig) -> AudioVisualModel:
@@ -266,11 +286,12 @@ def build_model(config: AudioTrainConfig) -> AudioVisualModel:
 def predict_subjects(
     model: AudioVisualModel, subjects: dict[str, SubjectData], names: list[str], device: torch.device,
     chunk_frames: int = 256,
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Fused (au (N,12), expr (N,7)) logits of every frame of each subject (audio embedded once per video)."""
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Fused (au (N,12), expr (N,7)) logits and va (N,2) of every frame of each subject (audio
+    embedded once per video)."""
     model.eval()
     audio_cache: dict[str, np.ndarray] = {}
-    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    out: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     with torch.no_grad():
         for name in names:
             subject = subjects[name]
@@ -278,23 +299,30 @@ def predict_subjects(
                 audio_cache[subject.video] = embed_frames(model.tdnn, subject.audio, None, chunk_frames, device)
             audio = torch.from_numpy(audio_cache[subject.video]).to(device)
             visual = torch.from_numpy(subject.visual).to(device=device, dtype=torch.float32)
-            au, expr = model.fusion(visual, audio)
-            out[name] = (au.cpu().numpy(), expr.cpu().numpy())
+            au, expr, va = model.fusion(visual, audio)
+            out[name] = (au.cpu().numpy(), expr.cpu().numpy(), va.cpu().numpy())
     return out
 
 
 def score(
-    logits: dict[str, tuple[np.ndarray, np.ndarray]], subjects: dict[str, SubjectData],
+    outputs: dict[str, tuple[np.ndarray, ...]], subjects: dict[str, SubjectData],
     names: dict[str, list[str]],
 ) -> dict[str, dict[str, Any]]:
     """ABAW metrics per task over the labelled frames of each task's subjects ``names`` (e.g.
-    ``splits.validation``), on ``face_frames`` and ``all_frames`` (AU threshold: logit > 0)."""
-    return subject_metrics(logits, lambda n: (subjects[n].au, subjects[n].expr, subjects[n].face_present), names)
+    ``splits.validation``), on ``face_frames`` and ``all_frames`` (AU threshold: logit > 0).
+
+    ``outputs`` are each subject's ``(au_logits, expr_logits)`` and, for the VA subjects, its VA
+    predictions third; without them (``outputs`` of two arrays) the report has no ``va``."""
+    return subject_metrics(
+        outputs, lambda n: (subjects[n].au, subjects[n].expr, subjects[n].face_present, subjects[n].va), names
+    )
 
 
 def visual_only_metrics(subjects: dict[str, SubjectData], splits: Splits) -> dict[str, dict[str, Any]]:
-    """The same validation metrics for the frozen visual model's cached logits (zeros where there is no face)."""
-    cached = {name: (s.au_logits, s.expr_logits) for name, s in subjects.items()}
+    """The same validation metrics for the frozen visual model's cached outputs (zeros where there is
+    no face); VA only from a store that holds the visual model's ``va_pred``."""
+    cached = {name: (s.au_logits, s.expr_logits) + (() if s.va_pred is None else (s.va_pred,))
+              for name, s in subjects.items()}
     return score(cached, subjects, splits.validation)
 
 
@@ -318,12 +346,11 @@ def fit(
     model = build_model(config).to(device)
     optimizer = config.optim().build(model.parameters())
     pos_weight = subjects_pos_weight([subjects[n].au for n in splits.train["au"]], config.pos_weight_cap).to(device)
-    segments = {task: task_segments(subjects, splits.train[task], task, config.segment_frames) for task in TASKS}
-    tasks = tuple(task for task in ("expr", "au") if segments[task])
-    if not tasks:
-        raise ValueError("no labelled training frames for either task")
-    schedule = TaskSchedule(config.alternation, tasks)
-    validation_names, selection_names = splits.validation_subjects(), splits.selection_subjects()
+    segments = {task: task_segments(subjects, splits.train.get(task, []), task, config.segment_frames)
+                for task in ROTATION}
+    schedule = TaskSchedule(config.alternation, task_rotation({t: bool(segments[t]) for t in ROTATION}, SECTION))
+    validation_names = _scored_subjects(splits.validation)
+    selection_names = _scored_subjects(splits.selection)
     if mode == "holdout" and not selection_names:
         raise ValueError(f"{SECTION}: selection mode holdout but no held-out selection subject; raise "
                          f"selection.share or set selection.mode to validation or last")
@@ -350,7 +377,7 @@ class _AudioTrainer(Trainer):
         self.validation_names, self.selection_names = scored
 
     def fit_epoch(self, loop: LoopState, epoch: int) -> dict[str, list[float]]:
-        """One epoch of alternating AU/EXPR segment batches (a fresh random subset per epoch)."""
+        """One epoch of alternating segment batches of the rotation's tasks (a fresh random subset per epoch)."""
         config, tasks = self.config, self.schedule.tasks
         self.model.train()
         plan = epoch_plan(self.schedule, epoch, {t: len(self.segments[t]) for t in tasks}, config.batch_segments,
@@ -358,7 +385,8 @@ class _AudioTrainer(Trainer):
         losses: dict[str, list[float]] = {task: [] for task in tasks}
         for number, (task, index) in enumerate(plan, start=1):
             batch = make_batch(self.subjects, [self.segments[task][i] for i in index])
-            loss = batch_loss(self.model, batch, task, self.pos_weight, config.focal_gamma, self.device)
+            loss = batch_loss(self.model, batch, task, self.pos_weight, config.focal_gamma, self.device,
+                              config.va_mse_weight)
             losses[task].append(checked_step(self.model, self.optimizer, task, loss, SECTION, epoch + 1, number,
                                              max_grad_norm=config.max_grad_norm))
         return losses
@@ -372,6 +400,11 @@ class _AudioTrainer(Trainer):
         """The report on the held-out selection subjects."""
         predicted = predict_subjects(self.model, self.subjects, self.selection_names, self.device)
         return score(predicted, self.subjects, self.splits.selection)
+
+
+def _scored_subjects(split: dict[str, list[str]]) -> list[str]:
+    """The subjects one split scores for any task, in first-seen order (AU, expression, VA)."""
+    return list(dict.fromkeys(name for task in TASKS for name in split.get(task, [])))
 
 
 # -- outputs -----------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Per-epoch training curves, one row per epoch, for ``dvc plots``.
 
 A trainer's history (:class:`pipeline.train.loop_state.EpochRecord` dicts) becomes rows of plain
-numbers: the epoch, each task's mean training loss, the scores of the validation report (on the
+numbers: the epoch, each task's mean training loss, the scores of the validation report (each task's
+present in it, AU, EXPR and valence-arousal, and their mean; on the
 frames with a face, the paper's scoring; for the face pretraining, the held-out verification
 accuracy and TAR@FAR), the held-out videos' score where epochs are selected on them, and the
 selection score. Column names hold no dots, which Vega-Lite (``dvc plots``) reads as nesting.
@@ -25,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.fsio import atomic_path
+from pipeline.labels import TASKS
 
 FRAME_SET = "face_frames"   # the frame set the curves show: the one the paper scores (§4.4)
-TASKS = ("au", "expr")
 VERIFICATION = ("accuracy", "tar_at_far")   # a face-pretraining epoch's held-out verification figures
 
 

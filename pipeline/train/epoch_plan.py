@@ -21,7 +21,7 @@ import numpy as np
 
 from pipeline.train.alternating import Task, TaskSchedule, alternating_batches
 
-_TASK_SALT: dict[str, int] = {"au": 1, "expr": 2}
+_TASK_SALT: dict[str, int] = {"au": 1, "expr": 2, "va": 3}
 
 
 def epoch_order(n: int, seed: int, epoch: int, task: str, cycle: int = 0, limit: int | None = None) -> np.ndarray:

@@ -6,7 +6,9 @@ label for that task. Whether a frame has a face is the frame store's word, not `
 ``read_frame_labels`` gives the labels with the store's ``face_present``, because ``pack-frames``
 drops crops that ``prepare`` listed (a corrupt JPEG under ``on_corrupt: drop``, an empty file), and
 such a frame holds no image to learn from. ``FrameDataset`` serves those frames as ``(image uint8 (112,112,3), au (12,)
-int8, expr () int8)`` so that AU and expression frames share one collate and one loader.
+int8, expr () int8)`` so that the frames of every task share one collate and one loader; a frame set also
+carries each frame's valence-arousal labels (``va`` (M, 2) float32, NaN unlabelled), which a trainer
+reads by index beside the loader.
 
 Example:
     >>> import numpy as np
@@ -34,27 +36,31 @@ from torch.utils.data import Dataset
 from pipeline.storage.frame_store import FrameStore
 from pipeline.data.labels_store import SubjectLabels, read_all_labels
 from pipeline.data.manifest import Manifest
-from pipeline.labels import NUM_AUS, UNLABELLED
+from pipeline.labels import NUM_AUS, NUM_VA, TASKS, UNLABELLED
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class FrameSet:
-    """Where each selected frame lives (subject, frame index) and its AU and expression labels."""
+    """Where each selected frame lives (subject, frame index) and its AU, expression and VA labels."""
 
     names: tuple[str, ...]      # subject names; ``subject`` indexes into this
     subject: np.ndarray         # (M,) int32
     frame: np.ndarray           # (M,) int64 frame index within the subject
     au: np.ndarray              # (M, 12) int8, -1 = unlabelled
     expr: np.ndarray            # (M,) int8, -1 = unlabelled
+    va: np.ndarray | None = None  # (M, 2) float32 valence, arousal, NaN = unlabelled; None: all NaN
 
     def __post_init__(self) -> None:
         m = len(self.frame)
-        if self.subject.shape != (m,) or self.au.shape != (m, NUM_AUS) or self.expr.shape != (m,):
+        va = np.full((m, NUM_VA), np.nan, np.float32) if self.va is None else np.asarray(self.va, np.float32)
+        object.__setattr__(self, "va", va)
+        if (self.subject.shape != (m,) or self.au.shape != (m, NUM_AUS) or self.expr.shape != (m,)
+                or va.shape != (m, NUM_VA)):
             raise ValueError(
                 f"frame set arrays disagree: subject {self.subject.shape}, frame {self.frame.shape}, "
-                f"au {self.au.shape}, expr {self.expr.shape}"
+                f"au {self.au.shape}, expr {self.expr.shape}, va {va.shape}"
             )
 
     def __len__(self) -> int:
@@ -67,7 +73,7 @@ class FrameSet:
     def subset(self, indices: Sequence[int] | np.ndarray) -> FrameSet:
         """Return the items at ``indices`` (in that order)."""
         idx = np.asarray(indices, dtype=np.int64)
-        return FrameSet(self.names, self.subject[idx], self.frame[idx], self.au[idx], self.expr[idx])
+        return FrameSet(self.names, self.subject[idx], self.frame[idx], self.au[idx], self.expr[idx], self.va[idx])
 
 
 def empty_frame_set() -> FrameSet:
@@ -113,8 +119,8 @@ def read_frame_labels(labels_path: str | Path, frames_path: str | Path) -> dict[
 
 
 def labelled_mask(labels: SubjectLabels, task: str) -> np.ndarray:
-    """(N,) bool: frames with a face and at least one label of ``task`` ("au" or "expr")."""
-    return _labelled(labels.au, labels.expr, task) & labels.face_present
+    """(N,) bool: frames with a face and at least one label of ``task`` ("au", "expr" or "va")."""
+    return _labelled(labels.au, labels.expr, labels.va, task) & labels.face_present
 
 
 def select_frames(
@@ -143,7 +149,7 @@ def select_frames(
             continue
         parts.append(FrameSet(
             (record.name,), np.zeros(len(keep), np.int32), keep.astype(np.int64),
-            item.au[keep].astype(np.int8), item.expr[keep].astype(np.int8),
+            item.au[keep].astype(np.int8), item.expr[keep].astype(np.int8), item.va[keep],
         ))
         names.append(record.name)
     return concat_frame_sets(parts)
@@ -153,15 +159,15 @@ def select_validation_frames(
     manifest: Manifest, labels: Mapping[str, SubjectLabels], sources: Iterable[str] = ("affwild2",),
     face: bool = True,
 ) -> FrameSet:
-    """The union of both tasks' validation frames, so one forward pass scores both tasks.
+    """The union of every task's validation frames, so one forward pass scores every task.
 
     A frame keeps a task's labels only when its subject is in that task's validation split (they
-    are ``-1`` otherwise), so ``has_labels(fs, "au")`` / ``has_labels(fs, "expr")`` recover exactly
-    the frames ``select_frames(..., task, "validation")`` would give. ``face=False`` gives the
-    labelled validation frames *without* a face crop instead (labels only: they hold no image).
+    are ``-1``, or NaN for VA, otherwise), so ``has_labels(fs, task)`` recovers exactly the frames
+    ``select_frames(..., task, "validation")`` would give. ``face=False`` gives the labelled
+    validation frames *without* a face crop instead (labels only: they hold no image).
     """
     subjects = {task: [r.name for r in manifest.in_split(task, "validation", sources=tuple(sources))]
-                for task in ("au", "expr")}
+                for task in TASKS}
     return select_subject_frames(manifest, labels, subjects, face)
 
 
@@ -169,40 +175,45 @@ def select_subject_frames(
     manifest: Manifest, labels: Mapping[str, SubjectLabels], subjects: Mapping[str, Collection[str]],
     face: bool = True,
 ) -> FrameSet:
-    """Labelled frames of each task's ``subjects`` (``{"au": names, "expr": names}``), in manifest order.
+    """Labelled frames of each task's ``subjects`` (``{"au": names, "expr": names, "va": names}``; a
+    task left out has none), in manifest order.
 
-    A frame keeps a task's labels only when its subject is listed for that task (``-1`` otherwise).
-    ``face`` picks the frames with a face crop (``True``) or the labelled frames without one.
+    A frame keeps a task's labels only when its subject is listed for that task (``-1``, or NaN for
+    VA, otherwise). ``face`` picks the frames with a face crop (``True``) or the labelled frames
+    without one.
     """
     parts = []
     for record in manifest.subjects:
-        in_au, in_expr = record.name in subjects["au"], record.name in subjects["expr"]
-        if not (in_au or in_expr):
+        listed = {task: record.name in subjects.get(task, ()) for task in TASKS}
+        if not any(listed.values()):
             continue
         if record.name not in labels:
             raise KeyError(f"labels file has no subject {record.name!r} listed in the manifest")
         item = labels[record.name]
-        au = item.au if in_au else np.full_like(item.au, UNLABELLED)
-        expr = item.expr if in_expr else np.full_like(item.expr, UNLABELLED)
+        au = item.au if listed["au"] else np.full_like(item.au, UNLABELLED)
+        expr = item.expr if listed["expr"] else np.full_like(item.expr, UNLABELLED)
+        va = item.va if listed["va"] else np.full_like(item.va, np.nan)
         present = item.face_present if face else ~item.face_present
-        keep = np.flatnonzero((_labelled(au, expr, "au") | _labelled(au, expr, "expr")) & present)
+        keep = np.flatnonzero(np.any([_labelled(au, expr, va, task) for task in TASKS], axis=0) & present)
         if len(keep):
             parts.append(FrameSet((record.name,), np.zeros(len(keep), np.int32), keep.astype(np.int64),
-                                  au[keep].astype(np.int8), expr[keep].astype(np.int8)))
+                                  au[keep].astype(np.int8), expr[keep].astype(np.int8), va[keep]))
     return concat_frame_sets(parts)
 
 
 def has_labels(frame_set: FrameSet, task: str) -> np.ndarray:
     """(M,) bool: items carrying at least one label of ``task``."""
-    return _labelled(frame_set.au, frame_set.expr, task)
+    return _labelled(frame_set.au, frame_set.expr, frame_set.va, task)
 
 
-def _labelled(au: np.ndarray, expr: np.ndarray, task: str) -> np.ndarray:
+def _labelled(au: np.ndarray, expr: np.ndarray, va: np.ndarray, task: str) -> np.ndarray:
     if task == "au":
         return (au != UNLABELLED).any(axis=1)
     if task == "expr":
         return expr != UNLABELLED
-    raise ValueError(f"task must be 'au' or 'expr', got {task!r}")
+    if task == "va":
+        return ~np.isnan(va).all(axis=1)
+    raise ValueError(f"task must be 'au', 'expr' or 'va', got {task!r}")
 
 
 def concat_frame_sets(parts: Sequence[FrameSet]) -> FrameSet:
@@ -222,6 +233,7 @@ def concat_frame_sets(parts: Sequence[FrameSet]) -> FrameSet:
         np.concatenate([p.frame for p in parts]).astype(np.int64),
         np.concatenate([p.au for p in parts]).astype(np.int8),
         np.concatenate([p.expr for p in parts]).astype(np.int8),
+        np.concatenate([p.va for p in parts]).astype(np.float32),
     )
 
 

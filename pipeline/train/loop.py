@@ -7,7 +7,9 @@ runs the batches of the 0-based epoch ``epoch`` from ``loop.batch`` on (each one
 :func:`checked_step`) and returns each task's batch losses; ``validate()`` returns the validation
 report (:func:`frame_set_metrics`: the ABAW metrics on ``face_frames`` and on ``all_frames``); with the
 ``holdout`` selection mode, ``select()`` returns the same report on the held-out training subjects;
-``extra_state()`` is what a saved state holds beyond the weights and optimiser. The loop checks that
+``extra_state()`` is what a saved state holds beyond the weights and optimiser. A report holds an entry
+per task that has labelled frames (``au``, ``expr``, ``va``); a task without any is left out, and the
+selection score is the mean of the scores of the tasks present. The loop checks that
 the weights are finite, scores the epoch (:func:`pipeline.train.selection.epoch_score`), keeps the best
 one (:class:`LoopState`) and saves the state; at the end the kept epoch's weights are loaded into the model.
 
@@ -42,7 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.metrics import au_metrics, expr_metrics
+from pipeline.metrics import au_metrics, expr_metrics, va_metrics
 from pipeline.train import ddp
 from pipeline.train.alternating import multitask_step
 from pipeline.train.ddp import DistContext
@@ -54,6 +56,12 @@ log = logging.getLogger(__name__)
 TaskLabels = tuple[np.ndarray, np.ndarray]   # (y_true, y_pred) of one task
 FacedLabels = tuple[np.ndarray, np.ndarray, np.ndarray]   # (y_true, y_pred, face_present) of one task
 FRAME_SETS: tuple[str, ...] = ("face_frames", "all_frames")
+# How a model output (au, expr, va: the columns of its outputs) becomes the predictions a task scores.
+_DECISIONS: dict[int, tuple[Callable[[np.ndarray], np.ndarray], type]] = {
+    0: (lambda logits: logits > 0, np.int64),                # AU: logit > 0 (sigmoid > 0.5)
+    1: (lambda logits: logits.argmax(axis=1), np.int64),     # expression: arg-max
+    2: (lambda values: values, np.float32),                  # valence-arousal: the values themselves
+}
 
 
 @dataclass
@@ -112,33 +120,41 @@ def check_weights(model: nn.Module, section: str, epoch: int, batch: int | None 
                                 f"{_advice(section, max_grad_norm)}")
 
 
-def validation_metrics(au: TaskLabels | None, expr: TaskLabels | None) -> dict[str, dict[str, float]]:
-    """ABAW metrics of each task that has validation frames: AU decisions (0/1) and expression classes."""
+def validation_metrics(au: TaskLabels | None, expr: TaskLabels | None,
+                       va: TaskLabels | None = None) -> dict[str, dict[str, float]]:
+    """ABAW metrics of each task that has validation frames: AU decisions (0/1), expression classes
+    and valence-arousal values ((N, 2), NaN labels unlabelled)."""
     metrics: dict[str, dict[str, float]] = {}
     if au is not None:
         metrics["au"] = au_metrics(*au)
     if expr is not None:
         metrics["expr"] = expr_metrics(*expr)
+    if va is not None:
+        metrics["va"] = va_metrics(*va)
     return metrics
 
 
-def frame_set_metrics(au: FacedLabels | None, expr: FacedLabels | None) -> dict[str, dict[str, Any]]:
+def frame_set_metrics(au: FacedLabels | None, expr: FacedLabels | None,
+                      va: FacedLabels | None = None) -> dict[str, dict[str, Any]]:
     """The validation report on two frame sets: ``face_frames`` (frames with a face crop, the frames
     the paper scores, §4.4) and ``all_frames`` (every labelled frame).
 
     Each set holds :func:`validation_metrics` of the tasks with frames in it, their mean ``score``
-    (``None`` when neither task has a frame there) and the labelled ``frames`` per task.
+    (``None`` when no task has a frame there) and the labelled ``frames`` per task; ``va`` (given
+    only where a task has VA labels, so a dataset without them reports as before) adds its entry and
+    its count, the frames with any VA label.
     """
     report: dict[str, dict[str, Any]] = {}
     for name in FRAME_SETS:
-        au_part, expr_part = _frames(au, name), _frames(expr, name)
-        metrics: dict[str, Any] = validation_metrics(au_part, expr_part)
-        report[name] = {
-            **metrics,
-            "score": selection_score(metrics) if metrics else None,
-            "frames": {"au": 0 if au_part is None else int((au_part[0] >= 0).any(axis=1).sum()),
-                       "expr": 0 if expr_part is None else int((expr_part[0] >= 0).sum())},
-        }
+        au_part, expr_part, va_part = _frames(au, name), _frames(expr, name), _frames(va, name)
+        if va_part is not None and np.isnan(va_part[0]).all():
+            va_part = None   # no VA label in this frame set: CCC is undefined there, the task is left out
+        metrics: dict[str, Any] = validation_metrics(au_part, expr_part, va_part)
+        frames = {"au": 0 if au_part is None else int((au_part[0] >= 0).any(axis=1).sum()),
+                  "expr": 0 if expr_part is None else int((expr_part[0] >= 0).sum())}
+        if va is not None:
+            frames["va"] = 0 if va_part is None else int((~np.isnan(va_part[0])).any(axis=1).sum())
+        report[name] = {**metrics, "score": selection_score(metrics) if metrics else None, "frames": frames}
     return report
 
 
@@ -153,27 +169,34 @@ def _frames(item: FacedLabels | None, frame_set: str) -> TaskLabels | None:
 
 
 def subject_metrics(
-    logits: Mapping[str, tuple[np.ndarray, np.ndarray]],
-    labels: Callable[[str], tuple[np.ndarray, np.ndarray, np.ndarray]],
+    logits: Mapping[str, tuple[np.ndarray, ...]],
+    labels: Callable[[str], tuple[np.ndarray, ...]],
     subjects: Mapping[str, list[str]],
 ) -> dict[str, dict[str, Any]]:
-    """:func:`frame_set_metrics` of whole-subject ``(au, expr)`` logits over each task's ``subjects``
-    (AU: logit > 0; expression: argmax); ``labels(name)`` gives a subject's ``(au, expr, face_present)``."""
-    def task(names: list[str], column: int) -> FacedLabels | None:
+    """:func:`frame_set_metrics` of whole-subject ``(au, expr[, va])`` outputs over each task's ``subjects``
+    (AU: logit > 0; expression: argmax; VA: the values).
+
+    ``labels(name)`` gives a subject's ``(au, expr, face_present[, va])``. VA is scored over
+    ``subjects["va"]`` when the outputs carry the VA values (N, 2) as their third item and the labels
+    as their fourth; outputs of AU and EXPR alone leave VA unscored, as before VA existed.
+    """
+    def task(names: list[str], column: int, true_column: int) -> FacedLabels | None:
         if not names:
             return None
-        pred = [logits[n][column] > 0 if column == 0 else logits[n][column].argmax(axis=1) for n in names]
-        return (np.concatenate([labels(n)[column] for n in names]), np.concatenate(pred).astype(np.int64),
+        decide, dtype = _DECISIONS[column]
+        return (np.concatenate([labels(n)[true_column] for n in names]),
+                np.concatenate([decide(logits[n][column]) for n in names]).astype(dtype),
                 np.concatenate([labels(n)[2] for n in names]).astype(bool))
 
-    return frame_set_metrics(task(subjects["au"], 0), task(subjects["expr"], 1))
+    va_names = [n for n in subjects.get("va", []) if len(logits[n]) > 2]
+    return frame_set_metrics(task(subjects["au"], 0, 0), task(subjects["expr"], 1, 1), task(va_names, 2, 3))
 
 
 def selection_score(metrics: Mapping[str, Mapping[str, float] | None]) -> float:
     """The best-epoch criterion: mean of the ABAW scores of the tasks that have validation frames."""
     scores = [m["score"] for m in metrics.values() if m is not None]
     if not scores:
-        raise ValueError("no validation frames for either task: cannot select the best epoch")
+        raise ValueError("no validation frames for any task: cannot select the best epoch")
     return float(np.mean(scores))
 
 

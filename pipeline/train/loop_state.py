@@ -57,6 +57,14 @@ class EpochRecord:
         return dataclasses.asdict(self)
 
 
+def _fits(saved: Mapping[str, Any], model: nn.Module) -> bool:
+    """Whether the ``saved`` state dict has exactly ``model``'s tensor names and shapes."""
+    own = model.state_dict()
+    return saved.keys() == own.keys() and all(
+        tuple(getattr(saved[k], "shape", ())) == tuple(own[k].shape) for k in own
+    )
+
+
 def _rng_state() -> dict[str, Any]:
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -106,6 +114,10 @@ class LoopState:
         if max_epochs is not None and state["epoch"] > max_epochs:
             log.info("%s: saved state is %d epochs in, more than the %d asked for; starting over",
                      path, state["epoch"], max_epochs)
+            return fresh
+        if not _fits(state["model"], model):
+            # same params and data, but the code's model changed (e.g. a head was added): a new run
+            log.info("%s: saved state holds another model's weights than this code builds; starting over", path)
             return fresh
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

@@ -1,4 +1,4 @@
-"""Masked multi-task losses: AU BCE with per-AU ``pos_weight`` and expression focal loss.
+"""Masked multi-task losses: AU BCE with per-AU ``pos_weight``, expression focal loss, valence-arousal CCC.
 
 Targets use ``-1`` (``pipeline.labels.UNLABELLED``) for entries without an annotation; they are
 removed before the reduction, so a frame that carries only expression labels adds nothing to the AU
@@ -16,6 +16,11 @@ Example:
     torch.Size([])
     >>> expr_focal_loss(torch.zeros(2, 7), torch.tensor([3, -1]), gamma=2.0).item() > 0
     True
+    >>> va = torch.tensor([[0.5, -0.2], [0.1, 0.3], [float("nan"), 0.0]])
+    >>> round(va_ccc_loss(va.nan_to_num(), va).item(), 6)   # predictions equal to every label
+    0.0
+
+Valence-arousal targets use NaN for unlabelled entries instead of -1 (every value in [-1, 1] is a label).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.labels import NUM_AUS, NUM_EXPRS, UNLABELLED
+from pipeline.labels import NUM_AUS, NUM_EXPRS, NUM_VA, UNLABELLED
 
 
 def compute_pos_weight(au_labels: np.ndarray, cap: float) -> torch.Tensor:
@@ -104,16 +109,58 @@ def expr_focal_loss(
     return _masked_mean(per_frame, mask)
 
 
+def va_ccc_loss(predictions: torch.Tensor, targets: torch.Tensor, mse_weight: float = 0.0) -> torch.Tensor:
+    """Mean over valence and arousal of ``1 - CCC`` on the batch, plus ``mse_weight`` times their MSE.
+
+    ``predictions`` and ``targets`` are (..., 2) (frames or sequences of frames); NaN targets are
+    unlabelled and left out. CCC is computed over the labelled entries of the whole batch with
+    population moments, as the ABAW score computes it over a validation set; a dimension with fewer
+    than two labelled entries adds nothing (a graph-connected 0). A small constant in the denominator
+    keeps the gradient finite when predictions and labels are both constant.
+    """
+    if predictions.shape[-1:] != (NUM_VA,):
+        raise ValueError(f"VA predictions must have shape (..., {NUM_VA}), got {tuple(predictions.shape)}")
+    if targets.shape != predictions.shape:
+        raise ValueError(f"VA targets shape {tuple(targets.shape)} != predictions shape {tuple(predictions.shape)}")
+    if not (math.isfinite(mse_weight) and mse_weight >= 0):
+        raise ValueError(f"VA mse_weight must be a finite number >= 0, got {mse_weight}")
+    pred = predictions.float().reshape(-1, NUM_VA)
+    target = targets.float().reshape(-1, NUM_VA)
+    losses = []
+    for k in range(NUM_VA):
+        mask = ~torch.isnan(target[:, k])
+        x = torch.where(mask, pred[:, k], torch.zeros_like(pred[:, k]))
+        y = torch.where(mask, target[:, k], torch.zeros_like(pred[:, k]))
+        n = mask.sum()
+        if int(n) < 2:
+            losses.append(x.sum() * 0.0)
+            continue
+        nf = n.to(x.dtype)
+        mx, my = x.sum() / nf, y.sum() / nf
+        dx, dy = torch.where(mask, x - mx, 0.0), torch.where(mask, y - my, 0.0)
+        cov = (dx * dy).sum() / nf
+        var_x, var_y = (dx * dx).sum() / nf, (dy * dy).sum() / nf
+        ccc = 2.0 * cov / (var_x + var_y + (mx - my) ** 2 + 1e-8)
+        loss = 1.0 - ccc
+        if mse_weight:
+            loss = loss + mse_weight * (torch.where(mask, x - y, 0.0) ** 2).sum() / nf
+        losses.append(loss)
+    return torch.stack(losses).mean()
+
+
 def task_loss(
     task: str, logits: torch.Tensor, targets: torch.Tensor, pos_weight: torch.Tensor, gamma: float,
-    alpha: torch.Tensor | None = None,
+    alpha: torch.Tensor | None = None, va_mse_weight: float = 0.0,
 ) -> torch.Tensor:
-    """The loss of the active ``task``: :func:`au_bce_loss` for ``au``, :func:`expr_focal_loss` for ``expr``."""
+    """The loss of the active ``task``: :func:`au_bce_loss` for ``au``, :func:`expr_focal_loss` for
+    ``expr``, :func:`va_ccc_loss` for ``va`` (``logits`` are then the (..., 2) predictions)."""
     if task == "au":
         return au_bce_loss(logits, targets, pos_weight)
     if task == "expr":
         return expr_focal_loss(logits, targets, gamma, alpha)
-    raise ValueError(f"unknown task {task!r}; expected 'au' or 'expr'")
+    if task == "va":
+        return va_ccc_loss(logits, targets, va_mse_weight)
+    raise ValueError(f"unknown task {task!r}; expected 'au', 'expr' or 'va'")
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -16,8 +16,10 @@ visual model's embeddings, are never selected on frames the visual model trained
 subjects, are held out: the two faces of a two-subject video share a scene and a soundtrack. BP4D
 stays training data (it has no audio and is not in-the-wild).
 
-The selection score is the mean of the AU and EXPR ABAW scores on ``face_frames`` (frames with a
-face crop, the frames the paper scores, §4.4), whatever the trainer and the mode.
+The selection score is the mean of the ABAW scores of the tasks present (AU, EXPR and, where the
+held-out subjects carry VA labels, valence-arousal) on ``face_frames`` (frames with a face crop, the
+frames the paper scores, §4.4), whatever the trainer and the mode. Valence-arousal takes part in
+the held-out split like the other tasks: a video training VA counts towards its quota.
 
 ``au_thresholds`` (our choice; the paper decides at 0.5) says how the kept model's AU decision
 thresholds are chosen (:mod:`pipeline.au_thresholds`): on the same held-out ``face_frames``, after
@@ -134,10 +136,11 @@ def held_out_au(
     names: Sequence[str],
 ) -> tuple[np.ndarray, np.ndarray]:
     """(AU logits, AU labels), both (N, 12), of the face frames of the subjects ``names``, from their
-    whole-subject ``(au, expr)`` logits; ``labels(name)`` gives ``(au, expr, face_present)``."""
+    whole-subject ``(au, expr[, va])`` outputs; ``labels(name)`` gives ``(au, expr, face_present[, va])``."""
     au_logits, au_labels = [np.zeros((0, NUM_AUS), np.float32)], [np.zeros((0, NUM_AUS), np.int8)]
     for name in names:
-        au, _, face = labels(name)
+        item = labels(name)   # (au, expr, face_present), and the VA labels after them where given
+        au, face = item[0], item[2]
         au_logits.append(logits[name][0][face])
         au_labels.append(au[face])
     return np.concatenate(au_logits), np.concatenate(au_labels)
@@ -147,7 +150,7 @@ def criterion_score(scores: Mapping[str, Any]) -> float:
     """The selection score of a frame-set report (:func:`pipeline.train.loop.frame_set_metrics`)."""
     value = scores[CRITERION_FRAMES]["score"]
     if value is None:
-        raise ValueError(f"no {CRITERION_FRAMES} to score for either task: cannot select an epoch")
+        raise ValueError(f"no {CRITERION_FRAMES} to score for any task: cannot select an epoch")
     return float(value)
 
 

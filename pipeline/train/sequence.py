@@ -1,12 +1,15 @@
 """Training of the sequence model on cached embeddings (the ``train-sequence`` stage).
 
 Windows of ``window`` frames (every ``stride`` frames) are sliced from the in-memory cache
-(:mod:`pipeline.train.sequence_data`); the AU and expression heads learn in alternation
-(:mod:`pipeline.train.alternating`) with the masked BCE (``pos_weight``) and focal losses, SGD with
-momentum (paper §4.2: lr 0.01). After every epoch the validation subjects are scored with the ABAW
-metrics on whole-video predictions (:func:`~pipeline.inference.sequence.sliding_window_logits`), on
-``face_frames`` (frames with a face crop, the paper's) and on ``all_frames`` (every labelled frame:
-the model also predicts the faceless ones). The kept epoch is chosen by the ``selection`` mode
+(:mod:`pipeline.train.sequence_data`); the AU, expression and valence-arousal heads learn in
+alternation (:mod:`pipeline.train.alternating`) with the masked BCE (``pos_weight``), focal and
+``1 - CCC`` losses, SGD with momentum (paper §4.2: lr 0.01). The VA head joins the rotation when the
+training split has VA labels (:mod:`pipeline.train.va_task`); ``max_windows`` caps each task's
+windows per epoch, so a third task does not lengthen the epoch by half. After every epoch the
+validation subjects are scored with the ABAW metrics on whole-video predictions
+(:func:`~pipeline.inference.sequence.sliding_window_logits`), on ``face_frames`` (frames with a face
+crop, the paper's) and on ``all_frames`` (every labelled frame: the model also predicts the
+faceless ones). The kept epoch is chosen by the ``selection`` mode
 (:mod:`pipeline.train.selection`; default: the held-out training videos' ``face_frames`` score).
 
 State after each epoch goes to ``work_dir/state.pt``, so a killed run resumes where it stopped
@@ -34,7 +37,6 @@ from pipeline.data.manifest import read_manifest
 from pipeline.fsio import write_json
 from pipeline.inference.features import feature_dim, feature_layout
 from pipeline.inference.sequence import sliding_window_logits, torch_run_fn
-from pipeline.labels import TASKS
 from pipeline.model_files import sequence as sequence_files
 from pipeline.model_files.onnx_export import DEFAULT_PARITY_RTOL, check_parity_rtol
 from pipeline.models.sequence import SequenceArch, SequenceModel
@@ -49,6 +51,7 @@ from pipeline.train.selection import (
 )
 from pipeline.train.splits import Splits, task_splits
 from pipeline.train.sequence_data import SequenceCache, WindowBatch, WindowLoader, load_sequence_cache
+from pipeline.train.va_task import ROTATION, check_va_mse_weight, task_rotation
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +75,14 @@ class SequenceTrainConfig:
     positional: Literal["learned", "sinusoidal"] = "learned"
     epochs: int = 20
     batch_size: int = 32              # windows per batch
+    max_windows: int | None = None    # cap on training windows per task per epoch (None: all)
     lr: float = 0.01                  # SGD (paper §4.2)
     momentum: float = 0.9
     weight_decay: float = 0.0
     max_grad_norm: float | None = None
     focal_gamma: float = 2.0
     pos_weight_cap: float = 10.0
+    va_mse_weight: float = 0.0        # VA loss = 1 - CCC + va_mse_weight * MSE
     alternation: Literal["epoch", "batch"] = "batch"
     sources: tuple[str, ...] = ("affwild2",)   # manifest sources whose subjects are used
     seed: int = 0
@@ -88,6 +93,9 @@ class SequenceTrainConfig:
         for name in ("window", "stride", "epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"must be >= 1, got {getattr(self, name)}", key=name)
+        if self.max_windows is not None and self.max_windows < 1:
+            raise ConfigError(f"must be >= 1 or null, got {self.max_windows}", key="max_windows")
+        check_va_mse_weight(self.va_mse_weight)
         try:
             self.optim()
             self.arch()
@@ -168,11 +176,8 @@ def fit(
     optimizer = config.optim().build(model.parameters())
     au_labels = [cache.subject_labels(name)[0] for name in splits.train["au"]]
     pos_weight = subjects_pos_weight(au_labels, config.pos_weight_cap).to(device)
-    loaders = {task: _loader(cache, splits.train[task], task, config) for task in TASKS}
-    tasks = tuple(task for task in ("expr", "au") if len(loaders[task]))
-    if not tasks:
-        raise ValueError("no training window holds an AU or expression label; check the manifest splits")
-    schedule = TaskSchedule(config.alternation, tasks)
+    loaders = {task: _loader(cache, splits.train.get(task, []), task, config) for task in ROTATION}
+    schedule = TaskSchedule(config.alternation, task_rotation({t: len(loaders[t]) > 0 for t in ROTATION}, SECTION))
     # ``epochs`` is not part of the key: a run with more epochs continues a shorter one.
     # The export tolerance does not change training: loosening it after a failed check resumes.
     key = {"config": {k: v for k, v in to_dict(config).items() if k not in ("epochs", "parity_rtol")},
@@ -196,7 +201,7 @@ class _SequenceTrainer(Trainer):
         self.eval_batch_size = eval_batch_size
 
     def fit_epoch(self, loop: LoopState, epoch: int) -> dict[str, list[float]]:
-        """One epoch of alternating AU/EXPR window batches."""
+        """One epoch of alternating window batches of the rotation's tasks."""
         for loader in self.loaders.values():
             loader.set_epoch(epoch)
         active = {task: self.loaders[task] for task in self.schedule.tasks}
@@ -216,40 +221,43 @@ def train_batches(
     model: SequenceModel, optimizer: torch.optim.Optimizer, schedule: TaskSchedule, epoch: int,
     loaders: dict[str, WindowLoader], pos_weight: torch.Tensor, config: SequenceTrainConfig, device: torch.device,
 ) -> dict[str, list[float]]:
-    """One epoch (0-based ``epoch``) of alternating AU/EXPR updates; returns each task's batch losses."""
+    """One epoch (0-based ``epoch``) of alternating updates; returns each task's batch losses."""
     model.train()
     losses: dict[str, list[float]] = {task: [] for task in loaders}
     for number, (task, batch) in enumerate(alternating_batches(schedule, epoch, loaders), start=1):
-        loss = batch_loss(model, batch, task, pos_weight, config.focal_gamma, device)
+        loss = batch_loss(model, batch, task, pos_weight, config.focal_gamma, device, config.va_mse_weight)
         losses[task].append(checked_step(model, optimizer, task, loss, SECTION, epoch + 1, number,
                                          max_grad_norm=config.max_grad_norm))
     return losses
 
 
 def _loader(cache: SequenceCache, names: list[str], task: str, config: SequenceTrainConfig) -> WindowLoader:
-    """Shuffled training windows of ``names`` that hold a ``task`` label."""
+    """Shuffled training windows of ``names`` that hold a ``task`` label, ``max_windows`` of them per epoch."""
     windows = cache.windows(names, config.window, config.stride, task=task)
-    return WindowLoader(cache, windows, config.window, config.batch_size, shuffle=True, seed=config.seed)
+    return WindowLoader(cache, windows, config.window, config.batch_size, shuffle=True, seed=config.seed,
+                        limit=config.max_windows)
 
 
 def batch_loss(
-    model: SequenceModel, batch: WindowBatch, task: str, pos_weight: torch.Tensor, gamma: float, device: torch.device
+    model: SequenceModel, batch: WindowBatch, task: str, pos_weight: torch.Tensor, gamma: float, device: torch.device,
+    va_mse_weight: float = 0.0,
 ) -> torch.Tensor:
     """The active task's masked loss over every labelled frame of a batch of windows."""
     features = torch.from_numpy(batch.features).to(device).float()  # float16 batches: convert on the device
     padding = torch.from_numpy(batch.padding).to(device) if batch.padding.any() else None
-    au_logits, expr_logits = model(features, padding)
-    logits, labels = (au_logits, batch.au) if task == "au" else (expr_logits, batch.expr)
-    targets = torch.from_numpy(labels.astype(np.int64)).to(device)
+    outputs = dict(zip(("au", "expr", "va"), model(features, padding)))
+    labels = {"au": batch.au, "expr": batch.expr, "va": batch.va}[task]
+    targets = torch.from_numpy(labels if task == "va" else labels.astype(np.int64)).to(device)
     # (B, L, ...) windows -> (B*L, ...) frames
-    return task_loss(task, logits.flatten(0, 1), targets.flatten(0, 1), pos_weight, gamma)
+    return task_loss(task, outputs[task].flatten(0, 1), targets.flatten(0, 1), pos_weight, gamma,
+                     va_mse_weight=va_mse_weight)
 
 
 def predict_subjects(
     model: SequenceModel, cache: SequenceCache, names: list[str], window: int, stride: int,
     device: torch.device, batch_size: int = 64,
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Whole-video (au, expr) logits of each subject, by overlapping windows."""
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Whole-video (au, expr) logits and va predictions of each subject, by overlapping windows."""
     run = torch_run_fn(model, device)
     return {
         name: sliding_window_logits(run, cache.subject_features(name), window, stride, batch_size)
@@ -262,10 +270,13 @@ def validate(
     device: torch.device, batch_size: int = 64,
 ) -> dict[str, dict[str, Any]]:
     """ABAW metrics of each task over its ``subjects`` (e.g. ``splits.validation``), on ``face_frames``
-    and ``all_frames`` (AU threshold: logit > 0)."""
-    names = list(dict.fromkeys(subjects["au"] + subjects["expr"]))
-    logits = predict_subjects(model, cache, names, config.window, config.stride, device, batch_size)
-    return subject_metrics(logits, lambda n: (*cache.subject_labels(n), cache.subject_faces(n)), subjects)
+    and ``all_frames`` (AU threshold: logit > 0); ``va`` where VA subjects have labels."""
+    va_names = subjects.get("va", [])
+    names = list(dict.fromkeys(subjects["au"] + subjects["expr"] + va_names))
+    outputs = predict_subjects(model, cache, names, config.window, config.stride, device, batch_size)
+    return subject_metrics(
+        outputs, lambda n: (*cache.subject_labels(n), cache.subject_faces(n), cache.subject_va(n)), subjects
+    )
 
 
 def held_out_thresholds(model: SequenceModel, cache: SequenceCache, splits: Splits, config: SequenceTrainConfig,

@@ -8,7 +8,8 @@ padding points to it. A window is then a run of consecutive rows, and a batch of
 single numpy fancy-index of that buffer: the same work as slicing any in-RAM array. Batches stay
 float16 (half the bytes to copy and to send to a GPU); the trainer converts them on the device.
 
-Memory: 2 bytes x (512 + 1) per frame and modality, i.e. 2.8 M frames x two modalities ≈ 5.4 GiB
+Memory: 2 bytes x (512 + 1) per frame and modality (and 22 bytes of labels: AU, expression,
+valence-arousal), i.e. 2.8 M frames x two modalities ≈ 5.4 GiB
 at Aff-Wild2 scale (:func:`estimate_memory_bytes`). A video's audio rows are repeated for each of
 its subjects (``_left``/``_right``), which few videos have.
 
@@ -17,11 +18,12 @@ Example:
     >>> cache = SequenceCache.from_arrays({"v1": {
     ...     "video": "v1", "visual": np.ones((40, 512), np.float16), "face_present": np.ones(40, bool),
     ...     "audio": np.zeros((40, 512), np.float16), "audio_present": np.zeros(40, bool),
-    ...     "au": np.zeros((40, 12), np.int8), "expr": np.zeros(40, np.int8)}}, modalities="both")
+    ...     "au": np.zeros((40, 12), np.int8), "expr": np.zeros(40, np.int8),
+    ...     "va": np.zeros((40, 2), np.float32)}}, modalities="both")
     >>> windows = cache.windows(["v1"], window=30, stride=10)
     >>> batch = cache.batch(windows, window=30)
-    >>> batch.features.shape, batch.features.dtype, batch.padding.shape, batch.au.shape
-    ((2, 30, 1026), dtype('float16'), (2, 30), (2, 30, 12))
+    >>> batch.features.shape, batch.features.dtype, batch.padding.shape, batch.au.shape, batch.va.shape
+    ((2, 30, 1026), dtype('float16'), (2, 30), (2, 30, 12), (2, 30, 2))
 """
 
 from __future__ import annotations
@@ -35,10 +37,12 @@ import numpy as np
 from pipeline.data.manifest import Manifest, SubjectRecord
 from pipeline.inference.features import compose_features, feature_dim
 from pipeline.inference.sequence import window_starts
-from pipeline.labels import EMBEDDING_DIM, NUM_AUS, UNLABELLED
+from pipeline.labels import EMBEDDING_DIM, NUM_AUS, NUM_VA, UNLABELLED
 from pipeline.storage.embedding_store import EmbeddingStore
+from pipeline.train.va_task import read_va_labels, va_labelled
 
 FEATURE_DTYPE = np.float16   # the stores' precision, kept in RAM
+VA_DTYPE = np.float32        # valence-arousal labels: NaN marks an unlabelled frame
 AUDIO_SOURCE = "affwild2"    # the manifest source whose videos have audio tracks
 
 
@@ -50,11 +54,13 @@ class WindowBatch:
     padding: np.ndarray   # (B, L) bool, True = padded frame past the subject's end
     au: np.ndarray        # (B, L, 12) int8, -1 = unlabelled (padding included)
     expr: np.ndarray      # (B, L) int8, -1 = unlabelled (padding included)
+    va: np.ndarray        # (B, L, 2) float32 valence, arousal; NaN = unlabelled (padding included)
 
 
 def estimate_memory_bytes(n_frames: int, modalities: str, dim: int = EMBEDDING_DIM) -> int:
     """Bytes the in-memory cache of ``n_frames`` subject frames needs (features, labels, face flags)."""
-    per_frame = feature_dim(modalities, dim) * np.dtype(FEATURE_DTYPE).itemsize + NUM_AUS + 2
+    per_frame = (feature_dim(modalities, dim) * np.dtype(FEATURE_DTYPE).itemsize + NUM_AUS + 2
+                 + NUM_VA * np.dtype(VA_DTYPE).itemsize)
     return int((n_frames + 1) * per_frame)
 
 
@@ -67,13 +73,13 @@ class SequenceCache:
     """Composed features and labels of every loaded subject in flat buffers, and window slicing."""
 
     def __init__(self, modalities: str, names: list[str], offsets: np.ndarray, features: np.ndarray,
-                 au: np.ndarray, expr: np.ndarray, face: np.ndarray) -> None:
+                 au: np.ndarray, expr: np.ndarray, face: np.ndarray, va: np.ndarray) -> None:
         total = int(offsets[-1])
         if (features.shape[0] != total + 1 or au.shape != (total + 1, NUM_AUS) or expr.shape != (total + 1,)
-                or face.shape != (total + 1,)):
+                or face.shape != (total + 1,) or va.shape != (total + 1, NUM_VA)):
             raise ValueError(
                 f"cache buffers need {total + 1} rows (frames + the pad row); got features {features.shape}, "
-                f"au {au.shape}, expr {expr.shape}, face {face.shape}"
+                f"au {au.shape}, expr {expr.shape}, face {face.shape}, va {va.shape}"
             )
         self.modalities = modalities
         self.names = names
@@ -83,6 +89,7 @@ class SequenceCache:
         self.au = au              # (T+1, 12) int8, last row -1
         self.expr = expr          # (T+1,) int8, last row -1
         self.face = face          # (T+1,) bool: the frame has a face crop; last row False
+        self.va = va              # (T+1, 2) float32 valence, arousal; NaN unlabelled, last row NaN
 
     @property
     def pad_row(self) -> int:
@@ -92,7 +99,8 @@ class SequenceCache:
     @property
     def nbytes(self) -> int:
         """Bytes held by the buffers."""
-        return int(self.features.nbytes + self.au.nbytes + self.expr.nbytes + self.face.nbytes + self.offsets.nbytes)
+        return int(self.features.nbytes + self.au.nbytes + self.expr.nbytes + self.face.nbytes + self.va.nbytes
+                   + self.offsets.nbytes)
 
     def n_frames(self, name: str) -> int:
         """Frame count of subject ``name``."""
@@ -106,7 +114,8 @@ class SequenceCache:
 
     @classmethod
     def from_arrays(cls, subjects: Mapping[str, Mapping[str, Any]], modalities: str) -> SequenceCache:
-        """Build from per-subject dicts with ``visual, face_present, audio, audio_present, au, expr``.
+        """Build from per-subject dicts with ``visual, face_present, audio, audio_present, au, expr``
+        and optionally ``va`` ((N, 2), NaN unlabelled; absent: every frame VA-unlabelled).
 
         ``audio``/``audio_present`` may be ``None`` for a subject without an audio track.
         """
@@ -118,7 +127,7 @@ class SequenceCache:
     def windows(self, names: Iterable[str], window: int, stride: int, task: str | None = None) -> np.ndarray:
         """Windows ``(subject_index, start)`` (K, 2) int64 over ``names``.
 
-        With ``task`` (``"au"``/``"expr"``) only windows holding at least one label of that task.
+        With ``task`` (``"au"``/``"expr"``/``"va"``) only windows holding at least one label of that task.
         """
         rows = []
         for name in names:
@@ -136,7 +145,9 @@ class SequenceCache:
             return (self.au[rows] != UNLABELLED).all(axis=-1).any(axis=1)
         if task == "expr":
             return (self.expr[rows] != UNLABELLED).any(axis=1)
-        raise ValueError(f"task must be 'au' or 'expr', got {task!r}")
+        if task == "va":
+            return va_labelled(self.va[rows]).any(axis=1)
+        raise ValueError(f"task must be 'au', 'expr' or 'va', got {task!r}")
 
     def rows(self, pairs: np.ndarray, window: int) -> np.ndarray:
         """Buffer rows (K, window) of windows ``pairs``; frames past a subject's end map to the pad row."""
@@ -157,7 +168,8 @@ class SequenceCache:
         else:
             # mode="clip" (rows are in range anyway) lets numpy write into ``out`` without a copy.
             features = np.take(self.features, rows, axis=0, out=out[: len(rows)], mode="clip")
-        return WindowBatch(features=features, padding=rows == self.pad_row, au=self.au[rows], expr=self.expr[rows])
+        return WindowBatch(features=features, padding=rows == self.pad_row, au=self.au[rows], expr=self.expr[rows],
+                           va=self.va[rows])
 
     def subject_rows(self, name: str) -> slice:
         """Buffer rows of every frame of ``name``."""
@@ -172,6 +184,10 @@ class SequenceCache:
         """(au (N, 12), expr (N,)) int8 labels of subject ``name``."""
         rows = self.subject_rows(name)
         return self.au[rows], self.expr[rows]
+
+    def subject_va(self, name: str) -> np.ndarray:
+        """(N, 2) float32 valence-arousal labels of subject ``name`` (NaN unlabelled)."""
+        return self.va[self.subject_rows(name)]
 
     def subject_faces(self, name: str) -> np.ndarray:
         """(N,) bool: the frames of subject ``name`` that have a face crop."""
@@ -188,6 +204,7 @@ class _Builder:
         self.au = np.full((n_frames + 1, NUM_AUS), UNLABELLED, np.int8)
         self.expr = np.full(n_frames + 1, UNLABELLED, np.int8)
         self.face = np.zeros(n_frames + 1, bool)
+        self.va = np.full((n_frames + 1, NUM_VA), np.nan, VA_DTYPE)
         self.capacity = n_frames
         self.names: list[str] = []
         self.offsets = [0]
@@ -200,7 +217,7 @@ class _Builder:
         start = self.offsets[-1]
         if start + n > self.capacity:
             raise ValueError(f"subject {name!r}: more frames than the {self.capacity} allocated")
-        for key in ("au", "face_present"):
+        for key in ("au", "face_present") + (("va",) if arrays.get("va") is not None else ()):
             _check_length(name, key, arrays[key], n)
         if audio_present is None:
             audio, audio_present = np.zeros((n, EMBEDDING_DIM), FEATURE_DTYPE), np.zeros(n, bool)
@@ -221,6 +238,8 @@ class _Builder:
         self.au[rows] = arrays["au"]
         self.expr[rows] = arrays["expr"]
         self.face[rows] = arrays["face_present"]
+        if arrays.get("va") is not None:
+            self.va[rows] = arrays["va"]
         self.names.append(name)
         self.offsets.append(start + n)
 
@@ -230,9 +249,9 @@ class _Builder:
         if total != self.capacity:
             keep = np.r_[0:total, self.capacity]   # unused rows out, the zero row last
             self.features, self.au, self.expr = self.features[keep], self.au[keep], self.expr[keep]
-            self.face = self.face[keep]
+            self.face, self.va = self.face[keep], self.va[keep]
         return SequenceCache(self.modalities, self.names, np.asarray(self.offsets, np.int64),
-                             self.features, self.au, self.expr, self.face)
+                             self.features, self.au, self.expr, self.face, self.va)
 
 
 def _check_length(name: str, what: str, array: Any, n: int) -> None:
@@ -269,6 +288,7 @@ def load_sequence_cache(
                 f"the manifest says {record.n_frames}"
             )
         arrays["visual"] = arrays.pop("embedding", None)
+        arrays["va"] = read_va_labels(visual_store, record.name, record.n_frames)
         if last_video is None or last_video[0] != record.video:
             last_video = (record.video, _read_audio(audio_store, audio_path, record, complete_audio, audio_names))
         audio = last_video[1] or {}
@@ -290,6 +310,8 @@ def _read_audio(
 class WindowLoader:
     """Re-iterable batches of windows: reshuffled per epoch with ``seed + epoch`` (see ``set_epoch``).
 
+    ``limit`` caps the windows of one iteration (a fresh random subset each time; ``None``: all).
+
     The features of yielded batches live in a ring of ``buffers`` preallocated arrays, so a batch's
     ``features`` is overwritten ``buffers`` batches later (copy it to keep it longer). Reusing the
     arrays saves a fresh multi-megabyte allocation per batch, which the C allocator otherwise
@@ -298,11 +320,13 @@ class WindowLoader:
 
     def __init__(
         self, cache: SequenceCache, windows: np.ndarray, window: int, batch_size: int,
-        shuffle: bool = True, seed: int = 0, buffers: int = 3,
+        shuffle: bool = True, seed: int = 0, buffers: int = 3, limit: int | None = None,
     ) -> None:
         if batch_size < 1 or buffers < 1:
             raise ValueError(f"batch_size and buffers must be >= 1, got {batch_size} and {buffers}")
-        self.cache, self.windows, self.window = cache, windows, window
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit must be >= 1 or None, got {limit}")
+        self.cache, self.windows, self.window, self.limit = cache, windows, window, limit
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.epoch = 0
         self._iterations = 0
@@ -316,7 +340,11 @@ class WindowLoader:
         self._iterations = 0
 
     def __len__(self) -> int:
-        return -(-len(self.windows) // self.batch_size)
+        return -(-self._count() // self.batch_size)
+
+    def _count(self) -> int:
+        """Windows per iteration: all, or ``limit`` of them."""
+        return len(self.windows) if self.limit is None else min(len(self.windows), self.limit)
 
     def __iter__(self) -> Iterator[WindowBatch]:
         order = np.arange(len(self.windows))
@@ -325,6 +353,7 @@ class WindowLoader:
             rng = np.random.default_rng([self.seed, self.epoch, self._iterations])
             rng.shuffle(order)
         self._iterations += 1
+        order = order[:self._count()]
         for first in range(0, len(order), self.batch_size):
             out = self._buffers[self._next_buffer]
             self._next_buffer = (self._next_buffer + 1) % len(self._buffers)

@@ -4,7 +4,10 @@ The embeddings carry a learnable signal without any image or audio model: each v
 sequence of expression segments; a frame's visual embedding is its expression's prototype plus
 its active AUs' prototypes plus noise (zeros where the face is missing), and its audio embedding is
 a weaker, noisier copy of the expression prototype. Temporal context and audio therefore recover
-labels of frames without a face, which is what the sequence model is for.
+labels of frames without a face, which is what the sequence model is for. Valence and arousal
+(``with_va``) are each expression's point in the valence-arousal plane plus a slow drift, so they
+are learnable from the same embeddings; the visual store then holds ``va`` labels and a zero
+``va_pred``, as ``embed-visual`` writes them.
 
 Example:
     >>> import tempfile, pathlib
@@ -22,8 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.manifest import Manifest, SubjectRecord, write_manifest
-from pipeline.labels import EMBEDDING_DIM, NUM_AUS, NUM_EXPRS
+from pipeline.labels import EMBEDDING_DIM, NUM_AUS, NUM_EXPRS, NUM_VA
 from pipeline.storage.embedding_store import EmbeddingStore
+
+
+_VA_SALT = 4471   # keeps the VA draws apart from the embeddings' (same seed)
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,7 @@ class SyntheticCacheConfig:
     audio_noise: float = 1.5
     segment_frames: tuple[int, int] = (15, 45)
     random_embeddings: bool = False  # pure noise (benchmarks of size and speed only; no signal)
+    with_va: bool = True            # valence-arousal labels (False: a store and manifest without VA)
     seed: int = 0
 
 
@@ -49,6 +56,9 @@ def write_synthetic_cache(out_dir: str | Path, config: SyntheticCacheConfig) -> 
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(config.seed)
     protos = _prototypes(rng)
+    # VA has its own generator, so the embeddings and AU/EXPR labels are those of a cache without VA
+    va_rng = np.random.default_rng([config.seed, _VA_SALT])
+    protos["expr_va"] = va_rng.uniform(-0.7, 0.7, size=(NUM_EXPRS, NUM_VA)).astype(np.float32)
     attrs = {"model": "synthetic", "params": {"seed": config.seed}, "dim": EMBEDDING_DIM}
     visual = EmbeddingStore.open_for_write(out_dir / "visual.zarr", f"synthetic-visual-{config.seed}", attrs)
     audio = EmbeddingStore.open_for_write(out_dir / "audio.zarr", f"synthetic-audio-{config.seed}", attrs)
@@ -59,7 +69,10 @@ def write_synthetic_cache(out_dir: str | Path, config: SyntheticCacheConfig) -> 
         n = int(rng.integers(config.min_frames, config.max_frames + 1))
         split = "validation" if v >= config.n_videos - n_validation else "train"
         arrays = _video(rng, n, protos, config)
-        visual_arrays = {k: arrays[k] for k in ("embedding", "face_present", "au_logits", "expr_logits", "au", "expr")}
+        arrays["va"] = _valence_arousal(va_rng, arrays["expr"], protos["expr_va"])
+        arrays["va_pred"] = np.zeros((n, NUM_VA), np.float32)
+        visual_names = ("embedding", "face_present", "au_logits", "expr_logits", "au", "expr")
+        visual_arrays = {k: arrays[k] for k in visual_names + (("va", "va_pred") if config.with_va else ())}
         entry = {"fps": 30.0, "n_frames": n}
         visual.write(name, visual_arrays, {**entry, "video": name, "au_split": split, "expr_split": split})
         audio.write(name, {"embedding": arrays["audio"], "audio_present": arrays["audio_present"]}, entry)
@@ -67,10 +80,17 @@ def write_synthetic_cache(out_dir: str | Path, config: SyntheticCacheConfig) -> 
             name=name, video=name, fps=30.0, n_frames=n, has_audio=True, sample_rate=16000,
             au_split=split, expr_split=split, n_au_labelled=n, n_expr_labelled=n,
             n_faces=int(arrays["face_present"].sum()),
+            va_split=split if config.with_va else None, n_va_labelled=n if config.with_va else 0,
         ))
     manifest_path = out_dir / "manifest.json"
     write_manifest(Manifest(root=str(out_dir), subjects=tuple(records)), manifest_path)
     return manifest_path, out_dir / "visual.zarr", out_dir / "audio.zarr"
+
+
+def _valence_arousal(rng: np.random.Generator, expr: np.ndarray, expr_va: np.ndarray) -> np.ndarray:
+    """(N, 2) valence-arousal: each frame's expression point plus a slow drift (a random walk held to +-0.2)."""
+    drift = np.clip(np.cumsum(rng.normal(scale=0.02, size=(len(expr), NUM_VA)), axis=0), -0.2, 0.2)
+    return np.clip(expr_va[expr] + drift, -1.0, 1.0).astype(np.float32)
 
 
 def _prototypes(rng: np.random.Generator) -> dict[str, np.ndarray]:

@@ -24,12 +24,12 @@ class Splits:
         return list(dict.fromkeys(names))
 
     def validation_subjects(self) -> list[str]:
-        """The subjects that validate either task, in first-seen order (AU first)."""
-        return list(dict.fromkeys(self.validation["au"] + self.validation["expr"]))
+        """The subjects that validate any task, in first-seen order (AU, EXPR, then VA)."""
+        return list(dict.fromkeys(n for task in TASKS for n in self.validation[task]))
 
     def selection_subjects(self) -> list[str]:
-        """The held-out subjects of either task, in first-seen order (AU first)."""
-        return list(dict.fromkeys(self.selection["au"] + self.selection["expr"]))
+        """The held-out subjects of any task, in first-seen order (AU, EXPR, then VA)."""
+        return list(dict.fromkeys(n for task in TASKS for n in self.selection[task]))
 
 
 def task_splits(manifest: Manifest, sources: tuple[str, ...], held: SelectionSplit | None = None) -> Splits:

@@ -1,18 +1,21 @@
 """Fine-tuning of the multi-task visual model (paper §3.1, §4.2): the ``finetune-visual`` stage.
 
-A (pretrained) IResNet backbone with an AU head and an expression head is trained on face frames
-that carry AU labels (Aff-Wild2 train, plus BP4D when ``use_bp4d``) or expression labels, the two
-heads updated in rotation (:mod:`pipeline.train.alternating`): AU head by BCE with per-AU
-``pos_weight``, expression head by focal loss. After every epoch the model is scored with the ABAW
-metrics (AU: sigmoid > 0.5; EXPR: argmax) on the leakage-free validation sets and, with the default
-``selection.mode: holdout``, on the training videos held out for selection
-(:mod:`pipeline.train.selection`); the epoch with the best mean of the AU and EXPR scores on the
-held-out ``face_frames`` is kept, so the validation scores are only reported.
+A (pretrained) IResNet backbone with an AU head, an expression head and a valence-arousal head is
+trained on face frames that carry AU labels (Aff-Wild2 train, plus BP4D when ``use_bp4d``),
+expression labels or valence-arousal labels, the heads updated in rotation
+(:mod:`pipeline.train.alternating`; expression, AU, VA): AU head by BCE with per-AU ``pos_weight``,
+expression head by focal loss, VA head by ``1 - CCC`` (plus ``va_mse_weight`` times the MSE). A
+dataset without VA labels trains the AU and expression heads alone (one INFO line says so). After
+every epoch the model is scored with the ABAW metrics (AU: sigmoid > 0.5; EXPR: argmax; VA: CCC) on
+the leakage-free validation sets and, with the default ``selection.mode: holdout``, on the training
+videos held out for selection (:mod:`pipeline.train.selection`); the epoch with the best mean of the
+tasks' scores on the held-out ``face_frames`` is kept, so the validation scores are only reported.
 
 The model sees face crops only. Its validation report gives ``face_frames`` (the model's own
 predictions, the frames the paper scores) and ``all_frames``: the labelled frames without a face
-crop added at the prediction the pipeline gives them downstream, the zero logits that
-``embed-visual`` stores for them (no AU active, Neutral), as ``evaluate`` scores the visual model.
+crop added at the prediction the pipeline gives them downstream, the zero logits and VA that
+``embed-visual`` stores for them (no AU active, Neutral, valence and arousal 0), as ``evaluate``
+scores the visual model.
 
 The epoch loop, the best-epoch selection, the divergence checks and the resume state are the
 ones every trainer shares (:mod:`pipeline.train.loop`, :mod:`pipeline.train.loop_state`); this
@@ -54,7 +57,7 @@ from pipeline.au_thresholds import KEY as AU_THRESHOLDS
 from pipeline.config import check_fields, to_dict
 from pipeline.data.manifest import Manifest
 from pipeline.fsio import file_sha256, write_json
-from pipeline.labels import NUM_AUS, NUM_EXPRS
+from pipeline.labels import NUM_AUS, NUM_EXPRS, NUM_VA, TASKS
 from pipeline.model_files import visual as visual_files
 from pipeline.model_files.visual import ExportConfig
 from pipeline.model_files.backbone import load_backbone_state
@@ -93,8 +96,13 @@ log = logging.getLogger(__name__)
 SECTION = "finetune_visual"
 STATE_FILE = "state.pt"
 # What the pipeline predicts for a frame without a face: embed-visual stores zero logits there, i.e.
-# sigmoid 0.5 (not > 0.5: no AU active) and the arg-max of a uniform expression (class 0, Neutral).
-NO_FACE_AU, NO_FACE_EXPR = 0, 0
+# sigmoid 0.5 (not > 0.5: no AU active) and the arg-max of a uniform expression (class 0, Neutral),
+# and a zero valence and arousal.
+NO_FACE_AU, NO_FACE_EXPR, NO_FACE_VA = 0, 0, 0.0
+# The rotation order of the heads (the paper starts with expression); a task without training frames drops out.
+TASK_ORDER: tuple[str, ...] = ("expr", "au", "va")
+# Which output of MultiTaskModel.forward_head each task trains.
+HEAD_OUTPUT: dict[str, int] = {"au": 0, "expr": 1, "va": 2}
 
 
 @dataclass(frozen=True)
@@ -110,7 +118,7 @@ class VisualTrainConfig:
     epochs: int = 5
     batch_size: int = 64              # global batch, split between DDP processes
     lr: float = 0.02
-    backbone_lr_mult: float = 1.0     # the backbone learns at lr * this; the AU and EXPR heads at lr
+    backbone_lr_mult: float = 1.0     # the backbone learns at lr * this; the task heads at lr
     momentum: float = 0.9
     weight_decay: float = 5e-4
     max_grad_norm: float | None = None                   # None: no gradient clipping
@@ -121,6 +129,7 @@ class VisualTrainConfig:
     focal_alpha: tuple[float, ...] | None = None         # 7 per-class weights, or none
     pos_weight: tuple[float, ...] | None = None          # 12 per-AU weights, or computed from train labels
     pos_weight_cap: float = 10.0
+    va_mse_weight: float = 0.0                           # VA loss: 1 - CCC, plus this times the MSE
     use_bp4d: bool = True
     max_frames_per_epoch: int | None = 2048              # per task; a fresh random subset every epoch
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -141,6 +150,8 @@ class VisualTrainConfig:
              "max_frames_per_epoch", f"must be >= 1 or null, got {self.max_frames_per_epoch}"),
             (math.isfinite(self.backbone_lr_mult) and self.backbone_lr_mult > 0, "backbone_lr_mult",
              f"must be > 0, got {self.backbone_lr_mult}"),
+            (math.isfinite(self.va_mse_weight) and self.va_mse_weight >= 0, "va_mse_weight",
+             f"must be a number >= 0, got {self.va_mse_weight}"),
             (0.0 <= self.warmup_epochs <= self.epochs, "warmup_epochs",
              f"must be in [0, epochs ({self.epochs})], got {self.warmup_epochs}"),
         ]
@@ -158,13 +169,13 @@ class VisualTrainConfig:
 
 @dataclass(frozen=True)
 class TrainData:
-    """Each task's training frames, and the validation and held-out selection frames of both tasks.
+    """Each task's training frames, and the validation and held-out selection frames of every task.
 
-    ``val`` is the union of the AU and EXPR validation frames with a face; a frame's labels of a
-    task are -1 unless its subject is in that task's validation split, so one forward pass scores
-    both tasks. ``val_faceless`` holds the labelled validation frames without a face (labels only).
-    ``sel`` and ``sel_faceless`` are the same for the held-out selection subjects (empty unless the
-    selection mode is holdout).
+    ``val`` is the union of every task's validation frames with a face; a frame's labels of a task
+    are -1 (NaN for VA) unless its subject is in that task's validation split, so one forward pass
+    scores every task. ``val_faceless`` holds the labelled validation frames without a face (labels
+    only). ``sel`` and ``sel_faceless`` are the same for the held-out selection subjects (empty
+    unless the selection mode is holdout).
     """
 
     au_train: FrameSet
@@ -173,6 +184,17 @@ class TrainData:
     val_faceless: FrameSet = field(default_factory=empty_frame_set)
     sel: FrameSet = field(default_factory=empty_frame_set)
     sel_faceless: FrameSet = field(default_factory=empty_frame_set)
+    va_train: FrameSet = field(default_factory=empty_frame_set)
+
+    def train(self, task: str) -> FrameSet:
+        """The training frames of ``task``."""
+        return {"au": self.au_train, "expr": self.expr_train, "va": self.va_train}[task]
+
+    @property
+    def has_va(self) -> bool:
+        """Whether any training, validation or selection frame carries a VA label."""
+        return any(has_labels(part, "va").any() for part in (self.va_train, self.val, self.val_faceless,
+                                                               self.sel, self.sel_faceless))
 
     @property
     def au_val_mask(self) -> np.ndarray:
@@ -185,23 +207,30 @@ class TrainData:
         return has_labels(self.val, "expr")
 
     def sizes(self) -> dict[str, int]:
-        """Frame counts (with a face) per set, for logs and the metrics file."""
-        return {"au_train": len(self.au_train), "expr_train": len(self.expr_train),
-                "au_val": int(self.au_val_mask.sum()), "expr_val": int(self.expr_val_mask.sum()),
-                "val": len(self.val), "au_selection": int(has_labels(self.sel, "au").sum()),
-                "expr_selection": int(has_labels(self.sel, "expr").sum()), "selection": len(self.sel)}
+        """Frame counts (with a face) per set, for logs and the metrics file (the VA counts only
+        where the data has VA labels, so a dataset without them reports as before)."""
+        sizes = {"au_train": len(self.au_train), "expr_train": len(self.expr_train),
+                 "au_val": int(self.au_val_mask.sum()), "expr_val": int(self.expr_val_mask.sum()),
+                 "val": len(self.val), "au_selection": int(has_labels(self.sel, "au").sum()),
+                 "expr_selection": int(has_labels(self.sel, "expr").sum()), "selection": len(self.sel)}
+        if self.has_va:
+            sizes.update(va_train=len(self.va_train), va_val=int(has_labels(self.val, "va").sum()),
+                         va_selection=int(has_labels(self.sel, "va").sum()))
+        return sizes
 
 
 def build_training_data(manifest: Manifest, labels_path: str | Path, frames_path: str | Path,
                         use_bp4d: bool, held: SelectionSplit | None = None) -> TrainData:
-    """Select the training, leakage-free validation and held-out selection frames of both tasks
-    (faces as the frame store has them); ``held`` subjects are selection frames, not training ones."""
+    """Select the training, leakage-free validation and held-out selection frames of every task
+    (faces as the frame store has them); ``held`` subjects are selection frames, not training ones.
+    VA trains on Aff-Wild2 frames only (BP4D has no VA labels)."""
     held = held or SelectionSplit()
     labels = read_frame_labels(labels_path, frames_path)
     au_sources = ("affwild2", "bp4d") if use_bp4d else ("affwild2",)
     return TrainData(
         au_train=select_frames(manifest, labels, "au", "train", au_sources, exclude=held.subjects["au"]),
         expr_train=select_frames(manifest, labels, "expr", "train", exclude=held.subjects["expr"]),
+        va_train=select_frames(manifest, labels, "va", "train", exclude=held.subjects.get("va", ())),
         val=select_validation_frames(manifest, labels),
         val_faceless=select_validation_frames(manifest, labels, face=False),
         sel=select_subject_frames(manifest, labels, held.subjects),
@@ -211,32 +240,38 @@ def build_training_data(manifest: Manifest, labels_path: str | Path, frames_path
 
 def baseline_metrics(data: TrainData) -> dict[str, Any]:
     """Trivial predictors on the validation frames (with and without a face): every AU negative;
-    the majority training expression."""
+    the majority training expression; valence and arousal 0 (any constant has a CCC of 0)."""
     majority = int(np.bincount(data.expr_train.expr, minlength=NUM_EXPRS).argmax()) if len(data.expr_train) else 0
     n = len(data.val) + len(data.val_faceless)
-    report = score_frames(data.val, data.val_faceless, np.zeros((n, NUM_AUS), np.int8), np.full(n, majority))
+    report = score_frames(data.val, data.val_faceless, np.zeros((n, NUM_AUS), np.int8), np.full(n, majority),
+                          np.zeros((n, NUM_VA), np.float32))
     return {**report, "expr_majority_class": majority}
 
 
-def score_frames(faces: FrameSet, faceless: FrameSet, au_pred: np.ndarray, expr_pred: np.ndarray) -> dict[str, Any]:
+def score_frames(faces: FrameSet, faceless: FrameSet, au_pred: np.ndarray, expr_pred: np.ndarray,
+                 va_pred: np.ndarray | None = None) -> dict[str, Any]:
     """:func:`~pipeline.train.loop.frame_set_metrics` of predictions for every ``faces`` frame, then
-    every ``faceless`` frame (in that order)."""
+    every ``faceless`` frame (in that order); VA is scored where ``va_pred`` is given and a frame
+    carries a VA label."""
     frames = concat_frame_sets([faces, faceless])
     face = np.arange(len(frames)) < len(faces)
-    au_mask, expr_mask = has_labels(frames, "au"), has_labels(frames, "expr")
+    masks = {task: has_labels(frames, task) for task in TASKS}
+    va_mask = masks["va"] if va_pred is not None else np.zeros(len(frames), bool)
     return frame_set_metrics(
-        (frames.au[au_mask], au_pred[au_mask], face[au_mask]) if au_mask.any() else None,
-        (frames.expr[expr_mask], expr_pred[expr_mask], face[expr_mask]) if expr_mask.any() else None,
+        (frames.au[masks["au"]], au_pred[masks["au"]], face[masks["au"]]) if masks["au"].any() else None,
+        (frames.expr[masks["expr"]], expr_pred[masks["expr"]], face[masks["expr"]]) if masks["expr"].any() else None,
+        (frames.va[va_mask], va_pred[va_mask], face[va_mask]) if va_mask.any() else None,
     )
 
 
 def score_predictions(faces: FrameSet, faceless: FrameSet, au_pred: np.ndarray, expr_pred: np.ndarray,
-                      ) -> dict[str, Any]:
+                      va_pred: np.ndarray | None = None) -> dict[str, Any]:
     """The report of the model's predictions for the ``faces`` frames, the ``faceless`` frames taking
-    the no-face prediction (:data:`NO_FACE_AU`, :data:`NO_FACE_EXPR`)."""
+    the no-face prediction (:data:`NO_FACE_AU`, :data:`NO_FACE_EXPR`, :data:`NO_FACE_VA`)."""
     n = len(faceless)
+    va = None if va_pred is None else np.concatenate([va_pred, np.full((n, NUM_VA), NO_FACE_VA, np.float32)])
     return score_frames(faces, faceless, np.concatenate([au_pred, np.full((n, NUM_AUS), NO_FACE_AU, np.int8)]),
-                        np.concatenate([expr_pred, np.full(n, NO_FACE_EXPR, np.int64)]))
+                        np.concatenate([expr_pred, np.full(n, NO_FACE_EXPR, np.int64)]), va)
 
 
 def data_key(manifest: Manifest, labels_path: str | Path, frames_path: str | Path,
@@ -252,20 +287,21 @@ def data_key(manifest: Manifest, labels_path: str | Path, frames_path: str | Pat
 
 
 class _ActiveHead(nn.Module):
-    """Backbone + the one head being trained, so DDP sees the inactive head as unused."""
+    """Backbone + the output of the one head being trained, so DDP sees the inactive heads as unused
+    (only the active output reaches the loss)."""
 
     def __init__(self, model: MultiTaskModel) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, x: torch.Tensor, task: str) -> torch.Tensor:
-        head = self.model.au_head if task == "au" else self.model.expr_head
-        return head(self.model.forward_features(x))
+        # forward_head keeps the model's own output transform (tanh for VA) in one place
+        return self.model.forward_head(self.model.forward_features(x))[HEAD_OUTPUT[task]]
 
 
 def param_groups(model: MultiTaskModel, backbone_lr_mult: float) -> list[tuple[list[nn.Parameter], float]]:
     """The optimiser's groups ``(params, lr multiplier)``: the backbone at ``backbone_lr_mult``, then
-    every other parameter (the AU and EXPR heads) at 1."""
+    every other parameter (the task heads) at 1."""
     backbone = list(model.backbone.parameters())
     mine = {id(p) for p in backbone}
     return [(backbone, backbone_lr_mult), ([p for p in model.parameters() if id(p) not in mine], 1.0)]
@@ -275,14 +311,15 @@ def predict_frames(
     model: MultiTaskModel, dataset: FrameDataset, offset: int, n: int, batch_size: int,
     device: torch.device, ctx: DistContext, loader_cfg: LoaderConfig = LoaderConfig(),
     precision: Precision | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """AU decisions (n,12) int (sigmoid > 0.5) and expression argmax (n,) for ``dataset[offset:offset+n]``.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """AU decisions (n,12) int (sigmoid > 0.5), expression argmax (n,) and valence-arousal (n,2)
+    float32 for ``dataset[offset:offset+n]``.
 
     Each process predicts its share; the parts are gathered so every process gets all rows. With a
     ``precision``, the forward pass runs in its autocast and layout, as training does.
     """
-    au, _, expr = frame_outputs(model, dataset, offset, n, batch_size, device, ctx, loader_cfg, precision)
-    return au, expr
+    au, _, expr, va = frame_outputs(model, dataset, offset, n, batch_size, device, ctx, loader_cfg, precision)
+    return au, expr, va
 
 
 @torch.no_grad()
@@ -290,24 +327,26 @@ def frame_outputs(
     model: MultiTaskModel, dataset: FrameDataset, offset: int, n: int, batch_size: int,
     device: torch.device, ctx: DistContext, loader_cfg: LoaderConfig = LoaderConfig(),
     precision: Precision | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`predict_frames`'s AU decisions and expressions, with the AU logits (n,12) float32 between."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`predict_frames`'s AU decisions, expressions and VA, with the AU logits (n,12) float32
+    after the decisions."""
     precision = precision or Precision("off", False, device)
     mine = np.asarray(ddp.shard(np.arange(n), ctx)) + offset
     batches = [mine[i:i + batch_size].tolist() for i in range(0, len(mine), batch_size)]
     au_parts, logit_parts = [np.zeros((0, NUM_AUS), np.int8)], [np.zeros((0, NUM_AUS), np.float32)]
-    expr_parts = [np.zeros(0, np.int64)]
+    expr_parts, va_parts = [np.zeros(0, np.int64)], [np.zeros((0, NUM_VA), np.float32)]
     model.eval()
     loader = DataLoader(dataset, batch_sampler=batches, **loader_cfg.dataloader_kwargs(device))
     for images, _, _ in loader:
         with precision.autocast():
-            au_logits, expr_logits = model(precision.batch(to_model_input(images, device)))
+            au_logits, expr_logits, va = model(precision.batch(to_model_input(images, device)))
         # decided by torch as ever, not from the gathered logits: the fixed-0.5 scores keep their bytes
         au_parts.append((torch.sigmoid(au_logits.float()) > 0.5).to(torch.int8).cpu().numpy())
         logit_parts.append(au_logits.float().cpu().numpy())
         expr_parts.append(expr_logits.argmax(dim=1).cpu().numpy())
+        va_parts.append(va.float().cpu().numpy())
     return tuple(ddp.unshard(ddp.gather_rows(np.concatenate(parts), ctx), n)
-                 for parts in (au_parts, logit_parts, expr_parts))
+                 for parts in (au_parts, logit_parts, expr_parts, va_parts))
 
 
 class _VisualRun:
@@ -331,7 +370,7 @@ class _VisualRun:
             self.net = nn.parallel.DistributedDataParallel(
                 self.net, device_ids=[device] if device.type == "cuda" else None, find_unused_parameters=True,
             )
-        self.heads = {"au": self.model.au_head, "expr": self.model.expr_head}
+        self.heads = {"au": self.model.au_head, "expr": self.model.expr_head, "va": self.model.va_head}
         self.optimizer = cfg.optim().build_groups(param_groups(self.model, cfg.backbone_lr_mult))
         warmup_steps = round(cfg.warmup_epochs * total_steps / cfg.epochs)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -340,16 +379,16 @@ class _VisualRun:
         self.pos_weight = pos_weight.to(device)
         self.alpha = None if cfg.focal_alpha is None else torch.tensor(cfg.focal_alpha, device=device)
 
-    def step(self, task: str, images: torch.Tensor, au: torch.Tensor, expr: torch.Tensor, epoch: int,
-             batch: int) -> float:
+    def step(self, task: str, images: torch.Tensor, targets: torch.Tensor, epoch: int, batch: int) -> float:
         """Augment, forward the active head, one checked optimiser step and a schedule step; return the loss.
 
-        ``epoch`` and ``batch`` (from 1) name the step in a divergence error."""
+        ``targets`` are the active task's labels of the batch; ``epoch`` and ``batch`` (from 1)
+        name the step in a divergence error."""
         x = to_model_input(augment_batch(images.to(self.device), self.cfg.augment, self.augment_rng))
-        targets = au.to(self.device) if task == "au" else expr.to(self.device)
         with self.precision.autocast():
             logits = self.net(self.precision.batch(x), task)
-            loss = task_loss(task, logits, targets, self.pos_weight, self.cfg.focal_gamma, self.alpha)
+            loss = task_loss(task, logits, targets.to(self.device), self.pos_weight, self.cfg.focal_gamma,
+                             self.alpha, va_mse_weight=self.cfg.va_mse_weight)
         value = checked_step(self.net, self.optimizer, task, loss, SECTION, epoch, batch, heads=self.heads,
                              max_grad_norm=self.cfg.max_grad_norm, ctx=self.ctx, scaler=self.precision.scaler)
         self.scheduler.step()
@@ -361,12 +400,14 @@ class _VisualRun:
         cfg, ctx = self.cfg, self.ctx
         batches = [ddp.shard(idx + offsets[f"{task}_train"], ctx).tolist() for task, idx in plan[loop.batch:]]
         loader = self._epoch_loader(dataset).epoch(batches)
+        va_labels = dataset.frame_set.va   # the loader serves AU and EXPR labels; VA is read by index
         self.net.train()
         bar = tqdm(total=len(plan), initial=loop.batch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
                    disable=not (progress and ctx.is_main), mininterval=1.0)
         losses: dict[str, list[float]] = {t: [] for t, _ in plan}
-        for (task, _), (images, au, expr) in zip(plan[loop.batch:], loader):
-            losses[task].append(self.step(task, images, au, expr, epoch + 1, loop.batch + 1))
+        for (task, _), rows, (images, au, expr) in zip(plan[loop.batch:], batches, loader):
+            targets = torch.from_numpy(va_labels[rows]) if task == "va" else (au if task == "au" else expr)
+            losses[task].append(self.step(task, images, targets, epoch + 1, loop.batch + 1))
             loop.batch += 1
             bar.update(1)
             bar.set_postfix({t: f"{np.mean(v[-20:]):.3f}" for t, v in losses.items() if v}, refresh=False)
@@ -430,14 +471,14 @@ class _VisualTrainer(Trainer):
     def held_out_au(self) -> tuple[np.ndarray, np.ndarray]:
         """AU logits and labels (both (n,12)) of the held-out selection frames with a face."""
         run, n = self.run, len(self.data.sel)
-        _, logits, _ = frame_outputs(run.model, self.dataset, self.offsets["sel"], n, run.cfg.batch_size,
-                                     run.device, run.ctx, run.loader, run.precision)
+        _, logits, _, _ = frame_outputs(run.model, self.dataset, self.offsets["sel"], n, run.cfg.batch_size,
+                                        run.device, run.ctx, run.loader, run.precision)
         return logits, self.data.sel.au
 
     def _score(self, part: str, faces: FrameSet, faceless: FrameSet) -> dict[str, Any]:
         run = self.run
         predictions = predict_frames(run.model, self.dataset, self.offsets[part], len(faces), run.cfg.batch_size,
-                                     run.device, run.ctx, run.loader, run.precision)
+                                        run.device, run.ctx, run.loader, run.precision)
         return score_predictions(faces, faceless, *predictions)
 
 
@@ -480,11 +521,12 @@ def train_visual(
     held = selection_split(manifest, selection)
     data = build_training_data(manifest, labels_path, frames_path, cfg.use_bp4d, held)
     tasks = _check_data(data, labels_path, cfg, ctx, selection)
-    # One dataset over the four sets; each set is an index range of it.
-    parts = {"au_train": data.au_train, "expr_train": data.expr_train, "val": data.val, "sel": data.sel}
+    # One dataset over the five sets; each set is an index range of it.
+    parts = {"au_train": data.au_train, "expr_train": data.expr_train, "va_train": data.va_train, "val": data.val,
+             "sel": data.sel}
     offsets = dict(zip(parts, np.cumsum([0] + [len(p) for p in parts.values()])[:-1].tolist()))
     dataset = FrameDataset(frames_path, concat_frame_sets(list(parts.values())))
-    sizes = {"au": len(data.au_train), "expr": len(data.expr_train)}
+    sizes = {task: len(data.train(task)) for task in tasks}
     plans = [epoch_plan(TaskSchedule(cfg.alternation, tasks), e, sizes, cfg.batch_size, cfg.seed,
                         cfg.max_frames_per_epoch, min_batch=2 * ctx.world_size) for e in range(cfg.epochs)]
     run = _VisualRun(cfg, device, ctx, sum(len(p) for p in plans), _pos_weight(cfg, data), loader, pretrained)
@@ -521,11 +563,16 @@ def _pos_weight(cfg: VisualTrainConfig, data: TrainData) -> torch.Tensor:
 
 def _check_data(data: TrainData, labels_path: str | Path, cfg: VisualTrainConfig, ctx: DistContext,
                 selection: SelectionConfig) -> tuple[str, ...]:
-    """The tasks that have training frames (expression first, as the paper); errors for unusable data."""
+    """The tasks that have training frames (:data:`TASK_ORDER`: expression first, as the paper);
+    errors for unusable data. A task without training frames is skipped; for VA, which a dataset may
+    not annotate at all, one INFO line says so."""
     sizes = data.sizes()
-    tasks = tuple(t for t in ("expr", "au") if sizes[f"{t}_train"] > 0)
+    tasks = tuple(t for t in TASK_ORDER if len(data.train(t)) > 0)
     if not tasks:
-        raise ValueError(f"{labels_path}: no face frame carries a training label of either task")
+        raise ValueError(f"{labels_path}: no face frame carries a training label of any task")
+    if "va" not in tasks and ctx.is_main:
+        log.info("%s: no training face frame carries a valence-arousal label; the va head is not trained",
+                 labels_path)
     if sizes["val"] == 0:
         raise ValueError(f"{labels_path}: no validation subject has a labelled face frame; nothing to report")
     if selection.mode == "holdout" and sizes["selection"] == 0:

@@ -273,3 +273,24 @@ def test_an_experiment_shows_on_one_screen_and_plots_against_the_baseline(repo: 
     assert any(name.startswith("cache/evaluation/plots/") and name.endswith(".png") for name in rendered)
     _run(["dvc", "plots", "diff", "HEAD", "visual-only", "-o", str(tmp_path / "html")], repo)
     assert (tmp_path / "html" / "index.html").is_file()
+
+
+@pytest.mark.slow
+def test_a_dataset_without_va_set_runs_every_stage_and_scores_au_and_expr_only(repo: Path) -> None:
+    """An Aff-Wild2 copy without ``annotations/VA_Set``: every trainer skips VA with one line, nothing fails."""
+    no_va = repo / "data" / "no_va"
+    shutil.copytree(repo / "data" / "synthetic", no_va, ignore=shutil.ignore_patterns("VA_Set"))
+    output = _run(["dvc", "exp", "run", "-n", "no-va", "-S", "data.root=data/no_va",
+                   "-S", "data.bp4d_root=data/no_va/BP4D"], repo)
+    assert {"prepare", "finetune-visual", "train-audio", "train-sequence", "evaluate"} <= _ran_stages(output)
+    # one line per trainer: finetune-visual's, then train-audio's and train-sequence's
+    assert output.count("valence-arousal label; the va head is not trained") == 1, output[-3000:]
+    assert output.count("no VA labels in the training split; the va task is skipped") == 2, output[-3000:]
+    metrics = json.loads((repo / "metrics/evaluate.json").read_text())
+    for variant in ("visual", "fusion", "sequence"):
+        scores = metrics["face_frames"][variant]
+        assert "va" not in scores and 0 <= scores["au"]["score"] <= 1 and 0 <= scores["expr"]["score"] <= 1
+    assert not (repo / "cache/evaluation/submission/VA_Set").exists()
+    shutil.rmtree(no_va)
+    _run(["git", "checkout", "params.yaml", "dvc.lock", "metrics"], repo)
+    _run(["dvc", "checkout", "-q"], repo)

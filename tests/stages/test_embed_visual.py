@@ -13,13 +13,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
-from _embed_inputs import build_prepared, tiny_visual_onnx
+from _embed_inputs import TinyVisual, build_prepared, tiny_visual_onnx
 from pipeline.storage.frame_store import FrameStore
 from pipeline.data.labels_store import read_all_labels
 from pipeline.data.manifest import read_manifest
-from pipeline.model_files.onnx_export import make_session
+from pipeline.model_files.onnx_export import export_onnx, make_session
 from pipeline.models.preprocess import to_model_input
 from pipeline.storage.embedding_store import EmbeddingStore
 from stages.embed_visual import command
@@ -72,13 +73,19 @@ def test_writes_every_subject_with_model_outputs_and_labels(inputs: dict[str, Pa
         np.testing.assert_array_equal(entry["face_present"], present)
         np.testing.assert_array_equal(entry["au"], labels[name].au)
         np.testing.assert_array_equal(entry["expr"], labels[name].expr)
+        assert entry["va"].shape == entry["va_pred"].shape == (n, 2)
+        assert entry["va"].dtype == entry["va_pred"].dtype == np.float32
+        np.testing.assert_array_equal(entry["va"], labels[name].va)   # NaN where unlabelled
         assert not entry["embedding"][~present].any() and not entry["au_logits"][~present].any()
-        embedding, au_logits, _ = session.run(None, {"image": to_model_input(frames.read(name, np.flatnonzero(present))).numpy()})
+        assert not entry["va_pred"][~present].any()
+        embedding, au_logits, _, va_pred = session.run(
+            None, {"image": to_model_input(frames.read(name, np.flatnonzero(present))).numpy()})
         np.testing.assert_array_equal(entry["embedding"][present], embedding.astype(np.float16))
         np.testing.assert_allclose(entry["au_logits"][present], au_logits, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(entry["va_pred"][present], va_pred, rtol=1e-6, atol=1e-6)
         assert store.entry_attrs(name) == {
             "fps": record.fps, "n_frames": n, "video": record.video, "source": "affwild2",
-            "au_split": record.au_split, "expr_split": record.expr_split,
+            "au_split": record.au_split, "expr_split": record.expr_split, "va_split": record.va_split,
         }
     assert not store.read("vidA")["face_present"][2]  # its crop 00003.jpg is missing
 
@@ -138,6 +145,29 @@ def test_bad_inputs_give_one_line_errors(inputs: dict[str, Path], tmp_path: Path
                                           "--workers", "64", "--no-processes"])
     assert result.exit_code == 1 and "cores available" in result.output
     assert list(cwd.iterdir()) == []   # options refused before the work directory was taken
+
+
+class _BeforeVA(torch.nn.Module):
+    """A visual.onnx as the pipeline exported it before the model predicted valence-arousal."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = TinyVisual()
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.model(image)[:3]
+
+
+def test_a_model_without_the_va_output_is_one_line_before_any_subject(inputs: dict[str, Path], tmp_path: Path) -> None:
+    old = tmp_path / "old.onnx"
+    names = ("image", "embedding", "au_logits", "expr_logits")
+    export_onnx(_BeforeVA(), (torch.zeros(2, 3, 112, 112),), old, names[:1], names[1:],
+                {name: {0: "batch"} for name in names}, {"model": "visual"})
+    result = _invoke(inputs, tmp_path / "v.zarr", tmp_path / "work", onnx=old)
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith(f"Error: {old}: the model has no output va_pred (it has au_logits, embedding, "
+                                    "expr_logits); export it again from its model.pt")
+    assert not (tmp_path / "work" / "v.zarr").exists()   # refused before any subject ran
 
 
 def test_help_names_inputs_and_outputs() -> None:

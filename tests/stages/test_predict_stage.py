@@ -15,7 +15,7 @@ import yaml
 from click.testing import CliRunner
 from PIL import Image
 
-from _predict_models import build_predict_models
+from _predict_models import build_predict_models, export_pre_va_sequence
 from pipeline.audio.features import AudioConfig
 from pipeline.audio.windows import VideoAudio
 from pipeline.data.synth.photo_video import write_photo_video
@@ -141,6 +141,17 @@ def test_predict_names_a_missing_model(videos, tmp_path: Path):
     assert str(tmp_path / "nocache" / "sequence" / "sequence.onnx") in result.output
 
 
+def test_predict_refuses_a_model_made_before_va_in_one_line(videos, tmp_path: Path):
+    old = export_pre_va_sequence(tmp_path / "cache" / "sequence" / "sequence.onnx")
+    result = CliRunner().invoke(main, ["predict", str(videos[0]), "--out", str(tmp_path / "out"), "--models-dir",
+                                       str(tmp_path / "cache"), "--device", "cpu"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().splitlines() == [
+        f"Error: {old}: no va_pred output (outputs au_logits, expr_logits): the model predates valence-arousal; "
+        "export it again (train-sequence)"]
+    assert not (tmp_path / "out").exists()
+
+
 def test_predict_precision_int8_runs_the_int8_models_or_names_the_missing_one(cache, videos, tmp_path: Path,
                                                                              tiny_frames: Path):
     models = tmp_path / "cache"
@@ -178,7 +189,7 @@ def test_predict_help_names_inputs_and_outputs():
     result = CliRunner().invoke(main, ["predict", "--help"])
     assert result.exit_code == 0
     for word in ("--out", "--models-dir", "--crops", "face_present", "audio_present", "low_confidence",
-                 "sequence.onnx"):
+                 "valence", "arousal", "sequence.onnx"):
         assert word in result.output
 
 

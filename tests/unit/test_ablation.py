@@ -475,3 +475,93 @@ def test_every_params_section_has_the_config_its_stage_builds() -> None:
     assert set(SECTION_CONFIGS) == set(params) - {"data"}   # data: read by dvc.yaml only
     for section, cls in config_classes(set(params)).items():
         from_section(cls, params[section], where=f"params.yaml:{section}")
+
+
+# --- valence-arousal beside AU and EXPR ---------------------------------------------------------------------------
+
+def evaluate_json_va(au: float, expr: float, va: float | None) -> dict:
+    """``evaluate_json`` whose sequence variant also has the ``va`` entry ``va_metrics`` gives (None: no VA)."""
+    metrics = evaluate_json(au, expr)
+    if va is not None:
+        metrics["sequence"]["va"] = {"ccc_valence": va + 0.1, "ccc_arousal": va - 0.1, "score": va,
+                                     "frames_valence": 120, "frames_arousal": 118}
+    return metrics
+
+
+def test_flatten_carries_the_va_scores_and_averages_the_tasks_present() -> None:
+    flat = flatten_metrics(evaluate_json_va(0.6, 0.3, 0.45), "sequence")
+    assert (flat["va.ccc_valence"], flat["va.ccc_arousal"], flat["va.score"]) == pytest.approx((0.55, 0.35, 0.45))
+    assert flat["va.frames_valence"] == 120
+    assert flat["mean_score"] == pytest.approx((0.6 + 0.3 + 0.45) / 3)
+    # no VA in the metrics (data without VA_Set): as before
+    assert flatten_metrics(evaluate_json_va(0.6, 0.3, None), "sequence")["mean_score"] == pytest.approx(0.45)
+    # a NaN VA score (a dimension without labelled frames) does not count as a task scored
+    unscored = evaluate_json_va(0.6, 0.3, 0.0)
+    unscored["sequence"]["va"]["score"] = float("nan")
+    assert flatten_metrics(unscored, "sequence")["mean_score"] == pytest.approx(0.45)
+    unscored["sequence"]["va"]["score"] = None     # the same written as JSON null
+    assert "va.score" not in flatten_metrics(unscored, "sequence")
+    assert flatten_metrics(unscored, "sequence")["mean_score"] == pytest.approx(0.45)
+
+
+def _va_rows(va: list[float | None]) -> list[dict]:
+    results = iter([evaluate_json_va(0.5, 0.5, score) for score in va])
+    return experiment_rows(run_repeats(plan_repeats(expand_grid({"va_mse_weight": [0.0, 1.0][:len(va)]})),
+                                       lambda argv: None, lambda: next(results)))
+
+
+def test_tables_carry_va_columns_only_when_the_metrics_have_va() -> None:
+    markdown = format_markdown(_va_rows([0.2, 0.6])).splitlines()
+    header = [cell.strip() for cell in markdown[0].strip("|").split("|")]
+    assert header == ["experiment", "va_mse_weight", "au.f1", "au.acc", "au.score", "expr.f1", "expr.acc",
+                      "expr.score", "va.ccc_valence", "va.ccc_arousal", "va.score", "mean_score"]
+    # the VA score orders the rows through the mean score: weight 1 first
+    assert markdown[2].startswith("| va_mse_weight1p0 | 1.0000 |")
+    csv_header = format_csv(_va_rows([0.2, 0.6])).splitlines()[0].split(",")
+    assert csv_header[-4:] == ["va.ccc_valence", "va.ccc_arousal", "va.score", "mean_score"]
+    without = format_markdown(_va_rows([None, None])).splitlines()[0]
+    assert "va." not in without.replace("va_mse_weight", "") and without.rstrip(" |").endswith("mean_score")
+
+
+def test_the_summary_shows_the_va_score_only_when_scored() -> None:
+    def runs(va: float | None) -> list[dict]:
+        return [{"arm": arm, "replicate": r, "params": {}, "metrics": flatten_metrics(
+            evaluate_json_va(0.5, 0.5, None if va is None else va + step + r / 100), "sequence")}
+            for arm, step in (("ccc", 0.0), ("mse", 0.1)) for r in range(3)]
+
+    scored = summarize_runs(runs(0.3), references=["ccc"], statistic="va.score")
+    assert scored["metrics"] == ["va.score", "au.score", "expr.score", "mean_score"]
+    [diff] = scored["differences"]
+    assert diff["mean"]["va.score"] == pytest.approx(0.1)
+    table = render_ablation_table(scored).splitlines()
+    assert table[0] == "| arm | runs | VA score (declared) | AU score | EXPR score | mean score |"
+    assert table[2].startswith("| ccc | 3 | 0.310 ± 0.010 |")
+    unscored = summarize_runs(runs(None), references=["ccc"])
+    assert unscored["metrics"] == ["au.score", "expr.score", "mean_score"]
+    assert "VA score" not in render_ablation_table(unscored)
+
+
+def test_stage_declares_the_va_score_and_records_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import stages.ablate as ablate
+
+    metrics = tmp_path / "evaluate.json"
+
+    class Done:
+        returncode = 0
+        stdout = ""
+
+    def fake_run(argv, check=False, **kwargs):
+        if argv[1:3] == ["exp", "run"]:
+            window = int(argv[-1].split("=")[1])
+            metrics.write_text(json.dumps(evaluate_json_va(0.5, 0.5, window / 100)))
+        return Done()
+
+    monkeypatch.setattr(ablate.subprocess, "run", fake_run)
+    record = tmp_path / "va.json"
+    result = CliRunner().invoke(main, ["ablate", "--window", "10,30", "--metrics", str(metrics), "--statistic",
+                                       "va.score", "--json", str(record)])
+    assert result.exit_code == 0, result.output
+    assert "| arm | runs | VA score (declared) |" in result.output
+    saved = json.loads(record.read_text())
+    assert saved["statistic"] == "va.score" and saved["metrics"][0] == "va.score"
+    assert [run["metrics"]["va.score"] for run in saved["runs"]] == [0.1, 0.3]

@@ -4,18 +4,22 @@ A trainer's file reports the kept epoch on two frame sets, ``face_frames`` (fram
 the paper's) and ``all_frames`` (every labelled frame), and says how the epoch was kept
 (``selection``). A file written before the trainers did so holds one set's scores at its top level
 and was selected on validation; :func:`frame_reports` and :func:`selection_mode` read both layouts,
-so the committed files render until the pipeline is rerun.
+so the committed files render until the pipeline is rerun. The evaluate blocks show valence-arousal
+(VA) beside AU and EXPR, ``n/a`` for a record without it (one written before VA was scored, or from
+an Aff-Wild2 copy without ``VA_Set``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pipeline.labels import EXPR_NAMES
+from pipeline.labels import EXPR_NAMES, TASKS
 from tooling.report.bench_tables import cpu_label
 from tooling.report.markdown import count, score, signed_gain, table
 
 SCORE_HEADER = ("variant", "AU F1", "AU acc", "AU score", "EXPR F1", "EXPR acc", "EXPR score")
+VA_HEADER = ("VA CCC valence", "VA CCC arousal", "VA score")
+NOT_AVAILABLE = "n/a"   # a VA cell of a record without VA scores
 FRAME_LABELS = {"face_frames": "face frames", "all_frames": "all frames"}
 SELECTION_LABELS = {
     "holdout": "best on the held-out training videos",
@@ -47,6 +51,35 @@ def _score_row(label: str, scores: dict[str, Any], bold: bool = False) -> list[s
             score(expr["f1"]), score(expr["acc"]), mark(score(expr["score"]))]
 
 
+def _va_cells(scores: dict[str, Any], keys: tuple[str, ...] = ("ccc_valence", "ccc_arousal", "score"),
+              bold: bool = False) -> list[str]:
+    """The VA cells of one evaluate row, ``n/a`` where the record has no ``va`` entry."""
+    va = scores.get("va")
+    if va is None:
+        return [NOT_AVAILABLE] * len(keys)
+    return [f"**{score(va[key])}**" if bold and key == "score" else score(va[key]) for key in keys]
+
+
+def _evaluate_rows(scores: dict[str, Any], va_keys: tuple[str, ...]) -> list[list[str]]:
+    """One frame set's rows of the evaluate tables: the trivial baseline, then each variant, with AU,
+    EXPR and the VA columns ``va_keys``."""
+    baseline = scores["baseline"]
+    label = f"trivial baseline (no AU active / always {EXPR_NAMES[baseline['expr_majority_class']]}"
+    label += " / VA training mean)" if "va" in baseline else ")"
+    rows = [_score_row(label, baseline) + _va_cells(baseline, va_keys)]
+    rows += [_score_row(name, scores[variant]) + _va_cells(scores[variant], va_keys) for variant, name in VARIANT_LABELS]
+    return rows
+
+
+def _frame_counts(counts: dict[str, int], where: str = "") -> str:
+    """``1,200 AU, 900 EXPR and 800 VA validation frames<where>``, or for a record without VA
+    ``1,200 AU and 900 EXPR validation frames<where> (no VA scores in this record)``."""
+    if "va" not in counts:
+        return (f"{count(counts['au'])} AU and {count(counts['expr'])} EXPR validation frames{where} "
+                "(no VA scores in this record)")
+    return f"{count(counts['au'])} AU, {count(counts['expr'])} EXPR and {count(counts['va'])} VA validation frames{where}"
+
+
 def _majority(visual: dict[str, Any]) -> str:
     """The expression the trivial baseline predicts (the training majority class)."""
     return EXPR_NAMES[visual["baseline"]["expr_majority_class"]]
@@ -71,31 +104,24 @@ VARIANT_LABELS: tuple[tuple[str, str], ...] = (
 
 
 def results_table(evaluate: dict[str, Any]) -> str:
-    """README results: per frame set, the trivial baseline and the three evaluated variants on the same frames."""
+    """docs/results.md: per frame set, the trivial baseline and the three evaluated variants on the same
+    frames, AU and EXPR F1/acc/score and VA CCC per dimension and score."""
     parts = []
     for frames, title in FRAME_SETS:
         scores = evaluate[frames]
-        counts = scores["frames"]
-        baseline = scores["baseline"]
-        majority = EXPR_NAMES[baseline["expr_majority_class"]]
-        rows = [_score_row(f"trivial baseline (no AU active / always {majority})", baseline)]
-        rows += [_score_row(label, scores[variant]) for variant, label in VARIANT_LABELS]
-        parts.append(f"{title}: {count(counts['au'])} AU and {count(counts['expr'])} EXPR validation frames, "
-                     f"key `{frames}` of `metrics/evaluate.json`.\n\n" + table(SCORE_HEADER, rows))
+        rows = _evaluate_rows(scores, ("ccc_valence", "ccc_arousal", "score"))
+        parts.append(f"{title}: {_frame_counts(scores['frames'])}, "
+                     f"key `{frames}` of `metrics/evaluate.json`.\n\n" + table(SCORE_HEADER + VA_HEADER, rows))
     return "\n\n".join(parts)
 
 
 def results_headline(evaluate: dict[str, Any]) -> str:
     """README results: the trivial baseline and the three variants on the frames with a face crop (the
-    paper's scoring), with the frame counts."""
+    paper's scoring), AU and EXPR F1/acc/score and the VA score, with the frame counts."""
     scores = evaluate["face_frames"]
-    baseline = scores["baseline"]
-    majority = EXPR_NAMES[baseline["expr_majority_class"]]
-    rows = [_score_row(f"trivial baseline (no AU active / always {majority})", baseline)]
-    rows += [_score_row(label, scores[variant]) for variant, label in VARIANT_LABELS]
-    counts = scores["frames"]
-    return (table(SCORE_HEADER, rows) + f"\n\nSynthetic demo, one run: {count(counts['au'])} AU and "
-            f"{count(counts['expr'])} EXPR validation frames with a face crop, key `face_frames` of "
+    rows = _evaluate_rows(scores, ("score",))
+    return (table(SCORE_HEADER + VA_HEADER[-1:], rows) + f"\n\nSynthetic demo, one run: "
+            f"{_frame_counts(scores['frames'], ' with a face crop')}, key `face_frames` of "
             "`metrics/evaluate.json`.")
 
 
@@ -133,8 +159,10 @@ def results_gains(evaluate: dict[str, Any]) -> str:
         visual = evaluate[frames]["visual"]
         parts = []
         for label, variant in (("the sequence model", "sequence"), ("the per-frame A+V fusion head", "fusion")):
-            gains = [signed_gain(_gain(evaluate[frames][variant], visual, task)) for task in ("au", "expr")]
-            parts.append(f"{label} {gains[0]} (AU) and {gains[1]} (EXPR)")
+            other = evaluate[frames][variant]
+            tasks = [task for task in TASKS if task in visual and task in other]   # VA: where both have it
+            gains = [f"{signed_gain(_gain(other, visual, task))} ({task.upper()})" for task in tasks]
+            parts.append(f"{label} {', '.join(gains[:-1])} and {gains[-1]}")
         sentences.append(f"Score difference over visual-only {where}: {parts[0]}; {parts[1]}.")
     return ("In this one run: " + " ".join(sentences) + " One run cannot tell such a difference from the "
             "spread between runs: which ones exceed it is measured under "

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from _evaluation_inputs import FACELESS, STRIDE, WINDOW, EvaluationInputs, build_evaluation_inputs
+from _evaluation_inputs import (
+    FACELESS, STRIDE, VA_UNLABELLED, WINDOW, EvaluationInputs, build_evaluation_inputs,
+)
 from pipeline.config import ConfigError, from_dict
 from pipeline.au_thresholds import KEY as AU_THRESHOLDS
 from pipeline.au_thresholds import AuThresholds
@@ -35,7 +37,7 @@ from pipeline.evaluate.submission import read_submission
 from pipeline.inference.features import compose_features
 from pipeline.inference.sequence import load_sequence_runner, sliding_window_logits, torch_run_fn
 from pipeline.labels import NUM_AUS, NUM_EXPRS
-from pipeline.metrics import au_metrics, expr_metrics
+from pipeline.metrics import au_metrics, expr_metrics, va_metrics
 from pipeline.model_files.audio import load_fusion_head
 from pipeline.model_files.sequence import build_from_checkpoint
 from pipeline.storage.embedding_store import EmbeddingStore
@@ -197,15 +199,17 @@ def test_fusion_and_sequence_predictions_are_the_models_outputs(evaluated, input
     audio = EmbeddingStore.open_read(inputs.audio).read("vidB")
     fusion = load_fusion_head(torch.load(inputs.audio_model, weights_only=True))
     with torch.inference_mode():
-        _, expr = fusion(torch.from_numpy(visual["embedding"].astype(np.float32)),
-                         torch.from_numpy(audio["embedding"].astype(np.float32)))
+        _, expr, va = fusion(torch.from_numpy(visual["embedding"].astype(np.float32)),
+                             torch.from_numpy(audio["embedding"].astype(np.float32)))
     np.testing.assert_array_equal(read_submission(root, "fusion", "expr")["vidB_right"], expr.numpy().argmax(1))
+    np.testing.assert_allclose(read_submission(root, "fusion", "va")["vidB_right"], va.numpy(), atol=5e-4 + 1e-6)
 
     model = build_from_checkpoint(torch.load(inputs.sequence_model, weights_only=True))
     features = compose_features(visual["embedding"], audio["embedding"], visual["face_present"],
                                 audio["audio_present"], "both")
-    _, expr = sliding_window_logits(torch_run_fn(model), features, WINDOW, STRIDE)
+    _, expr, va = sliding_window_logits(torch_run_fn(model), features, WINDOW, STRIDE)
     np.testing.assert_array_equal(read_submission(root, "sequence", "expr")["vidB_right"], expr.argmax(1))
+    np.testing.assert_allclose(read_submission(root, "sequence", "va")["vidB_right"], va, atol=5e-4 + 1e-6)
 
 
 def test_tables_list_every_class_variant_and_frame_set(evaluated):
@@ -224,9 +228,11 @@ def test_tables_list_every_class_variant_and_frame_set(evaluated):
     md = (tables / "per_class_f1.md").read_text().splitlines()
     assert md[0] == "| task | class | " + " | ".join(columns) + " |" and len(md) == 2 + 21
     scores = (tables / "scores.csv").read_text().splitlines()
-    assert scores[0] == "frames,variant,au_f1,au_acc,au_score,expr_f1,expr_acc,expr_score,au_frames,expr_frames"
+    assert scores[0] == ("frames,variant,au_f1,au_acc,au_score,expr_f1,expr_acc,expr_score,"
+                         "va_ccc_valence,va_ccc_arousal,va_score,au_frames,expr_frames,va_frames")
     counts = metrics["face_frames"]["frames"]
-    assert scores[1] == f"face_frames,visual,1.0000,1.0000,1.0000,1.0000,1.0000,1.0000,{counts['au']},{counts['expr']}"
+    assert scores[1] == ("face_frames,visual," + ",".join(["1.0000"] * 9)
+                         + f",{counts['au']},{counts['expr']},{counts['va']}")
     assert [row.split(",")[:2] for row in scores[1:]] == [c.split(".") for c in columns]
     assert (tables / "scores.md").is_file()
 
@@ -234,10 +240,13 @@ def test_tables_list_every_class_variant_and_frame_set(evaluated):
 def test_plots_are_written(evaluated):
     out, _ = evaluated
     names = sorted(p.name for p in (out / "evaluation" / "plots").iterdir())
-    assert [n for n in names if not n.startswith("timeline_")] == [
+    assert [n for n in names if "timeline_" not in n] == [
         "au_f1.png", "confusion_fusion.png", "confusion_sequence.png", "confusion_visual.png", "expr_f1.png",
+        "va_density.png",
     ]
     assert len([n for n in names if n.startswith("timeline_")]) == 2
+    # the VA timelines: two drawn (timeline_videos) from the VA validation subjects alone
+    assert [n for n in names if n.startswith("va_timeline_")] == ["va_timeline_vidA.png", "va_timeline_vidB_right.png"]
 
 
 def test_onnx_sequence_model_gives_the_torch_predictions(inputs, tmp_path: Path):
@@ -248,12 +257,14 @@ def test_onnx_sequence_model_gives_the_torch_predictions(inputs, tmp_path: Path)
     axes = {0: "batch", 1: "length"}
     # The parity check runs one frame longer than the example, so the example is one short of max_len.
     export_onnx(model, (torch.zeros(2, WINDOW - 1, model.arch.input_dim),), onnx_path, input_names=["features"],
-                output_names=["au_logits", "expr_logits"],
-                dynamic_axes={"features": axes, "au_logits": axes, "expr_logits": axes},
+                output_names=["au_logits", "expr_logits", "va_pred"],
+                dynamic_axes={"features": axes, "au_logits": axes, "expr_logits": axes, "va_pred": axes},
                 metadata={"modalities": "both", "window": WINDOW, "stride": STRIDE})
     for torch_result, onnx_result in zip(_results(inputs), _results(inputs, onnx_path)):
         np.testing.assert_array_equal(onnx_result.expr_pred["sequence"], torch_result.expr_pred["sequence"])
         np.testing.assert_array_equal(onnx_result.au_pred["sequence"], torch_result.au_pred["sequence"])
+        for variant, va in torch_result.va_pred.items():
+            np.testing.assert_allclose(onnx_result.va_pred[variant], va, atol=1e-5)
 
 
 def test_same_params_give_the_same_outputs(evaluated, inputs, tmp_path: Path):
@@ -407,3 +418,179 @@ def test_each_variant_is_also_scored_at_its_own_models_thresholds(evaluated, inp
     assert headline[CALIBRATED]["fusion"] == {"au": {"score": calibrated["face_frames"]["fusion"]["au"]["score"]}}
     assert {k: v for k, v in headline.items() if k != CALIBRATED} == {
         k: v for k, v in headline_scores(fixed).items() if k != CALIBRATED}
+
+
+def _va_names(inputs: EvaluationInputs, split: str) -> list[str]:
+    return [r.name for r in inputs.manifest.subjects if r.split("va") == split]
+
+
+def test_va_scores_are_va_metrics_of_each_variants_predictions(evaluated, inputs):
+    # Recomputed with pipeline.metrics.va_metrics from the stored labels of the VA validation subjects
+    # and each variant's submitted predictions (3 decimals), on both frame sets: scoring other
+    # subjects (vidB_left is VA training, its predictions wrong) or other frames gives other numbers.
+    out, metrics = evaluated
+    store = EmbeddingStore.open_read(inputs.visual)
+    faces = _face_masks(inputs)
+    names = _va_names(inputs, "validation")
+    assert names == ["vidA", "vidB_right"]
+    labels = np.concatenate([store.read(name)["va"] for name in names])
+    face = np.concatenate([faces[name] for name in names])
+    root = out / "evaluation" / "submission"
+    for variant in VARIANTS:
+        submitted = read_submission(root, variant, "va")
+        assert sorted(submitted) == names
+        predictions = np.concatenate([submitted[name] for name in names])
+        for frames, keep in (("all_frames", slice(None)), ("face_frames", face)):
+            expected = va_metrics(labels[keep], predictions[keep])
+            found = metrics[frames][variant]["va"]
+            assert sorted(found) == ["ccc_arousal", "ccc_valence", "score"]
+            assert found == pytest.approx({k: expected[k] for k in found}, abs=2e-3), (frames, variant)
+        assert metrics[variant]["va"] == metrics["face_frames"][variant]["va"]
+    # the visual store's VA predictions equal the labels on exactly those frames with a face
+    assert metrics["face_frames"]["visual"]["va"] == {"ccc_valence": 1.0, "ccc_arousal": 1.0, "score": 1.0}
+    assert metrics["all_frames"]["visual"]["va"]["score"] < 1.0      # 0 on frames without a face
+    labelled = ~np.isnan(labels).any(axis=1)
+    assert metrics["all_frames"]["frames"]["va"] == int(labelled.sum()) == len(labels) - 2 * 3
+    assert metrics["face_frames"]["frames"]["va"] == int((labelled & face).sum())
+
+
+def test_va_baseline_is_the_training_mean_of_each_dimension(evaluated, inputs):
+    _, metrics = evaluated
+    store = EmbeddingStore.open_read(inputs.visual)
+    faces = _face_masks(inputs)
+    train = _va_names(inputs, "train")
+    assert train == ["vidB_left", "vidC"]
+    validation = _va_names(inputs, "validation")
+    for frames in FRAME_SETS:
+        def pick(name: str) -> np.ndarray:
+            va = store.read(name)["va"]
+            return va[faces[name]] if frames == "face_frames" else va
+        mean = np.nanmean(np.concatenate([pick(n) for n in train]), axis=0)
+        baseline = metrics[frames][BASELINE]
+        assert baseline["va_mean"] == pytest.approx(mean.tolist())
+        truth = np.concatenate([pick(n) for n in validation])
+        expected = va_metrics(truth, np.broadcast_to(mean, truth.shape))
+        assert baseline["va"] == {k: expected[k] for k in ("ccc_valence", "ccc_arousal", "score")}
+        assert baseline["va"]["score"] == 0.0     # a constant has no concordance
+
+
+def test_va_labels_count_only_in_the_va_validation_split(inputs):
+    # vidA is in every validation split; dropping it from the VA one leaves its AU/EXPR labels scored
+    # and its VA labels out, and vidB_left (AU validation, VA training) never has VA labels
+    records = tuple(dataclasses.replace(r, va_split="train") if r.name == "vidA" else r
+                    for r in inputs.manifest.subjects)
+    moved = dataclasses.replace(inputs, manifest=dataclasses.replace(inputs.manifest, subjects=records))
+    results = {r.record.name: r for r in _results(moved)}
+    assert results["vidA"].va_true is None and not results["vidA"].va_pred
+    assert results["vidB_left"].va_true is None
+    assert (results["vidA"].expr_true >= 0).any()
+    right = results["vidB_right"]
+    assert np.isnan(right.va_true[VA_UNLABELLED]).all() and sorted(right.va_pred) == sorted(VARIANTS)
+    metrics, _ = score(list(results.values()), "abaw2")
+    assert metrics["face_frames"]["frames"]["va"] == int(
+        (~np.isnan(right.va_true).any(axis=1) & right.face_present).sum())
+
+
+def test_visual_va_is_the_centre_on_frames_without_a_face(inputs):
+    subject = next(r for r in _results(inputs) if r.record.name == FACELESS[0])
+    assert (subject.va_pred["visual"][FACELESS[1]] == 0.0).all()
+    assert (subject.va_pred["visual"][subject.face_present] != 0.0).any()
+
+
+def test_headline_carries_each_variants_va_score(evaluated):
+    _, metrics = evaluated
+    headline = headline_scores(metrics)
+    for variant in VARIANTS:
+        assert headline[variant]["va"] == {"score": metrics["face_frames"][variant]["va"]["score"]}
+
+
+def _keys(document: dict) -> set[str]:
+    """Every key of a nested JSON document."""
+    found = set(document)
+    for value in document.values():
+        if isinstance(value, dict):
+            found |= _keys(value)
+    return found
+
+
+@pytest.fixture(scope="module")
+def without_va(tmp_path_factory: pytest.TempPathFactory) -> tuple[EvaluationInputs, Path]:
+    root = tmp_path_factory.mktemp("evaluate-no-va")
+    return build_evaluation_inputs(root / "inputs", with_va=False), root
+
+
+def test_a_manifest_without_va_evaluates_as_before(without_va, evaluated, caplog):
+    # an Aff-Wild2 copy without VA_Set: no VA split, a store without va/va_pred arrays; the AU and
+    # EXPR results are those of the same inputs with VA, and nothing says "va" but one INFO line
+    inputs, root = without_va
+    with caplog.at_level("INFO", logger="pipeline.evaluate.scoring"):
+        metrics = _run(inputs, root / "evaluation", root / "metrics.json", EvaluateConfig(timeline_videos=2))
+    assert [m for m in caplog.messages if "VA" in m] == [
+        "no subject in the VA validation split: valence-arousal is not scored"]
+    assert not {"va", "va_mean"} & _keys(metrics)
+    _, with_va = evaluated
+    for frames in FRAME_SETS:
+        for name in (*VARIANTS, BASELINE):
+            assert metrics[frames][name] == {k: v for k, v in with_va[frames][name].items()
+                                             if k not in ("va", "va_mean")}
+    assert "va" not in headline_scores(metrics)["sequence"]
+    evaluation = root / "evaluation"
+    assert not list(evaluation.rglob("VA_Set")) and not list(evaluation.rglob("va_*"))
+    assert (evaluation / "tables" / "scores.csv").read_text().splitlines()[0] == (
+        "frames,variant,au_f1,au_acc,au_score,expr_f1,expr_acc,expr_score,au_frames,expr_frames")
+
+
+def test_a_va_validation_subject_without_va_in_the_store_is_named(without_va, tmp_path: Path):
+    inputs, _ = without_va
+    records = tuple(dataclasses.replace(r, va_split="validation") if r.name == "vidB_right" else r
+                    for r in inputs.manifest.subjects)
+    manifest = dataclasses.replace(inputs.manifest, subjects=records)
+    with pytest.raises(ValueError, match=r"visual\.zarr: 'vidB_right' has no 'va' array.*re-run embed-visual"):
+        evaluate(manifest, inputs.visual, inputs.audio, inputs.audio_model, inputs.sequence_model,
+                 tmp_path / "evaluation", tmp_path / "metrics.json", EvaluateConfig(), "cpu")
+    assert not (tmp_path / "evaluation").exists() and not (tmp_path / "metrics.json").exists()
+
+
+def test_a_frame_set_without_labelled_va_frames_leaves_va_out(inputs, caplog):
+    # every VA validation frame faceless: no CCC on face frames (it would be NaN), all frames still scored
+    results = [dataclasses.replace(r, face_present=np.zeros_like(r.face_present)) if r.va_true is not None else r
+               for r in _results(inputs)]
+    with caplog.at_level("INFO", logger="pipeline.evaluate.scoring"):
+        metrics, _ = score(results, "abaw2")
+    assert "va" not in metrics["face_frames"]["frames"] and "va" not in metrics["face_frames"]["sequence"]
+    assert "va_mean" not in metrics["face_frames"][BASELINE]
+    assert metrics["all_frames"]["frames"]["va"] > 0 and "va" in metrics["all_frames"]["sequence"]
+    assert caplog.messages == ["face_frames: no labelled valence or arousal frame; VA is not scored on this frame set"]
+
+
+@pytest.mark.parametrize("name, frame, value, message", [
+    ("va", 7, 1.5, r"visual\.zarr: 'vidA': frame 7: arousal label 1\.5 is not in \[-1, 1\] or NaN \(unlabelled\)"),
+    ("va_pred", 12, np.nan, r"visual\.zarr: 'vidA': frame 12: arousal visual prediction nan is not in \[-1, 1\]$"),
+    ("va_pred", 3, -1.01, r"visual\.zarr: 'vidA': frame 3: arousal visual prediction -1\.00999999 is not in \[-1, 1\]$"),
+])
+def test_va_outside_its_range_in_the_store_is_named_with_its_frame(inputs, tmp_path: Path, name, frame, value,
+                                                                    message):
+    broken = tmp_path / "visual.zarr"
+    shutil.copytree(inputs.visual, broken)
+    store = EmbeddingStore.open_append(broken, "v" * 64)
+    arrays = store.read("vidA")
+    arrays[name][frame, 1] = value
+    store.write("vidA", arrays, store.entry_attrs("vidA"))
+    with pytest.raises(ValueError, match=message):
+        evaluate(inputs.manifest, broken, inputs.audio, inputs.audio_model, inputs.sequence_model,
+                 tmp_path / "evaluation", tmp_path / "metrics.json", EvaluateConfig(), "cpu")
+    assert not (tmp_path / "evaluation").exists() and not (tmp_path / "metrics.json").exists()
+
+
+def test_a_prediction_a_rounding_past_the_range_is_clipped_not_refused(inputs, tmp_path: Path) -> None:
+    """onnxruntime's tanh can give -1 - 1 ulp for a saturated output: that is a valid prediction."""
+    store_path = tmp_path / "visual.zarr"
+    shutil.copytree(inputs.visual, store_path)
+    store = EmbeddingStore.open_append(store_path, "v" * 64)
+    arrays = store.read("vidA")
+    faces = np.flatnonzero(arrays["face_present"])
+    arrays["va_pred"][faces[0], 0] = np.nextafter(np.float32(-1.0), np.float32(-2.0))
+    store.write("vidA", arrays, store.entry_attrs("vidA"))
+    metrics = evaluate(inputs.manifest, store_path, inputs.audio, inputs.audio_model, inputs.sequence_model,
+                       tmp_path / "evaluation", tmp_path / "metrics.json", EvaluateConfig(), "cpu")
+    assert np.isfinite(metrics["face_frames"]["visual"]["va"]["score"])

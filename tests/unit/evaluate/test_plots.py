@@ -14,6 +14,8 @@ from pipeline.evaluate.plots import (
     plot_au_f1,
     plot_confusion,
     plot_timeline,
+    plot_va_density,
+    plot_va_timeline,
 )
 
 
@@ -83,3 +85,30 @@ def test_timeline_without_truth_draws_probabilities_and_gaps(tmp_path: Path):
     assert (np.abs(pixels.astype(int) - [0xD9, 0xD9, 0xD9]).sum(axis=2) == 0).sum() > 100
     with pytest.raises(ValueError, match="true expressions"):
         plot_timeline("clip", None, au_prob, np.zeros(n - 1), {}, tmp_path / "q.png")
+
+
+def test_va_plots_write_pngs(tmp_path: Path):
+    rng = np.random.default_rng(2)
+    n = 80
+    va_true = rng.uniform(-1, 1, (n, 2))
+    va_true[:5] = np.nan                                   # unlabelled: a gap in the true line
+    present = np.ones(n, bool)
+    present[40:50] = False
+    timeline = plot_va_timeline("video2", va_true, {v: rng.uniform(-1, 1, (n, 2)) for v in ("visual", "sequence")},
+                                tmp_path / "va_t.png", fps=30.0, face_present=present)
+    assert _png_size(timeline) == (1200, 550)
+    density = plot_va_density(va_true[5:], rng.uniform(-1, 1, (n - 5, 2)), tmp_path / "va_d.png", "sequence")
+    assert _png_size(density) == (1000, 480)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["va_d.png", "va_t.png"]
+
+
+def test_va_plots_refuse_misshapen_inputs(tmp_path: Path):
+    with pytest.raises(ValueError, match=r"video9: VA labels must be \(N, 2\)"):
+        plot_va_timeline("video9", np.zeros((5, 3)), {}, tmp_path / "x.png")
+    with pytest.raises(ValueError, match=r"video9: fusion VA predictions must be \(5, 2\)"):
+        plot_va_timeline("video9", np.zeros((5, 2)), {"fusion": np.zeros((4, 2))}, tmp_path / "x.png")
+    with pytest.raises(ValueError, match=r"\(M, 2\)"):
+        plot_va_density(np.zeros((5, 2)), np.zeros((6, 2)), tmp_path / "y.png", "sequence")
+    with pytest.raises(ValueError, match="no labelled frames"):
+        plot_va_density(np.zeros((0, 2)), np.zeros((0, 2)), tmp_path / "y.png", "sequence")
+    assert not list(tmp_path.iterdir())

@@ -46,11 +46,13 @@ def _args(inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
 def test_a_frame_does_not_change_when_later_frames_change(warmup: str, t: int) -> None:
     runner, inputs = _runner(), _inputs(20)
     changed = _changed_after(inputs, t, seed=1)
-    au, expr = causal_logits(runner, *_args(inputs), warmup=warmup)
-    au2, expr2 = causal_logits(runner, *_args(changed), warmup=warmup)
+    au, expr, va = causal_logits(runner, *_args(inputs), warmup=warmup)
+    au2, expr2, va2 = causal_logits(runner, *_args(changed), warmup=warmup)
     np.testing.assert_array_equal(au[:t + 1], au2[:t + 1])
     np.testing.assert_array_equal(expr[:t + 1], expr2[:t + 1])
+    np.testing.assert_array_equal(va[:t + 1], va2[:t + 1])
     assert not np.allclose(au[t + 1:], au2[t + 1:])
+    assert not np.allclose(va[t + 1:], va2[t + 1:])
     # the offline mode looks ahead, so the same change moves its frame t: the property can fail
     assert not np.allclose(runner.video_logits(*_args(inputs))[0][t], runner.video_logits(*_args(changed))[0][t])
 
@@ -58,11 +60,12 @@ def test_a_frame_does_not_change_when_later_frames_change(warmup: str, t: int) -
 def test_a_full_window_frame_is_the_last_row_of_the_window_ending_on_it() -> None:
     runner, inputs = _runner(), _inputs(20)
     features = compose_features(*_args(inputs), "both")
-    au, expr = causal_window_logits(runner.run_fn, features, WINDOW, batch_size=4)
+    au, expr, va = causal_window_logits(runner.run_fn, features, WINDOW, batch_size=4)
     for t in range(WINDOW - 1, 20):
-        window_au, window_expr = runner.run_fn(features[None, t - WINDOW + 1:t + 1])
+        window_au, window_expr, window_va = runner.run_fn(features[None, t - WINDOW + 1:t + 1])
         np.testing.assert_allclose(au[t], window_au[0, -1], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(expr[t], window_expr[0, -1], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(va[t], window_va[0, -1], rtol=1e-5, atol=1e-6)
 
 
 def test_the_first_frames_are_padded_with_no_face_no_audio_frames_or_run_on_their_history() -> None:
@@ -71,8 +74,8 @@ def test_the_first_frames_are_padded_with_no_face_no_audio_frames_or_run_on_thei
     # a frame with neither face nor audio composes to all zeros: the padding rows
     nothing = compose_features(np.ones((1, 512)), np.ones((1, 512)), np.zeros(1, bool), np.zeros(1, bool), "both")
     assert not nothing.any()
-    pad_au, _ = causal_window_logits(runner.run_fn, features, WINDOW, warmup="pad")
-    short_au, _ = causal_window_logits(runner.run_fn, features, WINDOW, warmup="short")
+    pad_au, *_ = causal_window_logits(runner.run_fn, features, WINDOW, warmup="pad")
+    short_au, *_ = causal_window_logits(runner.run_fn, features, WINDOW, warmup="short")
     for t in range(WINDOW - 1):
         padded = np.concatenate([np.zeros((WINDOW - 1 - t, features.shape[1]), np.float32), features[:t + 1]])
         np.testing.assert_allclose(pad_au[t], runner.run_fn(padded[None])[0][0, -1], rtol=1e-5, atol=1e-6)
@@ -88,21 +91,22 @@ def test_batching_does_not_change_the_result_and_short_videos_work(n: int) -> No
     for warmup in ("pad", "short"):
         one = causal_window_logits(runner.run_fn, features, WINDOW, warmup, batch_size=1)
         many = causal_window_logits(runner.run_fn, features, WINDOW, warmup, batch_size=1000)
-        assert one[0].shape == (n, 12) and one[1].shape == (n, 7)
-        np.testing.assert_allclose(one[0], many[0], rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(one[1], many[1], rtol=1e-5, atol=1e-6)
+        assert one[0].shape == (n, 12) and one[1].shape == (n, 7) and one[2].shape == (n, 2)
+        for one_output, many_output in zip(one, many, strict=True):
+            np.testing.assert_allclose(one_output, many_output, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("warmup", ["pad", "short"])
 def test_the_frame_by_frame_stream_equals_the_whole_video_run(warmup: str) -> None:
     runner, inputs = _runner(), _inputs(15)
-    au, expr = causal_logits(runner, *_args(inputs), warmup=warmup)
+    au, expr, va = causal_logits(runner, *_args(inputs), warmup=warmup)
     stream = CausalStream(runner, warmup)
     for t in range(15):
-        step_au, step_expr = stream.push(inputs["visual"][t], inputs["audio"][t], bool(inputs["face_present"][t]),
-                                         bool(inputs["audio_present"][t]))
+        step_au, step_expr, step_va = stream.push(inputs["visual"][t], inputs["audio"][t],
+                                                  bool(inputs["face_present"][t]), bool(inputs["audio_present"][t]))
         np.testing.assert_allclose(step_au, au[t], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(step_expr, expr[t], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(step_va, va[t], rtol=1e-5, atol=1e-6)
 
 
 def test_delayed_audio_keeps_later_audio_out_of_a_frame() -> None:

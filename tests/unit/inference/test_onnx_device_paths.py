@@ -58,7 +58,7 @@ def test_bound_runner_takes_a_torch_tensor_in_place_and_refuses_a_wrong_one(mode
     for ours, theirs in zip(from_tensor, session.run(list(OUTPUT_NAMES), {"image": images})):
         np.testing.assert_array_equal(ours, theirs)
     on_device = run.run_on_device(images)
-    assert [value.shape() for value in on_device] == [[3, 512], [3, 12], [3, 7]]
+    assert [value.shape() for value in on_device] == [[3, 512], [3, 12], [3, 7], [3, 2]]
     with pytest.raises(ValueError, match="contiguous float32, got torch.float64"):
         run(torch.from_numpy(images).double())
     with pytest.raises(ValueError, match="device must be one of"):
@@ -73,7 +73,8 @@ def test_float16_copy_keeps_float32_edges_and_the_metadata(models: Path) -> None
     onnx.checker.check_model(str(path), full_check=True)
     proto = onnx.load(str(path))
     float32 = onnx.TensorProto.FLOAT
-    assert [v.type.tensor_type.elem_type for v in (*proto.graph.input, *proto.graph.output)] == [float32] * 4
+    # the image in; embedding, au_logits, expr_logits and va_pred out: all stay float32
+    assert [v.type.tensor_type.elem_type for v in (*proto.graph.input, *proto.graph.output)] == [float32] * 5
     weights = [t for t in proto.graph.initializer if t.dims and len(t.dims) == 4]
     assert weights and all(t.data_type == onnx.TensorProto.FLOAT16 for t in weights)
     meta = read_metadata(path)

@@ -39,26 +39,30 @@ def test_export_visual_publishes_a_matching_model(visual_checkpoint: tuple[Path,
     out = tmp_path / "onnx" / "visual.onnx"
     report = export_visual(ckpt_path, out, ExportConfig(opset=17, parity_rtol=1e-4, example_batch=2))
     assert out.is_file() and sorted(p.name for p in out.parent.iterdir()) == ["visual.onnx"]
-    assert set(report["max_abs_diff"]) == {"embedding", "au_logits", "expr_logits"}
+    # the parity check compares every output, the valence-arousal one included
+    assert set(report["max_abs_diff"]) == {"embedding", "au_logits", "expr_logits", "va_pred"}
     assert max(report["max_abs_diff"].values()) <= 1e-4 and report["parity_shapes"]["image"][0] == 3
 
     session = make_session(out, device="cpu", threads=1)
     assert [i.name for i in session.get_inputs()] == ["image"]
-    assert [o.name for o in session.get_outputs()] == ["embedding", "au_logits", "expr_logits"]
+    assert [o.name for o in session.get_outputs()] == ["embedding", "au_logits", "expr_logits", "va_pred"]
     x = torch.randn(5, 3, 112, 112, generator=torch.Generator().manual_seed(1))
-    embedding, au, expr = session.run(None, {"image": x.numpy()})
-    assert embedding.shape == (5, 512) and au.shape == (5, 12) and expr.shape == (5, 7)
+    embedding, au, expr, va = session.run(None, {"image": x.numpy()})
+    assert embedding.shape == (5, 512) and au.shape == (5, 12) and expr.shape == (5, 7) and va.shape == (5, 2)
     with torch.no_grad():
-        ref_au, ref_expr = model(x)
+        ref_au, ref_expr, ref_va = model(x)
         ref_embedding = model.forward_features(x)
     np.testing.assert_allclose(embedding, ref_embedding.numpy(), atol=1e-4)
     np.testing.assert_allclose(au, ref_au.numpy(), atol=1e-4)
     np.testing.assert_allclose(expr, ref_expr.numpy(), atol=1e-4)
+    np.testing.assert_allclose(va, ref_va.numpy(), atol=1e-4)
+    assert np.abs(va).max() <= 1.0   # tanh: valence and arousal in [-1, 1]
 
     meta = read_metadata(out)
     assert meta["arch"] == TINY and meta["model"] == "visual"
     assert meta["preprocessing"]["formula"] == "(x / 255 - 0.5) / 0.5"
     assert len(meta["au_names"]) == 12 and len(meta["expr_names"]) == 7 and len(meta["checkpoint_sha256"]) == 64
+    assert meta["va_names"] == ["valence", "arousal"] and meta["outputs"]["va_pred"] == ["batch", 2]
     # a checkpoint without AU thresholds (from before calibration) gives a file without them: 0.5 everywhere
     assert "au_thresholds" not in meta
     assert model_thresholds(out, "visual model", "finetune-visual") == fixed_thresholds(f"{out} carries no thresholds")

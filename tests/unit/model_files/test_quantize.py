@@ -55,7 +55,7 @@ def test_int8_model_sits_next_to_the_float_one_as_qdq_with_per_channel_weights(q
                      and scales[node.input[0]].dtype == np.int8]
     assert weight_scales and all(s.size > 1 for s in weight_scales)  # one scale per output channel
     assert [i.name for i in graph.input] == ["image"]
-    assert [o.name for o in graph.output] == ["embedding", "au_logits", "expr_logits"]
+    assert [o.name for o in graph.output] == ["embedding", "au_logits", "expr_logits", "va_pred"]
 
 
 def test_metadata_keeps_the_float_models_and_records_the_calibration_set(
@@ -97,7 +97,7 @@ def test_int8_outputs_stay_close_to_float32(quantized: tuple[Path, dict], tiny_f
         assert np.isfinite(g).all() and not np.array_equal(r, g)  # really another model
         # a stand-in net with random weights, 24 calibration crops: about 0.98 measured
         assert _cosines(r, g).min() >= 0.95
-    assert set(report["max_abs_diff"]) == {"embedding", "au_logits", "expr_logits"}
+    assert set(report["max_abs_diff"]) == {"embedding", "au_logits", "expr_logits", "va_pred"}
 
 
 def _zarr_layout(path: Path) -> dict[str, tuple]:

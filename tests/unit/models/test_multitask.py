@@ -23,19 +23,21 @@ def test_forward_shapes_and_feature_head_split() -> None:
     model = build_model(TINY).eval()
     x = torch.randn(3, 3, 112, 112)
     with torch.no_grad():
-        au, expr = model(x)
+        au, expr, va = model(x)
         feat = model.forward_features(x)
-        au2, expr2 = model.forward_head(feat)
-    assert au.shape == (3, 12) and expr.shape == (3, 7) and feat.shape == (3, 512)
+        au2, expr2, va2 = model.forward_head(feat)
+    assert au.shape == (3, 12) and expr.shape == (3, 7) and va.shape == (3, 2) and feat.shape == (3, 512)
     torch.testing.assert_close(au, au2)
     torch.testing.assert_close(expr, expr2)
+    torch.testing.assert_close(va, va2)
+    assert va.abs().max() < 1.0   # tanh: valence and arousal stay in (-1, 1)
 
 
 def test_every_trainable_parameter_gets_a_gradient() -> None:
     torch.manual_seed(0)
     model = build_model(TINY).train()
-    au, expr = model(torch.randn(2, 3, 112, 112))
-    (au.square().mean() + expr.square().mean()).backward()
+    au, expr, va = model(torch.randn(2, 3, 112, 112))
+    (au.square().mean() + expr.square().mean() + va.square().mean()).backward()
     missing = [k for k, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
     assert missing == []
 
@@ -120,3 +122,14 @@ def test_to_model_input_normalises_like_arcface() -> None:
         to_model_input(images.astype(np.float32))
     with pytest.raises(ValueError, match=r"\(B, 112, 112, 3\)"):
         to_model_input(np.zeros((2, 3, 112, 112), dtype=np.uint8))
+
+
+def test_the_va_head_reads_the_unit_length_embedding() -> None:
+    """Its output depends on the embedding's direction only: the scale the other losses grow cannot saturate it."""
+    torch.manual_seed(0)
+    model = build_model(TINY).eval()
+    feat = torch.randn(4, 512)
+    with torch.no_grad():
+        _, _, va = model.forward_head(feat)
+        _, _, va_scaled = model.forward_head(feat * 50.0)
+    torch.testing.assert_close(va, va_scaled)

@@ -24,9 +24,9 @@ def tiny(**overrides) -> SequenceModel:
 @pytest.mark.parametrize("projection", [True, False])
 def test_output_shapes_and_finite(positional: str, projection: bool) -> None:
     model = tiny(positional=positional, input_projection=projection, d_model=16 if projection else 10).eval()
-    au, expr = model(torch.randn(3, 12, 10))
-    assert au.shape == (3, 12, 12) and expr.shape == (3, 12, 7)
-    assert torch.isfinite(au).all() and torch.isfinite(expr).all()
+    au, expr, va = model(torch.randn(3, 12, 10))
+    assert au.shape == (3, 12, 12) and expr.shape == (3, 12, 7) and va.shape == (3, 12, 2)
+    assert torch.isfinite(au).all() and torch.isfinite(expr).all() and (va.abs() < 1).all()
 
 
 def test_forward_features_and_head_compose_forward() -> None:
@@ -55,18 +55,19 @@ def test_batch_equals_items_one_by_one_in_eval() -> None:
     x = torch.randn(4, 9, 10)
     mask = torch.zeros(4, 9, dtype=torch.bool)
     mask[1, 6:] = True
-    au, expr = model(x, mask)
+    au, expr, va = model(x, mask)
     for i in range(4):
         length = int((~mask[i]).sum())
-        au_i, expr_i = model(x[i:i + 1, :length])
+        au_i, expr_i, va_i = model(x[i:i + 1, :length])
         torch.testing.assert_close(au[i:i + 1, :length], au_i, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(expr[i:i + 1, :length], expr_i, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(va[i:i + 1, :length], va_i, atol=1e-5, rtol=1e-5)
 
 
 def test_every_parameter_gets_a_gradient() -> None:
     model = tiny().train()
-    au, expr = model(torch.randn(2, 12, 10), torch.tensor([[False] * 12, [False] * 8 + [True] * 4]))
-    (au.square().mean() + expr.square().mean()).backward()
+    au, expr, va = model(torch.randn(2, 12, 10), torch.tensor([[False] * 12, [False] * 8 + [True] * 4]))
+    (au.square().mean() + expr.square().mean() + va.square().mean()).backward()
     missing = [name for name, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert not missing
     assert all(p.grad.abs().sum() > 0 for p in model.parameters())
@@ -98,10 +99,11 @@ def test_alternating_step_leaves_the_inactive_head_unchanged() -> None:
     model = tiny().train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    au, _ = model(torch.randn(2, 6, 10))
+    au, _, _ = model(torch.randn(2, 6, 10))
     multitask_step(model, optimizer, "au", au.mean())
     after = model.state_dict()
     assert torch.equal(before["expr_head.weight"], after["expr_head.weight"])
+    assert torch.equal(before["va_head.weight"], after["va_head.weight"])
     assert not torch.equal(before["au_head.weight"], after["au_head.weight"])
 
 

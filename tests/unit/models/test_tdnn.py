@@ -127,11 +127,11 @@ def test_span_batch_mixes_videos() -> None:
 
 def test_fusion_head_shapes_heads_and_gradients() -> None:
     head = FusionHead(FusionConfig(hidden=32, dropout=0.1)).train()
-    au, expr = head(torch.randn(6, 512), torch.randn(6, 512))
-    assert au.shape == (6, 12) and expr.shape == (6, 7)
-    (au.sum() + expr.sum()).backward()
+    au, expr, va = head(torch.randn(6, 512), torch.randn(6, 512))
+    assert au.shape == (6, 12) and expr.shape == (6, 7) and va.shape == (6, 2) and (va.abs() < 1).all()
+    (au.sum() + expr.sum() + va.sum()).backward()
     assert all(p.grad is not None for p in head.parameters())
-    assert isinstance(head.au_head, torch.nn.Linear) and isinstance(head.expr_head, torch.nn.Linear)
+    assert all(isinstance(h, torch.nn.Linear) for h in (head.au_head, head.expr_head, head.va_head))
     linear = FusionHead(FusionConfig(hidden=0))
     assert linear.au_head.in_features == 1024
     with pytest.raises(ValueError, match="visual"):

@@ -13,7 +13,7 @@ import skimage.data
 from PIL import Image
 
 from _predict_models import PredictModelPaths, build_predict_models, export_sequence
-from pipeline.labels import AU_NAMES, EXPR_NAMES
+from pipeline.labels import AU_NAMES, EXPR_NAMES, VA_NAMES
 from pipeline.faces.align import align_face
 from pipeline.faces.detect import DetectorConfig, FaceDetector
 from pipeline.faces.moving_photos import astronaut, crossing_photos, grace_hopper
@@ -28,7 +28,8 @@ DOCUMENTED_COLUMNS = (
     "AU1,AU2,AU4,AU6,AU7,AU10,AU12,AU15,AU23,AU24,AU25,AU26,"
     "AU1_active,AU2_active,AU4_active,AU6_active,AU7_active,AU10_active,AU12_active,AU15_active,AU23_active,"
     "AU24_active,AU25_active,AU26_active,"
-    "Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise,expression,face_present,audio_present,low_confidence"
+    "Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise,expression,valence,arousal,"
+    "face_present,audio_present,low_confidence"
 ).split(",")
 
 N_FRAMES, FPS = 20, 25
@@ -62,6 +63,10 @@ def _check_probabilities(rows: list[dict[str, str]]) -> None:
     assert np.all((au >= 0) & (au <= 1)) and np.all((expr >= 0) & (expr <= 1))
     np.testing.assert_allclose(expr.sum(axis=1), 1.0, atol=2e-3)   # 4 decimals per column
     assert [r["expression"] for r in rows] == [EXPR_NAMES[i] for i in expr.argmax(axis=1)]
+    # the sequence model's valence and arousal: tanh's range, 3 decimals, on every row
+    va = np.array([[float(r[name]) for name in VA_NAMES] for r in rows])
+    assert np.all((va >= -1) & (va <= 1))
+    assert all(len(r[name].split(".")[1]) == 3 for r in rows for name in VA_NAMES)
 
 
 def test_predict_video_with_the_detector(onnx_models, video, tmp_path: Path):
@@ -233,3 +238,28 @@ def test_au_decisions_use_the_thresholds_the_sequence_model_carries(onnx_models,
     assert [[r[name] for name in AU_NAMES] for r in own] == [[r[name] for name in AU_NAMES] for r in rows]
     assert _active(own)[:, :6].all() and not _active(own)[:, 6:].any()
     assert f"at the thresholds of {sequence}: per_au (test split): AU1 0.000" in caplog.text
+
+
+def test_the_overlay_draws_the_csvs_va_and_ticks_the_aus_at_its_thresholds(onnx_models, video, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch):
+    from pipeline.predict import overlay as overlay_module
+
+    sequence = tmp_path / "sequence.onnx"
+    shutil.copy(onnx_models.sequence, sequence)
+    chosen = AuThresholds((0.2,) * 6 + (0.8,) * 6, "per_au", ("calibrated",) * 12, "test split")
+    set_metadata(sequence, {**read_metadata(sequence), "au_thresholds": chosen.record()})
+    drawn: list[tuple[list, object]] = []
+    draw_marks = overlay_module.draw_marks
+
+    def recording(image, marks, au_thresholds=None):
+        drawn.append((marks, au_thresholds))
+        return draw_marks(image, marks, au_thresholds)
+
+    monkeypatch.setattr(overlay_module, "draw_marks", recording)
+    out = tmp_path / "clip.csv"
+    predict_video(video, out, models=load_models(onnx_models.visual, onnx_models.audio, sequence, device="cpu"),
+                  overlay=tmp_path / "clip.mp4")
+    _, rows = _read(out)
+    assert len(drawn) == len(rows) == N_FRAMES and all(thresholds == chosen for _, thresholds in drawn)
+    drawn_va = np.array([marks[0].va for marks, _ in drawn], np.float64)
+    np.testing.assert_allclose(drawn_va, [[float(r[name]) for name in VA_NAMES] for r in rows], atol=5e-4)

@@ -109,16 +109,21 @@ def test_a_causal_faceless_frame_follows_the_face_seen_most_so_far():
     frames = _VisualPass(np.arange(n) / 25.0, faces, 25.0, located=False)
 
     def running_max(visual, audio, face_present, audio_present, batch_size):
-        """A causal stand-in for the sequence model: frame t's logits are the largest embedding so far."""
+        """A causal stand-in for the sequence model: frame t's logits (and valence, arousal a tenth of
+        them) are the largest embedding so far."""
         seen = np.maximum.accumulate(visual[:, 0].astype(np.float32))
-        return np.repeat(seen[:, None], 12, axis=1), np.repeat(seen[:, None], 7, axis=1)
+        return np.repeat(seen[:, None], 12, axis=1), np.repeat(seen[:, None], 7, axis=1), np.repeat(
+            seen[:, None] / 10, 2, axis=1)
 
     def faceless_logit(causal: bool) -> dict[int, float]:
         predictions, any_face = _predict_faces(frames, running_max, np.zeros((n, 512), np.float16), np.zeros(n, bool),
                                                8, causal=causal)
         row = next(p for p in predictions if p.face_id is None)
         assert row.frames.tolist() == [3, 4, 10, 11] and not any_face[[3, 4, 10, 11]].any()
-        return {int(t): float(np.log(p / (1 - p))) for t, p in zip(row.frames, row.au_prob[:, 0])}
+        logit = {int(t): float(np.log(p / (1 - p))) for t, p in zip(row.frames, row.au_prob[:, 0])}
+        # the valence-arousal of a faceless frame comes from the same face's run as its probabilities
+        assert row.va[:, 0] * 10 == pytest.approx([logit[int(t)] for t in row.frames], abs=1e-4)
+        return logit
 
     # causal: frames 3, 4 after face 1 alone (3 frames); 10, 11 after face 0's 5 frames against face 1's 3
     assert faceless_logit(causal=True) == pytest.approx({3: 2.0, 4: 2.0, 10: 1.0, 11: 1.0}, abs=1e-4)

@@ -105,11 +105,11 @@ def test_a_failed_overlay_leaves_no_file(face_then_none, tmp_path: Path, monkeyp
                           np.tile([150.0, 40.0, 120.0, 140.0], (n, 1)))
     calls = []
 
-    def broken(image: np.ndarray, marks: list[FaceMark]) -> np.ndarray:
+    def broken(image: np.ndarray, marks: list[FaceMark], **options) -> np.ndarray:
         calls.append(1)
         if len(calls) == 5:
             raise OSError("drawing failed on the fifth frame")
-        return draw_marks(image, marks)
+        return draw_marks(image, marks, **options)
 
     monkeypatch.setattr(overlay_module, "draw_marks", broken)
     out = tmp_path / "clip.mp4"

@@ -17,7 +17,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from pipeline.ablation import arm_name, arm_params, load_points
 from pipeline.train.pretrain import PretrainConfig
+from pipeline.train.sequence import SequenceTrainConfig
 from stages.cli import main
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -28,13 +30,19 @@ GRIDS = {
     "ablation_arms.yaml": ["--reference", "visual", "--reference", "both-w1-b320"],
     "pretrain_arms.yaml": [*FINETUNE, "--reference", "scratch"],
     "pretrain_lr_grid.yaml": FINETUNE,
+    "va_grid.yaml": ["--statistic", "va.score", "--reference", "both-ccc"],
 }
 # The shuffled-label control's arm sets pretrain_face.shuffle_labels, which pretrain-face gains beside this
 # study; until then its grid cannot be checked against the configs.
 NEEDS_SHUFFLE_LABELS = pytest.mark.skipif(
     "shuffle_labels" not in {f.name for f in dataclasses.fields(PretrainConfig)},
     reason="pretrain_face.shuffle_labels (the shuffled-label control) is not a PretrainConfig field yet")
-_MARKS = {"pretrain_arms.yaml": [NEEDS_SHUFFLE_LABELS]}
+# The VA arms set train_sequence.va_mse_weight, which train-sequence gains with its VA head's loss; until
+# then that grid cannot be checked against the configs.
+NEEDS_VA_MSE_WEIGHT = pytest.mark.skipif(
+    "va_mse_weight" not in {f.name for f in dataclasses.fields(SequenceTrainConfig)},
+    reason="train_sequence.va_mse_weight (the VA loss's MSE weight) is not a SequenceTrainConfig field yet")
+_MARKS = {"pretrain_arms.yaml": [NEEDS_SHUFFLE_LABELS], "va_grid.yaml": [NEEDS_VA_MSE_WEIGHT]}
 
 
 def test_every_grid_file_is_checked_here() -> None:
@@ -97,3 +105,12 @@ def test_study_script_refuses_unknown_arguments() -> None:
     result = subprocess.run(["bash", "experiments/pretrain_study.sh", "--now"], cwd=ROOT, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 2 and "usage:" in result.stderr
+
+
+def test_va_grid_arms_differ_in_the_mse_weight_and_the_audio_alone() -> None:
+    points = load_points(ROOT / "experiments" / "va_grid.yaml")
+    assert [arm_name(point) for point in points] == ["both-ccc", "both-ccc-mse1", "visual-ccc"]
+    assert [arm_params(point) for point in points] == [
+        {"train_sequence.modalities": "both", "train_sequence.va_mse_weight": 0.0},
+        {"train_sequence.modalities": "both", "train_sequence.va_mse_weight": 1.0},
+        {"train_sequence.modalities": "visual", "train_sequence.va_mse_weight": 0.0}]

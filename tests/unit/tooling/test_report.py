@@ -12,7 +12,7 @@ from tooling.report.bench_tables import measured_on
 from tooling.report.blocks import BlockError, find_blocks, replace_blocks
 from tooling.report.catalog import RENDERERS
 from tooling.report.metrics_tables import (
-    CALIBRATION_PENDING, calibration_table, pretrain_demo, results_gains, results_table,
+    CALIBRATION_PENDING, calibration_table, pretrain_demo, results_gains, results_headline, results_table,
 )
 from tooling.bench.record import SIMD_FLAGS, benchmark_record, is_busy, write_record
 from tooling.report.registry import Renderer, build_registry
@@ -105,6 +105,22 @@ def _evaluate_json() -> dict:
     return {"face_frames": face, "all_frames": every, **{k: face[k] for k in ("visual", "fusion", "sequence")}}
 
 
+def _va(valence: float, arousal: float) -> dict:
+    return {"ccc_valence": valence, "ccc_arousal": arousal, "score": (valence + arousal) / 2}
+
+
+def _evaluate_json_with_va() -> dict:
+    """:func:`_evaluate_json` with VA scores, as evaluate writes them for a manifest with VA labels."""
+    evaluate = _evaluate_json()
+    for frames, n, ccc in (("face_frames", 800, {"visual": (0.3, 0.2), "fusion": (0.4, 0.2), "sequence": (0.5, 0.3)}),
+                           ("all_frames", 850, {"visual": (0.2, 0.1), "fusion": (0.4, 0.3), "sequence": (0.5, 0.4)})):
+        evaluate[frames]["frames"]["va"] = n
+        for variant, (valence, arousal) in ccc.items():
+            evaluate[frames][variant]["va"] = _va(valence, arousal)
+        evaluate[frames]["baseline"].update(va=_va(0.0, 0.0), va_mean=[0.1, -0.2])
+    return evaluate
+
+
 def test_gains_are_differences_of_the_source_scores() -> None:
     assert results_gains(_evaluate_json()).startswith(
         "In this one run: Score difference over visual-only on the frames with a face: the sequence model +0.200 (AU) and "
@@ -131,12 +147,69 @@ def test_calibration_table_sets_each_models_own_thresholds_against_one_half() ->
 def test_results_table_shows_each_frame_set_with_its_own_baseline() -> None:
     text = results_table(_evaluate_json())
     face, every = text.split("**All labelled frames**")
-    assert face.startswith("**Frames with a face crop**") and "1,200 AU and 900 EXPR" in face
+    assert face.startswith("**Frames with a face crop**") and "1,200 AU and 900 EXPR validation frames (no VA scores in this record)" in face
     assert "| trivial baseline (no AU active / always Happiness) | 0.400 |" in face
     assert "| sequence model (transformer over cached visual + audio windows) | 0.700 |" in face
-    assert "1,300 AU and 1,000 EXPR" in every and "`all_frames`" in every
+    assert "1,300 AU and 1,000 EXPR validation frames (no VA" in every and "`all_frames`" in every
     assert "| trivial baseline (no AU active / always Neutral) | 0.410 |" in every
     assert "| visual-only (fine-tuned IResNet) | 0.400 |" in every
+
+
+def test_evaluate_tables_show_va_beside_au_and_expr() -> None:
+    text = results_table(_evaluate_json_with_va())
+    face, every = text.split("**All labelled frames**")
+    assert "| EXPR score | VA CCC valence | VA CCC arousal | VA score |" in face
+    assert "1,200 AU, 900 EXPR and 800 VA validation frames," in face
+    assert "1,300 AU, 1,000 EXPR and 850 VA validation frames," in every
+    assert ("| trivial baseline (no AU active / always Happiness / VA training mean) | 0.400 | 0.400 | 0.400 | "
+            "0.200 | 0.200 | 0.200 | 0.000 | 0.000 | 0.000 |") in face
+    assert "| sequence model (transformer over cached visual + audio windows) | 0.700 | 0.700 | 0.700 | 0.610 | " \
+           "0.610 | 0.610 | 0.500 | 0.300 | 0.400 |" in face
+    assert "| A+V fusion head (`train-audio`) | 0.450 | 0.450 | 0.450 | 0.600 | 0.600 | 0.600 | 0.400 | 0.300 | " \
+           "0.350 |" in every
+    headline = results_headline(_evaluate_json_with_va())
+    assert headline.splitlines()[0] == ("| variant | AU F1 | AU acc | AU score | EXPR F1 | EXPR acc | EXPR score | "
+                                        "VA score |")
+    assert "| visual-only (fine-tuned IResNet) | 0.500 | 0.500 | 0.500 | 0.600 | 0.600 | 0.600 | 0.250 |" in headline
+    assert "1,200 AU, 900 EXPR and 800 VA validation frames with a face crop" in headline
+
+
+def test_evaluate_tables_say_n_a_for_a_record_without_va() -> None:
+    # the metrics of a run before VA was scored, or of an Aff-Wild2 copy without VA_Set
+    headline = results_headline(_evaluate_json())
+    assert "| trivial baseline (no AU active / always Happiness) | 0.400 | 0.400 | 0.400 | 0.200 | 0.200 | " \
+           "0.200 | n/a |" in headline
+    assert "| sequence model (transformer over cached visual + audio windows) | 0.700 | 0.700 | 0.700 | 0.610 | " \
+           "0.610 | 0.610 | n/a |" in headline
+    assert "1,200 AU and 900 EXPR validation frames with a face crop (no VA scores in this record)" in headline
+    assert "| visual-only (fine-tuned IResNet) | 0.400 | 0.400 | 0.400 | 0.500 | 0.500 | 0.500 | n/a | n/a | n/a |" \
+        in results_table(_evaluate_json())   # all frames
+
+
+def test_gains_add_va_where_both_variants_have_it() -> None:
+    assert results_gains(_evaluate_json_with_va()).startswith(
+        "In this one run: Score difference over visual-only on the frames with a face: the sequence model +0.200 (AU), "
+        "+0.010 (EXPR) and +0.150 (VA); the per-frame A+V fusion head +0.050 (AU), -0.020 (EXPR) and +0.050 (VA). "
+        "Score difference over visual-only on all labelled frames: the sequence model +0.200 (AU), +0.000 (EXPR) "
+        "and +0.300 (VA); the per-frame A+V fusion head +0.050 (AU), +0.100 (EXPR) and +0.200 (VA).")
+
+
+@pytest.mark.parametrize("with_va", [False, True])
+def test_command_renders_the_evaluate_blocks_with_and_without_va(tmp_path: Path, with_va: bool) -> None:
+    (tmp_path / "metrics").mkdir()
+    evaluate = _evaluate_json_with_va() if with_va else _evaluate_json()
+    (tmp_path / "metrics" / "evaluate.json").write_text(json.dumps(evaluate))
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "results.md").write_text("<!-- report:results -->\n<!-- /report:results -->\n")
+    (tmp_path / "README.md").write_text("".join(f"<!-- report:{name} -->\nold\n<!-- /report:{name} -->\n"
+                                                for name in ("results-headline", "results-gains")))
+    assert CliRunner().invoke(report_command, ["--root", str(tmp_path)]).exit_code == 0
+    result = CliRunner().invoke(report_command, ["--root", str(tmp_path), "--check"])
+    assert result.exit_code == 0 and "every report block matches" in result.output
+    readme = (tmp_path / "README.md").read_text()
+    assert ("| 0.250 |" in readme) == with_va and ("| n/a |" in readme) == (not with_va)
+    assert ("(VA)" in readme) == with_va
+    assert ("VA CCC valence" in (tmp_path / "docs" / "results.md").read_text())
 
 
 def test_benchmark_record_says_command_machine_and_load(tmp_path: Path) -> None:

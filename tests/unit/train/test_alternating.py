@@ -11,17 +11,18 @@ from pipeline.train.losses import au_bce_loss, expr_focal_loss
 
 
 class TinyMultiTask(nn.Module):
-    """Trunk + AU head + EXPR head, the shape every multi-task model in the pipeline has."""
+    """Trunk + AU, EXPR and VA heads, the shape every multi-task model in the pipeline has."""
 
     def __init__(self) -> None:
         super().__init__()
         self.trunk = nn.Sequential(nn.Linear(6, 8), nn.ReLU())
         self.au_head = nn.Linear(8, 12)
         self.expr_head = nn.Linear(8, 7)
+        self.va_head = nn.Linear(8, 2)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         feat = self.trunk(x)
-        return self.au_head(feat), self.expr_head(feat)
+        return self.au_head(feat), self.expr_head(feat), torch.tanh(self.va_head(feat))
 
 
 def test_epoch_schedule_rotates_tasks_starting_with_expression() -> None:
@@ -38,7 +39,7 @@ def test_batch_schedule_rotates_per_batch() -> None:
         schedule.task_for_epoch(0)
 
 
-@pytest.mark.parametrize(("mode", "tasks"), [("sometimes", ("au",)), ("epoch", ()), ("batch", ("au", "au")), ("epoch", ("va",))])
+@pytest.mark.parametrize(("mode", "tasks"), [("sometimes", ("au",)), ("epoch", ()), ("batch", ("au", "au")), ("epoch", ("arousal",))])
 def test_schedule_rejects_bad_settings(mode: str, tasks: tuple) -> None:
     with pytest.raises(ValueError):
         TaskSchedule(mode, tasks=tasks)  # type: ignore[arg-type]
@@ -73,8 +74,8 @@ def test_missing_loader_is_an_error() -> None:
         list(alternating_batches(TaskSchedule("epoch"), 0, {"au": [1]}))
 
 
-def test_task_heads_requires_both_heads() -> None:
-    assert set(task_heads(TinyMultiTask())) == {"au", "expr"}
+def test_task_heads_requires_every_head() -> None:
+    assert set(task_heads(TinyMultiTask())) == {"au", "expr", "va"}
     with pytest.raises(ValueError, match="au_head"):
         task_heads(nn.Linear(2, 2))
 
@@ -103,7 +104,7 @@ def test_inactive_head_never_changes_with_momentum_and_weight_decay(mode: str) -
         for task, (xb, aub, exb) in alternating_batches(schedule, epoch, {"au": batches, "expr": batches}):
             heads = {"au": _snapshot(model.au_head), "expr": _snapshot(model.expr_head)}
             trunk = _snapshot(model.trunk)
-            au_logits, expr_logits = model(xb)  # both heads run; only the active loss is built
+            au_logits, expr_logits, _ = model(xb)  # both heads run; only the active loss is built
             if task == "au":
                 loss = au_bce_loss(au_logits, aub, torch.full((12,), 2.0))
             else:
@@ -123,10 +124,10 @@ def test_a_loss_touching_the_inactive_head_still_leaves_it_unchanged() -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.1)
     x = torch.randn(4, 6)
     for _ in range(2):  # the first step fills the momentum buffers of both heads
-        au_logits, expr_logits = model(x)
+        au_logits, expr_logits, _ = model(x)
         multitask_step(model, optimizer, "au", au_logits.square().mean() + expr_logits.square().mean())
     before = _snapshot(model.expr_head)
-    au_logits, expr_logits = model(x)
+    au_logits, expr_logits, _ = model(x)
     # zero-weighted inactive term: its gradients are zeros, not None, unless the step clears them
     multitask_step(model, optimizer, "au", au_logits.square().mean() + 0.0 * expr_logits.sum())
     assert _changed(before, model.expr_head) == set()
@@ -137,10 +138,10 @@ def test_multitask_step_clips_gradients_and_returns_detached_loss() -> None:
     model = TinyMultiTask()
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     before = _snapshot(model.au_head)
-    au_logits, _ = model(torch.randn(4, 6) * 100)
+    au_logits, _, _ = model(torch.randn(4, 6) * 100)
     out = multitask_step(model, optimizer, "au", au_logits.square().mean(), max_grad_norm=1e-3)
     assert out.requires_grad is False and out.item() > 0
     moved = torch.cat([(model.au_head.state_dict()[k] - before[k]).flatten() for k in before])
     assert moved.norm().item() <= 1e-3 + 1e-6
     with pytest.raises(ValueError, match="unknown task"):
-        multitask_step(model, optimizer, "va", au_logits.sum())  # type: ignore[arg-type]
+        multitask_step(model, optimizer, "arousal", au_logits.sum())  # type: ignore[arg-type]

@@ -47,6 +47,17 @@ def test_holdout_selection_adds_the_held_out_score() -> None:
     assert curve_rows(history)[0]["holdout_score"] == 0.30000000000000004
 
 
+def test_a_report_with_va_adds_its_score_column() -> None:
+    report = _frame_report(0.1, 0.2)
+    report["face_frames"]["va"] = {"ccc_valence": 0.3, "ccc_arousal": 0.5, "score": 0.4}
+    history = [{"epoch": 1, "score": 0.3, "loss": {"expr": 1.0, "au": 0.5, "va": 0.8}, "metrics": report,
+                "seconds": 1.0, "selection": None}]
+    row = curve_rows(history)[0]
+    assert row["loss_va"] == 0.8 and row["val_va_score"] == 0.4
+    assert list(row)[:7] == ["epoch", "loss_expr", "loss_au", "loss_va", "val_au_score", "val_expr_score",
+                             "val_va_score"]
+
+
 def test_every_curve_column_dvc_yaml_plots_is_one_the_trainers_write() -> None:
     """A plot naming a column no row has renders empty: keep dvc.yaml and curve_rows in step."""
     written = {
@@ -54,6 +65,7 @@ def test_every_curve_column_dvc_yaml_plots_is_one_the_trainers_write() -> None:
         **{stage: {"epoch", "loss_au", "loss_expr", "val_au_score", "val_expr_score", "val_score", "holdout_score",
                    "selection_score"} for stage in ("finetune-visual", "train-audio", "train-sequence")},
     }
+    written["finetune-visual"] |= {"loss_va", "val_va_score"}   # the demo's frames carry VA labels
     plots = yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]
     named = {}
     for entry in plots:

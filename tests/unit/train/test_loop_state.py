@@ -143,3 +143,17 @@ def test_a_state_file_of_another_layout_starts_over(tmp_path: Path) -> None:
                 "best": None, "history": [], "torch_rng": torch.get_rng_state()}, path)
     loop = LoopState.resume(path, KEY, model, optimizer)
     assert (loop.epoch, loop.resumed_from) == (0, None)
+
+
+@pytest.mark.parametrize("other", [lambda: nn.Sequential(nn.Linear(3, 2)), lambda: nn.Linear(4, 2)])
+def test_a_state_of_another_model_starts_over_with_one_line(tmp_path: Path, other, caplog) -> None:
+    """Same params and data, but the code now builds another model (renamed or reshaped weights)."""
+    path = tmp_path / "state.pt"
+    model, optimizer = _model_and_optimizer()
+    LoopState(path, KEY).end_epoch(_entry(1, 0.4), model, optimizer)
+    changed = other()
+    caplog.set_level("INFO")
+    loop = LoopState.resume(path, KEY, changed, torch.optim.SGD(changed.parameters(), lr=0.1))
+    assert (loop.epoch, loop.best, loop.history) == (0, None, [])
+    assert [m for m in caplog.messages if "another model" in m] == [
+        f"{path}: saved state holds another model's weights than this code builds; starting over"]

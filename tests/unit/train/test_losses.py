@@ -150,3 +150,59 @@ def test_loss_shape_errors_name_the_shapes() -> None:
         expr_focal_loss(torch.zeros(2, 7), torch.zeros(2, dtype=torch.long), gamma=-1.0)
     with pytest.raises(ValueError, match="alpha"):
         expr_focal_loss(torch.zeros(2, 7), torch.zeros(2, dtype=torch.long), gamma=1.0, alpha=torch.ones(12))
+
+
+# --- valence-arousal CCC loss ---------------------------------------------------------------------
+
+def test_va_ccc_loss_is_one_minus_the_metric_ccc_per_dimension() -> None:
+    from pipeline.metrics import ccc
+    from pipeline.train.losses import va_ccc_loss
+
+    rng = np.random.default_rng(3)
+    target = rng.uniform(-1, 1, size=(50, 2))
+    target[rng.random((50, 2)) < 0.3] = np.nan
+    pred = np.tanh(rng.normal(size=(50, 2)))
+    expected = np.mean([1.0 - ccc(target[:, k], pred[:, k]) for k in range(2)])
+    got = va_ccc_loss(torch.as_tensor(pred, dtype=torch.float32), torch.as_tensor(target, dtype=torch.float32))
+    assert got.item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_va_ccc_loss_adds_weighted_mse_and_reads_sequences() -> None:
+    from pipeline.train.losses import va_ccc_loss
+
+    target = torch.tensor([[[0.5, -0.5], [0.0, 0.5], [-0.5, 0.0]]])   # (1, 3, 2)
+    pred = target + 0.1
+    plain = va_ccc_loss(pred, target)
+    with_mse = va_ccc_loss(pred, target, mse_weight=2.0)
+    assert with_mse.item() == pytest.approx(plain.item() + 2.0 * 0.01, abs=1e-6)
+
+
+def test_va_ccc_loss_without_labels_is_a_connected_zero() -> None:
+    from pipeline.train.losses import va_ccc_loss
+
+    pred = torch.zeros(4, 2, requires_grad=True)
+    target = torch.full((4, 2), float("nan"))
+    target[0] = 0.3   # one labelled frame per dimension: no CCC can be computed
+    loss = va_ccc_loss(pred, target)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(pred.grad, torch.zeros(4, 2))
+
+
+def test_va_ccc_loss_stays_finite_for_constant_predictions_and_labels() -> None:
+    from pipeline.train.losses import va_ccc_loss
+
+    pred = torch.full((6, 2), 0.2, requires_grad=True)
+    loss = va_ccc_loss(pred, torch.full((6, 2), 0.2))
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(pred.grad).all()
+
+
+def test_va_ccc_loss_rejects_bad_shapes_and_weights() -> None:
+    from pipeline.train.losses import va_ccc_loss
+
+    with pytest.raises(ValueError, match=r"\(\.\.\., 2\)"):
+        va_ccc_loss(torch.zeros(3, 3), torch.zeros(3, 3))
+    with pytest.raises(ValueError, match="targets shape"):
+        va_ccc_loss(torch.zeros(3, 2), torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="mse_weight"):
+        va_ccc_loss(torch.zeros(3, 2), torch.zeros(3, 2), mse_weight=-1.0)

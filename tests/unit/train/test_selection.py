@@ -50,7 +50,8 @@ def test_held_out_videos_are_whole_and_leave_training_and_validation_disjoint(se
     manifest = _manifest(_records())
     held = carve_selection(manifest, 0.2, seed)
     splits = task_splits(manifest, ("affwild2", "bp4d"), held)
-    for task in TASKS:
+    assert not splits.train["va"] and not held.subjects["va"]   # a task without training videos holds none out
+    for task in ("au", "expr"):
         assert splits.selection[task], task                       # every task has a selection subject
         assert splits.train[task], task                           # and keeps training subjects
         assert not set(splits.selection[task]) & set(splits.train[task])
@@ -109,8 +110,9 @@ def test_the_tiny_preset_works_with_the_default_share(tiny_prepared: Path) -> No
         splits = task_splits(manifest, ("affwild2",), held)
         for task in TASKS:
             assert splits.selection[task], (seed, task, held)
-            # the first pass takes no video past a task's quota of one: two training videos stay
-            assert len({manifest.by_name(n).video for n in splits.train[task]}) == 2, (seed, task, held)
+            # with three tasks, the second pass may take a video past another task's quota of one
+            # to fill VA's: every task still keeps a training video
+            assert len({manifest.by_name(n).video for n in splits.train[task]}) >= 1, (seed, task, held)
 
 
 def _held_out_logits() -> tuple[np.ndarray, np.ndarray]:

@@ -35,8 +35,15 @@ def subject_arrays(name: str, n: int, seed: int) -> dict[str, np.ndarray]:
     expr[-5:] = -1
     if name == "v1_right":
         au[:] = -1                         # this subject has no AU annotation at all
-    return {"embedding": embedding, "face_present": face, "au": au, "expr": expr,
-            "au_logits": np.zeros((n, 12), np.float32), "expr_logits": np.zeros((n, 7), np.float32)}
+    arrays = {"embedding": embedding, "face_present": face, "au": au, "expr": expr,
+              "au_logits": np.zeros((n, 12), np.float32), "expr_logits": np.zeros((n, 7), np.float32)}
+    if name != "F001_T1":                  # BP4D: an entry without VA arrays, as a store made before VA
+        va = rng.uniform(-1, 1, size=(n, 2)).astype(np.float32)
+        va[n // 2: n // 2 + 4, 1] = np.nan  # arousal unlabelled on a few frames
+        if name == "v1_right":
+            va[:] = np.nan                 # no VA annotation at all
+        arrays.update(va=va, va_pred=np.zeros((n, 2), np.float32))
+    return arrays
 
 
 def audio_arrays(n: int, seed: int) -> dict[str, np.ndarray]:
@@ -71,7 +78,7 @@ def cache(stores) -> SequenceCache:
     return load_sequence_cache(manifest, visual, audio, list(SUBJECTS), "both")
 
 
-def expected_window(stores, name: str, start: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def expected_window(stores, name: str, start: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Features and labels of one window computed straight from the arrays that were stored."""
     _, _, _, raw_visual, raw_audio = stores
     video, n, _ = SUBJECTS[name]
@@ -80,7 +87,8 @@ def expected_window(stores, name: str, start: int) -> tuple[np.ndarray, np.ndarr
     a = raw_audio.get(video, {"embedding": np.zeros((n, 512), np.float16), "audio_present": np.zeros(n, bool)})
     features = compose_features(v["embedding"][start:stop], a["embedding"][start:stop],
                                 v["face_present"][start:stop], a["audio_present"][start:stop], "both")
-    return features, v["au"][start:stop], v["expr"][start:stop]
+    va = v.get("va", np.full((n, 2), np.nan, np.float32))
+    return features, v["au"][start:stop], v["expr"][start:stop], va[start:stop]
 
 
 def test_windows_equal_the_stored_arrays_sliced(stores, cache: SequenceCache) -> None:
@@ -89,16 +97,18 @@ def test_windows_equal_the_stored_arrays_sliced(stores, cache: SequenceCache) ->
     assert batch.features.shape == (len(pairs), WINDOW, 1026) and batch.features.dtype == np.float16
     for k, (subject, start) in enumerate(pairs):
         name = cache.names[subject]
-        features, au, expr = expected_window(stores, name, int(start))
+        features, au, expr, va = expected_window(stores, name, int(start))
         real = len(features)
         np.testing.assert_array_equal(batch.features[k, :real], features.astype(np.float16))
         np.testing.assert_array_equal(batch.au[k, :real], au)
         np.testing.assert_array_equal(batch.expr[k, :real], expr)
+        np.testing.assert_array_equal(batch.va[k, :real], va)   # NaN where unlabelled, both sides
         assert not batch.padding[k, :real].any()
         # frames past the end: padded, zero features, unlabelled
         assert batch.padding[k, real:].all()
         assert (batch.features[k, real:] == 0).all()
         assert (batch.au[k, real:] == -1).all() and (batch.expr[k, real:] == -1).all()
+        assert np.isnan(batch.va[k, real:]).all()
 
 
 def test_windows_cover_each_subject_including_the_tail(cache: SequenceCache) -> None:
@@ -130,6 +140,32 @@ def test_task_windows_hold_labels_of_that_task(cache: SequenceCache) -> None:
     assert ((batch.au != -1).all(axis=-1)).any(axis=1).all()
     expr_windows = cache.windows(list(SUBJECTS), WINDOW, stride=5, task="expr")
     assert "v1_right" in {cache.names[s] for s in expr_windows[:, 0]}
+    va_windows = cache.windows(list(SUBJECTS), WINDOW, stride=5, task="va")
+    # v1_right has no VA label, and F001_T1's store entry has no va array: both VA-unlabelled
+    assert {cache.names[s] for s in va_windows[:, 0]} == {"v1_left", "v2"}
+    assert (~np.isnan(cache.batch(va_windows, WINDOW).va)).any(axis=(1, 2)).all()
+    with pytest.raises(ValueError, match="task must be 'au', 'expr' or 'va', got 'valence'"):
+        cache.windows(["v2"], WINDOW, stride=5, task="valence")
+
+
+def test_a_store_entry_without_va_reads_as_va_unlabelled(stores, cache: SequenceCache) -> None:
+    assert cache.subject_va("F001_T1").shape == (35, 2) and np.isnan(cache.subject_va("F001_T1")).all()
+    np.testing.assert_array_equal(cache.subject_va("v2"), stores[3]["v2"]["va"])
+
+
+def test_a_loader_limit_draws_a_fresh_subset_of_that_many_windows_each_epoch(cache: SequenceCache) -> None:
+    windows = cache.windows(list(SUBJECTS), WINDOW, stride=3)
+    loader = WindowLoader(cache, windows, WINDOW, batch_size=4, seed=0, limit=6)
+    assert len(loader) == 2
+    seen = []
+    for epoch in range(2):
+        loader.set_epoch(epoch)
+        seen.append([tuple(row) for b in loader for row in b.features[:, 0, :4].astype(np.float32).tolist()])
+        assert len(seen[-1]) == 6
+    assert seen[0] != seen[1]
+    assert len(WindowLoader(cache, windows, WINDOW, batch_size=4, limit=len(windows) + 5)) == -(-len(windows) // 4)
+    with pytest.raises(ValueError, match="limit must be >= 1 or None, got 0"):
+        WindowLoader(cache, windows, WINDOW, batch_size=4, limit=0)
 
 
 def test_visual_only_cache_holds_only_visual_columns(stores) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from _baselines import trivial_au_score, trivial_expr_score
 
 from pipeline.config import ConfigError, from_dict
 from pipeline.data.manifest import read_manifest
+from pipeline.metrics import va_metrics
 from pipeline.model_files.onnx_export import ParityError, make_session, read_metadata
 from pipeline.inference.sequence import load_sequence_runner, onnx_run_fn, sliding_window_logits, torch_run_fn
 from pipeline.model_files.sequence import build_from_checkpoint
@@ -59,6 +61,42 @@ def test_loss_falls_on_a_tiny_cache(trained: Path) -> None:
     for task in ("au", "expr"):
         first, last = entries[0]["loss"][task], entries[-1]["loss"][task]
         assert np.isfinite(first) and last < 0.7 * first, (task, first, last)
+    # 1 - CCC of batches of a few windows is noisy, and the shared trunk also follows AU and EXPR:
+    # the VA loss falls, not steadily (what the VA head learns is checked on whole videos below)
+    va = [e["loss"]["va"] for e in entries]
+    assert np.isfinite(va).all() and min(va[1:]) < 0.85 * va[0], va
+
+
+def _training_va(paths: tuple[Path, Path, Path], model_pt: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, predictions) (N, 2) of the VA training subjects, by the published model's windows."""
+    manifest, visual, audio = paths
+    runner = load_sequence_runner(model_pt, device="cpu")
+    vstore, astore = zarr.open_group(visual, mode="r"), zarr.open_group(audio, mode="r")
+    labels, predictions = [], []
+    for record in read_manifest(manifest).in_split("va", "train"):
+        v, a = vstore[record.name], astore[record.video]
+        *_, va = runner.video_logits(v["embedding"][:], a["embedding"][:], v["face_present"][:],
+                                     a["audio_present"][:])
+        labels.append(v["va"][:])
+        predictions.append(va)
+    return np.concatenate(labels), np.concatenate(predictions)
+
+
+def test_the_model_learns_valence_and_arousal(trained: Path, cache_paths) -> None:
+    # the generated VA is each expression's point plus a slow drift: the VA head learns it from the
+    # same embeddings, so its CCC on the training videos beats any constant prediction (CCC 0)
+    labels, predictions = _training_va(cache_paths, trained / "sequence" / "model.pt")
+    assert np.abs(predictions).max() <= 1.0
+    constant = va_metrics(labels, np.broadcast_to(np.nanmean(labels, axis=0), labels.shape))
+    learnt = va_metrics(labels, predictions)
+    assert learnt["score"] > constant["score"] + 0.2, (learnt, constant)
+    report = json.loads((trained / "metrics.json").read_text())["validation"]
+    for frames in ("face_frames", "all_frames"):
+        va = report[frames]["va"]
+        assert np.isfinite(va["score"]) and va["score"] == 0.5 * (va["ccc_valence"] + va["ccc_arousal"])
+        assert report[frames]["frames"]["va"] == va["frames_valence"] > 0
+        assert report[frames]["score"] == pytest.approx(np.mean([report[frames][t]["score"]
+                                                                 for t in ("au", "expr", "va")]))
 
 
 def _validation_labels(paths: tuple[Path, Path, Path]) -> tuple[np.ndarray, np.ndarray]:
@@ -82,8 +120,10 @@ def test_outputs_model_onnx_and_metrics(trained: Path, cache_paths) -> None:
     metrics = json.loads((trained / "metrics.json").read_text())
     assert set(metrics) == {"validation", "selection", "epochs", "best_epoch", "au_thresholds"}
     for report in metrics["validation"].values():
-        assert set(report) == {"au", "expr", "score", "frames"}
+        assert set(report) == {"au", "expr", "va", "score", "frames"}
         assert all(set(report[task]) == {"f1", "acc", "score"} for task in ("au", "expr"))
+        assert set(report["va"]) == {"ccc_valence", "ccc_arousal", "score", "frames_valence", "frames_arousal"}
+        assert set(report["frames"]) == {"au", "expr", "va"}
     ckpt = torch.load(trained / "sequence" / "model.pt", weights_only=True)
     assert {"arch", "state_dict", "modalities", "window", "stride"} <= set(ckpt)
     assert (ckpt["modalities"], ckpt["window"], ckpt["stride"]) == ("both", 16, 8)
@@ -98,16 +138,17 @@ def test_outputs_model_onnx_and_metrics(trained: Path, cache_paths) -> None:
         assert runner.au_thresholds.values == tuple(metrics["au_thresholds"]["values"])
     graph = onnx.load(trained / "sequence" / "sequence.onnx").graph
     assert [i.name for i in graph.input] == ["features"]
-    assert [o.name for o in graph.output] == ["au_logits", "expr_logits"]
-    # ONNX and torch give the same whole-video logits, on a video longer and one shorter than a window
+    assert [o.name for o in graph.output] == ["au_logits", "expr_logits", "va_pred"]
+    # ONNX and torch give the same whole-video outputs, on a video longer and one shorter than a window
     model = build_from_checkpoint(ckpt)
     session = make_session(trained / "sequence" / "sequence.onnx", device="cpu")
     features = np.random.default_rng(0).normal(size=(37, 1026)).astype(np.float32)
     for n in (37, 9):
         a = sliding_window_logits(torch_run_fn(model), features[:n], 16, 8)
         b = sliding_window_logits(onnx_run_fn(session), features[:n], 16, 8)
-        np.testing.assert_allclose(a[0], b[0], atol=1e-4)
-        np.testing.assert_allclose(a[1], b[1], atol=1e-4)
+        assert len(a) == len(b) == 3
+        for torch_output, onnx_output in zip(a, b, strict=True):
+            np.testing.assert_allclose(torch_output, onnx_output, atol=1e-4)
 
 
 def test_the_best_epoch_on_the_held_out_videos_is_published(trained: Path, cache_paths) -> None:
@@ -158,12 +199,38 @@ def test_other_params_start_over(cache_paths, tmp_path: Path) -> None:
 
 
 def test_visual_only_model_and_epoch_alternation(cache_paths, tmp_path: Path) -> None:
-    config = replace(CONFIG, modalities="visual", alternation="epoch", epochs=2, positional="sinusoidal")
+    config = replace(CONFIG, modalities="visual", alternation="epoch", epochs=3, positional="sinusoidal")
     metrics = run(cache_paths, tmp_path, config).metrics
-    assert set(metrics["validation"]["face_frames"]) == {"au", "expr", "score", "frames"}
+    assert set(metrics["validation"]["face_frames"]) == {"au", "expr", "va", "score", "frames"}
     assert read_metadata(tmp_path / "sequence" / "sequence.onnx")["feature_dim"] == 513
-    entries = history(tmp_path)
-    assert entries[0]["loss"]["au"] is None and entries[1]["loss"]["expr"] is None  # expr epoch, then au
+    # an expr epoch, then an au epoch, then a va epoch
+    trained_tasks = [[t for t, loss in e["loss"].items() if loss is not None] for e in history(tmp_path)]
+    assert trained_tasks == [["expr"], ["au"], ["va"]]
+
+
+@pytest.fixture(scope="module")
+def no_va_paths(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    # the same videos, written as a dataset without VA_Set: no va_split in the manifest, no va arrays
+    config = SyntheticCacheConfig(n_videos=8, min_frames=40, max_frames=70, validation_fraction=0.25, seed=1,
+                                  with_va=False)
+    return write_synthetic_cache(tmp_path_factory.mktemp("no_va"), config)
+
+
+def test_a_dataset_without_va_trains_au_and_expr_as_before(no_va_paths, cache_paths, tmp_path: Path,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    config = replace(CONFIG, epochs=2)
+    with caplog.at_level(logging.INFO):
+        metrics = run(no_va_paths, tmp_path / "no_va", config).metrics
+    skipped = [r.getMessage() for r in caplog.records if "va task is skipped" in r.getMessage()]
+    assert skipped == ["train_sequence: no VA labels in the training split; the va task is skipped"]
+    for report in metrics["validation"].values():
+        assert set(report) == {"au", "expr", "score", "frames"} and set(report["frames"]) == {"au", "expr"}
+    assert set(history(tmp_path / "no_va")[0]["loss"]) == {"expr", "au"}
+    # AU and expression train exactly as on the same videos with VA labels and VA left out of the rotation
+    with_va = run(cache_paths, tmp_path / "va", replace(config, max_windows=None), "work-va")
+    assert with_va.history[0]["loss"]["va"] is not None
+    without = torch.load(tmp_path / "no_va" / "sequence" / "model.pt", weights_only=True)["state_dict"]
+    assert without["va_head.weight"].abs().sum() > 0   # initialised, never trained: its grad stays None
 
 
 def test_an_absurd_lr_stops_training_and_publishes_nothing(cache_paths, tmp_path: Path) -> None:
@@ -180,6 +247,29 @@ def test_config_from_params_rejects_bad_values() -> None:
         from_dict(SequenceTrainConfig, {"modalities": "video"})
     with pytest.raises(ValueError, match="window"):
         SequenceTrainConfig(window=0)
+    with pytest.raises(ConfigError, match=r"train_sequence\.va_mse_weight: must be a finite number >= 0, got -1"):
+        from_dict(SequenceTrainConfig, {"va_mse_weight": -1.0}, where="train_sequence")
+    with pytest.raises(ConfigError, match=r"train_sequence\.max_windows: must be >= 1 or null, got 0"):
+        from_dict(SequenceTrainConfig, {"max_windows": 0}, where="train_sequence")
+
+
+def test_va_mse_weight_changes_the_va_loss_only(cache_paths, tmp_path: Path) -> None:
+    plain = run(cache_paths, tmp_path / "plain", replace(CONFIG, epochs=1)).history[0]["loss"]
+    mse = run(cache_paths, tmp_path / "mse", replace(CONFIG, epochs=1, va_mse_weight=5.0)).history[0]["loss"]
+    assert mse["va"] > plain["va"]   # the same first batches, plus a positive MSE term
+
+
+def test_max_windows_caps_each_task_per_epoch(cache_paths, tmp_path: Path) -> None:
+    # batch mode rotates the three tasks until the longest is done: capping each at 2 batches makes
+    # the epoch 6 steps, and the curve of each task has as many losses as its batches
+    result = run(cache_paths, tmp_path, replace(CONFIG, epochs=1, max_windows=2 * CONFIG.batch_size))
+    assert result.history[0]["loss"]["va"] is not None
+    from pipeline.train import sequence as trainer
+    from pipeline.train.sequence_data import load_sequence_cache
+    manifest, visual, audio = cache_paths
+    cache = load_sequence_cache(read_manifest(manifest), visual, audio, ["video0", "video1"], "both")
+    loader = trainer._loader(cache, ["video0", "video1"], "va", replace(CONFIG, max_windows=3))
+    assert len(loader) == 1 and sum(len(b.features) for b in loader) == 3
 
 
 def test_parity_tolerance_comes_from_train_sequence_params(tmp_path: Path) -> None:

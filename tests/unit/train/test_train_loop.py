@@ -12,7 +12,7 @@ from torch import nn
 
 from pipeline.train.loop import (
     DivergedError, Trainer, check_loss, check_weights, frame_set_metrics, mean_losses, run_epochs, selection_score,
-    validation_metrics,
+    subject_metrics, validation_metrics,
 )
 from pipeline.train.loop_state import LoopState
 from pipeline.train.optim import OptimConfig
@@ -168,6 +168,39 @@ def test_frame_set_metrics_score_face_frames_and_all_frames() -> None:
     assert report["all_frames"]["frames"] == {"au": 3, "expr": 0} and "expr" not in report["all_frames"]
     nobody = frame_set_metrics((au_true, au_pred, np.zeros(4, bool)), None)
     assert nobody["face_frames"]["score"] is None and nobody["all_frames"]["score"] is not None
+
+
+def test_frame_set_metrics_score_va_beside_the_other_tasks_and_leave_it_out_without_labels() -> None:
+    nan = np.nan
+    va_true = np.array([[0.5, -0.5], [-0.5, 0.5], [0.2, nan], [nan, nan], [0.1, 0.3]], np.float32)
+    va_pred = np.array([[0.5, -0.5], [-0.5, 0.5], [0.0, 0.0], [0.9, 0.9], [0.0, 0.0]], np.float32)
+    face = np.array([True, True, True, True, False])
+    expr = (np.array([0, 3, 3, -1, 1]), np.array([0, 3, 3, 0, 0]), face)
+    report = frame_set_metrics(None, expr, (va_true, va_pred, face))
+    faces = report["face_frames"]
+    assert faces["frames"] == {"au": 0, "expr": 3, "va": 3}   # frames with any VA label
+    assert faces["va"]["frames_valence"] == 3 and faces["va"]["frames_arousal"] == 2
+    assert faces["score"] == pytest.approx((faces["expr"]["score"] + faces["va"]["score"]) / 2)
+    assert report["all_frames"]["frames"]["va"] == 4
+    # a frame set without a VA label has no VA entry (CCC is undefined there), only its count of 0
+    unlabelled = frame_set_metrics(None, expr, (np.full((5, 2), nan, np.float32), va_pred, face))
+    assert "va" not in unlabelled["face_frames"] and unlabelled["face_frames"]["frames"]["va"] == 0
+    # no VA given at all: the report of before, without even the count
+    assert frame_set_metrics(None, expr)["face_frames"]["frames"] == {"au": 0, "expr": 3}
+
+
+def test_subject_metrics_score_va_of_whole_subjects_when_outputs_and_labels_carry_it() -> None:
+    n = 4
+    au, expr = np.full((n, 12), -1, np.int8), np.array([1, 2, 1, 2], np.int8)
+    va = np.array([[0.1, 0.2], [0.3, -0.2], [-0.4, 0.0], [0.6, 0.5]], np.float32)
+    face = np.array([True, True, True, False])
+    outputs = {"s": (np.zeros((n, 12), np.float32), np.eye(7, dtype=np.float32)[expr], va.copy())}
+    report = subject_metrics(outputs, lambda name: (au, expr, face, va), {"au": [], "expr": ["s"], "va": ["s"]})
+    assert report["face_frames"]["va"]["score"] == pytest.approx(1.0)    # the labels themselves: CCC 1
+    assert report["face_frames"]["expr"]["acc"] == 1.0 and report["all_frames"]["frames"]["va"] == 4
+    # callers that score AU and EXPR only keep their (au, expr) outputs and three labels
+    two = subject_metrics({"s": outputs["s"][:2]}, lambda name: (au, expr, face), {"au": [], "expr": ["s"], "va": ["s"]})
+    assert "va" not in two["face_frames"] and two["face_frames"]["frames"] == {"au": 0, "expr": 3}
 
 
 def test_run_epochs_stops_on_weights_that_went_non_finite(tmp_path: Path) -> None:

@@ -159,12 +159,16 @@ def test_training_publishes_best_model_and_metrics(trained: tuple[Path, Any], ti
         report, baseline = metrics["validation"][frames], metrics["baseline"][frames]
         for task in ("au", "expr"):
             assert set(report[task]) == set(baseline[task]) == {"f1", "acc", "score"}
-        assert report["score"] == pytest.approx((report["au"]["score"] + report["expr"]["score"]) / 2)
+        assert set(report["va"]) == set(baseline["va"]) == {"ccc_valence", "ccc_arousal", "score",
+                                                             "frames_valence", "frames_arousal"}
+        assert math.isfinite(report["va"]["score"]) and baseline["va"]["score"] == 0.0   # a constant has CCC 0
+        assert report["score"] == pytest.approx(np.mean([report[t]["score"] for t in ("au", "expr", "va")]))
         assert baseline["au"]["f1"] == 0.0  # all-negative predictions have no true positive
     # the tiny preset has labelled frames without a face crop: all_frames adds them
     face, every = metrics["validation"]["face_frames"]["frames"], metrics["validation"]["all_frames"]["frames"]
-    assert face == {"au": metrics["frames"]["au_val"], "expr": metrics["frames"]["expr_val"]}
-    assert every["au"] > face["au"] and every["expr"] > face["expr"]
+    assert face == {task: metrics["frames"][f"{task}_val"] for task in ("au", "expr", "va")}
+    assert every["au"] > face["au"] and every["expr"] > face["expr"] and every["va"] > face["va"]
+    assert result.history[0]["loss"].keys() == {"expr", "au", "va"}   # the VA head trains in the rotation
 
     manifest = read_manifest(tiny_prepared / "manifest.json")
     selection = metrics["selection"]
@@ -173,7 +177,7 @@ def test_training_publishes_best_model_and_metrics(trained: tuple[Path, Any], ti
     kept = selection["per_epoch"][metrics["best_epoch"] - 1]
     assert kept["selection_score"] == max(e["selection_score"] for e in selection["per_epoch"])
     assert kept["validation_score"] == metrics["validation"]["face_frames"]["score"]
-    assert metrics["frames"]["au_selection"] > 0 and metrics["frames"]["expr_selection"] > 0
+    assert all(metrics["frames"][f"{task}_selection"] > 0 for task in ("au", "expr", "va"))
     held = set(selection["subjects"]["expr"])
     labels = read_all_labels(tiny_prepared / "labels.h5")
     train_expr = np.concatenate([labels[r.name].expr[labels[r.name].face_present]
@@ -183,8 +187,8 @@ def test_training_publishes_best_model_and_metrics(trained: tuple[Path, Any], ti
     ckpt = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
     assert ckpt["arch"] == VisualTrainConfig(**TINY).arch() and ckpt["epoch"] == metrics["best_epoch"]
     model = build_from_checkpoint(ckpt).eval()
-    au, expr = model(torch.zeros(2, 3, 112, 112))
-    assert au.shape == (2, 12) and expr.shape == (2, 7) and torch.isfinite(au).all()
+    au, expr, va = model(torch.zeros(2, 3, 112, 112))
+    assert au.shape == (2, 12) and expr.shape == (2, 7) and va.shape == (2, 2) and torch.isfinite(au).all()
     assert not list(out.glob(".model.pt.tmp-*"))
 
     # the AU thresholds: the per-AU search over the published model's probabilities on the held-out
@@ -221,11 +225,12 @@ def test_training_steps_fit_a_small_set_far_beyond_the_best_constant(tiny_prepar
     batches = {task: _fixed_batch(tiny_prepared, tiny_frames, task, 32) for task in ("au", "expr")}
     for step in range(24):
         task = ("au", "expr")[step % 2]
-        trainer.step(task, *batches[task], epoch=1, batch=step + 1)
+        images, au, expr = batches[task]
+        trainer.step(task, images, au if task == "au" else expr, epoch=1, batch=step + 1)
     model = trainer.model.eval()
     with torch.no_grad():
-        au_logits, _ = model(to_model_input(batches["au"][0]))
-        _, expr_logits = model(to_model_input(batches["expr"][0]))
+        au_logits = model(to_model_input(batches["au"][0]))[0]
+        expr_logits = model(to_model_input(batches["expr"][0]))[1]
     au_true, expr_true = batches["au"][1].numpy(), batches["expr"][2].numpy()
     au = au_metrics(au_true, (au_logits > 0).numpy().astype(np.int64))
     expr = expr_metrics(expr_true, expr_logits.argmax(1).numpy())
@@ -243,7 +248,7 @@ def test_interrupted_run_resumes_mid_epoch_to_the_same_weights_and_metrics(
 
     def failing_step(*args: Any, **kwargs: Any) -> torch.Tensor:
         calls["n"] += 1
-        if calls["n"] == 7:  # epoch 1 has 4 batches; the last checkpoint is after batch 2 of epoch 2
+        if calls["n"] == 9:  # epoch 1 has 6 batches; the last checkpoint is after batch 2 of epoch 2
             raise KeyboardInterrupt
         return real_step(*args, **kwargs)
 
@@ -377,7 +382,8 @@ def test_backbone_learns_at_its_multiplier_of_the_heads_lr_through_the_schedule(
     backbone, heads = (group["params"] for group in run.optimizer.param_groups)
     assert {id(p) for p in backbone} == {id(p) for p in run.model.backbone.parameters()}
     assert {id(p) for p in heads} == {id(p) for p in [*run.model.au_head.parameters(),
-                                                      *run.model.expr_head.parameters()]}
+                                                      *run.model.expr_head.parameters(),
+                                                      *run.model.va_head.parameters()]}
     lrs = _group_lrs(run, 20)
     assert lrs[0] == pytest.approx((0.01, 0.1)) and lrs[10][1] < 0.1
     assert all(b == pytest.approx(0.1 * h) for b, h in lrs)   # the ratio holds at every step of the cosine
@@ -423,6 +429,70 @@ def test_random_backbone_trains_with_a_multiplier_and_warmup(
                                "warmup_epochs": 0.5})
     result = _run(tiny_prepared, tiny_frames, tmp_path, cfg)
     assert (tmp_path / "model.pt").is_file() and result.best_epoch == 1
-    # 4 steps: 2 of warm-up, then the cosine over the other 2 (1, then 1/2 of lr)
-    assert len(seen) == 4 and [h for _, h in seen] == pytest.approx([0.025, 0.05, 0.05, 0.025])
+    # 6 steps (2 batches of each of the 3 tasks): 3 of warm-up, then the cosine over the other 3
+    # (1, 3/4, then 1/4 of lr)
+    assert len(seen) == 6
+    assert [h for _, h in seen] == pytest.approx([0.05 / 3, 0.1 / 3, 0.05, 0.05, 0.0375, 0.0125])
     assert all(b == pytest.approx(0.25 * h) for b, h in seen)
+
+
+# -- valence-arousal ----------------------------------------------------------------------------
+
+def _head_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: torch.cat([p.detach().flatten() for p in head.parameters()]) for name, head in
+            (("au", model.au_head), ("expr", model.expr_head), ("va", model.va_head))}
+
+
+def test_va_only_frames_teach_the_va_head_and_leave_the_other_heads_alone(
+    tiny_prepared: Path, tiny_frames: Path
+) -> None:
+    # Frames that carry only VA labels (AU and expression unlabelled) train through the trainer's own
+    # step: the VA head fits them, the AU and expression heads do not move.
+    manifest = read_manifest(tiny_prepared / "manifest.json")
+    fs = select_frames(manifest, read_frame_labels(tiny_prepared / "labels.h5", tiny_frames), "va", "train")
+    picks = np.linspace(0, len(fs) - 1, 32).astype(int)
+    va_only = dataclasses.replace(fs.subset(picks), au=np.full((32, 12), -1, np.int8), expr=np.full(32, -1, np.int8))
+    assert has_labels(va_only, "va").all() and not has_labels(va_only, "au").any()
+    images = torch.stack([image for image, _, _ in FrameDataset(tiny_frames, va_only).__getitems__(list(range(32)))])
+    targets = torch.from_numpy(va_only.va)
+    no_augment = AugmentConfig(flip_prob=0.0, crop_scale=0.0, hue=0.0, saturation=0.0, lightness=0.0)
+    cfg = VisualTrainConfig(**{**TINY, "width_mult": 0.125, "lr": 0.02, "schedule": "constant", "augment": no_augment})
+    run = visual._VisualRun(cfg, torch.device("cpu"), DistContext(), total_steps=20, pos_weight=torch.ones(12))
+    before = _head_weights(run.model)
+    losses = [run.step("va", images, targets, epoch=1, batch=step + 1) for step in range(20)]
+    after = _head_weights(run.model)
+    assert torch.equal(before["au"], after["au"]) and torch.equal(before["expr"], after["expr"])
+    assert not torch.equal(before["va"], after["va"])
+    assert losses[-1] < 0.6 * losses[0], losses   # 1 - CCC falls: the VA head learns these frames
+
+
+def _without_va(prepared: Path, out: Path) -> Path:
+    """A copy of the ``prepare`` output as an Aff-Wild2 copy without VA_Set gives it: no VA labels, no VA split."""
+    from pipeline.data.labels_store import write_labels
+    from pipeline.data.manifest import write_manifest
+
+    out.mkdir()
+    manifest = read_manifest(prepared / "manifest.json")
+    records = tuple(dataclasses.replace(r, va_split=None) for r in manifest.subjects)
+    write_manifest(dataclasses.replace(manifest, subjects=records), out / "manifest.json")
+    labels = read_all_labels(prepared / "labels.h5")
+    write_labels(out / "labels.h5", {name: dataclasses.replace(item, va=None) for name, item in labels.items()})
+    return out
+
+
+def test_a_dataset_without_va_labels_trains_au_and_expr_and_reports_no_va(
+    tiny_prepared: Path, tiny_frames: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    prepared = _without_va(tiny_prepared, tmp_path / "prepared")
+    with caplog.at_level("INFO", logger="pipeline.train.visual"):
+        result = _run(prepared, tiny_frames, tmp_path, VisualTrainConfig(**{**TINY, "epochs": 1}))
+    skipped = [r.getMessage() for r in caplog.records if "valence-arousal" in r.getMessage()]
+    assert skipped == [f"{prepared / 'labels.h5'}: no training face frame carries a valence-arousal label; "
+                       "the va head is not trained"]
+    assert result.history[0]["loss"].keys() == {"expr", "au"}
+    assert not any(key.startswith("va_") for key in result.metrics["frames"])
+    for report in (result.metrics["validation"], result.metrics["baseline"], result.history[0]["selection"]):
+        for frames in ("face_frames", "all_frames"):
+            assert "va" not in report[frames] and report[frames]["frames"].keys() == {"au", "expr"}
+            assert report[frames]["score"] == pytest.approx((report[frames]["au"]["score"]
+                                                             + report[frames]["expr"]["score"]) / 2)
