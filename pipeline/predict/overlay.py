@@ -3,8 +3,9 @@
 On each frame, each face followed there gets its box (one colour per face id), a label with its id and
 most probable expression with that probability, 12 small bars, one per AU probability, each with a
 tick at that AU's decision threshold (the one the CSV's ``<AU>_active`` uses), beside the box (right
-of it, or left when the frame ends), and under the bars a valence-arousal disc: valence across,
-arousal up, a dot at the face's (valence, arousal) and the two values beside it. A face whose place
+of it, or left when the frame ends), and under the bars (above them when the frame ends first) a
+valence-arousal disc: valence across, arousal up, a dot at the face's (valence, arousal) and the two
+values beside it. A face whose place
 is unknown (read from a crops folder) gets the label, bars and disc in the frame's top-left corner.
 Frames without a face are re-encoded unchanged.
 
@@ -95,12 +96,12 @@ def draw_marks(image: np.ndarray, marks: Sequence[FaceMark], au_thresholds: AuTh
     height = canvas.height
     font = ImageFont.load_default(size=max(10, round(height / 45)))
     for mark in marks:
-        _draw_mark(draw, font, mark, canvas.width, ticks)
+        _draw_mark(draw, font, mark, (canvas.width, canvas.height), ticks)
     return np.asarray(canvas)
 
 
 def _draw_mark(draw: ImageDraw.ImageDraw, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, mark: FaceMark,
-               frame_width: int, ticks: np.ndarray) -> None:
+               frame_size: tuple[int, int], ticks: np.ndarray) -> None:
     if np.shape(mark.au_prob) != (NUM_AUS,) or np.shape(mark.expr_prob) != (NUM_EXPRS,):
         raise ValueError(f"face {mark.face_id}: expected {NUM_AUS} AU and {NUM_EXPRS} expression probabilities, "
                          f"got {np.shape(mark.au_prob)} and {np.shape(mark.expr_prob)}")
@@ -121,9 +122,9 @@ def _draw_mark(draw: ImageDraw.ImageDraw, font: ImageFont.FreeTypeFont | ImageFo
     draw.rectangle((x, label_y, x + label_w, label_y + label_h), fill=(*colour, 220))
     draw.text((x + 3, label_y + 3 - top), label, font=font, fill=(0, 0, 0))
     panel = _draw_au_bars(draw, font, mark, colour, (x, y, w, h), label_h if mark.box is None else 0,
-                          frame_width, ticks)
+                          frame_size[0], ticks)
     if mark.va is not None:
-        _draw_va_disc(draw, font, mark.va, colour, panel)
+        _draw_va_disc(draw, font, mark.va, colour, panel, frame_size[1])
 
 
 def _draw_au_bars(draw: ImageDraw.ImageDraw, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, mark: FaceMark,
@@ -161,13 +162,18 @@ def _draw_au_bars(draw: ImageDraw.ImageDraw, font: ImageFont.FreeTypeFont | Imag
 
 
 def _draw_va_disc(draw: ImageDraw.ImageDraw, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, va: np.ndarray,
-                  colour: tuple[int, int, int], panel: tuple[float, float, float, float]) -> None:
-    """A valence-arousal disc under the AU panel: valence across (-1 left, 1 right), arousal up, the
-    face's point as a dot (clipped to the disc's square), and ``V +0.12`` / ``A -0.40`` beside it."""
-    left, _, right, bottom = panel
+                  colour: tuple[int, int, int], panel: tuple[float, float, float, float],
+                  frame_height: int) -> None:
+    """A valence-arousal disc under the AU panel (above it when the frame ends first, at the frame's
+    bottom when neither fits): valence across (-1 left, 1 right), arousal up, the face's point as a dot
+    (clipped to the disc's square), and ``V +0.12`` / ``A -0.40`` beside it."""
+    left, panel_top, right, bottom = panel
     size = int(getattr(font, "size", 10))
     radius = 2 * size
-    top = bottom + max(3, size // 3)
+    gap, height = max(3, size // 3), 2 * radius + 4
+    top = bottom + gap
+    if top + height > frame_height:
+        top = panel_top - gap - height if panel_top - gap - height >= 0 else max(0, frame_height - height)
     cx, cy = left + radius + 2, top + radius + 2
     text_w = max(draw.textbbox((0, 0), text, font=font)[2] for text in ("V +0.00", "A +0.00"))
     draw.rectangle((left, top, max(right, left + 2 * radius + 10 + text_w), top + 2 * radius + 4),

@@ -135,3 +135,13 @@ def test_the_au_ticks_sit_at_the_models_thresholds():
     assert own_low.size and own_high.size and half.size
     assert own_low.mean() < half.mean() < own_high.mean()
     assert abs((half.mean() - own_low.mean()) - (own_high.mean() - half.mean())) <= 1.0
+
+
+def test_the_va_disc_stays_in_a_frame_too_short_for_it_under_the_bars():
+    """A 256 x 256 frame (Aff-Wild2's crop size) leaves no room under the AU panel: the disc goes above it."""
+    image = np.zeros((256, 256, 3), np.uint8)
+    box = (60.0, 90.0, 100.0, 100.0)
+    without = draw_marks(image, [FaceMark(0, box, np.zeros(12), np.eye(7)[0])])
+    with_va = draw_marks(image, [FaceMark(0, box, np.zeros(12), np.eye(7)[0], np.array((0.5, 0.5)))])
+    rows = np.nonzero(_changed(without, with_va).any(axis=1))[0]
+    assert len(rows) and rows.max() < 90   # drawn, and above the panel that starts at the box's top
