@@ -37,6 +37,9 @@ Task = Literal["au", "expr", "va"]
 Mode = Literal["epoch", "batch"]
 
 HEAD_ATTRIBUTES: dict[str, str] = {"au": "au_head", "expr": "expr_head", "va": "va_head"}
+# The order every trainer rotates its tasks in (the paper starts with expression); a task without
+# training labels drops out of it.
+ROTATION: tuple[Task, ...] = ("expr", "au", "va")
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ from pipeline.model_files.onnx_export import DEFAULT_PARITY_RTOL, check_parity_r
 from pipeline.models.fusion import FusionConfig, FusionHead
 from pipeline.models.tdnn import TDNN, TDNNConfig
 from pipeline.storage.embedding_store import EmbeddingStore
-from pipeline.train.alternating import TaskSchedule
+from pipeline.train.alternating import ROTATION, TaskSchedule
 from pipeline.train.epoch_plan import epoch_plan
 from pipeline.train.loop import TrainResult, Trainer, checked_step, run_epochs, subject_metrics
 from pipeline.train.loop_state import LoopState
@@ -60,7 +60,7 @@ from pipeline.train.selection import (
 )
 from pipeline.train.splits import Splits, task_splits
 from pipeline.train.va_task import (
-    ROTATION, check_va_mse_weight, read_va_array, read_va_labels, task_rotation, va_labelled,
+    check_va_mse_weight, read_va_array, read_va_labels, task_rotation, va_labelled,
 )
 
 log = logging.getLogger(__name__)

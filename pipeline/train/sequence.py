@@ -41,7 +41,7 @@ from pipeline.model_files import sequence as sequence_files
 from pipeline.model_files.onnx_export import DEFAULT_PARITY_RTOL, check_parity_rtol
 from pipeline.models.sequence import SequenceArch, SequenceModel
 from pipeline.storage.embedding_store import EmbeddingStore
-from pipeline.train.alternating import TaskSchedule, alternating_batches
+from pipeline.train.alternating import ROTATION, TaskSchedule, alternating_batches
 from pipeline.train.loop import TrainResult, Trainer, checked_step, run_epochs, subject_metrics
 from pipeline.train.loop_state import LoopState
 from pipeline.train.losses import subjects_pos_weight, task_loss
@@ -51,7 +51,7 @@ from pipeline.train.selection import (
 )
 from pipeline.train.splits import Splits, task_splits
 from pipeline.train.sequence_data import SequenceCache, WindowBatch, WindowLoader, load_sequence_cache
-from pipeline.train.va_task import ROTATION, check_va_mse_weight, task_rotation
+from pipeline.train.va_task import check_va_mse_weight, task_rotation
 
 log = logging.getLogger(__name__)
 

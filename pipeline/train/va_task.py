@@ -25,12 +25,11 @@ import numpy as np
 from pipeline.config import ConfigError
 from pipeline.labels import NUM_VA
 from pipeline.storage.embedding_store import EmbeddingStore
+from pipeline.train.alternating import ROTATION
 
 log = logging.getLogger(__name__)
 
 VA_ARRAY = "va"                       # the visual store's (N, 2) float32 labels, NaN unlabelled
-ROTATION: tuple[str, ...] = ("expr", "au", "va")   # the trainers' task order (the paper starts with expression)
-
 
 
 def read_va_labels(store: EmbeddingStore, key: str, n_frames: int) -> np.ndarray:

@@ -64,7 +64,7 @@ from pipeline.model_files.backbone import load_backbone_state
 from pipeline.models.multitask import MultiTaskModel, build_model
 from pipeline.models.preprocess import to_model_input
 from pipeline.train import ddp
-from pipeline.train.alternating import TaskSchedule
+from pipeline.train.alternating import ROTATION, TaskSchedule
 from pipeline.train.amp import AmpMode, Precision
 from pipeline.train.augment import AugmentConfig, augment_batch
 from pipeline.train.ddp import DistContext
@@ -99,8 +99,6 @@ STATE_FILE = "state.pt"
 # sigmoid 0.5 (not > 0.5: no AU active) and the arg-max of a uniform expression (class 0, Neutral),
 # and a zero valence and arousal.
 NO_FACE_AU, NO_FACE_EXPR, NO_FACE_VA = 0, 0, 0.0
-# The rotation order of the heads (the paper starts with expression); a task without training frames drops out.
-TASK_ORDER: tuple[str, ...] = ("expr", "au", "va")
 # Which output of MultiTaskModel.forward_head each task trains.
 HEAD_OUTPUT: dict[str, int] = {"au": 0, "expr": 1, "va": 2}
 
@@ -563,11 +561,11 @@ def _pos_weight(cfg: VisualTrainConfig, data: TrainData) -> torch.Tensor:
 
 def _check_data(data: TrainData, labels_path: str | Path, cfg: VisualTrainConfig, ctx: DistContext,
                 selection: SelectionConfig) -> tuple[str, ...]:
-    """The tasks that have training frames (:data:`TASK_ORDER`: expression first, as the paper);
-    errors for unusable data. A task without training frames is skipped; for VA, which a dataset may
+    """The tasks that have training frames, in :data:`pipeline.train.alternating.ROTATION` order
+    (expression first, as the paper); errors for unusable data. A task without training frames is skipped; for VA, which a dataset may
     not annotate at all, one INFO line says so."""
     sizes = data.sizes()
-    tasks = tuple(t for t in TASK_ORDER if len(data.train(t)) > 0)
+    tasks = tuple(t for t in ROTATION if len(data.train(t)) > 0)
     if not tasks:
         raise ValueError(f"{labels_path}: no face frame carries a training label of any task")
     if "va" not in tasks and ctx.is_main:
