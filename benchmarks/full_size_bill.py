@@ -35,7 +35,7 @@ from pipeline.data.video import probe_video
 from pipeline.inference.features import feature_dim
 from pipeline.models.multitask import build_model
 from pipeline.models.sequence import SequenceArch, SequenceModel
-from pipeline.train.alternating import multitask_step
+from pipeline.train.alternating import ROTATION, multitask_step
 from pipeline.train.losses import au_bce_loss
 from tooling.full_size import Profile, Workload, stage_bill, total, visual_key
 from tooling.bench import harness
@@ -80,18 +80,20 @@ def profiles(params: Path) -> list[Profile]:
         finetune_epochs=visual["epochs"], max_frames_per_epoch=visual["max_frames_per_epoch"],
         tdnn_channels=tuple(audio["tdnn"]["channels"]), audio_epochs=audio["epochs"],
         sequence_epochs=seq["epochs"], sequence_stride=seq["stride"], sequence_d_model=seq["d_model"],
-        sequence_heads=seq["heads"], sequence_batch=seq["batch_size"],
+        sequence_heads=seq["heads"], sequence_batch=seq["batch_size"], audio_segment_frames=audio["segment_frames"],
+        audio_max_segments=audio["max_segments"], sequence_max_windows=seq["max_windows"],
         sources={"everything": "params.yaml"},
     )
     paper = dataclasses.replace(
         demo, name="paper", backbone="iresnet100", width_mult=1.0, pretrain_epochs=0,
-        max_frames_per_epoch=None, tdnn_channels=XVECTOR_CHANNELS,
+        max_frames_per_epoch=None, audio_max_segments=None, sequence_max_windows=None, tdnn_channels=XVECTOR_CHANNELS,
         sequence_d_model=512, sequence_heads=8, sequence_batch=64,
         sources={
             "backbone, width_mult": "paper: iresnet100, width 1.0",
             "pretrain_face.epochs": "paper profile: 0 (a Glint360K r100 checkpoint is published as it is)",
-            "finetune_visual.max_frames_per_epoch": "README's full-size suggestion: null (every training frame)",
-            "train_audio.tdnn.channels": "README's full-size suggestion: x-vector sizes 512,512,512,512,1500",
+            "finetune_visual.max_frames_per_epoch, train_audio.max_segments, train_sequence.max_windows":
+                "docs/paper_profile.md's full-size suggestion: null (every training frame)",
+            "train_audio.tdnn.channels": "docs/paper_profile.md's full-size suggestion: x-vector sizes 512,512,512,512,1500",
             "train_sequence d_model, heads, batch_size": "docs/sequence.md's full-size suggestion: 512, 8, 64",
             "epochs of every trainer": "params.yaml (the paper states none)",
         },
@@ -292,7 +294,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "quick": args.quick,
         "measure_seconds": round(time.perf_counter() - started, 1),
         "workload": {**dataclasses.asdict(work), "faces": work.faces, "train_frames": work.train_frames,
-                     "eval_frames": work.eval_frames, "audio_hours": work.audio_seconds / 3600},
+                     "eval_frames": work.eval_frames, "audio_hours": work.audio_seconds / 3600,
+                     "tasks": list(ROTATION)},
         "workload_sources": {"videos, frames": "paper (section 1): 548 videos, 2,813,201 frames",
                              "fps, face_share, train_share": "our assumption (docs/full_size.md)"},
         "profiles": {plan.name: {**dataclasses.asdict(plan), "visual": plan.visual, "tdnn": plan.tdnn,

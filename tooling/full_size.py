@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from pipeline.config import check_fields
+from pipeline.train.alternating import ROTATION
 
-# The two tasks the visual, audio and sequence trainers alternate between (AU and EXPR): each epoch
-# passes over the training frames of both.
-TASKS = 2
+# The tasks the visual, audio and sequence trainers take in turn (EXPR, AU, VA): each epoch passes
+# over the training frames of every one.
+TASKS = len(ROTATION)
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,9 @@ class Profile:
     sequence_d_model: int
     sequence_heads: int
     sequence_batch: int
+    audio_segment_frames: int
+    audio_max_segments: int | None = None     # train_audio.max_segments: cap on segments per task per epoch
+    sequence_max_windows: int | None = None   # train_sequence.max_windows: cap on windows per task per epoch
     sources: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -119,6 +123,12 @@ def tdnn_key(channels: Sequence[int]) -> str:
 def sequence_key(d_model: int, heads: int, batch: int) -> str:
     """``d128-h4-b32``: how the rates name a sequence model and its batch."""
     return f"d{d_model}-h{heads}-b{batch}"
+
+
+def _capped(available: float, cap: int | None, unit: int) -> float:
+    """What a trainer takes per task per epoch: all ``available`` training items, or ``cap`` draws of
+    ``unit`` items each (segments of frames), whichever is fewer."""
+    return available if cap is None else min(available, cap * unit)
 
 
 def _row(stage: str, seconds: float, formula: str, inputs: dict[str, Any], disk_bytes: float = 0.0,
@@ -190,7 +200,7 @@ def stage_bill(rates: dict[str, Any], disk_per_frame: dict[str, float], work: Wo
     rows.append(_row(
         "finetune-visual",
         profile.finetune_epochs * (finetune_images * per_image_train + work.eval_frames * per_image_eval),
-        "epochs × (2 tasks × training images per task × (1/train + 1/read) + eval frames × (1/embed + 1/read))",
+        f"epochs × ({TASKS} tasks × training images per task × (1/train + 1/read) + eval frames × (1/embed + 1/read))",
         {"epochs": profile.finetune_epochs, "training_images_per_task": per_task, "eval_frames": work.eval_frames},
         model_bytes, "model.pt"))
     export_s = _rate(rates, "visual", visual, "export_s")
@@ -200,25 +210,30 @@ def stage_bill(rates: dict[str, Any], disk_per_frame: dict[str, float], work: Wo
                      "faces × (1/embed (onnxruntime) + 1/read)", {"faces": work.faces},
                      work.frames * disk_per_frame["visual_zarr"], "visual.zarr"))
 
-    audio_train = TASKS * work.train_frames
+    audio_per_task = _capped(work.train_frames, profile.audio_max_segments, profile.audio_segment_frames)
     rows.append(_row(
         "train-audio",
-        work.audio_seconds / logmel + profile.audio_epochs * (audio_train / tdnn_train + work.eval_frames / tdnn_embed),
-        "audio seconds / log-mel rate + epochs × (2 tasks × training frames / TDNN train + eval frames / TDNN embed)",
-        {"audio_seconds": work.audio_seconds, "epochs": profile.audio_epochs, "training_frames": audio_train,
-         "eval_frames": work.eval_frames}))
+        work.audio_seconds / logmel
+        + profile.audio_epochs * (TASKS * audio_per_task / tdnn_train + work.eval_frames / tdnn_embed),
+        f"audio seconds / log-mel rate + epochs × ({TASKS} tasks × training frames per task / TDNN train "
+        "+ eval frames / TDNN embed)",
+        {"audio_seconds": work.audio_seconds, "epochs": profile.audio_epochs,
+         "training_frames_per_task": audio_per_task, "eval_frames": work.eval_frames}))
     rows.append(_row("embed-audio", work.audio_seconds / logmel + work.frames / tdnn_embed,
                      "audio seconds / log-mel rate + frames / TDNN embed",
                      {"audio_seconds": work.audio_seconds, "frames": work.frames},
                      work.frames * disk_per_frame["audio_zarr"], "audio.zarr"))
 
     stride = profile.sequence_stride
-    train_windows = TASKS * work.train_frames / stride
+    windows_per_task = _capped(work.train_frames / stride, profile.sequence_max_windows, 1)
     eval_windows = work.eval_frames / stride
     rows.append(_row(
-        "train-sequence", profile.sequence_epochs * (train_windows / seq_train + eval_windows / seq_infer),
-        "epochs × (2 tasks × training frames / stride / train windows/s + eval frames / stride / infer windows/s)",
-        {"epochs": profile.sequence_epochs, "training_windows": train_windows, "eval_windows": eval_windows}))
+        "train-sequence",
+        profile.sequence_epochs * (TASKS * windows_per_task / seq_train + eval_windows / seq_infer),
+        f"epochs × ({TASKS} tasks × training windows per task / train windows/s + eval frames / stride "
+        "/ infer windows/s)",
+        {"epochs": profile.sequence_epochs, "training_windows_per_task": windows_per_task,
+         "eval_windows": eval_windows}))
     rows.append(_row("evaluate", eval_windows / seq_infer, "eval frames / stride / infer windows/s",
                      {"eval_windows": eval_windows}))
     return rows

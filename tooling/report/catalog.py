@@ -47,4 +47,5 @@ RENDERERS: dict[str, Renderer] = build_registry([
     Renderer("full-size-bill", (full_size_tables.SOURCE,), full_size_tables.bill_table),
     Renderer("full-size-summary", (full_size_tables.SOURCE,), full_size_tables.bill_summary),
     Renderer("full-size-inputs", (full_size_tables.SOURCE,), full_size_tables.bill_inputs),
+    Renderer("full-size-profiles", (full_size_tables.SOURCE,), full_size_tables.bill_profiles),
 ])

@@ -32,12 +32,16 @@ def size(n_bytes: float) -> str:
     return f"{n_bytes / 1e6:.0f} MB" if n_bytes < 1e9 else f"{n_bytes / 1e9:.1f} GB"
 
 
+def _tasks(workload: dict[str, Any]) -> str:
+    return ", ".join(task.upper() for task in workload["tasks"])
+
+
 def _workload_line(r: dict[str, Any]) -> str:
     w = r["workload"]
     return (f"{count(w['videos'])} videos, {count(w['frames'])} frames (the paper's count of Aff-Wild2), "
             f"{w['audio_hours']:.1f} hours of audio at {w['fps']:g} fps; every frame taken as having a face crop "
-            f"and both labels, {100 * w['train_share']:.0f} % of them trained on per task, the rest scored "
-            f"once per epoch (our assumptions: [the workload](#the-workload))")
+            f"and the labels of all {len(w['tasks'])} tasks ({_tasks(w)}), {100 * w['train_share']:.0f} % of "
+            f"them trained on per task, the rest scored once per epoch (our assumptions: [the workload](#the-workload))")
 
 
 def bill_table(record: dict[str, Any]) -> str:
@@ -82,6 +86,43 @@ def bill_summary(record: dict[str, Any]) -> str:
             f"- for {count(w['videos'])} videos, {count(w['frames'])} frames; rates measured {record['date'][:10]} "
             f"on {record['machine']['cpu_model']} by `python -m benchmarks.full_size_bill` "
             f"(`benchmarks/results/full_size_bill.json`).")
+
+
+def _per_task(cap: int | None, unit: str) -> str:
+    return f"{count(cap)} {unit}, a fresh draw each epoch" if cap is not None else "every training frame"
+
+
+def bill_profiles(record: dict[str, Any]) -> str:
+    """docs/full_size.md: what sets each profile's cost, side by side, from the record's profiles."""
+    r = record["results"]
+    demo, paper = r["profiles"]["demo"], r["profiles"]["paper"]
+
+    def pretrain(p: dict[str, Any]) -> str:
+        if not p["pretrain_epochs"]:
+            return "0 epochs: a checkpoint of yours (Glint360K r100) is published as it is"
+        return (f"{p['pretrain_epochs']} epochs of {count(p['pretrain_images_per_epoch'])} identity images, "
+                f"verified before and after each")
+
+    rows = [
+        ["visual model", f"`{demo['visual']}`", f"`{paper['visual']}`"],
+        ["`pretrain-face`", pretrain(demo), pretrain(paper)],
+        ["`finetune-visual` frames per task per epoch", _per_task(demo["max_frames_per_epoch"], "frames"),
+         _per_task(paper["max_frames_per_epoch"], "frames")],
+        ["`train-audio` segments per task per epoch",
+         *[_per_task(p.get("audio_max_segments"), f"segments of {p['audio_segment_frames']} frames")
+           for p in (demo, paper)]],
+        ["`train-sequence` windows per task per epoch",
+         *[_per_task(p.get("sequence_max_windows"), "windows") for p in (demo, paper)]],
+        ["TDNN channels", *[", ".join(str(c) for c in p["tdnn_channels"]) for p in (demo, paper)]],
+        ["sequence model width, heads, batch",
+         *[f"{p['sequence_d_model']}, {p['sequence_heads']}, {p['sequence_batch']}" for p in (demo, paper)]],
+        ["epochs of `finetune-visual`, `train-audio`, `train-sequence`",
+         *[f"{p['finetune_epochs']}, {p['audio_epochs']}, {p['sequence_epochs']}" for p in (demo, paper)]],
+    ]
+    sources = "; ".join(f"{what}: {why}" for what, why in paper["sources"].items())
+    return (table(("", "demo (`params.yaml` as it is)", "paper"), rows)
+            + f"\n\nThe paper profile's values and where each comes from: {sources}. Every trainer takes the "
+              f"{len(r['workload']['tasks'])} tasks ({_tasks(r['workload'])}) in turn.")
 
 
 def _threads_line(check: dict[str, Any]) -> str:

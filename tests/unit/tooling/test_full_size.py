@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 
 from tooling.full_size import Profile, Workload, stage_bill, total
 from tooling.report.catalog import RENDERERS
-from tooling.report.full_size_tables import SOURCE, bill_inputs, bill_table, duration
+from tooling.report.full_size_tables import SOURCE, bill_inputs, bill_profiles, bill_table, duration
 from tooling.bench.record import benchmark_record
 from tooling.report.run import render_docs
 
@@ -35,7 +36,8 @@ def _profile(**changes) -> Profile:
     values = dict(name="demo", backbone="r", width_mult=1.0, pretrain_epochs=2, pretrain_images_per_epoch=1000,
                   pretrain_verification_images=100, finetune_epochs=3, max_frames_per_epoch=500,
                   tdnn_channels=(8, 16), audio_epochs=4, sequence_epochs=5, sequence_stride=10,
-                  sequence_d_model=8, sequence_heads=2, sequence_batch=4)
+                  sequence_d_model=8, sequence_heads=2, sequence_batch=4, audio_segment_frames=4,
+                  audio_max_segments=None, sequence_max_windows=None)
     values.update(changes)
     return Profile(**values)
 
@@ -52,12 +54,12 @@ def test_each_stage_is_its_work_over_its_measured_rate() -> None:
         "prepare": 6.0 / 3,
         "pack-frames": 18_000 / 400,
         "pretrain-face": 2 * 1000 * train_image + 3 * 100 * eval_image,
-        "finetune-visual": 3 * (2 * 500 * train_image + 9_000 * eval_image),
+        "finetune-visual": 3 * (3 * 500 * train_image + 9_000 * eval_image),
         "export-onnx": 12.0,
         "embed-visual": 18_000 * (1 / 400 + 1 / 100),
-        "train-audio": 1200 / 1000 + 4 * (2 * 27_000 / 500 + 9_000 / 2000),
+        "train-audio": 1200 / 1000 + 4 * (3 * 27_000 / 500 + 9_000 / 2000),
         "embed-audio": 1200 / 1000 + 36_000 / 2000,
-        "train-sequence": 5 * (2 * 2_700 / 20 + 900 / 80),
+        "train-sequence": 5 * (3 * 2_700 / 20 + 900 / 80),
         "evaluate": 900 / 80,
     }
     assert list(rows) == list(expected)
@@ -79,6 +81,31 @@ def test_no_frame_cap_trains_on_every_frame_and_no_pretrain_epochs_cost_nothing(
     assert rows["pretrain-face"]["seconds"] == 0.0
 
 
+def test_the_audio_and_sequence_caps_bound_what_each_task_trains_on() -> None:
+    rows = {row["stage"]: row for row in
+            stage_bill(_rates(), DISK, _work(), _profile(audio_max_segments=100, sequence_max_windows=50))}
+    assert rows["train-audio"]["inputs"]["training_frames_per_task"] == 100 * 4
+    assert math.isclose(rows["train-audio"]["seconds"], 1200 / 1000 + 4 * (3 * 400 / 500 + 9_000 / 2000))
+    assert rows["train-sequence"]["inputs"]["training_windows_per_task"] == 50
+    assert math.isclose(rows["train-sequence"]["seconds"], 5 * (3 * 50 / 20 + 900 / 80))
+    # a cap above what the data holds takes every training item
+    rows = {row["stage"]: row for row in stage_bill(_rates(), DISK, _work(), _profile(audio_max_segments=10**6))}
+    assert rows["train-audio"]["inputs"]["training_frames_per_task"] == 27_000
+
+
+def test_the_profiles_table_shows_each_cap_or_every_frame() -> None:
+    text = bill_profiles(_record())
+    rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:4]]
+            for line in text.splitlines() if line.startswith("| ") and "---" not in line}
+    assert rows["`train-audio` segments per task per epoch"] == [
+        "100 segments of 4 frames, a fresh draw each epoch", "every training frame"]
+    assert rows["`train-sequence` windows per task per epoch"] == ["50 windows, a fresh draw each epoch",
+                                                                  "every training frame"]
+    assert rows["`finetune-visual` frames per task per epoch"][1] == "every training frame"
+    assert rows["`pretrain-face`"][1].startswith("0 epochs")
+    assert "max_frames_per_epoch: full-size suggestion" in text and "3 tasks (EXPR, AU, VA)" in text
+
+
 def test_a_missing_or_bad_rate_is_named() -> None:
     rates = _rates()
     del rates["tdnn"]["8-16"]["embed_frames_per_s"]
@@ -94,7 +121,9 @@ def test_a_missing_or_bad_rate_is_named() -> None:
 
 def _record() -> dict:
     work, rates = _work(), _rates()
-    profiles = {"demo": _profile(), "paper": _profile(name="paper", max_frames_per_epoch=None)}
+    profiles = {"demo": _profile(audio_max_segments=100, sequence_max_windows=50),
+                "paper": _profile(name="paper", max_frames_per_epoch=None, pretrain_epochs=0,
+                                  sources={"max_frames_per_epoch": "full-size suggestion"})}
     bills = {name: stage_bill(rates, DISK, work, plan) for name, plan in profiles.items()}
     units = {key: "unit" for key in (
         "probe_cpu_s_per_video_hour", "pack_faces_per_s", "read_faces_per_s", "visual.*.train_images_per_s",
@@ -102,8 +131,9 @@ def _record() -> dict:
         "tdnn.*.train_frames_per_s", "tdnn.*.embed_frames_per_s", "sequence.*.*_windows_per_s")}
     results = {
         "quick": False, "measure_seconds": 30.0,
-        "workload": {"videos": 10, "frames": 36_000, "fps": 30.0, "train_share": 0.75, "audio_hours": 1 / 3},
-        "profiles": {name: {"visual": plan.visual} for name, plan in profiles.items()},
+        "workload": {"videos": 10, "frames": 36_000, "fps": 30.0, "train_share": 0.75, "audio_hours": 1 / 3,
+                     "tasks": ["expr", "au", "va"]},
+        "profiles": {name: {**dataclasses.asdict(plan), "visual": plan.visual} for name, plan in profiles.items()},
         "rates": rates, "rate_units": units,
         "disk": {"bytes_per_frame": DISK, "bytes": {k: 1 for k in DISK}, "counted": {k: 1 for k in DISK},
                  "cache": "cache"},
@@ -120,8 +150,8 @@ def test_the_readme_table_has_every_stage_both_profiles_and_an_unmeasured_gpu() 
         "`train-audio`", "`embed-audio`", "`train-sequence`", "`evaluate`"]
     assert all("not measured" in line for line in lines)
     finetune = next(line for line in lines if "finetune-visual" in line).split("|")
-    assert finetune[2].strip() == duration(3 * (2 * 500 * 0.03 + 9_000 * 0.015))
-    assert finetune[3].strip() == duration(3 * (2 * 27_000 * 0.03 + 9_000 * 0.015))
+    assert finetune[2].strip() == duration(3 * (3 * 500 * 0.03 + 9_000 * 0.015))
+    assert finetune[3].strip() == duration(3 * (3 * 27_000 * 0.03 + 9_000 * 0.015))
     assert "36,000 frames" in text and "load average" in text
     assert "2 threads trained `r@1` at 0.25× the rate of 1 thread: the cores were oversubscribed" in text
 
