@@ -16,7 +16,7 @@ import yaml
 from click.core import ParameterSource
 
 from pipeline.ablation import (
-    DATA_SEED_KEY, EXAMPLE_GRID, REPLICATE_KEYS, arm_name, attach_exp_show_metrics, default_seed_keys,
+    AU_EXPR_SCORE, DATA_SEED_KEY, EXAMPLE_GRID, REPLICATE_KEYS, arm_name, attach_exp_show_metrics, default_seed_keys,
     expand_grid, exp_run_command, experiment_rows, format_csv, format_markdown, load_points, lookup_params,
     missing_keys, param_key, plan_repeats, plan_replicates, render_ablation_table, resumable_runs, run_repeats,
     study_plan, summarize_runs,
@@ -108,6 +108,29 @@ def _git_commit() -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
+# What decides what a run measures: the library, the stages, the DAG and its params, the pinned dependencies.
+MEASURED_PATHS = ("pipeline", "stages", "dvc.yaml", "params.yaml", "setup.cfg")
+
+
+def _check_same_code(record: dict[str, Any], source: Path) -> None:
+    """Refuse to resume a study at a commit whose :data:`MEASURED_PATHS` differ from those it started at: the
+    new runs would measure another pipeline than the recorded ones they are paired with."""
+    started, now = record.get("git_commit"), _git_commit()
+    if not started or not now or started == now:
+        return
+    diff = subprocess.run(["git", "diff", "--name-only", started, now, "--", *MEASURED_PATHS],
+                          check=False, capture_output=True, text=True)
+    if diff.returncode != 0:
+        raise click.ClickException(f"{source}: started at commit {started[:10]}, which git here cannot compare with "
+                                   f"HEAD {now[:10]}; resume it in a checkout of {started[:10]}")
+    if changed := diff.stdout.split():
+        raise click.ClickException(
+            f"{source}: started at commit {started[:10]}, and {len(changed)} file(s) that decide what a run measures "
+            f"differ at HEAD {now[:10]} ({', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''}): new runs "
+            f"would not pair with the recorded ones; finish it in a checkout of {started[:10]} "
+            f"(git worktree add DIR {started[:10]}), or write the record elsewhere")
+
+
 def _provenance(ctx: click.Context) -> dict[str, Any]:
     """What a reader needs to judge the numbers: the command, when, which code, on which CPU with how many threads."""
     import torch  # only for the thread count the stages' torch will use in this environment
@@ -144,10 +167,11 @@ def _provenance(ctx: click.Context) -> dict[str, Any]:
               help="Write every run and the summary here as JSON (rewritten after each run).")
 @click.option("--resume", is_flag=True,
               help="Continue the --json record of an interrupted run of the same plan: its runs with metrics are "
-                   "not run again (a record of another plan is refused); the others run with dvc exp run -f, "
+                   "not run again (a record of another plan, or started at a commit whose pipeline, stages, DAG, "
+                   "params or pins differ, is refused); the others run with dvc exp run -f, "
                    "replacing an experiment of the same name the record does not hold.")
 @click.option("--statistic", default="mean_score", show_default=True,
-              help="The statistic declared before the runs (a metric: mean_score, au.score, expr.f1, va.score, "
+              help="The statistic declared before the runs (a metric: mean_score, au_expr_score, au.score, expr.f1, va.score, "
                    "...): first in the tables and the record.")
 @click.option("--equivalence-margin", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_MARGIN,
               show_default=True, help="Paired differences within ± this are called equivalent when the 90 % "
@@ -190,7 +214,7 @@ def command(ctx: click.Context, grid_path: Path | None, modalities: str | None, 
     """
     _check_option_combinations(ctx, replicates, seeds, data_seeds, json_path, resume, temp, show)
     if not _is_metric(statistic):
-        raise click.BadParameter(f"{statistic!r} is not a metric of the summary: mean_score, or au.<name> / "
+        raise click.BadParameter(f"{statistic!r} is not a metric of the summary: mean_score, au_expr_score, or au.<name> / "
                                  "expr.<name> / va.<name> (au.score, expr.f1, va.score, ...)",
                                  param_hint="--statistic")
     options = {"modalities": _values(modalities), "window": _values(window), "layers": _values(layers)}
@@ -204,6 +228,8 @@ def command(ctx: click.Context, grid_path: Path | None, modalities: str | None, 
     replicate_keys = [param_key(k) for k in _values(replicate_params) or []]
     draws = _ints("--data-seeds", data_seeds)
     earlier = _read_record(json_path) if resume and json_path is not None and json_path.exists() else None
+    if earlier is not None:
+        _check_same_code(earlier, json_path)
     recorded_base = ((earlier or {}).get("plan") or {}).get("base")
     base = None
     if missing_keys(points) and isinstance(recorded_base, dict) and set(missing_keys(points)) <= set(recorded_base):
@@ -250,6 +276,7 @@ def command(ctx: click.Context, grid_path: Path | None, modalities: str | None, 
         # the study started when its first part did; each resumption is dated beside it
         record["resumed"] = [*earlier.get("resumed", []), record["date"]]
         record["date"] = earlier.get("date", record["date"])
+        record["git_commit"] = earlier.get("git_commit", record.get("git_commit"))   # what it measures: checked above
         click.echo(f"{json_path}: {len(finished)} of {len(planned)} runs done, resuming", err=True)
 
     # a complete record of this plan is left as it is: rerunning a finished study changes nothing
@@ -292,9 +319,10 @@ def _now() -> str:
 
 
 def _is_metric(name: str) -> bool:
-    """A name ``flatten_metrics`` can produce: ``mean_score`` or ``<task>.<name>`` (``au.f1``, ``va.score``)."""
+    """A name ``flatten_metrics`` can produce: ``mean_score``, ``au_expr_score`` or ``<task>.<name>`` (``au.f1``,
+    ``va.score``)."""
     task, _, rest = name.partition(".")
-    return name == "mean_score" or (task in TASKS and bool(rest))
+    return name in ("mean_score", AU_EXPR_SCORE) or (task in TASKS and bool(rest))
 
 
 def _check_option_combinations(ctx: click.Context, replicates: int | None, seeds: int | None, data_seeds: str | None,

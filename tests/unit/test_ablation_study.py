@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -192,6 +193,42 @@ def test_resuming_a_record_of_another_plan_is_refused(
     [line] = [line for line in result.output.splitlines() if line.startswith("Error: ")]
     assert line.startswith(f"Error: {out}: made by another plan (its {differ}")
     assert out.read_text() == before
+
+
+@pytest.mark.parametrize(("changed", "refused"), [("pipeline/train/visual.py\n", True), ("", False)])
+def test_resuming_at_a_commit_whose_pipeline_changed_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, changed: str, refused: bool) -> None:
+    import stages.ablate as ablate
+
+    out = tmp_path / "study.json"
+    _study(tmp_path, monkeypatch, out, stop_after=1)
+    record = json.loads(out.read_text())
+    record["git_commit"] = "feedc0de" * 5   # started at another commit than the fake git's HEAD
+    out.write_text(json.dumps(record))
+    fake_dvc, diffs = _fake_dvc(tmp_path / "metrics.json", []), []
+
+    def run(argv, check=False, **kwargs):
+        if argv[:2] == ["git", "diff"]:
+            diffs.append(argv)
+            return subprocess.CompletedProcess(argv, 0, changed, "")
+        return fake_dvc(argv, check, **kwargs)
+
+    monkeypatch.setattr(ablate.subprocess, "run", run)
+    result = CliRunner().invoke(main, ["ablate", "--grid", str(tmp_path / "arms.yaml"), "--params", str(PARAMS),
+                                       "--replicates", "3", "--reference", "scratch", "--metrics",
+                                       str(tmp_path / "metrics.json"), "--json", str(out), "--resume"])
+    assert diffs and diffs[0][3:5] == [record["git_commit"], "0123abcd"]
+    assert set(ablate.MEASURED_PATHS) <= set(diffs[0][diffs[0].index("--") + 1:])
+    if refused:
+        assert result.exit_code == 1
+        [line] = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+        assert "started at commit feedc0defe, and 1 file(s) that decide what a run measures differ" in line
+        assert "pipeline/train/visual.py" in line and "git worktree add DIR feedc0defe" in line
+        assert json.loads(out.read_text()) == record
+    else:   # only docs or tests changed: the study goes on and keeps the commit it started at
+        assert result.exit_code == 0, result.output
+        done = json.loads(out.read_text())
+        assert done["complete"] is True and done["git_commit"] == record["git_commit"]
 
 
 def test_resuming_a_record_that_is_not_resumable_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
