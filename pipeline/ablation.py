@@ -37,7 +37,10 @@ from pipeline.paired_stats import DEFAULT_MARGIN, paired_stats
 SECTION = "train_sequence"
 EXAMPLE_GRID: dict[str, list[Any]] = {"modalities": ["visual", "audio", "both"], "window": [10, 30], "layers": [1, 2]}
 METRIC_COLUMNS: tuple[str, ...] = ("au.f1", "au.acc", "au.score", "expr.f1", "expr.acc", "expr.score",
-                                   "va.ccc_valence", "va.ccc_arousal", "va.score", "mean_score", "selection_score")
+                                   "va.ccc_valence", "va.ccc_arousal", "va.score", "mean_score", "au_expr_score",
+                                   "selection_score")
+# the mean of the AU and EXPR scores alone: a statistic that means the same with and without VA labels
+AU_EXPR_SCORE = "au_expr_score"
 SELECTION_SCORE = "selection_score"   # a trainer's held-out score of the epoch it kept (tunes, never reports)
 # params named by their value alone in experiment names (``visual``, ``random``)
 _VALUE_ONLY = ("modalities", "backbone_init")
@@ -149,6 +152,7 @@ def flatten_metrics(metrics: Mapping[str, Any], variant: str | None) -> dict[str
     ``mean_score`` is the mean of the scores of the tasks present, as the trainers' selection score
     (:func:`pipeline.train.loop.selection_score`): AU and EXPR, and VA where the metrics have a VA
     score (a NaN or null score, a VA dimension without labelled frames, counts as absent).
+    ``au_expr_score`` is the mean of the AU and EXPR scores alone, whether or not VA was scored.
 
     ``variant`` picks the scores in an evaluate JSON: ``sequence`` (its headline, the frames with a
     face), or a dotted path such as ``all_frames.sequence``; a single key the file lacks reads the
@@ -176,6 +180,8 @@ def flatten_metrics(metrics: Mapping[str, Any], variant: str | None) -> dict[str
     scores = [row[f"{task}.score"] for task in TASKS if math.isfinite(row.get(f"{task}.score", math.nan))]
     if scores:
         row["mean_score"] = sum(scores) / len(scores)
+    if all(math.isfinite(row.get(f"{task}.score", math.nan)) for task in ("au", "expr")):
+        row[AU_EXPR_SCORE] = (row["au.score"] + row["expr.score"]) / 2
     held_out = _selection_score(metrics)
     if held_out is not None:
         row[SELECTION_SCORE] = held_out
@@ -240,11 +246,14 @@ def _params_of(data: Mapping[str, Any]) -> dict[str, Any]:
 
 def table_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """Experiment, the grid params, then the metric columns present, in a fixed order (a task's other
-    entries, such as ``va.frames_valence``, stay in the records, out of the table)."""
+    entries, such as ``va.frames_valence``, stay in the records, out of the table; ``au_expr_score`` only
+    beside a VA score, as without one it is the mean score)."""
     seen: list[str] = []
     for row in rows:
         seen += [k for k in row if k not in seen]
     params = [k for k in seen if k != "experiment" and k not in METRIC_COLUMNS and k.split(".")[0] not in TASKS]
+    if "va.score" not in seen:   # without VA the AU and EXPR mean is the mean score: one column says it
+        seen = [k for k in seen if k != AU_EXPR_SCORE]
     return ["experiment", *params, *[c for c in METRIC_COLUMNS if c in seen]]
 
 

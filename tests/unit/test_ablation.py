@@ -80,7 +80,8 @@ def test_flatten_reads_train_sequence_metrics_too() -> None:
     trainer = {"validation": {"face_frames": {"au": {"score": 0.7}, "expr": {"score": 0.5}},
                               "all_frames": {"au": {"score": 0.6}, "expr": {"score": 0.4}}}, "best_epoch": 3}
     assert flatten_metrics(trainer, "validation.all_frames") == {"au.score": 0.6, "expr.score": 0.4,
-                                                                 "mean_score": pytest.approx(0.5)}
+                                                                 "mean_score": pytest.approx(0.5),
+                                                                 "au_expr_score": pytest.approx(0.5)}
 
 
 def test_flatten_reads_a_frame_set_of_the_evaluate_json_by_dotted_path() -> None:
@@ -89,7 +90,8 @@ def test_flatten_reads_a_frame_set_of_the_evaluate_json_by_dotted_path() -> None
                 "all_frames": {"sequence": {"au": {"score": 0.6}, "expr": {"score": 0.4}}}}
     assert flatten_metrics(evaluate, "sequence") == flatten_metrics(evaluate, "face_frames.sequence")
     assert flatten_metrics(evaluate, "all_frames.sequence") == {"au.score": 0.6, "expr.score": 0.4,
-                                                                "mean_score": pytest.approx(0.5)}
+                                                                "mean_score": pytest.approx(0.5),
+                                                                "au_expr_score": pytest.approx(0.5)}
     with pytest.raises(ValueError, match="'all_frames.fusion'.*'fusion'"):
         flatten_metrics(evaluate, "all_frames.fusion")
 
@@ -493,6 +495,7 @@ def test_flatten_carries_the_va_scores_and_averages_the_tasks_present() -> None:
     assert (flat["va.ccc_valence"], flat["va.ccc_arousal"], flat["va.score"]) == pytest.approx((0.55, 0.35, 0.45))
     assert flat["va.frames_valence"] == 120
     assert flat["mean_score"] == pytest.approx((0.6 + 0.3 + 0.45) / 3)
+    assert flat["au_expr_score"] == pytest.approx((0.6 + 0.3) / 2)   # the same statistic with or without VA
     # no VA in the metrics (data without VA_Set): as before
     assert flatten_metrics(evaluate_json_va(0.6, 0.3, None), "sequence")["mean_score"] == pytest.approx(0.45)
     # a NaN VA score (a dimension without labelled frames) does not count as a task scored
@@ -514,11 +517,11 @@ def test_tables_carry_va_columns_only_when_the_metrics_have_va() -> None:
     markdown = format_markdown(_va_rows([0.2, 0.6])).splitlines()
     header = [cell.strip() for cell in markdown[0].strip("|").split("|")]
     assert header == ["experiment", "va_mse_weight", "au.f1", "au.acc", "au.score", "expr.f1", "expr.acc",
-                      "expr.score", "va.ccc_valence", "va.ccc_arousal", "va.score", "mean_score"]
+                      "expr.score", "va.ccc_valence", "va.ccc_arousal", "va.score", "mean_score", "au_expr_score"]
     # the VA score orders the rows through the mean score: weight 1 first
     assert markdown[2].startswith("| va_mse_weight1p0 | 1.0000 |")
     csv_header = format_csv(_va_rows([0.2, 0.6])).splitlines()[0].split(",")
-    assert csv_header[-4:] == ["va.ccc_valence", "va.ccc_arousal", "va.score", "mean_score"]
+    assert csv_header[-5:] == ["va.ccc_valence", "va.ccc_arousal", "va.score", "mean_score", "au_expr_score"]
     without = format_markdown(_va_rows([None, None])).splitlines()[0]
     assert "va." not in without.replace("va_mse_weight", "") and without.rstrip(" |").endswith("mean_score")
 

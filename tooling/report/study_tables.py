@@ -14,8 +14,10 @@ from typing import Any, Mapping
 from tooling.report.markdown import score, signed_gain, table
 
 SOURCE = "benchmarks/results/pretrain_study.json"
+SEQUENCE_SOURCE = "benchmarks/results/pretrain_study_sequence.json"   # its sequence-model part, step (d)
 ARM, REFERENCE = "pretrained", "scratch"   # the comparison the study is about; the controls check the method
-_TITLES = {"mean_score": "mean of the AU and EXPR scores", "au.score": "AU score", "expr.score": "EXPR score"}
+_TITLES = {"au_expr_score": "mean of the AU and EXPR scores", "au.score": "AU score", "expr.score": "EXPR score",
+           "va.score": "VA score"}
 _VERDICTS = {
     "difference": "a difference (the 95 % interval excludes 0)",
     "equivalent": "equivalent within ±{margin} (two one-sided tests: the 90 % interval lies inside it)",
@@ -25,8 +27,19 @@ _VERDICTS = {
 MISSING = ("The paired pretraining study (`experiments/pretrain_study.sh`: 4 arms, 8 paired replicates, its "
            "statistic and equivalence margin declared before the runs) has not been run yet; it writes "
            f"`{SOURCE}`, and `mmaffect report` renders it here.")
+SEQUENCE_MISSING = ("The sequence-model part (step (d) of `experiments/pretrain_study.sh`: 2 arms, paired replicates "
+                    "through the whole pipeline, its statistic and equivalence margin declared before the runs) has "
+                    f"not been run yet; it writes `{SEQUENCE_SOURCE}`, and `mmaffect report` renders it here.")
 HEADLINE_MISSING = ("*The paired pretraining study has not been run yet: its result will stand here, with its "
                     "interval and verdict ([docs/results.md](docs/results.md#the-paired-pretraining-study)).*")
+
+
+def _title(doc: Mapping[str, Any], metric: str) -> str:
+    """A metric's name for a reader; ``mean_score`` names the tasks it averaged in this record."""
+    if metric == "mean_score":
+        with_va = any("va.score" in arm["mean"] for arm in doc["arms"])
+        return "mean of the AU, EXPR and VA scores" if with_va else "mean of the AU and EXPR scores"
+    return _TITLES.get(metric, metric)
 
 
 def _interval(values: list[float] | None) -> str:
@@ -49,7 +62,7 @@ def study_table(doc: Mapping[str, Any]) -> str:
     against the reference with its 95 % interval, equivalence test and verdict; then where it was measured."""
     statistic, margin = doc["statistic"], doc["equivalence_margin"]
     metrics = list(doc["metrics"])
-    title = _TITLES.get(statistic, statistic)
+    title = _title(doc, statistic)
     variant = f" `{doc['variant']}`" if doc.get("variant") else ""
     lines = [f"Declared before the runs: the statistic `{statistic}` ({title}) of `{doc['metrics_file']}`{variant}, "
              f"the paired difference of each arm and `{', '.join(doc['plan']['references'])}` in the same "
@@ -58,7 +71,7 @@ def study_table(doc: Mapping[str, Any]) -> str:
              f"equivalence within ±{margin} by two one-sided t tests. The other scores are exploratory.", ""]
     arm_rows = [[f"`{arm['arm']}`", arm["n"], *[_mean_sd(arm["mean"].get(m), arm["sd"].get(m)) for m in metrics]]
                 for arm in doc["arms"]]
-    lines.append(table(["arm", "replicates", *[f"{_TITLES.get(m, m)}{' (declared)' if m == statistic else ''}"
+    lines.append(table(["arm", "replicates", *[f"{_title(doc, m)}{' (declared)' if m == statistic else ''}"
                                                for m in metrics]], arm_rows))
     lines.append("")
     diff_rows = [[f"`{d['arm']} − {d['reference']}`", d["n"], _mean_sd(d["mean"].get(statistic),
@@ -66,9 +79,9 @@ def study_table(doc: Mapping[str, Any]) -> str:
                   _interval(d["ci95"].get(statistic)), _interval(d["ci90"].get(statistic)),
                   "–" if d["tost_p"].get(statistic) is None else f"{d['tost_p'][statistic]:.3f}",
                   _verdict(d["verdict"].get(statistic), margin)] for d in doc["differences"]]
-    lines.append(table(["paired difference", "pairs", f"{_TITLES.get(statistic, statistic)} (declared)",
+    lines.append(table(["paired difference", "pairs", f"{_title(doc, statistic)} (declared)",
                         "95 % CI", "90 % CI", "TOST p", "verdict"], diff_rows))
-    exploratory = [f"`{d['arm']} − {d['reference']}` {_TITLES.get(m, m)} {_mean_sd(d['mean'].get(m), None, True)} "
+    exploratory = [f"`{d['arm']} − {d['reference']}` {_title(doc, m)} {_mean_sd(d['mean'].get(m), None, True)} "
                    f"(95 % CI {_interval(d['ci95'].get(m))}: {d['verdict'].get(m) or '–'})"
                    for d in doc["differences"] for m in metrics if m != statistic and m in d["mean"]]
     if exploratory:
@@ -89,7 +102,7 @@ def study_headline(doc: Mapping[str, Any]) -> str:
     spread = (f"95 % CI {_interval(interval)}, " if interval else "no interval from one pair, ")
     partial = "" if doc.get("complete") else " (the study is not complete yet)"
     return (f"*Pretraining on synthetic people changed the visual-only model's face-frame score "
-            f"({_TITLES.get(statistic, statistic)}) by {signed_gain(diff['mean'][statistic])} "
+            f"({_title(doc, statistic)}) by {signed_gain(diff['mean'][statistic])} "
             f"({spread}n = {diff['n']} paired replicates){partial}: {diff['verdict'][statistic]}, "
             f"the test declared before the runs, with equivalence at ±{margin} "
             f"([docs/results.md](docs/results.md#the-paired-pretraining-study)). This tests the pipeline's "

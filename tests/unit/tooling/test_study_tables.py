@@ -74,3 +74,20 @@ def test_a_record_without_the_compared_arms_names_what_is_missing() -> None:
     record["differences"] = []
     with pytest.raises(KeyError, match="pretrained − scratch"):
         study_headline(record)
+
+
+def test_the_mean_score_names_the_tasks_it_averaged_and_the_sequence_part_declares_au_and_expr() -> None:
+    runs = [{"experiment": f"{arm}-r{r}", "arm": arm, "replicate": r, "draw": None, "seed": None, "params": {},
+             "metrics": {"au.score": au, "expr.score": expr, "va.score": 0.3, "mean_score": (au + expr + 0.3) / 3,
+                         "au_expr_score": (au + expr) / 2}}
+            for r in range(len(PRETRAINED)) for arm, (au, expr) in (("sequence-pretrained", PRETRAINED[r]),
+                                                                   ("sequence-scratch", SCRATCH[r]))]
+    record = {**_record(), "runs": runs, "plan": {"references": ["sequence-scratch"]},
+              **summarize_runs(runs, ["sequence-scratch"], statistic="au_expr_score", margin=0.02)}
+    text = study_table(record)
+    assert "the statistic `au_expr_score` (mean of the AU and EXPR scores)" in text
+    assert "| mean of the AU and EXPR scores (declared) |" in text
+    assert "mean of the AU, EXPR and VA scores" in text   # the exploratory mean score, VA in it
+    mean, low, high = _paired_mean_and_interval()
+    row = [line for line in text.splitlines() if line.startswith("| `sequence-pretrained − sequence-scratch`")][0]
+    assert f"| {low:+.3f} to {high:+.3f} |" in row
