@@ -29,6 +29,8 @@ FINETUNE = ["--stage", "finetune-visual", "--metrics", "metrics/visual.json", "-
 GRIDS = {
     "ablation_arms.yaml": ["--reference", "visual", "--reference", "both-w1-b320"],
     "pretrain_arms.yaml": [*FINETUNE, "--reference", "scratch"],
+    "pretrain_arms_sequence.yaml": ["--metrics", "metrics/evaluate.json", "--variant", "face_frames.sequence",
+                                    "--statistic", "au_expr_score", "--reference", "sequence-scratch"],
     "pretrain_lr_grid.yaml": FINETUNE,
     "va_grid.yaml": ["--statistic", "va.score", "--reference", "both-ccc"],
 }
@@ -68,7 +70,8 @@ def test_grid_plans_one_experiment_per_arm(name: str) -> None:
 def _study_dry_run(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     """``experiments/pretrain_study.sh --dry-run`` from the repository root, its files under ``tmp_path``."""
     paths = {"CONTROL_DIR": str(tmp_path / "controls"), "LR_RECORD": str(tmp_path / "lr.json"),
-             "LR_CHOICE": str(tmp_path / "choice.json"), "STUDY_RECORD": str(tmp_path / "study.json")}
+             "LR_CHOICE": str(tmp_path / "choice.json"), "STUDY_RECORD": str(tmp_path / "study.json"),
+             "SEQUENCE_RECORD": str(tmp_path / "sequence.json")}
     environment = {**os.environ, **paths, **env, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     return subprocess.run(["bash", "experiments/pretrain_study.sh", "--dry-run"], cwd=ROOT, env=environment,
                           capture_output=True, text=True, timeout=600)
@@ -83,12 +86,31 @@ def test_study_script_dry_run_prints_each_step_and_writes_nothing(tmp_path: Path
     assert control[1].startswith("+ dvc exp run -f -n control-d1000 -S synth.seed=1000 ")
     assert control[2] == f"+ mmaffect backbone-of cache/visual/model.pt {tmp_path / 'controls'}"
     assert control[3].startswith(f"+ python -m tooling.study choose-lr {tmp_path / 'lr.json'}")
+    assert control[4].endswith("--check-arms experiments/pretrain_arms_sequence.yaml")
     planned = result.stdout.splitlines()
-    assert len(planned) == 8 + 4 * 8   # the rate grid on one tuning replicate, then 4 arms x 8 replicates
+    # the rate grid on one tuning replicate, 4 arms x 8 replicates, then the sequence model's 2 arms x 8
+    assert len(planned) == 8 + 4 * 8 + 2 * 8
     assert planned[0].startswith("dvc exp run -n lr0p005-pretrained-r100 -f ")
-    assert planned[8].startswith("dvc exp run -n pretrained-r0 -f ") and planned[-1].startswith(
+    assert planned[8].startswith("dvc exp run -n pretrained-r0 -f ") and planned[39].startswith(
         "dvc exp run -n shuffled-labels-r7 -f ")
+    # the sequence part runs the whole pipeline, every trainer's seed set to the replicate
+    assert planned[40].startswith("dvc exp run -n sequence-pretrained-r0 -f ") and planned[-1].startswith(
+        "dvc exp run -n sequence-scratch-r7 -f ")
+    assert all(f"-S {key}=7" in planned[-1] for key in ("synth.seed", "train_audio.seed", "train_sequence.seed"))
+    assert not planned[-1].rstrip().endswith("finetune-visual")
     assert not any(tmp_path.iterdir())
+
+
+@NEEDS_SHUFFLE_LABELS
+def test_study_script_runs_only_the_steps_asked_for(tmp_path: Path) -> None:
+    result = _study_dry_run(tmp_path, STEPS="d")
+    assert result.returncode == 0, result.stderr
+    control = [line for line in result.stderr.splitlines() if line.startswith("+ ")]
+    assert all(line.startswith("+ python -m tooling.study choose-lr") for line in control)   # the rates still checked
+    planned = result.stdout.splitlines()
+    assert len(planned) == 2 * 8 and planned[0].startswith("dvc exp run -n sequence-pretrained-r0 -f ")
+    wrong = _study_dry_run(tmp_path, STEPS="e")
+    assert wrong.returncode == 2 and "STEPS must be letters of 0abcd, got 'e'" in wrong.stderr
 
 
 @NEEDS_SHUFFLE_LABELS
