@@ -61,6 +61,13 @@ run() {
 
 if wanted 0; then
 step "(0) the demo pipeline, so every output dvc.lock names is in the cache"
+# an experiment killed midway leaves its -S values in params.yaml; reproducing those would run a whole
+# pipeline nobody asked for
+if ! git diff --quiet HEAD -- params.yaml; then
+  echo "params.yaml differs from HEAD (an interrupted experiment's values, or edits of yours): restore it with" \
+    "'git checkout HEAD -- params.yaml dvc.lock metrics && dvc checkout', or skip this step (STEPS=abcd)" >&2
+  exit 1
+fi
 run dvc repro
 fi
 

@@ -123,6 +123,22 @@ def test_study_script_skips_the_control_once_it_exists(tmp_path: Path) -> None:
     assert "present, skipped" in result.stderr and "control-d1000" not in result.stderr
 
 
+def test_study_script_will_not_reproduce_params_an_interrupted_experiment_left(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "experiments").mkdir(parents=True)
+    script = repo / "experiments" / "pretrain_study.sh"
+    script.write_text((ROOT / "experiments" / "pretrain_study.sh").read_text())
+    (repo / "params.yaml").write_text("synth:\n  seed: 0\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "params.yaml"], check=True)
+    subprocess.run([*git, "commit", "-qm", "params"], check=True)
+    (repo / "params.yaml").write_text("synth:\n  seed: 3\n")   # what a killed experiment leaves
+    result = subprocess.run(["bash", str(script), "--dry-run"], cwd=repo, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "params.yaml differs from HEAD" in result.stderr
+    assert "+ dvc repro" not in result.stderr
+
+
 def test_study_script_refuses_unknown_arguments() -> None:
     result = subprocess.run(["bash", "experiments/pretrain_study.sh", "--now"], cwd=ROOT, capture_output=True,
                             text=True, timeout=60)
