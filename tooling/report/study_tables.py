@@ -103,10 +103,15 @@ def study_headline(doc: Mapping[str, Any]) -> str:
     partial = "" if doc.get("complete") else " (the study is not complete yet)"
     return (f"*Pretraining on synthetic people changed the visual-only model's face-frame score "
             f"({_title(doc, statistic)}) by {signed_gain(diff['mean'][statistic])} "
-            f"({spread}n = {diff['n']} paired replicates){partial}: {diff['verdict'][statistic]}, "
+            f"({spread}n = {diff['n']} paired replicates{_at_commit(doc)}){partial}: {diff['verdict'][statistic]}, "
             f"the test declared before the runs, with equivalence at ±{margin} "
             f"([docs/results.md](docs/results.md#the-paired-pretraining-study)). This tests the pipeline's "
             f"pretraining path on synthetic people, not the paper's Glint360K claim.*")
+
+
+def _at_commit(doc: Mapping[str, Any]) -> str:
+    """Which pipeline the runs measured: ``, at commit 0123456789``, or nothing when the record does not say."""
+    return f", at commit {str(doc['git_commit'])[:10]}" if doc.get("git_commit") else ""
 
 
 def _provenance(doc: Mapping[str, Any]) -> str:

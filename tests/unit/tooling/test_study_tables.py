@@ -52,7 +52,7 @@ def test_the_headline_is_one_sentence_with_interval_n_and_verdict() -> None:
     mean, low, high = _paired_mean_and_interval()
     assert study_headline(_record()) == (
         f"*Pretraining on synthetic people changed the visual-only model's face-frame score (mean of the AU and "
-        f"EXPR scores) by {mean:+.3f} (95 % CI {low:+.3f} to {high:+.3f}, n = 4 paired replicates): difference, "
+        f"EXPR scores) by {mean:+.3f} (95 % CI {low:+.3f} to {high:+.3f}, n = 4 paired replicates, at commit 0123456789): difference, "
         "the test declared before the runs, with equivalence at ±0.02 "
         "([docs/results.md](docs/results.md#the-paired-pretraining-study)). This tests the pipeline's pretraining "
         "path on synthetic people, not the paper's Glint360K claim.*")
@@ -61,10 +61,11 @@ def test_the_headline_is_one_sentence_with_interval_n_and_verdict() -> None:
 def test_identical_arms_read_as_equivalent_and_one_pair_has_no_interval() -> None:
     same = _record(pretrained=SCRATCH)
     assert "equivalent within ±0.02" in study_table(same)
-    assert "by +0.000 (95 % CI +0.000 to +0.000, n = 4 paired replicates): equivalent" in study_headline(same)
+    assert "by +0.000 (95 % CI +0.000 to +0.000, n = 4 paired replicates, at commit 0123456789): equivalent" \
+        in study_headline(same)
     one = _record(pretrained=PRETRAINED[:1], scratch=SCRATCH[:1], complete=False)
-    assert "(no interval from one pair, n = 1 paired replicates) (the study is not complete yet): inconclusive" \
-        in study_headline(one)
+    assert ("(no interval from one pair, n = 1 paired replicates, at commit 0123456789) (the study is not complete "
+            "yet): inconclusive") in study_headline(one)
     row = [line for line in study_table(one).splitlines() if line.startswith("| `pretrained − scratch`")][0]
     assert "| – | – | – |" in row and study_table(one).endswith("Not complete: 2 runs so far.")
 
