@@ -118,7 +118,7 @@ def test_study_script_skips_the_control_once_it_exists(tmp_path: Path) -> None:
     (tmp_path / "controls").mkdir()
     (tmp_path / "controls" / "backbone.pth").write_bytes(b"")
     (tmp_path / "controls" / "backbone.json").write_text("{}")
-    result = _study_dry_run(tmp_path)
+    result = _study_dry_run(tmp_path, STEPS="a")
     assert result.returncode == 0, result.stderr
     assert "present, skipped" in result.stderr and "control-d1000" not in result.stderr
 
