@@ -194,8 +194,7 @@ def stage_bill(rates: dict[str, Any], disk_per_frame: dict[str, float], work: Wo
          "verification_images_per_epoch": profile.pretrain_verification_images},
         model_bytes, "backbone.pth"))
 
-    cap = profile.max_frames_per_epoch
-    per_task = work.train_frames if cap is None else min(cap, work.train_frames)
+    per_task = _capped(work.train_frames, profile.max_frames_per_epoch, 1)
     finetune_images = TASKS * per_task
     rows.append(_row(
         "finetune-visual",
