@@ -89,8 +89,7 @@ mmaffect ablate --grid experiments/pretrain_lr_grid.yaml --replicates 1 --replic
   "${FINETUNE[@]}" --resume --json "$LR_RECORD" $dry_run
 fi
 # the arms of (c) and (d) must use the rates (b) chose, whichever steps run
-run python -m tooling.study choose-lr "$LR_RECORD" --out "$LR_CHOICE" --check-arms "$ARMS"
-run python -m tooling.study choose-lr "$LR_RECORD" --out "$LR_CHOICE" --check-arms "$SEQUENCE_ARMS"
+run python -m tooling.study choose-lr "$LR_RECORD" --out "$LR_CHOICE" --check-arms "$ARMS" --check-arms "$SEQUENCE_ARMS"
 
 if wanted c; then
 step "(c) the study: $ARMS, $REPLICATES paired replicates"

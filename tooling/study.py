@@ -8,7 +8,7 @@ with the best mean held-out score; ties go to the smaller value. :func:`check_ar
 study's arms file does not use those choices, so the study cannot start on an untuned rate.
 
     python -m tooling.study choose-lr studies/pretrain_lr_grid.json --out studies/pretrain_lr_choice.json \\
-        --check-arms experiments/pretrain_arms.yaml
+        --check-arms experiments/pretrain_arms.yaml --check-arms experiments/pretrain_arms_sequence.yaml
 
 Example:
     >>> runs = [{"experiment": f"e{i}", "params": {"lr": lr, "init": init}, "metrics": {"selection_score": s}}
@@ -108,10 +108,10 @@ def _choose_lr(args: argparse.Namespace) -> int:
         with atomic_path(Path(args.out)) as tmp:
             tmp.write_text(json.dumps({"record": str(record_path), "param": args.param, "by": args.by,
                                        "score": SELECTION_SCORE, "chosen": chosen}, indent=2) + "\n")
-    if args.check_arms:
-        problems = check_arms(load_points(args.check_arms), chosen, args.param, args.by, str(args.check_arms))
-        if problems:
-            raise ValueError("; ".join(problems))
+    problems = [problem for arms in args.check_arms
+                for problem in check_arms(load_points(arms), chosen, args.param, args.by, str(arms))]
+    if problems:
+        raise ValueError("; ".join(problems))
     return 0
 
 
@@ -125,7 +125,8 @@ def parser() -> argparse.ArgumentParser:
     choose_lr.add_argument("--by", default=DEFAULT_GROUP, help=f"the param whose values get their own choice "
                                                                f"[default: {DEFAULT_GROUP}]")
     choose_lr.add_argument("--out", help="also write the choice here as JSON")
-    choose_lr.add_argument("--check-arms", help="an ablate --grid arms file; exit 1 unless every arm uses the choice")
+    choose_lr.add_argument("--check-arms", action="append", default=[],
+                           help="an ablate --grid arms file; exit 1 unless every arm uses the choice (repeatable)")
     choose_lr.set_defaults(run=_choose_lr)
     return top
 

@@ -6,7 +6,6 @@ references it names among its arms, one ``dvc exp run`` per arm.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import subprocess
@@ -18,8 +17,6 @@ import yaml
 from click.testing import CliRunner
 
 from pipeline.ablation import arm_name, arm_params, load_points
-from pipeline.train.pretrain import PretrainConfig
-from pipeline.train.sequence import SequenceTrainConfig
 from stages.cli import main
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -34,17 +31,6 @@ GRIDS = {
     "pretrain_lr_grid.yaml": FINETUNE,
     "va_grid.yaml": ["--statistic", "va.score", "--reference", "both-ccc"],
 }
-# The shuffled-label control's arm sets pretrain_face.shuffle_labels, which pretrain-face gains beside this
-# study; until then its grid cannot be checked against the configs.
-NEEDS_SHUFFLE_LABELS = pytest.mark.skipif(
-    "shuffle_labels" not in {f.name for f in dataclasses.fields(PretrainConfig)},
-    reason="pretrain_face.shuffle_labels (the shuffled-label control) is not a PretrainConfig field yet")
-# The VA arms set train_sequence.va_mse_weight, which train-sequence gains with its VA head's loss; until
-# then that grid cannot be checked against the configs.
-NEEDS_VA_MSE_WEIGHT = pytest.mark.skipif(
-    "va_mse_weight" not in {f.name for f in dataclasses.fields(SequenceTrainConfig)},
-    reason="train_sequence.va_mse_weight (the VA loss's MSE weight) is not a SequenceTrainConfig field yet")
-_MARKS = {"pretrain_arms.yaml": [NEEDS_SHUFFLE_LABELS], "va_grid.yaml": [NEEDS_VA_MSE_WEIGHT]}
 
 
 def test_every_grid_file_is_checked_here() -> None:
@@ -57,7 +43,7 @@ def _arm_count(grid: Path) -> int:
     return len(arms) if isinstance(arms, list) else math.prod(len(values) for values in arms.values())
 
 
-@pytest.mark.parametrize("name", [pytest.param(name, marks=_MARKS.get(name, [])) for name in sorted(GRIDS)])
+@pytest.mark.parametrize("name", sorted(GRIDS))
 def test_grid_plans_one_experiment_per_arm(name: str) -> None:
     grid = ROOT / "experiments" / name
     result = CliRunner().invoke(main, ["ablate", "--grid", str(grid), "--params", str(ROOT / "params.yaml"),
@@ -77,7 +63,6 @@ def _study_dry_run(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
-@NEEDS_SHUFFLE_LABELS
 def test_study_script_dry_run_prints_each_step_and_writes_nothing(tmp_path: Path) -> None:
     result = _study_dry_run(tmp_path)
     assert result.returncode == 0, result.stderr
@@ -85,8 +70,9 @@ def test_study_script_dry_run_prints_each_step_and_writes_nothing(tmp_path: Path
     assert control[0] == "+ dvc repro"   # every output dvc.lock names in the cache before an experiment
     assert control[1].startswith("+ dvc exp run -f -n control-d1000 -S synth.seed=1000 ")
     assert control[2] == f"+ mmaffect backbone-of cache/visual/model.pt {tmp_path / 'controls'}"
-    assert control[3].startswith(f"+ python -m tooling.study choose-lr {tmp_path / 'lr.json'}")
-    assert control[4].endswith("--check-arms experiments/pretrain_arms_sequence.yaml")
+    assert len(control) == 4 and control[3].startswith(f"+ python -m tooling.study choose-lr {tmp_path / 'lr.json'}")
+    assert control[3].endswith("--check-arms experiments/pretrain_arms.yaml "
+                               "--check-arms experiments/pretrain_arms_sequence.yaml")
     planned = result.stdout.splitlines()
     # the rate grid on one tuning replicate, 4 arms x 8 replicates, then the sequence model's 2 arms x 8
     assert len(planned) == 8 + 4 * 8 + 2 * 8
@@ -101,7 +87,6 @@ def test_study_script_dry_run_prints_each_step_and_writes_nothing(tmp_path: Path
     assert not any(tmp_path.iterdir())
 
 
-@NEEDS_SHUFFLE_LABELS
 def test_study_script_runs_only_the_steps_asked_for(tmp_path: Path) -> None:
     result = _study_dry_run(tmp_path, STEPS="d")
     assert result.returncode == 0, result.stderr
@@ -113,7 +98,6 @@ def test_study_script_runs_only_the_steps_asked_for(tmp_path: Path) -> None:
     assert wrong.returncode == 2 and "STEPS must be letters of 0abcd, got 'e'" in wrong.stderr
 
 
-@NEEDS_SHUFFLE_LABELS
 def test_study_script_skips_the_control_once_it_exists(tmp_path: Path) -> None:
     (tmp_path / "controls").mkdir()
     (tmp_path / "controls" / "backbone.pth").write_bytes(b"")

@@ -72,10 +72,12 @@ def test_command_prints_writes_and_checks(tmp_path: Path, capsys: pytest.Capture
     assert "| pretrained | 0.01 | 0.410 | 1 | 0.01: 0.410, 0.05: 0.380 |" in printed
     assert json.loads(out.read_text())["chosen"]["random"]["value"] == 0.02
 
-    arms.write_text(f"- {{arm: scratch, {INIT}: random, {LR}: 0.05}}\n")
-    assert main(["choose-lr", str(record), "--check-arms", str(arms)]) == 1
+    # every arms file given is checked, the good one first
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text(f"- {{arm: scratch, {INIT}: random, {LR}: 0.05}}\n")
+    assert main(["choose-lr", str(record), "--check-arms", str(arms), "--check-arms", str(wrong)]) == 1
     error = capsys.readouterr().err
-    assert error == f"Error: {arms}: arm scratch: {LR} is 0.05, the tuning chose 0.02 for {INIT}=random\n"
+    assert error == f"Error: {wrong}: arm scratch: {LR} is 0.05, the tuning chose 0.02 for {INIT}=random\n"
 
 
 def test_a_missing_record_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
