@@ -79,6 +79,15 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return repo
 
 
+@pytest.fixture
+def reproduced(repo: Path) -> Path:
+    """The module's repository once a whole ``dvc repro`` has run in it: the tests after the first build on its
+    outputs (the draw, dvc.lock, the metrics), and reproduce it themselves when selected alone."""
+    if not (repo / "dvc.lock").is_file():
+        _run(["dvc", "repro"], repo)
+    return repo
+
+
 @pytest.mark.slow
 def test_dvc_repro_runs_the_whole_pipeline(repo: Path) -> None:
     output = _run(["dvc", "repro"], repo)
@@ -126,12 +135,14 @@ def test_dvc_repro_runs_the_whole_pipeline(repo: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("reproduced")
 def test_second_repro_does_nothing(repo: Path) -> None:
     output = _run(["dvc", "repro"], repo)
     assert _ran_stages(output) == set(), output
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("reproduced")
 def test_sequence_param_change_reruns_only_sequence_and_evaluate(repo: Path) -> None:
     _set_params(repo, {"train_sequence": {"dropout": 0.2}})
     output = _run(["dvc", "repro"], repo)
@@ -139,6 +150,7 @@ def test_sequence_param_change_reruns_only_sequence_and_evaluate(repo: Path) -> 
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("reproduced")
 def test_int8_precision_reembeds_from_the_declared_int8_models(repo: Path) -> None:
     assert (repo / "cache" / "onnx" / "visual.int8.onnx").is_file()
     assert (repo / "cache" / "audio" / "tdnn.int8.onnx").is_file()
@@ -217,6 +229,7 @@ def _sane_backbone(path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("reproduced")
 def test_the_readme_paper_profile_and_a_key_of_every_section_run_under_dvc_exp_run(repo: Path, tmp_path: Path) -> None:
     """The README's paper profile with a key of every section changed, on an Aff-Wild2-layout copy
     without ``annotations/VA_Set`` (one whole-DAG run for both): every stage runs, every trainer skips
@@ -255,6 +268,7 @@ def test_the_readme_paper_profile_and_a_key_of_every_section_run_under_dvc_exp_r
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("reproduced")
 def test_an_experiment_shows_on_one_screen_and_plots_against_the_baseline(repo: Path, tmp_path: Path) -> None:
     _commit(repo, "tiny pipeline")
     _run(["dvc", "exp", "run", "-n", "visual-only", "-S", "train_sequence.modalities=visual"], repo)
