@@ -42,6 +42,8 @@ RENDERERS: dict[str, Renderer] = build_registry([
              missing=study_tables.HEADLINE_MISSING),
     Renderer("pretrain-study-sequence", (study_tables.SEQUENCE_SOURCE,), study_tables.study_table,
              missing=study_tables.SEQUENCE_MISSING),
+    Renderer("pretrain-study-sequence-headline", (study_tables.SEQUENCE_SOURCE,), study_tables.sequence_headline,
+             missing=study_tables.SEQUENCE_HEADLINE_MISSING),
     Renderer("ablation-training-seeds", ("benchmarks/results/ablation_training_seeds.json",), ablation_tables.seed_band_sequence),
     Renderer("cross-cpu", ("benchmarks/results/cross_cpu.json",), metrics_tables.cross_cpu),
     Renderer("repro-time", ("benchmarks/results/repro_time.json",), bench_tables.repro_time,

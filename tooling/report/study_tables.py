@@ -16,6 +16,7 @@ from tooling.report.markdown import score, signed_gain, table
 SOURCE = "benchmarks/results/pretrain_study.json"
 SEQUENCE_SOURCE = "benchmarks/results/pretrain_study_sequence.json"   # its sequence-model part, step (d)
 ARM, REFERENCE = "pretrained", "scratch"   # the comparison the study is about; the controls check the method
+SEQUENCE_ARM, SEQUENCE_REFERENCE = "sequence-pretrained", "sequence-scratch"   # the same, through the whole pipeline
 _TITLES = {"au_expr_score": "mean of the AU and EXPR scores", "au.score": "AU score", "expr.score": "EXPR score",
            "va.score": "VA score"}
 _VERDICTS = {
@@ -32,6 +33,8 @@ SEQUENCE_MISSING = ("The sequence-model part (step (d) of `experiments/pretrain_
                     f"not been run yet; it writes `{SEQUENCE_SOURCE}`, and `mmaffect report` renders it here.")
 HEADLINE_MISSING = ("*The paired pretraining study has not been run yet: its result will stand here, with its "
                     "interval and verdict ([docs/results.md](docs/results.md#the-paired-pretraining-study)).*")
+SEQUENCE_HEADLINE_MISSING = ("*The study's sequence-model part has not been run yet "
+                             "([docs/results.md](docs/results.md#the-sequence-model)).*")
 
 
 def _title(doc: Mapping[str, Any], metric: str) -> str:
@@ -90,23 +93,41 @@ def study_table(doc: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _difference(doc: Mapping[str, Any], arm: str, reference: str) -> Mapping[str, Any]:
+    """The record's paired difference ``arm − reference``; a KeyError naming it when the record lacks it."""
+    matches = [d for d in doc["differences"] if d["arm"] == arm and d["reference"] == reference]
+    if not matches:
+        raise KeyError(f"differences[{arm} − {reference}]")
+    return matches[0]
+
+
+def _result(doc: Mapping[str, Any], diff: Mapping[str, Any]) -> str:
+    """``-0.036 (95 % CI ..., n = 8 paired replicates, at commit ...): inconclusive``, for a sentence."""
+    statistic = doc["statistic"]
+    interval = diff["ci95"].get(statistic)
+    spread = f"95 % CI {_interval(interval)}, " if interval else "no interval from one pair, "
+    partial = "" if doc.get("complete") else " (the study is not complete yet)"
+    return (f"{signed_gain(diff['mean'][statistic])} ({spread}n = {diff['n']} paired replicates{_at_commit(doc)})"
+            f"{partial}: {diff['verdict'][statistic]}")
+
+
 def study_headline(doc: Mapping[str, Any]) -> str:
     """README: the declared statistic's paired difference ``pretrained − scratch``, its interval and verdict, in
     one sentence, and what the study does not test."""
-    statistic, margin = doc["statistic"], doc["equivalence_margin"]
-    matches = [d for d in doc["differences"] if d["arm"] == ARM and d["reference"] == REFERENCE]
-    if not matches:
-        raise KeyError(f"differences[{ARM} − {REFERENCE}]")
-    diff = matches[0]
-    interval = diff["ci95"].get(statistic)
-    spread = (f"95 % CI {_interval(interval)}, " if interval else "no interval from one pair, ")
-    partial = "" if doc.get("complete") else " (the study is not complete yet)"
+    diff = _difference(doc, ARM, REFERENCE)
     return (f"*Pretraining on synthetic people changed the visual-only model's face-frame score "
-            f"({_title(doc, statistic)}) by {signed_gain(diff['mean'][statistic])} "
-            f"({spread}n = {diff['n']} paired replicates{_at_commit(doc)}){partial}: {diff['verdict'][statistic]}, "
-            f"the test declared before the runs, with equivalence at ±{margin} "
+            f"({_title(doc, doc['statistic'])}) by {_result(doc, diff)}, "
+            f"the test declared before the runs, with equivalence at ±{doc['equivalence_margin']} "
             f"([docs/results.md](docs/results.md#the-paired-pretraining-study)). This tests the pipeline's "
             f"pretraining path on synthetic people, not the paper's Glint360K claim.*")
+
+
+def sequence_headline(doc: Mapping[str, Any]) -> str:
+    """README: the same sentence for the study's sequence-model part, ``sequence-pretrained − sequence-scratch``."""
+    diff = _difference(doc, SEQUENCE_ARM, SEQUENCE_REFERENCE)
+    return (f"*Through the whole pipeline, the sequence model's face-frame score ({_title(doc, doc['statistic'])}) "
+            f"changed by {_result(doc, diff)}, declared the same way "
+            f"([docs/results.md](docs/results.md#the-sequence-model)).*")
 
 
 def _at_commit(doc: Mapping[str, Any]) -> str:

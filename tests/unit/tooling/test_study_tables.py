@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from pipeline.ablation import summarize_runs
-from tooling.report.study_tables import study_headline, study_table
+from tooling.report.study_tables import sequence_headline, study_headline, study_table
 
 # mean_score per replicate (AU, EXPR scores), pretrained and scratch
 PRETRAINED = [(0.50, 0.30), (0.52, 0.36), (0.47, 0.31), (0.55, 0.33)]
@@ -92,3 +92,9 @@ def test_the_mean_score_names_the_tasks_it_averaged_and_the_sequence_part_declar
     mean, low, high = _paired_mean_and_interval()
     row = [line for line in text.splitlines() if line.startswith("| `sequence-pretrained − sequence-scratch`")][0]
     assert f"| {low:+.3f} to {high:+.3f} |" in row
+    assert sequence_headline(record) == (
+        f"*Through the whole pipeline, the sequence model's face-frame score (mean of the AU and EXPR scores) changed "
+        f"by {mean:+.3f} (95 % CI {low:+.3f} to {high:+.3f}, n = 4 paired replicates, at commit 0123456789): "
+        "difference, declared the same way ([docs/results.md](docs/results.md#the-sequence-model)).*")
+    with pytest.raises(KeyError, match="sequence-pretrained − sequence-scratch"):
+        sequence_headline(_record())   # the visual part's record has no sequence arms
