@@ -11,7 +11,7 @@
 #   (a) the positive control's starting point, once: finetune-visual from scratch on synthetic draw
 #       CONTROL_DRAW, which no replicate uses, then `mmaffect backbone-of` into CONTROL_DIR (kept out of git);
 #   (b) the learning-rate grid on tuning replicate TUNING_REPLICATE, and the best rate per start by the
-#       held-out selection score; the study stops here while experiments/pretrain_arms.yaml does not use it;
+#       held-out selection score; the study stops here while an arm of (c) or (d) does not use it;
 #   (c) the study: 4 arms x 8 paired replicates (0-7), its statistic declared in the record before the
 #       first run, resumed from the record when it exists;
 #   (d) its sequence-model part: the pretrained and scratch arms, SEQUENCE_REPLICATES paired replicates
